@@ -1,0 +1,86 @@
+"""Model surgery: replace eligible ``nn.Conv2d`` layers of any model by a freqdyn layer, keeping weights."""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch.nn as nn
+
+from .layers import FDConv
+
+logger = logging.getLogger(__name__)
+
+Selector = str | Callable[[str, nn.Module], bool] | None
+CONVERTERS: dict[str, Callable[..., nn.Module]] = {"fdconv": FDConv.from_conv}
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of distinct parameters of ``model`` (shared ones once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class ConversionReport:
+    """What :func:`convert` did: the (possibly new) root module, replaced / skipped names, parameter counts."""
+
+    model: nn.Module
+    replaced: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    params_before: int = 0
+    params_after: int = 0
+
+    @property
+    def param_delta(self) -> int:
+        return self.params_after - self.params_before
+
+    def __str__(self) -> str:
+        return (f"replaced {len(self.replaced)} conv(s), skipped {len(self.skipped)}; params "
+                f"{self.params_before:,} -> {self.params_after:,} ({self.param_delta:+,})")
+
+
+def _matches(selector: Selector, name: str, module: nn.Module) -> bool:
+    if isinstance(selector, str):
+        return re.search(selector, name) is not None
+    return bool(selector(name, module))  # type: ignore[misc]
+
+
+def convert(
+    model: nn.Module, to: str = "fdconv", *, include: Selector = None, exclude: Selector = None, **kwargs
+) -> ConversionReport:
+    """Replace every ``nn.Conv2d`` (exact type) selected by ``include`` / ``exclude`` in place.
+
+    ``include`` / ``exclude`` are regular expressions searched in the module's qualified name, or
+    predicates ``(name, module) -> bool``. ``kwargs`` go to the target's ``from_conv``. Layers the target
+    would keep as plain convolutions (e.g. FDConv's channel / kernel-size gating) stay ``nn.Conv2d``.
+    """
+    if to not in CONVERTERS:
+        raise ValueError(f"unknown conversion target {to!r}; choose from {sorted(CONVERTERS)}")
+    factory = CONVERTERS[to]
+    report = ConversionReport(model=model, params_before=count_parameters(model))
+    built: dict[int, nn.Module] = {}
+    for name, module in list(model.named_modules(remove_duplicate=False)):
+        if type(module) is not nn.Conv2d:
+            continue
+        if include is not None and not _matches(include, name, module):
+            report.skipped[name] = "not included"
+            continue
+        if exclude is not None and _matches(exclude, name, module):
+            report.skipped[name] = "excluded"
+            continue
+        if id(module) not in built:
+            built[id(module)] = factory(module, **kwargs)
+        new = built[id(module)]
+        if getattr(new, "is_dynamic", True) is False:
+            report.skipped[name] = "kept as a plain convolution by the target's gating"
+            continue
+        if name == "":
+            report.model = new
+        else:
+            parent, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent), leaf, new)
+        report.replaced.append(name)
+    report.params_after = count_parameters(report.model)
+    logger.info("convert(to=%r): %s", to, report)
+    return report

@@ -1,0 +1,40 @@
+"""Eager input validation shared by every layer: clear ``ValueError`` instead of errors deep inside torch."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def check_feature_map(x: Tensor, channels: int, layer: str) -> None:
+    """Validate a (B, C, H, W) floating-point feature map with ``channels`` channels and B >= 1."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{layer}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{layer}: expected a 4-D (B, C, H, W) input, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{layer}: expected a floating-point input, got dtype {x.dtype}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{layer}: got an empty batch (B=0), shape {tuple(x.shape)}")
+    if x.shape[1] != channels:
+        raise ValueError(f"{layer}: expected {channels} input channels, got {x.shape[1]} (shape {tuple(x.shape)})")
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"{layer}: got an empty spatial size, shape {tuple(x.shape)}")
+
+
+def check_features_last(x: Tensor, features: int, layer: str) -> None:
+    """Validate a (B, ..., features) floating-point tensor with B >= 1."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{layer}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 2:
+        raise ValueError(f"{layer}: expected a (B, ..., {features}) input, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{layer}: expected a floating-point input, got dtype {x.dtype}")
+    if x.shape[0] == 0 or x.numel() == 0:
+        raise ValueError(f"{layer}: got an empty input, shape {tuple(x.shape)}")
+    if x.shape[-1] != features:
+        raise ValueError(f"{layer}: expected {features} input features, got {x.shape[-1]} (shape {tuple(x.shape)})")
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype in which FFT / spectral work runs: float32 for half and bfloat16, else unchanged."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype

@@ -1,0 +1,45 @@
+"""Batch-as-groups convolution: one ``F.conv2d`` call applies a different kernel to every sample.
+
+This is the shared engine of every dynamic convolution in freqdyn (FDConv, DY-Conv, CondConv, ODConv).
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from .conv_args import Padding
+
+
+def batched_conv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: tuple[int, int],
+    padding: Padding,
+    dilation: tuple[int, int],
+    groups: int,
+) -> Tensor:
+    """Convolve each sample with its own kernel.
+
+    Args:
+        x: input (B, C, H, W).
+        weight: per-sample kernels (B, O, C // groups, kh, kw), or a shared (1, O, C // groups, kh, kw).
+        bias: per-sample (B, O), shared (O,), or None.
+    Returns:
+        (B, O, H', W').
+    """
+    batch, channels, height, width = x.shape
+    out_channels = weight.shape[1]
+    if weight.shape[0] == 1:
+        shared_bias = bias if bias is None or bias.dim() == 1 else None
+        y = F.conv2d(x, weight[0], shared_bias, stride, padding, dilation, groups)
+        if bias is not None and shared_bias is None:
+            y = y + bias.reshape(bias.shape[0], out_channels, 1, 1)
+        return y
+    # reshape (not view) keeps channels_last inputs working: the fold copies when it must.
+    folded = x.reshape(1, batch * channels, height, width)
+    kernels = weight.reshape(batch * out_channels, *weight.shape[2:])
+    if bias is not None:
+        bias = bias.expand(batch, out_channels).reshape(batch * out_channels)
+    y = F.conv2d(folded, kernels, bias, stride, padding, dilation, groups * batch)
+    return y.reshape(batch, out_channels, y.shape[-2], y.shape[-1])

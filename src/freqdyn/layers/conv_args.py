@@ -1,0 +1,73 @@
+"""``nn.Conv2d`` argument normalisation and padding shared by the dynamic convolutions."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor
+
+IntPair = int | tuple[int, int]
+Padding = str | int | tuple[int, int]
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def pair(value: IntPair | Sequence[int], name: str) -> tuple[int, int]:
+    """Return ``value`` as a tuple of two positive-or-zero ints, raising ``ValueError`` otherwise."""
+    out = (value, value) if isinstance(value, int) else tuple(value)
+    if len(out) != 2 or not all(isinstance(v, int) for v in out):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return out  # type: ignore[return-value]
+
+
+def check_conv_args(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: Padding,
+    dilation: tuple[int, int],
+    groups: int,
+    padding_mode: str,
+) -> Padding:
+    """Validate ``nn.Conv2d``-style arguments and return the normalised padding (a pair or a string)."""
+    if in_channels <= 0 or out_channels <= 0:
+        raise ValueError(f"channel counts must be positive, got in={in_channels}, out={out_channels}")
+    if groups <= 0 or in_channels % groups or out_channels % groups:
+        raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+    if min(kernel_size) <= 0 or min(stride) <= 0 or min(dilation) <= 0:
+        raise ValueError(f"kernel_size, stride and dilation must be positive, got {kernel_size}, {stride}, {dilation}")
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    if isinstance(padding, str):
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding string must be 'same' or 'valid', got {padding!r}")
+        if padding == "same" and stride != (1, 1):
+            raise ValueError("padding='same' is not supported for strided convolutions")
+        return padding
+    pad = pair(padding, "padding")
+    if min(pad) < 0:
+        raise ValueError(f"padding must be non-negative, got {padding!r}")
+    return pad
+
+
+def explicit_padding(padding: Padding, kernel_size: tuple[int, int], dilation: tuple[int, int]) -> list[int]:
+    """``F.pad`` amounts (left, right, top, bottom) equivalent to ``padding`` (as ``nn.Conv2d`` computes them)."""
+    if padding == "valid":
+        return [0, 0, 0, 0]
+    if padding == "same":
+        pads: list[int] = []
+        for k, d in zip(reversed(kernel_size), reversed(dilation)):
+            total = d * (k - 1)
+            pads += [total // 2, total - total // 2]
+        return pads
+    ph, pw = padding  # type: ignore[misc]
+    return [pw, pw, ph, ph]
+
+
+def pad_input(
+    x: Tensor, padding: Padding, kernel_size: tuple[int, int], dilation: tuple[int, int], padding_mode: str
+) -> tuple[Tensor, Padding]:
+    """Apply non-zero padding modes explicitly; returns the input and the padding left for ``F.conv2d``."""
+    if padding_mode == "zeros":
+        return x, padding
+    return F.pad(x, explicit_padding(padding, kernel_size, dilation), mode=padding_mode), (0, 0)

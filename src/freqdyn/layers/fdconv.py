@@ -1,0 +1,200 @@
+"""FDConv: Frequency Dynamic Convolution (Chen et al., CVPR 2025, arXiv:2503.18783)."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._checks import check_feature_map
+from .batched_conv import batched_conv2d
+from .conv_args import IntPair, Padding, check_conv_args, pad_input, pair
+from .fourier_dynamic import FourierDynamicBase
+from .frequency_band_modulation import FrequencyBandModulation
+
+AGGREGATIONS = ("auto", "weight", "feature")
+
+
+class FDConv(FourierDynamicBase):
+    """Drop-in ``nn.Conv2d`` replacement with Fourier Disjoint Weights, KSM (global + local) and FBM.
+
+    Input (B, in_channels, H, W) -> output (B, out_channels, H', W') with ``nn.Conv2d``'s H', W'.
+
+    Layers with ``min(in, out) <= use_fdconv_if_c_gt`` channels or a kernel side outside
+    ``use_fdconv_if_k_in`` stay plain convolutions (``weight``/``bias``), as in the official code. FBM is
+    built when the larger kernel side is in ``use_fbm_if_k_in`` (or for strided layers with
+    ``use_fbm_for_stride``).
+
+    Deviations from the official implementation, each a fix:
+      * every attention head (filter head included: its official re-init never runs), the KSM-Local conv
+        and the FBM convs start at exactly zero, so a fresh layer and :meth:`from_conv` are neutral: the
+        output equals the source conv's;
+      * groups / depthwise, non-square kernels, odd ``in_channels * kw``, any ``kernel_num`` up to the
+        spectrum size, ``kernel_num * param_ratio == 1`` and ``param_ratio > 1`` work;
+      * frequency groups come from a stable sort and are stored in the ``freq_group`` buffer, so a
+        checkpoint reloads to identical outputs;
+      * FFTs run in float32 for half / bfloat16 and the output keeps the input dtype; ``padding_mode`` is
+        honoured; a batch of one trains (see :class:`KernelSpatialModulationGlobal`).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: Padding = 0,
+        dilation: IntPair = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        kernel_num: int | None = 64,
+        param_ratio: int = 1,
+        reduction: float = 0.0625,
+        kernel_temp: float = 1.0,
+        temp: float | None = None,
+        att_multi: float = 2.0,
+        ksm_act: str = "sigmoid",
+        use_ksm_local: bool = True,
+        use_fdconv_if_c_gt: int = 16,
+        use_fdconv_if_k_in: Sequence[int] = (1, 3),
+        use_fbm_if_k_in: Sequence[int] = (3,),
+        use_fbm_for_stride: bool = False,
+        fbm_k_list: Sequence[int] = (2, 4, 8),
+        fbm_act: str = "sigmoid",
+        fbm_spatial_group: int = 1,
+        aggregation: str = "auto",
+        synthesis: str = "auto",
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        kernel_size, stride, dilation = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(dilation, "dilation")
+        padding = check_conv_args(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode)
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.padding_mode, self.aggregation = padding_mode, aggregation
+        self.transposed, self.output_padding = False, (0, 0)
+        self.is_dynamic = min(in_channels, out_channels) > use_fdconv_if_c_gt and all(
+            k in use_fdconv_if_k_in for k in kernel_size
+        )
+        kw = {"device": device, "dtype": dtype}
+        weight_shape = (out_channels, in_channels // groups, *kernel_size)
+        if self.is_dynamic:
+            self._build_fourier(
+                in_channels, out_channels, kernel_size, groups, kernel_num, param_ratio, reduction, kernel_temp,
+                temp, att_multi, ksm_act, use_ksm_local, synthesis, device, dtype,
+            )
+            use_fbm = max(kernel_size) in use_fbm_if_k_in or (use_fbm_for_stride and max(stride) > 1)
+            self.FBM = (
+                FrequencyBandModulation(in_channels, tuple(fbm_k_list), fbm_act, fbm_spatial_group, **kw)
+                if use_fbm
+                else None
+            )
+            self.register_parameter("weight", None)
+        else:
+            self.weight = nn.Parameter(torch.empty(weight_shape, **kw))
+            self.FBM = None
+        self.bias = nn.Parameter(torch.empty(out_channels, **kw)) if bias else None
+        self.reset_parameters()
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, **kwargs) -> "FDConv":
+        """Convert an ``nn.Conv2d`` (pretrained or not); the result at neutral attention equals ``conv``."""
+        if not isinstance(conv, nn.Conv2d):
+            raise ValueError(f"from_conv expects an nn.Conv2d, got {type(conv).__name__}")
+        layer = cls(
+            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+            conv.groups, conv.bias is not None, conv.padding_mode, device=conv.weight.device,
+            dtype=conv.weight.dtype, **kwargs,
+        )
+        with torch.no_grad():
+            if layer.is_dynamic:
+                layer.set_spatial_weight(conv.weight)
+            else:
+                layer.weight.copy_(conv.weight)
+            if conv.bias is not None:
+                layer.bias.copy_(conv.bias)
+        return layer.train(conv.training)
+
+    def _kernel_hw(self) -> tuple[int, int]:
+        return self.kernel_size
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+
+    def reset_parameters(self) -> None:
+        """``nn.Conv2d``'s initialisation for the kernel and bias; attention heads to their neutral zeros."""
+        if self.is_dynamic:
+            weight = torch.empty(self._weight_shape(), device=self.dft_weight.device)
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+            self.set_spatial_weight(weight)
+            self.KSM_Global.reset_parameters()
+            if self.KSM_Local is not None:
+                self.KSM_Local.reset_parameters()
+            if self.FBM is not None:
+                self.FBM.reset_parameters()
+        else:
+            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+            nn.init.uniform_(self.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+
+    init_weights = reset_parameters  # mmcv's ConvModule calls init_weights() instead of its kaiming init
+
+    def _use_weight_branch(self, height: int, width: int) -> bool:
+        if self.aggregation != "auto":
+            return self.aggregation == "weight"
+        size = self.out_channels * self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+        return size < (self.in_channels + self.out_channels) * height * width
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_feature_map(x, self.in_channels, type(self).__name__)
+        if not self.is_dynamic:
+            x, padding = pad_input(x, self.padding, self.kernel_size, self.dilation, self.padding_mode)
+            return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+        batch, _, height, width = x.shape
+        pooled = x.mean(dim=(2, 3))
+        att = self.KSM_Global(pooled)
+        weight = self.modulated_weight(pooled, att)
+        if self.FBM is not None:
+            x = self.FBM(x)
+        weight_branch = self._use_weight_branch(height, width)
+        if att.channel is not None:
+            if weight_branch:
+                g, per_group = self.groups, self.in_channels // self.groups
+                channel = att.channel.reshape(batch, g, 1, per_group).expand(batch, g, self.out_channels // g, per_group)
+                weight = weight * channel.reshape(batch, self.out_channels, per_group, 1, 1)
+            else:
+                x = x * att.channel[:, :, None, None].to(x.dtype)
+        if att.filter is not None and weight_branch:
+            weight = weight * att.filter[:, :, None, None, None]
+        x, padding = pad_input(x, self.padding, self.kernel_size, self.dilation, self.padding_mode)
+        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        if weight_branch or att.filter is None:
+            return batched_conv2d(x, weight.to(x.dtype), bias, self.stride, padding, self.dilation, self.groups)
+        y = batched_conv2d(x, weight.to(x.dtype), None, self.stride, padding, self.dilation, self.groups)
+        y = y * att.filter[:, :, None, None].to(y.dtype)
+        return y if bias is None else y + bias[:, None, None]
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
+        if not self.is_dynamic:
+            return s + ", dynamic=False"
+        return s + f", {self._fourier_repr()}, fbm={self.FBM is not None}"

@@ -1,0 +1,101 @@
+"""FDLinear: the linear mode of FDConv, for ``nn.Linear`` and the 1x1 convolutions of transformer MLPs."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from ._checks import check_features_last
+from .fourier_dynamic import FourierDynamicBase
+
+
+class FDLinear(FourierDynamicBase):
+    """Drop-in ``nn.Linear`` with a Fourier Disjoint Weight mixed per sample by KSM attentions.
+
+    Input (B, ..., in_features) -> output (B, ..., out_features). The first dimension is the sample: the
+    attentions read the mean over all other positions (tokens), and every sample gets its own
+    (out_features, in_features) weight. The weight spectrum is the rfft2 of the (O, I) matrix (FDConv with
+    a 1x1 kernel: same parameters and state-dict keys); there is no spatial head and no FBM.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        kernel_num: int | None = 64,
+        param_ratio: int = 1,
+        reduction: float = 0.0625,
+        kernel_temp: float = 1.0,
+        temp: float | None = None,
+        att_multi: float = 2.0,
+        ksm_act: str = "sigmoid",
+        use_ksm_local: bool = True,
+        synthesis: str = "auto",
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if in_features <= 0 or out_features <= 0:
+            raise ValueError(f"feature counts must be positive, got in={in_features}, out={out_features}")
+        self.in_features, self.out_features = in_features, out_features
+        self._build_fourier(
+            in_features, out_features, (1, 1), 1, kernel_num, param_ratio, reduction, kernel_temp, temp,
+            att_multi, ksm_act, use_ksm_local, synthesis, device, dtype,
+        )
+        self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
+        self.reset_parameters()
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, **kwargs) -> "FDLinear":
+        """Convert an ``nn.Linear``; the result at neutral attention equals ``linear``."""
+        if not isinstance(linear, nn.Linear):
+            raise ValueError(f"from_linear expects an nn.Linear, got {type(linear).__name__}")
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
+                    device=linear.weight.device, dtype=linear.weight.dtype, **kwargs)
+        with torch.no_grad():
+            layer.set_spatial_weight(linear.weight[:, :, None, None])
+            if linear.bias is not None:
+                layer.bias.copy_(linear.bias)
+        return layer.train(linear.training)
+
+    def _kernel_hw(self) -> tuple[int, int]:
+        return (1, 1)
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        return (self.out_features, self.in_features, 1, 1)
+
+    def reset_parameters(self) -> None:
+        """``nn.Linear``'s initialisation for weight and bias; attention heads to their neutral zeros."""
+        weight = torch.empty(self._weight_shape(), device=self.dft_weight.device)
+        nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+        self.set_spatial_weight(weight)
+        self.KSM_Global.reset_parameters()
+        if self.KSM_Local is not None:
+            self.KSM_Local.reset_parameters()
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_features_last(x, self.in_features, type(self).__name__)
+        batch = x.shape[0]
+        tokens = x.reshape(batch, -1, self.in_features)
+        pooled = tokens.mean(dim=1)
+        att = self.KSM_Global(pooled)
+        weight = self.modulated_weight(pooled, att)[..., 0, 0]  # (B or 1, O, I)
+        if att.channel is not None:
+            weight = weight * att.channel[:, None, :]
+        if att.filter is not None:
+            weight = weight * att.filter[:, :, None]
+        y = torch.matmul(tokens, weight.transpose(1, 2).to(x.dtype))
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, {self._fourier_repr()}")

@@ -1,0 +1,192 @@
+"""Shared core of FDConv and FDLinear: a Fourier Disjoint Weight mixed per sample by KSM attentions."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._checks import compute_dtype
+from .fourier_weight import frequency_groups, matrix_to_weight, weight_to_matrix
+from .kernel_spatial_modulation import (
+    GlobalAttention,
+    KernelSpatialModulationGlobal,
+    KernelSpatialModulationLocal,
+)
+
+SYNTHESES = ("auto", "fft", "basis")
+_BASIS_MAX_ELEMENTS = 2**24
+
+
+class FourierDynamicBase(nn.Module):
+    """Holds ``dft_weight`` (P, O*kh, I/g*kw // 2 + 1, 2), the frequency groups and the KSM branches.
+
+    The per-sample kernel is W_b = alpha * sum_{p,g} kappa[b, p, g] * irfft2(dft_weight[p] on group g),
+    with alpha = max(min(O, I) // 2, 1) * K. At the neutral attention kappa = 1 / (K * P) every copy adds
+    1/P of the source kernel, so the layer equals its source conv for any param_ratio P (the official
+    alpha also multiplies by P, which makes the initial kernel P times too large).
+
+    The sum is linear in kappa, so it is computed either by (a) gathering kappa onto the spectrum and one
+    inverse FFT per sample, or (b) a matmul with a precomputed spatial basis of the P*K group kernels
+    (cached in eval mode under no_grad); ``synthesis='auto'`` picks the cheaper by shape.
+    """
+
+    dft_weight: Tensor
+    freq_group: Tensor
+
+    def _build_fourier(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: tuple[int, int],
+        groups: int,
+        kernel_num: int | None,
+        param_ratio: int,
+        reduction: float,
+        kernel_temp: float,
+        temp: float | None,
+        att_multi: float,
+        ksm_act: str,
+        use_ksm_local: bool,
+        synthesis: str,
+        device: torch.device | None,
+        dtype: torch.dtype | None,
+    ) -> None:
+        if synthesis not in SYNTHESES:
+            raise ValueError(f"synthesis must be one of {SYNTHESES}, got {synthesis!r}")
+        if param_ratio < 1:
+            raise ValueError(f"param_ratio must be >= 1, got {param_ratio}")
+        if kernel_num is None:
+            kernel_num = max(out_channels // 2, 1)
+            kernel_temp = math.sqrt(kernel_num * param_ratio)
+        kh, kw = kernel_size
+        rows, cols = out_channels * kh, in_channels // groups * kw
+        self.kernel_num, self.param_ratio, self.synthesis = kernel_num, param_ratio, synthesis
+        self.spectrum_shape = (rows, cols)
+        self.spectral_scale = max(min(in_channels, out_channels) // 2, 1)
+        self.alpha = self.spectral_scale * kernel_num
+        kw_ = {"device": device, "dtype": dtype}
+        self.register_buffer("freq_group", frequency_groups(rows, cols, kernel_num).to(device))
+        self.dft_weight = nn.Parameter(torch.empty(param_ratio, rows, cols // 2 + 1, 2, **kw_))
+        self.KSM_Global = KernelSpatialModulationGlobal(
+            in_channels, out_channels, kernel_size, groups, kernel_num * param_ratio, reduction=reduction,
+            temp=kernel_temp if temp is None else temp, kernel_temp=kernel_temp, att_multi=att_multi,
+            act=ksm_act, **kw_,
+        )
+        self.KSM_Local = (
+            KernelSpatialModulationLocal(in_channels, out_channels, kernel_size, groups, att_multi, ksm_act, **kw_)
+            if use_ksm_local
+            else None
+        )
+        self._static_cache: tuple[tuple, Tensor] | None = None
+
+    # ----------------------------------------------------------------------------------------------- weights
+    @torch.no_grad()
+    def set_spatial_weight(self, weight: Tensor) -> None:
+        """Store a spatial kernel (O, I // groups, kh, kw) so that the neutral layer reproduces it exactly."""
+        expected = self._weight_shape()
+        if tuple(weight.shape) != expected:
+            raise ValueError(f"expected a weight of shape {expected}, got {tuple(weight.shape)}")
+        work = compute_dtype(weight.dtype)
+        spectrum = torch.fft.rfft2(weight_to_matrix(weight.to(work))) / self.spectral_scale
+        stacked = torch.stack([spectrum.real, spectrum.imag], dim=-1)
+        self.dft_weight.copy_(stacked.expand_as(self.dft_weight))
+
+    def spatial_weight(self) -> Tensor:
+        """The kernel at neutral attention, (O, I // groups, kh, kw): the inverse of :meth:`set_spatial_weight`."""
+        neutral = self.dft_weight.new_full((1, self.param_ratio * self.kernel_num), 1.0 / self._num_mixed())
+        return self.dynamic_weight(neutral if self.KSM_Global.kernel_fc is not None else None)[0]
+
+    def frequency_kernels(self) -> Tensor:
+        """Spatial kernels of the P*K disjoint frequency groups, (P, K, O, I // groups, kh, kw), scaled by alpha.
+
+        Attention kappa[p, g] on group g of copy p contributes kappa[p, g] times that kernel.
+        """
+        basis = self._basis(compute_dtype(self.dft_weight.dtype)) * self.alpha
+        return matrix_to_weight(basis.reshape(self.param_ratio, self.kernel_num, *self.spectrum_shape),
+                                self._kernel_hw())
+
+    def _num_mixed(self) -> int:
+        return self.param_ratio * self.kernel_num
+
+    def _kernel_hw(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def _spectrum(self, work: torch.dtype) -> Tensor:
+        dft = self.dft_weight.to(work)
+        return torch.complex(dft[..., 0], dft[..., 1])
+
+    def _basis(self, work: torch.dtype) -> Tensor:
+        """(P*K, rows*cols): the inverse FFT of each frequency group of each copy on its own."""
+        onehot = F.one_hot(self.freq_group.long(), self.kernel_num).permute(2, 0, 1).to(work)
+        masked = self._spectrum(work)[:, None] * onehot[None]
+        return torch.fft.irfft2(masked, s=self.spectrum_shape).reshape(self._num_mixed(), -1)
+
+    def _cacheable(self) -> bool:
+        return not self.training and not torch.is_grad_enabled()
+
+    def _static(self, kind: str, work: torch.dtype) -> Tensor:
+        """Input-independent tensors ('basis' or the fixed 'matrix' of a K*P == 1 layer), cached in eval."""
+        build = self._basis if kind == "basis" else self._fixed_matrix
+        if not self._cacheable():
+            return build(work)
+        p = self.dft_weight
+        key = (kind, work, p.device, p.data_ptr(), p._version)
+        if self._static_cache is None or self._static_cache[0] != key:
+            self._static_cache = (key, build(work))
+        return self._static_cache[1]
+
+    def _fixed_matrix(self, work: torch.dtype) -> Tensor:
+        return torch.fft.irfft2(self._spectrum(work).sum(0), s=self.spectrum_shape)[None] * self.alpha
+
+    def _use_basis(self, batch: int) -> bool:
+        if self.synthesis != "auto":
+            return self.synthesis == "basis"
+        rows, cols = self.spectrum_shape
+        size = rows * cols
+        if self._num_mixed() * size > _BASIS_MAX_ELEMENTS:
+            return False
+        fft = size * max(math.log2(size), 1.0)
+        basis = batch * self._num_mixed() * size / 4 + (0.0 if self._cacheable() else self._num_mixed() * fft)
+        return basis < batch * fft
+
+    def dynamic_weight(self, kernel: Tensor | None) -> Tensor:
+        """Per-sample kernels (B, O, I // groups, kh, kw) from the kernel attention (B, P*K); ``None`` when
+        K*P == 1 gives the fixed kernel (1, O, I // groups, kh, kw). Computed in float32 for half dtypes."""
+        work = compute_dtype(self.dft_weight.dtype)
+        rows, cols = self.spectrum_shape
+        with torch.autocast(self.dft_weight.device.type, enabled=False):
+            if kernel is None:
+                matrix = self._static("matrix", work)
+            elif self._use_basis(kernel.shape[0]):
+                matrix = ((kernel.to(work) * self.alpha) @ self._static("basis", work)).reshape(-1, rows, cols)
+            else:
+                batch = kernel.shape[0]
+                kmap = kernel.to(work).reshape(batch, self.param_ratio, self.kernel_num)[:, :, self.freq_group.long()]
+                dft = self.dft_weight.to(work) * self.alpha
+                real = torch.einsum("bprw,prw->brw", kmap, dft[..., 0])
+                imag = torch.einsum("bprw,prw->brw", kmap, dft[..., 1])
+                matrix = torch.fft.irfft2(torch.complex(real, imag), s=self.spectrum_shape)
+        return matrix_to_weight(matrix, self._kernel_hw())
+
+    def modulated_weight(self, pooled: Tensor, att: GlobalAttention) -> Tensor:
+        """Kernel with the kernel, local and spatial attentions applied: (B or 1, O, I // groups, kh, kw)."""
+        weight = self.dynamic_weight(att.kernel)
+        if self.KSM_Local is not None:
+            weight = weight * self.KSM_Local(pooled)
+        if att.spatial is not None:
+            weight = weight * att.spatial.reshape(att.spatial.shape[0], 1, 1, *self._kernel_hw())
+        return weight
+
+    def train(self, mode: bool = True) -> "FourierDynamicBase":
+        self._static_cache = None
+        return super().train(mode)
+
+    def _fourier_repr(self) -> str:
+        local = self.KSM_Local is not None
+        return f"kernel_num={self.kernel_num}, param_ratio={self.param_ratio}, ksm_local={local}"

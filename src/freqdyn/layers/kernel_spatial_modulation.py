@@ -1,0 +1,162 @@
+"""Kernel Spatial Modulation (KSM, FDConv §3.2): global and local attentions over the kernel's elements.
+
+Both branches read the globally pooled input (B, I) and produce multiplicative factors that are neutral
+(exactly 1) at initialisation, because every head's last layer starts at zero (see :class:`FDConv`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .star_relu import StarReLU
+
+ACTIVATIONS = ("sigmoid", "tanh")
+
+
+def modulation(logits: Tensor, act: str, multiplier: float) -> Tensor:
+    """``multiplier * sigmoid(logits)`` or ``1 + tanh(logits)``; both equal 1 at zero logits (multiplier 2)."""
+    return torch.sigmoid(logits) * multiplier if act == "sigmoid" else 1.0 + torch.tanh(logits)
+
+
+def local_kernel_size(channels: int) -> int:
+    """Odd 1-D kernel size of KSM-Local: 32 -> 3, 64..512 -> 5, 1024/2048 -> 7 (official formula)."""
+    return 2 * int(round(math.log2(channels) / 2 + 0.5) // 2) + 1
+
+
+@dataclass
+class GlobalAttention:
+    """KSM-Global outputs; ``None`` marks a head that is switched off (a factor of 1)."""
+
+    channel: Tensor | None  # (B, I)
+    filter: Tensor | None  # (B, O)
+    spatial: Tensor | None  # (B, kh * kw)
+    kernel: Tensor | None  # (B, P * K), sums to 1 at initialisation
+
+
+class KernelSpatialModulationGlobal(nn.Module):
+    """Pooled (B, I) -> channel, filter, spatial and kernel attentions.
+
+    fc (1x1, no bias) -> BatchNorm -> StarReLU -> four 1x1 heads, as in the official KSM-Global. The kernel
+    head is ``2 * sigmoid(logit / kernel_temp) / (K * P)`` so that the mixture is neutral at zero logits.
+    A batch of one in train mode normalises with the running statistics (a variance cannot be estimated
+    from one value) and leaves them unchanged; the official layer raises there.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: tuple[int, int],
+        groups: int,
+        num_kernels: int,
+        reduction: float = 0.0625,
+        min_hidden: int = 16,
+        temp: float = 1.0,
+        kernel_temp: float = 1.0,
+        att_multi: float = 2.0,
+        act: str = "sigmoid",
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if act not in ACTIVATIONS:
+            raise ValueError(f"ksm_act must be one of {ACTIVATIONS}, got {act!r}")
+        kw = {"device": device, "dtype": dtype}
+        hidden = max(int(in_channels * reduction), min_hidden)
+        self.temp, self.kernel_temp, self.att_multi, self.act = temp, kernel_temp, att_multi, act
+        self.num_kernels = num_kernels
+        self.fc = nn.Conv2d(in_channels, hidden, 1, bias=False, **kw)
+        self.bn = nn.BatchNorm2d(hidden, **kw)
+        self.relu = StarReLU(**kw)
+        self.channel_fc = nn.Conv2d(hidden, in_channels, 1, **kw)
+        depthwise = in_channels == groups == out_channels
+        self.filter_fc = None if depthwise else nn.Conv2d(hidden, out_channels, 1, **kw)
+        spatial = kernel_size[0] * kernel_size[1]
+        self.spatial_fc = nn.Conv2d(hidden, spatial, 1, **kw) if spatial > 1 else None
+        self.kernel_fc = nn.Conv2d(hidden, num_kernels, 1, **kw) if num_kernels > 1 else None
+        self.reset_parameters()
+
+    def heads(self) -> list[nn.Conv2d]:
+        return [h for h in (self.channel_fc, self.filter_fc, self.spatial_fc, self.kernel_fc) if h is not None]
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_normal_(self.fc.weight, mode="fan_out", nonlinearity="relu")
+        self.bn.reset_parameters()
+        self.bn.reset_running_stats()
+        self.relu.reset_parameters()
+        for head in self.heads():
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    def _normalise(self, z: Tensor) -> Tensor:
+        if self.training and z.shape[0] == 1:
+            bn = self.bn
+            return F.batch_norm(z, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        return self.bn(z)
+
+    def forward(self, pooled: Tensor) -> GlobalAttention:
+        z = self.relu(self._normalise(self.fc(pooled[:, :, None, None])))
+
+        def head(fc: nn.Conv2d | None, temp: float) -> Tensor | None:
+            return None if fc is None else modulation(fc(z).flatten(1) / temp, self.act, self.att_multi)
+
+        kernel = None
+        if self.kernel_fc is not None:
+            kernel = modulation(self.kernel_fc(z).flatten(1) / self.kernel_temp, self.act, 2.0) / self.num_kernels
+        return GlobalAttention(
+            channel=head(self.channel_fc, self.temp),
+            filter=head(self.filter_fc, self.temp),
+            spatial=head(self.spatial_fc, self.temp),
+            kernel=kernel,
+        )
+
+
+class KernelSpatialModulationLocal(nn.Module):
+    """Pooled (B, I) -> dense per-element attention (B, O, I // groups, kh, kw).
+
+    LayerNorm over the I channels, then a 1-D convolution along the channel axis with (O // groups)*kh*kw
+    output channels: output channel q = (o, a, b) and position i give the factor of W[o, i, a, b]
+    (official mapping). With groups > 1, position i belongs to channel group i // (I // groups) and feeds
+    the output channels of that group.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: tuple[int, int],
+        groups: int,
+        att_multi: float = 2.0,
+        act: str = "sigmoid",
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if act not in ACTIVATIONS:
+            raise ValueError(f"ksm_act must be one of {ACTIVATIONS}, got {act!r}")
+        kw = {"device": device, "dtype": dtype}
+        self.out_channels, self.kernel_size, self.groups = out_channels, kernel_size, groups
+        self.att_multi, self.act = att_multi, act
+        ks = local_kernel_size(in_channels)
+        self.norm = nn.LayerNorm(in_channels, **kw)
+        per_group = out_channels // groups * kernel_size[0] * kernel_size[1]
+        self.conv = nn.Conv1d(1, per_group, ks, padding=(ks - 1) // 2, bias=False, **kw)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.norm.reset_parameters()
+        nn.init.zeros_(self.conv.weight)
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        batch, channels = pooled.shape
+        kh, kw = self.kernel_size
+        g = self.groups
+        logits = self.conv(self.norm(pooled)[:, None, :])  # (B, O/g * kh * kw, I)
+        logits = logits.reshape(batch, self.out_channels // g, kh, kw, g, channels // g)
+        logits = logits.permute(0, 4, 1, 5, 2, 3).reshape(batch, self.out_channels, channels // g, kh, kw)
+        return modulation(logits, self.act, self.att_multi)

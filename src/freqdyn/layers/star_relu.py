@@ -1,0 +1,38 @@
+"""StarReLU: ``s * relu(x) ** 2 + b`` with learnable scalars (MetaFormer baselines, Yu et al. 2022)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class StarReLU(nn.Module):
+    """``scale * relu(x) ** 2 + bias``; input and output of any shape."""
+
+    def __init__(
+        self,
+        scale_value: float = 1.0,
+        bias_value: float = 0.0,
+        scale_learnable: bool = True,
+        bias_learnable: bool = True,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.scale_value = scale_value
+        self.bias_value = bias_value
+        kw = {"device": device, "dtype": dtype}
+        self.scale = nn.Parameter(torch.empty(1, **kw), requires_grad=scale_learnable)
+        self.bias = nn.Parameter(torch.empty(1, **kw), requires_grad=bias_learnable)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.constant_(self.scale, self.scale_value)
+        nn.init.constant_(self.bias, self.bias_value)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.scale * F.relu(x).square() + self.bias
+
+    def extra_repr(self) -> str:
+        return f"scale_value={self.scale_value}, bias_value={self.bias_value}"

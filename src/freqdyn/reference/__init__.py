@@ -1,0 +1,4 @@
+"""Slow, straightforward reference computations used to validate and benchmark the fast layers."""
+from .naive_fdconv import naive_fdconv, naive_lowpass
+
+__all__ = ["naive_fdconv", "naive_lowpass"]
