@@ -1,0 +1,38 @@
+import pytest
+import torch
+import torch.nn as nn
+
+from freqdyn import FDConv, convert
+
+torchvision = pytest.importorskip("torchvision")
+
+PAPER_FDCONV_DELTA = 3.6e6
+
+
+def test_resnet50_parameter_overhead_matches_paper():
+    model = torchvision.models.resnet50()
+    # the paper's backbone: conv1/2/3 of every bottleneck; downsample convs and the 7x7 stem stay plain
+    report = convert(model, "fdconv", exclude=r"downsample", kernel_num=64)
+    print(f"\nResNet-50 + FDConv (K=64): {report.param_delta / 1e6:+.3f}M params (paper: +3.6M); {report}")
+    assert len(report.replaced) == 48
+    assert abs(report.param_delta - PAPER_FDCONV_DELTA) <= 0.02 * PAPER_FDCONV_DELTA
+
+
+def test_convert_keeps_outputs_at_neutral_attention():
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    x = torch.randn(2, 3, 64, 64)
+    ref = model(x)
+    report = convert(model, "fdconv", kernel_num=8)
+    assert report.replaced and all(isinstance(model.get_submodule(n), FDConv) for n in report.replaced)
+    assert "conv1" in report.skipped  # the 7x7 stem is gated out
+    torch.testing.assert_close(model(x), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_convert_selectors_and_shared_modules():
+    shared = nn.Conv2d(32, 32, 3, padding=1)
+    model = nn.Sequential(shared, nn.ReLU(), shared, nn.Conv2d(32, 32, 1))
+    report = convert(model, include=lambda name, m: m.kernel_size == (3, 3), kernel_num=4)
+    assert report.replaced == ["0", "2"] and model[0] is model[2] and isinstance(model[0], FDConv)
+    assert report.skipped == {"3": "not included"}
+    with pytest.raises(ValueError, match="unknown conversion target"):
+        convert(model, to="nope")

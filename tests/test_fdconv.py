@@ -1,0 +1,249 @@
+import io
+
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import perturb_
+from freqdyn import FDConv
+from freqdyn.reference import naive_fdconv
+
+# (in, out, kernel, stride, padding, dilation, groups, bias, padding_mode, H, W)
+CONV_CASES = [
+    (32, 48, 3, 1, 1, 1, 1, True, "zeros", 9, 11),
+    (33, 40, 3, 2, 1, 1, 1, False, "zeros", 13, 7),  # odd I*k, stride 2
+    (24, 24, 3, 1, 2, 2, 1, True, "zeros", 10, 10),  # dilation
+    (32, 64, 3, 1, 1, 1, 4, True, "zeros", 8, 9),  # groups
+    (32, 32, 3, 1, 1, 1, 32, True, "zeros", 7, 7),  # depthwise
+    (48, 20, 1, 1, 0, 1, 1, True, "zeros", 5, 6),  # 1x1
+    (24, 32, (3, 1), 1, (1, 0), 1, 1, True, "zeros", 9, 5),  # non-square
+    (24, 32, (1, 3), (2, 1), (0, 1), 1, 1, True, "zeros", 9, 5),
+    (20, 28, 3, 1, "same", 1, 1, True, "reflect", 6, 9),
+    (20, 28, 3, 1, 1, 1, 2, True, "circular", 7, 5),
+    (20, 28, 3, 1, "valid", 1, 1, True, "zeros", 6, 9),
+]
+IDS = [f"c{i}" for i in range(len(CONV_CASES))]
+
+
+def make_conv(case, dtype=torch.float32):
+    i, o, k, s, p, d, g, b, mode, _, _ = case
+    return nn.Conv2d(i, o, k, s, p, d, g, b, mode, dtype=dtype)
+
+
+def make_input(case, batch=3, dtype=torch.float32):
+    return torch.randn(batch, case[0], case[9], case[10], dtype=dtype)
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=IDS)
+@pytest.mark.parametrize("training", [False, True])
+def test_from_conv_equals_conv_at_neutral_attention(case, training):
+    conv = make_conv(case).train(training)
+    layer = FDConv.from_conv(conv, kernel_num=8, use_fdconv_if_c_gt=16)
+    assert layer.is_dynamic and layer.training == training
+    x = make_input(case)
+    torch.testing.assert_close(layer(x), conv(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel_num,param_ratio", [(1, 1), (1, 3), (7, 2), (64, 1), (None, 1)])
+@pytest.mark.parametrize("aggregation", ["weight", "feature"])
+@pytest.mark.parametrize("synthesis", ["fft", "basis"])
+def test_neutral_for_every_spectrum_split(kernel_num, param_ratio, aggregation, synthesis):
+    conv = nn.Conv2d(24, 36, 3, padding=1)
+    layer = FDConv.from_conv(conv, kernel_num=kernel_num, param_ratio=param_ratio,
+                             aggregation=aggregation, synthesis=synthesis)
+    x = torch.randn(2, 24, 8, 8)
+    torch.testing.assert_close(layer(x), conv(x), rtol=0, atol=1e-5)
+    torch.testing.assert_close(layer.spatial_weight(), conv.weight, rtol=0, atol=1e-6)
+
+
+def test_fresh_layer_is_a_conv_with_its_own_spatial_weight():
+    layer = FDConv(32, 32, 3, padding=1, kernel_num=16)
+    x = torch.randn(2, 32, 12, 12)
+    ref = nn.functional.conv2d(x, layer.spatial_weight(), layer.bias, padding=1)
+    torch.testing.assert_close(layer(x), ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=IDS)
+def test_matches_naive_reference_with_random_attention(case):
+    layer = perturb_(FDConv.from_conv(make_conv(case), kernel_num=8), seed=1)
+    x = make_input(case)
+    for training in (False, True):
+        layer.train(training)
+        torch.testing.assert_close(layer(x), naive_fdconv(layer, x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("aggregation", ["weight", "feature"])
+@pytest.mark.parametrize("synthesis", ["fft", "basis"])
+@pytest.mark.parametrize("param_ratio", [1, 2])
+def test_paths_agree_and_match_per_sample_loop(aggregation, synthesis, param_ratio):
+    conv = nn.Conv2d(32, 40, 3, padding=1, groups=2)
+    layer = perturb_(FDConv.from_conv(conv, kernel_num=8, param_ratio=param_ratio, aggregation=aggregation,
+                                      synthesis=synthesis), seed=2).eval()
+    x = torch.randn(5, 32, 10, 9)
+    y = layer(x)
+    loop = torch.cat([layer(x[i:i + 1]) for i in range(5)])
+    torch.testing.assert_close(y, loop, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y, naive_fdconv(layer, x), rtol=1e-4, atol=1e-4)
+
+
+def test_eval_cache_follows_weight_updates():
+    layer = perturb_(FDConv(24, 24, 3, padding=1, kernel_num=4, synthesis="basis"), seed=3).eval()
+    x = torch.randn(2, 24, 8, 8)
+    with torch.no_grad():
+        first = layer(x)
+        layer.dft_weight.mul_(2)
+        second = layer(x)
+    torch.testing.assert_close(second, naive_fdconv(layer, x), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(first, second)
+
+
+def _gradcheck(layer, x, fast=True):
+    names = [n for n, _ in layer.named_parameters()]
+    params = tuple(p.detach().requires_grad_() for _, p in layer.named_parameters())
+
+    def fn(inp, *ps):
+        return torch.func.functional_call(layer, dict(zip(names, ps)), (inp,))
+
+    assert torch.autograd.gradcheck(fn, (x.requires_grad_(), *params), eps=1e-6, atol=1e-5, rtol=1e-4,
+                                    fast_mode=fast)
+
+
+@pytest.mark.parametrize("aggregation,synthesis,groups,training", [
+    ("weight", "fft", 1, True), ("feature", "basis", 1, False), ("weight", "basis", 2, False),
+    ("feature", "fft", 2, True),
+])
+def test_gradcheck_every_branch(aggregation, synthesis, groups, training):
+    layer = FDConv(4, 6, 3, padding=1, groups=groups, kernel_num=3, param_ratio=2, use_fdconv_if_c_gt=0,
+                   aggregation=aggregation, synthesis=synthesis, dtype=torch.float64)
+    perturb_(layer, seed=4).train(training)
+    assert layer.FBM is not None and layer.KSM_Local is not None and layer.KSM_Global.kernel_fc is not None
+    # the full (slow) Jacobian check once, the fast random-projection check elsewhere
+    _gradcheck(layer, torch.randn(2, 4, 5, 6, dtype=torch.float64), fast=groups == 2 or not training)
+
+
+def test_gradcheck_tanh_acts_and_fbm_groups():
+    layer = FDConv(4, 4, 3, padding=1, kernel_num=2, use_fdconv_if_c_gt=0, ksm_act="tanh", fbm_act="tanh",
+                   fbm_spatial_group=2, stride=2, dtype=torch.float64)
+    _gradcheck(perturb_(layer, seed=5), torch.randn(2, 4, 6, 5, dtype=torch.float64))
+
+
+def test_every_parameter_gets_a_gradient():
+    layer = FDConv(32, 32, 3, padding=1, kernel_num=8)
+    layer(torch.randn(2, 32, 8, 8)).square().mean().backward()
+    missing = [n for n, p in layer.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    # heads and the local conv start at zero, so what feeds them sees zero gradient on the first step only
+    assert set(missing) <= {"KSM_Global.fc.weight", "KSM_Global.bn.weight", "KSM_Global.bn.bias",
+                            "KSM_Global.relu.scale", "KSM_Global.relu.bias", "KSM_Local.norm.weight",
+                            "KSM_Local.norm.bias"}, missing
+    perturb_(layer, seed=6).zero_grad()
+    layer(torch.randn(2, 32, 8, 8)).square().mean().backward()
+    for n, p in layer.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, n
+
+
+def test_state_dict_round_trip_and_weights_only_load():
+    layer = perturb_(FDConv(32, 48, 3, padding=1, kernel_num=16), seed=7).eval()
+    assert "freq_group" in layer.state_dict()
+    buffer = io.BytesIO()
+    torch.save(layer.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    clone = FDConv(32, 48, 3, padding=1, kernel_num=16).eval()
+    clone.load_state_dict(state)
+    x = torch.randn(2, 32, 9, 9)
+    assert torch.equal(clone(x), layer(x))
+
+
+def test_plain_fallback_has_conv_state_dict_and_behaviour():
+    conv = nn.Conv2d(16, 32, 3, padding=1)
+    layer = FDConv.from_conv(conv)  # min(in, out) <= 16 stays a plain conv
+    assert not layer.is_dynamic and set(layer.state_dict()) == {"weight", "bias"}
+    x = torch.randn(2, 16, 7, 7)
+    assert torch.equal(layer(x), conv(x))
+    five = FDConv(32, 32, 5, padding=2)  # kernel 5 is not in use_fdconv_if_k_in
+    assert not five.is_dynamic and "dynamic=False" in repr(five)
+
+
+def test_batch_of_one_trains():
+    layer = perturb_(FDConv(32, 32, 3, padding=1, kernel_num=8), seed=8).train()
+    stats = layer.KSM_Global.bn.running_mean.clone()
+    x = torch.randn(1, 32, 6, 6)
+    y = layer(x)
+    y.sum().backward()
+    assert torch.equal(layer.KSM_Global.bn.running_mean, stats)
+    torch.testing.assert_close(y, layer.eval()(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda: torch.randn(2, 31, 8, 8), "32 input channels"),
+    (lambda: torch.randn(32, 8, 8), "4-D"),
+    (lambda: torch.randn(0, 32, 8, 8), "empty batch"),
+    (lambda: torch.ones(2, 32, 8, 8, dtype=torch.int64), "floating-point"),
+    (lambda: torch.randn(2, 32, 0, 8), "empty spatial"),
+])
+def test_bad_input_raises_value_error(bad, match):
+    layer = FDConv(32, 32, 3, padding=1, kernel_num=8)
+    with pytest.raises(ValueError, match=match):
+        layer(bad())
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(groups=3), "groups"),
+    (dict(padding="same", stride=2), "same"),
+    (dict(padding_mode="mirror"), "padding_mode"),
+    (dict(kernel_num=10**7), "kernel_num"),
+    (dict(param_ratio=0), "param_ratio"),
+    (dict(aggregation="x"), "aggregation"),
+    (dict(ksm_act="relu"), "ksm_act"),
+    (dict(fbm_spatial_group=5), "spatial_group"),
+    (dict(kernel_size=(3, 3, 3)), "kernel_size"),
+])
+def test_bad_arguments_raise_value_error(kwargs, match):
+    args = dict(in_channels=32, out_channels=32, kernel_size=3, padding=1)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        FDConv(**args)
+
+
+def relative_error(y, ref):
+    return float((y.detach().float() - ref.detach()).norm() / ref.detach().norm())
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 5e-3), (torch.bfloat16, 2e-2)])
+def test_half_precision_module_keeps_dtype(dtype, tol):
+    conv = nn.Conv2d(32, 32, 3, padding=1)
+    layer = perturb_(FDConv.from_conv(conv, kernel_num=8), seed=9).eval()
+    x = torch.randn(2, 32, 10, 6)  # not a power of two
+    ref = layer(x)
+    y = layer.to(dtype)(x.to(dtype))
+    assert y.dtype == dtype
+    assert relative_error(y, ref) < tol
+
+
+def test_cpu_autocast_bfloat16_close_to_float32():
+    layer = perturb_(FDConv(32, 32, 3, padding=1, kernel_num=8), seed=10).eval()
+    x = torch.randn(2, 32, 10, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    assert relative_error(y, layer(x)) < 2e-2
+
+
+def test_channels_last_model_and_input():
+    layer = perturb_(FDConv(32, 32, 3, padding=1, kernel_num=8), seed=11).eval()
+    x = torch.randn(2, 32, 9, 9)
+    ref = layer(x)
+    layer = layer.to(memory_format=torch.channels_last)
+    y = layer(x.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_reset_parameters_restores_neutral_heads_and_repr():
+    layer = perturb_(FDConv(32, 32, 3, padding=1, kernel_num=8), seed=12)
+    layer.reset_parameters()
+    for head in layer.KSM_Global.heads():
+        assert head.weight.abs().sum() == 0 and head.bias.abs().sum() == 0
+    x = torch.randn(2, 32, 8, 8)
+    ref = nn.functional.conv2d(x, layer.spatial_weight(), layer.bias, padding=1)
+    torch.testing.assert_close(layer(x), ref, rtol=0, atol=1e-5)
+    text = repr(layer)
+    assert "kernel_num=8" in text and "padding=(1, 1)" in text

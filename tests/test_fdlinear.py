@@ -1,0 +1,59 @@
+import io
+
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import perturb_
+from freqdyn import FDLinear
+
+
+@pytest.mark.parametrize("shape", [(3, 40), (2, 7, 40), (2, 3, 5, 40)])
+@pytest.mark.parametrize("kernel_num", [1, 16])
+def test_from_linear_equals_linear_at_neutral(shape, kernel_num):
+    linear = nn.Linear(40, 24)
+    layer = FDLinear.from_linear(linear, kernel_num=kernel_num)
+    x = torch.randn(shape)
+    torch.testing.assert_close(layer(x), linear(x), rtol=0, atol=1e-5)
+
+
+def test_matches_per_sample_weights():
+    layer = perturb_(FDLinear(20, 30, kernel_num=8), seed=1).eval()
+    x = torch.randn(4, 6, 20)
+    y = layer(x)
+    for b in range(4):
+        tokens = x[b]
+        pooled = tokens.mean(0, keepdim=True)
+        att = layer.KSM_Global(pooled)
+        weight = layer.dynamic_weight(att.kernel)[0, :, :, 0, 0]
+        weight = weight * layer.KSM_Local(pooled)[0, :, :, 0, 0] * att.channel[0][None] * att.filter[0][:, None]
+        torch.testing.assert_close(y[b], tokens @ weight.t() + layer.bias, rtol=1e-5, atol=1e-5)
+
+
+def test_gradcheck():
+    layer = perturb_(FDLinear(6, 5, kernel_num=3, param_ratio=2, dtype=torch.float64), seed=2).train()
+    names = [n for n, _ in layer.named_parameters()]
+    params = tuple(p.detach().requires_grad_() for _, p in layer.named_parameters())
+
+    def fn(inp, *ps):
+        return torch.func.functional_call(layer, dict(zip(names, ps)), (inp,))
+
+    x = torch.randn(2, 3, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(fn, (x, *params), fast_mode=True)
+
+
+def test_state_dict_round_trip_and_errors():
+    layer = perturb_(FDLinear(20, 30, kernel_num=8), seed=3).eval()
+    buffer = io.BytesIO()
+    torch.save(layer.state_dict(), buffer)
+    buffer.seek(0)
+    clone = FDLinear(20, 30, kernel_num=8).eval()
+    clone.load_state_dict(torch.load(buffer, weights_only=True))
+    x = torch.randn(2, 4, 20)
+    assert torch.equal(clone(x), layer(x))
+    with pytest.raises(ValueError, match="20 input features"):
+        layer(torch.randn(2, 4, 21))
+    with pytest.raises(ValueError, match="floating-point"):
+        layer(torch.ones(2, 20, dtype=torch.int32))
+    with pytest.raises(ValueError):
+        layer(torch.randn(20))
