@@ -166,12 +166,12 @@ class FourierDynamicBase(nn.Module):
             elif self._use_basis(kernel.shape[0]):
                 matrix = ((kernel.to(work) * self.alpha) @ self._static("basis", work)).reshape(-1, rows, cols)
             else:
-                batch = kernel.shape[0]
-                kmap = kernel.to(work).reshape(batch, self.param_ratio, self.kernel_num)[:, :, self.freq_group.long()]
-                dft = self.dft_weight.to(work) * self.alpha
-                real = torch.einsum("bprw,prw->brw", kmap, dft[..., 0])
-                imag = torch.einsum("bprw,prw->brw", kmap, dft[..., 1])
-                matrix = torch.fft.irfft2(torch.complex(real, imag), s=self.spectrum_shape)
+                batch, width = kernel.shape[0], cols // 2 + 1
+                index = self.freq_group.reshape(-1).long()
+                kmap = kernel.to(work).reshape(batch * self.param_ratio, self.kernel_num).index_select(1, index)
+                kmap = kmap.reshape(batch, self.param_ratio, rows, width, 1)
+                spectrum = (kmap * (self.dft_weight.to(work) * self.alpha)).sum(1)  # (B, rows, width, 2)
+                matrix = torch.fft.irfft2(torch.view_as_complex(spectrum.contiguous()), s=self.spectrum_shape)
         return matrix_to_weight(matrix, self._kernel_hw())
 
     def modulated_weight(self, pooled: Tensor, att: GlobalAttention) -> Tensor:

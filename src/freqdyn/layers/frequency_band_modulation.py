@@ -17,6 +17,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import compute_dtype
@@ -101,23 +102,39 @@ class FrequencyBandModulation(nn.Module):
 
     def low_passes(self, x: Tensor) -> list[Tensor]:
         """Low-passed copies of x (B, C, H, W), one per cut-off, widest first, in x's dtype."""
+        batch, channels, height, width = x.shape
         work = compute_dtype(x.dtype)
         with torch.autocast(x.device.type, enabled=False):
-            xf = x.to(work)
-            uh, rh, uw, rw = self._basis(x.shape[-2], x.shape[-1], work, x.device)
-            coeffs = uh.t() @ xf @ uw  # (B, C, Rh, Rw)
-            return [(uh[:, :h] @ coeffs[..., :h, :w] @ uw[:, :w].t()).to(x.dtype) for h, w in zip(rh, rw)]
+            uh, rh, uw, rw = self._basis(height, width, work, x.device)
+            # two plain 2-D GEMMs per transform: rows of x against uw, then columns against uh
+            t = x.to(work).reshape(-1, width) @ uw  # (B*C*H, Rw)
+            coeffs = (t.reshape(-1, height, uw.shape[1]).transpose(1, 2).reshape(-1, height) @ uh)
+            coeffs = coeffs.reshape(-1, uw.shape[1], uh.shape[1])  # (B*C, Rw, Rh)
+            lows = []
+            for h, w in zip(rh, rw):
+                t = coeffs[:, :w, :h].reshape(-1, h) @ uh[:, :h].t()  # (B*C*w, H)
+                t = t.reshape(-1, w, height).transpose(1, 2).reshape(-1, w) @ uw[:, :w].t()
+                lows.append(t.reshape(batch, channels, height, width).to(x.dtype))
+            return lows
+
+    def attention(self, x: Tensor) -> Tensor:
+        """Band attention maps (B, G, n_bands, H, W); the per-band convs run as one grouped conv."""
+        convs = self.freq_weight_conv_list
+        g, n = self.spatial_group, len(convs)
+        weight = torch.stack([c.weight for c in convs], dim=1).reshape(g * n, *convs[0].weight.shape[1:])
+        bias = torch.stack([c.bias for c in convs], dim=1).reshape(g * n)
+        logits = F.conv2d(x, weight, bias, padding=convs[0].padding, groups=g)
+        return modulation(logits, self.act, 2.0).reshape(x.shape[0], g, n, *x.shape[2:])
 
     def forward(self, x: Tensor) -> Tensor:
+        # sum_j a_j (L_{j-1} - L_j) + L_n  ==  a_1 x + sum_{j<n} (a_{j+1} - a_j) L_j + (1 - a_n) L_n
         batch, channels, height, width = x.shape
         g = self.spatial_group
+        att = self.attention(x).to(x.dtype)
+        coef = torch.cat([att[:, :, :1], att[:, :, 1:] - att[:, :, :-1], 1 - att[:, :, -1:]], dim=2)
+        coef = coef[:, :, :, None]  # (B, G, n + 1, 1, H, W), broadcast over the C / G channels of a group
         grouped = (batch, g, channels // g, height, width)
-        previous = x.reshape(grouped)
-        out = None
-        for conv, low in zip(self.freq_weight_conv_list, self.low_passes(x)):
-            att = modulation(conv(x), self.act, 2.0).reshape(batch, g, 1, height, width)
-            low = low.reshape(grouped)
-            band = att * (previous - low)
-            out = band if out is None else out + band
-            previous = low
-        return (out + previous).reshape(batch, channels, height, width)
+        out = x.reshape(grouped) * coef[:, :, 0]
+        for j, low in enumerate(self.low_passes(x), start=1):
+            out = torch.addcmul(out, coef[:, :, j], low.reshape(grouped))
+        return out.reshape(batch, channels, height, width)

@@ -155,8 +155,11 @@ class KernelSpatialModulationLocal(nn.Module):
     def forward(self, pooled: Tensor) -> Tensor:
         batch, channels = pooled.shape
         kh, kw = self.kernel_size
-        g = self.groups
-        logits = self.conv(self.norm(pooled)[:, None, :])  # (B, O/g * kh * kw, I)
-        logits = logits.reshape(batch, self.out_channels // g, kh, kw, g, channels // g)
-        logits = logits.permute(0, 4, 1, 5, 2, 3).reshape(batch, self.out_channels, channels // g, kh, kw)
-        return modulation(logits, self.act, self.att_multi)
+        g, ks = self.groups, self.conv.kernel_size[0]
+        pad = self.conv.padding[0]
+        # the 1-D conv as one matmul over sliding windows: (B, I, ks) @ (ks, O/g*kh*kw) -> (B, I, O/g*kh*kw)
+        windows = F.pad(self.norm(pooled), (pad, ks - 1 - pad)).unfold(1, ks, 1)
+        logits = windows @ self.conv.weight[:, 0, :].t()
+        att = modulation(logits, self.act, self.att_multi)
+        att = att.reshape(batch, g, channels // g, self.out_channels // g, kh, kw).permute(0, 1, 3, 2, 4, 5)
+        return att.reshape(batch, self.out_channels, channels // g, kh, kw)  # a view when groups == 1
