@@ -154,6 +154,15 @@ def test_state_dict_round_trip_and_weights_only_load():
     assert torch.equal(clone(x), layer(x))
 
 
+def test_checkpoint_without_group_buffer_loads_strictly():
+    layer = perturb_(FDConv(32, 48, 3, padding=1, kernel_num=16), seed=13).eval()
+    state = {k: v for k, v in layer.state_dict().items() if k != "freq_group"}  # as in official checkpoints
+    clone = FDConv(32, 48, 3, padding=1, kernel_num=16).eval()
+    clone.load_state_dict(state, strict=True)
+    x = torch.randn(2, 32, 9, 9)
+    assert torch.equal(clone(x), layer(x))
+
+
 def test_plain_fallback_has_conv_state_dict_and_behaviour():
     conv = nn.Conv2d(16, 32, 3, padding=1)
     layer = FDConv.from_conv(conv)  # min(in, out) <= 16 stays a plain conv

@@ -12,7 +12,7 @@ from torch import Tensor
 from ._checks import check_feature_map
 from .batched_conv import batched_conv2d
 from .conv_args import IntPair, Padding, check_conv_args, pad_input, pair
-from .fourier_dynamic import FourierDynamicBase
+from .fourier_dynamic import FourierDynamicBase, reset_bias
 from .frequency_band_modulation import FrequencyBandModulation
 
 AGGREGATIONS = ("auto", "weight", "feature")
@@ -132,19 +132,12 @@ class FDConv(FourierDynamicBase):
     def reset_parameters(self) -> None:
         """``nn.Conv2d``'s initialisation for the kernel and bias; attention heads to their neutral zeros."""
         if self.is_dynamic:
-            weight = torch.empty(self._weight_shape(), device=self.dft_weight.device)
-            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
-            self.set_spatial_weight(weight)
-            self.KSM_Global.reset_parameters()
-            if self.KSM_Local is not None:
-                self.KSM_Local.reset_parameters()
+            self._reset_fourier(self.bias)
             if self.FBM is not None:
                 self.FBM.reset_parameters()
         else:
             nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
-            nn.init.uniform_(self.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+            reset_bias(self.bias, self.weight[0].numel())
 
     init_weights = reset_parameters  # mmcv's ConvModule calls init_weights() instead of its kaiming init
 

@@ -1,8 +1,6 @@
 """FDLinear: the linear mode of FDConv, for ``nn.Linear`` and the 1x1 convolutions of transformer MLPs."""
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 from torch import Tensor
@@ -70,15 +68,7 @@ class FDLinear(FourierDynamicBase):
 
     def reset_parameters(self) -> None:
         """``nn.Linear``'s initialisation for weight and bias; attention heads to their neutral zeros."""
-        weight = torch.empty(self._weight_shape(), device=self.dft_weight.device)
-        nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
-        self.set_spatial_weight(weight)
-        self.KSM_Global.reset_parameters()
-        if self.KSM_Local is not None:
-            self.KSM_Local.reset_parameters()
-        if self.bias is not None:
-            bound = 1 / math.sqrt(self.in_features)
-            nn.init.uniform_(self.bias, -bound, bound)
+        self._reset_fourier(self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         check_features_last(x, self.in_features, type(self).__name__)

@@ -20,6 +20,12 @@ SYNTHESES = ("auto", "fft", "basis")
 _BASIS_MAX_ELEMENTS = 2**24
 
 
+def reset_bias(bias: Tensor | None, fan_in: int) -> None:
+    """``nn.Conv2d``'s bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    if bias is not None:
+        nn.init.uniform_(bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+
+
 class FourierDynamicBase(nn.Module):
     """Holds ``dft_weight`` (P, O*kh, I/g*kw // 2 + 1, 2), the frequency groups and the KSM branches.
 
@@ -82,7 +88,16 @@ class FourierDynamicBase(nn.Module):
         )
         self._static_cache: tuple[tuple, Tensor] | None = None
 
-    # ----------------------------------------------------------------------------------------------- weights
+    def _reset_fourier(self, bias: Tensor | None) -> None:
+        """``nn.Conv2d`` / ``nn.Linear`` init of the kernel (as a spectrum) and bias; KSM heads to zero."""
+        weight = torch.empty(self._weight_shape(), device=self.dft_weight.device)
+        nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+        self.set_spatial_weight(weight)
+        self.KSM_Global.reset_parameters()
+        if self.KSM_Local is not None:
+            self.KSM_Local.reset_parameters()
+        reset_bias(bias, weight[0].numel())
+
     @torch.no_grad()
     def set_spatial_weight(self, weight: Tensor) -> None:
         """Store a spatial kernel (O, I // groups, kh, kw) so that the neutral layer reproduces it exactly."""
@@ -182,6 +197,11 @@ class FourierDynamicBase(nn.Module):
         if att.spatial is not None:
             weight = weight * att.spatial.reshape(att.spatial.shape[0], 1, 1, *self._kernel_hw())
         return weight
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # official checkpoints have no group assignment (a non-persistent buffer there): keep the computed one
+        state_dict.setdefault(prefix + "freq_group", self.freq_group)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def train(self, mode: bool = True) -> "FourierDynamicBase":
         self._static_cache = None

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import compute_dtype
-from .kernel_spatial_modulation import ACTIVATIONS, modulation
+from .kernel_spatial_modulation import check_activation, modulation
 
 
 def lowpass_basis(size: int, cutoffs: list[float], dtype: torch.dtype, device: torch.device) -> tuple[Tensor, list[int]]:
@@ -71,8 +71,7 @@ class FrequencyBandModulation(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if act not in ACTIVATIONS:
-            raise ValueError(f"fbm_act must be one of {ACTIVATIONS}, got {act!r}")
+        check_activation(act, "fbm_act")
         if not k_list or any(k < 1 for k in k_list) or list(k_list) != sorted(k_list):
             raise ValueError(f"fbm k_list must be a non-empty increasing list of ints >= 1, got {k_list!r}")
         groups = in_channels if spatial_group > 64 else spatial_group

@@ -23,6 +23,11 @@ def modulation(logits: Tensor, act: str, multiplier: float) -> Tensor:
     return torch.sigmoid(logits) * multiplier if act == "sigmoid" else 1.0 + torch.tanh(logits)
 
 
+def check_activation(act: str, name: str) -> None:
+    if act not in ACTIVATIONS:
+        raise ValueError(f"{name} must be one of {ACTIVATIONS}, got {act!r}")
+
+
 def local_kernel_size(channels: int) -> int:
     """Odd 1-D kernel size of KSM-Local: 32 -> 3, 64..512 -> 5, 1024/2048 -> 7 (official formula)."""
     return 2 * int(round(math.log2(channels) / 2 + 0.5) // 2) + 1
@@ -64,8 +69,7 @@ class KernelSpatialModulationGlobal(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if act not in ACTIVATIONS:
-            raise ValueError(f"ksm_act must be one of {ACTIVATIONS}, got {act!r}")
+        check_activation(act, "ksm_act")
         kw = {"device": device, "dtype": dtype}
         hidden = max(int(in_channels * reduction), min_hidden)
         self.temp, self.kernel_temp, self.att_multi, self.act = temp, kernel_temp, att_multi, act
@@ -137,8 +141,7 @@ class KernelSpatialModulationLocal(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if act not in ACTIVATIONS:
-            raise ValueError(f"ksm_act must be one of {ACTIVATIONS}, got {act!r}")
+        check_activation(act, "ksm_act")
         kw = {"device": device, "dtype": dtype}
         self.out_channels, self.kernel_size, self.groups = out_channels, kernel_size, groups
         self.att_multi, self.act = att_multi, act
