@@ -10,28 +10,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import torch
 import torch.nn as nn
 
 from freqdyn import FDConv
 from freqdyn.reference import naive_fdconv
-
-
-def timed(fn, device: torch.device, repeats: int) -> float:
-    """Best-of-``repeats`` wall time in ms after one warm-up call."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best * 1e3
+from freqdyn.timing import best_ms
 
 
 def saved_megabytes(fn, device: torch.device) -> float:
@@ -78,17 +63,17 @@ def main() -> None:
         reps = 1 if slow else args.repeats
         with torch.no_grad():
             conv.eval(), fd.eval()
-            t_conv = timed(lambda: conv(x), device, reps)
-            t_fd = timed(lambda: fd(x), device, reps)
-            t_naive = timed(lambda: naive_fdconv(fd, x), device, 1)
+            t_conv = best_ms(lambda: conv(x), reps, device)
+            t_fd = best_ms(lambda: fd(x), reps, device)
+            t_naive = best_ms(lambda: naive_fdconv(fd, x), 1, device)
         conv.train(), fd.train()
 
         def step(module_fn):
             return lambda: module_fn(x).sum().backward()
 
-        tb_conv = timed(step(conv), device, reps)
-        tb_fd = timed(step(fd), device, reps)
-        tb_naive = timed(step(lambda inp: naive_fdconv(fd, inp)), device, 1)
+        tb_conv = best_ms(step(conv), reps, device)
+        tb_fd = best_ms(step(fd), reps, device)
+        tb_naive = best_ms(step(lambda inp: naive_fdconv(fd, inp)), 1, device)
         mem = [saved_megabytes(step(m), device) for m in (conv, fd, lambda inp: naive_fdconv(fd, inp))]
         row = [batch, channels, f"{size}x{size}", f"{t_conv:.1f}", f"{t_fd:.1f}", f"{t_fd / t_conv:.2f}x",
                f"{t_naive / t_fd:.2f}x", f"{tb_conv:.1f}", f"{tb_fd:.1f}", f"{tb_fd / tb_conv:.2f}x",

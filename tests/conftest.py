@@ -19,6 +19,18 @@ def perturb_(module: nn.Module, scale: float = 0.5, seed: int = 0) -> nn.Module:
     return module
 
 
+def gradcheck_module(module: nn.Module, x: torch.Tensor, fast: bool = True) -> bool:
+    """float64 gradcheck of ``module`` with respect to its input and every parameter."""
+    names = [n for n, _ in module.named_parameters()]
+    params = tuple(p.detach().requires_grad_() for _, p in module.named_parameters())
+
+    def fn(inp, *ps):
+        return torch.func.functional_call(module, dict(zip(names, ps)), (inp,))
+
+    return torch.autograd.gradcheck(fn, (x.requires_grad_(), *params), eps=1e-6, atol=1e-5, rtol=1e-4,
+                                    fast_mode=fast)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

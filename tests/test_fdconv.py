@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import perturb_
+from conftest import gradcheck_module, perturb_
 from freqdyn import FDConv
 from freqdyn.reference import naive_fdconv
 
@@ -97,17 +97,6 @@ def test_eval_cache_follows_weight_updates():
     assert not torch.allclose(first, second)
 
 
-def _gradcheck(layer, x, fast=True):
-    names = [n for n, _ in layer.named_parameters()]
-    params = tuple(p.detach().requires_grad_() for _, p in layer.named_parameters())
-
-    def fn(inp, *ps):
-        return torch.func.functional_call(layer, dict(zip(names, ps)), (inp,))
-
-    assert torch.autograd.gradcheck(fn, (x.requires_grad_(), *params), eps=1e-6, atol=1e-5, rtol=1e-4,
-                                    fast_mode=fast)
-
-
 @pytest.mark.parametrize("aggregation,synthesis,groups,training", [
     ("weight", "fft", 1, True), ("feature", "basis", 1, False), ("weight", "basis", 2, False),
     ("feature", "fft", 2, True),
@@ -118,13 +107,13 @@ def test_gradcheck_every_branch(aggregation, synthesis, groups, training):
     perturb_(layer, seed=4).train(training)
     assert layer.FBM is not None and layer.KSM_Local is not None and layer.KSM_Global.kernel_fc is not None
     # the full (slow) Jacobian check once, the fast random-projection check elsewhere
-    _gradcheck(layer, torch.randn(2, 4, 5, 6, dtype=torch.float64), fast=groups == 2 or not training)
+    assert gradcheck_module(layer, torch.randn(2, 4, 5, 6, dtype=torch.float64), fast=groups == 2 or not training)
 
 
 def test_gradcheck_tanh_acts_and_fbm_groups():
     layer = FDConv(4, 4, 3, padding=1, kernel_num=2, use_fdconv_if_c_gt=0, ksm_act="tanh", fbm_act="tanh",
                    fbm_spatial_group=2, stride=2, dtype=torch.float64)
-    _gradcheck(perturb_(layer, seed=5), torch.randn(2, 4, 6, 5, dtype=torch.float64))
+    assert gradcheck_module(perturb_(layer, seed=5), torch.randn(2, 4, 6, 5, dtype=torch.float64))
 
 
 def test_every_parameter_gets_a_gradient():

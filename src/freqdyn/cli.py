@@ -4,27 +4,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 
 import torch
 import torch.nn as nn
 
 from .convert import convert
 from .layers import FDConv
+from .timing import best_ms
 
-logger = logging.getLogger("freqdyn")
 PAPER_DELTA = {"FDConv (paper)": 3.6e6, "CondConv (8x)": 90.0e6, "DY-Conv (4x)": 75.3e6, "ODConv (4x)": 65.1e6,
                "KW (4x)": 76.5e6}
-
-
-def _best_ms(fn, repeats: int = 3) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best * 1e3
 
 
 def _test_image(size: int = 224) -> torch.Tensor:
@@ -62,7 +51,7 @@ def demo(args: argparse.Namespace) -> int:
     layer = FDConv.from_conv(conv, kernel_num=args.kernel_num).eval()
     x = torch.randn(8, 64, 56, 56)
     with torch.no_grad():
-        t_conv, t_fd = _best_ms(lambda: conv(x)), _best_ms(lambda: layer(x))
+        t_conv, t_fd = best_ms(lambda: conv(x)), best_ms(lambda: layer(x))
     print(f"\nOne 3x3 layer, 64 -> 64 channels, batch 8 at 56x56, on this machine "
           f"({torch.get_num_threads()} threads): nn.Conv2d {t_conv:.1f} ms, FDConv {t_fd:.1f} ms "
           f"({t_fd / t_conv:.2f}x)")
