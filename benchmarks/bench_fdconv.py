@@ -16,25 +16,7 @@ import torch.nn as nn
 
 from freqdyn import FDConv
 from freqdyn.reference import naive_fdconv
-from freqdyn.timing import best_ms
-
-
-def saved_megabytes(fn, device: torch.device) -> float:
-    """MB of tensors saved for backward (CPU), or peak CUDA memory of forward+backward."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        fn()
-        return torch.cuda.max_memory_allocated() / 2**20
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values()) / 2**20
+from freqdyn.timing import best_ms, saved_megabytes
 
 
 def main() -> None:

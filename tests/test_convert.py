@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from freqdyn import FDConv, convert
+from freqdyn import CondConv2d, DynamicConv2d, FDConv, ODConv2d, convert, format_overhead, param_overhead
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -16,6 +16,45 @@ def test_resnet50_parameter_overhead_matches_paper():
     print(f"\nResNet-50 + FDConv (K=64): {report.param_delta / 1e6:+.3f}M params (paper: +3.6M); {report}")
     assert len(report.replaced) == 48
     assert abs(report.param_delta - PAPER_FDCONV_DELTA) <= 0.02 * PAPER_FDCONV_DELTA
+
+
+TARGETS = {"fdconv": (FDConv, {"kernel_num": 8}), "dyconv": (DynamicConv2d, {"num_experts": 3}),
+           "condconv": (CondConv2d, {"num_experts": 3}), "odconv": (ODConv2d, {"num_experts": 3})}
+
+
+def test_paper_overhead_table_is_reproduced():
+    rows = param_overhead()
+    print("\n" + format_overhead(rows))
+    measured = {row.label: row for row in rows if row.measured is not None}
+    assert set(measured) == {"CondConv (8x)", "DY-Conv (4x)", "ODConv (4x)", "FDConv (K=64)"}
+    for row in measured.values():
+        assert abs(row.relative_error) <= 0.02, row
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_every_target_keeps_a_resnet_output(target):
+    cls, kwargs = TARGETS[target]
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    x = torch.randn(2, 3, 48, 48)
+    ref = model(x)
+    report = convert(model, target, **kwargs)
+    assert report.replaced and all(isinstance(model.get_submodule(n), cls) for n in report.replaced)
+    assert report.param_delta > 0
+    torch.testing.assert_close(model(x), ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_every_target_keeps_a_timm_convnext_output(target):
+    timm = pytest.importorskip("timm")
+    cls, kwargs = TARGETS[target]
+    # layer scale 1 (not timm's 1e-6) so that every block's conv visibly shapes the output
+    model = timm.create_model("convnext_atto", num_classes=10, ls_init_value=1.0).eval()
+    x = torch.randn(2, 3, 64, 64)
+    ref = model(x)
+    report = convert(model, target, **kwargs)
+    assert len(report.replaced) == (24 if target == "fdconv" else 40)
+    assert all(isinstance(model.get_submodule(n), cls) for n in report.replaced)
+    torch.testing.assert_close(model(x), ref, rtol=1e-4, atol=1e-4)
 
 
 def test_convert_keeps_outputs_at_neutral_attention():

@@ -8,12 +8,17 @@ from typing import Callable
 
 import torch.nn as nn
 
-from .layers import FDConv
+from .layers import CondConv2d, DynamicConv2d, FDConv, ODConv2d
 
 logger = logging.getLogger(__name__)
 
 Selector = str | Callable[[str, nn.Module], bool] | None
-CONVERTERS: dict[str, Callable[..., nn.Module]] = {"fdconv": FDConv.from_conv}
+CONVERTERS: dict[str, Callable[..., nn.Module]] = {
+    "fdconv": FDConv.from_conv,
+    "dyconv": DynamicConv2d.from_conv,
+    "condconv": CondConv2d.from_conv,
+    "odconv": ODConv2d.from_conv,
+}
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,4 +1,4 @@
-"""Wall-clock timing shared by the demo and the benchmarks."""
+"""Wall-clock timing and autograd memory shared by the demo and the benchmarks."""
 from __future__ import annotations
 
 import time
@@ -19,3 +19,21 @@ def best_ms(fn: Callable[[], object], repeats: int = 3, device: torch.device | s
         sync()
         best = min(best, time.perf_counter() - start)
     return best * 1e3
+
+
+def saved_megabytes(fn, device: torch.device) -> float:
+    """MB of tensors saved for backward (CPU), or peak CUDA memory of forward+backward."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        return torch.cuda.max_memory_allocated() / 2**20
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values()) / 2**20

@@ -71,3 +71,19 @@ def pad_input(
     if padding_mode == "zeros":
         return x, padding
     return F.pad(x, explicit_padding(padding, kernel_size, dilation), mode=padding_mode), (0, 0)
+
+
+def conv_repr(module) -> str:
+    """``nn.Conv2d``-style ``extra_repr`` prefix of a layer with the usual convolution attributes."""
+    s = f"{module.in_channels}, {module.out_channels}, kernel_size={module.kernel_size}, stride={module.stride}"
+    if module.padding != (0, 0):
+        s += f", padding={module.padding}"
+    if module.dilation != (1, 1):
+        s += f", dilation={module.dilation}"
+    if module.groups != 1:
+        s += f", groups={module.groups}"
+    if module.bias is None:
+        s += ", bias=False"
+    if module.padding_mode != "zeros":
+        s += f", padding_mode={module.padding_mode}"
+    return s

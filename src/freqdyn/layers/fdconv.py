@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ._checks import check_feature_map
 from .batched_conv import batched_conv2d
-from .conv_args import IntPair, Padding, check_conv_args, pad_input, pair
+from .conv_args import IntPair, Padding, check_conv_args, conv_repr, pad_input, pair
 from .fourier_dynamic import FourierDynamicBase, reset_bias
 from .frequency_band_modulation import FrequencyBandModulation
 
@@ -177,17 +177,7 @@ class FDConv(FourierDynamicBase):
         return y if bias is None else y + bias[:, None, None]
 
     def extra_repr(self) -> str:
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
-            s += f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        if self.padding_mode != "zeros":
-            s += f", padding_mode={self.padding_mode}"
+        s = conv_repr(self)
         if not self.is_dynamic:
             return s + ", dynamic=False"
         return s + f", {self._fourier_repr()}, fbm={self.FBM is not None}"

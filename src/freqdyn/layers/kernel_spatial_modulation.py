@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .batch_norm import batch_norm_any_batch
 from .star_relu import StarReLU
 
 ACTIVATIONS = ("sigmoid", "tanh")
@@ -97,14 +98,8 @@ class KernelSpatialModulationGlobal(nn.Module):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
 
-    def _normalise(self, z: Tensor) -> Tensor:
-        if self.training and z.shape[0] == 1:
-            bn = self.bn
-            return F.batch_norm(z, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
-        return self.bn(z)
-
     def forward(self, pooled: Tensor) -> GlobalAttention:
-        z = self.relu(self._normalise(self.fc(pooled[:, :, None, None])))
+        z = self.relu(batch_norm_any_batch(self.bn, self.fc(pooled[:, :, None, None])))
 
         def head(fc: nn.Conv2d | None, temp: float) -> Tensor | None:
             return None if fc is None else modulation(fc(z).flatten(1) / temp, self.act, self.att_multi)

@@ -1,0 +1,161 @@
+"""Shared base of the kernel-bank dynamic convolutions (DY-Conv, CondConv, ODConv).
+
+A layer holds K kernels and K biases; an attention module reads the globally pooled input and returns
+per-sample mixing weights (and, for ODConv, channel / filter / spatial factors). The mixed kernels are
+applied with :func:`batched_conv2d`, the engine FDConv uses too.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from ._checks import check_feature_map
+from .batched_conv import batched_conv2d
+from .conv_args import IntPair, Padding, check_conv_args, conv_repr, pad_input, pair
+
+
+@dataclass
+class ExpertAttention:
+    """Per-sample attentions; ``None`` marks a factor that is switched off (a factor of 1)."""
+
+    kernel: Tensor  # (B, K) mixing weights of the kernels and biases
+    channel: Tensor | None = None  # (B, I) scales the input channels
+    filter: Tensor | None = None  # (B, O) scales the output channels (before the bias)
+    spatial: Tensor | None = None  # (B, kh * kw) scales the kernel positions
+
+
+class ExpertConv2d(nn.Module):
+    """``nn.Conv2d``-compatible layer whose kernel is a per-sample mixture of ``num_experts`` kernels.
+
+    ``weight`` is stored as a 2-D (K, O * I/groups * kh * kw) bank (as timm's CondConv does: ultralytics
+    moves 4-D and 5-D tensors to channels_last and rejects 5-D parameters), ``bias`` as (K, O). A 5-D
+    (K, O, I/groups, kh, kw) ``weight``, the layout of the reference implementations, loads too.
+
+    Subclasses set ``self.attention`` (a module with ``forward(pooled (B, I)) -> ExpertAttention`` and
+    ``neutralise_()``, which makes its output input-independent) and ``_init_expert``.
+    """
+
+    attention: nn.Module
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair,
+        padding: Padding,
+        dilation: IntPair,
+        groups: int,
+        bias: bool,
+        padding_mode: str,
+        num_experts: int,
+        device: torch.device | None,
+        dtype: torch.dtype | None,
+    ) -> None:
+        super().__init__()
+        kernel_size, stride, dilation = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(dilation, "dilation")
+        padding = check_conv_args(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode)
+        if not isinstance(num_experts, int) or num_experts < 1:
+            raise ValueError(f"num_experts must be a positive int, got {num_experts!r}")
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.padding_mode, self.num_experts = padding_mode, num_experts
+        self.transposed, self.output_padding = False, (0, 0)
+        self.kernel_shape = (out_channels, in_channels // groups, *kernel_size)
+        kw = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(num_experts, math.prod(self.kernel_shape), **kw))
+        self.bias = nn.Parameter(torch.empty(num_experts, out_channels, **kw)) if bias else None
+
+    def _init_expert(self, kernel: Tensor, bias: Tensor | None) -> None:
+        raise NotImplementedError
+
+    def reset_parameters(self) -> None:
+        """Each kernel (and bias) initialised as the method's reference code does; the attention too."""
+        with torch.no_grad():
+            for k in range(self.num_experts):
+                self._init_expert(self.weight[k].view(self.kernel_shape), None if self.bias is None else self.bias[k])
+        self.attention.reset_parameters()
+
+    init_weights = reset_parameters  # mmcv's ConvModule calls init_weights() instead of its kaiming init
+
+    def kernels(self) -> Tensor:
+        """The kernel bank as (K, O, I/groups, kh, kw)."""
+        return self.weight.view(self.num_experts, *self.kernel_shape)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, *, expert_noise: float = 0.1, **kwargs) -> "ExpertConv2d":
+        """Convert an ``nn.Conv2d``: every kernel starts from its weight and the output equals ``conv``'s.
+
+        The attention's last layers are zeroed, so the attentions are input-independent constants; the
+        kernels (biases) are the conv's weight (bias) divided by the constant total gain, which is 1 for a
+        softmax mixture (DY-Conv) and 2**-n (n sigmoid factors) or K/2 (sigmoid routing) otherwise.
+
+        Identical kernels would never separate: the attention's gradient is the same for every kernel,
+        so the mixture would stay a static conv. Each kernel therefore gets zero-mean noise across the
+        kernels (std ``expert_noise`` times the weight's std); the uniform neutral mixture cancels it, so
+        the output still equals ``conv``'s.
+        """
+        if not isinstance(conv, nn.Conv2d):
+            raise ValueError(f"from_conv expects an nn.Conv2d, got {type(conv).__name__}")
+        if expert_noise < 0:
+            raise ValueError(f"expert_noise must be >= 0, got {expert_noise}")
+        layer = cls(
+            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+            conv.groups, conv.bias is not None, conv.padding_mode, device=conv.weight.device,
+            dtype=conv.weight.dtype, **kwargs,
+        )
+        layer.attention.neutralise_()
+        weight_gain, bias_gain = layer.neutral_gains()
+        with torch.no_grad():
+            source = conv.weight.reshape(1, -1)
+            noise = torch.randn_like(layer.weight) * (expert_noise * source.std(unbiased=False))
+            layer.weight.copy_((source + noise - noise.mean(dim=0, keepdim=True)) / weight_gain)
+            if conv.bias is not None:
+                layer.bias.copy_((conv.bias / bias_gain).expand_as(layer.bias))
+        return layer.train(conv.training)
+
+    def neutral_gains(self) -> tuple[float, float]:
+        """Total factor the (neutralised) attention applies to the kernel and to the bias."""
+        training = self.attention.training
+        self.attention.eval()
+        with torch.no_grad():
+            att = self.attention(torch.zeros(1, self.in_channels, device=self.weight.device, dtype=self.weight.dtype))
+        self.attention.train(training)
+        bias_gain = att.kernel.sum().item()
+        weight_gain = bias_gain
+        for factor in (att.channel, att.filter, att.spatial):
+            if factor is not None:
+                weight_gain *= factor.mean().item()
+        return weight_gain, bias_gain
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_feature_map(x, self.in_channels, type(self).__name__)
+        batch, dtype = x.shape[0], x.dtype
+        att: ExpertAttention = self.attention(x.mean(dim=(2, 3)).to(self.weight.dtype))
+        weight = (att.kernel @ self.weight).reshape(batch, *self.kernel_shape)
+        if att.spatial is not None:
+            weight = weight * att.spatial.reshape(batch, 1, 1, *self.kernel_size)
+        bias = None if self.bias is None else (att.kernel @ self.bias).to(dtype)
+        if att.channel is not None:
+            x = x * att.channel[:, :, None, None].to(dtype)
+        x, padding = pad_input(x, self.padding, self.kernel_size, self.dilation, self.padding_mode)
+        if att.filter is None:
+            return batched_conv2d(x, weight.to(dtype), bias, self.stride, padding, self.dilation, self.groups)
+        y = batched_conv2d(x, weight.to(dtype), None, self.stride, padding, self.dilation, self.groups)
+        y = y * att.filter[:, :, None, None].to(dtype)
+        return y if bias is None else y + bias[:, :, None, None]
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        key = prefix + "weight"
+        if key in state_dict and state_dict[key].dim() == 5:
+            state_dict[key] = state_dict[key].reshape(self.num_experts, -1)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def extra_repr(self) -> str:
+        return conv_repr(self) + f", num_experts={self.num_experts}"

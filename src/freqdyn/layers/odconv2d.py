@@ -1,0 +1,121 @@
+"""ODConv: Omni-Dimensional Dynamic Convolution (Li et al., ICLR 2022, arXiv:2209.07947)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .batch_norm import batch_norm_any_batch
+from .conv_args import IntPair, Padding, pair
+from .expert_conv import ExpertAttention, ExpertConv2d
+from .temperature import TemperatureMixin, check_temperature
+
+
+class OmniAttention(nn.Module):
+    """Pooled (B, I) -> four attentions: input channel (B, I), filter (B, O), spatial (B, kh*kw), kernel (B, K).
+
+    fc (1x1, no bias) -> BatchNorm -> ReLU -> four 1x1 heads; sigmoid(logit / T) for the first three and
+    softmax(logits / T) over the kernels. As in the reference code, the filter head is skipped for
+    depthwise layers, the spatial head for 1x1 kernels and the kernel head when K == 1. A batch of one
+    in train mode normalises with the running statistics (the reference raises there).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: tuple[int, int],
+        groups: int,
+        num_experts: int,
+        reduction: float = 0.0625,
+        min_hidden: int = 16,
+        temperature: float = 1.0,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        hidden = max(int(in_channels * reduction), min_hidden)
+        self.temperature, self.num_experts = check_temperature(temperature), num_experts
+        self.fc = nn.Conv2d(in_channels, hidden, 1, bias=False, **kw)
+        self.bn = nn.BatchNorm2d(hidden, **kw)
+        self.channel_fc = nn.Conv2d(hidden, in_channels, 1, **kw)
+        depthwise = in_channels == groups == out_channels
+        self.filter_fc = None if depthwise else nn.Conv2d(hidden, out_channels, 1, **kw)
+        spatial = kernel_size[0] * kernel_size[1]
+        self.spatial_fc = nn.Conv2d(hidden, spatial, 1, **kw) if spatial > 1 else None
+        self.kernel_fc = nn.Conv2d(hidden, num_experts, 1, **kw) if num_experts > 1 else None
+        self.reset_parameters()
+
+    def heads(self) -> list[nn.Conv2d]:
+        return [h for h in (self.channel_fc, self.filter_fc, self.spatial_fc, self.kernel_fc) if h is not None]
+
+    def reset_parameters(self) -> None:
+        for conv in (self.fc, *self.heads()):
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+        self.bn.reset_parameters()
+        self.bn.reset_running_stats()
+
+    def neutralise_(self) -> None:
+        """Zero every head: sigmoid factors of 1/2 and a uniform 1/K kernel mixture for every input."""
+        with torch.no_grad():
+            for head in self.heads():
+                head.weight.zero_()
+                head.bias.zero_()
+
+    def forward(self, pooled: Tensor) -> ExpertAttention:
+        z = F.relu(batch_norm_any_batch(self.bn, self.fc(pooled[:, :, None, None])))
+
+        def gate(fc: nn.Conv2d | None) -> Tensor | None:
+            return None if fc is None else torch.sigmoid(fc(z).flatten(1) / self.temperature)
+
+        if self.kernel_fc is None:
+            kernel = z.new_ones(z.shape[0], 1)
+        else:
+            kernel = torch.softmax(self.kernel_fc(z).flatten(1) / self.temperature, dim=1)
+        return ExpertAttention(kernel=kernel, channel=gate(self.channel_fc), filter=gate(self.filter_fc),
+                               spatial=gate(self.spatial_fc))
+
+
+class ODConv2d(TemperatureMixin, ExpertConv2d):
+    """ODConv: y = f(x) * conv(c(x) * x, s(x) * sum_k a_k(x) W_k) + sum_k a_k(x) b_k.
+
+    Input (B, in_channels, H, W) -> (B, out_channels, H', W'). c, f, s are sigmoid attentions over input
+    channels, output channels and kernel positions, a a softmax over the K kernels (:class:`OmniAttention`).
+    The reference layer has no bias; here the bias is optional (``nn.Conv2d``'s default) and mixed by a.
+    :meth:`from_conv` stores 2**n times the source kernel, n the number of sigmoid attentions, because
+    each is 1/2 at the neutral state.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: Padding = 0,
+        dilation: IntPair = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        num_experts: int = 4,
+        reduction: float = 0.0625,
+        min_hidden: int = 16,
+        temperature: float = 1.0,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, num_experts, device, dtype)
+        self.attention = OmniAttention(in_channels, out_channels, pair(kernel_size, "kernel_size"), groups,
+                                       num_experts, reduction, min_hidden, temperature, device, dtype)
+        self.reset_parameters()
+
+    def _init_expert(self, kernel: Tensor, bias: Tensor | None) -> None:
+        nn.init.kaiming_normal_(kernel, mode="fan_out", nonlinearity="relu")
+        if bias is not None:
+            nn.init.zeros_(bias)
