@@ -37,3 +37,20 @@ def saved_megabytes(fn, device: torch.device) -> float:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn()
     return sum(seen.values()) / 2**20
+
+
+def _status_mb(key: str) -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024
+    raise OSError(f"{key} not in /proc/self/status")
+
+
+def peak_rss_mb(fn: Callable[[], object]) -> float:
+    """Peak resident memory (MB) that ``fn()`` adds to this process (Linux: resets the VmHWM counter)."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+    base = _status_mb("VmRSS")
+    fn()
+    return _status_mb("VmHWM") - base

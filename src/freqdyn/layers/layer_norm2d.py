@@ -1,0 +1,13 @@
+"""LayerNorm over the channels of a (B, C, H, W) map (ConvNeXt's channels_first LayerNorm)."""
+from __future__ import annotations
+
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """``nn.LayerNorm(C)`` applied at every pixel of x (B, C, H, W); same parameters, state_dict and eps."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps).permute(0, 3, 1, 2)

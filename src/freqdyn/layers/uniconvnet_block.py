@@ -1,0 +1,48 @@
+"""A UniConvNet-style residual block around MRFA (UniConvNet, ICCV 2025), for use in backbones."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .drop_path import DropPath
+from .layer_norm2d import LayerNorm2d
+from .mrfa import MRFA
+
+
+class UniConvNetBlock(nn.Module):
+    """x (B, dim, H, W) -> (B, dim, H, W): x + drop_path(gamma1 * MRFA(x)), then x + drop_path(gamma2 * MLP(LN(x))).
+
+    MRFA normalises its input itself; the MLP is 1x1 conv (dim -> mlp_ratio * dim), GELU, 1x1 conv back.
+    ``layer_scale_init`` <= 0 disables layer scale.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        layer_scale_init: float = 1e-6,
+        kernel_sizes: tuple[int, int, int] = (7, 9, 11),
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        hidden = int(dim * mlp_ratio)
+        if hidden < 1:
+            raise ValueError(f"mlp_ratio={mlp_ratio} leaves no hidden channels for dim={dim}")
+        self.mrfa = MRFA(dim, kernel_sizes, **kw)
+        self.norm = LayerNorm2d(dim, eps=1e-6, **kw)
+        self.mlp = nn.Sequential(nn.Conv2d(dim, hidden, 1, **kw), nn.GELU(), nn.Conv2d(hidden, dim, 1, **kw))
+        use_scale = layer_scale_init > 0
+        self.gamma1 = nn.Parameter(torch.full((dim,), layer_scale_init, **kw)) if use_scale else None
+        self.gamma2 = nn.Parameter(torch.full((dim,), layer_scale_init, **kw)) if use_scale else None
+        self.drop_path = DropPath(drop_path)
+
+    def _scale(self, x: Tensor, gamma: Tensor | None) -> Tensor:
+        return x if gamma is None else x * gamma[:, None, None]
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.drop_path(self._scale(self.mrfa(x), self.gamma1))
+        return x + self.drop_path(self._scale(self.mlp(self.norm(x)), self.gamma2))

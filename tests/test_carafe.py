@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from freqdyn.layers import carafe
+from freqdyn.reference import naive_carafe
+from freqdyn.timing import saved_megabytes
+
+# (h, w, scale, Ho, Wo, kernel, groups)
+CASES = [
+    (5, 6, 2, 10, 12, 5, 1),
+    (5, 6, 2, 9, 11, 5, 2),  # hr = 2 lr - 1 (ceil-downsampled odd map)
+    (5, 6, 2, 11, 13, 3, 1),  # hr = 2 lr + 1 (floor-downsampled odd map)
+    (7, 7, 1, 7, 7, 3, 4),
+    (2, 2, 2, 4, 4, 5, 1),  # too small to reflect-pad by 2: replicate
+    (1, 3, 2, 2, 6, 5, 1),
+]
+
+
+def _kernels(batch, groups, k, height, width, dtype=torch.float64):
+    return torch.softmax(torch.randn(batch, groups, k * k, height, width, dtype=dtype), 2).reshape(batch, -1, height, width)
+
+
+@pytest.mark.parametrize("h,w,scale,out_h,out_w,k,groups", CASES)
+def test_matches_unfold_formulation(h, w, scale, out_h, out_w, k, groups):
+    x = torch.randn(2, 8, h, w, dtype=torch.float64)
+    kernels = _kernels(2, groups, k, out_h, out_w)
+    out = carafe(x, kernels, k, groups, scale)
+    assert out.shape == (2, 8, out_h, out_w)
+    torch.testing.assert_close(out, naive_carafe(x, kernels, k, groups, scale), rtol=1e-12, atol=1e-12)
+
+
+def test_uniform_kernel_is_a_box_filter_then_nearest_upsampling():
+    x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
+    kernels = torch.full((1, 9, 12, 12), 1 / 9, dtype=torch.float64)
+    padded = torch.nn.functional.pad(x, [1, 1, 1, 1], mode="reflect")
+    box = torch.nn.functional.avg_pool2d(padded, 3, stride=1)
+    expected = box.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    torch.testing.assert_close(carafe(x, kernels, 3, 1, 2), expected)
+
+
+def test_gradcheck():
+    x = torch.randn(1, 4, 3, 4, dtype=torch.float64, requires_grad=True)
+    kernels = _kernels(1, 2, 3, 6, 7).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: carafe(a, b, 3, 2, 2), (x, kernels))
+
+
+def test_autograd_keeps_no_unfold_tensor():
+    x = torch.randn(1, 64, 32, 32, requires_grad=True)
+    kernels = _kernels(1, 1, 5, 64, 64, dtype=torch.float32).requires_grad_()
+    cpu = torch.device("cpu")
+    ours = saved_megabytes(lambda: carafe(x, kernels, 5, 1, 2).sum().backward(), cpu)
+    naive = saved_megabytes(lambda: naive_carafe(x, kernels, 5, 1, 2).sum().backward(), cpu)
+    unfold_mb = 64 * 25 * 64 * 64 * 4 / 2**20  # the (B, C*k*k, Ho, Wo) tensor of the unfold formulation
+    assert naive >= unfold_mb and ours < unfold_mb / 5
+
+
+@pytest.mark.parametrize("kernels_shape,kernel_size,groups,scale,match", [
+    ((1, 9, 10, 10), 3, 1, 1, "not 1x"),
+    ((1, 9, 16, 16), 3, 2, 2, "groups\\*k\\*k"),
+    ((1, 16, 16, 16), 4, 1, 2, "odd"),
+    ((1, 9, 13, 16), 3, 1, 2, "not 2x"),
+])
+def test_bad_arguments_raise_value_error(kernels_shape, kernel_size, groups, scale, match):
+    with pytest.raises(ValueError, match=match):
+        carafe(torch.randn(1, 4, 8, 8), torch.rand(kernels_shape), kernel_size, groups, scale)

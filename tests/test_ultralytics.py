@@ -1,0 +1,84 @@
+"""The seed's yolov8-pose-C2f_FDConv.yaml builds, runs, trains one short epoch and reloads, via register()."""
+import numpy as np
+import pytest
+import torch
+
+ultralytics = pytest.importorskip("ultralytics")
+cv2 = pytest.importorskip("cv2")
+
+from freqdyn import FDConv  # noqa: E402
+from freqdyn.integrations import ultralytics as fu  # noqa: E402
+
+
+@pytest.fixture
+def registered():
+    fu.register()
+    yield
+    fu.unregister()
+
+
+def _pose_dataset(root, n_train=4, n_val=2, size=96):
+    """Real YOLO-format pose files: a bright rectangle 'person' with 17 keypoints inside it."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", n_train), ("val", n_val)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i in range(count):
+            image = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+            x0, y0 = rng.integers(5, size // 2, 2)
+            w, h = rng.integers(20, size // 2, 2)
+            image[y0 : y0 + h, x0 : x0 + w] = 220
+            cv2.imwrite(str(root / "images" / split / f"{i}.jpg"), image)
+            kx = (x0 + rng.random(17) * w) / size
+            ky = (y0 + rng.random(17) * h) / size
+            kpts = " ".join(f"{a:.4f} {b:.4f} 2" for a, b in zip(kx, ky))
+            box = f"{(x0 + w / 2) / size:.4f} {(y0 + h / 2) / size:.4f} {w / size:.4f} {h / size:.4f}"
+            (root / "labels" / split / f"{i}.txt").write_text(f"0 {box} {kpts}\n")
+    data = root / "data.yaml"
+    data.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nkpt_shape: [17, 3]\n"
+                    f"flip_idx: [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]\nnames:\n  0: person\n")
+    return data
+
+
+def test_yaml_builds_at_scale_n_and_runs(registered):
+    model = ultralytics.YOLO(fu.model_yaml("n"))
+    net = model.model
+    rows = [m for m in net.model if m.type == "C2f_FDConv"]
+    assert len(rows) == 4 and all(isinstance(m, fu.C2f_FDConv) for m in rows)
+    fdconvs = [m for m in net.modules() if isinstance(m, FDConv)]
+    assert sum(m.is_dynamic for m in fdconvs) >= 4  # the 16-channel first stage stays a plain conv (gating)
+    net.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        out = net(x)[0]
+    assert out.shape[0] == 1 and out.shape[1] == 4 + 1 + 17 * 3
+    net.fuse()  # the predictor / exporter fuse BN into Conv blocks: ours must come through unchanged
+    with torch.no_grad():
+        torch.testing.assert_close(net(x)[0], out, rtol=1e-3, atol=1e-3)
+
+
+def test_conv_rows_convert_with_neutral_output(registered):
+    from ultralytics.nn.tasks import parse_model
+
+    yaml = {"nc": 1, "backbone": [[-1, 1, "Conv", [32, 3, 2]], [-1, 1, "DynamicConv", [64, 3, 1]],
+                                  [-1, 1, "ODConv", [64, 3, 1]], [-1, 1, "CondConv", [64, 1, 1]],
+                                  [-1, 1, "FDConv", [64, 3, 2]]], "head": []}
+    model, _ = parse_model(yaml, ch=3, verbose=False)
+    assert [m.type for m in model] == ["ultralytics.nn.modules.conv.Conv", "DynamicConv", "ODConv", "CondConv", "FDConv"]
+    assert all(isinstance(m, fu.DynamicConvBNAct) for m in list(model)[1:])
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 64, 8, 8)
+
+
+def test_trains_one_epoch_and_checkpoint_reloads(registered, tmp_path):
+    data = _pose_dataset(tmp_path / "pose")
+    model = ultralytics.YOLO(fu.model_yaml("n"))
+    model.train(data=str(data), epochs=1, imgsz=64, batch=2, device="cpu", workers=0, plots=False, amp=False,
+                optimizer="SGD", lr0=0.01, project=str(tmp_path / "runs"), name="t", exist_ok=True, verbose=False,
+                val=False)
+    weights = tmp_path / "runs" / "t" / "weights" / "last.pt"
+    assert weights.exists()
+    fu.unregister()  # loading a checkpoint unpickles the model: no YAML parsing, no registration needed
+    reloaded = ultralytics.YOLO(str(weights))
+    assert any(isinstance(m, fu.C2f_FDConv) for m in reloaded.model.modules())
+    results = reloaded.predict(np.full((64, 64, 3), 128, np.uint8), imgsz=64, device="cpu", verbose=False)
+    assert len(results) == 1
