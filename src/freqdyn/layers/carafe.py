@@ -58,14 +58,16 @@ class _Reassemble(torch.autograd.Function):
     def forward(ctx, padded: Tensor, kernels: Tensor, k: int) -> Tensor:
         batch, groups, per_group = padded.shape[:3]
         _, _, _, height, scale, width, _ = kernels.shape
-        out = padded.new_empty(batch, groups, per_group, height, scale, width, scale)
+        phases = []
         for p in range(scale):
             for q in range(scale):
-                acc = out[:, :, :, :, p, :, q]
-                acc.copy_(padded[..., :height, :width] * kernels[:, :, None, 0, :, p, :, q])
+                acc = padded[..., :height, :width] * kernels[:, :, None, 0, :, p, :, q]
                 for offset in range(1, k * k):
                     a, b = divmod(offset, k)
                     acc.addcmul_(padded[..., a : a + height, b : b + width], kernels[:, :, None, offset, :, p, :, q])
+                phases.append(acc)
+        out = torch.stack(phases, dim=-1).reshape(batch, groups, per_group, height, width, scale, scale)
+        out = out.permute(0, 1, 2, 3, 5, 4, 6).contiguous()
         ctx.save_for_backward(padded, kernels)
         ctx.k = k
         return out

@@ -1,0 +1,60 @@
+"""Export paths: ONNX (dynamo exporter) run in onnxruntime, TorchScript trace, torch.compile without graph breaks."""
+import warnings
+
+import pytest
+import torch
+
+from freqdyn import MRFA, DynamicConv2d, FDConv, ODConv2d
+
+onnxruntime = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+def _modules():
+    torch.manual_seed(0)
+    return {
+        "fdconv": FDConv(32, 32, 3, padding=1, kernel_num=8).eval(),
+        "dyconv": DynamicConv2d(32, 32, 3, padding=1, temperature=1.0).eval(),
+        "odconv": ODConv2d(32, 48, 3, stride=2, padding=1).eval(),
+        "mrfa": MRFA(32).eval(),
+    }
+
+
+@pytest.mark.parametrize("name", ["fdconv", "dyconv", "odconv", "mrfa"])
+def test_onnx_export_matches_pytorch(name, tmp_path):
+    """Dynamic H, W (the batch stays static: groups=B). FDConv's FBM band masks depend on H, W: static export."""
+    module = _modules()[name]
+    x = torch.randn(2, 32, 16, 16)
+    path = tmp_path / f"{name}.onnx"
+    dynamic = name != "fdconv"
+    dims = ({2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO},) if dynamic else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (x,), str(path), dynamo=True, dynamic_shapes=dims, verbose=False)
+    session = onnxruntime.InferenceSession(str(path))
+    feed = session.get_inputs()[0].name
+    shapes = (x, torch.randn(2, 32, 20, 12)) if dynamic else (x, torch.randn(2, 32, 16, 16))
+    for inp in shapes:  # a second spatial shape catches silent specialisation
+        (out,) = session.run(None, {feed: inp.numpy()})
+        with torch.no_grad():
+            ref = module(inp)
+        assert out.shape == tuple(ref.shape)
+        torch.testing.assert_close(torch.from_numpy(out), ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["fdconv", "dyconv", "mrfa"])
+def test_torchscript_trace_runs_at_another_spatial_size(name):
+    module = _modules()[name]
+    with torch.no_grad():
+        traced = torch.jit.trace(module, torch.randn(2, 32, 16, 16), check_trace=False)
+        x = torch.randn(2, 32, 20, 12)
+        torch.testing.assert_close(traced(x), module(x))
+
+
+@pytest.mark.parametrize("name", ["fdconv", "dyconv", "odconv", "mrfa"])
+def test_compile_has_no_graph_break(name):
+    module = _modules()[name]
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+    x = torch.randn(2, 32, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), module(x), rtol=1e-5, atol=1e-5)
