@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -32,14 +33,14 @@ def demo(args: argparse.Namespace) -> int:
     print("Parameter overhead on ResNet-50, measured here by conversion, next to the FDConv paper's Table 1:")
     print(format_overhead(param_overhead()))
     model = torchvision.models.resnet50().eval()
-    image = _test_image()
+    image = _photo(224)
     with torch.no_grad():
         reference = model(image)
     report = convert(model, "fdconv", include=BOTTLENECK_CONVS, kernel_num=args.kernel_num)
     print(f"\nResNet-50 -> FDConv (kernel_num={args.kernel_num}): {report}")
     with torch.no_grad():
         out = model(image)
-    print(f"Neutral-attention check on a 224x224 test image: max |logit difference| vs the original "
+    print(f"Neutral-attention check on skimage's astronaut photo (224x224): max |logit difference| vs the original "
           f"ResNet-50 = {(out - reference).abs().max().item():.2e}")
     conv = nn.Conv2d(64, 64, 3, padding=1).eval()
     x = torch.randn(8, 64, 56, 56)
@@ -52,15 +53,65 @@ def demo(args: argparse.Namespace) -> int:
         times = {name: best_ms(lambda m=layer.eval(): m(x)) for name, layer in layers.items()}
     for name, ms in times.items():
         print(f"  {name:<16}{ms:>8.1f} ms  ({ms / times['nn.Conv2d']:.2f}x nn.Conv2d)")
+    print()
+    return analyze(args)
+
+
+def _photo(size: int) -> torch.Tensor:
+    """skimage's astronaut photo (1, 3, size, size) in [0, 1], or the synthetic test pattern without scikit-image."""
+    try:
+        from skimage import data
+    except ImportError:
+        return _test_image(size)
+    image = torch.from_numpy(data.astronaut()).permute(2, 0, 1)[None].float() / 255
+    return nn.functional.interpolate(image, size=(size, size), mode="area")
+
+
+def analyze(args: argparse.Namespace) -> int:
+    from . import analysis
+    from .layers import MRFA
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    conv = nn.Conv2d(64, 64, 3, padding=1)
+    layers = {"DY-Conv (4x)": DynamicConv2d.from_conv(conv), "ODConv (4x)": ODConv2d.from_conv(conv),
+              "CondConv (8x)": CondConv2d.from_conv(conv), "FDConv (K=8)": FDConv.from_conv(conv, kernel_num=8)}
+    print("Frequency responses of the kernels each layer mixes (mean pairwise cosine similarity; 1 = alike):")
+    rows = {}
+    for name, layer in layers.items():
+        bank = analysis.kernel_bank(layer)
+        rows[name] = analysis.frequency_responses(bank, "matrix")
+        kernel_sim = analysis.response_similarity(analysis.frequency_responses(bank, "kernel"))
+        print(f"  {name:<15} weight-matrix spectrum {analysis.response_similarity(rows[name]):.3f}   "
+              f"kernel spectrum {kernel_sim:.3f}")
+    print(f"  wrote {analysis.plot_frequency_responses(rows, out / 'frequency_responses.png')}")
+    channels, size = 32, args.size
+    lift = nn.Conv2d(3, channels, 1)
+    photo = lift(_photo(size)).detach()
+    models = {"3x3 conv": nn.Conv2d(channels, channels, 3, padding=1, groups=channels),
+              "11x11 conv": nn.Conv2d(channels, channels, 11, padding=5, groups=channels), "MRFA": MRFA(channels)}
+    maps = {name: analysis.effective_receptive_field(m, photo) for name, m in models.items()}
+    print("Effective receptive fields on skimage's astronaut (radius holding 50% of the contribution):")
+    for name, erf in maps.items():
+        support = int((erf > 0).nonzero()[:, 0].max() - size // 2)
+        print(f"  {name:<12} radius {analysis.erf_radius(erf):>2}, support radius {support}")
+    print(f"  wrote {analysis.plot_erf(maps, out / 'erf.png')}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="freqdyn", description="Frequency-aware dynamic convolution blocks.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="ResNet-50: parameter overhead of every method, FDConv equivalence, layer timing")
+    p_demo = sub.add_parser("demo", help="ResNet-50 overhead table, FDConv equivalence on a photo, layer timing, frequency / ERF plots")
     p_demo.add_argument("--kernel-num", type=int, default=64)
+    p_demo.add_argument("--out", default="freqdyn-demo", help="folder for the frequency-response and ERF plots")
+    p_demo.add_argument("--size", type=int, default=64, help="image size for the ERF")
     p_demo.set_defaults(func=demo)
+    p_analyze = sub.add_parser("analyze", help="frequency responses of dynamic kernels and ERF plots (PNG)")
+    p_analyze.add_argument("--out", default="freqdyn-analysis", help="folder for the PNG files")
+    p_analyze.add_argument("--size", type=int, default=64, help="image size for the ERF")
+    p_analyze.set_defaults(func=analyze)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     return args.func(args)

@@ -1,0 +1,56 @@
+import pytest
+import torch
+import torch.nn as nn
+
+from freqdyn import MRFA, CondConv2d, DynamicConv2d, FDConv, ODConv2d
+from freqdyn.analysis import (
+    effective_receptive_field,
+    erf_radius,
+    frequency_responses,
+    kernel_bank,
+    response_similarity,
+)
+from freqdyn.cli import main
+
+
+@pytest.mark.parametrize("cls", [DynamicConv2d, CondConv2d, ODConv2d])
+def test_kernel_bank_family_responses_look_alike(cls):
+    layer = cls.from_conv(nn.Conv2d(32, 32, 3, padding=1), num_experts=4)
+    bank = kernel_bank(layer)
+    assert bank.shape == (4, 32, 32, 3, 3)
+    assert response_similarity(frequency_responses(bank, "kernel")) > 0.95
+
+
+def test_fdconv_groups_are_disjoint_in_its_fourier_domain():
+    layer = FDConv(32, 32, 3, padding=1, kernel_num=6)
+    bank = kernel_bank(layer)
+    assert bank.shape == (6, 32, 32, 3, 3)
+    responses = frequency_responses(bank, "matrix")
+    assert response_similarity(responses) < 1e-6
+    support = (responses > 1e-4 * responses.amax()).double()  # every spectrum coefficient belongs to exactly one group
+    torch.testing.assert_close(support.sum(0), torch.ones_like(support[0]))
+
+
+def test_similarity_and_errors():
+    same = torch.rand(1, 5, 5).expand(3, 5, 5)
+    assert response_similarity(same) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no kernel bank"):
+        kernel_bank(nn.Conv2d(3, 3, 3))
+    with pytest.raises(ValueError, match="domain"):
+        frequency_responses(torch.rand(2, 1, 1, 3, 3), "nope")
+
+
+def test_erf_support_matches_the_receptive_field():
+    x = torch.randn(2, 8, 41, 41)
+    erf = effective_receptive_field(MRFA(8), x)
+    support = (erf > 0).nonzero()
+    assert (support - 20).abs().max() == 12 and erf.max() == 1.0
+    conv_erf = effective_receptive_field(nn.Conv2d(8, 8, 3, padding=1), x)
+    assert erf_radius(conv_erf, mass=1.0) == 1
+
+
+def test_cli_analyze_writes_plots(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    assert main(["analyze", "--out", str(tmp_path), "--size", "33"]) == 0
+    assert (tmp_path / "frequency_responses.png").stat().st_size > 0 and (tmp_path / "erf.png").stat().st_size > 0
+    assert "FDConv (K=8)    weight-matrix spectrum 0.000" in capsys.readouterr().out
