@@ -18,6 +18,7 @@ from .layers import (
     set_temperature,
 )
 from .overhead import format_overhead, param_overhead
+from .profile import Profile, profile
 from .version import __version__
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "LayerNorm2d",
     "MRFA",
     "ODConv2d",
+    "Profile",
     "StarReLU",
     "TemperatureSchedule",
     "UniConvNetBlock",
@@ -41,5 +43,6 @@ __all__ = [
     "count_parameters",
     "format_overhead",
     "param_overhead",
+    "profile",
     "set_temperature",
 ]

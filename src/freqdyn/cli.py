@@ -100,6 +100,30 @@ def analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def profile_command(args: argparse.Namespace) -> int:
+    from .profile import profile
+
+    try:
+        import torchvision
+    except ImportError:
+        print("freqdyn profile needs torchvision: pip install 'freqdyn[vision]'", file=sys.stderr)
+        return 1
+    model = getattr(torchvision.models, args.model)().eval()
+    shape = (1, 3, args.size, args.size)
+    before = profile(model, shape)
+    print(f"{args.model}: {before.flops / 1e9:.3f} GFLOPs, {before.params / 1e6:.3f}M params at {shape}")
+    if args.to != "none":
+        include = BOTTLENECK_CONVS if args.model.startswith("resnet") else None
+        report = convert(model, args.to, include=include)
+        after = profile(model, shape)
+        print(f"{args.model} -> {args.to}: {report}")
+        print(f"  {after.flops / 1e9:.3f} GFLOPs ({(after.flops - before.flops) / 1e9:+.3f}), "
+              f"{after.params / 1e6:.3f}M params ({(after.params - before.params) / 1e6:+.3f}M)")
+        if args.layers:
+            print(after)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="freqdyn", description="Frequency-aware dynamic convolution blocks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     p_analyze.add_argument("--out", default="freqdyn-analysis", help="folder for the PNG files")
     p_analyze.add_argument("--size", type=int, default=64, help="image size for the ERF")
     p_analyze.set_defaults(func=analyze)
+    p_profile = sub.add_parser("profile", help="FLOPs and parameters of a torchvision model, plain and converted (ResNets: bottleneck convs)")
+    p_profile.add_argument("--model", default="resnet50")
+    p_profile.add_argument("--to", default="fdconv", choices=["none", "fdconv", "dyconv", "condconv", "odconv"])
+    p_profile.add_argument("--size", type=int, default=224)
+    p_profile.add_argument("--layers", action="store_true", help="list every converted layer")
+    p_profile.set_defaults(func=profile_command)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     return args.func(args)

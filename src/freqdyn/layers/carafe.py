@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .flop_record import record_flops
+
 
 def _pad_mode(size: int, pad: int) -> str:
     return "reflect" if pad < size else "replicate"  # reflection needs pad < size
@@ -113,4 +115,5 @@ def carafe(x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale:
         kernels = F.pad(kernels, [0, full_w - out_w, 0, full_h - out_h])
     kernels = kernels.reshape(batch, groups, k * k, src_h, scale, src_w, scale)
     out = _Reassemble.apply(padded, kernels, k).reshape(batch, channels, full_h, full_w)
+    record_flops(2 * k * k * batch * channels * out_h * out_w)
     return out[..., :out_h, :out_w]

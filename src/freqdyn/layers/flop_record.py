@@ -1,0 +1,14 @@
+"""Hook for FLOPs that ``torch.utils.flop_counter`` cannot see (element-wise reassembly); used by ``freqdyn.profile``."""
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Callable
+
+ACTIVE: ContextVar[Callable[[int], None] | None] = ContextVar("freqdyn_flop_recorder", default=None)
+
+
+def record_flops(flops: int) -> None:
+    """Report ``flops`` (2 x multiply-accumulates) to the active profiler, if any."""
+    recorder = ACTIVE.get()
+    if recorder is not None:
+        recorder(flops)

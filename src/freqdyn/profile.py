@@ -1,0 +1,135 @@
+"""FLOP and parameter counts of any model with freqdyn layers: ``freqdyn.profile(model, input_shape)``.
+
+Convention: FLOPs = 2 x multiply-accumulates, as ``torch.utils.flop_counter.FlopCounterMode``, whose counts
+(convolutions and matrix products: every attention branch, per-sample kernel mixing and the convolution
+itself) are the base. Added on top, because FlopCounterMode reports 0 for them:
+
+* FFTs (FDConv's per-sample weight synthesis): 2.5 N log2 N FLOPs for a real FFT of N points, 5 N log2 N
+  for a complex one, per transformed signal;
+* CARAFE reassembly (FreqFusion): 2 k^2 FLOPs per output element.
+
+Other element-wise work (activations, attention products, normalisation) is not counted, as in
+FlopCounterMode and fvcore.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .layers import MRFA, ExpertConv2d, FDConv, FDLinear, FreqFusion, FreqFusionFPN, UniConvNetBlock
+from .layers.flop_record import ACTIVE
+
+FREQDYN_LAYERS = (ExpertConv2d, FDConv, FDLinear, FreqFusion, FreqFusionFPN, MRFA, UniConvNetBlock)
+
+
+def _transform_size(shape: Sequence[int], dims: Sequence[int]) -> int:
+    return math.prod(shape[d] for d in dims)
+
+
+def _fft_flops(points: int, batch: int, per_point: float) -> int:
+    return int(batch * per_point * points * math.log2(points)) if points > 1 else 0
+
+
+def _r2c(x_shape, dim, normalization, onesided, out_shape=None, **kwargs) -> int:
+    points = _transform_size(x_shape, dim)
+    return _fft_flops(points, math.prod(x_shape) // points, 2.5)
+
+
+def _c2r(x_shape, dim, normalization, last_dim_size, out_shape=None, **kwargs) -> int:
+    points = _transform_size(x_shape, dim[:-1]) * last_dim_size
+    return _fft_flops(points, math.prod(x_shape) // _transform_size(x_shape, dim), 2.5)
+
+
+def _c2c(x_shape, dim, normalization, forward, out_shape=None, **kwargs) -> int:
+    points = _transform_size(x_shape, dim)
+    return _fft_flops(points, math.prod(x_shape) // points, 5.0)
+
+
+FFT_FORMULAS = {torch.ops.aten._fft_r2c: _r2c, torch.ops.aten._fft_c2r: _c2r, torch.ops.aten._fft_c2c: _c2c}
+
+
+@dataclass
+class LayerCost:
+    name: str
+    kind: str
+    params: int
+    flops: int
+
+
+@dataclass
+class Profile:
+    """Totals of one forward pass, and the cost of every outermost freqdyn layer."""
+
+    input_shapes: list[tuple[int, ...]]
+    flops: int
+    params: int
+    layers: list[LayerCost] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"input {', '.join(str(s) for s in self.input_shapes)}: {self.flops / 1e9:.3f} GFLOPs, "
+                 f"{self.params / 1e6:.3f}M params"]
+        if self.layers:
+            lines.append(f"  {'layer':<40}{'kind':<18}{'params':>12}{'GFLOPs':>10}")
+            lines += [f"  {c.name:<40}{c.kind:<18}{c.params:>12,}{c.flops / 1e9:>10.4f}" for c in self.layers]
+        return "\n".join(lines)
+
+
+def profile(model: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int]]) -> Profile:
+    """Count FLOPs (see the module docstring) and parameters of ``model`` on random inputs of ``input_shape``.
+
+    ``input_shape`` is one shape, or a list of shapes for models with several inputs (FreqFusion).
+    The model runs twice under no_grad, in its current train / eval mode; the first pass is a warm-up, so
+    input-independent caches of eval-mode layers (FDConv's spatial basis) are built and not counted.
+    """
+    shapes = [tuple(input_shape)] if isinstance(input_shape[0], int) else [tuple(s) for s in input_shape]
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+    inputs = [torch.randn(s, device=device, dtype=dtype) for s in shapes]
+    with torch.no_grad():
+        model(*inputs)
+    names = {id(m): name for name, m in model.named_modules()}
+    stack: list[str] = []
+    extra: dict[str, int] = {}
+
+    def push(module, args):
+        stack.append(names.get(id(module), ""))
+
+    def pop(module, args, output):
+        stack.pop()
+
+    handles = [m.register_forward_pre_hook(push) for m in model.modules()]
+    handles += [m.register_forward_hook(pop) for m in model.modules()]
+    def record(flops: int) -> None:
+        owner = stack[-1] if stack else ""
+        extra[owner] = extra.get(owner, 0) + flops
+
+    token = ACTIVE.set(record)
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=FFT_FORMULAS) as counter:
+            model(*inputs)
+    finally:
+        ACTIVE.reset(token)
+        for handle in handles:
+            handle.remove()
+    counts = counter.get_flop_counts()
+    root = type(model).__name__
+
+    def counted(name: str) -> int:
+        key = root if name == "" else f"{root}.{name}"
+        inside = sum(v for n, v in extra.items() if n == name or name == "" or n.startswith(name + "."))
+        return sum(counts.get(key, {}).values()) + inside
+
+    layers, covered = [], []
+    for name, module in model.named_modules():
+        if isinstance(module, FREQDYN_LAYERS) and not any(name.startswith(c + ".") or c == "" for c in covered):
+            covered.append(name)
+            params = sum(p.numel() for p in module.parameters())
+            layers.append(LayerCost(name or root, type(module).__name__, params, counted(name)))
+    total = counter.get_total_flops() + sum(extra.values())
+    return Profile(shapes, total, sum(p.numel() for p in model.parameters()), layers)
