@@ -4,7 +4,7 @@ import warnings
 import pytest
 import torch
 
-from freqdyn import MRFA, DynamicConv2d, FDConv, ODConv2d
+from freqdyn import MRFA, DynamicConv2d, FDConv, FreqFusion, ODConv2d
 
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -58,3 +58,22 @@ def test_compile_has_no_graph_break(name):
     x = torch.randn(2, 32, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), module(x), rtol=1e-5, atol=1e-5)
+
+
+def test_freqfusion_onnx_export_with_dynamic_sizes(tmp_path):
+    torch.manual_seed(0)
+    module = FreqFusion(16, 16, compressed_channels=16, feature_resample=True).eval()
+    inputs = (torch.randn(1, 16, 16, 16), torch.randn(1, 16, 8, 8))
+    path = tmp_path / "freqfusion.onnx"
+    dims = tuple({2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO} for _ in inputs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, inputs, str(path), dynamo=True, dynamic_shapes=dims, verbose=False)
+    session = onnxruntime.InferenceSession(str(path))
+    names = [i.name for i in session.get_inputs()]
+    for hr, lr in (inputs, (torch.randn(1, 16, 24, 20), torch.randn(1, 16, 12, 10))):
+        outs = session.run(None, dict(zip(names, (hr.numpy(), lr.numpy()))))
+        with torch.no_grad():
+            refs = module(hr, lr)
+        for out, ref in zip(outs, refs):
+            torch.testing.assert_close(torch.from_numpy(out), ref, rtol=1e-4, atol=1e-4)

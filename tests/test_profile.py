@@ -76,3 +76,11 @@ def test_cli_profile(capsys):
     pytest.importorskip("torchvision")
     assert main(["profile", "--model", "resnet18", "--to", "dyconv", "--size", "64"]) == 0
     assert "GFLOPs" in capsys.readouterr().out
+
+
+def test_cli_bench_times_every_layer(capsys):
+    assert main(["bench", "--batch", "1", "--channels", "32", "--size", "8", "--kernel-num", "4"]) == 0
+    out = capsys.readouterr()
+    for name in ("nn.Conv2d", "DY-Conv (4x)", "CondConv (8x)", "ODConv (4x)", "FDConv (K=4)"):
+        assert name in out.out
+    assert "timing [####################] 5/5" in out.err

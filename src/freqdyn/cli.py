@@ -5,14 +5,56 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Iterator, Sequence, TypeVar
 
 import torch
 import torch.nn as nn
 
 from .convert import convert
 from .layers import CondConv2d, DynamicConv2d, FDConv, ODConv2d
-from .overhead import BOTTLENECK_CONVS, format_overhead, param_overhead
+from .overhead import BOTTLENECK_CONVS, PAPER_SETTINGS, format_overhead, param_overhead
 from .timing import best_ms
+
+T = TypeVar("T")
+
+
+def progress(items: Sequence[T], label: str) -> Iterator[T]:
+    """Yield ``items`` while showing ``label i/n`` on stderr (a one-line progress bar for long CLI work)."""
+    total = len(items)
+    for i, item in enumerate(items):
+        bar = "#" * (20 * i // max(total, 1))
+        print(f"\r{label} [{bar:<20}] {i}/{total}", end="", file=sys.stderr, flush=True)
+        yield item
+    print(f"\r{label} [{'#' * 20}] {total}/{total}", file=sys.stderr, flush=True)
+
+
+def _time_layers(kernel_num: int, batch: int, channels: int, size: int, train: bool) -> None:
+    """Print the time of one 3x3 C -> C layer of each kind against ``nn.Conv2d`` on this machine."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(channels, channels, 3, padding=1)
+    x = torch.randn(batch, channels, size, size)
+    layers = {"nn.Conv2d": conv, "DY-Conv (4x)": DynamicConv2d.from_conv(conv, temperature=1.0),
+              "CondConv (8x)": CondConv2d.from_conv(conv), "ODConv (4x)": ODConv2d.from_conv(conv),
+              f"FDConv (K={kernel_num})": FDConv.from_conv(conv, kernel_num=kernel_num)}
+    mode = "forward + backward (train)" if train else "inference"
+    print(f"\nOne 3x3 layer, {channels} -> {channels} channels, batch {batch} at {size}x{size}, {mode} on this "
+          f"machine ({torch.get_num_threads()} threads):")
+    times = {}
+    for name in progress(list(layers), "timing"):
+        layer = layers[name].train(train)
+        if train:
+            times[name] = best_ms(lambda m=layer: m(x).sum().backward())
+        else:
+            with torch.no_grad():
+                times[name] = best_ms(lambda m=layer: m(x))
+    for name, ms in times.items():
+        print(f"  {name:<16}{ms:>8.1f} ms  ({ms / times['nn.Conv2d']:.2f}x nn.Conv2d)")
+
+
+def bench(args: argparse.Namespace) -> int:
+    _time_layers(args.kernel_num, args.batch, args.channels, args.size, args.train)
+    return 0
+
 
 def _test_image(size: int = 224) -> torch.Tensor:
     """A deterministic natural-ish RGB test pattern (1, 3, size, size): rings, a gradient and an edge."""
@@ -31,7 +73,8 @@ def demo(args: argparse.Namespace) -> int:
         return 1
     torch.manual_seed(0)
     print("Parameter overhead on ResNet-50, measured here by conversion, next to the FDConv paper's Table 1:")
-    print(format_overhead(param_overhead()))
+    rows = [param_overhead((setting,))[0] for setting in progress(PAPER_SETTINGS, "converting ResNet-50")]
+    print(format_overhead(rows))
     model = torchvision.models.resnet50().eval()
     image = _photo(224)
     with torch.no_grad():
@@ -42,17 +85,7 @@ def demo(args: argparse.Namespace) -> int:
         out = model(image)
     print(f"Neutral-attention check on skimage's astronaut photo (224x224): max |logit difference| vs the original "
           f"ResNet-50 = {(out - reference).abs().max().item():.2e}")
-    conv = nn.Conv2d(64, 64, 3, padding=1).eval()
-    x = torch.randn(8, 64, 56, 56)
-    layers = {"nn.Conv2d": conv, "DY-Conv (4x)": DynamicConv2d.from_conv(conv, temperature=1.0),
-              "CondConv (8x)": CondConv2d.from_conv(conv), "ODConv (4x)": ODConv2d.from_conv(conv),
-              f"FDConv (K={args.kernel_num})": FDConv.from_conv(conv, kernel_num=args.kernel_num)}
-    print(f"\nOne 3x3 layer, 64 -> 64 channels, batch 8 at 56x56, inference on this machine "
-          f"({torch.get_num_threads()} threads):")
-    with torch.no_grad():
-        times = {name: best_ms(lambda m=layer.eval(): m(x)) for name, layer in layers.items()}
-    for name, ms in times.items():
-        print(f"  {name:<16}{ms:>8.1f} ms  ({ms / times['nn.Conv2d']:.2f}x nn.Conv2d)")
+    _time_layers(args.kernel_num, 8, 64, 56, train=False)
     print()
     return analyze(args)
 
@@ -132,6 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--out", default="freqdyn-demo", help="folder for the frequency-response and ERF plots")
     p_demo.add_argument("--size", type=int, default=64, help="image size for the ERF")
     p_demo.set_defaults(func=demo)
+    p_bench = sub.add_parser("bench", help="time one layer of each kind against nn.Conv2d on this machine")
+    p_bench.add_argument("--batch", type=int, default=8)
+    p_bench.add_argument("--channels", type=int, default=64)
+    p_bench.add_argument("--size", type=int, default=56)
+    p_bench.add_argument("--kernel-num", type=int, default=64)
+    p_bench.add_argument("--train", action="store_true", help="time forward + backward in train mode")
+    p_bench.set_defaults(func=bench)
     p_analyze = sub.add_parser("analyze", help="frequency responses of dynamic kernels and ERF plots (PNG)")
     p_analyze.add_argument("--out", default="freqdyn-analysis", help="folder for the PNG files")
     p_analyze.add_argument("--size", type=int, default=64, help="image size for the ERF")

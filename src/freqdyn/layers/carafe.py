@@ -100,9 +100,12 @@ def carafe(x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale:
     ``Ho, Wo`` is ``scale * (h, w)`` up to rounding (one pixel less or more per dim); output pixel (i, j)
     reads source pixel (i // scale, j // scale) of x edge-extended to ``ceil(Ho / scale)`` rows (columns).
     Channel c uses kernel group ``c // (C // groups)``; within a group, kernel channel a * k + b weighs the
-    neighbour at offset (a - k // 2, b - k // 2). Borders are reflection-padded.
+    neighbour at offset (a - k // 2, b - k // 2). Borders are reflection-padded. Under ``torch.export`` /
+    ONNX export and tracing, :func:`carafe_unfold` computes the same result with a much smaller graph.
     """
     check_kernels(x, kernels, kernel_size, groups)
+    if torch.compiler.is_exporting() or torch.jit.is_tracing():
+        return carafe_unfold(x, kernels, kernel_size, groups, scale)  # a small graph beats the loop's ~100 nodes
     batch, channels, height, width = x.shape
     out_h, out_w = kernels.shape[-2:]
     src_h, src_w = source_size((out_h, out_w), (height, width), scale)
@@ -117,3 +120,19 @@ def carafe(x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale:
     out = _Reassemble.apply(padded, kernels, k).reshape(batch, channels, full_h, full_w)
     record_flops(2 * k * k * batch * channels * out_h * out_w)
     return out[..., :out_h, :out_w]
+
+
+def carafe_unfold(x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale: int = 1) -> Tensor:
+    """:func:`carafe` through ``F.unfold``: materialises (B, C * k * k, Ho, Wo). Few, export-friendly ops."""
+    batch, channels, height, width = x.shape
+    out_h, out_w = kernels.shape[-2:]
+    src_h, src_w = -(-out_h // scale), -(-out_w // scale)
+    if src_h > height or src_w > width:  # the edge extension for outputs one pixel larger than scale * input
+        x = F.pad(x, [0, max(src_w - width, 0), 0, max(src_h - height, 0)], mode="replicate")
+    rows, cols = torch.arange(out_h) // scale, torch.arange(out_w) // scale
+    unfolded = F.unfold(pad_neighbourhood(x, kernel_size // 2), kernel_size)
+    unfolded = unfolded.reshape(batch, channels, kernel_size**2, x.shape[-2], x.shape[-1])
+    unfolded = unfolded[:, :, :, rows][:, :, :, :, cols]  # nearest upsampling of the neighbourhoods
+    unfolded = unfolded.reshape(batch, groups, channels // groups, kernel_size**2, out_h, out_w)
+    weights = kernels.reshape(batch, groups, 1, kernel_size**2, out_h, out_w)
+    return (unfolded * weights).sum(dim=3).reshape(batch, channels, out_h, out_w)
