@@ -82,3 +82,17 @@ def test_trains_one_epoch_and_checkpoint_reloads(registered, tmp_path):
     assert any(isinstance(m, fu.C2f_FDConv) for m in reloaded.model.modules())
     results = reloaded.predict(np.full((64, 64, 3), 128, np.uint8), imgsz=64, device="cpu", verbose=False)
     assert len(results) == 1
+
+
+def test_freqfusion_concat_row_replaces_upsample_and_concat(registered):
+    from ultralytics.nn.tasks import parse_model
+
+    yaml = {"nc": 1, "backbone": [[-1, 1, "Conv", [16, 3, 2]], [-1, 1, "Conv", [32, 3, 2]], [-1, 1, "Conv", [48, 3, 2]]],
+            "head": [[[-1, 1], 1, "FreqFusionConcat", [1]], [-1, 1, "Conv", [16, 3, 1]]]}
+    model, save = parse_model(yaml, ch=3, verbose=False)
+    fuse = model[3]
+    assert isinstance(fuse, fu.FreqFusionConcat) and fuse.type == "FreqFusionConcat"
+    assert (fuse.fusion.lr_channels, fuse.fusion.hr_channels) == (48, 32) and model[4].conv.in_channels == 80
+    y1 = model[1](model[0](torch.randn(2, 3, 40, 40)))
+    out = fuse([model[2](y1), y1])
+    assert out.shape == (2, 80, 10, 10)

@@ -5,7 +5,9 @@
     model = YOLO(fu.model_yaml("n"))                # the seed's yolov8-pose with C2f_FDConv
 
 Row names added: ``C2f_FDConv`` (a C2f whose bottleneck 3x3 convs are FDConv), ``FDConv``, ``DynamicConv``,
-``CondConv`` and ``ODConv`` (drop-ins for ``Conv``: the dynamic conv + BN + activation). Ultralytics has
+``CondConv`` and ``ODConv`` (drop-ins for ``Conv``: the dynamic conv + BN + activation), and
+``FreqFusionConcat`` (replaces an ``nn.Upsample`` row and the ``Concat`` after it: ``[[-1, 6], 1,
+FreqFusionConcat, [1]]`` fuses the lr map -1 into the hr map 6 with FreqFusion). Ultralytics has
 no plug-in hook and injects channel counts only for its own classes, so :func:`register` wraps
 ``ultralytics.nn.tasks.parse_model``: such rows are built as the stock ``C2f`` / ``Conv`` (so width /
 depth scaling and channel bookkeeping are ultralytics' own) and then converted. Our blocks are not
@@ -28,12 +30,14 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..convert import CONVERTERS
+from ..layers import FreqFusion
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "fdconv": {"kernel_num": 16},  # the YOLO re-implementations' setting (the paper's 64 is for ResNet-50)
     "dyconv": {"num_experts": 4},
     "condconv": {"num_experts": 8},
     "odconv": {"num_experts": 4},
+    "freqfusion": {"feature_resample": True},
 }
 _STATE: dict[str, Any] = {"original": None, "kwargs": copy.deepcopy(_DEFAULTS)}
 
@@ -70,6 +74,48 @@ class C2f_FDConv(nn.Module):  # noqa: N801 - the name YAMLs use
         return self.cv2(torch.cat(y, 1))
 
 
+class FreqFusionConcat(nn.Module):
+    """Replaces an ``nn.Upsample`` + ``Concat`` pair: inputs [lr (B, c_lr, h, w), hr (B, c_hr, H, W)], H = 2h
+    (up to rounding) -> cat(FreqFusion's lr_out, hr_out), (B, c_lr + c_hr, H, W): Concat's channel layout."""
+
+    def __init__(self, lr_channels: int, hr_channels: int, **fusion_kwargs) -> None:
+        super().__init__()
+        fusion_kwargs.setdefault("compressed_channels", max((lr_channels + hr_channels) // 8 // 8 * 8, 8))
+        self.fusion = FreqFusion(hr_channels, lr_channels, **fusion_kwargs)
+
+    def forward(self, x: list[Tensor]) -> Tensor:
+        lr, hr = x
+        hr_out, lr_out = self.fusion(hr, lr)
+        return torch.cat([lr_out, hr_out], 1)
+
+
+class _ChannelProbe(nn.Module):
+    """Stand-in for a FreqFusionConcat row during parsing: upsamples, concatenates, records the channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.channels: tuple[int, int] | None = None
+
+    def forward(self, x: list[Tensor]) -> Tensor:
+        lr, hr = x
+        self.channels = (lr.shape[1], hr.shape[1])
+        return torch.cat([nn.functional.interpolate(lr, size=hr.shape[-2:]), hr], 1)
+
+
+def _probe_channels(model: nn.Sequential, in_channels: int, last: int) -> None:
+    """Run layers 0..last on a small zero image, routing inputs as ultralytics does (``m.f``)."""
+    training = model.training
+    model.eval()
+    x, outputs = torch.zeros(1, in_channels, 64, 64), []
+    with torch.no_grad():
+        for m in list(model)[: last + 1]:
+            if m.f != -1:
+                x = outputs[m.f] if isinstance(m.f, int) else [x if j == -1 else outputs[j] for j in m.f]
+            x = m(x)
+            outputs.append(x)
+    model.train(training)
+
+
 def _convert_conv(module: nn.Module, to: str) -> nn.Module:
     return DynamicConvBNAct.from_conv_block(module, to, **_STATE["kwargs"][to])
 
@@ -79,12 +125,13 @@ def _convert_c2f(module: nn.Module) -> nn.Module:
 
 
 # row name -> (stock ultralytics row it is built as, converter of the built module)
-ROWS: dict[str, tuple[str, Callable[[nn.Module], nn.Module]]] = {
+ROWS: dict[str, tuple[str, Callable[[nn.Module], nn.Module] | None]] = {
     "C2f_FDConv": ("C2f", _convert_c2f),
     "FDConv": ("Conv", functools.partial(_convert_conv, to="fdconv")),
     "DynamicConv": ("Conv", functools.partial(_convert_conv, to="dyconv")),
     "CondConv": ("Conv", functools.partial(_convert_conv, to="condconv")),
     "ODConv": ("Conv", functools.partial(_convert_conv, to="odconv")),
+    "FreqFusionConcat": ("Concat", None),  # needs its input channels: converted after a probing pass
 }
 
 
@@ -108,9 +155,20 @@ def _parse_model(d: dict, ch, verbose: bool = True):
             renamed[i] = row[2]
             row[2] = ROWS[row[2]][0]
     model, save = _STATE["original"](d, ch, verbose)
+    probes = {}
     for i, name in renamed.items():
-        model[i] = _replace(model[i], ROWS[name][1])
+        convert = ROWS[name][1]
+        if convert is None:
+            probes[i] = _replace(model[i], lambda m: _ChannelProbe())
+            model[i] = probes[i]
+        else:
+            model[i] = _replace(model[i], convert)
         model[i].type = name
+    if probes:
+        _probe_channels(model, ch if isinstance(ch, int) else ch[0], max(probes))
+        for i, probe in probes.items():
+            model[i] = _replace(probe, lambda m: FreqFusionConcat(*m.channels, **_STATE["kwargs"]["freqfusion"]))
+            model[i].type = "FreqFusionConcat"
     return model, save
 
 
