@@ -77,3 +77,13 @@ def test_freqfusion_onnx_export_with_dynamic_sizes(tmp_path):
             refs = module(hr, lr)
         for out, ref in zip(outs, refs):
             torch.testing.assert_close(torch.from_numpy(out), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_freqfusion_compiles_without_graph_break():
+    torch.manual_seed(0)
+    module = FreqFusion(16, 16, compressed_channels=16, feature_resample=True).eval()
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+    hr, lr = torch.randn(1, 16, 12, 10), torch.randn(1, 16, 6, 5)
+    with torch.no_grad():
+        for a, b in zip(compiled(hr, lr), module(hr, lr)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
