@@ -87,3 +87,13 @@ def test_freqfusion_compiles_without_graph_break():
     with torch.no_grad():
         for a, b in zip(compiled(hr, lr), module(hr, lr)):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_freqfusion_trace_runs_at_another_size():
+    torch.manual_seed(0)
+    module = FreqFusion(16, 16, compressed_channels=16, feature_resample=True).eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(module, (torch.randn(1, 16, 16, 16), torch.randn(1, 16, 8, 8)), check_trace=False)
+        hr, lr = torch.randn(1, 16, 24, 20), torch.randn(1, 16, 12, 10)
+        for a, b in zip(traced(hr, lr), module(hr, lr)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -1,7 +1,6 @@
 """FreqFusion's offset generator: a local-similarity guided sampler (FreqFusion §3.3, Chen et al., TPAMI 2024)."""
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn as nn
@@ -90,7 +89,7 @@ class LocalSimGuidedSampler(nn.Module):
     def offsets(self, hr_x: Tensor, lr_x: Tensor) -> Tensor:
         """Displacements (B, 2 (x, y), groups, Ho, Wo) in low-resolution pixel units for an hr_x-sized output."""
         out_h, out_w = hr_x.shape[-2:]
-        src_h, src_w = math.ceil(out_h / 2), math.ceil(out_w / 2)
+        src_h, src_w = (out_h + 1) // 2, (out_w + 1) // 2  # integer arithmetic stays symbolic when traced
         hr_x, lr_x = self.norm_hr(hr_x), self.norm_lr(lr_x)
         hr_sim = torch.cat([hr_x, local_similarity(hr_x, self.window, 2)], dim=1)
         lr_sim = torch.cat([lr_x, local_similarity(lr_x, self.window, 2)], dim=1)
