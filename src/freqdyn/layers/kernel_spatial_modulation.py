@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .batch_norm import batch_norm_any_batch
+from .attention_heads import AttentionHeads
 from .star_relu import StarReLU
 
 ACTIVATIONS = ("sigmoid", "tanh")
@@ -44,13 +44,12 @@ class GlobalAttention:
     kernel: Tensor | None  # (B, P * K), sums to 1 at initialisation
 
 
-class KernelSpatialModulationGlobal(nn.Module):
+class KernelSpatialModulationGlobal(AttentionHeads):
     """Pooled (B, I) -> channel, filter, spatial and kernel attentions.
 
-    fc (1x1, no bias) -> BatchNorm -> StarReLU -> four 1x1 heads, as in the official KSM-Global. The kernel
-    head is ``2 * sigmoid(logit / kernel_temp) / (K * P)`` so that the mixture is neutral at zero logits.
-    A batch of one in train mode normalises with the running statistics (a variance cannot be estimated
-    from one value) and leaves them unchanged; the official layer raises there.
+    fc (1x1, no bias) -> BatchNorm -> StarReLU -> four 1x1 heads (:class:`AttentionHeads`), as in the
+    official KSM-Global. The kernel head is ``2 * sigmoid(logit / kernel_temp) / (K * P)`` so that the
+    mixture is neutral at zero logits; every head starts at zero.
     """
 
     def __init__(
@@ -69,37 +68,25 @@ class KernelSpatialModulationGlobal(nn.Module):
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
         check_activation(act, "ksm_act")
-        kw = {"device": device, "dtype": dtype}
-        hidden = max(int(in_channels * reduction), min_hidden)
+        super().__init__(in_channels, out_channels, kernel_size, groups, num_kernels, reduction, min_hidden,
+                         device, dtype)
         self.temp, self.kernel_temp, self.att_multi, self.act = temp, kernel_temp, att_multi, act
-        self.num_kernels = num_kernels
-        self.fc = nn.Conv2d(in_channels, hidden, 1, bias=False, **kw)
-        self.bn = nn.BatchNorm2d(hidden, **kw)
-        self.relu = StarReLU(**kw)
-        self.channel_fc = nn.Conv2d(hidden, in_channels, 1, **kw)
-        depthwise = in_channels == groups == out_channels
-        self.filter_fc = None if depthwise else nn.Conv2d(hidden, out_channels, 1, **kw)
-        spatial = kernel_size[0] * kernel_size[1]
-        self.spatial_fc = nn.Conv2d(hidden, spatial, 1, **kw) if spatial > 1 else None
-        self.kernel_fc = nn.Conv2d(hidden, num_kernels, 1, **kw) if num_kernels > 1 else None
+        self.relu = StarReLU(device=device, dtype=dtype)
         self.reset_parameters()
 
-    def heads(self) -> list[nn.Conv2d]:
-        return [h for h in (self.channel_fc, self.filter_fc, self.spatial_fc, self.kernel_fc) if h is not None]
+    def activation(self, z: Tensor) -> Tensor:
+        return self.relu(z)
 
     def reset_parameters(self) -> None:
         nn.init.kaiming_normal_(self.fc.weight, mode="fan_out", nonlinearity="relu")
         self.bn.reset_parameters()
         self.bn.reset_running_stats()
         self.relu.reset_parameters()
-        for head in self.heads():
-            nn.init.zeros_(head.weight)
-            nn.init.zeros_(head.bias)
+        self.zero_heads_()
 
     def forward(self, pooled: Tensor) -> GlobalAttention:
-        z = self.relu(batch_norm_any_batch(self.bn, self.fc(pooled[:, :, None, None])))
+        z = self.hidden(pooled)
 
         def head(fc: nn.Conv2d | None, temp: float) -> Tensor | None:
             return None if fc is None else modulation(fc(z).flatten(1) / temp, self.act, self.att_multi)

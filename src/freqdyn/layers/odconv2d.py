@@ -3,22 +3,19 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
-from .batch_norm import batch_norm_any_batch
+from .attention_heads import AttentionHeads
 from .conv_args import IntPair, Padding, pair
 from .expert_conv import ExpertAttention, ExpertConv2d
 from .temperature import TemperatureMixin, check_temperature
 
 
-class OmniAttention(nn.Module):
+class OmniAttention(AttentionHeads):
     """Pooled (B, I) -> four attentions: input channel (B, I), filter (B, O), spatial (B, kh*kw), kernel (B, K).
 
-    fc (1x1, no bias) -> BatchNorm -> ReLU -> four 1x1 heads; sigmoid(logit / T) for the first three and
-    softmax(logits / T) over the kernels. As in the reference code, the filter head is skipped for
-    depthwise layers, the spatial head for 1x1 kernels and the kernel head when K == 1. A batch of one
-    in train mode normalises with the running statistics (the reference raises there).
+    fc (1x1, no bias) -> BatchNorm -> ReLU -> four 1x1 heads (:class:`AttentionHeads`); sigmoid(logit / T)
+    for the first three and softmax(logits / T) over the kernels.
     """
 
     def __init__(
@@ -34,22 +31,10 @@ class OmniAttention(nn.Module):
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        kw = {"device": device, "dtype": dtype}
-        hidden = max(int(in_channels * reduction), min_hidden)
-        self.temperature, self.num_experts = check_temperature(temperature), num_experts
-        self.fc = nn.Conv2d(in_channels, hidden, 1, bias=False, **kw)
-        self.bn = nn.BatchNorm2d(hidden, **kw)
-        self.channel_fc = nn.Conv2d(hidden, in_channels, 1, **kw)
-        depthwise = in_channels == groups == out_channels
-        self.filter_fc = None if depthwise else nn.Conv2d(hidden, out_channels, 1, **kw)
-        spatial = kernel_size[0] * kernel_size[1]
-        self.spatial_fc = nn.Conv2d(hidden, spatial, 1, **kw) if spatial > 1 else None
-        self.kernel_fc = nn.Conv2d(hidden, num_experts, 1, **kw) if num_experts > 1 else None
+        super().__init__(in_channels, out_channels, kernel_size, groups, num_experts, reduction, min_hidden,
+                         device, dtype)
+        self.temperature = check_temperature(temperature)
         self.reset_parameters()
-
-    def heads(self) -> list[nn.Conv2d]:
-        return [h for h in (self.channel_fc, self.filter_fc, self.spatial_fc, self.kernel_fc) if h is not None]
 
     def reset_parameters(self) -> None:
         for conv in (self.fc, *self.heads()):
@@ -61,13 +46,10 @@ class OmniAttention(nn.Module):
 
     def neutralise_(self) -> None:
         """Zero every head: sigmoid factors of 1/2 and a uniform 1/K kernel mixture for every input."""
-        with torch.no_grad():
-            for head in self.heads():
-                head.weight.zero_()
-                head.bias.zero_()
+        self.zero_heads_()
 
     def forward(self, pooled: Tensor) -> ExpertAttention:
-        z = F.relu(batch_norm_any_batch(self.bn, self.fc(pooled[:, :, None, None])))
+        z = self.hidden(pooled)
 
         def gate(fc: nn.Conv2d | None) -> Tensor | None:
             return None if fc is None else torch.sigmoid(fc(z).flatten(1) / self.temperature)
