@@ -18,6 +18,7 @@ def batched_conv2d(
     padding: Padding,
     dilation: tuple[int, int],
     groups: int,
+    out_scale: Tensor | None = None,
 ) -> Tensor:
     """Convolve each sample with its own kernel.
 
@@ -25,9 +26,14 @@ def batched_conv2d(
         x: input (B, C, H, W).
         weight: per-sample kernels (B, O, C // groups, kh, kw), or a shared (1, O, C // groups, kh, kw).
         bias: per-sample (B, O), shared (O,), or None.
+        out_scale: optional per-sample output-channel factors (B, O), applied before the bias.
     Returns:
         (B, O, H', W').
     """
+    if out_scale is not None:
+        y = batched_conv2d(x, weight, None, stride, padding, dilation, groups)
+        y = y * out_scale[:, :, None, None].to(y.dtype)
+        return y if bias is None else y + bias.reshape(-1, weight.shape[1], 1, 1)
     batch, channels, height, width = x.shape
     out_channels = weight.shape[1]
     if weight.shape[0] == 1:

@@ -143,11 +143,8 @@ class ExpertConv2d(nn.Module):
         if att.channel is not None:
             x = x * att.channel[:, :, None, None].to(dtype)
         x, padding = pad_input(x, self.padding, self.kernel_size, self.dilation, self.padding_mode)
-        if att.filter is None:
-            return batched_conv2d(x, weight.to(dtype), bias, self.stride, padding, self.dilation, self.groups)
-        y = batched_conv2d(x, weight.to(dtype), None, self.stride, padding, self.dilation, self.groups)
-        y = y * att.filter[:, :, None, None].to(dtype)
-        return y if bias is None else y + bias[:, :, None, None]
+        return batched_conv2d(x, weight.to(dtype), bias, self.stride, padding, self.dilation, self.groups,
+                              out_scale=att.filter)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:

@@ -170,11 +170,9 @@ class FDConv(FourierDynamicBase):
             weight = weight * att.filter[:, :, None, None, None]
         x, padding = pad_input(x, self.padding, self.kernel_size, self.dilation, self.padding_mode)
         bias = self.bias.to(x.dtype) if self.bias is not None else None
-        if weight_branch or att.filter is None:
-            return batched_conv2d(x, weight.to(x.dtype), bias, self.stride, padding, self.dilation, self.groups)
-        y = batched_conv2d(x, weight.to(x.dtype), None, self.stride, padding, self.dilation, self.groups)
-        y = y * att.filter[:, :, None, None].to(y.dtype)
-        return y if bias is None else y + bias[:, None, None]
+        out_scale = None if weight_branch else att.filter
+        return batched_conv2d(x, weight.to(x.dtype), bias, self.stride, padding, self.dilation, self.groups,
+                              out_scale=out_scale)
 
     def extra_repr(self) -> str:
         s = conv_repr(self)
