@@ -148,29 +148,34 @@ class FreqFusion(nn.Module):
     def _highpass(self, logits: Tensor) -> Tensor:
         return normalise_kernels(logits, self.highpass_kernel, self.hamming_highpass)
 
-    def _filter_logits(self, comp_hr: Tensor, comp_lr: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
-        """ALPF and AHPF logits at the hr size, and the (possibly high-pass enhanced) compressed hr feature."""
+    def _filters(self, comp_hr: Tensor, comp_lr: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Normalised ALPF and AHPF kernels at the hr size, and the (possibly high-pass enhanced) compressed hr."""
         size = comp_hr.shape[-2:]
         lk, g = self.lowpass_kernel, self.up_group
         enc_lp, enc_hp = self.content_encoder, self.content_encoder2
+
+        def up(t: Tensor) -> Tensor:
+            return F.interpolate(t, size=size, mode="nearest")
+
         if not self.semi_conv:
-            comp = comp_hr + F.interpolate(comp_lr, size=size, mode="nearest")
-            return enc_lp(comp), None if enc_hp is None else enc_hp(comp), comp_hr
-        if not self.comp_feat_upsample:
-            def up(t: Tensor) -> Tensor:
-                return F.interpolate(t, size=size, mode="nearest")
-            return (enc_lp(comp_hr) + up(enc_lp(comp_lr)),
-                    None if enc_hp is None else enc_hp(comp_hr) + up(enc_hp(comp_lr)), comp_hr)
-        mask_hr_hr = None
-        if enc_hp is not None:
-            mask_hr_hr = enc_hp(comp_hr)
-            comp_hr = 2 * comp_hr - carafe(comp_hr, self._highpass(mask_hr_hr), self.highpass_kernel, g)
-        mask_lr_hr = enc_lp(comp_hr)
-        mask_lr = mask_lr_hr + carafe(enc_lp(comp_lr), self._lowpass(mask_lr_hr), lk, g, 2)
-        mask_hr = None
-        if enc_hp is not None:
-            mask_hr = mask_hr_hr + carafe(enc_hp(comp_lr), self._lowpass(mask_lr), lk, g, 2)
-        return mask_lr, mask_hr, comp_hr
+            comp = comp_hr + up(comp_lr)
+            mask_lr, mask_hr = enc_lp(comp), None if enc_hp is None else enc_hp(comp)
+        elif not self.comp_feat_upsample:
+            mask_lr = enc_lp(comp_hr) + up(enc_lp(comp_lr))
+            mask_hr = None if enc_hp is None else enc_hp(comp_hr) + up(enc_hp(comp_lr))
+        else:
+            mask_hr_hr = None
+            if enc_hp is not None:
+                mask_hr_hr = enc_hp(comp_hr)
+                comp_hr = 2 * comp_hr - carafe(comp_hr, self._highpass(mask_hr_hr), self.highpass_kernel, g)
+            mask_lr_hr = enc_lp(comp_hr)
+            lowpass = self._lowpass(mask_lr_hr + carafe(enc_lp(comp_lr), self._lowpass(mask_lr_hr), lk, g, 2))
+            if enc_hp is None:
+                return lowpass, None, comp_hr
+            # the reference normalises these ALPF logits twice (here and for the output); once is enough
+            mask_hr = mask_hr_hr + carafe(enc_hp(comp_lr), lowpass, lk, g, 2)
+            return lowpass, self._highpass(mask_hr), comp_hr
+        return self._lowpass(mask_lr), None if mask_hr is None else self._highpass(mask_hr), comp_hr
 
     def forward(self, hr_feat: Tensor, lr_feat: Tensor) -> tuple[Tensor, Tensor]:
         """hr_feat (B, hr_channels, H, W), lr_feat (B, lr_channels, h, w) -> (hr_out, lr_out), both (·, H, W)."""
@@ -183,16 +188,16 @@ class FreqFusion(nn.Module):
         source_size(tuple(size), tuple(lr_feat.shape[-2:]), 2)
         comp_hr = self.hr_channel_compressor(hr_feat)
         comp_lr = self.lr_channel_compressor(lr_feat)
-        mask_lr, mask_hr, comp_hr = self._filter_logits(comp_hr, comp_lr)
+        lowpass, highpass, comp_hr = self._filters(comp_hr, comp_lr)
         g = self.up_group
         if not self.use_low_pass:
             lr_out = self._resize(lr_feat, size)
         elif self.semi_conv:
-            lr_out = carafe(lr_feat, self._lowpass(mask_lr), self.lowpass_kernel, g, 2)
+            lr_out = carafe(lr_feat, lowpass, self.lowpass_kernel, g, 2)
         else:
-            lr_out = carafe(self._resize(lr_feat, size), self._lowpass(mask_lr), self.lowpass_kernel, g)
-        if mask_hr is not None:
-            high = hr_feat - carafe(hr_feat, self._highpass(mask_hr), self.highpass_kernel, g)
+            lr_out = carafe(self._resize(lr_feat, size), lowpass, self.lowpass_kernel, g)
+        if highpass is not None:
+            high = hr_feat - carafe(hr_feat, highpass, self.highpass_kernel, g)
             hr_feat = high + hr_feat if self.hr_residual else high
         if self.dysampler is not None:
             lr_out = self.dysampler(comp_hr, comp_lr, lr_out)
