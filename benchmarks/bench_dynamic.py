@@ -10,14 +10,13 @@ mode forward + backward of ``out.sum()``. "naive" runs the same layer's maths on
 from __future__ import annotations
 
 import argparse
-import platform
 
 import torch
 import torch.nn as nn
 
 from freqdyn import CondConv2d, DynamicConv2d, FDConv, ODConv2d, count_parameters
 from freqdyn.reference import naive_expert_conv, naive_fdconv
-from freqdyn.timing import best_ms, saved_megabytes
+from freqdyn.timing import best_ms, machine_line, saved_megabytes
 
 LAYERS = {
     "DY-Conv (4x)": (lambda conv: DynamicConv2d.from_conv(conv, num_experts=4, temperature=1.0), naive_expert_conv),
@@ -37,8 +36,7 @@ def main() -> None:
     grid = [(b, c, s) for b in (1, 8) for c in (64, 256) for s in (56, 14)]
     if args.quick:
         grid = [(2, 64, 14)]
-    print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"threads={torch.get_num_threads()}, device={device}, 3x3 conv C->C")
+    print(f"{machine_line()}, device={device}, 3x3 conv C->C")
     header = ("| layer | B | C | HxW | params vs conv | fwd ms | fwd vs conv | naive fwd vs layer | f+b ms | "
               "f+b vs conv | saved MB vs conv |")
     print(header)

@@ -9,14 +9,13 @@ backward (CPU) or the peak CUDA memory.
 from __future__ import annotations
 
 import argparse
-import platform
 
 import torch
 import torch.nn as nn
 
 from freqdyn import FDConv
 from freqdyn.reference import naive_fdconv
-from freqdyn.timing import best_ms, saved_megabytes
+from freqdyn.timing import best_ms, machine_line, saved_megabytes
 
 
 def main() -> None:
@@ -30,8 +29,7 @@ def main() -> None:
     grid = [(b, c, s) for b in (1, 8, 32) for c in (64, 256) for s in (56, 14)]
     if args.quick:
         grid = [(1, 64, 14), (8, 64, 56)]
-    print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"threads={torch.get_num_threads()}, device={device}, kernel_num={args.kernel_num}, 3x3 conv C->C")
+    print(f"{machine_line()}, device={device}, kernel_num={args.kernel_num}, 3x3 conv C->C")
     header = ("| B | C | HxW | conv fwd ms | FDConv fwd ms | fwd vs conv | naive fwd vs FDConv | conv f+b ms | "
               "FDConv f+b ms | f+b vs conv | naive f+b vs FDConv | saved MB conv / FDConv / naive |")
     print(header)

@@ -11,7 +11,6 @@ backward.
 from __future__ import annotations
 
 import argparse
-import platform
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from freqdyn import FreqFusion
 from freqdyn.layers import carafe
 from freqdyn.reference import naive_carafe, naive_freq_fusion
-from freqdyn.timing import best_ms, peak_rss_mb, saved_megabytes
+from freqdyn.timing import best_ms, machine_line, peak_rss_mb, saved_megabytes
 
 CPU = torch.device("cpu")
 
@@ -37,7 +36,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     sizes = [(1, 32, 32)] if args.quick else [(1, 128, 128), (2, 128, 64)]
-    print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, threads={torch.get_num_threads()}")
+    print(machine_line())
     print("| B x C x lr^2 -> hr^2 | method | fwd ms | peak MB (fwd) | saved MB (f+b) |")
     print("|---|---|---|---|---|")
     for batch, channels, size in sizes:

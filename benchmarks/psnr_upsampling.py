@@ -17,7 +17,6 @@ seed, same crops) and is evaluated (PSNR over the full held-out photos, RGB in [
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import numpy as np
@@ -26,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from freqdyn import FreqFusion
+from freqdyn.timing import machine_line
 
 TRAIN = ("coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "colorwheel")
 TEST = ("astronaut", "chelsea", "retina")
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args()
     train, test = [load(n) for n in TRAIN], [load(n) for n in TEST]
-    print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, threads={torch.get_num_threads()}, "
+    print(f"{machine_line()}, "
           f"{args.steps} Adam steps, batch {args.batch} x 64^2 crops; train {', '.join(TRAIN)}; test {', '.join(TEST)}")
     print("| upsampling of the lr features | params | train s | " + " | ".join(f"PSNR {n}" for n in TEST) + " | mean PSNR |")
     print("|---|---|---|" + "---|" * (len(TEST) + 1))

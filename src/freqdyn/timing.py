@@ -1,10 +1,16 @@
 """Wall-clock timing and autograd memory shared by the demo and the benchmarks."""
 from __future__ import annotations
 
+import platform
 import time
 from typing import Callable
 
 import torch
+
+
+def machine_line() -> str:
+    """The header line every benchmark table starts with: torch version, CPU, threads."""
+    return f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, threads={torch.get_num_threads()}"
 
 
 def best_ms(fn: Callable[[], object], repeats: int = 3, device: torch.device | str = "cpu") -> float:
