@@ -1,8 +1,10 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
-from conftest import perturb_
+from conftest import gradcheck_module, perturb_
 from freqdyn import FrequencyBandModulation
+from freqdyn.layers.frequency_band_modulation import same_conv_as_gemm
 from freqdyn.reference import naive_lowpass
 
 
@@ -23,25 +25,47 @@ def test_neutral_state_is_identity_and_output_keeps_dtype():
     assert half.dtype == torch.bfloat16
 
 
-def test_modulated_bands_match_independent_sum():
-    fbm = perturb_(FrequencyBandModulation(4, spatial_group=2), seed=1).double()
-    x = torch.randn(2, 4, 9, 10, dtype=torch.float64)
+@pytest.mark.parametrize("channels,groups,size", [(4, 2, (9, 10)), (16, 1, (9, 10)), (16, 2, (7, 5)), (24, 1, (1, 6)),
+                                                  (8, 1, (2, 2))])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_modulated_bands_match_independent_sum(channels, groups, size, channels_last):
+    # C / G >= 8 takes the GEMM attention and the fused synthesis (G == 1) or per-band sums (G > 1)
+    fbm = perturb_(FrequencyBandModulation(channels, spatial_group=groups), seed=1).double()
+    x = torch.randn(2, channels, *size, dtype=torch.float64)
     lows = [naive_lowpass(x, k) for k in fbm.k_list]
     bands = [x - lows[0], lows[0] - lows[1], lows[1] - lows[2]]
     expected = lows[2].clone()
     for conv, band in zip(fbm.freq_weight_conv_list, bands):
-        att = 2 * torch.sigmoid(torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1, groups=2))
-        expected += att.repeat_interleave(2, dim=1) * band
-    torch.testing.assert_close(fbm(x), expected, rtol=1e-10, atol=1e-10)
+        att = 2 * torch.sigmoid(F.conv2d(x, conv.weight, conv.bias, padding=1, groups=groups))
+        expected += att.repeat_interleave(channels // groups, dim=1) * band
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = fbm(x)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def test_gradcheck():
-    fbm = perturb_(FrequencyBandModulation(4), seed=2).double()
-    x = torch.randn(1, 4, 6, 7, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(fbm, (x,))
+@pytest.mark.parametrize("groups,per_group,outs,k,size", [(1, 8, 3, 3, (9, 10)), (2, 5, 2, 3, (4, 7)),
+                                                         (1, 4, 1, 5, (3, 2)), (3, 2, 2, 1, (5, 5)),
+                                                         (1, 6, 3, 3, (1, 1))])
+def test_same_conv_as_gemm_equals_conv2d(groups, per_group, outs, k, size):
+    x = torch.randn(2, groups * per_group, *size, dtype=torch.float64)
+    weight = torch.randn(groups, outs, per_group, k, k, dtype=torch.float64)
+    bias = torch.randn(groups, outs, dtype=torch.float64)
+    ref = F.conv2d(x, weight.flatten(0, 1), bias.flatten(), padding=k // 2, groups=groups)
+    out = same_conv_as_gemm(x.permute(0, 2, 3, 1), weight, bias)
+    torch.testing.assert_close(out, ref.reshape(2, groups, outs, *size), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("kwargs", [dict(k_list=()), dict(k_list=(4, 2)), dict(spatial_group=3), dict(act="relu")])
+@pytest.mark.parametrize("channels,groups", [(4, 1), (8, 1), (16, 2)])
+def test_gradcheck(channels, groups):
+    fbm = perturb_(FrequencyBandModulation(channels, spatial_group=groups), seed=2).double()
+    x = torch.randn(1, channels, 6, 7, dtype=torch.float64, requires_grad=True)
+    assert gradcheck_module(fbm, x)
+
+
+@pytest.mark.parametrize("kwargs", [dict(k_list=()), dict(k_list=(4, 2)), dict(spatial_group=3), dict(act="relu"),
+                                    dict(spatial_kernel=2)])
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         FrequencyBandModulation(8, **kwargs)

@@ -38,3 +38,10 @@ def check_features_last(x: Tensor, features: int, layer: str) -> None:
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """Dtype in which FFT / spectral work runs: float32 for half and bfloat16, else unchanged."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def memory_format_of(x: Tensor) -> torch.memory_format:
+    """``torch.channels_last`` for a channels-last (and not also NCHW-contiguous) 4-D tensor, else contiguous."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format

@@ -58,5 +58,16 @@ class AttentionHeads(nn.Module):
         return F.relu(z)
 
     def hidden(self, pooled: Tensor) -> Tensor:
-        """(B, I) -> (B, hidden, 1, 1), the input of every head."""
-        return self.activation(batch_norm_any_batch(self.bn, self.fc(pooled[:, :, None, None])))
+        """(B, I) -> (B, hidden), the input of every head."""
+        z = F.linear(pooled, self.fc.weight.flatten(1))[:, :, None, None]
+        return self.activation(batch_norm_any_batch(self.bn, z)).flatten(1)
+
+    def head_logits(self, z: Tensor) -> dict[str, Tensor | None]:
+        """Logits of the channel, filter, spatial and kernel heads (None where skipped), from one matmul."""
+        names = ("channel", "filter", "spatial", "kernel")
+        heads = [(n, getattr(self, n + "_fc")) for n in names if getattr(self, n + "_fc") is not None]
+        weight = torch.cat([h.weight.flatten(1) for _, h in heads])
+        bias = torch.cat([h.bias for _, h in heads])
+        logits = F.linear(z, weight, bias).split([h.out_channels for _, h in heads], dim=1)
+        found = dict(zip([n for n, _ in heads], logits))
+        return {n: found.get(n) for n in names}

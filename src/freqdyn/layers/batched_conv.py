@@ -4,9 +4,11 @@ This is the shared engine of every dynamic convolution in freqdyn (FDConv, DY-Co
 """
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._checks import memory_format_of
 from .conv_args import Padding
 
 
@@ -42,10 +44,22 @@ def batched_conv2d(
         if bias is not None and shared_bias is None:
             y = y + bias.reshape(bias.shape[0], out_channels, 1, 1)
         return y
-    # reshape (not view) keeps channels_last inputs working: the fold copies when it must.
+    if memory_format_of(x) == torch.channels_last:
+        # channels-last: fold to (1, B*C, H, W) with (H, W, B, C) memory, the layout a channels-last grouped
+        # conv reads; the output comes back as (B, O, H', W') channels-last. The kernels are copied to plain
+        # contiguous strides: with a channels-last input, torch 2.14's CPU conv returns wrong float32 outputs for
+        # a (.., kh, 1) kernel view whose size-1 last dim has stride 1 (as FDConv's kernels have).
+        folded = x.permute(2, 3, 0, 1).reshape(1, height, width, batch * channels).permute(0, 3, 1, 2)
+        kernels = weight.reshape(batch * out_channels, *weight.shape[2:]).clone(memory_format=torch.contiguous_format)
+        y = F.conv2d(folded, kernels, _fold_bias(bias, batch, out_channels), stride, padding, dilation, groups * batch)
+        out_h, out_w = y.shape[-2:]
+        y = y[0].permute(1, 2, 0).reshape(out_h, out_w, batch, out_channels).permute(2, 3, 0, 1)
+        return y.contiguous(memory_format=torch.channels_last)
     folded = x.reshape(1, batch * channels, height, width)
     kernels = weight.reshape(batch * out_channels, *weight.shape[2:])
-    if bias is not None:
-        bias = bias.expand(batch, out_channels).reshape(batch * out_channels)
-    y = F.conv2d(folded, kernels, bias, stride, padding, dilation, groups * batch)
+    y = F.conv2d(folded, kernels, _fold_bias(bias, batch, out_channels), stride, padding, dilation, groups * batch)
     return y.reshape(batch, out_channels, y.shape[-2], y.shape[-1])
+
+
+def _fold_bias(bias: Tensor | None, batch: int, out_channels: int) -> Tensor | None:
+    return None if bias is None else bias.expand(batch, out_channels).reshape(batch * out_channels)

@@ -181,12 +181,14 @@ class FourierDynamicBase(nn.Module):
             elif self._use_basis(kernel.shape[0]):
                 matrix = ((kernel.to(work) * self.alpha) @ self._static("basis", work)).reshape(-1, rows, cols)
             else:
+                # gather each sample's group attentions onto the spectrum and invert it: one irfft2 per sample
                 batch, width = kernel.shape[0], cols // 2 + 1
                 index = self.freq_group.reshape(-1).long()
-                kmap = kernel.to(work).reshape(batch * self.param_ratio, self.kernel_num).index_select(1, index)
-                kmap = kmap.reshape(batch, self.param_ratio, rows, width, 1)
-                spectrum = (kmap * (self.dft_weight.to(work) * self.alpha)).sum(1)  # (B, rows, width, 2)
-                matrix = torch.fft.irfft2(torch.view_as_complex(spectrum.contiguous()), s=self.spectrum_shape)
+                kmap = (kernel.to(work) * self.alpha).reshape(batch * self.param_ratio, self.kernel_num)
+                kmap = kmap.index_select(1, index).reshape(batch, self.param_ratio, rows, width, 1)
+                dft = self.dft_weight.to(work)
+                spectrum = kmap[:, 0] * dft[0] if self.param_ratio == 1 else (kmap * dft).sum(1)  # (B, rows, width, 2)
+                matrix = torch.fft.irfft2(torch.view_as_complex(spectrum), s=self.spectrum_shape)
         return matrix_to_weight(matrix, self._kernel_hw())
 
     def modulated_weight(self, pooled: Tensor, att: GlobalAttention) -> Tensor:

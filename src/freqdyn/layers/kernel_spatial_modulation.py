@@ -86,20 +86,16 @@ class KernelSpatialModulationGlobal(AttentionHeads):
         self.zero_heads_()
 
     def forward(self, pooled: Tensor) -> GlobalAttention:
-        z = self.hidden(pooled)
+        logits = self.head_logits(self.hidden(pooled))
 
-        def head(fc: nn.Conv2d | None, temp: float) -> Tensor | None:
-            return None if fc is None else modulation(fc(z).flatten(1) / temp, self.act, self.att_multi)
+        def head(name: str) -> Tensor | None:
+            z = logits[name]
+            return None if z is None else modulation(z / self.temp, self.act, self.att_multi)
 
-        kernel = None
-        if self.kernel_fc is not None:
-            kernel = modulation(self.kernel_fc(z).flatten(1) / self.kernel_temp, self.act, 2.0) / self.num_kernels
-        return GlobalAttention(
-            channel=head(self.channel_fc, self.temp),
-            filter=head(self.filter_fc, self.temp),
-            spatial=head(self.spatial_fc, self.temp),
-            kernel=kernel,
-        )
+        kernel = logits["kernel"]
+        if kernel is not None:
+            kernel = modulation(kernel / self.kernel_temp, self.act, 2.0) / self.num_kernels
+        return GlobalAttention(channel=head("channel"), filter=head("filter"), spatial=head("spatial"), kernel=kernel)
 
 
 class KernelSpatialModulationLocal(nn.Module):

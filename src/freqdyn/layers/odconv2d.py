@@ -50,16 +50,16 @@ class OmniAttention(AttentionHeads):
 
     def forward(self, pooled: Tensor) -> ExpertAttention:
         z = self.hidden(pooled)
+        logits = self.head_logits(z)
 
-        def gate(fc: nn.Conv2d | None) -> Tensor | None:
-            return None if fc is None else torch.sigmoid(fc(z).flatten(1) / self.temperature)
+        def gate(name: str) -> Tensor | None:
+            return None if logits[name] is None else torch.sigmoid(logits[name] / self.temperature)
 
-        if self.kernel_fc is None:
+        if logits["kernel"] is None:
             kernel = z.new_ones(z.shape[0], 1)
         else:
-            kernel = torch.softmax(self.kernel_fc(z).flatten(1) / self.temperature, dim=1)
-        return ExpertAttention(kernel=kernel, channel=gate(self.channel_fc), filter=gate(self.filter_fc),
-                               spatial=gate(self.spatial_fc))
+            kernel = torch.softmax(logits["kernel"] / self.temperature, dim=1)
+        return ExpertAttention(kernel=kernel, channel=gate("channel"), filter=gate("filter"), spatial=gate("spatial"))
 
 
 class ODConv2d(TemperatureMixin, ExpertConv2d):
