@@ -27,6 +27,27 @@ def best_ms(fn: Callable[[], object], repeats: int = 3, device: torch.device | s
     return best * 1e3
 
 
+def interleaved_ms(fns: dict[str, Callable[[], object]], rounds: int = 5,
+                   device: torch.device | str = "cpu") -> dict[str, float]:
+    """Median wall time (ms) of each ``fns[name]()`` over ``rounds`` rounds that call every function in turn.
+
+    Interleaving exposes all candidates to the same machine state, so their ratios stay stable on hosts whose
+    speed drifts between runs (where separate best-of-N timings can disagree by 2x). One warm-up call each.
+    """
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: sorted(t)[len(t) // 2] * 1e3 for name, t in times.items()}
+
+
 def saved_megabytes(fn, device: torch.device) -> float:
     """MB of tensors saved for backward (CPU), or peak CUDA memory of forward+backward."""
     if device.type == "cuda":

@@ -192,13 +192,21 @@ class FourierDynamicBase(nn.Module):
         return matrix_to_weight(matrix, self._kernel_hw())
 
     def modulated_weight(self, pooled: Tensor, att: GlobalAttention) -> Tensor:
-        """Kernel with the kernel, local and spatial attentions applied: (B or 1, O, I // groups, kh, kw)."""
+        """Kernel with the kernel, local and spatial attentions applied: (B or 1, O, I // groups, kh, kw).
+
+        Without autograd the per-sample kernels (B x O x I x kh x kw, the largest tensors of the layer for
+        wide layers on small maps) are modulated in place instead of reallocated.
+        """
         weight = self.dynamic_weight(att.kernel)
-        if self.KSM_Local is not None:
-            weight = weight * self.KSM_Local(pooled)
+        inplace = not torch.is_grad_enabled()
+        factor = self.KSM_Local(pooled) if self.KSM_Local is not None else None
         if att.spatial is not None:
-            weight = weight * att.spatial.reshape(att.spatial.shape[0], 1, 1, *self._kernel_hw())
-        return weight
+            spatial = att.spatial.reshape(att.spatial.shape[0], 1, 1, *self._kernel_hw())
+            factor = spatial if factor is None else (factor.mul_(spatial) if inplace else factor * spatial)
+        if factor is None:
+            return weight
+        # the fixed kernel of a K*P == 1 layer is cached and shared by the batch: never overwrite it
+        return weight.mul_(factor) if inplace and att.kernel is not None else weight * factor
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # official checkpoints have no group assignment (a non-persistent buffer there): keep the computed one

@@ -19,8 +19,13 @@ from .star_relu import StarReLU
 ACTIVATIONS = ("sigmoid", "tanh")
 
 
-def modulation(logits: Tensor, act: str, multiplier: float) -> Tensor:
-    """``multiplier * sigmoid(logits)`` or ``1 + tanh(logits)``; both equal 1 at zero logits (multiplier 2)."""
+def modulation(logits: Tensor, act: str, multiplier: float, inplace: bool = False) -> Tensor:
+    """``multiplier * sigmoid(logits)`` or ``1 + tanh(logits)``; both equal 1 at zero logits (multiplier 2).
+
+    ``inplace`` overwrites ``logits`` (for large intermediates that autograd does not need).
+    """
+    if inplace:
+        return logits.sigmoid_().mul_(multiplier) if act == "sigmoid" else logits.tanh_().add_(1.0)
     return torch.sigmoid(logits) * multiplier if act == "sigmoid" else 1.0 + torch.tanh(logits)
 
 
@@ -141,6 +146,6 @@ class KernelSpatialModulationLocal(nn.Module):
         # the 1-D conv as one matmul over sliding windows: (B, I, ks) @ (ks, O/g*kh*kw) -> (B, I, O/g*kh*kw)
         windows = F.pad(self.norm(pooled), (pad, ks - 1 - pad)).unfold(1, ks, 1)
         logits = windows @ self.conv.weight[:, 0, :].t()
-        att = modulation(logits, self.act, self.att_multi)
+        att = modulation(logits, self.act, self.att_multi, inplace=not torch.is_grad_enabled())
         att = att.reshape(batch, g, channels // g, self.out_channels // g, kh, kw).permute(0, 1, 3, 2, 4, 5)
         return att.reshape(batch, self.out_channels, channels // g, kh, kw)  # a view when groups == 1
