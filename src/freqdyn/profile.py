@@ -6,7 +6,8 @@ itself) are the base. Added on top, because FlopCounterMode reports 0 for them:
 
 * FFTs (FDConv's per-sample weight synthesis): 2.5 N log2 N FLOPs for a real FFT of N points, 5 N log2 N
   for a complex one, per transformed signal;
-* CARAFE reassembly (FreqFusion): 2 k^2 FLOPs per output element.
+* CARAFE reassembly (FreqFusion): 2 k^2 FLOPs per output element;
+* in-place batched matmul-accumulates (``baddbmm_``, FBM's band synthesis), counted like ``baddbmm``.
 
 Other element-wise work (activations, attention products, normalisation) is not counted, as in
 FlopCounterMode and fvcore.
@@ -50,7 +51,17 @@ def _c2c(x_shape, dim, normalization, forward, out_shape=None, **kwargs) -> int:
     return _fft_flops(points, math.prod(x_shape) // points, 5.0)
 
 
-FFT_FORMULAS = {torch.ops.aten._fft_r2c: _r2c, torch.ops.aten._fft_c2r: _c2r, torch.ops.aten._fft_c2c: _c2c}
+def _baddbmm(self_shape, a_shape, b_shape, out_shape=None, **kwargs) -> int:
+    batch, rows, inner = a_shape
+    return 2 * batch * rows * inner * b_shape[-1]
+
+
+EXTRA_FORMULAS = {
+    torch.ops.aten._fft_r2c: _r2c,
+    torch.ops.aten._fft_c2r: _c2r,
+    torch.ops.aten._fft_c2c: _c2c,
+    torch.ops.aten.baddbmm_: _baddbmm,
+}
 
 
 @dataclass
@@ -111,7 +122,7 @@ def profile(model: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int
 
     token = ACTIVE.set(record)
     try:
-        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=FFT_FORMULAS) as counter:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=EXTRA_FORMULAS) as counter:
             model(*inputs)
     finally:
         ACTIVE.reset(token)
