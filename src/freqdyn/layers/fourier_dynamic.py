@@ -194,8 +194,9 @@ class FourierDynamicBase(nn.Module):
     def modulated_weight(self, pooled: Tensor, att: GlobalAttention) -> Tensor:
         """Kernel with the kernel, local and spatial attentions applied: (B or 1, O, I // groups, kh, kw).
 
-        Without autograd the per-sample kernels (B x O x I x kh x kw, the largest tensors of the layer for
-        wide layers on small maps) are modulated in place instead of reallocated.
+        Without autograd the factors are combined in place and the product is written straight into a
+        contiguous kernel, so the conv needs no layout copy of the per-sample kernels (the largest tensors of
+        wide layers on small maps).
         """
         weight = self.dynamic_weight(att.kernel)
         inplace = not torch.is_grad_enabled()
@@ -205,8 +206,10 @@ class FourierDynamicBase(nn.Module):
             factor = spatial if factor is None else (factor.mul_(spatial) if inplace else factor * spatial)
         if factor is None:
             return weight
-        # the fixed kernel of a K*P == 1 layer is cached and shared by the batch: never overwrite it
-        return weight.mul_(factor) if inplace and att.kernel is not None else weight * factor
+        if not inplace:
+            return weight * factor
+        out = weight.new_empty(torch.broadcast_shapes(weight.shape, factor.shape))
+        return torch.mul(weight, factor, out=out)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # official checkpoints have no group assignment (a non-persistent buffer there): keep the computed one
