@@ -8,10 +8,11 @@ L_j the low-passed map, the output is sum_j a_j * (L_{j-1} - L_j) + L_last, whic
 a_j = 1 (the zero-initialised state).
 
 The box mask is separable, so each low-pass is the projection P_j x Q_j onto a real orthonormal Fourier basis
-of the kept frequencies (P_j = U_j U_j^T along H, Q_j = V_j V_j^T along W). The forward pass never builds the
-low-passed maps: with c_j the coefficient of L_j, row h of sum_j c_j * L_j is
-sum_j ((P_j x)[h] V_j) (V_j^T * c_j[h]), one batched matmul over the rows with an inner size of the kept
-W-frequencies of all bands. This is exact for any H, W, works in any dtype and device, and exports to ONNX
+of the kept frequencies (P_j = U_j U_j^T along H, Q_j = V_j V_j^T along W). With one attention group the
+forward pass never builds the low-passed maps: with c_j the coefficient of L_j, row h of sum_j c_j * L_j is
+sum_j ((P_j x)[h] V_j) (V_j^T * c_j[h]), a batched matmul over the rows per band, accumulated in place (with
+several groups each L_j is built and weighted). The work runs channels-last, where both transforms are
+matmuls over pixel rows. This is exact for any H, W, works in any dtype and device, and exports to ONNX
 without FFT operators.
 """
 from __future__ import annotations
@@ -171,8 +172,8 @@ class FrequencyBandModulation(nn.Module):
             logits = logits.reshape(x.shape[0], g, len(convs), *x.shape[2:])
         return modulation(logits.permute(0, 3, 4, 1, 2), self.act, 2.0)
 
-    def forward(self, x: Tensor, memory_format: torch.memory_format | None = None) -> Tensor:
-        """x (B, C, H, W) -> (B, C, H, W) in ``memory_format`` (default: x's).
+    def forward(self, x: Tensor) -> Tensor:
+        """x (B, C, H, W) -> (B, C, H, W) in x's memory format.
 
         The work runs channels-last, where both separable transforms are plain matmuls over pixel rows.
         """
@@ -207,4 +208,4 @@ class FrequencyBandModulation(nn.Module):
                 )
             out = bands.addcmul_(xl.reshape(batch, height, width, g, per_group), att[..., :1])
             out = out.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
-        return out.to(x.dtype).contiguous(memory_format=memory_format or memory_format_of(x))
+        return out.to(x.dtype).contiguous(memory_format=memory_format_of(x))
