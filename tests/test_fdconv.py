@@ -219,3 +219,19 @@ def test_reset_parameters_restores_neutral_heads_and_repr():
     torch.testing.assert_close(layer(x), ref, rtol=0, atol=1e-5)
     text = repr(layer)
     assert "kernel_num=8" in text and "padding=(1, 1)" in text
+
+
+@pytest.mark.parametrize("kernel_num,param_ratio", [(8, 1), (3, 2), (1, 1)])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_inference_path_matches_autograd_path_and_keeps_caches(kernel_num, param_ratio, groups):
+    # without autograd the kernel factors are combined in place; the K*P == 1 kernel is cached and shared
+    layer = FDConv(16, 24, 3, padding=1, groups=groups, kernel_num=kernel_num, param_ratio=param_ratio,
+                   use_fdconv_if_c_gt=8)
+    layer = perturb_(layer, seed=13).eval()
+    x = torch.randn(3, 16, 7, 6)
+    expected = naive_fdconv(layer, x)
+    with torch.no_grad():
+        first, second = layer(x), layer(x)
+    torch.testing.assert_close(layer(x), expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(first, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(second, first, rtol=0, atol=0)
