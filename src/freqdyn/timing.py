@@ -13,18 +13,20 @@ def machine_line() -> str:
     return f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, threads={torch.get_num_threads()}"
 
 
+def _elapsed_s(fn: Callable[[], object], device: torch.device | str) -> float:
+    """Wall time of one ``fn()`` in seconds, CUDA-synchronised before and after on a CUDA device."""
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
+
+
 def best_ms(fn: Callable[[], object], repeats: int = 3, device: torch.device | str = "cpu") -> float:
     """Best-of-``repeats`` wall time of ``fn()`` in ms after one warm-up call (CUDA-synchronised)."""
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     fn()
-    best = float("inf")
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - start)
-    return best * 1e3
+    return min((_elapsed_s(fn, device) for _ in range(repeats)), default=float("inf")) * 1e3
 
 
 def interleaved_ms(fns: dict[str, Callable[[], object]], rounds: int = 5,
@@ -34,17 +36,12 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], rounds: int = 5,
     Interleaving exposes all candidates to the same machine state, so their ratios stay stable on hosts whose
     speed drifts between runs (where separate best-of-N timings can disagree by 2x). One warm-up call each.
     """
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(_elapsed_s(fn, device))
     return {name: sorted(t)[len(t) // 2] * 1e3 for name, t in times.items()}
 
 
