@@ -21,21 +21,24 @@ def _kernels(batch, groups, k, height, width, dtype=torch.float64):
 
 
 @pytest.mark.parametrize("h,w,scale,out_h,out_w,k,groups", CASES)
-def test_matches_unfold_formulation(h, w, scale, out_h, out_w, k, groups):
+@pytest.mark.parametrize("padding", ["zeros", "reflect"])
+def test_matches_unfold_formulation(h, w, scale, out_h, out_w, k, groups, padding):
     x = torch.randn(2, 8, h, w, dtype=torch.float64)
     kernels = _kernels(2, groups, k, out_h, out_w)
-    out = carafe(x, kernels, k, groups, scale)
+    out = carafe(x, kernels, k, groups, scale, padding)
     assert out.shape == (2, 8, out_h, out_w)
-    torch.testing.assert_close(out, naive_carafe(x, kernels, k, groups, scale), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out, naive_carafe(x, kernels, k, groups, scale, padding), rtol=1e-12, atol=1e-12)
 
 
-def test_uniform_kernel_is_a_box_filter_then_nearest_upsampling():
+@pytest.mark.parametrize("padding", ["zeros", "reflect"])
+def test_uniform_kernel_is_a_box_filter_then_nearest_upsampling(padding):
+    # zeros: mmcv's CARAFE skips the taps outside the map; reflect: the mmcv-less fallback
     x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
     kernels = torch.full((1, 9, 12, 12), 1 / 9, dtype=torch.float64)
-    padded = torch.nn.functional.pad(x, [1, 1, 1, 1], mode="reflect")
+    padded = torch.nn.functional.pad(x, [1, 1, 1, 1], mode="constant" if padding == "zeros" else padding)
     box = torch.nn.functional.avg_pool2d(padded, 3, stride=1)
     expected = box.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
-    torch.testing.assert_close(carafe(x, kernels, 3, 1, 2), expected)
+    torch.testing.assert_close(carafe(x, kernels, 3, 1, 2, padding), expected)
 
 
 def test_gradcheck():

@@ -4,17 +4,38 @@ import torch.nn.functional as F
 
 from conftest import gradcheck_module, perturb_
 from freqdyn import FrequencyBandModulation
-from freqdyn.layers.frequency_band_modulation import same_conv_as_gemm
+from freqdyn.layers.frequency_band_modulation import band_masks, same_conv_as_gemm
 from freqdyn.reference import naive_lowpass
 
 
-@pytest.mark.parametrize("size", [(7, 7), (8, 8), (13, 6), (1, 5), (32, 20), (56, 56)])
+@pytest.mark.parametrize("size", [(7, 7), (8, 8), (13, 6), (1, 5), (32, 20), (56, 56), (17, 17), (100, 30)])
 @pytest.mark.parametrize("k_list", [(2, 4, 8), (1, 3)])
-def test_low_passes_equal_fft_box_masks(size, k_list):
-    fbm = FrequencyBandModulation(6, k_list=k_list).double()
+@pytest.mark.parametrize("masks", ["official", "exact"])
+def test_low_passes_equal_fft_box_masks(size, k_list, masks):
+    # official masks at 56, 17 and 100 rows are not symmetric in +-f: the Im(A_j) term is exercised
+    fbm = FrequencyBandModulation(6, k_list=k_list, masks=masks).double()
     x = torch.randn(2, 6, *size, dtype=torch.float64)
     for low, k in zip(fbm.low_passes(x), k_list):
-        torch.testing.assert_close(low, naive_lowpass(x, k), rtol=0, atol=1e-10)
+        torch.testing.assert_close(low, naive_lowpass(x, k, masks), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("k_list", [(2, 4, 8), (1, 3), (3, 5, 16)])
+def test_official_masks_are_the_nearest_resized_64_grid(k_list):
+    fy = torch.fft.fftfreq(64, dtype=torch.float32).abs()[:, None]
+    fx = torch.fft.rfftfreq(64, dtype=torch.float32)[None, :]
+    grid = torch.stack([torch.maximum(fy, fx) < 0.5 / k + 1e-8 for k in k_list]).float()
+    for height in [1, 2, 5, 7, 13, 31, 56, 64, 65, 100, 161]:
+        for width in [1, 4, 7, 17, 56, 64, 129]:
+            rows, cols = band_masks(height, width, k_list)
+            expected = F.interpolate(grid[None], size=(height, width // 2 + 1), mode="nearest")[0] > 0.5
+            assert torch.equal(rows[:, :, None] & cols[:, None, :], expected), (height, width)
+
+
+def test_exact_masks_include_every_edge():
+    rows, cols = band_masks(16, 16, (2, 4, 8), "exact")
+    assert rows.sum(1).tolist() == [9, 5, 3] and cols.sum(1).tolist() == [5, 3, 2]
+    rows, cols = band_masks(16, 16, (2, 4, 8), "official")
+    assert rows.sum(1).tolist() == [7, 5, 3] and cols.sum(1).tolist() == [5, 3, 2]  # |f| = 0.25 excluded
 
 
 def test_neutral_state_is_identity_and_output_keeps_dtype():
@@ -65,7 +86,7 @@ def test_gradcheck(channels, groups):
 
 
 @pytest.mark.parametrize("kwargs", [dict(k_list=()), dict(k_list=(4, 2)), dict(spatial_group=3), dict(act="relu"),
-                                    dict(spatial_kernel=2)])
+                                    dict(spatial_kernel=2), dict(masks="box")])
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         FrequencyBandModulation(8, **kwargs)

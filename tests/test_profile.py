@@ -51,7 +51,9 @@ def test_fdconv_adds_its_fft_synthesis_and_fbm_accumulates_and_equals_flopcounte
     # FBM accumulates the synthesis of its 2nd and 3rd bands in place (baddbmm_, which FlopCounterMode skips):
     # at 16 px, cut-offs 1/8 and 1/16 keep frequencies 0, +-1, +-2 (5 basis vectors) and 0, +-1 (3)
     accumulates = 2 * 2 * 16 * 16 * 32 * (5 + 3)
-    assert profile(basis, tuple(x.shape)).flops == _plain_count(basis, x) + accumulates
+    # the basis of the K = 8 group kernels is synthesised from the current weights at every call
+    basis_fft = int(8 * 2.5 * n * math.log2(n))
+    assert profile(basis, tuple(x.shape)).flops == _plain_count(basis, x) + accumulates + basis_fft
 
 
 def test_freqfusion_adds_every_reassembly():

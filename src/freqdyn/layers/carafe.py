@@ -5,6 +5,10 @@ Every output pixel (i, j) is a weighted sum of the k x k neighbourhood of its so
 (B, C * k * k, H, W) and upsamples that; here the sum runs over the k*k offsets and the scale**2 sub-pixel
 phases on shifted *views* of the padded input, so neither the forward pass nor autograd keeps anything
 larger than the input and the output.
+
+Borders: ``padding='zeros'`` (default) is mmcv's ``carafe`` op, which the authors' released FreqFusion
+models use: taps outside the map contribute nothing. ``padding='reflect'`` reflects the map, as the
+mmcv-less fallback in the FreqFusion source does.
 """
 from __future__ import annotations
 
@@ -17,14 +21,19 @@ from torch import Tensor
 from .flop_record import record_flops
 
 
+PADDINGS = ("zeros", "reflect")
+
+
 def _pad_mode(size: int, pad: int) -> str:
     return "reflect" if pad < size else "replicate"  # reflection needs pad < size
 
 
-def pad_neighbourhood(x: Tensor, pad: int) -> Tensor:
-    """Reflect-pad the last two dims by ``pad`` (replicate along a dim too small to reflect)."""
+def pad_neighbourhood(x: Tensor, pad: int, padding: str = "zeros") -> Tensor:
+    """Pad the last two dims by ``pad``: zeros, or reflection (replicate along a dim too small to reflect)."""
     if pad == 0:
         return x
+    if padding == "zeros":
+        return F.pad(x, [pad] * 4)
     mode_h, mode_w = _pad_mode(x.shape[-2], pad), _pad_mode(x.shape[-1], pad)
     if mode_h == mode_w:
         return F.pad(x, [pad] * 4, mode=mode_h)
@@ -40,7 +49,9 @@ def source_size(out_size: tuple[int, int], size: tuple[int, int], scale: int) ->
     return need
 
 
-def check_kernels(x: Tensor, kernels: Tensor, kernel_size: int, groups: int) -> None:
+def check_kernels(x: Tensor, kernels: Tensor, kernel_size: int, groups: int, padding: str = "zeros") -> None:
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
     if x.shape[1] % groups:
@@ -94,25 +105,26 @@ class _Reassemble(torch.autograd.Function):
         return grad_padded, grad_kernels, None
 
 
-def carafe(x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale: int = 1) -> Tensor:
+def carafe(x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale: int = 1,
+           padding: str = "zeros") -> Tensor:
     """Content-aware reassembly of x (B, C, h, w) with kernels (B, groups * k * k, Ho, Wo) -> (B, C, Ho, Wo).
 
     ``Ho, Wo`` is ``scale * (h, w)`` up to rounding (one pixel less or more per dim); output pixel (i, j)
     reads source pixel (i // scale, j // scale) of x edge-extended to ``ceil(Ho / scale)`` rows (columns).
     Channel c uses kernel group ``c // (C // groups)``; within a group, kernel channel a * k + b weighs the
-    neighbour at offset (a - k // 2, b - k // 2). Borders are reflection-padded. Under ``torch.export`` /
+    neighbour at offset (a - k // 2, b - k // 2). Borders: ``padding`` (module docstring). Under ``torch.export`` /
     ONNX export and tracing, :func:`carafe_unfold` computes the same result with a much smaller graph.
     """
-    check_kernels(x, kernels, kernel_size, groups)
+    check_kernels(x, kernels, kernel_size, groups, padding)
     if torch.compiler.is_exporting() or torch.jit.is_tracing():
-        return carafe_unfold(x, kernels, kernel_size, groups, scale)  # a small graph beats the loop's ~100 nodes
+        return carafe_unfold(x, kernels, kernel_size, groups, scale, padding)  # a small graph beats the loop's ~100 nodes
     batch, channels, height, width = x.shape
     out_h, out_w = kernels.shape[-2:]
     src_h, src_w = source_size((out_h, out_w), (height, width), scale)
     if (src_h, src_w) != (height, width):
         x = F.pad(x, [0, src_w - width, 0, src_h - height], mode="replicate")
     k, pad = kernel_size, kernel_size // 2
-    padded = pad_neighbourhood(x, pad).reshape(batch, groups, channels // groups, src_h + 2 * pad, src_w + 2 * pad)
+    padded = pad_neighbourhood(x, pad, padding).reshape(batch, groups, channels // groups, src_h + 2 * pad, src_w + 2 * pad)
     full_h, full_w = scale * src_h, scale * src_w
     if (full_h, full_w) != (out_h, out_w):
         kernels = F.pad(kernels, [0, full_w - out_w, 0, full_h - out_h])
@@ -122,7 +134,8 @@ def carafe(x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale:
     return out[..., :out_h, :out_w]
 
 
-def carafe_unfold(x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale: int = 1) -> Tensor:
+def carafe_unfold(x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale: int = 1,
+                  padding: str = "zeros") -> Tensor:
     """:func:`carafe` through ``F.unfold``: materialises (B, C * k * k, Ho, Wo). Few, export-friendly ops."""
     batch, channels, height, width = x.shape
     out_h, out_w = kernels.shape[-2:]
@@ -130,7 +143,7 @@ def carafe_unfold(x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1,
     if src_h > height or src_w > width:  # the edge extension for outputs one pixel larger than scale * input
         x = F.pad(x, [0, max(src_w - width, 0), 0, max(src_h - height, 0)], mode="replicate")
     rows, cols = torch.arange(out_h) // scale, torch.arange(out_w) // scale
-    unfolded = F.unfold(pad_neighbourhood(x, kernel_size // 2), kernel_size)
+    unfolded = F.unfold(pad_neighbourhood(x, kernel_size // 2, padding), kernel_size)
     unfolded = unfolded.reshape(batch, channels, kernel_size**2, x.shape[-2], x.shape[-1])
     unfolded = unfolded[:, :, :, rows][:, :, :, :, cols]  # nearest upsampling of the neighbourhoods
     unfolded = unfolded.reshape(batch, groups, channels // groups, kernel_size**2, out_h, out_w)

@@ -28,16 +28,31 @@ class FDConv(FourierDynamicBase):
     built when the larger kernel side is in ``use_fbm_if_k_in`` (or for strided layers with
     ``use_fbm_for_stride``).
 
-    Deviations from the official implementation, each a fix:
+    Compatibility with the authors' checkpoints (``FDConv_detection/mmdet_custom/FDConv.py``): their
+    state_dict keys and shapes load with ``strict=True`` and, with P = 1, compute their function to float
+    rounding. Two official rules that a cleaner definition would change are the defaults, each with an
+    option for the clean rule:
+
+      * ``freq_grouping='official'``: coefficients ordered by the float32 radius with torch's unstable
+        sort (:func:`freqdyn.layers.frequency_groups`); ``'stable'`` orders exact integer radii stably.
+        The order is stored in the ``freq_group`` buffer, so a saved layer reloads with its own groups on
+        any platform; a checkpoint without it (the authors') keeps the order computed at construction.
+      * ``fbm_masks='official'``: FBM masks evaluated in float32 on a 64 x 64 grid and nearest-resized
+        to the input size (the k = 2 edge excluded); ``'exact'`` builds them at the input size with every
+        edge included (:mod:`freqdyn.layers.frequency_band_modulation`).
+
+    Deviations from the official implementation, each a fix that leaves P = 1 checkpoints exact:
       * every attention head (filter head included: its official re-init never runs), the KSM-Local conv
         and the FBM convs start at exactly zero, so a fresh layer and :meth:`from_conv` are neutral: the
         output equals the source conv's;
       * groups / depthwise, non-square kernels, odd ``in_channels * kw``, any ``kernel_num`` up to the
-        spectrum size, ``kernel_num * param_ratio == 1`` and ``param_ratio > 1`` work;
-      * frequency groups come from a stable sort and are stored in the ``freq_group`` buffer, so a
-        checkpoint reloads to identical outputs;
+        spectrum size, ``kernel_num * param_ratio == 1`` and ``param_ratio > 1`` work (the official
+        alpha multiplies by P, making a P > 1 layer's initial kernel P times the source: here it is not);
       * FFTs run in float32 for half / bfloat16 and the output keeps the input dtype; ``padding_mode`` is
         honoured; a batch of one trains (see :class:`KernelSpatialModulationGlobal`).
+
+    A plain ``nn.Conv2d`` state_dict (``weight``, ``bias``) loads into a dynamic layer by conversion
+    (see :class:`FourierDynamicBase`), so pretrained networks load into FDConv models built from configs.
     """
 
     def __init__(
@@ -67,6 +82,8 @@ class FDConv(FourierDynamicBase):
         fbm_k_list: Sequence[int] = (2, 4, 8),
         fbm_act: str = "sigmoid",
         fbm_spatial_group: int = 1,
+        fbm_masks: str = "official",
+        freq_grouping: str = "official",
         aggregation: str = "auto",
         synthesis: str = "auto",
         device: torch.device | None = None,
@@ -89,11 +106,12 @@ class FDConv(FourierDynamicBase):
         if self.is_dynamic:
             self._build_fourier(
                 in_channels, out_channels, kernel_size, groups, kernel_num, param_ratio, reduction, kernel_temp,
-                temp, att_multi, ksm_act, use_ksm_local, synthesis, device, dtype,
+                temp, att_multi, ksm_act, use_ksm_local, synthesis, device, dtype, freq_grouping,
             )
             use_fbm = max(kernel_size) in use_fbm_if_k_in or (use_fbm_for_stride and max(stride) > 1)
             self.FBM = (
-                FrequencyBandModulation(in_channels, tuple(fbm_k_list), fbm_act, fbm_spatial_group, **kw)
+                FrequencyBandModulation(in_channels, tuple(fbm_k_list), fbm_act, fbm_spatial_group, masks=fbm_masks,
+                                        **kw)
                 if use_fbm
                 else None
             )
@@ -140,6 +158,15 @@ class FDConv(FourierDynamicBase):
             reset_bias(self.bias, self.weight[0].numel())
 
     init_weights = reset_parameters  # mmcv's ConvModule calls init_weights() instead of its kaiming init
+
+    @torch.no_grad()
+    def neutralise_(self) -> None:
+        """Zero every attention head, the KSM-Local conv and the FBM convs: the layer becomes a static conv."""
+        if not self.is_dynamic:
+            return
+        super().neutralise_()
+        if self.FBM is not None:
+            self.FBM.reset_parameters()
 
     def _use_weight_branch(self, height: int, width: int) -> bool:
         if self.aggregation != "auto":

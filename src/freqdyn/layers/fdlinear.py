@@ -15,7 +15,8 @@ class FDLinear(FourierDynamicBase):
     Input (B, ..., in_features) -> output (B, ..., out_features). The first dimension is the sample: the
     attentions read the mean over all other positions (tokens), and every sample gets its own
     (out_features, in_features) weight. The weight spectrum is the rfft2 of the (O, I) matrix (FDConv with
-    a 1x1 kernel: same parameters and state-dict keys); there is no spatial head and no FBM.
+    a 1x1 kernel: same parameters, state-dict keys and ``freq_grouping``); there is no spatial head and no
+    FBM. An ``nn.Linear`` state_dict loads by conversion, as into :class:`FDConv`.
     """
 
     def __init__(
@@ -33,6 +34,7 @@ class FDLinear(FourierDynamicBase):
         ksm_act: str = "sigmoid",
         use_ksm_local: bool = True,
         synthesis: str = "auto",
+        freq_grouping: str = "official",
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -42,7 +44,7 @@ class FDLinear(FourierDynamicBase):
         self.in_features, self.out_features = in_features, out_features
         self._build_fourier(
             in_features, out_features, (1, 1), 1, kernel_num, param_ratio, reduction, kernel_temp, temp,
-            att_multi, ksm_act, use_ksm_local, synthesis, device, dtype,
+            att_multi, ksm_act, use_ksm_local, synthesis, device, dtype, freq_grouping,
         )
         self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
         self.reset_parameters()

@@ -35,8 +35,14 @@ class FourierDynamicBase(nn.Module):
     alpha also multiplies by P, which makes the initial kernel P times too large).
 
     The sum is linear in kappa, so it is computed either by (a) gathering kappa onto the spectrum and one
-    inverse FFT per sample, or (b) a matmul with a precomputed spatial basis of the P*K group kernels
-    (cached in eval mode under no_grad); ``synthesis='auto'`` picks the cheaper by shape.
+    inverse FFT per sample, or (b) a matmul with the spatial basis of the P*K group kernels, built from the
+    current ``dft_weight`` at every call (nothing is cached, so the output always follows the weights);
+    ``synthesis='auto'`` picks the cheaper by shape.
+
+    Loading a state_dict: a checkpoint without ``freq_group`` (the authors' code keeps the group order in a
+    non-persistent buffer) keeps the order this layer computed at construction, and a plain convolution /
+    linear ``weight`` in place of ``dft_weight`` is converted on load as :meth:`set_spatial_weight` does,
+    with the attentions set neutral (:meth:`neutralise_`), so the layer computes the pretrained function.
     """
 
     dft_weight: Tensor
@@ -59,6 +65,7 @@ class FourierDynamicBase(nn.Module):
         synthesis: str,
         device: torch.device | None,
         dtype: torch.dtype | None,
+        freq_grouping: str = "official",
     ) -> None:
         if synthesis not in SYNTHESES:
             raise ValueError(f"synthesis must be one of {SYNTHESES}, got {synthesis!r}")
@@ -70,11 +77,12 @@ class FourierDynamicBase(nn.Module):
         kh, kw = kernel_size
         rows, cols = out_channels * kh, in_channels // groups * kw
         self.kernel_num, self.param_ratio, self.synthesis = kernel_num, param_ratio, synthesis
+        self.freq_grouping = freq_grouping
         self.spectrum_shape = (rows, cols)
         self.spectral_scale = max(min(in_channels, out_channels) // 2, 1)
         self.alpha = self.spectral_scale * kernel_num
         kw_ = {"device": device, "dtype": dtype}
-        self.register_buffer("freq_group", frequency_groups(rows, cols, kernel_num).to(device))
+        self.register_buffer("freq_group", frequency_groups(rows, cols, kernel_num, freq_grouping).to(device))
         self.dft_weight = nn.Parameter(torch.empty(param_ratio, rows, cols // 2 + 1, 2, **kw_))
         self.KSM_Global = KernelSpatialModulationGlobal(
             in_channels, out_channels, kernel_size, groups, kernel_num * param_ratio, reduction=reduction,
@@ -86,7 +94,6 @@ class FourierDynamicBase(nn.Module):
             if use_ksm_local
             else None
         )
-        self._static_cache: tuple[tuple, Tensor] | None = None
 
     def _reset_fourier(self, bias: Tensor | None) -> None:
         """``nn.Conv2d`` / ``nn.Linear`` init of the kernel (as a spectrum) and bias; KSM heads to zero."""
@@ -99,15 +106,35 @@ class FourierDynamicBase(nn.Module):
         reset_bias(bias, weight[0].numel())
 
     @torch.no_grad()
-    def set_spatial_weight(self, weight: Tensor) -> None:
-        """Store a spatial kernel (O, I // groups, kh, kw) so that the neutral layer reproduces it exactly."""
+    def spectrum_of(self, weight: Tensor) -> Tensor:
+        """``dft_weight`` (P, rows, cols // 2 + 1, 2) whose neutral layer computes the kernel ``weight``.
+
+        ``weight`` is (O, I // groups, kh, kw), or any shape with as many elements (an ``nn.Linear`` weight).
+        """
         expected = self._weight_shape()
-        if tuple(weight.shape) != expected:
+        if not self._fits(weight):
             raise ValueError(f"expected a weight of shape {expected}, got {tuple(weight.shape)}")
         work = compute_dtype(weight.dtype)
-        spectrum = torch.fft.rfft2(weight_to_matrix(weight.to(work))) / self.spectral_scale
+        spectrum = torch.fft.rfft2(weight_to_matrix(weight.reshape(expected).to(work))) / self.spectral_scale
         stacked = torch.stack([spectrum.real, spectrum.imag], dim=-1)
-        self.dft_weight.copy_(stacked.expand_as(self.dft_weight))
+        return stacked.expand_as(self.dft_weight).to(self.dft_weight.dtype)
+
+    def _fits(self, weight: Tensor) -> bool:
+        """Whether ``weight`` is this layer's kernel: (O, I // groups, kh, kw), or (O, I) for a 1x1 kernel."""
+        expected = self._weight_shape()
+        return tuple(weight.shape) == expected or (expected[2:] == (1, 1) and tuple(weight.shape) == expected[:2])
+
+    @torch.no_grad()
+    def set_spatial_weight(self, weight: Tensor) -> None:
+        """Store a spatial kernel (O, I // groups, kh, kw) so that the neutral layer reproduces it exactly."""
+        self.dft_weight.copy_(self.spectrum_of(weight))
+
+    @torch.no_grad()
+    def neutralise_(self) -> None:
+        """Zero every attention head and the KSM-Local conv: the layer becomes a static conv."""
+        self.KSM_Global.zero_heads_()
+        if self.KSM_Local is not None:
+            self.KSM_Local.conv.weight.zero_()
 
     def spatial_weight(self) -> Tensor:
         """The kernel at neutral attention, (O, I // groups, kh, kw): the inverse of :meth:`set_spatial_weight`."""
@@ -142,20 +169,6 @@ class FourierDynamicBase(nn.Module):
         masked = self._spectrum(work)[:, None] * onehot[None]
         return torch.fft.irfft2(masked, s=self.spectrum_shape).reshape(self._num_mixed(), -1)
 
-    def _cacheable(self) -> bool:
-        return not self.training and not torch.is_grad_enabled()
-
-    def _static(self, kind: str, work: torch.dtype) -> Tensor:
-        """Input-independent tensors ('basis' or the fixed 'matrix' of a K*P == 1 layer), cached in eval."""
-        build = self._basis if kind == "basis" else self._fixed_matrix
-        if not self._cacheable():
-            return build(work)
-        p = self.dft_weight
-        key = (kind, work, p.device, p.data_ptr(), p._version)
-        if self._static_cache is None or self._static_cache[0] != key:
-            self._static_cache = (key, build(work))
-        return self._static_cache[1]
-
     def _fixed_matrix(self, work: torch.dtype) -> Tensor:
         return torch.fft.irfft2(self._spectrum(work).sum(0), s=self.spectrum_shape)[None] * self.alpha
 
@@ -167,7 +180,7 @@ class FourierDynamicBase(nn.Module):
         if self._num_mixed() * size > _BASIS_MAX_ELEMENTS:
             return False
         fft = size * max(math.log2(size), 1.0)
-        basis = batch * self._num_mixed() * size / 4 + (0.0 if self._cacheable() else self._num_mixed() * fft)
+        basis = batch * self._num_mixed() * size / 4 + self._num_mixed() * fft
         return basis < batch * fft
 
     def dynamic_weight(self, kernel: Tensor | None) -> Tensor:
@@ -177,9 +190,9 @@ class FourierDynamicBase(nn.Module):
         rows, cols = self.spectrum_shape
         with torch.autocast(self.dft_weight.device.type, enabled=False):
             if kernel is None:
-                matrix = self._static("matrix", work)
+                matrix = self._fixed_matrix(work)
             elif self._use_basis(kernel.shape[0]):
-                matrix = ((kernel.to(work) * self.alpha) @ self._static("basis", work)).reshape(-1, rows, cols)
+                matrix = ((kernel.to(work) * self.alpha) @ self._basis(work)).reshape(-1, rows, cols)
             else:
                 # gather each sample's group attentions onto the spectrum and invert it: one irfft2 per sample
                 batch, width = kernel.shape[0], cols // 2 + 1
@@ -212,13 +225,14 @@ class FourierDynamicBase(nn.Module):
         return torch.mul(weight, factor, out=out)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        # official checkpoints have no group assignment (a non-persistent buffer there): keep the computed one
-        state_dict.setdefault(prefix + "freq_group", self.freq_group)
+        if getattr(self, "dft_weight", None) is not None:
+            # official checkpoints have no group assignment (a non-persistent buffer there): keep the computed one
+            state_dict.setdefault(prefix + "freq_group", self.freq_group)
+            weight = state_dict.get(prefix + "weight")
+            if prefix + "dft_weight" not in state_dict and isinstance(weight, Tensor) and self._fits(weight):
+                state_dict[prefix + "dft_weight"] = self.spectrum_of(state_dict.pop(prefix + "weight"))
+                self.neutralise_()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def train(self, mode: bool = True) -> "FourierDynamicBase":
-        self._static_cache = None
-        return super().train(mode)
 
     def _fourier_repr(self) -> str:
         local = self.KSM_Local is not None

@@ -30,28 +30,45 @@ def group_index_dtype(num_groups: int) -> torch.dtype:
     return torch.int16 if num_groups <= 2**15 else torch.int32
 
 
-def frequency_groups(rows: int, cols: int, num_groups: int) -> Tensor:
+GROUP_ORDERS = ("official", "stable")
+
+
+def frequency_groups(rows: int, cols: int, num_groups: int, order: str = "official") -> Tensor:
     """Assign every ``rfft2`` coefficient of a (rows, cols) matrix to one of ``num_groups`` frequency groups.
 
     Coefficients are ordered by radial frequency sqrt(fy^2 + fx^2), with fy = fftfreq(rows) and
-    fx = rfftfreq(cols) in cycles per sample along each axis (the official metric). The comparison uses the
-    exact integer key (iy*cols)^2 + (ix*rows)^2 and a stable sort, so ties keep row-major order on every
-    platform and torch version (the official code uses an unstable float32 sort). Sorted position r of n goes
-    to group floor(r * K / n): contiguous, disjoint groups of near-equal size (exactly n / K when K divides n),
-    group 0 holding the lowest frequencies.
+    fx = rfftfreq(cols) in cycles per sample along each axis, and sorted position r of n goes to group
+    floor(r * K / n): contiguous, disjoint groups of near-equal size (exactly positions [g n/K, (g+1) n/K)
+    when K divides n), group 0 holding the lowest frequencies. Two orders of equal radii exist:
+
+    * ``'official'`` (the authors' code, so their checkpoints compute their function): the radius is the
+      float32 L2 norm of the (fy, fx) pair on an 'ij' grid, sorted with torch's default (unstable) CPU
+      sort. Coefficients of equal radius may then straddle a group boundary in an order that only that
+      sort defines; the result is stored in the layer's ``freq_group`` buffer, so a saved layer reloads
+      with exactly its groups on any platform.
+    * ``'stable'``: the exact integer key (iy*cols)^2 + (ix*rows)^2 with a stable sort, so ties keep
+      row-major order on every platform and torch version.
 
     Returns:
-        (rows, cols // 2 + 1) tensor of group ids, dtype from :func:`group_index_dtype`.
+        (rows, cols // 2 + 1) tensor of group ids on the CPU, dtype from :func:`group_index_dtype`.
     """
+    if order not in GROUP_ORDERS:
+        raise ValueError(f"freq_grouping must be one of {GROUP_ORDERS}, got {order!r}")
     width = cols // 2 + 1
     total = rows * width
     if not 1 <= num_groups <= total:
         raise ValueError(f"kernel_num={num_groups} must lie in [1, {total}] for a {rows}x{cols} spectrum")
-    iy = torch.arange(rows, dtype=torch.int64)
-    iy = torch.where(iy < (rows + 1) // 2, iy, iy - rows)
-    ix = torch.arange(width, dtype=torch.int64)
-    key = (iy * cols).square()[:, None] + (ix * rows).square()[None, :]
-    order = torch.argsort(key.flatten(), stable=True)
+    if order == "official":
+        fy = torch.fft.fftfreq(rows, dtype=torch.float32)
+        fx = torch.fft.rfftfreq(cols, dtype=torch.float32)
+        radius = torch.linalg.vector_norm(torch.stack(torch.meshgrid(fy, fx, indexing="ij"), dim=-1), dim=-1)
+        ranked = torch.sort(radius.flatten()).indices
+    else:
+        iy = torch.arange(rows, dtype=torch.int64)
+        iy = torch.where(iy < (rows + 1) // 2, iy, iy - rows)
+        ix = torch.arange(width, dtype=torch.int64)
+        key = (iy * cols).square()[:, None] + (ix * rows).square()[None, :]
+        ranked = torch.argsort(key.flatten(), stable=True)
     groups = torch.empty(total, dtype=torch.int64)
-    groups[order] = torch.arange(total, dtype=torch.int64) * num_groups // total
+    groups[ranked] = torch.arange(total, dtype=torch.int64) * num_groups // total
     return groups.reshape(rows, width).to(group_index_dtype(num_groups))

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_feature_map
+from .carafe import PADDINGS as CARAFE_PADDINGS
 from .carafe import carafe, source_size
 from .local_sim_sampler import LocalSimGuidedSampler
 
@@ -43,7 +44,11 @@ class FreqFusion(nn.Module):
     reference reassembly ignored groups); ``use_high_pass=False`` with ``comp_feat_upsample`` works;
     ``use_low_pass=False`` upsamples lr with ``upsample_mode`` instead of being ignored; odd sizes work;
     the offset generator starts as the identity; the reassembly never materialises the unfold tensor;
-    no prints. With zero filter generators (:meth:`neutralise_`) the layer is a fixed filter:
+    no prints. ``carafe_padding='zeros'`` (default) treats taps outside the map as mmcv's CARAFE op does,
+    which the authors' released models use; ``'reflect'`` is the source file's mmcv-less fallback.
+    Checkpoints of the authors' code load with ``strict=True``: their inert ``dysampler.init_pos`` (the fixed
+    sub-pixel grid, built in here) and, with ``hamming_window=False``, their ``hamming_*`` = [1.0] buffers
+    are checked and dropped. With zero filter generators (:meth:`neutralise_`) the layer is a fixed filter:
     ``hr_out = 2 hr - hamming_blur(hr)`` and ``lr_out = nearest_up(hamming_blur(lr))``.
     """
 
@@ -69,6 +74,7 @@ class FreqFusion(nn.Module):
         semi_conv: bool = True,
         hamming_window: bool = True,
         feature_resample_norm: bool = True,
+        carafe_padding: str = "zeros",
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -84,6 +90,8 @@ class FreqFusion(nn.Module):
                         ("compressed_channels", compressed_channels)):
             if c % up_group:
                 raise ValueError(f"{name}={c} is not divisible by up_group={up_group}")
+        if carafe_padding not in CARAFE_PADDINGS:
+            raise ValueError(f"carafe_padding must be one of {CARAFE_PADDINGS}, got {carafe_padding!r}")
         if upsample_mode not in ("nearest", "bilinear", "bicubic"):
             raise ValueError(f"upsample_mode must be nearest, bilinear or bicubic, got {upsample_mode!r}")
         kw = {"device": device, "dtype": dtype}
@@ -91,7 +99,7 @@ class FreqFusion(nn.Module):
         self.lowpass_kernel, self.highpass_kernel, self.up_group = lowpass_kernel, highpass_kernel, up_group
         self.align_corners, self.upsample_mode = align_corners, upsample_mode
         self.comp_feat_upsample, self.use_high_pass, self.use_low_pass = comp_feat_upsample, use_high_pass, use_low_pass
-        self.hr_residual, self.semi_conv = hr_residual, semi_conv
+        self.hr_residual, self.semi_conv, self.carafe_padding = hr_residual, semi_conv, carafe_padding
         self.hr_channel_compressor = nn.Conv2d(hr_channels, compressed_channels, 1, **kw)
         self.lr_channel_compressor = nn.Conv2d(lr_channels, compressed_channels, 1, **kw)
         padding = (encoder_kernel - 1) * encoder_dilation // 2
@@ -142,6 +150,9 @@ class FreqFusion(nn.Module):
                 conv.weight.zero_()
                 conv.bias.zero_()
 
+    def _carafe(self, x: Tensor, kernels: Tensor, kernel_size: int, groups: int, scale: int = 1) -> Tensor:
+        return carafe(x, kernels, kernel_size, groups, scale, self.carafe_padding)
+
     def _lowpass(self, logits: Tensor) -> Tensor:
         return normalise_kernels(logits, self.lowpass_kernel, self.hamming_lowpass)
 
@@ -167,13 +178,13 @@ class FreqFusion(nn.Module):
             mask_hr_hr = None
             if enc_hp is not None:
                 mask_hr_hr = enc_hp(comp_hr)
-                comp_hr = 2 * comp_hr - carafe(comp_hr, self._highpass(mask_hr_hr), self.highpass_kernel, g)
+                comp_hr = 2 * comp_hr - self._carafe(comp_hr, self._highpass(mask_hr_hr), self.highpass_kernel, g)
             mask_lr_hr = enc_lp(comp_hr)
-            lowpass = self._lowpass(mask_lr_hr + carafe(enc_lp(comp_lr), self._lowpass(mask_lr_hr), lk, g, 2))
+            lowpass = self._lowpass(mask_lr_hr + self._carafe(enc_lp(comp_lr), self._lowpass(mask_lr_hr), lk, g, 2))
             if enc_hp is None:
                 return lowpass, None, comp_hr
             # the reference normalises these ALPF logits twice (here and for the output); once is enough
-            mask_hr = mask_hr_hr + carafe(enc_hp(comp_lr), lowpass, lk, g, 2)
+            mask_hr = mask_hr_hr + self._carafe(enc_hp(comp_lr), lowpass, lk, g, 2)
             return lowpass, self._highpass(mask_hr), comp_hr
         return self._lowpass(mask_lr), None if mask_hr is None else self._highpass(mask_hr), comp_hr
 
@@ -193,15 +204,27 @@ class FreqFusion(nn.Module):
         if not self.use_low_pass:
             lr_out = self._resize(lr_feat, size)
         elif self.semi_conv:
-            lr_out = carafe(lr_feat, lowpass, self.lowpass_kernel, g, 2)
+            lr_out = self._carafe(lr_feat, lowpass, self.lowpass_kernel, g, 2)
         else:
-            lr_out = carafe(self._resize(lr_feat, size), lowpass, self.lowpass_kernel, g)
+            lr_out = self._carafe(self._resize(lr_feat, size), lowpass, self.lowpass_kernel, g)
         if highpass is not None:
-            high = hr_feat - carafe(hr_feat, highpass, self.highpass_kernel, g)
+            high = hr_feat - self._carafe(hr_feat, highpass, self.highpass_kernel, g)
             hr_feat = high + hr_feat if self.hr_residual else high
         if self.dysampler is not None:
             lr_out = self.dysampler(comp_hr, comp_lr, lr_out)
         return hr_feat, lr_out
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        for name in ("hamming_lowpass", "hamming_highpass"):
+            value = state_dict.get(prefix + name)
+            if getattr(self, name) is None and isinstance(value, Tensor):  # the official hamming_window=False
+                if value.numel() == 1 and value.item() == 1.0:
+                    del state_dict[prefix + name]
+                else:
+                    error_msgs.append(f"{prefix + name}: a window was saved but this layer has hamming_window=False")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def _resize(self, x: Tensor, size: torch.Size) -> Tensor:
         align = None if self.upsample_mode == "nearest" else self.align_corners
@@ -211,4 +234,4 @@ class FreqFusion(nn.Module):
         return (f"hr_channels={self.hr_channels}, lr_channels={self.lr_channels}, lowpass_kernel={self.lowpass_kernel}, "
                 f"highpass_kernel={self.highpass_kernel}, up_group={self.up_group}, semi_conv={self.semi_conv}, "
                 f"comp_feat_upsample={self.comp_feat_upsample}, use_high_pass={self.use_high_pass}, "
-                f"feature_resample={self.dysampler is not None}")
+                f"feature_resample={self.dysampler is not None}, carafe_padding={self.carafe_padding!r}")

@@ -86,6 +86,27 @@ class LocalSimGuidedSampler(nn.Module):
             if isinstance(norm, nn.GroupNorm):
                 norm.reset_parameters()
 
+    def official_init_pos(self) -> Tensor:
+        """The reference's ``init_pos`` buffer (1, 2 * groups * 4, 1, 1): sub-pixel centres +-0.25 (lr pixels).
+
+        The sampling grid here places every output pixel at its own centre, which is the same grid.
+        """
+        h = (torch.arange(self.scale, dtype=torch.float64) + 0.5) / self.scale - 0.5
+        grid = torch.stack(torch.meshgrid(h, h, indexing="ij")).transpose(1, 2)
+        return grid.repeat(1, self.groups, 1).reshape(1, -1, 1, 1)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        init_pos = state_dict.get(prefix + "init_pos")
+        if isinstance(init_pos, Tensor):  # reference checkpoints carry the fixed grid as a buffer
+            expected = self.official_init_pos()
+            if init_pos.shape == expected.shape and torch.allclose(init_pos.double().cpu(), expected):
+                del state_dict[prefix + "init_pos"]
+            else:
+                error_msgs.append(f"{prefix}init_pos: expected the fixed sub-pixel grid {expected.flatten().tolist()}")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     def offsets(self, hr_x: Tensor, lr_x: Tensor) -> Tensor:
         """Displacements (B, 2 (x, y), groups, Ho, Wo) in low-resolution pixel units for an hr_x-sized output."""
         out_h, out_w = hr_x.shape[-2:]

@@ -13,18 +13,22 @@ from torch import Tensor
 
 from freqdyn.layers.conv_args import explicit_padding
 from freqdyn.layers.fdconv import FDConv
+from freqdyn.layers.frequency_band_modulation import band_masks
 
 
 def _act(logits: Tensor, act: str, multiplier: float) -> Tensor:
     return torch.sigmoid(logits) * multiplier if act == "sigmoid" else 1 + torch.tanh(logits)
 
 
-def naive_lowpass(x: Tensor, k: int) -> Tensor:
-    """Box low-pass max(|fy|, |fx|) < 0.5 / k of x (B, C, H, W) through the FFT."""
+def naive_lowpass(x: Tensor, k: int, rule: str = "official") -> Tensor:
+    """Box low-pass max(|fy|, |fx|) < 0.5 / k of x (B, C, H, W) through the FFT, masks by ``rule``.
+
+    The masks come from :func:`band_masks` (checked against the authors' masks in the golden tests); the
+    filtering is the FFT definition, independent of FBM's separable operators.
+    """
     height, width = x.shape[-2:]
-    fy = torch.fft.fftfreq(height, dtype=torch.float64).abs()[:, None]
-    fx = torch.fft.rfftfreq(width, dtype=torch.float64)[None, :]
-    mask = (torch.maximum(fy, fx) < 0.5 / k + 1e-8).to(x.device)
+    rows, cols = band_masks(height, width, (k,), rule)
+    mask = (rows[0, :, None] & cols[0, None, :]).to(x.device)
     spectrum = torch.fft.rfft2(x, norm="ortho")
     return torch.fft.irfft2(spectrum * mask, s=(height, width), norm="ortho")
 
@@ -37,7 +41,7 @@ def _fbm(layer: FDConv, x: Tensor) -> Tensor:
     for conv, k in zip(fbm.freq_weight_conv_list, fbm.k_list):
         att = _act(F.conv2d(x, conv.weight, conv.bias, padding=conv.padding, groups=g), fbm.act, 2.0)
         att = att.repeat_interleave(c // g, dim=1)
-        low = naive_lowpass(x, k)
+        low = naive_lowpass(x, k, fbm.masks)
         out = out + att * (previous - low)
         previous = low
     return out + previous

@@ -13,7 +13,7 @@ from torch import Tensor
 from freqdyn.layers.freq_fusion import FreqFusion
 from freqdyn.layers.local_sim_sampler import LocalSimGuidedSampler
 
-from .naive_carafe import naive_carafe
+from .naive_carafe import naive_carafe as carafe_unfold
 
 
 def _normalise(mask: Tensor, k: int, window: Tensor | None) -> Tensor:
@@ -59,6 +59,10 @@ def naive_freq_fusion(m: FreqFusion, hr_feat: Tensor, lr_feat: Tensor) -> tuple[
     if not (m.semi_conv and m.comp_feat_upsample and m.use_low_pass):
         raise ValueError("the naive reference covers semi_conv=True, comp_feat_upsample=True, use_low_pass=True")
     lk, hk, g = m.lowpass_kernel, m.highpass_kernel, m.up_group
+
+    def naive_carafe(x: Tensor, kernels: Tensor, k: int, groups: int, scale: int) -> Tensor:
+        return carafe_unfold(x, kernels, k, groups, scale, m.carafe_padding)
+
     size = hr_feat.shape[-2:]
     comp_hr, comp_lr = m.hr_channel_compressor(hr_feat), m.lr_channel_compressor(lr_feat)
     if m.use_high_pass:
