@@ -51,6 +51,22 @@ def _matches(selector: Selector, name: str, module: nn.Module) -> bool:
     return bool(selector(name, module))  # type: ignore[misc]
 
 
+def _carry_state(old: nn.Conv2d, new: nn.Module) -> None:
+    """Give ``new`` what model surgery must keep of ``old``: frozen parameters and module hooks.
+
+    Device, dtype and training mode come with ``from_conv``. The new layer's parameters follow ``old.weight``'s
+    ``requires_grad`` (a frozen conv stays frozen, attention included), its bias ``old.bias``'s; forward and
+    backward hooks are carried over.
+    """
+    bias = getattr(new, "bias", None)
+    for p in new.parameters():
+        p.requires_grad_(old.bias.requires_grad if p is bias and old.bias is not None else old.weight.requires_grad)
+    for name in ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+                 "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks"):
+        getattr(new, name).update(getattr(old, name))
+    new._is_full_backward_hook = old._is_full_backward_hook
+
+
 def convert(
     model: nn.Module, to: str = "fdconv", *, include: Selector = None, exclude: Selector = None, **kwargs
 ) -> ConversionReport:
@@ -59,6 +75,7 @@ def convert(
     ``include`` / ``exclude`` are regular expressions searched in the module's qualified name, or
     predicates ``(name, module) -> bool``. ``kwargs`` go to the target's ``from_conv``. Layers the target
     would keep as plain convolutions (e.g. FDConv's channel / kernel-size gating) stay ``nn.Conv2d``.
+    A replaced layer keeps the conv's device, dtype, training mode, ``requires_grad`` and hooks.
     """
     if to not in CONVERTERS:
         raise ValueError(f"unknown conversion target {to!r}; choose from {sorted(CONVERTERS)}")
@@ -76,6 +93,7 @@ def convert(
             continue
         if id(module) not in built:
             built[id(module)] = factory(module, **kwargs)
+            _carry_state(module, built[id(module)])
         new = built[id(module)]
         if getattr(new, "is_dynamic", True) is False:
             report.skipped[name] = "kept as a plain convolution by the target's gating"

@@ -6,13 +6,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .attention_conv import AttentionConv
 from .batch_norm import batch_norm_any_batch
 
 
 class AttentionHeads(nn.Module):
     """Pooled (B, I) -> hidden (B, hidden, 1, 1) -> 1x1 heads for channel (I), filter (O), spatial (kh*kw), kernel (K).
 
-    fc (1x1, no bias) -> BatchNorm -> :meth:`activation`, hidden = max(int(I * reduction), min_hidden). As in
+    fc (1x1, no bias) -> BatchNorm -> :meth:`activation` (every conv an :class:`AttentionConv`), hidden = max(int(I * reduction), min_hidden). As in
     the reference codes, the filter head is skipped for depthwise layers, the spatial head for 1x1 kernels
     and the kernel head when K == 1. A batch of one in train mode normalises with the running statistics
     (a variance cannot be estimated from one value); the reference layers raise there. Subclasses turn
@@ -35,16 +36,16 @@ class AttentionHeads(nn.Module):
         kw = {"device": device, "dtype": dtype}
         hidden = max(int(in_channels * reduction), min_hidden)
         self.num_kernels = num_kernels
-        self.fc = nn.Conv2d(in_channels, hidden, 1, bias=False, **kw)
+        self.fc = AttentionConv(in_channels, hidden, 1, bias=False, **kw)
         self.bn = nn.BatchNorm2d(hidden, **kw)
-        self.channel_fc = nn.Conv2d(hidden, in_channels, 1, **kw)
+        self.channel_fc = AttentionConv(hidden, in_channels, 1, **kw)
         depthwise = in_channels == groups == out_channels
-        self.filter_fc = None if depthwise else nn.Conv2d(hidden, out_channels, 1, **kw)
+        self.filter_fc = None if depthwise else AttentionConv(hidden, out_channels, 1, **kw)
         spatial = kernel_size[0] * kernel_size[1]
-        self.spatial_fc = nn.Conv2d(hidden, spatial, 1, **kw) if spatial > 1 else None
-        self.kernel_fc = nn.Conv2d(hidden, num_kernels, 1, **kw) if num_kernels > 1 else None
+        self.spatial_fc = AttentionConv(hidden, spatial, 1, **kw) if spatial > 1 else None
+        self.kernel_fc = AttentionConv(hidden, num_kernels, 1, **kw) if num_kernels > 1 else None
 
-    def heads(self) -> list[nn.Conv2d]:
+    def heads(self) -> list[AttentionConv]:
         return [h for h in (self.channel_fc, self.filter_fc, self.spatial_fc, self.kernel_fc) if h is not None]
 
     def zero_heads_(self) -> None:

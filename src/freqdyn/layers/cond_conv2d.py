@@ -41,6 +41,10 @@ class CondConv2d(ExpertConv2d):
     Input (B, in_channels, H, W) -> (B, out_channels, H', W'). Every expert is initialised like an
     ``nn.Conv2d`` (as timm's CondConv2d). :meth:`from_conv` stores ``2 / K`` times the source kernel in every
     expert, because the neutral routing weights each expert by 1/2.
+
+    timm's ``CondConv2d`` state (``weight`` (K, O*I/g*kh*kw), ``bias`` (K, O)) has this layout, and the routing
+    ``nn.Linear`` that timm keeps beside it as ``routing_fn`` loads under that name too, so a timm CondConv
+    block's ``conv`` + ``routing_fn`` keys load with ``strict=True``.
     """
 
     def __init__(
@@ -63,6 +67,12 @@ class CondConv2d(ExpertConv2d):
                          padding_mode, num_experts, device, dtype)
         self.attention = CondConvRouting(in_channels, num_experts, device, dtype)
         self.reset_parameters()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        for name in ("weight", "bias"):
+            if prefix + "routing_fn." + name in state_dict:
+                state_dict[prefix + "attention.routing." + name] = state_dict.pop(prefix + "routing_fn." + name)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _init_expert(self, kernel: Tensor, bias: Tensor | None) -> None:
         nn.init.kaiming_uniform_(kernel, a=math.sqrt(5))

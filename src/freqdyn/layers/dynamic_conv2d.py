@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .attention_conv import AttentionConv
 from .conv_args import IntPair, Padding
 from .expert_conv import ExpertAttention, ExpertConv2d
 from .temperature import TemperatureMixin, check_temperature
@@ -30,8 +31,8 @@ class DynamicConvAttention(nn.Module):
         kw = {"device": device, "dtype": dtype}
         hidden = num_experts if in_channels == 3 else int(in_channels * ratio) + 1
         self.temperature = check_temperature(temperature)
-        self.fc1 = nn.Conv2d(in_channels, hidden, 1, bias=False, **kw)
-        self.fc2 = nn.Conv2d(hidden, num_experts, 1, **kw)
+        self.fc1 = AttentionConv(in_channels, hidden, 1, bias=False, **kw)
+        self.fc2 = AttentionConv(hidden, num_experts, 1, **kw)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -79,6 +80,7 @@ class DynamicConv2d(TemperatureMixin, ExpertConv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, num_experts, device, dtype)
         self.attention = DynamicConvAttention(in_channels, num_experts, ratio, temperature, device, dtype)
+        self._register_temperature()
         self.reset_parameters()
 
     def _init_expert(self, kernel: Tensor, bias: Tensor | None) -> None:

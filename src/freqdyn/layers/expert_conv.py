@@ -35,6 +35,10 @@ class ExpertConv2d(nn.Module):
     moves 4-D and 5-D tensors to channels_last and rejects 5-D parameters), ``bias`` as (K, O). A 5-D
     (K, O, I/groups, kh, kw) ``weight``, the layout of the reference implementations, loads too.
 
+    A plain ``nn.Conv2d`` state_dict (``weight`` (O, I/groups, kh, kw), ``bias`` (O,)) loads by conversion,
+    as :meth:`from_conv` converts (attention made neutral), so a network built from a config computes the
+    pretrained function.
+
     Subclasses set ``self.attention`` (a module with ``forward(pooled (B, I)) -> ExpertAttention`` and
     ``neutralise_()``, which makes its output input-independent) and ``_init_expert``.
     """
@@ -108,15 +112,27 @@ class ExpertConv2d(nn.Module):
             conv.groups, conv.bias is not None, conv.padding_mode, device=conv.weight.device,
             dtype=conv.weight.dtype, **kwargs,
         )
-        layer.attention.neutralise_()
-        weight_gain, bias_gain = layer.neutral_gains()
         with torch.no_grad():
-            source = conv.weight.reshape(1, -1)
-            noise = torch.randn_like(layer.weight) * (expert_noise * source.std(unbiased=False))
-            layer.weight.copy_((source + noise - noise.mean(dim=0, keepdim=True)) / weight_gain)
-            if conv.bias is not None:
-                layer.bias.copy_((conv.bias / bias_gain).expand_as(layer.bias))
+            weight, bias = layer.experts_from_conv(conv.weight, conv.bias, expert_noise)
+            layer.weight.copy_(weight)
+            if bias is not None:
+                layer.bias.copy_(bias)
         return layer.train(conv.training)
+
+    @torch.no_grad()
+    def experts_from_conv(self, weight: Tensor, bias: Tensor | None,
+                          expert_noise: float = 0.1) -> tuple[Tensor, Tensor | None]:
+        """Neutralise the attention and return the (K, O*I/g*kh*kw) bank and (K, O) biases of a plain conv.
+
+        Each kernel is the weight divided by the neutral gain plus zero-mean noise across the kernels, so
+        the neutral mixture equals the conv exactly (see :meth:`from_conv`).
+        """
+        self.attention.neutralise_()
+        weight_gain, bias_gain = self.neutral_gains()
+        source = weight.reshape(1, -1).to(self.weight)
+        noise = torch.randn_like(self.weight) * (expert_noise * source.std(unbiased=False))
+        bank = (source + noise - noise.mean(dim=0, keepdim=True)) / weight_gain
+        return bank, None if bias is None else (bias.to(self.weight) / bias_gain).expand(self.num_experts, -1)
 
     def neutral_gains(self) -> tuple[float, float]:
         """Total factor the (neutralised) attention applies to the kernel and to the bias."""
@@ -149,8 +165,15 @@ class ExpertConv2d(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:
         key = prefix + "weight"
-        if key in state_dict and state_dict[key].dim() == 5:
-            state_dict[key] = state_dict[key].reshape(self.num_experts, -1)
+        weight = state_dict.get(key)
+        if isinstance(weight, Tensor) and weight.dim() == 5:  # the reference implementations' bank
+            state_dict[key] = weight.reshape(self.num_experts, -1)
+        elif isinstance(weight, Tensor) and tuple(weight.shape) == self.kernel_shape:  # a plain conv
+            bias = state_dict.get(prefix + "bias")
+            plain_bias = bias if isinstance(bias, Tensor) and bias.dim() == 1 else None
+            state_dict[key], converted = self.experts_from_conv(weight, plain_bias)
+            if converted is not None:
+                state_dict[prefix + "bias"] = converted
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 

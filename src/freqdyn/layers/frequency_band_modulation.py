@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import compute_dtype, memory_format_of
+from .attention_conv import AttentionConv
 from .kernel_spatial_modulation import check_activation, modulation
 
 _GEMM_MIN_GROUP_CHANNELS = 8
@@ -238,8 +239,8 @@ class FrequencyBandModulation(nn.Module):
         self.in_channels, self.k_list, self.act, self.spatial_group = in_channels, tuple(k_list), act, groups
         self.masks = masks
         self.freq_weight_conv_list = nn.ModuleList(
-            nn.Conv2d(in_channels, groups, spatial_kernel, padding=spatial_kernel // 2, groups=groups,
-                      device=device, dtype=dtype)
+            AttentionConv(in_channels, groups, spatial_kernel, padding=spatial_kernel // 2, groups=groups,
+                          device=device, dtype=dtype)
             for _ in k_list
         )
         self.reset_parameters()

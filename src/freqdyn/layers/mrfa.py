@@ -40,11 +40,39 @@ class AggregationStage(nn.Module):
         return torch.cat((local, gated), dim=1)
 
 
+def _foreign_names() -> dict[str, str]:
+    """State-dict prefixes of other MRFA implementations -> ours (stage i = 1, 2, 3 is ``stages.{i-1}``)."""
+    names: dict[str, str] = {}
+    for i in (1, 2, 3):
+        stage = f"stages.{i - 1}."
+        norm = "norm." if i == 1 else stage + "norm."
+        ours = {"norm": norm, "context": stage + "context.", "gate": stage + "gate.", "proj": stage + "proj.",
+                "prep": stage + "prep.", "refine": stage + "refine.", "inject": stage + "inject."}
+        seed = {f"ln_stage{i}.": "norm", f"ctx_branch_s{i}.": "context", f"gate_branch_s{i}.": "gate",
+                f"post_gate_s{i}.": "proj", f"prep_quarter{i + 1}.": "prep", f"refine3x3_s{i}.": "refine"}
+        repo = {f"norm{i}.": "norm", f"a{i}.": "context", f"v{i}.": "gate", f"v{i}1.": "proj", f"v{i}2.": "prep",
+                f"conv3_{i}.": "refine"}
+        if i > 1:  # stage 1's context already has the quarter's width
+            seed[f"proj_ctx_to_q{i + 1}."] = repo[f"proj{i}."] = "inject"
+        for table in (seed, repo):
+            names.update({foreign: ours[role] for foreign, role in table.items()})
+    return names
+
+
+_FOREIGN_NAMES = _foreign_names()
+_FOREIGN_LEAVES = {"gamma": "weight", "beta": "bias"}  # the blog copy's LayerNorm
+
+
 class MRFA(nn.Module):
     """Multi-stage receptive field aggregator: x (B, dim, H, W) -> (B, dim, H, W); ``dim`` divisible by 4.
 
     LayerNorm over the channels, split into four quarters, then three :class:`AggregationStage` with
     depthwise kernels ``kernel_sizes`` (7, 9, 11); stages 2 and 3 normalise their running context first.
+
+    State dicts of the UniConvNet repository's ``ConvMod`` (``norm1..3``, ``a{i}``, ``v{i}``, ``v{i}1``,
+    ``v{i}2``, ``conv3_{i}``, ``proj{i}``) and of the widely copied blog version (``ln_stage{i}.gamma/beta``,
+    ``ctx_branch_s{i}``, ``gate_branch_s{i}``, ``post_gate_s{i}``, ``prep_quarter{i+1}``, ``refine3x3_s{i}``,
+    ``proj_ctx_to_q{i+1}``) load with ``strict=True``: the computation is the same.
     """
 
     def __init__(
@@ -66,6 +94,15 @@ class MRFA(nn.Module):
         self.stages = nn.ModuleList(
             AggregationStage((i + 1) * quarter, quarter, k, normalise=i > 0, **kw) for i, k in enumerate(kernel_sizes)
         )
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            local = key[len(prefix):]
+            head, dot, rest = local.partition(".")
+            if head + dot in _FOREIGN_NAMES:
+                leaf = _FOREIGN_LEAVES.get(rest, rest) if head.startswith("ln_stage") else rest
+                state_dict[prefix + _FOREIGN_NAMES[head + dot] + leaf] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward_stages(self, x: Tensor) -> list[Tensor]:
         """Outputs of the three stages: (B, dim/2, H, W), (B, 3 dim/4, H, W), (B, dim, H, W)."""

@@ -95,6 +95,7 @@ class ODConv2d(TemperatureMixin, ExpertConv2d):
                          padding_mode, num_experts, device, dtype)
         self.attention = OmniAttention(in_channels, out_channels, pair(kernel_size, "kernel_size"), groups,
                                        num_experts, reduction, min_hidden, temperature, device, dtype)
+        self._register_temperature()
         self.reset_parameters()
 
     def _init_expert(self, kernel: Tensor, bias: Tensor | None) -> None:

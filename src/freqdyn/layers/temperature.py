@@ -1,6 +1,9 @@
 """Softmax temperature of dynamic layers and its annealing schedule (DY-Conv §3.3)."""
 from __future__ import annotations
 
+import struct
+
+import torch
 import torch.nn as nn
 
 
@@ -10,10 +13,28 @@ def check_temperature(value: float) -> float:
     return float(value)
 
 
+def _bits(value: float) -> int:
+    return struct.unpack("<q", struct.pack("<d", value))[0]
+
+
+def _from_bits(bits: int) -> float:
+    return struct.unpack("<d", struct.pack("<q", bits))[0]
+
+
 class TemperatureMixin:
-    """For layers whose ``attention`` module divides its logits by ``attention.temperature``."""
+    """For layers whose ``attention`` module divides its logits by ``attention.temperature``.
+
+    The temperature is state: it is saved in the ``temperature_bits`` buffer (the float64 bit pattern as an
+    int64, which ``.half()`` / ``.float()`` and fp16 EMA checkpoints leave exact) and restored on load, so an
+    annealed model reloads at its temperature. A checkpoint without it (reference code) keeps the current one.
+    """
 
     attention: nn.Module
+    temperature_bits: torch.Tensor
+
+    def _register_temperature(self) -> None:
+        device = self.weight.device  # type: ignore[attr-defined]
+        self.register_buffer("temperature_bits", torch.tensor(_bits(self.attention.temperature), device=device))  # type: ignore[attr-defined]
 
     @property
     def temperature(self) -> float:
@@ -21,6 +42,12 @@ class TemperatureMixin:
 
     def set_temperature(self, value: float) -> None:
         self.attention.temperature = check_temperature(value)
+        self.temperature_bits.fill_(_bits(self.attention.temperature))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        state_dict.setdefault(prefix + "temperature_bits", self.temperature_bits.clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[misc]
+        self.attention.temperature = check_temperature(_from_bits(int(self.temperature_bits.item())))
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", temperature={self.temperature:g}"  # type: ignore[misc]
