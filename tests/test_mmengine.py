@@ -33,3 +33,42 @@ def test_neck_builds_from_config():
     outs = neck([torch.randn(1, 16, 16, 16), torch.randn(1, 32, 8, 8)])
     assert [o.shape for o in outs] == [(1, 16, 16, 16), (1, 16, 8, 8)]
     assert isinstance(neck.lateral_convs[0], nn.Conv2d)
+
+
+def _backbone_pair():
+    from mmengine.model import BaseModule
+
+    class Backbone(BaseModule):
+        def __init__(self, conv_type, init_cfg=None):
+            super().__init__(init_cfg=init_cfg)
+            conv = MODELS.get(conv_type) if conv_type != "Conv2d" else nn.Conv2d
+            extra = dict(kernel_num=8) if conv_type == "FDConv" else {}
+            self.stem = nn.Conv2d(3, 24, 3, padding=1)
+            self.layer = nn.Sequential(conv(24, 32, 3, padding=1, **extra), nn.BatchNorm2d(32), nn.ReLU(),
+                                       conv(32, 32, 1, **extra))
+
+        def forward(self, x):
+            return self.layer(self.stem(x))
+
+    return Backbone
+
+
+@pytest.mark.parametrize("conv_type", ["FDConv", "DynamicConv2d", "ODConv2d"])
+def test_plain_checkpoint_loads_through_load_checkpoint_and_init_cfg(conv_type, tmp_path):
+    from mmengine.runner import load_checkpoint
+
+    backbone = _backbone_pair()
+    torch.manual_seed(0)
+    plain = backbone("Conv2d").eval()
+    path = tmp_path / "plain.pth"
+    torch.save({"state_dict": plain.state_dict()}, path)
+    x = torch.randn(2, 3, 10, 10)
+    with torch.no_grad():
+        expected = plain(x)
+    loaded = backbone(conv_type)
+    load_checkpoint(loaded, str(path), map_location="cpu", strict=False)  # mmdet/mmseg load_from
+    pretrained = backbone(conv_type, init_cfg=dict(type="Pretrained", checkpoint=str(path)))
+    pretrained.init_weights()  # mmengine init_cfg=dict(type="Pretrained")
+    for model in (loaded, pretrained):
+        with torch.no_grad():
+            torch.testing.assert_close(model.eval()(x), expected, rtol=1e-5, atol=1e-5)

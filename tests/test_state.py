@@ -325,3 +325,19 @@ def test_mmengine_init_weights_keeps_fdconv_neutral():
         layer.eval()
         expected = F.conv2d(inp, layer.spatial_weight(), layer.bias, padding=layer.padding)
         torch.testing.assert_close(layer(inp), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_official_freqfusion_inert_buffers_load_strictly():
+    layer = FreqFusion(16, 24, compressed_channels=16, feature_resample=True, hamming_window=False)
+    state = layer.state_dict()
+    state["hamming_lowpass"] = torch.tensor([1.0])  # the reference registers [1.0] without a window
+    state["hamming_highpass"] = torch.tensor([1.0])
+    state["dysampler.init_pos"] = layer.dysampler.official_init_pos().float()
+    layer.load_state_dict(state, strict=True)
+    state["dysampler.init_pos"] = state["dysampler.init_pos"] + 0.1
+    with pytest.raises(RuntimeError, match="init_pos"):
+        layer.load_state_dict(state, strict=True)
+    state["dysampler.init_pos"] = layer.dysampler.official_init_pos()
+    state["hamming_lowpass"] = torch.tensor([0.5])
+    with pytest.raises(RuntimeError, match="hamming_window=False"):
+        layer.load_state_dict(state, strict=True)

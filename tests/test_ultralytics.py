@@ -96,3 +96,23 @@ def test_freqfusion_concat_row_replaces_upsample_and_concat(registered):
     y1 = model[1](model[0](torch.randn(2, 3, 40, 40)))
     out = fuse([model[2](y1), y1])
     assert out.shape == (2, 80, 10, 10)
+
+
+def test_stock_pretrained_weights_load_into_the_fdconv_model(registered, tmp_path):
+    torch.manual_seed(0)
+    stock = ultralytics.YOLO("yolov8n-pose.yaml").model.eval()
+    with torch.no_grad():  # a "trained" stock model: BN statistics away from their init
+        for m in stock.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "stock.pt"
+    torch.save({"model": stock}, path)
+    model = ultralytics.YOLO(fu.model_yaml("n"))
+    model.load(str(path))
+    net = model.model.eval()
+    dynamic = [m for m in net.modules() if isinstance(m, FDConv) and m.is_dynamic]
+    assert dynamic
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x)[0], stock(x)[0], rtol=1e-4, atol=1e-4)

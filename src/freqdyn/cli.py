@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Iterator, Sequence, TypeVar
+from typing import Any, Iterator, Sequence, TypeVar
 
 import torch
 import torch.nn as nn
@@ -157,6 +157,35 @@ def profile_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_state(checkpoint: Any) -> tuple[dict, str | None]:
+    """The state_dict inside a checkpoint: the object itself, or under 'state_dict' (mmengine) or 'model'."""
+    if isinstance(checkpoint, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(checkpoint.get(key), dict):
+                return checkpoint[key], key
+        return checkpoint, None
+    raise ValueError(f"expected a state_dict or a dict holding one, got {type(checkpoint).__name__}")
+
+
+def convert_checkpoint_command(args: argparse.Namespace) -> int:
+    from .checkpoint import convert_checkpoint
+
+    checkpoint = torch.load(args.input, map_location="cpu", weights_only=True)
+    state, key = _checkpoint_state(checkpoint)
+    options = {"fdconv": {"kernel_num": args.kernel_num, "param_ratio": args.param_ratio}}.get(
+        args.to, {"num_experts": args.num_experts} if args.num_experts else {})
+    converted, report = convert_checkpoint(state, args.to, include=args.include, exclude=args.exclude, **options)
+    if key is None:
+        checkpoint = converted
+    else:
+        checkpoint[key] = converted
+    torch.save(checkpoint, args.output)
+    print(f"{args.input} -> {args.output} ({args.to}): {report}")
+    for name, reason in report.skipped.items():
+        print(f"  kept {name}: {reason}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="freqdyn", description="Frequency-aware dynamic convolution blocks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +211,18 @@ def main(argv: list[str] | None = None) -> int:
     p_profile.add_argument("--size", type=int, default=224)
     p_profile.add_argument("--layers", action="store_true", help="list every converted layer")
     p_profile.set_defaults(func=profile_command)
+    p_ckpt = sub.add_parser("convert-checkpoint", help="rewrite a checkpoint's conv weights into FDConv / DY-Conv / "
+                            "CondConv / ODConv state (loads with strict=True into a model built with the same options)")
+    p_ckpt.add_argument("input", help="a state_dict, or a dict holding one under 'state_dict' or 'model'")
+    p_ckpt.add_argument("output")
+    p_ckpt.add_argument("--to", default="fdconv", choices=["fdconv", "dyconv", "condconv", "odconv"],
+                        help="target layer (default: fdconv)")
+    p_ckpt.add_argument("--include", help="regex: convert only convs whose name matches (default: all)")
+    p_ckpt.add_argument("--exclude", help="regex: keep convs whose name matches, e.g. 'downsample' (default: none)")
+    p_ckpt.add_argument("--kernel-num", type=int, default=64, help="FDConv kernel_num (default: 64)")
+    p_ckpt.add_argument("--param-ratio", type=int, default=1, help="FDConv param_ratio (default: 1)")
+    p_ckpt.add_argument("--num-experts", type=int, help="experts of DY-Conv / CondConv / ODConv (default: the layer's)")
+    p_ckpt.set_defaults(func=convert_checkpoint_command)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     return args.func(args)

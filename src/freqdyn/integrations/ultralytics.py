@@ -13,6 +13,10 @@ no plug-in hook and injects channel counts only for its own classes, so :func:`r
 depth scaling and channel bookkeeping are ultralytics' own) and then converted. Our blocks are not
 ``Conv`` subclasses, so ``model.fuse()`` leaves them alone (it would fold BN into a weight that FDConv
 does not have). Saved checkpoints pickle these classes: ``freqdyn`` must be importable to load them.
+Pretrained stock weights load into such a model (``YOLO(model_yaml("s")).load("yolov8s-pose.pt")``, or
+``pretrained=`` when training): :func:`register` also extends ``BaseModel.load`` so that every dynamic
+layer takes the stock conv weight it replaces by conversion (attention neutral), where ultralytics' own
+shape-matching transfer would drop it.
 Note that ultralytics applies weight decay to every non-norm, non-bias parameter (``dft_weight`` included)
 and, with ``optimizer='auto'`` on long runs, MuSGD to 2-D / 4-D parameters; pass ``optimizer='SGD'`` or
 ``'AdamW'`` to keep the spectral weights out of Muon.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +34,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..checkpoint import load_plain_weights
 from ..convert import CONVERTERS
 from ..layers import FreqFusion
 
@@ -39,7 +45,8 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "odconv": {"num_experts": 4},
     "freqfusion": {"feature_resample": True},
 }
-_STATE: dict[str, Any] = {"original": None, "kwargs": copy.deepcopy(_DEFAULTS)}
+_STATE: dict[str, Any] = {"original": None, "load": None, "kwargs": copy.deepcopy(_DEFAULTS)}
+logger = logging.getLogger(__name__)
 
 
 class DynamicConvBNAct(nn.Module):
@@ -172,6 +179,15 @@ def _parse_model(d: dict, ch, verbose: bool = True):
     return model, save
 
 
+def _load(self, weights, verbose: bool = True) -> None:
+    """``BaseModel.load``, then the stock conv weights that it could not transfer into our dynamic layers."""
+    _STATE["load"](self, weights, verbose)
+    source = (weights.get("ema") or weights["model"]) if isinstance(weights, dict) else weights
+    loaded = load_plain_weights(self, source.float().state_dict())
+    if loaded and verbose:
+        logger.info("freqdyn: converted %d pretrained convolution(s) into dynamic layers", len(loaded))
+
+
 def register(**kwargs: dict[str, Any]) -> None:
     """Make the :data:`ROWS` names usable in YAMLs (idempotent). ``register(fdconv={"kernel_num": 64})`` sets
     the keyword arguments of a target for every row built afterwards."""
@@ -184,6 +200,8 @@ def register(**kwargs: dict[str, Any]) -> None:
     if _STATE["original"] is None:
         _STATE["original"] = tasks.parse_model
         tasks.parse_model = _parse_model
+        _STATE["load"] = tasks.BaseModel.load
+        tasks.BaseModel.load = _load
 
 
 def unregister() -> None:
@@ -192,7 +210,8 @@ def unregister() -> None:
 
     if _STATE["original"] is not None:
         tasks.parse_model = _STATE["original"]
-        _STATE["original"] = None
+        tasks.BaseModel.load = _STATE["load"]
+        _STATE["original"] = _STATE["load"] = None
     _STATE["kwargs"] = copy.deepcopy(_DEFAULTS)
 
 

@@ -162,13 +162,17 @@ class ExpertConv2d(nn.Module):
         return batched_conv2d(x, weight.to(dtype), bias, self.stride, padding, self.dilation, self.groups,
                               out_scale=att.filter)
 
+    def is_plain_weight(self, weight: Tensor) -> bool:
+        """Whether ``weight`` is the (O, I/groups, kh, kw) kernel of the plain conv this layer replaces."""
+        return tuple(weight.shape) == self.kernel_shape
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:
         key = prefix + "weight"
         weight = state_dict.get(key)
         if isinstance(weight, Tensor) and weight.dim() == 5:  # the reference implementations' bank
             state_dict[key] = weight.reshape(self.num_experts, -1)
-        elif isinstance(weight, Tensor) and tuple(weight.shape) == self.kernel_shape:  # a plain conv
+        elif isinstance(weight, Tensor) and self.is_plain_weight(weight):
             bias = state_dict.get(prefix + "bias")
             plain_bias = bias if isinstance(bias, Tensor) and bias.dim() == 1 else None
             state_dict[key], converted = self.experts_from_conv(weight, plain_bias)

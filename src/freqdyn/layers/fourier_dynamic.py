@@ -112,14 +112,14 @@ class FourierDynamicBase(nn.Module):
         ``weight`` is (O, I // groups, kh, kw), or any shape with as many elements (an ``nn.Linear`` weight).
         """
         expected = self._weight_shape()
-        if not self._fits(weight):
+        if not self.is_plain_weight(weight):
             raise ValueError(f"expected a weight of shape {expected}, got {tuple(weight.shape)}")
         work = compute_dtype(weight.dtype)
         spectrum = torch.fft.rfft2(weight_to_matrix(weight.reshape(expected).to(work))) / self.spectral_scale
         stacked = torch.stack([spectrum.real, spectrum.imag], dim=-1)
         return stacked.expand_as(self.dft_weight).to(self.dft_weight.dtype)
 
-    def _fits(self, weight: Tensor) -> bool:
+    def is_plain_weight(self, weight: Tensor) -> bool:
         """Whether ``weight`` is this layer's kernel: (O, I // groups, kh, kw), or (O, I) for a 1x1 kernel."""
         expected = self._weight_shape()
         return tuple(weight.shape) == expected or (expected[2:] == (1, 1) and tuple(weight.shape) == expected[:2])
@@ -229,7 +229,7 @@ class FourierDynamicBase(nn.Module):
             # official checkpoints have no group assignment (a non-persistent buffer there): keep the computed one
             state_dict.setdefault(prefix + "freq_group", self.freq_group)
             weight = state_dict.get(prefix + "weight")
-            if prefix + "dft_weight" not in state_dict and isinstance(weight, Tensor) and self._fits(weight):
+            if prefix + "dft_weight" not in state_dict and isinstance(weight, Tensor) and self.is_plain_weight(weight):
                 state_dict[prefix + "dft_weight"] = self.spectrum_of(state_dict.pop(prefix + "weight"))
                 self.neutralise_()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

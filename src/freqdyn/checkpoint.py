@@ -1,0 +1,104 @@
+"""Pretrained weights into dynamic layers: a plain network's state into a freqdyn model, and checkpoint files.
+
+A freqdyn layer that replaces an ``nn.Conv2d`` / ``nn.Linear`` loads that layer's ``weight`` / ``bias`` by
+conversion (the maths of ``from_conv``, attention neutral), so the freshly built network computes the
+pretrained function. :func:`load_plain_weights` applies that to a model whose host library drops keys it
+does not recognise (ultralytics' ``intersect_dicts``); :func:`convert_checkpoint` rewrites a checkpoint's
+convolution weights into the state of the target layers, which then load with ``strict=True``.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .convert import CONVERTERS
+from .layers import ExpertConv2d
+from .layers.fourier_dynamic import FourierDynamicBase
+
+logger = logging.getLogger(__name__)
+
+
+def load_plain_weights(model: nn.Module, state_dict: Mapping[str, Tensor]) -> list[str]:
+    """Load plain conv / linear weights of ``state_dict`` into the dynamic freqdyn layers of ``model``.
+
+    Every dynamic layer named ``n`` whose ``n.weight`` in ``state_dict`` has the shape of the plain layer it
+    replaces loads ``n.weight`` (and ``n.bias``) by conversion. Returns the names of the layers loaded.
+    """
+    loaded = []
+    for name, module in model.named_modules():
+        if not isinstance(module, (FourierDynamicBase, ExpertConv2d)) or not getattr(module, "is_dynamic", True):
+            continue
+        weight = state_dict.get(f"{name}.weight" if name else "weight")
+        if not isinstance(weight, Tensor) or not module.is_plain_weight(weight):
+            continue
+        part = {"weight": weight}
+        bias = state_dict.get(f"{name}.bias" if name else "bias")
+        if isinstance(bias, Tensor) and bias.dim() == 1 and module.bias is not None:
+            part["bias"] = bias
+        module.load_state_dict(part, strict=False)
+        loaded.append(name)
+    return loaded
+
+
+@dataclass
+class CheckpointReport:
+    """What :func:`convert_checkpoint` did: converted conv names and skipped ones with the reason."""
+
+    converted: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"converted {len(self.converted)} conv(s), skipped {len(self.skipped)}"
+
+
+def convert_checkpoint(
+    state_dict: Mapping[str, Any], to: str = "fdconv", *, include: str | None = None, exclude: str | None = None,
+    **kwargs,
+) -> tuple[dict[str, Any], CheckpointReport]:
+    """Rewrite every 4-D ``<name>.weight`` (an ``nn.Conv2d`` kernel, groups = 1) into the state of ``to``'s layer.
+
+    ``include`` / ``exclude`` are regular expressions searched in ``<name>``; ``kwargs`` go to the target's
+    ``from_conv`` and must match how the model is built (e.g. ``kernel_num``). A conv the target keeps plain
+    by its own gating (FDConv: <= 16 channels or a kernel outside {1, 3}) is left as it is, so the result
+    loads with ``strict=True`` into a model built with the same options.
+    """
+    if to not in CONVERTERS:
+        raise ValueError(f"unknown conversion target {to!r}; choose from {sorted(CONVERTERS)}")
+    out = dict(state_dict)
+    report = CheckpointReport()
+    for key, weight in state_dict.items():
+        if not key.endswith("weight") or not isinstance(weight, Tensor) or weight.dim() != 4:
+            continue
+        name = key[: -len("weight")].rstrip(".")
+        if include is not None and re.search(include, name) is None:
+            report.skipped[name] = "not included"
+            continue
+        if exclude is not None and re.search(exclude, name):
+            report.skipped[name] = "excluded"
+            continue
+        prefix = f"{name}." if name else ""
+        bias = state_dict.get(prefix + "bias")
+        work = torch.float32 if weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype
+        conv = nn.Conv2d(weight.shape[1], weight.shape[0], tuple(weight.shape[2:]), bias=isinstance(bias, Tensor),
+                         dtype=work)
+        with torch.no_grad():
+            conv.weight.copy_(weight)
+            if conv.bias is not None:
+                conv.bias.copy_(bias)
+        layer = CONVERTERS[to](conv, **kwargs)
+        if getattr(layer, "is_dynamic", True) is False:
+            report.skipped[name] = "kept as a plain convolution by the target's gating"
+            continue
+        out.pop(prefix + "weight")
+        out.pop(prefix + "bias", None)
+        out.update({prefix + k: v.to(weight.dtype) if v.is_floating_point() else v
+                    for k, v in layer.state_dict().items()})
+        report.converted.append(name)
+    logger.info("convert_checkpoint(to=%r): %s", to, report)
+    return out, report
