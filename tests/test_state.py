@@ -298,6 +298,15 @@ def test_convert_keeps_frozen_parameters_hooks_and_mode():
     assert seen == ["pre", "FDConv"]
 
 
+@pytest.mark.parametrize("to", ["fdconv", "dyconv", "condconv", "odconv"])
+def test_convert_keeps_dtype_and_training_mode(to):
+    model = nn.Sequential(nn.Conv2d(24, 24, 3, padding=1)).double().train()
+    convert(model, to)
+    assert all(t.dtype in (torch.float64, torch.uint8, torch.int64) for t in model.state_dict().values())
+    assert all(m.training for m in model.modules())
+    assert model(torch.randn(2, 24, 5, 5, dtype=torch.float64)).dtype == torch.float64
+
+
 def test_convert_keeps_a_torchvision_backbones_frozen_layers():
     backbone_utils = pytest.importorskip("torchvision.models.detection.backbone_utils")
     body = backbone_utils.resnet_fpn_backbone(backbone_name="resnet50", weights=None, trainable_layers=3).body
