@@ -235,3 +235,37 @@ def test_inference_path_matches_autograd_path_and_keeps_caches(kernel_num, param
     torch.testing.assert_close(layer(x), expected, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(first, expected, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(second, first, rtol=0, atol=0)
+
+
+def test_wide_layer_saves_no_per_sample_kernels_for_backward():
+    """Memory saved for backward is deterministic on CPU: 512 -> 512 3x3 at 7^2, B=8 (ResNet-50's layer4)."""
+    from freqdyn.timing import saved_megabytes
+
+    conv = nn.Conv2d(512, 512, 3, padding=1)
+    x = torch.randn(8, 512, 7, 7)
+    cpu = torch.device("cpu")
+    plain = saved_megabytes(lambda: conv(x).sum().backward(), cpu)  # x and the 9 MB kernel
+    layer = FDConv.from_conv(conv, kernel_num=64)
+    saved = saved_megabytes(lambda: layer(x).sum().backward(), cpu)
+    x_mb = x.numel() * 4 / 2**20
+    assert saved <= plain and saved <= 4 * x_mb  # the FBM bands and the conv input; 8 x 9 MB kernels are rebuilt
+    keep = FDConv.from_conv(conv, kernel_num=64, recompute_kernels=False)
+    assert saved_megabytes(lambda: keep(x).sum().backward(), cpu) > 8 * 9  # the kernels, when kept
+
+
+@pytest.mark.parametrize("chunk_elements", [2**22, 1, 24 * 32 * 9 * 2])  # one chunk, one sample, two samples
+def test_recomputed_kernels_give_the_same_gradients(chunk_elements, monkeypatch):
+    import freqdyn.layers.fdconv as fdconv_module
+
+    monkeypatch.setattr(fdconv_module, "_CHUNK_ELEMENTS", chunk_elements)
+    conv = nn.Conv2d(24, 32, 3, padding=1, dtype=torch.float64)
+    x = torch.randn(3, 24, 9, 8, dtype=torch.float64)
+    grads = []
+    for recompute in (True, False):
+        torch.manual_seed(0)
+        layer = perturb_(FDConv.from_conv(conv, kernel_num=8, recompute_kernels=recompute), seed=7).train()
+        inp = x.clone().requires_grad_()
+        layer(inp).square().sum().backward()
+        grads.append([inp.grad] + [p.grad for p in layer.parameters()] + [layer.KSM_Global.bn.running_var])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -1,6 +1,8 @@
 """Wall-clock timing and autograd memory shared by the demo and the benchmarks."""
 from __future__ import annotations
 
+import ctypes
+import gc
 import platform
 import time
 from typing import Callable
@@ -29,9 +31,9 @@ def best_ms(fn: Callable[[], object], repeats: int = 3, device: torch.device | s
     return min((_elapsed_s(fn, device) for _ in range(repeats)), default=float("inf")) * 1e3
 
 
-def interleaved_ms(fns: dict[str, Callable[[], object]], rounds: int = 5,
-                   device: torch.device | str = "cpu") -> dict[str, float]:
-    """Median wall time (ms) of each ``fns[name]()`` over ``rounds`` rounds that call every function in turn.
+def interleaved_times_ms(fns: dict[str, Callable[[], object]], rounds: int = 5,
+                         device: torch.device | str = "cpu") -> dict[str, list[float]]:
+    """Wall times (ms, sorted) of each ``fns[name]()`` over ``rounds`` rounds that call every function in turn.
 
     Interleaving exposes all candidates to the same machine state, so their ratios stay stable on hosts whose
     speed drifts between runs (where separate best-of-N timings can disagree by 2x). One warm-up call each.
@@ -41,8 +43,14 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], rounds: int = 5,
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            times[name].append(_elapsed_s(fn, device))
-    return {name: sorted(t)[len(t) // 2] * 1e3 for name, t in times.items()}
+            times[name].append(_elapsed_s(fn, device) * 1e3)
+    return {name: sorted(t) for name, t in times.items()}
+
+
+def interleaved_ms(fns: dict[str, Callable[[], object]], rounds: int = 5,
+                   device: torch.device | str = "cpu") -> dict[str, float]:
+    """Median of :func:`interleaved_times_ms` for each function."""
+    return {name: t[len(t) // 2] for name, t in interleaved_times_ms(fns, rounds, device).items()}
 
 
 def saved_megabytes(fn, device: torch.device) -> float:
@@ -72,7 +80,13 @@ def _status_mb(key: str) -> float:
 
 
 def peak_rss_mb(fn: Callable[[], object]) -> float:
-    """Peak resident memory (MB) that ``fn()`` adds to this process (Linux: resets the VmHWM counter)."""
+    """Peak resident memory (MB) that ``fn()`` adds to this process (Linux: resets the VmHWM counter).
+
+    Freed heap memory is first returned to the system (glibc ``malloc_trim``), so memory that the allocator
+    still holds from earlier work does not hide the peak.
+    """
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as refs:
         refs.write("5")
     base = _status_mb("VmRSS")

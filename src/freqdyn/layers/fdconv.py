@@ -8,14 +8,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from ._checks import check_feature_map
 from .batched_conv import batched_conv2d
 from .conv_args import IntPair, Padding, check_conv_args, conv_repr, pad_input, pair
 from .fourier_dynamic import FourierDynamicBase, reset_bias
 from .frequency_band_modulation import FrequencyBandModulation
+from .kernel_spatial_modulation import GlobalAttention
 
 AGGREGATIONS = ("auto", "weight", "feature")
+_CHUNK_ELEMENTS = 2**22  # per-sample kernel values built at once in training (16 MB in float32)
+
+
+def _tracing() -> bool:
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()
 
 
 class FDConv(FourierDynamicBase):
@@ -50,6 +57,12 @@ class FDConv(FourierDynamicBase):
         alpha multiplies by P, making a P > 1 layer's initial kernel P times the source: here it is not);
       * FFTs run in float32 for half / bfloat16 and the output keeps the input dtype; ``padding_mode`` is
         honoured; a batch of one trains (see :class:`KernelSpatialModulationGlobal`).
+
+    Memory: with ``recompute_kernels`` (default), a training forward keeps only the conv input and the small
+    attention tensors for backward and rebuilds the per-sample kernels (B * O * I * kh * kw values, the
+    largest tensors of wide layers on small maps) in backward, at the cost of one more kernel synthesis and
+    conv forward; wide layers do this a few samples at a time, so the kernels of only a few samples are
+    ever alive. ``recompute_kernels=False`` keeps them instead. Outputs and gradients are the same.
 
     A plain ``nn.Conv2d`` state_dict (``weight``, ``bias``) loads into a dynamic layer by conversion
     (see :class:`FourierDynamicBase`), so pretrained networks load into FDConv models built from configs.
@@ -86,6 +99,7 @@ class FDConv(FourierDynamicBase):
         freq_grouping: str = "official",
         aggregation: str = "auto",
         synthesis: str = "auto",
+        recompute_kernels: bool = True,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -96,7 +110,7 @@ class FDConv(FourierDynamicBase):
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
-        self.padding_mode, self.aggregation = padding_mode, aggregation
+        self.padding_mode, self.aggregation, self.recompute_kernels = padding_mode, aggregation, recompute_kernels
         self.transposed, self.output_padding = False, (0, 0)
         self.is_dynamic = min(in_channels, out_channels) > use_fdconv_if_c_gt and all(
             k in use_fdconv_if_k_in for k in kernel_size
@@ -179,12 +193,25 @@ class FDConv(FourierDynamicBase):
         if not self.is_dynamic:
             x, padding = pad_input(x, self.padding, self.kernel_size, self.dilation, self.padding_mode)
             return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
-        batch, _, height, width = x.shape
         pooled = x.mean(dim=(2, 3))
         att = self.KSM_Global(pooled)
-        weight = self.modulated_weight(pooled, att)
         if self.FBM is not None:
             x = self.FBM(x)
+        if not (self.recompute_kernels and torch.is_grad_enabled() and not _tracing()):
+            return self._per_sample_conv(x, pooled, att)
+        # the per-sample kernels (B*O*I*kh*kw values) are rebuilt in backward instead of being saved, in chunks
+        # of samples whose kernels hold about _CHUNK_ELEMENTS values, so that the kernels of only one chunk are
+        # ever alive at once
+        batch = x.shape[0]
+        per_chunk = max(1, _CHUNK_ELEMENTS // math.prod(self._weight_shape()))
+        outs = [checkpoint(self._per_sample_conv, x[rows], pooled[rows], att.select(rows), use_reentrant=False)
+                for rows in (slice(s, s + per_chunk) for s in range(0, batch, per_chunk))]
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def _per_sample_conv(self, x: Tensor, pooled: Tensor, att: GlobalAttention) -> Tensor:
+        """The modulated per-sample kernels applied to x (B, I, H, W), the FBM output: (B, O, H', W')."""
+        batch, _, height, width = x.shape
+        weight = self.modulated_weight(pooled, att)
         weight_branch = self._use_weight_branch(height, width)
         if att.channel is not None:
             if weight_branch:

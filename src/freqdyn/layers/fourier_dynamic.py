@@ -183,21 +183,24 @@ class FourierDynamicBase(nn.Module):
         basis = batch * self._num_mixed() * size / 4 + self._num_mixed() * fft
         return basis < batch * fft
 
-    def dynamic_weight(self, kernel: Tensor | None) -> Tensor:
+    def dynamic_weight(self, kernel: Tensor | None, gain: float = 1.0) -> Tensor:
         """Per-sample kernels (B, O, I // groups, kh, kw) from the kernel attention (B, P*K); ``None`` when
-        K*P == 1 gives the fixed kernel (1, O, I // groups, kh, kw). Computed in float32 for half dtypes."""
+        K*P == 1 gives the fixed kernel (1, O, I // groups, kh, kw). Computed in float32 for half dtypes.
+
+        ``gain`` scales the result at no cost (it is applied to the attention, the synthesis being linear).
+        """
         work = compute_dtype(self.dft_weight.dtype)
         rows, cols = self.spectrum_shape
         with torch.autocast(self.dft_weight.device.type, enabled=False):
             if kernel is None:
-                matrix = self._fixed_matrix(work)
+                matrix = self._fixed_matrix(work) * gain
             elif self._use_basis(kernel.shape[0]):
-                matrix = ((kernel.to(work) * self.alpha) @ self._basis(work)).reshape(-1, rows, cols)
+                matrix = ((kernel.to(work) * (self.alpha * gain)) @ self._basis(work)).reshape(-1, rows, cols)
             else:
                 # gather each sample's group attentions onto the spectrum and invert it: one irfft2 per sample
                 batch, width = kernel.shape[0], cols // 2 + 1
                 index = self.freq_group.reshape(-1).long()
-                kmap = (kernel.to(work) * self.alpha).reshape(batch * self.param_ratio, self.kernel_num)
+                kmap = (kernel.to(work) * (self.alpha * gain)).reshape(batch * self.param_ratio, self.kernel_num)
                 kmap = kmap.index_select(1, index).reshape(batch, self.param_ratio, rows, width, 1)
                 dft = self.dft_weight.to(work)
                 spectrum = kmap[:, 0] * dft[0] if self.param_ratio == 1 else (kmap * dft).sum(1)  # (B, rows, width, 2)
@@ -211,9 +214,11 @@ class FourierDynamicBase(nn.Module):
         contiguous kernel, so the conv needs no layout copy of the per-sample kernels (the largest tensors of
         wide layers on small maps).
         """
-        weight = self.dynamic_weight(att.kernel)
+        local = self.KSM_Local
+        # the local attention's constant multiplier (att_multi for 'sigmoid') goes into the synthesis for free
+        weight = self.dynamic_weight(att.kernel, 1.0 if local is None else local.gain)
         inplace = not torch.is_grad_enabled()
-        factor = self.KSM_Local(pooled) if self.KSM_Local is not None else None
+        factor = None if local is None else local(pooled, with_gain=False)
         if att.spatial is not None:
             spatial = att.spatial.reshape(att.spatial.shape[0], 1, 1, *self._kernel_hw())
             factor = spatial if factor is None else (factor.mul_(spatial) if inplace else factor * spatial)

@@ -24,9 +24,12 @@ def modulation(logits: Tensor, act: str, multiplier: float, inplace: bool = Fals
 
     ``inplace`` overwrites ``logits`` (for large intermediates that autograd does not need).
     """
-    if inplace:
-        return logits.sigmoid_().mul_(multiplier) if act == "sigmoid" else logits.tanh_().add_(1.0)
-    return torch.sigmoid(logits) * multiplier if act == "sigmoid" else 1.0 + torch.tanh(logits)
+    if act != "sigmoid":
+        return logits.tanh_().add_(1.0) if inplace else 1.0 + torch.tanh(logits)
+    out = logits.sigmoid_() if inplace else torch.sigmoid(logits)
+    if multiplier == 1.0:
+        return out
+    return out.mul_(multiplier) if inplace else out * multiplier
 
 
 def check_activation(act: str, name: str) -> None:
@@ -47,6 +50,11 @@ class GlobalAttention:
     filter: Tensor | None  # (B, O)
     spatial: Tensor | None  # (B, kh * kw)
     kernel: Tensor | None  # (B, P * K), sums to 1 at initialisation
+
+    def select(self, rows: slice) -> "GlobalAttention":
+        """The attentions of the samples ``rows``."""
+        return GlobalAttention(*(None if t is None else t[rows] for t in (self.channel, self.filter, self.spatial,
+                                                                          self.kernel)))
 
 
 class KernelSpatialModulationGlobal(AttentionHeads):
@@ -138,7 +146,14 @@ class KernelSpatialModulationLocal(nn.Module):
         self.norm.reset_parameters()
         nn.init.zeros_(self.conv.weight)
 
-    def forward(self, pooled: Tensor) -> Tensor:
+    @property
+    def gain(self) -> float:
+        """The constant multiplier of the attention: ``att_multi`` for 'sigmoid', 1 for 'tanh' (1 + tanh)."""
+        return self.att_multi if self.act == "sigmoid" else 1.0
+
+    def forward(self, pooled: Tensor, with_gain: bool = True) -> Tensor:
+        """(B, I) -> (B, O, I // groups, kh, kw); ``with_gain=False`` leaves out :attr:`gain` (the caller
+        applies it elsewhere)."""
         batch, channels = pooled.shape
         kh, kw = self.kernel_size
         g, ks = self.groups, self.conv.kernel_size[0]
@@ -146,6 +161,6 @@ class KernelSpatialModulationLocal(nn.Module):
         # the 1-D conv as one matmul over sliding windows: (B, I, ks) @ (ks, O/g*kh*kw) -> (B, I, O/g*kh*kw)
         windows = F.pad(self.norm(pooled), (pad, ks - 1 - pad)).unfold(1, ks, 1)
         logits = windows @ self.conv.weight[:, 0, :].t()
-        att = modulation(logits, self.act, self.att_multi, inplace=not torch.is_grad_enabled())
+        att = modulation(logits, self.act, self.att_multi if with_gain else 1.0, inplace=not torch.is_grad_enabled())
         att = att.reshape(batch, g, channels // g, self.out_channels // g, kh, kw).permute(0, 1, 3, 2, 4, 5)
         return att.reshape(batch, self.out_channels, channels // g, kh, kw)  # a view when groups == 1
