@@ -1,8 +1,25 @@
 """Eager input validation shared by every layer: clear ``ValueError`` instead of errors deep inside torch."""
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 from torch import Tensor
+
+
+def check_int(value: object, name: str, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum`` (numpy integers accepted), else a ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_positive(value: object, name: str) -> float:
+    """``value`` as a finite float > 0, else a ``ValueError`` naming ``name`` (a zero temperature gives NaN)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
 
 
 def check_feature_map(x: Tensor, channels: int, layer: str) -> None:

@@ -35,6 +35,9 @@ class AttentionHeads(nn.Module):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
         hidden = max(int(in_channels * reduction), min_hidden)
+        if hidden < 1:
+            raise ValueError(f"attention hidden width max(int(in_channels * reduction), min_hidden) is {hidden}: "
+                             f"raise reduction ({reduction}) or min_hidden ({min_hidden})")
         self.num_kernels = num_kernels
         self.fc = AttentionConv(in_channels, hidden, 1, bias=False, **kw)
         self.bn = nn.BatchNorm2d(hidden, **kw)

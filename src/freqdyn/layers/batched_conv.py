@@ -35,14 +35,14 @@ def batched_conv2d(
     if out_scale is not None:
         y = batched_conv2d(x, weight, None, stride, padding, dilation, groups)
         y = y * out_scale[:, :, None, None].to(y.dtype)
-        return y if bias is None else y + bias.reshape(-1, weight.shape[1], 1, 1)
+        return y if bias is None else y + bias.reshape(-1, weight.shape[1], 1, 1).to(y.dtype)
     batch, channels, height, width = x.shape
     out_channels = weight.shape[1]
     if weight.shape[0] == 1:
         shared_bias = bias if bias is None or bias.dim() == 1 else None
         y = F.conv2d(x, weight[0], shared_bias, stride, padding, dilation, groups)
         if bias is not None and shared_bias is None:
-            y = y + bias.reshape(bias.shape[0], out_channels, 1, 1)
+            y = y + bias.reshape(bias.shape[0], out_channels, 1, 1).to(y.dtype)
         return y
     if memory_format_of(x) == torch.channels_last:
         # channels-last: fold to (1, B*C, H, W) with (H, W, B, C) memory, the layout a channels-last grouped

@@ -1,10 +1,13 @@
 """``nn.Conv2d`` argument normalisation and padding shared by the dynamic convolutions."""
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor
+
+from ._checks import check_int
 
 IntPair = int | tuple[int, int]
 Padding = str | int | tuple[int, int]
@@ -12,11 +15,11 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 def pair(value: IntPair | Sequence[int], name: str) -> tuple[int, int]:
-    """Return ``value`` as a tuple of two positive-or-zero ints, raising ``ValueError`` otherwise."""
-    out = (value, value) if isinstance(value, int) else tuple(value)
-    if len(out) != 2 or not all(isinstance(v, int) for v in out):
+    """Return ``value`` as a tuple of two ints (numpy integers accepted), raising ``ValueError`` otherwise."""
+    out = (value, value) if isinstance(value, numbers.Integral) else tuple(value)
+    if len(out) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in out):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return out  # type: ignore[return-value]
+    return int(out[0]), int(out[1])
 
 
 def check_conv_args(
@@ -28,11 +31,11 @@ def check_conv_args(
     dilation: tuple[int, int],
     groups: int,
     padding_mode: str,
-) -> Padding:
-    """Validate ``nn.Conv2d``-style arguments and return the normalised padding (a pair or a string)."""
-    if in_channels <= 0 or out_channels <= 0:
-        raise ValueError(f"channel counts must be positive, got in={in_channels}, out={out_channels}")
-    if groups <= 0 or in_channels % groups or out_channels % groups:
+) -> tuple[int, int, int, Padding]:
+    """Validate ``nn.Conv2d``-style arguments; return in_channels, out_channels, groups (ints) and the padding."""
+    in_channels, out_channels = check_int(in_channels, "in_channels"), check_int(out_channels, "out_channels")
+    groups = check_int(groups, "groups")
+    if in_channels % groups or out_channels % groups:
         raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
     if min(kernel_size) <= 0 or min(stride) <= 0 or min(dilation) <= 0:
         raise ValueError(f"kernel_size, stride and dilation must be positive, got {kernel_size}, {stride}, {dilation}")
@@ -43,11 +46,11 @@ def check_conv_args(
             raise ValueError(f"padding string must be 'same' or 'valid', got {padding!r}")
         if padding == "same" and stride != (1, 1):
             raise ValueError("padding='same' is not supported for strided convolutions")
-        return padding
+        return in_channels, out_channels, groups, padding
     pad = pair(padding, "padding")
     if min(pad) < 0:
         raise ValueError(f"padding must be non-negative, got {padding!r}")
-    return pad
+    return in_channels, out_channels, groups, pad
 
 
 def explicit_padding(padding: Padding, kernel_size: tuple[int, int], dilation: tuple[int, int]) -> list[int]:

@@ -29,6 +29,8 @@ class DynamicConvAttention(nn.Module):
     ) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio >= 0:
+            raise ValueError(f"ratio must be a number >= 0 (hidden width int(in_channels * ratio) + 1), got {ratio!r}")
         hidden = num_experts if in_channels == 3 else int(in_channels * ratio) + 1
         self.temperature = check_temperature(temperature)
         self.fc1 = AttentionConv(in_channels, hidden, 1, bias=False, **kw)
@@ -79,7 +81,7 @@ class DynamicConv2d(TemperatureMixin, ExpertConv2d):
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, num_experts, device, dtype)
-        self.attention = DynamicConvAttention(in_channels, num_experts, ratio, temperature, device, dtype)
+        self.attention = DynamicConvAttention(self.in_channels, self.num_experts, ratio, temperature, device, dtype)
         self._register_temperature()
         self.reset_parameters()
 

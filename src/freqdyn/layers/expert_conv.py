@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ._checks import check_feature_map
+from ._checks import check_feature_map, check_int
 from .batched_conv import batched_conv2d
 from .conv_args import IntPair, Padding, check_conv_args, conv_repr, pad_input, pair
 
@@ -62,9 +62,9 @@ class ExpertConv2d(nn.Module):
     ) -> None:
         super().__init__()
         kernel_size, stride, dilation = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(dilation, "dilation")
-        padding = check_conv_args(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode)
-        if not isinstance(num_experts, int) or num_experts < 1:
-            raise ValueError(f"num_experts must be a positive int, got {num_experts!r}")
+        in_channels, out_channels, groups, padding = check_conv_args(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode)
+        num_experts = check_int(num_experts, "num_experts")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.padding_mode, self.num_experts = padding_mode, num_experts

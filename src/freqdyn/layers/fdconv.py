@@ -105,7 +105,8 @@ class FDConv(FourierDynamicBase):
     ) -> None:
         super().__init__()
         kernel_size, stride, dilation = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(dilation, "dilation")
-        padding = check_conv_args(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode)
+        in_channels, out_channels, groups, padding = check_conv_args(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode)
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ._checks import check_features_last
+from ._checks import check_features_last, check_int
 from .fourier_dynamic import FourierDynamicBase
 
 
@@ -39,8 +39,7 @@ class FDLinear(FourierDynamicBase):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if in_features <= 0 or out_features <= 0:
-            raise ValueError(f"feature counts must be positive, got in={in_features}, out={out_features}")
+        in_features, out_features = check_int(in_features, "in_features"), check_int(out_features, "out_features")
         self.in_features, self.out_features = in_features, out_features
         self._build_fourier(
             in_features, out_features, (1, 1), 1, kernel_num, param_ratio, reduction, kernel_temp, temp,

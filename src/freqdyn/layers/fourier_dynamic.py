@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import compute_dtype
+from ._checks import check_int, check_positive, compute_dtype
 from .fourier_weight import frequency_groups, matrix_to_weight, weight_to_matrix
 from .kernel_spatial_modulation import (
     GlobalAttention,
@@ -69,8 +69,11 @@ class FourierDynamicBase(nn.Module):
     ) -> None:
         if synthesis not in SYNTHESES:
             raise ValueError(f"synthesis must be one of {SYNTHESES}, got {synthesis!r}")
-        if param_ratio < 1:
-            raise ValueError(f"param_ratio must be >= 1, got {param_ratio}")
+        param_ratio = check_int(param_ratio, "param_ratio")
+        kernel_temp, att_multi = check_positive(kernel_temp, "kernel_temp"), check_positive(att_multi, "att_multi")
+        temp = None if temp is None else check_positive(temp, "temp")
+        if kernel_num is not None:
+            kernel_num = check_int(kernel_num, "kernel_num")
         if kernel_num is None:
             kernel_num = max(out_channels // 2, 1)
             kernel_temp = math.sqrt(kernel_num * param_ratio)

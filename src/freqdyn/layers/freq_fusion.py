@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_feature_map
+from ._checks import check_feature_map, check_int
 from .carafe import PADDINGS as CARAFE_PADDINGS
 from .carafe import carafe, source_size
 from .local_sim_sampler import LocalSimGuidedSampler
@@ -81,9 +81,14 @@ class FreqFusion(nn.Module):
         super().__init__()
         if scale_factor != 1:
             raise ValueError("scale_factor must be 1: the reference forward never uses other values")
-        for name, k in (("lowpass_kernel", lowpass_kernel), ("highpass_kernel", highpass_kernel)):
-            if k < 1 or k % 2 == 0:
+        for name, k in (("lowpass_kernel", lowpass_kernel), ("highpass_kernel", highpass_kernel),
+                        ("encoder_kernel", encoder_kernel)):
+            if check_int(k, name) % 2 == 0:  # an even encoder kernel would not keep the map's size
                 raise ValueError(f"{name} must be odd and positive, got {k}")
+        check_int(encoder_dilation, "encoder_dilation")
+        if feature_resample and lr_channels % check_int(feature_resample_group, "feature_resample_group"):
+            raise ValueError(f"lr_channels={lr_channels} (the resampled feature) is not divisible by "
+                             f"feature_resample_group={feature_resample_group}")
         if min(hr_channels, lr_channels, compressed_channels, up_group) < 1:
             raise ValueError("channel counts and up_group must be positive")
         for name, c in (("hr_channels", hr_channels), ("lr_channels", lr_channels),

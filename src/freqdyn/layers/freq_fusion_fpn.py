@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ._checks import check_feature_map, check_int
 from .freq_fusion import FreqFusion
 
 Features = Sequence[Tensor] | Mapping[str, Tensor]
@@ -35,7 +36,13 @@ class FreqFusionFPN(nn.Module):
         if len(in_channels) < 2:
             raise ValueError(f"an FPN needs at least two levels, got in_channels={list(in_channels)}")
         kw = {"device": device, "dtype": dtype}
-        self.in_channels, self.out_channels = list(in_channels), out_channels
+        out_channels = check_int(out_channels, "out_channels")
+        in_channels = [check_int(c, "in_channels") for c in in_channels]
+        group = fusion_kwargs.get("feature_resample_group", 4)
+        if fusion_kwargs.get("feature_resample", True) and out_channels % group:
+            raise ValueError(f"out_channels={out_channels} must be divisible by feature_resample_group={group} "
+                             "(the offset generator resamples the fused map in groups)")
+        self.in_channels, self.out_channels = in_channels, out_channels
         fusion_kwargs.setdefault("compressed_channels", max(2 * out_channels // 8, 8))
         fusion_kwargs.setdefault("feature_resample", True)
         self.lateral_convs = nn.ModuleList(nn.Conv2d(c, out_channels, 1, **kw) for c in in_channels)
@@ -58,9 +65,7 @@ class FreqFusionFPN(nn.Module):
         if len(maps) != len(self.lateral_convs):
             raise ValueError(f"{type(self).__name__}: expected {len(self.lateral_convs)} feature maps, got {len(maps)}")
         for level, (x, channels) in enumerate(zip(maps, self.in_channels)):
-            if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != channels:
-                shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-                raise ValueError(f"{type(self).__name__}: level {level} must be (B, {channels}, H, W), got {shape}")
+            check_feature_map(x, channels, f"{type(self).__name__} level {level}")
         laterals = [conv(x) for conv, x in zip(self.lateral_convs, maps)]
         for i in range(len(laterals) - 2, -1, -1):
             hr_out, lr_out = self.fusions[i](laterals[i], laterals[i + 1])

@@ -6,7 +6,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .attention_heads import AttentionHeads
-from .conv_args import IntPair, Padding, pair
+from .conv_args import IntPair, Padding
 from .expert_conv import ExpertAttention, ExpertConv2d
 from .temperature import TemperatureMixin, check_temperature
 
@@ -93,8 +93,8 @@ class ODConv2d(TemperatureMixin, ExpertConv2d):
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, num_experts, device, dtype)
-        self.attention = OmniAttention(in_channels, out_channels, pair(kernel_size, "kernel_size"), groups,
-                                       num_experts, reduction, min_hidden, temperature, device, dtype)
+        self.attention = OmniAttention(self.in_channels, self.out_channels, self.kernel_size, self.groups,
+                                       self.num_experts, reduction, min_hidden, temperature, device, dtype)
         self._register_temperature()
         self.reset_parameters()
 

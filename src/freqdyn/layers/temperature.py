@@ -6,11 +6,11 @@ import struct
 import torch
 import torch.nn as nn
 
+from ._checks import check_positive
+
 
 def check_temperature(value: float) -> float:
-    if not value > 0:
-        raise ValueError(f"temperature must be positive, got {value!r}")
-    return float(value)
+    return check_positive(value, "temperature")
 
 
 def _bits(value: float) -> int:
