@@ -63,3 +63,14 @@ def test_group_kernels_are_orthogonal_and_sum_to_the_weight():
     off = gram - torch.diag(torch.diag(gram))
     assert off.abs().max() < 1e-9 * gram.diag().max()
     torch.testing.assert_close(kernels.sum(dim=(0, 1)).detach() / 6, weight, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("rows,cols", [(6, 8), (7, 9), (9, 1), (12, 33)])
+def test_inverse_spectrum_as_matmuls_while_tracing_equals_irfft2(rows, cols):
+    from freqdyn.layers.fourier_weight import inverse_spectrum
+
+    z = torch.randn(3, rows, cols // 2 + 1, 2, dtype=torch.float64)  # not Hermitian at DC / Nyquist
+    expected = torch.fft.irfft2(torch.view_as_complex(z), s=(rows, cols))
+    traced = torch.jit.trace(lambda t: inverse_spectrum(t, (rows, cols)), (z,), check_trace=False)
+    assert "fft" not in str(traced.graph)
+    torch.testing.assert_close(traced(z), expected, rtol=1e-12, atol=1e-12)

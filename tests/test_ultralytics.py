@@ -116,3 +116,16 @@ def test_stock_pretrained_weights_load_into_the_fdconv_model(registered, tmp_pat
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(net(x)[0], stock(x)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_ultralytics_onnx_exporter_and_onnxruntime(registered, tmp_path, monkeypatch):
+    ort = pytest.importorskip("onnxruntime")
+    monkeypatch.chdir(tmp_path)
+    model = ultralytics.YOLO(fu.model_yaml("n"))
+    path = model.export(format="onnx", imgsz=64, simplify=False, dynamic=False, verbose=False)  # TorchScript-based
+    session = ort.InferenceSession(path)
+    x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+    (out, *_) = session.run(None, {session.get_inputs()[0].name: x})
+    with torch.no_grad():
+        expected = model.model.eval()(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-3, atol=1e-3)

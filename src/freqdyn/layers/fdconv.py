@@ -14,15 +14,12 @@ from ._checks import check_feature_map
 from .batched_conv import batched_conv2d
 from .conv_args import IntPair, Padding, check_conv_args, conv_repr, pad_input, pair
 from .fourier_dynamic import FourierDynamicBase, reset_bias
+from .fourier_weight import exporting
 from .frequency_band_modulation import FrequencyBandModulation
 from .kernel_spatial_modulation import GlobalAttention
 
 AGGREGATIONS = ("auto", "weight", "feature")
 _CHUNK_ELEMENTS = 2**22  # per-sample kernel values built at once in training (16 MB in float32)
-
-
-def _tracing() -> bool:
-    return torch.jit.is_tracing() or torch.compiler.is_exporting()
 
 
 class FDConv(FourierDynamicBase):
@@ -198,7 +195,7 @@ class FDConv(FourierDynamicBase):
         att = self.KSM_Global(pooled)
         if self.FBM is not None:
             x = self.FBM(x)
-        if not (self.recompute_kernels and torch.is_grad_enabled() and not _tracing()):
+        if not (self.recompute_kernels and torch.is_grad_enabled() and not exporting()):
             return self._per_sample_conv(x, pooled, att)
         # the per-sample kernels (B*O*I*kh*kw values) are rebuilt in backward instead of being saved, in chunks
         # of samples whose kernels hold about _CHUNK_ELEMENTS values, so that the kernels of only one chunk are

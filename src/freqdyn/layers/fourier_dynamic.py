@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_int, check_positive, compute_dtype
-from .fourier_weight import frequency_groups, matrix_to_weight, weight_to_matrix
+from .fourier_weight import frequency_groups, inverse_spectrum, matrix_to_weight, weight_to_matrix
 from .kernel_spatial_modulation import (
     GlobalAttention,
     KernelSpatialModulationGlobal,
@@ -162,18 +162,14 @@ class FourierDynamicBase(nn.Module):
     def _weight_shape(self) -> tuple[int, ...]:
         raise NotImplementedError
 
-    def _spectrum(self, work: torch.dtype) -> Tensor:
-        dft = self.dft_weight.to(work)
-        return torch.complex(dft[..., 0], dft[..., 1])
-
     def _basis(self, work: torch.dtype) -> Tensor:
         """(P*K, rows*cols): the inverse FFT of each frequency group of each copy on its own."""
         onehot = F.one_hot(self.freq_group.long(), self.kernel_num).permute(2, 0, 1).to(work)
-        masked = self._spectrum(work)[:, None] * onehot[None]
-        return torch.fft.irfft2(masked, s=self.spectrum_shape).reshape(self._num_mixed(), -1)
+        masked = self.dft_weight.to(work)[:, None] * onehot[None, :, :, :, None]
+        return inverse_spectrum(masked, self.spectrum_shape).reshape(self._num_mixed(), -1)
 
     def _fixed_matrix(self, work: torch.dtype) -> Tensor:
-        return torch.fft.irfft2(self._spectrum(work).sum(0), s=self.spectrum_shape)[None] * self.alpha
+        return inverse_spectrum(self.dft_weight.to(work).sum(0), self.spectrum_shape)[None] * self.alpha
 
     def _use_basis(self, batch: int) -> bool:
         if self.synthesis != "auto":
@@ -207,7 +203,7 @@ class FourierDynamicBase(nn.Module):
                 kmap = kmap.index_select(1, index).reshape(batch, self.param_ratio, rows, width, 1)
                 dft = self.dft_weight.to(work)
                 spectrum = kmap[:, 0] * dft[0] if self.param_ratio == 1 else (kmap * dft).sum(1)  # (B, rows, width, 2)
-                matrix = torch.fft.irfft2(torch.view_as_complex(spectrum), s=self.spectrum_shape)
+                matrix = inverse_spectrum(spectrum, self.spectrum_shape)
         return matrix_to_weight(matrix, self._kernel_hw())
 
     def modulated_weight(self, pooled: Tensor, att: GlobalAttention) -> Tensor:

@@ -6,6 +6,10 @@ inverse-transformed alone, is one of the K frequency-diverse kernels that the ke
 """
 from __future__ import annotations
 
+import functools
+import math
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -21,6 +25,40 @@ def matrix_to_weight(matrix: Tensor, kernel_size: tuple[int, int]) -> Tensor:
     *lead, rows, cols = matrix.shape
     kh, kw = kernel_size
     return matrix.reshape(*lead, rows // kh, kh, cols // kw, kw).transpose(-3, -2)
+
+
+def exporting() -> bool:
+    """Whether the forward pass is being traced or exported (TorchScript, ONNX, ``torch.export``)."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+
+
+@functools.lru_cache(maxsize=64)
+def _inverse_dft(rows: int, cols: int) -> tuple[np.ndarray, ...]:
+    r = np.arange(rows)
+    angle = 2 * math.pi * np.outer(r, r) / rows
+    k, c = np.arange(cols // 2 + 1), np.arange(cols)
+    weight = np.where((k == 0) | (2 * k == cols), 1.0, 2.0)[:, None] / cols
+    turn = 2 * math.pi * np.outer(k, c) / cols
+    return np.cos(angle) / rows, np.sin(angle) / rows, weight * np.cos(turn), weight * np.sin(turn)
+
+
+def inverse_spectrum(spectrum: Tensor, size: tuple[int, int]) -> Tensor:
+    """``irfft2`` of a (..., rows, cols // 2 + 1, 2) real / imaginary spectrum -> (..., rows, cols) = ``size``.
+
+    Eagerly ``torch.fft.irfft2``. While tracing or exporting, the same transform as real matmuls with the
+    inverse-DFT matrices (an inverse complex DFT along the rows, then the real inverse along the columns,
+    which ignores the imaginary parts of the DC and Nyquist columns as the FFT does): ultralytics' ONNX
+    export uses the TorchScript-based exporter, which has no FFT operators, and the graph then needs none.
+    """
+    rows, cols = size
+    if not exporting():
+        return torch.fft.irfft2(torch.view_as_complex(spectrum.contiguous()), s=size)
+    a_re, a_im, c_re, c_im = (torch.from_numpy(m).to(device=spectrum.device, dtype=spectrum.dtype)
+                              for m in _inverse_dft(rows, cols))
+    z_re, z_im = spectrum[..., 0], spectrum[..., 1]
+    t_re = a_re @ z_re - a_im @ z_im
+    t_im = a_re @ z_im + a_im @ z_re
+    return t_re @ c_re - t_im @ c_im
 
 
 def group_index_dtype(num_groups: int) -> torch.dtype:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .attention_heads import AttentionHeads
+from .fourier_weight import exporting
 from .star_relu import StarReLU
 
 ACTIVATIONS = ("sigmoid", "tanh")
@@ -158,9 +159,13 @@ class KernelSpatialModulationLocal(nn.Module):
         kh, kw = self.kernel_size
         g, ks = self.groups, self.conv.kernel_size[0]
         pad = self.conv.padding[0]
-        # the 1-D conv as one matmul over sliding windows: (B, I, ks) @ (ks, O/g*kh*kw) -> (B, I, O/g*kh*kw)
-        windows = F.pad(self.norm(pooled), (pad, ks - 1 - pad)).unfold(1, ks, 1)
-        logits = windows @ self.conv.weight[:, 0, :].t()
+        normed = self.norm(pooled)
+        if exporting():  # the TorchScript-based ONNX exporter cannot export Tensor.unfold here
+            logits = F.conv1d(normed[:, None], self.conv.weight, padding=pad).transpose(1, 2)
+        else:
+            # the 1-D conv as one matmul over sliding windows: (B, I, ks) @ (ks, O/g*kh*kw) -> (B, I, O/g*kh*kw)
+            windows = F.pad(normed, (pad, ks - 1 - pad)).unfold(1, ks, 1)
+            logits = windows @ self.conv.weight[:, 0, :].t()
         att = modulation(logits, self.act, self.att_multi if with_gain else 1.0, inplace=not torch.is_grad_enabled())
         att = att.reshape(batch, g, channels // g, self.out_channels // g, kh, kw).permute(0, 1, 3, 2, 4, 5)
         return att.reshape(batch, self.out_channels, channels // g, kh, kw)  # a view when groups == 1
