@@ -88,4 +88,10 @@ def test_cli_bench_times_every_layer(capsys):
     out = capsys.readouterr()
     for name in ("nn.Conv2d", "DY-Conv (4x)", "CondConv (8x)", "ODConv (4x)", "FDConv (K=4)"):
         assert name in out.out
-    assert "timing [####################] 5/5" in out.err
+    assert "\r" not in out.err  # no progress-bar frames when stderr is not a terminal (piped logs)
+
+
+def test_cli_version(capsys):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("freqdyn ")

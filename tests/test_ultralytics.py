@@ -129,3 +129,26 @@ def test_ultralytics_onnx_exporter_and_onnxruntime(registered, tmp_path, monkeyp
     with torch.no_grad():
         expected = model.model.eval()(torch.from_numpy(x))[0].numpy()
     np.testing.assert_allclose(out, expected, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("scale", list("nsmlx"))
+def test_model_yaml_exists_at_every_scale(scale):
+    from pathlib import Path
+
+    from ultralytics.nn.tasks import guess_model_scale
+
+    path = Path(fu.model_yaml(scale))
+    assert path.is_file() and guess_model_scale(path) == scale
+
+
+def test_freqdyn_yolo_cli_trains_the_seed_yaml(tmp_path):
+    from freqdyn.cli import main
+
+    data = _pose_dataset(tmp_path / "pose")
+    try:
+        assert main(["yolo", "pose", "train", f"model={fu.model_yaml('n')}", f"data={data}", "epochs=1", "imgsz=64",
+                     "batch=2", "device=cpu", "workers=0", "plots=False", "amp=False", "optimizer=SGD", "val=False",
+                     f"project={tmp_path / 'runs'}", "name=cli", "exist_ok=True"]) == 0
+    finally:
+        fu.unregister()
+    assert (tmp_path / "runs" / "cli" / "weights" / "last.pt").exists()

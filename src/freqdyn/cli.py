@@ -14,18 +14,25 @@ from .convert import convert
 from .layers import CondConv2d, DynamicConv2d, FDConv, ODConv2d
 from .overhead import BOTTLENECK_CONVS, PAPER_SETTINGS, format_overhead, param_overhead
 from .timing import best_ms
+from .version import __version__
 
 T = TypeVar("T")
 
 
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default, except the ``None`` defaults whose help already says what happens."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return (action.help or "") if action.default is None else super()._get_help_string(action) or ""
+
+
 def progress(items: Sequence[T], label: str) -> Iterator[T]:
-    """Yield ``items`` while showing ``label i/n`` on stderr (a one-line progress bar for long CLI work)."""
-    total = len(items)
-    for i, item in enumerate(items):
-        bar = "#" * (20 * i // max(total, 1))
-        print(f"\r{label} [{bar:<20}] {i}/{total}", end="", file=sys.stderr, flush=True)
-        yield item
-    print(f"\r{label} [{'#' * 20}] {total}/{total}", file=sys.stderr, flush=True)
+    """Yield ``items`` with a tqdm progress bar on stderr when it is a terminal (none in piped logs)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm comes with the extras; the core needs only torch and numpy
+        return iter(items)
+    return iter(tqdm(items, desc=label, file=sys.stderr, disable=None, leave=False))
 
 
 def _time_layers(kernel_num: int, batch: int, channels: int, size: int, train: bool) -> None:
@@ -186,43 +193,62 @@ def convert_checkpoint_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def yolo_command(args: argparse.Namespace) -> int:
+    """ultralytics' ``yolo`` command line with freqdyn's YAML rows registered (``freqdyn yolo pose train ...``)."""
+    from ultralytics.cfg import entrypoint
+
+    from .integrations import ultralytics as fu
+
+    if any(" " in a for a in args.args):
+        raise SystemExit("freqdyn yolo: ultralytics' entrypoint splits on spaces; use paths without spaces")
+    fu.register()
+    entrypoint(" ".join(["yolo", *args.args]))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="freqdyn", description="Frequency-aware dynamic convolution blocks.")
+    parser.add_argument("--version", action="version", version=f"freqdyn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="ResNet-50 overhead table, FDConv equivalence on a photo, layer timing, frequency / ERF plots")
-    p_demo.add_argument("--kernel-num", type=int, default=64)
+    p_demo = sub.add_parser(formatter_class=_DefaultsHelp, name="demo", help="ResNet-50 overhead table, FDConv equivalence on a photo, layer timing, frequency / ERF plots")
+    p_demo.add_argument("--kernel-num", type=int, default=64, help="FDConv kernel_num of the ResNet-50 conversion")
     p_demo.add_argument("--out", default="freqdyn-demo", help="folder for the frequency-response and ERF plots")
     p_demo.add_argument("--size", type=int, default=64, help="image size for the ERF")
     p_demo.set_defaults(func=demo)
-    p_bench = sub.add_parser("bench", help="time one layer of each kind against nn.Conv2d on this machine")
-    p_bench.add_argument("--batch", type=int, default=8)
-    p_bench.add_argument("--channels", type=int, default=64)
-    p_bench.add_argument("--size", type=int, default=56)
-    p_bench.add_argument("--kernel-num", type=int, default=64)
+    p_bench = sub.add_parser(formatter_class=_DefaultsHelp, name="bench", help="time one layer of each kind against nn.Conv2d on this machine")
+    p_bench.add_argument("--batch", type=int, default=8, help="batch size")
+    p_bench.add_argument("--channels", type=int, default=64, help="input and output channels")
+    p_bench.add_argument("--size", type=int, default=56, help="height and width of the input")
+    p_bench.add_argument("--kernel-num", type=int, default=64, help="FDConv kernel_num")
     p_bench.add_argument("--train", action="store_true", help="time forward + backward in train mode")
     p_bench.set_defaults(func=bench)
-    p_analyze = sub.add_parser("analyze", help="frequency responses of dynamic kernels and ERF plots (PNG)")
+    p_analyze = sub.add_parser(formatter_class=_DefaultsHelp, name="analyze", help="frequency responses of dynamic kernels and ERF plots (PNG)")
     p_analyze.add_argument("--out", default="freqdyn-analysis", help="folder for the PNG files")
     p_analyze.add_argument("--size", type=int, default=64, help="image size for the ERF")
     p_analyze.set_defaults(func=analyze)
-    p_profile = sub.add_parser("profile", help="FLOPs and parameters of a torchvision model, plain and converted (ResNets: bottleneck convs)")
-    p_profile.add_argument("--model", default="resnet50")
-    p_profile.add_argument("--to", default="fdconv", choices=["none", "fdconv", "dyconv", "condconv", "odconv"])
-    p_profile.add_argument("--size", type=int, default=224)
+    p_profile = sub.add_parser(formatter_class=_DefaultsHelp, name="profile", help="FLOPs and parameters of a torchvision model, plain and converted (ResNets: bottleneck convs)")
+    p_profile.add_argument("--model", default="resnet50", help="torchvision classification model name")
+    p_profile.add_argument("--to", default="fdconv", choices=["none", "fdconv", "dyconv", "condconv", "odconv"],
+                           help="conversion target")
+    p_profile.add_argument("--size", type=int, default=224, help="input height and width")
     p_profile.add_argument("--layers", action="store_true", help="list every converted layer")
     p_profile.set_defaults(func=profile_command)
-    p_ckpt = sub.add_parser("convert-checkpoint", help="rewrite a checkpoint's conv weights into FDConv / DY-Conv / "
+    p_ckpt = sub.add_parser(formatter_class=_DefaultsHelp, name="convert-checkpoint", help="rewrite a checkpoint's conv weights into FDConv / DY-Conv / "
                             "CondConv / ODConv state (loads with strict=True into a model built with the same options)")
     p_ckpt.add_argument("input", help="a state_dict, or a dict holding one under 'state_dict' or 'model'")
-    p_ckpt.add_argument("output")
+    p_ckpt.add_argument("output", help="where to write the converted checkpoint")
     p_ckpt.add_argument("--to", default="fdconv", choices=["fdconv", "dyconv", "condconv", "odconv"],
-                        help="target layer (default: fdconv)")
-    p_ckpt.add_argument("--include", help="regex: convert only convs whose name matches (default: all)")
-    p_ckpt.add_argument("--exclude", help="regex: keep convs whose name matches, e.g. 'downsample' (default: none)")
-    p_ckpt.add_argument("--kernel-num", type=int, default=64, help="FDConv kernel_num (default: 64)")
-    p_ckpt.add_argument("--param-ratio", type=int, default=1, help="FDConv param_ratio (default: 1)")
+                        help="target layer")
+    p_ckpt.add_argument("--include", help="regex: convert only convs whose name matches (default: all convs)")
+    p_ckpt.add_argument("--exclude", help="regex: keep convs whose name matches, e.g. 'downsample' (default: none kept)")
+    p_ckpt.add_argument("--kernel-num", type=int, default=64, help="FDConv kernel_num")
+    p_ckpt.add_argument("--param-ratio", type=int, default=1, help="FDConv param_ratio")
     p_ckpt.add_argument("--num-experts", type=int, help="experts of DY-Conv / CondConv / ODConv (default: the layer's)")
     p_ckpt.set_defaults(func=convert_checkpoint_command)
+    p_yolo = sub.add_parser(formatter_class=_DefaultsHelp, name="yolo", help="ultralytics' yolo CLI with the C2f_FDConv / FDConv / DynamicConv / CondConv / "
+                            "ODConv / FreqFusionConcat rows registered, e.g. 'freqdyn yolo pose train model=... data=...'")
+    p_yolo.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the yolo command, unchanged")
+    p_yolo.set_defaults(func=yolo_command)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     return args.func(args)

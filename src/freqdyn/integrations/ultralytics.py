@@ -216,7 +216,7 @@ def unregister() -> None:
 
 
 def model_yaml(scale: str = "n") -> str:
-    """Path that makes ultralytics load the packaged yolov8-pose-C2f_FDConv.yaml at ``scale`` (n, s, m, l, x)."""
+    """Path of the packaged yolov8{scale}-pose-C2f_FDConv.yaml (the seed's model at ``scale``: n, s, m, l, x)."""
     if scale not in "nsmlx" or len(scale) != 1:
         raise ValueError(f"scale must be one of n, s, m, l, x, got {scale!r}")
     path = Path(str(resources.files("freqdyn.integrations") / "cfg" / "yolov8-pose-C2f_FDConv.yaml"))
