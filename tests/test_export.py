@@ -100,3 +100,10 @@ def test_freqfusion_trace_runs_at_another_size():
         hr, lr = torch.randn(1, 16, 24, 20), torch.randn(1, 16, 12, 10)
         for a, b in zip(traced(hr, lr), module(hr, lr)):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["fdconv", "dyconv", "odconv", "mrfa"])
+def test_jit_script_fails_with_a_message_that_says_to_trace(name):
+    model = torch.nn.Sequential(torch.nn.Identity(), _modules()[name])
+    with pytest.raises(RuntimeError, match="torch.jit.trace"):
+        torch.jit.script(model)

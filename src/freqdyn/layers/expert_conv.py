@@ -16,6 +16,7 @@ from torch import Tensor
 from ._checks import check_feature_map, check_int
 from .batched_conv import batched_conv2d
 from .conv_args import IntPair, Padding, check_conv_args, conv_repr, pad_input, pair
+from .trace_only import TraceOnly
 
 
 @dataclass
@@ -28,7 +29,7 @@ class ExpertAttention:
     spatial: Tensor | None = None  # (B, kh * kw) scales the kernel positions
 
 
-class ExpertConv2d(nn.Module):
+class ExpertConv2d(TraceOnly, nn.Module):
     """``nn.Conv2d``-compatible layer whose kernel is a per-sample mixture of ``num_experts`` kernels.
 
     ``weight`` is stored as a 2-D (K, O * I/groups * kh * kw) bank (as timm's CondConv does: ultralytics

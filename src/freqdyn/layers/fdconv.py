@@ -17,12 +17,13 @@ from .fourier_dynamic import FourierDynamicBase, reset_bias
 from .fourier_weight import exporting
 from .frequency_band_modulation import FrequencyBandModulation
 from .kernel_spatial_modulation import GlobalAttention
+from .trace_only import TraceOnly
 
 AGGREGATIONS = ("auto", "weight", "feature")
 _CHUNK_ELEMENTS = 2**22  # per-sample kernel values built at once in training (16 MB in float32)
 
 
-class FDConv(FourierDynamicBase):
+class FDConv(TraceOnly, FourierDynamicBase):
     """Drop-in ``nn.Conv2d`` replacement with Fourier Disjoint Weights, KSM (global + local) and FBM.
 
     Input (B, in_channels, H, W) -> output (B, out_channels, H', W') with ``nn.Conv2d``'s H', W'.

@@ -7,9 +7,10 @@ from torch import Tensor
 
 from ._checks import check_features_last, check_int
 from .fourier_dynamic import FourierDynamicBase
+from .trace_only import TraceOnly
 
 
-class FDLinear(FourierDynamicBase):
+class FDLinear(TraceOnly, FourierDynamicBase):
     """Drop-in ``nn.Linear`` with a Fourier Disjoint Weight mixed per sample by KSM attentions.
 
     Input (B, ..., in_features) -> output (B, ..., out_features). The first dimension is the sample: the

@@ -10,6 +10,7 @@ from ._checks import check_feature_map, check_int
 from .carafe import PADDINGS as CARAFE_PADDINGS
 from .carafe import carafe, source_size
 from .local_sim_sampler import LocalSimGuidedSampler
+from .trace_only import TraceOnly
 
 
 def hamming_window2d(size: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Tensor:
@@ -31,7 +32,7 @@ def normalise_kernels(logits: Tensor, kernel_size: int, window: Tensor | None) -
     return kernels.reshape(batch, channels, height, width)
 
 
-class FreqFusion(nn.Module):
+class FreqFusion(TraceOnly, nn.Module):
     """Fuses a high-resolution feature (B, hr_channels, H, W) with a low-resolution one (B, lr_channels, h, w).
 
     Returns ``(hr_out, lr_out)``, both at (H, W): ``hr_out`` is the hr feature with its high frequencies

@@ -10,11 +10,12 @@ from torch import Tensor
 
 from ._checks import check_feature_map, check_int
 from .freq_fusion import FreqFusion
+from .trace_only import TraceOnly
 
 Features = Sequence[Tensor] | Mapping[str, Tensor]
 
 
-class FreqFusionFPN(nn.Module):
+class FreqFusionFPN(TraceOnly, nn.Module):
     """Drop-in FPN: pyramid features, highest resolution first -> same number of maps with ``out_channels``.
 
     lateral 1x1 convs -> top-down fusion ``p_i = hr_out + lr_out`` of ``FreqFusion(p_i, p_{i+1})`` -> 3x3

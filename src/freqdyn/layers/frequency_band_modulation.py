@@ -46,6 +46,7 @@ from torch import Tensor
 from ._checks import compute_dtype, memory_format_of
 from .attention_conv import AttentionConv
 from .kernel_spatial_modulation import check_activation, modulation
+from .trace_only import TraceOnly
 
 _GEMM_MIN_GROUP_CHANNELS = 8
 MASK_RULES = ("official", "exact")
@@ -201,7 +202,7 @@ def same_conv_as_gemm(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return out
 
 
-class FrequencyBandModulation(nn.Module):
+class FrequencyBandModulation(TraceOnly, nn.Module):
     """(B, C, H, W) -> (B, C, H, W): spatially adaptive re-weighting of ``len(k_list) + 1`` frequency bands.
 
     Args:

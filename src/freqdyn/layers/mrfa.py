@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ._checks import check_feature_map
 from .layer_norm2d import LayerNorm2d
+from .trace_only import TraceOnly
 
 
 class AggregationStage(nn.Module):
@@ -63,7 +64,7 @@ _FOREIGN_NAMES = _foreign_names()
 _FOREIGN_LEAVES = {"gamma": "weight", "beta": "bias"}  # the blog copy's LayerNorm
 
 
-class MRFA(nn.Module):
+class MRFA(TraceOnly, nn.Module):
     """Multi-stage receptive field aggregator: x (B, dim, H, W) -> (B, dim, H, W); ``dim`` divisible by 4.
 
     LayerNorm over the channels, split into four quarters, then three :class:`AggregationStage` with

@@ -8,9 +8,10 @@ from torch import Tensor
 from .drop_path import DropPath
 from .layer_norm2d import LayerNorm2d
 from .mrfa import MRFA
+from .trace_only import TraceOnly
 
 
-class UniConvNetBlock(nn.Module):
+class UniConvNetBlock(TraceOnly, nn.Module):
     """x (B, dim, H, W) -> (B, dim, H, W): x + drop_path(gamma1 * MRFA(x)), then x + drop_path(gamma2 * MLP(LN(x))).
 
     MRFA normalises its input itself; the MLP is 1x1 conv (dim -> mlp_ratio * dim), GELU, 1x1 conv back.
