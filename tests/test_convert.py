@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from freqdyn import CondConv2d, DynamicConv2d, FDConv, ODConv2d, convert, format_overhead, param_overhead
+from freqdyn import CondConv2d, DynamicConv2d, FDConv, FDLinear, ODConv2d, convert, format_overhead, param_overhead
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -75,3 +75,28 @@ def test_convert_selectors_and_shared_modules():
     assert report.skipped == {"3": "not included"}
     with pytest.raises(ValueError, match="unknown conversion target"):
         convert(model, to="nope")
+
+
+def test_conv2d_subclasses_are_listed_as_skipped_with_the_reason():
+    timm_layers = pytest.importorskip("timm.layers")
+    model = nn.Sequential(timm_layers.StdConv2d(24, 32, 3), timm_layers.Conv2dSame(32, 32, 3), nn.Conv2d(32, 32, 3))
+    report = convert(model, "fdconv", kernel_num=8)
+    assert report.replaced == ["2"]
+    assert set(report.skipped) == {"0", "1"}
+    assert "StdConv2d subclasses Conv2d" in report.skipped["0"] and "'same' padding" in report.skipped["1"]
+    assert isinstance(model[0], timm_layers.StdConv2d)
+
+
+def test_fdlinear_converts_transformer_mlps_and_keeps_the_function():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    report = convert(model, "fdlinear", include=r"\.mlp\.fc", kernel_num=16)
+    assert len(report.replaced) == 24 and all(".mlp.fc" in n for n in report.replaced)
+    assert all(isinstance(model.get_submodule(n), FDLinear) for n in report.replaced)
+    assert not isinstance(model.head, FDLinear)  # not included
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-4)

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .convert import CONVERTERS
+from .convert import CONVERTERS, SOURCES
 from .layers import ExpertConv2d
 from .layers.fourier_dynamic import FourierDynamicBase
 
@@ -68,8 +68,9 @@ def convert_checkpoint(
     by its own gating (FDConv: <= 16 channels or a kernel outside {1, 3}) is left as it is, so the result
     loads with ``strict=True`` into a model built with the same options.
     """
-    if to not in CONVERTERS:
-        raise ValueError(f"unknown conversion target {to!r}; choose from {sorted(CONVERTERS)}")
+    targets = sorted(name for name, source in SOURCES.items() if source is nn.Conv2d)
+    if to not in targets:
+        raise ValueError(f"unknown convolution target {to!r}; choose from {targets}")
     out = dict(state_dict)
     report = CheckpointReport()
     for key, weight in state_dict.items():

@@ -1,4 +1,4 @@
-"""Model surgery: replace eligible ``nn.Conv2d`` layers of any model by a freqdyn layer, keeping weights."""
+"""Model surgery: replace eligible ``nn.Conv2d`` (or ``nn.Linear``) layers of any model by a freqdyn layer, keeping weights."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch.nn as nn
 
-from .layers import CondConv2d, DynamicConv2d, FDConv, ODConv2d
+from .layers import CondConv2d, DynamicConv2d, FDConv, FDLinear, ODConv2d
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +18,9 @@ CONVERTERS: dict[str, Callable[..., nn.Module]] = {
     "dyconv": DynamicConv2d.from_conv,
     "condconv": CondConv2d.from_conv,
     "odconv": ODConv2d.from_conv,
+    "fdlinear": FDLinear.from_linear,
 }
+SOURCES: dict[str, type[nn.Module]] = {name: nn.Linear if name == "fdlinear" else nn.Conv2d for name in CONVERTERS}
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -41,7 +43,7 @@ class ConversionReport:
         return self.params_after - self.params_before
 
     def __str__(self) -> str:
-        return (f"replaced {len(self.replaced)} conv(s), skipped {len(self.skipped)}; params "
+        return (f"replaced {len(self.replaced)} layer(s), skipped {len(self.skipped)}; params "
                 f"{self.params_before:,} -> {self.params_after:,} ({self.param_delta:+,})")
 
 
@@ -51,7 +53,7 @@ def _matches(selector: Selector, name: str, module: nn.Module) -> bool:
     return bool(selector(name, module))  # type: ignore[misc]
 
 
-def _carry_state(old: nn.Conv2d, new: nn.Module) -> None:
+def _carry_state(old: nn.Conv2d | nn.Linear, new: nn.Module) -> None:
     """Give ``new`` what model surgery must keep of ``old``: frozen parameters and module hooks.
 
     Device, dtype and training mode come with ``from_conv``. The new layer's parameters follow ``old.weight``'s
@@ -70,20 +72,26 @@ def _carry_state(old: nn.Conv2d, new: nn.Module) -> None:
 def convert(
     model: nn.Module, to: str = "fdconv", *, include: Selector = None, exclude: Selector = None, **kwargs
 ) -> ConversionReport:
-    """Replace every ``nn.Conv2d`` (exact type) selected by ``include`` / ``exclude`` in place.
+    """Replace every ``nn.Conv2d`` (``nn.Linear`` for ``to="fdlinear"``) selected by ``include`` / ``exclude`` in place.
 
     ``include`` / ``exclude`` are regular expressions searched in the module's qualified name, or
-    predicates ``(name, module) -> bool``. ``kwargs`` go to the target's ``from_conv``. Layers the target
-    would keep as plain convolutions (e.g. FDConv's channel / kernel-size gating) stay ``nn.Conv2d``.
-    A replaced layer keeps the conv's device, dtype, training mode, ``requires_grad`` and hooks.
+    predicates ``(name, module) -> bool``. ``kwargs`` go to the target's ``from_conv`` / ``from_linear``.
+    Layers the target would keep as plain convolutions (e.g. FDConv's channel / kernel-size gating) stay
+    ``nn.Conv2d``. Subclasses (timm's ``StdConv2d`` and ``Conv2dSame``, mmcv's ``Conv2dAdaptivePadding``)
+    change what the convolution computes (weight standardisation, dynamic 'same' padding), so they are
+    listed in ``report.skipped`` with that reason, not converted. A replaced layer keeps the source's
+    device, dtype, training mode, ``requires_grad`` and hooks.
     """
     if to not in CONVERTERS:
         raise ValueError(f"unknown conversion target {to!r}; choose from {sorted(CONVERTERS)}")
-    factory = CONVERTERS[to]
+    factory, source = CONVERTERS[to], SOURCES[to]
     report = ConversionReport(model=model, params_before=count_parameters(model))
     built: dict[int, nn.Module] = {}
     for name, module in list(model.named_modules(remove_duplicate=False)):
-        if type(module) is not nn.Conv2d:
+        if type(module) is not source:
+            if isinstance(module, source):
+                report.skipped[name] = (f"{type(module).__name__} subclasses {source.__name__} and changes its "
+                                        "computation (e.g. weight standardisation, dynamic 'same' padding)")
             continue
         if include is not None and not _matches(include, name, module):
             report.skipped[name] = "not included"

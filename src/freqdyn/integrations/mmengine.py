@@ -12,10 +12,21 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from ..layers import MRFA, CondConv2d, DynamicConv2d, FDConv, FreqFusion, FreqFusionFPN, ODConv2d, UniConvNetBlock
+from ..layers import (
+    MRFA,
+    CondConv2d,
+    DynamicConv2d,
+    FDConv,
+    FDLinear,
+    FreqFusion,
+    FreqFusionFPN,
+    ODConv2d,
+    UniConvNetBlock,
+)
 
 LAYERS: dict[str, type[nn.Module]] = {
     "FDConv": FDConv,
+    "FDLinear": FDLinear,
     "DynamicConv2d": DynamicConv2d,
     "DyConv": DynamicConv2d,
     "CondConv2d": CondConv2d,
