@@ -128,3 +128,52 @@ def test_layer_norm2d_normalises_channels():
     mean, var = x.mean(1, keepdim=True), x.var(1, unbiased=False, keepdim=True)
     expected = (x - mean) / torch.sqrt(var + 1e-6) * norm.weight[:, None, None] + norm.bias[:, None, None]
     torch.testing.assert_close(norm(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def _pyramid(channels=(8, 16, 24, 32), size=32):
+    return [torch.randn(1, c, size >> i, size >> i) for i, c in enumerate(channels)]
+
+
+def test_fpn_mmdet_extra_levels_by_max_pooling_and_by_convs():
+    feats = _pyramid()
+    pooled = FreqFusionFPN([8, 16, 24, 32], 16, num_outs=5, init_cfg=dict(type="Xavier", layer="Conv2d"))
+    outs = pooled(feats)
+    assert len(outs) == 5 and outs[4].shape == (1, 16, 2, 2)
+    torch.testing.assert_close(outs[4], outs[3][..., ::2, ::2])  # mmdet: max_pool2d(kernel 1, stride 2)
+    for mode, source in (("on_input", lambda o, f: f[-1]), ("on_output", lambda o, f: o[3])):
+        convs = FreqFusionFPN([8, 16, 24, 32], 16, num_outs=6, add_extra_convs=mode, relu_before_extra_convs=True)
+        outs = convs(feats)
+        first, second = convs.extra_convs
+        torch.testing.assert_close(outs[4], F.conv2d(source(outs, feats), first.weight, first.bias, 2, 1))
+        torch.testing.assert_close(outs[5], F.conv2d(F.relu(outs[4]), second.weight, second.bias, 2, 1))
+    started = FreqFusionFPN([8, 16, 24, 32], 16, start_level=1, num_outs=4)(feats)
+    assert [o.shape[-1] for o in started] == [16, 8, 4, 2]
+
+
+def test_fpn_builds_from_an_mmdet_neck_config():
+    mm_registry = pytest.importorskip("mmengine.registry")
+    import freqdyn.integrations.mmengine  # noqa: F401
+
+    neck = mm_registry.MODELS.build(dict(type="FreqFusionFPN", in_channels=[8, 16, 24, 32], out_channels=16,
+                                         start_level=0, add_extra_convs="on_input", num_outs=5,
+                                         init_cfg=dict(type="Xavier", layer="Conv2d", distribution="uniform")))
+    assert [o.shape[-1] for o in neck(_pyramid())] == [32, 16, 8, 4, 2]
+
+
+def test_fpn_in_a_torchvision_faster_rcnn_training_step():
+    from torchvision.models.detection import fasterrcnn_resnet50_fpn
+    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+    torch.manual_seed(0)
+    model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=3, min_size=96, max_size=96)
+    model.backbone.fpn = FreqFusionFPN([256, 512, 1024, 2048], 256, extra_blocks=LastLevelMaxPool())
+    images = [torch.rand(3, 96, 96)]
+    targets = [{"boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0]]), "labels": torch.tensor([1])}]
+    losses = model.train()(images, targets)
+    sum(losses.values()).backward()
+    assert set(losses) >= {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    assert model.backbone.fpn.fpn_convs[0].weight.grad is not None
+    model.eval()
+    with torch.no_grad():
+        (detections,) = model(images)
+    assert set(detections) == {"boxes", "labels", "scores"}
