@@ -95,3 +95,16 @@ def test_cli_version(capsys):
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.startswith("freqdyn ")
+
+
+@pytest.mark.parametrize("name", ["fasterrcnn_mobilenet_v3_large_320_fpn", "mobilenetv3_small_050"])
+def test_cli_profile_takes_detection_and_timm_models(name, capsys):
+    pytest.importorskip("torchvision")
+    pytest.importorskip("timm")
+    assert main(["profile", "--model", name, "--to", "dyconv", "--size", "64"]) == 0
+    assert "GFLOPs" in capsys.readouterr().out
+
+
+def test_cli_profile_unknown_model_is_a_clear_error(capsys):
+    assert main(["profile", "--model", "no_such_net"]) == 2
+    assert "unknown model 'no_such_net'" in capsys.readouterr().err

@@ -140,20 +140,43 @@ def analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def profile_command(args: argparse.Namespace) -> int:
-    from .profile import profile
+def build_model(name: str) -> nn.Module:
+    """A randomly initialised model by name: torchvision's (classification, detection, segmentation) or timm's."""
+    import inspect
 
     try:
         import torchvision
     except ImportError:
-        print("freqdyn profile needs torchvision: pip install 'freqdyn[vision]'", file=sys.stderr)
-        return 1
-    model = getattr(torchvision.models, args.model)().eval()
+        torchvision = None
+    if torchvision is not None and name in torchvision.models.list_models():
+        builder = torchvision.models.get_model_builder(name)
+        options = {"weights": None}
+        if "weights_backbone" in inspect.signature(builder).parameters:
+            options["weights_backbone"] = None  # nothing is downloaded
+        return builder(**options)
+    try:
+        import timm
+    except ImportError:
+        timm = None
+    if timm is not None and timm.is_model(name):
+        return timm.create_model(name, pretrained=False)
+    raise ValueError(f"unknown model {name!r}: give a torchvision name (torchvision.models.list_models()) or a "
+                     "timm name (timm.list_models()); install them with pip install 'freqdyn[vision,timm]'")
+
+
+def profile_command(args: argparse.Namespace) -> int:
+    from .profile import profile
+
+    try:
+        model = build_model(args.model).eval()
+    except ValueError as error:
+        print(f"freqdyn profile: {error}", file=sys.stderr)
+        return 2
     shape = (1, 3, args.size, args.size)
     before = profile(model, shape)
     print(f"{args.model}: {before.flops / 1e9:.3f} GFLOPs, {before.params / 1e6:.3f}M params at {shape}")
     if args.to != "none":
-        include = BOTTLENECK_CONVS if args.model.startswith("resnet") else None
+        include = BOTTLENECK_CONVS if "resnet" in args.model else None
         report = convert(model, args.to, include=include)
         after = profile(model, shape)
         print(f"{args.model} -> {args.to}: {report}")
@@ -226,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     p_analyze.add_argument("--out", default="freqdyn-analysis", help="folder for the PNG files")
     p_analyze.add_argument("--size", type=int, default=64, help="image size for the ERF")
     p_analyze.set_defaults(func=analyze)
-    p_profile = sub.add_parser(formatter_class=_DefaultsHelp, name="profile", help="FLOPs and parameters of a torchvision model, plain and converted (ResNets: bottleneck convs)")
-    p_profile.add_argument("--model", default="resnet50", help="torchvision classification model name")
+    p_profile = sub.add_parser(formatter_class=_DefaultsHelp, name="profile", help="FLOPs and parameters of a torchvision or timm "
+                               "model, plain and converted (ResNets: bottleneck convs)")
+    p_profile.add_argument("--model", default="resnet50", help="a torchvision model (classification, detection, "
+                           "segmentation) or a timm model name")
     p_profile.add_argument("--to", default="fdconv", choices=["none", "fdconv", "dyconv", "condconv", "odconv"],
                            help="conversion target")
     p_profile.add_argument("--size", type=int, default=224, help="input height and width")
