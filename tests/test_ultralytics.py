@@ -152,3 +152,30 @@ def test_freqdyn_yolo_cli_trains_the_seed_yaml(tmp_path):
     finally:
         fu.unregister()
     assert (tmp_path / "runs" / "cli" / "weights" / "last.pt").exists()
+
+
+def test_layer_table_and_gflops_tell_the_truth(registered):
+    import logging
+
+    from ultralytics.utils import torch_utils
+
+    from freqdyn import profile
+
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("ultralytics")
+    logger.addHandler(handler)
+    try:
+        model = ultralytics.YOLO(fu.model_yaml("n"), verbose=True)
+    finally:
+        logger.removeHandler(handler)
+    net = model.model
+    rows = {int(line[:3]): line for line in lines if line[:3].strip().isdigit()}
+    for i, m in enumerate(net.model):
+        assert f"{sum(p.numel() for p in m.parameters()):10.0f}  {m.type}" in rows[i]
+    assert sum("C2f_FDConv" in line for line in rows.values()) == 4
+    gflops = torch_utils.get_flops(net, 64)  # what model.info() prints
+    assert gflops == pytest.approx(profile(net.eval(), (1, 3, 64, 64)).flops / 1e9)
+    stock = ultralytics.YOLO("yolov8n-pose.yaml").model
+    assert gflops * 1e9 > profile(stock.eval(), (1, 3, 64, 64)).flops  # the FDConv layers are counted

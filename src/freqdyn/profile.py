@@ -94,8 +94,8 @@ def profile(model: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int
     """Count FLOPs (see the module docstring) and parameters of ``model`` on random inputs of ``input_shape``.
 
     ``input_shape`` is one shape, or a list of shapes for models with several inputs (FreqFusion).
-    The model runs twice under no_grad, in its current train / eval mode; the first pass is a warm-up, so
-    input-independent caches of eval-mode layers (FDConv's spatial basis) are built and not counted.
+    The model runs twice under no_grad, in its current train / eval mode; the first pass is a warm-up (FBM
+    builds its size-keyed band operators), the second is counted.
     """
     shapes = [tuple(input_shape)] if isinstance(input_shape[0], int) else [tuple(s) for s in input_shape]
     first = next(model.parameters(), None)

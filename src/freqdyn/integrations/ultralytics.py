@@ -16,7 +16,12 @@ does not have). Saved checkpoints pickle these classes: ``freqdyn`` must be impo
 Pretrained stock weights load into such a model (``YOLO(model_yaml("s")).load("yolov8s-pose.pt")``, or
 ``pretrained=`` when training): :func:`register` also extends ``BaseModel.load`` so that every dynamic
 layer takes the stock conv weight it replaces by conversion (attention neutral), where ultralytics' own
-shape-matching transfer would drop it.
+shape-matching transfer would drop it. It also makes ``model.info()`` tell the truth: the layer table shows
+our rows with their own names and parameter counts, and the GFLOPs are counted by :func:`freqdyn.profile`
+(thop sees no arithmetic in our layers). From the shell, ``freqdyn yolo ...`` is ultralytics' ``yolo`` CLI
+with :func:`register` applied (train, resume, val, predict, export). ``model.export(format="onnx")`` (the
+TorchScript-based exporter) works: while tracing, our layers use no FFT operators. DDP workers re-parse the
+YAML in fresh processes that do not run :func:`register`: train multi-GPU from a ``.pt`` built here.
 Note that ultralytics applies weight decay to every non-norm, non-bias parameter (``dft_weight`` included)
 and, with ``optimizer='auto'`` on long runs, MuSGD to 2-D / 4-D parameters; pass ``optimizer='SGD'`` or
 ``'AdamW'`` to keep the spectral weights out of Muon.
@@ -36,7 +41,9 @@ from torch import Tensor
 
 from ..checkpoint import load_plain_weights
 from ..convert import CONVERTERS
-from ..layers import FreqFusion
+from ..layers import ExpertConv2d, FreqFusion
+from ..layers.fourier_dynamic import FourierDynamicBase
+from ..profile import profile
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "fdconv": {"kernel_num": 16},  # the YOLO re-implementations' setting (the paper's 64 is for ResNet-50)
@@ -45,7 +52,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "odconv": {"num_experts": 4},
     "freqfusion": {"feature_resample": True},
 }
-_STATE: dict[str, Any] = {"original": None, "load": None, "kwargs": copy.deepcopy(_DEFAULTS)}
+_STATE: dict[str, Any] = {"original": None, "load": None, "get_flops": None, "kwargs": copy.deepcopy(_DEFAULTS)}
 logger = logging.getLogger(__name__)
 
 
@@ -154,6 +161,29 @@ def _replace(built: nn.Module, convert: Callable[[nn.Module], nn.Module]) -> nn.
     return new
 
 
+class _HeldRecords(logging.Filter):
+    """Holds back the records of ultralytics' layer table while our rows are still stock modules."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+
+def _table_line(record: logging.LogRecord, model: nn.Sequential) -> str:
+    """A row of ultralytics' layer table ('{i:>3}{from:>20}{n:>3}{params:10.0f}  {module:<45}{args}') showing
+    the module that row finally holds."""
+    line = record.getMessage()
+    index = line[:3].strip()
+    if not index.isdigit() or int(index) >= len(model) or len(line) < 83:
+        return line
+    m = model[int(index)]
+    return f"{line[:26]}{m.np:10.0f}  {m.type:<45}{line[83:]}"
+
+
 def _parse_model(d: dict, ch, verbose: bool = True):
     rows = d["backbone"] + d["head"]
     renamed: dict[int, str] = {}
@@ -161,7 +191,13 @@ def _parse_model(d: dict, ch, verbose: bool = True):
         if isinstance(row[2], str) and row[2] in ROWS:
             renamed[i] = row[2]
             row[2] = ROWS[row[2]][0]
-    model, save = _STATE["original"](d, ch, verbose)
+    held = _HeldRecords()
+    ultralytics_logger = logging.getLogger("ultralytics")
+    ultralytics_logger.addFilter(held)
+    try:
+        model, save = _STATE["original"](d, ch, verbose)
+    finally:
+        ultralytics_logger.removeFilter(held)
     probes = {}
     for i, name in renamed.items():
         convert = ROWS[name][1]
@@ -176,6 +212,8 @@ def _parse_model(d: dict, ch, verbose: bool = True):
         for i, probe in probes.items():
             model[i] = _replace(probe, lambda m: FreqFusionConcat(*m.channels, **_STATE["kwargs"]["freqfusion"]))
             model[i].type = "FreqFusionConcat"
+    for record in held.records:  # the table, now with our rows' names and parameter counts
+        ultralytics_logger.info(_table_line(record, model) if renamed else record.getMessage())
     return model, save
 
 
@@ -188,10 +226,32 @@ def _load(self, weights, verbose: bool = True) -> None:
         logger.info("freqdyn: converted %d pretrained convolution(s) into dynamic layers", len(loaded))
 
 
+_COUNTED = (FourierDynamicBase, ExpertConv2d, FreqFusion)  # layers whose arithmetic thop does not see
+
+
+def _get_flops(model: nn.Module, imgsz: int | tuple[int, int] | list[int] = 640) -> float:
+    """ultralytics' ``get_flops`` (GFLOPs of ``model.info()``), counted by :func:`freqdyn.profile` for a model
+    with freqdyn layers: thop has no rule for them, and its extrapolation from small proxy images assumes costs
+    proportional to the image area, which the per-sample kernel synthesis is not."""
+    if not any(isinstance(m, _COUNTED) for m in model.modules()):
+        return _STATE["get_flops"](model, imgsz)
+    height, width = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
+    channels = next(model.parameters()).shape[1]
+    training = model.training
+    try:
+        return profile(model.eval(), (1, channels, height, width)).flops / 1e9
+    except Exception:  # ultralytics' own contract: never fail model.info()
+        logger.warning("freqdyn: FLOP count failed; falling back to ultralytics' counter", exc_info=True)
+        return _STATE["get_flops"](model, imgsz)
+    finally:
+        model.train(training)
+
+
 def register(**kwargs: dict[str, Any]) -> None:
     """Make the :data:`ROWS` names usable in YAMLs (idempotent). ``register(fdconv={"kernel_num": 64})`` sets
     the keyword arguments of a target for every row built afterwards."""
     from ultralytics.nn import tasks
+    from ultralytics.utils import torch_utils
 
     for target, options in kwargs.items():
         if target not in _DEFAULTS:
@@ -202,16 +262,21 @@ def register(**kwargs: dict[str, Any]) -> None:
         tasks.parse_model = _parse_model
         _STATE["load"] = tasks.BaseModel.load
         tasks.BaseModel.load = _load
+        _STATE["get_flops"] = torch_utils.get_flops
+        torch_utils.get_flops = _get_flops
 
 
 def unregister() -> None:
     """Restore ultralytics' own ``parse_model`` and the default options."""
     from ultralytics.nn import tasks
+    from ultralytics.utils import torch_utils
 
     if _STATE["original"] is not None:
         tasks.parse_model = _STATE["original"]
         tasks.BaseModel.load = _STATE["load"]
         _STATE["original"] = _STATE["load"] = None
+        torch_utils.get_flops = _STATE["get_flops"]
+        _STATE["get_flops"] = None
     _STATE["kwargs"] = copy.deepcopy(_DEFAULTS)
 
 
