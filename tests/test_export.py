@@ -22,19 +22,20 @@ def _modules():
 
 @pytest.mark.parametrize("name", ["fdconv", "dyconv", "odconv", "mrfa"])
 def test_onnx_export_matches_pytorch(name, tmp_path):
-    """Dynamic H, W (the batch stays static: groups=B). FDConv's FBM band masks depend on H, W: static export."""
+    """Dynamic batch (per-sample convs export as unfold + bmm, not groups=B) and dynamic H, W; FDConv's FBM
+    operators depend on H, W, so its H, W stay static."""
     module = _modules()[name]
     x = torch.randn(2, 32, 16, 16)
     path = tmp_path / f"{name}.onnx"
-    dynamic = name != "fdconv"
-    dims = ({2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO},) if dynamic else None
+    spatial = name != "fdconv"
+    dims = ({0: torch.export.Dim.AUTO, **({2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO} if spatial else {})},)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (x,), str(path), dynamo=True, dynamic_shapes=dims, verbose=False)
     session = onnxruntime.InferenceSession(str(path))
     feed = session.get_inputs()[0].name
-    shapes = (x, torch.randn(2, 32, 20, 12)) if dynamic else (x, torch.randn(2, 32, 16, 16))
-    for inp in shapes:  # a second spatial shape catches silent specialisation
+    shapes = (x, torch.randn(3, 32, 20, 12) if spatial else torch.randn(3, 32, 16, 16), torch.randn(1, 32, 16, 16))
+    for inp in shapes:  # a second batch / spatial shape catches silent specialisation
         (out,) = session.run(None, {feed: inp.numpy()})
         with torch.no_grad():
             ref = module(inp)
@@ -46,11 +47,11 @@ def test_onnx_export_matches_pytorch(name, tmp_path):
 def test_torchscript_trace_with_default_checks(name):
     """``check_trace`` (the default) re-runs the trace. FDConv's FBM operators depend on the spatial size (the
     official band masks are resized to it) and enter the trace as constants: its trace runs at its traced
-    size, like its ONNX export; the others run at another spatial size too."""
+    size, like its ONNX export; the others run at another spatial size too. The batch size is free."""
     module = _modules()[name]
     with torch.no_grad():
         traced = torch.jit.trace(module, torch.randn(2, 32, 16, 16))
-        x = torch.randn(2, 32, 16, 16) if name == "fdconv" else torch.randn(2, 32, 20, 12)
+        x = torch.randn(3, 32, 16, 16) if name == "fdconv" else torch.randn(3, 32, 20, 12)  # another batch size
         torch.testing.assert_close(traced(x), module(x))
 
 

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import memory_format_of
-from .conv_args import Padding
+from .conv_args import Padding, explicit_padding
+from .fourier_weight import exporting
 
 
 def batched_conv2d(
@@ -31,6 +32,10 @@ def batched_conv2d(
         out_scale: optional per-sample output-channel factors (B, O), applied before the bias.
     Returns:
         (B, O, H', W').
+
+    Per-sample kernels run as one grouped convolution over the batch folded into channels
+    (``groups = B * groups``). ONNX stores a conv's groups as a constant, so while tracing or exporting they
+    run as unfold + batched matmul instead, and the exported graph takes any batch size.
     """
     if out_scale is not None:
         y = batched_conv2d(x, weight, None, stride, padding, dilation, groups)
@@ -44,6 +49,9 @@ def batched_conv2d(
         if bias is not None and shared_bias is None:
             y = y + bias.reshape(bias.shape[0], out_channels, 1, 1).to(y.dtype)
         return y
+    if exporting():
+        y = _unfold_conv2d(x, weight, stride, padding, dilation, groups)
+        return y if bias is None else y + bias.reshape(-1, out_channels, 1, 1).to(y.dtype)
     if memory_format_of(x) == torch.channels_last:
         # channels-last: fold to (1, B*C, H, W) with (H, W, B, C) memory, the layout a channels-last grouped
         # conv reads; the output comes back as (B, O, H', W') channels-last. The kernels are copied to plain
@@ -59,6 +67,23 @@ def batched_conv2d(
     kernels = weight.reshape(batch * out_channels, *weight.shape[2:])
     y = F.conv2d(folded, kernels, _fold_bias(bias, batch, out_channels), stride, padding, dilation, groups * batch)
     return y.reshape(batch, out_channels, y.shape[-2], y.shape[-1])
+
+
+def _unfold_conv2d(x: Tensor, weight: Tensor, stride: tuple[int, int], padding: Padding,
+                   dilation: tuple[int, int], groups: int) -> Tensor:
+    """Per-sample convolution as unfold + bmm: x (B, C, H, W), weight (B, O, C // groups, kh, kw) -> (B, O, H', W')."""
+    kh, kw = weight.shape[-2:]
+    if isinstance(padding, str):
+        x = F.pad(x, explicit_padding(padding, (kh, kw), dilation))
+        padding = (0, 0)
+    batch, _, height, width = x.shape
+    out_channels, per_group = weight.shape[1], weight.shape[2]
+    out_h = (height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    out_w = (width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    cols = F.unfold(x, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # (B, C * kh * kw, L)
+    cols = cols.reshape(batch * groups, per_group * kh * kw, out_h * out_w)
+    kernels = weight.reshape(batch * groups, out_channels // groups, per_group * kh * kw)
+    return torch.bmm(kernels, cols).reshape(batch, out_channels, out_h, out_w)
 
 
 def _fold_bias(bias: Tensor | None, batch: int, out_channels: int) -> Tensor | None:
