@@ -13,7 +13,7 @@ import torch.nn as nn
 from .convert import convert
 from .layers import CondConv2d, DynamicConv2d, FDConv, ODConv2d
 from .overhead import BOTTLENECK_CONVS, PAPER_SETTINGS, format_overhead, param_overhead
-from .timing import best_ms
+from .timing import interleaved_times_ms
 from .version import __version__
 
 T = TypeVar("T")
@@ -35,8 +35,9 @@ def progress(items: Sequence[T], label: str) -> Iterator[T]:
     return iter(tqdm(items, desc=label, file=sys.stderr, disable=None, leave=False))
 
 
-def _time_layers(kernel_num: int, batch: int, channels: int, size: int, train: bool) -> None:
-    """Print the time of one 3x3 C -> C layer of each kind against ``nn.Conv2d`` on this machine."""
+def _time_layers(kernel_num: int, batch: int, channels: int, size: int, train: bool, rounds: int = 5) -> None:
+    """Print the time of one 3x3 C -> C layer of each kind against ``nn.Conv2d`` on this machine: medians of
+    ``rounds`` rounds that run every layer in turn, as ratios with their [min-max] over the rounds."""
     torch.manual_seed(0)
     conv = nn.Conv2d(channels, channels, 3, padding=1)
     x = torch.randn(batch, channels, size, size)
@@ -46,16 +47,23 @@ def _time_layers(kernel_num: int, batch: int, channels: int, size: int, train: b
     mode = "forward + backward (train)" if train else "inference"
     print(f"\nOne 3x3 layer, {channels} -> {channels} channels, batch {batch} at {size}x{size}, {mode} on this "
           f"machine ({torch.get_num_threads()} threads):")
-    times = {}
-    for name in progress(list(layers), "timing"):
-        layer = layers[name].train(train)
+    def call(layer: nn.Module):
+        layer.train(train)
         if train:
-            times[name] = best_ms(lambda m=layer: m(x).sum().backward())
-        else:
-            with torch.no_grad():
-                times[name] = best_ms(lambda m=layer: m(x))
-    for name, ms in times.items():
-        print(f"  {name:<16}{ms:>8.1f} ms  ({ms / times['nn.Conv2d']:.2f}x nn.Conv2d)")
+            return lambda: layer(x).sum().backward()
+        return lambda: _no_grad_call(layer, x)
+
+    times = interleaved_times_ms({name: call(m) for name, m in layers.items()}, rounds)
+    base = times["nn.Conv2d"]
+    for name, t in times.items():
+        median = t[len(t) // 2]
+        print(f"  {name:<16}{median:>8.1f} ms  ({median / base[len(base) // 2]:.2f}x nn.Conv2d, "
+              f"rounds {t[0] / base[len(base) // 2]:.2f}x-{t[-1] / base[len(base) // 2]:.2f}x)")
+
+
+def _no_grad_call(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return layer(x)
 
 
 def bench(args: argparse.Namespace) -> int:
