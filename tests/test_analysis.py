@@ -51,6 +51,24 @@ def test_erf_support_matches_the_receptive_field():
 
 def test_cli_analyze_writes_plots(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    assert main(["analyze", "--out", str(tmp_path), "--size", "33"]) == 0
+    assert main(["analyze", "--out", str(tmp_path), "--size", "33", "--kernel-num", "8"]) == 0
     assert (tmp_path / "frequency_responses.png").stat().st_size > 0 and (tmp_path / "erf.png").stat().st_size > 0
     assert "FDConv (K=8)    weight-matrix spectrum 0.000" in capsys.readouterr().out
+
+
+def test_cli_analyze_a_users_model_and_checkpoint(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    torchvision = pytest.importorskip("torchvision")
+    from freqdyn import convert
+
+    trained = torchvision.models.resnet18()
+    convert(trained, "fdconv", include=r"layer\d\.\d+\.conv[123]$", kernel_num=8)
+    path = tmp_path / "trained.pth"
+    torch.save({"state_dict": trained.state_dict()}, path)
+    assert main(["analyze", "--out", str(tmp_path), "--size", "64", "--model", "resnet18", "--to", "fdconv",
+                 "--kernel-num", "8", "--checkpoint", str(path), "--plot-layers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "0 missing, 0 unexpected keys" in out and "16 dynamic layers" in out
+    assert out.count("weight-matrix spectrum 0.000") == 16
+    assert (tmp_path / "frequency_responses.png").stat().st_size > 0 and (tmp_path / "erf.png").stat().st_size > 0
+    assert main(["analyze", "--out", str(tmp_path), "--model", "resnet18"]) == 2  # nothing dynamic to analyse

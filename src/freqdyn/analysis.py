@@ -93,20 +93,36 @@ def _pyplot():
     return plt
 
 
-def plot_frequency_responses(rows: dict[str, Tensor], path: str | Path, max_kernels: int = 8) -> Path:
-    """One row of |FFT| panels per entry of ``rows`` (name -> (K, h, w) responses); writes a PNG."""
+def plot_frequency_responses(rows: dict[str, Tensor], path: str | Path, max_kernels: int = 8,
+                             domain: str = "matrix") -> Path:
+    """One row of |FFT| panels per entry of ``rows`` (name -> (K, h, w) responses), the first ``max_kernels`` of
+    each bank, with a shared colour bar per row and the mean pairwise cosine similarity; writes a PNG."""
     plt = _pyplot()
     cols = min(max_kernels, max(r.shape[0] for r in rows.values()))
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.6 * cols, 1.8 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.7 * cols + 1.2, 2.0 * len(rows) + 0.9), squeeze=False,
+                             layout="constrained")
+    axis_names = ("column frequency", "row frequency") if domain == "matrix" else ("fx", "fy")
     for row, (name, responses) in enumerate(rows.items()):
         similarity = response_similarity(responses)
+        vmax = float(responses[:cols].max())
+        image = None
         for col in range(cols):
             ax = axes[row][col]
-            ax.axis("off")
+            ax.set_xticks([])
+            ax.set_yticks([])
             if col < responses.shape[0]:
-                ax.imshow(responses[col].numpy(), cmap="viridis")
-        axes[row][0].set_title(f"{name}: mean cosine {similarity:.2f}", loc="left", fontsize=9)
-    fig.tight_layout()
+                image = ax.imshow(responses[col].numpy(), cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto")
+                ax.set_title(f"kernel {col + 1}", fontsize=7)
+            else:
+                ax.axis("off")
+        axes[row][0].set_ylabel(f"{name}\n(of {responses.shape[0]}; cos {similarity:.2f})\n{axis_names[1]}",
+                                fontsize=8)
+        axes[row][0].set_xlabel(axis_names[0], fontsize=7)
+        fig.colorbar(image, ax=list(axes[row]), shrink=0.9, label="|FFT|")
+    where = "the (O*kh) x (I*kw) weight matrix, FDConv's Fourier domain" if domain == "matrix" else \
+        "each kh x kw kernel zero-padded"
+    fig.suptitle(f"Frequency responses of the kernels each layer mixes ({where}); "
+                 "cos = mean pairwise cosine similarity, 1 = alike, 0 = disjoint", fontsize=9)
     path = Path(path)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -114,15 +130,48 @@ def plot_frequency_responses(rows: dict[str, Tensor], path: str | Path, max_kern
 
 
 def plot_erf(maps: dict[str, Tensor], path: str | Path) -> Path:
-    """ERF maps side by side (log scale, as in RepLKNet); writes a PNG."""
+    """ERF maps side by side (log10 scale, as in RepLKNet), each with a colour bar and pixel axes; writes a PNG."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(maps), figsize=(3 * len(maps), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(maps), figsize=(4.2 * len(maps), 4.0), squeeze=False, layout="constrained")
     for ax, (name, erf) in zip(axes[0], maps.items()):
-        ax.imshow(torch.log10(erf + 1e-4).numpy(), cmap="RdYlGn")
-        ax.set_title(f"{name}\n50% mass radius {erf_radius(erf)}", fontsize=9)
-        ax.axis("off")
-    fig.tight_layout()
+        image = ax.imshow(torch.log10(erf + 1e-4).numpy(), cmap="RdYlGn", vmin=-4.0, vmax=0.0)
+        ax.set_title(f"{name}\nhalf the contribution: radius {erf_radius(erf)} px", fontsize=9)
+        ax.set_xlabel("x (pixels)", fontsize=8)
+        ax.set_ylabel("y (pixels)", fontsize=8)
+        fig.colorbar(image, ax=ax, shrink=0.8, label="log10 ERF")
+    fig.suptitle("Effective receptive fields: |d centre output / d input|, normalised to 1, log scale", fontsize=9)
     path = Path(path)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def dynamic_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The layers of ``model`` that mix a kernel bank (name -> layer), in module order."""
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, ExpertConv2d) or (isinstance(module, FDConv) and module.is_dynamic):
+            out[name] = module
+    return out
+
+
+def last_feature_map(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    """A function x -> the last (N, C, H, W) activation that ``model`` computes (for the ERF of a classifier)."""
+
+    def run(x: Tensor) -> Tensor:
+        found: list[Tensor] = []
+        def keep(module: nn.Module, inputs: tuple, out: object) -> None:
+            if isinstance(out, Tensor) and out.dim() == 4 and min(out.shape[-2:]) > 1:  # not a pooled 1x1 map
+                found.append(out)
+
+        handles = [m.register_forward_hook(keep) for m in model.modules()]
+        try:
+            model(x)
+        finally:
+            for h in handles:
+                h.remove()
+        if not found:
+            raise ValueError(f"{type(model).__name__} computes no (N, C, H, W) feature map")
+        return found[-1]
+
+    return run

@@ -115,16 +115,64 @@ def _photo(size: int) -> torch.Tensor:
     return nn.functional.interpolate(image, size=(size, size), mode="area")
 
 
+def _user_model(args: argparse.Namespace) -> nn.Module:
+    """The model of ``freqdyn analyze --model``: built by name, converted with ``--to``, ``--checkpoint`` loaded."""
+    model = build_model(args.model).eval()
+    if args.to != "none":
+        options = {"kernel_num": args.kernel_num} if args.to == "fdconv" else {}
+        include = BOTTLENECK_CONVS if "resnet" in args.model else None
+        print(f"{args.model} -> {args.to}: {convert(model, args.to, include=include, **options)}")
+    if args.checkpoint:
+        state, _ = _checkpoint_state(torch.load(args.checkpoint, map_location="cpu", weights_only=True))
+        result = model.load_state_dict(state, strict=False)
+        print(f"loaded {args.checkpoint}: {len(result.missing_keys)} missing, {len(result.unexpected_keys)} "
+              "unexpected keys")
+    return model
+
+
+def analyze_model(args: argparse.Namespace, out: Path) -> int:
+    from . import analysis
+
+    try:
+        model = _user_model(args)
+    except ValueError as error:
+        print(f"freqdyn analyze: {error}", file=sys.stderr)
+        return 2
+    layers = analysis.dynamic_layers(model)
+    if not layers:
+        print(f"freqdyn analyze: {args.model} has no dynamic layers; convert it with --to", file=sys.stderr)
+        return 2
+    print(f"Frequency responses of the kernels each of the {len(layers)} dynamic layers mixes "
+          "(mean pairwise cosine similarity; 1 = alike):")
+    rows = {}
+    for name, layer in layers.items():
+        bank = analysis.kernel_bank(layer)
+        matrix = analysis.frequency_responses(bank, "matrix")
+        kernel_sim = analysis.response_similarity(analysis.frequency_responses(bank, "kernel"))
+        print(f"  {name:<28} {type(layer).__name__:<14} weight-matrix spectrum "
+              f"{analysis.response_similarity(matrix):.3f}   kernel spectrum {kernel_sim:.3f}")
+        if len(rows) < args.plot_layers:
+            rows[name] = matrix
+    print(f"  wrote {analysis.plot_frequency_responses(rows, out / 'frequency_responses.png')}")
+    erf = analysis.effective_receptive_field(analysis.last_feature_map(model), _photo(args.size))
+    print(f"Effective receptive field of {args.model}'s last feature map: radius {analysis.erf_radius(erf)}")
+    print(f"  wrote {analysis.plot_erf({args.model: erf}, out / 'erf.png')}")
+    return 0
+
+
 def analyze(args: argparse.Namespace) -> int:
     from . import analysis
     from .layers import MRFA
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if getattr(args, "model", None):
+        return analyze_model(args, out)
     torch.manual_seed(0)
     conv = nn.Conv2d(64, 64, 3, padding=1)
+    k = args.kernel_num
     layers = {"DY-Conv (4x)": DynamicConv2d.from_conv(conv), "ODConv (4x)": ODConv2d.from_conv(conv),
-              "CondConv (8x)": CondConv2d.from_conv(conv), "FDConv (K=8)": FDConv.from_conv(conv, kernel_num=8)}
+              "CondConv (8x)": CondConv2d.from_conv(conv), f"FDConv (K={k})": FDConv.from_conv(conv, kernel_num=k)}
     print("Frequency responses of the kernels each layer mixes (mean pairwise cosine similarity; 1 = alike):")
     rows = {}
     for name, layer in layers.items():
@@ -256,6 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     p_analyze = sub.add_parser(formatter_class=_DefaultsHelp, name="analyze", help="frequency responses of dynamic kernels and ERF plots (PNG)")
     p_analyze.add_argument("--out", default="freqdyn-analysis", help="folder for the PNG files")
     p_analyze.add_argument("--size", type=int, default=64, help="image size for the ERF")
+    p_analyze.add_argument("--kernel-num", type=int, default=64, help="FDConv kernel_num (random layers, or --to fdconv)")
+    p_analyze.add_argument("--model", help="analyse this torchvision / timm model instead of random layers")
+    p_analyze.add_argument("--to", default="none", choices=["none", "fdconv", "dyconv", "condconv", "odconv"],
+                           help="with --model: convert it first (ResNets: the bottleneck convs)")
+    p_analyze.add_argument("--checkpoint", help="with --model: a state_dict (or a dict holding one) to load, e.g. "
+                           "a trained network's")
+    p_analyze.add_argument("--plot-layers", type=int, default=6, help="with --model: layers in the frequency plot")
     p_analyze.set_defaults(func=analyze)
     p_profile = sub.add_parser(formatter_class=_DefaultsHelp, name="profile", help="FLOPs and parameters of a torchvision or timm "
                                "model, plain and converted (ResNets: bottleneck convs)")
