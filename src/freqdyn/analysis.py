@@ -28,15 +28,19 @@ def kernel_bank(layer: nn.Module) -> Tensor:
     raise ValueError(f"no kernel bank for {type(layer).__name__} (expected a dynamic conv)")
 
 
-def frequency_responses(kernels: Tensor, domain: str = "kernel", size: int = 32) -> Tensor:
+def frequency_responses(kernels: Tensor, domain: str = "kernel", size: int = 32, max_pairs: int = 4096) -> Tensor:
     """|FFT| of each of the K kernels (K, O, I, kh, kw) -> (K, h, w), centred (fftshift).
 
-    ``domain='kernel'``: each kh x kw kernel zero-padded to size x size, magnitudes averaged over (O, I).
+    ``domain='kernel'``: each kh x kw kernel zero-padded to size x size, magnitudes averaged over (O, I)
+    (over ``max_pairs`` evenly spaced (o, i) pairs for wider layers).
     ``domain='matrix'``: the rfft2 of the (O*kh, I*kw) weight matrix, FDConv's own Fourier domain.
     """
     kernels = kernels.to(torch.float64)
     if domain == "kernel":
-        spectrum = torch.fft.fft2(kernels, s=(size, size)).abs().mean(dim=(1, 2))
+        pairs = kernels.flatten(1, 2)  # (K, O * I, kh, kw)
+        if pairs.shape[1] > max_pairs:  # evenly spaced (o, i) pairs: the mean is estimated, memory stays bounded
+            pairs = pairs[:, torch.linspace(0, pairs.shape[1] - 1, max_pairs).long()]
+        spectrum = torch.stack([torch.fft.fft2(bank, s=(size, size)).abs().mean(dim=0) for bank in pairs])
         return torch.fft.fftshift(spectrum, dim=(-2, -1))
     if domain == "matrix":
         matrices = torch.stack([weight_to_matrix(k) for k in kernels])
