@@ -80,7 +80,6 @@ class FourierDynamicBase(nn.Module):
         kh, kw = kernel_size
         rows, cols = out_channels * kh, in_channels // groups * kw
         self.kernel_num, self.param_ratio, self.synthesis = kernel_num, param_ratio, synthesis
-        self.freq_grouping = freq_grouping
         self.spectrum_shape = (rows, cols)
         self.spectral_scale = max(min(in_channels, out_channels) // 2, 1)
         self.alpha = self.spectral_scale * kernel_num
@@ -112,7 +111,7 @@ class FourierDynamicBase(nn.Module):
     def spectrum_of(self, weight: Tensor) -> Tensor:
         """``dft_weight`` (P, rows, cols // 2 + 1, 2) whose neutral layer computes the kernel ``weight``.
 
-        ``weight`` is (O, I // groups, kh, kw), or any shape with as many elements (an ``nn.Linear`` weight).
+        ``weight`` is (O, I // groups, kh, kw), or (O, I) for a 1x1 kernel (an ``nn.Linear`` weight).
         """
         expected = self._weight_shape()
         if not self.is_plain_weight(weight):

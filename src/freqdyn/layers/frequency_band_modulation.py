@@ -66,8 +66,6 @@ def _nearest_source(dst: int, size_in: int, size_out: int) -> int:
 
 
 def _mask_lists(height: int, width: int, k_list: tuple[int, ...], rule: str) -> tuple[list[list[bool]], list[list[bool]]]:
-    if rule not in MASK_RULES:
-        raise ValueError(f"fbm_masks must be one of {MASK_RULES}, got {rule!r}")
     n_cols = width // 2 + 1
     rows, cols = [], []
     for k in k_list:
@@ -91,6 +89,8 @@ def band_masks(height: int, width: int, k_list: tuple[int, ...], rule: str = "of
     Mask j keeps coefficient (r, c) of ``rfft2(x)`` iff ``rows[j, r] & cols[j, c]``. Computed in plain
     Python (float32 arithmetic emulated by rounding), so it costs nothing to trace or compile.
     """
+    if rule not in MASK_RULES:
+        raise ValueError(f"fbm_masks must be one of {MASK_RULES}, got {rule!r}")
     rows, cols = _mask_lists(height, width, k_list, rule)
     return torch.tensor(rows, dtype=torch.bool), torch.tensor(cols, dtype=torch.bool)
 
