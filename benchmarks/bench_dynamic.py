@@ -10,6 +10,7 @@ mode forward + backward of ``out.sum()``. "naive" runs the same layer's maths on
 from __future__ import annotations
 
 import argparse
+import functools
 
 import torch
 import torch.nn as nn
@@ -46,19 +47,19 @@ def main() -> None:
         conv = nn.Conv2d(channels, channels, 3, padding=1).to(device)
         x = torch.randn(batch, channels, size, size, device=device)
 
-        def step(fn):
+        def step(fn, x: torch.Tensor = x):
             return lambda: fn(x).sum().backward()
 
         with torch.no_grad():
-            t_conv = best_ms(lambda: conv.eval()(x), args.repeats, device)
+            t_conv = best_ms(functools.partial(conv.eval(), x), args.repeats, device)
         tb_conv = best_ms(step(conv.train()), args.repeats, device)
         mem_conv = saved_megabytes(step(conv), device)
         for name, (build, naive) in LAYERS.items():
             layer = build(conv)
             with torch.no_grad():
                 layer.eval()
-                t_layer = best_ms(lambda: layer(x), args.repeats, device)
-                t_naive = best_ms(lambda: naive(layer, x), 1, device)
+                t_layer = best_ms(functools.partial(layer, x), args.repeats, device)
+                t_naive = best_ms(functools.partial(naive, layer, x), 1, device)
             layer.train()
             tb_layer = best_ms(step(layer), args.repeats, device)
             mem = saved_megabytes(step(layer), device)

@@ -10,6 +10,7 @@ rounds that run every candidate in turn (:func:`freqdyn.timing.interleaved_ms`).
 from __future__ import annotations
 
 import argparse
+import functools
 
 import torch
 import torch.nn as nn
@@ -43,24 +44,35 @@ def main() -> None:
         x = torch.randn(batch, channels, size, size, device=device)
         slow = batch * channels * channels * size * size > 2**31
         rounds = 1 if slow else args.rounds
-        naive = lambda inp: naive_fdconv(fd, inp)  # noqa: E731
+        naive = functools.partial(naive_fdconv, fd)
         with torch.no_grad():
             for m in (conv, fd, plain):
                 m.eval()
-            fwd = interleaved_ms({"conv": lambda: conv(x), "fd": lambda: fd(x), "plain": lambda: plain(x),
-                                  "naive": lambda: naive(x)}, rounds, device)
+            fwd = interleaved_ms({name: functools.partial(fn, x) for name, fn in
+                                  {"conv": conv, "fd": fd, "plain": plain, "naive": naive}.items()}, rounds, device)
         for m in (conv, fd):
             m.train()
 
-        def step(module_fn):
+        def step(module_fn, x: torch.Tensor = x):
             return lambda: module_fn(x).sum().backward()
 
         fb = interleaved_ms({"conv": step(conv), "fd": step(fd), "naive": step(naive)}, rounds, device)
         mem = [saved_megabytes(step(m), device) for m in (conv, fd, naive)]
-        row = [batch, channels, f"{size}x{size}", f"{fwd['conv']:.1f}", f"{fwd['fd']:.1f}",
-               f"{fwd['fd'] / fwd['conv']:.2f}x", f"{fwd['plain'] / fwd['conv']:.2f}x", f"{fwd['naive'] / fwd['fd']:.2f}x",
-               f"{fb['conv']:.1f}", f"{fb['fd']:.1f}", f"{fb['fd'] / fb['conv']:.2f}x", f"{fb['naive'] / fb['fd']:.2f}x",
-               " / ".join(f"{m:.0f}" for m in mem)]
+        row = [
+            batch,
+            channels,
+            f"{size}x{size}",
+            f"{fwd['conv']:.1f}",
+            f"{fwd['fd']:.1f}",
+            f"{fwd['fd'] / fwd['conv']:.2f}x",
+            f"{fwd['plain'] / fwd['conv']:.2f}x",
+            f"{fwd['naive'] / fwd['fd']:.2f}x",
+            f"{fb['conv']:.1f}",
+            f"{fb['fd']:.1f}",
+            f"{fb['fd'] / fb['conv']:.2f}x",
+            f"{fb['naive'] / fb['fd']:.2f}x",
+            " / ".join(f"{m:.0f}" for m in mem),
+        ]
         print("| " + " | ".join(str(v) for v in row) + " |", flush=True)
 
 

@@ -40,27 +40,31 @@ def main() -> None:
     print("| B x C x lr^2 -> hr^2 | method | fwd ms | peak MB (fwd) | saved MB (f+b) |")
     print("|---|---|---|---|---|")
     for batch, channels, size in sizes:
-        torch.manual_seed(0)
         shape = f"{batch}x{channels}x{size}^2 -> {2 * size}^2"
-        lr = torch.randn(batch, channels, size, size, requires_grad=True)
-        hr = torch.randn(batch, channels, 2 * size, 2 * size, requires_grad=True)
-        kernels = torch.softmax(torch.randn(batch, 25, 2 * size, 2 * size), 1).requires_grad_()
-        layer = FreqFusion(channels, channels, feature_resample=True)
-        rows = [
-            measure("nearest interpolation", lambda: F.interpolate(lr, scale_factor=2.0),
-                    lambda: F.interpolate(lr, scale_factor=2.0).sum().backward()),
-            measure("bilinear interpolation", lambda: F.interpolate(lr, scale_factor=2.0, mode="bilinear"),
-                    lambda: F.interpolate(lr, scale_factor=2.0, mode="bilinear").sum().backward()),
-            measure("CARAFE k=5, freqdyn", lambda: carafe(lr, kernels, 5, 1, 2),
-                    lambda: carafe(lr, kernels, 5, 1, 2).sum().backward()),
-            measure("CARAFE k=5, unfold (reference)", lambda: naive_carafe(lr, kernels, 5, 1, 2),
-                    lambda: naive_carafe(lr, kernels, 5, 1, 2).sum().backward()),
-            measure("FreqFusion, freqdyn", lambda: layer(hr, lr), lambda: sum(layer(hr, lr)).sum().backward()),
-            measure("FreqFusion, unfold (reference)", lambda: naive_freq_fusion(layer, hr, lr),
-                    lambda: sum(naive_freq_fusion(layer, hr, lr)).sum().backward()),
-        ]
-        for row in rows:
+        for row in rows_at(batch, channels, size):
             print(f"| {shape} | " + " | ".join(row) + " |", flush=True)
+
+
+def rows_at(batch: int, channels: int, size: int) -> list[list[str]]:
+    """One table row per method at lr size ``size``, upsampled 2x."""
+    torch.manual_seed(0)
+    lr = torch.randn(batch, channels, size, size, requires_grad=True)
+    hr = torch.randn(batch, channels, 2 * size, 2 * size, requires_grad=True)
+    kernels = torch.softmax(torch.randn(batch, 25, 2 * size, 2 * size), 1).requires_grad_()
+    layer = FreqFusion(channels, channels, feature_resample=True)
+    return [
+        measure("nearest interpolation", lambda: F.interpolate(lr, scale_factor=2.0),
+                lambda: F.interpolate(lr, scale_factor=2.0).sum().backward()),
+        measure("bilinear interpolation", lambda: F.interpolate(lr, scale_factor=2.0, mode="bilinear"),
+                lambda: F.interpolate(lr, scale_factor=2.0, mode="bilinear").sum().backward()),
+        measure("CARAFE k=5, freqdyn", lambda: carafe(lr, kernels, 5, 1, 2),
+                lambda: carafe(lr, kernels, 5, 1, 2).sum().backward()),
+        measure("CARAFE k=5, unfold (reference)", lambda: naive_carafe(lr, kernels, 5, 1, 2),
+                lambda: naive_carafe(lr, kernels, 5, 1, 2).sum().backward()),
+        measure("FreqFusion, freqdyn", lambda: layer(hr, lr), lambda: sum(layer(hr, lr)).sum().backward()),
+        measure("FreqFusion, unfold (reference)", lambda: naive_freq_fusion(layer, hr, lr),
+                lambda: sum(naive_freq_fusion(layer, hr, lr)).sum().backward()),
+    ]
 
 
 if __name__ == "__main__":

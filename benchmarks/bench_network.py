@@ -164,7 +164,7 @@ def run_family(family: str, title: str, models: dict[str, nn.Module], runs, mem_
         torch.manual_seed(1)
         x = torch.randn(batch, 3, size, size)
 
-        def call(model: nn.Module):
+        def call(model: nn.Module, mode: str = mode, x: torch.Tensor = x):
             if mode == "eval":
                 model.eval()
                 return lambda: _no_grad(model, x)
@@ -188,7 +188,7 @@ def run_family(family: str, title: str, models: dict[str, nn.Module], runs, mem_
     for name, model in models.items():
         model.train()
 
-        def step():
+        def step(model: nn.Module = model) -> None:
             total(model(x)).backward()
 
         stages[name] = saved_by_stage(model, step)
@@ -202,7 +202,9 @@ def run_family(family: str, title: str, models: dict[str, nn.Module], runs, mem_
         peak = float(subprocess.run(child, capture_output=True, text=True, check=True, env=env).stdout.split()[-1])
         base_saved = base_saved or saved
         base_peak = base_peak or peak
-        print(f"| {name} | {saved:.0f} | {saved / base_saved:.2f}x | {peak:.0f} | {peak / base_peak:.2f}x |", flush=True)
+        print(
+            f"| {name} | {saved:.0f} | {saved / base_saved:.2f}x | {peak:.0f} | {peak / base_peak:.2f}x |", flush=True
+        )
     if args.profile and family == "resnet":
         print("\nSaved for backward per stage (MB):\n")
         print("| network | " + " | ".join(STAGES) + " |")

@@ -88,7 +88,11 @@ def main() -> None:
     train, test = [load(n) for n in TRAIN], [load(n) for n in TEST]
     print(f"{machine_line()}, "
           f"{args.steps} Adam steps, batch {args.batch} x 64^2 crops; train {', '.join(TRAIN)}; test {', '.join(TEST)}")
-    print("| upsampling of the lr features | params | train s | " + " | ".join(f"PSNR {n}" for n in TEST) + " | mean PSNR |")
+    print(
+        "| upsampling of the lr features | params | train s | "
+        + " | ".join(f"PSNR {n}" for n in TEST)
+        + " | mean PSNR |"
+    )
     print("|---|---|---|" + "---|" * (len(TEST) + 1))
     bicubic = [psnr(F.interpolate(F.avg_pool2d(t, 2), scale_factor=2.0, mode="bicubic", align_corners=False), t)
                for t in test]

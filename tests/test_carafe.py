@@ -17,7 +17,9 @@ CASES = [
 
 
 def _kernels(batch, groups, k, height, width, dtype=torch.float64):
-    return torch.softmax(torch.randn(batch, groups, k * k, height, width, dtype=dtype), 2).reshape(batch, -1, height, width)
+    return torch.softmax(torch.randn(batch, groups, k * k, height, width, dtype=dtype), 2).reshape(
+        batch, -1, height, width
+    )
 
 
 @pytest.mark.parametrize("h,w,scale,out_h,out_w,k,groups", CASES)

@@ -76,10 +76,10 @@ def test_freqfusion_onnx_export_with_dynamic_sizes(tmp_path):
     session = onnxruntime.InferenceSession(str(path))
     names = [i.name for i in session.get_inputs()]
     for hr, lr in (inputs, (torch.randn(1, 16, 24, 20), torch.randn(1, 16, 12, 10))):
-        outs = session.run(None, dict(zip(names, (hr.numpy(), lr.numpy()))))
+        outs = session.run(None, dict(zip(names, (hr.numpy(), lr.numpy()), strict=True)))
         with torch.no_grad():
             refs = module(hr, lr)
-        for out, ref in zip(outs, refs):
+        for out, ref in zip(outs, refs, strict=True):
             torch.testing.assert_close(torch.from_numpy(out), ref, rtol=1e-4, atol=1e-4)
 
 
@@ -89,7 +89,7 @@ def test_freqfusion_compiles_without_graph_break():
     compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
     hr, lr = torch.randn(1, 16, 12, 10), torch.randn(1, 16, 6, 5)
     with torch.no_grad():
-        for a, b in zip(compiled(hr, lr), module(hr, lr)):
+        for a, b in zip(compiled(hr, lr), module(hr, lr), strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
@@ -99,7 +99,7 @@ def test_freqfusion_trace_runs_at_another_size():
     with torch.no_grad():
         traced = torch.jit.trace(module, (torch.randn(1, 16, 16, 16), torch.randn(1, 16, 8, 8)), check_trace=False)
         hr, lr = torch.randn(1, 16, 24, 20), torch.randn(1, 16, 12, 10)
-        for a, b in zip(traced(hr, lr), module(hr, lr)):
+        for a, b in zip(traced(hr, lr), module(hr, lr), strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 

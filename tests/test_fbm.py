@@ -2,10 +2,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import gradcheck_module, perturb_
 from freqdyn import FrequencyBandModulation
-from freqdyn.layers.frequency_band_modulation import band_masks, same_conv_as_gemm
+from freqdyn.layers.band_plan import band_masks
+from freqdyn.layers.frequency_band_modulation import same_conv_as_gemm
 from freqdyn.reference import naive_lowpass
+from helpers import gradcheck_module, perturb_
 
 
 @pytest.mark.parametrize("size", [(7, 7), (8, 8), (13, 6), (1, 5), (32, 20), (56, 56), (17, 17), (100, 30)])
@@ -15,7 +16,7 @@ def test_low_passes_equal_fft_box_masks(size, k_list, masks):
     # official masks at 56, 17 and 100 rows are not symmetric in +-f: the Im(A_j) term is exercised
     fbm = FrequencyBandModulation(6, k_list=k_list, masks=masks).double()
     x = torch.randn(2, 6, *size, dtype=torch.float64)
-    for low, k in zip(fbm.low_passes(x), k_list):
+    for low, k in zip(fbm.low_passes(x), k_list, strict=True):
         torch.testing.assert_close(low, naive_lowpass(x, k, masks), rtol=0, atol=1e-10)
 
 
@@ -56,7 +57,7 @@ def test_modulated_bands_match_independent_sum(channels, groups, size, channels_
     lows = [naive_lowpass(x, k) for k in fbm.k_list]
     bands = [x - lows[0], lows[0] - lows[1], lows[1] - lows[2]]
     expected = lows[2].clone()
-    for conv, band in zip(fbm.freq_weight_conv_list, bands):
+    for conv, band in zip(fbm.freq_weight_conv_list, bands, strict=True):
         att = 2 * torch.sigmoid(F.conv2d(x, conv.weight, conv.bias, padding=1, groups=groups))
         expected += att.repeat_interleave(channels // groups, dim=1) * band
     if channels_last:

@@ -4,9 +4,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import CONV_CASES, IDS, gradcheck_module, make_conv, make_input, perturb_
 from freqdyn import FDConv
 from freqdyn.reference import naive_fdconv
+from helpers import CONV_CASES, IDS, gradcheck_module, make_conv, make_input, perturb_
+
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=IDS)
 @pytest.mark.parametrize("training", [False, True])
@@ -267,5 +268,5 @@ def test_recomputed_kernels_give_the_same_gradients(chunk_elements, monkeypatch)
         inp = x.clone().requires_grad_()
         layer(inp).square().sum().backward()
         grads.append([inp.grad] + [p.grad for p in layer.parameters()] + [layer.KSM_Global.bn.running_var])
-    for a, b in zip(*grads):
+    for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import gradcheck_module, perturb_
 from freqdyn import FDLinear
+from helpers import gradcheck_module, perturb_
 
 
 @pytest.mark.parametrize("shape", [(3, 40), (2, 7, 40), (2, 3, 5, 40)])

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import gradcheck_module
 from freqdyn import MRFA, DropPath, FreqFusionFPN, LayerNorm2d, UniConvNetBlock
+from helpers import gradcheck_module
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -22,14 +22,14 @@ PYRAMIDS = [[(32, 32), (16, 16), (8, 8), (4, 4)], [(25, 27), (13, 14), (7, 7), (
 @pytest.mark.parametrize("sizes", PYRAMIDS, ids=["even", "odd"])
 def test_fpn_is_a_drop_in_for_torchvision_fpn(sizes):
     channels = [8, 16, 24, 32]
-    feats = OrderedDict((f"c{i}", torch.randn(2, c, *s)) for i, (c, s) in enumerate(zip(channels, sizes)))
+    feats = OrderedDict((f"c{i}", torch.randn(2, c, *s)) for i, (c, s) in enumerate(zip(channels, sizes, strict=True)))
     plain = torchvision.ops.FeaturePyramidNetwork(channels, 32)
     ours = FreqFusionFPN(channels, 32)
     expected, out = plain(feats), ours(feats)
     assert isinstance(out, OrderedDict) and list(out) == list(expected)
     assert [t.shape for t in out.values()] == [t.shape for t in expected.values()]
     as_tuple = ours(list(feats.values()))
-    assert isinstance(as_tuple, tuple) and all(torch.equal(a, b) for a, b in zip(as_tuple, out.values()))
+    assert isinstance(as_tuple, tuple) and all(torch.equal(a, b) for a, b in zip(as_tuple, out.values(), strict=True))
 
 
 def test_fpn_with_neutral_fusion_is_a_fixed_filter_fpn():
@@ -37,13 +37,13 @@ def test_fpn_with_neutral_fusion_is_a_fixed_filter_fpn():
     fpn = FreqFusionFPN(channels, 16).double()
     for fusion in fpn.fusions:
         fusion.neutralise_()
-    feats = [torch.randn(1, c, *s, dtype=torch.float64) for c, s in zip(channels, sizes)]
-    laterals = [conv(x) for conv, x in zip(fpn.lateral_convs, feats)]
+    feats = [torch.randn(1, c, *s, dtype=torch.float64) for c, s in zip(channels, sizes, strict=True)]
+    laterals = [conv(x) for conv, x in zip(fpn.lateral_convs, feats, strict=True)]
     for i in (1, 0):
         up = hamming_blur(laterals[i + 1], 5).repeat_interleave(2, 2).repeat_interleave(2, 3)
         laterals[i] = 2 * laterals[i] - hamming_blur(laterals[i], 3) + up[..., : sizes[i][0], : sizes[i][1]]
-    expected = [conv(x) for conv, x in zip(fpn.fpn_convs, laterals)]
-    for a, b in zip(fpn(feats), expected):
+    expected = [conv(x) for conv, x in zip(fpn.fpn_convs, laterals, strict=True)]
+    for a, b in zip(fpn(feats), expected, strict=True):
         torch.testing.assert_close(a, b)
 
 

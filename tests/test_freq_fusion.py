@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import gradcheck_module
 from freqdyn import FreqFusion
 from freqdyn.layers import LocalSimGuidedSampler, local_similarity
 from freqdyn.reference import naive_freq_fusion
+from helpers import gradcheck_module
 
 OPTIONS = [
     {},
@@ -38,14 +38,22 @@ def hamming_blur(x, k):
 def test_matches_reference_structured_forward(options):
     layer = perturbed(FreqFusion(16, 24, compressed_channels=16, **options).double())
     hr, lr = torch.randn(2, 16, 12, 14, dtype=torch.float64), torch.randn(2, 24, 6, 7, dtype=torch.float64)
-    for ours, ref in zip(layer(hr, lr), naive_freq_fusion(layer, hr, lr)):
+    for ours, ref in zip(layer(hr, lr), naive_freq_fusion(layer, hr, lr), strict=True):
         torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("hr_size,lr_size", SIZES)
-@pytest.mark.parametrize("options", [{}, {"feature_resample": True}, {"semi_conv": False},
-                                     {"comp_feat_upsample": False}, {"use_low_pass": False, "upsample_mode": "bilinear"}],
-                         ids=["default", "resample", "no-semi", "no-comp", "no-lowpass"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"feature_resample": True},
+        {"semi_conv": False},
+        {"comp_feat_upsample": False},
+        {"use_low_pass": False, "upsample_mode": "bilinear"},
+    ],
+    ids=["default", "resample", "no-semi", "no-comp", "no-lowpass"],
+)
 def test_shapes_for_even_and_odd_size_pairs(hr_size, lr_size, options):
     layer = FreqFusion(16, 24, compressed_channels=16, **options)
     hr_out, lr_out = layer(torch.randn(2, 16, *hr_size), torch.randn(2, 24, *lr_size))
@@ -71,7 +79,9 @@ def test_sampler_is_the_identity_at_zero_offsets():
         sampler.offset.weight.zero_()
         sampler.hr_offset.weight.zero_()
     feature = torch.randn(2, 12, 9, 10, dtype=torch.float64)
-    out = sampler(torch.randn(2, 16, 9, 10, dtype=torch.float64), torch.randn(2, 16, 5, 5, dtype=torch.float64), feature)
+    out = sampler(
+        torch.randn(2, 16, 9, 10, dtype=torch.float64), torch.randn(2, 16, 5, 5, dtype=torch.float64), feature
+    )
     torch.testing.assert_close(out, feature)
 
 
@@ -120,7 +130,7 @@ def test_state_dict_round_trip():
     clone.load_state_dict(torch.load(buffer, weights_only=True))
     assert clone.hamming_lowpass.shape == (1, 1, 5, 5) and clone.hamming_lowpass.dtype == torch.float32
     hr, lr = torch.randn(1, 16, 8, 8), torch.randn(1, 24, 4, 4)
-    for a, b in zip(clone(hr, lr), layer(hr, lr)):
+    for a, b in zip(clone(hr, lr), layer(hr, lr), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -153,9 +163,9 @@ def test_half_precision_and_channels_last():
     ref = layer(hr, lr)
     out = layer.to(memory_format=torch.channels_last)(hr.to(memory_format=torch.channels_last),
                                                       lr.to(memory_format=torch.channels_last))
-    for a, b in zip(out, ref):
+    for a, b in zip(out, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     bf = layer.to(torch.bfloat16)(hr.bfloat16(), lr.bfloat16())
-    for a, b in zip(bf, ref):
+    for a, b in zip(bf, ref, strict=True):
         assert a.dtype == torch.bfloat16
         torch.testing.assert_close(a.float(), b, rtol=0.02, atol=0.02 * b.abs().max().item())

@@ -36,7 +36,9 @@ def test_fft_formulas():
     x_shape = (2, 3, 8, 16)
     n, signals = 8 * 16, 6
     expected = signals * (2 * 2.5 * n * math.log2(n) + 5 * n * math.log2(n))
-    assert profile(_FFTs(), x_shape).flops == int(signals * 2.5 * n * math.log2(n)) * 2 + int(signals * 5 * n * math.log2(n))
+    assert profile(_FFTs(), x_shape).flops == int(signals * 2.5 * n * math.log2(n)) * 2 + int(
+        signals * 5 * n * math.log2(n)
+    )
     assert abs(profile(_FFTs(), x_shape).flops - expected) <= 3
 
 

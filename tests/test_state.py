@@ -10,10 +10,24 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import perturb_
-from freqdyn import (MRFA, CondConv2d, DropPath, DynamicConv2d, FDConv, FDLinear, FreqFusion, FreqFusionFPN,
-                     FrequencyBandModulation, LayerNorm2d, ODConv2d, StarReLU, UniConvNetBlock, convert)
+from freqdyn import (
+    MRFA,
+    CondConv2d,
+    DropPath,
+    DynamicConv2d,
+    FDConv,
+    FDLinear,
+    FreqFusion,
+    FreqFusionFPN,
+    FrequencyBandModulation,
+    LayerNorm2d,
+    ODConv2d,
+    StarReLU,
+    UniConvNetBlock,
+    convert,
+)
 from freqdyn.reference import naive_fdconv
+from helpers import perturb_
 
 # name -> (factory, input factory); each factory builds the same architecture from any seed
 LAYERS = {
@@ -88,7 +102,7 @@ def test_round_trip_is_exact(name):
     copies = {"state_dict": fresh.eval(), "torch.save(model)": torch.load(whole, weights_only=False),
               "deepcopy": copy.deepcopy(module)}
     for how, other in copies.items():
-        for a, b in zip(outputs(other, inputs), expected):
+        for a, b in zip(outputs(other, inputs), expected, strict=True):
             assert torch.equal(a, b), how
         if hasattr(module, "temperature"):
             assert other.temperature == 7.3, how
@@ -154,7 +168,7 @@ def test_functional_call_over_many_weight_sets():
         sets.append({n: p.detach() + 0.1 * torch.randn(p.shape, generator=gen) for n, p in layer.named_parameters()})
     with torch.no_grad():
         got = [torch.func.functional_call(layer, params, (x,)) for params in sets]
-    for params, out in zip(sets, got):
+    for params, out in zip(sets, got, strict=True):
         copy_ = copy.deepcopy(layer)
         with torch.no_grad():
             for n, p in copy_.named_parameters():
@@ -272,7 +286,10 @@ def test_mrfa_loads_other_implementations(names):
                             ("refine", (q, 1, 3, 3))):
             shapes[names[role](i) + ".weight"], shapes[names[role](i) + ".bias"] = shape, shape[:1]
         for part, shape in (("0", (w, w, 1, 1)), ("2", (w, 1, 5 + 2 * i, 5 + 2 * i))):
-            shapes[f"{names['context'](i)}.{part}.weight"], shapes[f"{names['context'](i)}.{part}.bias"] = shape, shape[:1]
+            shapes[f"{names['context'](i)}.{part}.weight"], shapes[f"{names['context'](i)}.{part}.bias"] = (
+                shape,
+                shape[:1],
+            )
         if i > 1:
             shapes[names["inject"](i) + ".weight"], shapes[names["inject"](i) + ".bias"] = (q, w, 1, 1), (q,)
     gen = torch.Generator().manual_seed(0)

@@ -31,7 +31,7 @@ def _pose_dataset(root, n_train=4, n_val=2, size=96):
             cv2.imwrite(str(root / "images" / split / f"{i}.jpg"), image)
             kx = (x0 + rng.random(17) * w) / size
             ky = (y0 + rng.random(17) * h) / size
-            kpts = " ".join(f"{a:.4f} {b:.4f} 2" for a, b in zip(kx, ky))
+            kpts = " ".join(f"{a:.4f} {b:.4f} 2" for a, b in zip(kx, ky, strict=True))
             box = f"{(x0 + w / 2) / size:.4f} {(y0 + h / 2) / size:.4f} {w / size:.4f} {h / size:.4f}"
             (root / "labels" / split / f"{i}.txt").write_text(f"0 {box} {kpts}\n")
     data = root / "data.yaml"
@@ -64,7 +64,13 @@ def test_conv_rows_convert_with_neutral_output(registered):
                                   [-1, 1, "ODConv", [64, 3, 1]], [-1, 1, "CondConv", [64, 1, 1]],
                                   [-1, 1, "FDConv", [64, 3, 2]]], "head": []}
     model, _ = parse_model(yaml, ch=3, verbose=False)
-    assert [m.type for m in model] == ["ultralytics.nn.modules.conv.Conv", "DynamicConv", "ODConv", "CondConv", "FDConv"]
+    assert [m.type for m in model] == [
+        "ultralytics.nn.modules.conv.Conv",
+        "DynamicConv",
+        "ODConv",
+        "CondConv",
+        "FDConv",
+    ]
     assert all(isinstance(m, fu.DynamicConvBNAct) for m in list(model)[1:])
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 64, 8, 8)
 
@@ -87,8 +93,11 @@ def test_trains_one_epoch_and_checkpoint_reloads(registered, tmp_path):
 def test_freqfusion_concat_row_replaces_upsample_and_concat(registered):
     from ultralytics.nn.tasks import parse_model
 
-    yaml = {"nc": 1, "backbone": [[-1, 1, "Conv", [16, 3, 2]], [-1, 1, "Conv", [32, 3, 2]], [-1, 1, "Conv", [48, 3, 2]]],
-            "head": [[[-1, 1], 1, "FreqFusionConcat", [1]], [-1, 1, "Conv", [16, 3, 1]]]}
+    yaml = {
+        "nc": 1,
+        "backbone": [[-1, 1, "Conv", [16, 3, 2]], [-1, 1, "Conv", [32, 3, 2]], [-1, 1, "Conv", [48, 3, 2]]],
+        "head": [[[-1, 1], 1, "FreqFusionConcat", [1]], [-1, 1, "Conv", [16, 3, 1]]],
+    }
     model, save = parse_model(yaml, ch=3, verbose=False)
     fuse = model[3]
     assert isinstance(fuse, fu.FreqFusionConcat) and fuse.type == "FreqFusionConcat"

@@ -1,4 +1,6 @@
-"""Bad arguments fail early with a ValueError naming them; valid numpy integers work; autocast dtypes follow nn.Conv2d."""
+"""Bad arguments fail early with a ValueError naming them; valid numpy integers work; autocast dtypes follow
+nn.Conv2d."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,6 +1,7 @@
 """freqdyn: frequency-aware and dynamic convolution blocks for dense image prediction."""
 from .convert import ConversionReport, convert, count_parameters
 from .layers import (
+    MRFA,
     CondConv2d,
     DropPath,
     DynamicConv2d,
@@ -10,7 +11,6 @@ from .layers import (
     FreqFusionFPN,
     FrequencyBandModulation,
     LayerNorm2d,
-    MRFA,
     ODConv2d,
     StarReLU,
     TemperatureSchedule,

@@ -8,8 +8,8 @@
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -137,7 +137,7 @@ def plot_erf(maps: dict[str, Tensor], path: str | Path) -> Path:
     """ERF maps side by side (log10 scale, as in RepLKNet), each with a colour bar and pixel axes; writes a PNG."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(maps), figsize=(4.2 * len(maps), 4.0), squeeze=False, layout="constrained")
-    for ax, (name, erf) in zip(axes[0], maps.items()):
+    for ax, (name, erf) in zip(axes[0], maps.items(), strict=True):
         image = ax.imshow(torch.log10(erf + 1e-4).numpy(), cmap="RdYlGn", vmin=-4.0, vmax=0.0)
         ax.set_title(f"{name}\nhalf the contribution: radius {erf_radius(erf)} px", fontsize=9)
         ax.set_xlabel("x (pixels)", fontsize=8)
@@ -152,7 +152,7 @@ def plot_erf(maps: dict[str, Tensor], path: str | Path) -> Path:
 
 def dynamic_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The layers of ``model`` that mix a kernel bank (name -> layer), in module order."""
-    out = {}
+    out: dict[str, nn.Module] = {}
     for name, module in model.named_modules():
         if isinstance(module, ExpertConv2d) or (isinstance(module, FDConv) and module.is_dynamic):
             out[name] = module

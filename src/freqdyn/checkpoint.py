@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -86,11 +87,11 @@ def convert_checkpoint(
         prefix = f"{name}." if name else ""
         bias = state_dict.get(prefix + "bias")
         work = torch.float32 if weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype
-        conv = nn.Conv2d(weight.shape[1], weight.shape[0], tuple(weight.shape[2:]), bias=isinstance(bias, Tensor),
-                         dtype=work)
+        conv = nn.Conv2d(weight.shape[1], weight.shape[0], (weight.shape[2], weight.shape[3]),
+                         bias=isinstance(bias, Tensor), dtype=work)
         with torch.no_grad():
             conv.weight.copy_(weight)
-            if conv.bias is not None:
+            if conv.bias is not None and isinstance(bias, Tensor):
                 conv.bias.copy_(bias)
         layer = CONVERTERS[to](conv, **kwargs)
         if getattr(layer, "is_dynamic", True) is False:

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.nn as nn
@@ -59,6 +61,14 @@ def _time_layers(kernel_num: int, batch: int, channels: int, size: int, train: b
         median = t[len(t) // 2]
         print(f"  {name:<16}{median:>8.1f} ms  ({median / base[len(base) // 2]:.2f}x nn.Conv2d, "
               f"rounds {t[0] / base[len(base) // 2]:.2f}x-{t[-1] / base[len(base) // 2]:.2f}x)")
+
+
+def _optional_import(name: str) -> Any:
+    """The module ``name``, or None when it is not installed."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
 
 
 def _no_grad_call(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -144,7 +154,7 @@ def analyze_model(args: argparse.Namespace, out: Path) -> int:
         return 2
     print(f"Frequency responses of the kernels each of the {len(layers)} dynamic layers mixes "
           "(mean pairwise cosine similarity; 1 = alike):")
-    rows = {}
+    rows: dict[str, torch.Tensor] = {}
     for name, layer in layers.items():
         bank = analysis.kernel_bank(layer)
         matrix = analysis.frequency_responses(bank, "matrix")
@@ -171,8 +181,9 @@ def analyze(args: argparse.Namespace) -> int:
     torch.manual_seed(0)
     conv = nn.Conv2d(64, 64, 3, padding=1)
     k = args.kernel_num
-    layers = {"DY-Conv (4x)": DynamicConv2d.from_conv(conv), "ODConv (4x)": ODConv2d.from_conv(conv),
-              "CondConv (8x)": CondConv2d.from_conv(conv), f"FDConv (K={k})": FDConv.from_conv(conv, kernel_num=k)}
+    layers: dict[str, nn.Module] = {
+        "DY-Conv (4x)": DynamicConv2d.from_conv(conv), "ODConv (4x)": ODConv2d.from_conv(conv),
+        "CondConv (8x)": CondConv2d.from_conv(conv), f"FDConv (K={k})": FDConv.from_conv(conv, kernel_num=k)}
     print("Frequency responses of the kernels each layer mixes (mean pairwise cosine similarity; 1 = alike):")
     rows = {}
     for name, layer in layers.items():
@@ -210,10 +221,7 @@ def build_model(name: str) -> nn.Module:
         if "weights_backbone" in inspect.signature(builder).parameters:
             options["weights_backbone"] = None  # nothing is downloaded
         return builder(**options)
-    try:
-        import timm
-    except ImportError:
-        timm = None
+    timm = _optional_import("timm")
     if timm is not None and timm.is_model(name):
         return timm.create_model(name, pretrained=False)
     raise ValueError(f"unknown model {name!r}: give a torchvision name (torchvision.models.list_models()) or a "
@@ -289,22 +297,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="freqdyn", description="Frequency-aware dynamic convolution blocks.")
     parser.add_argument("--version", action="version", version=f"freqdyn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser(formatter_class=_DefaultsHelp, name="demo", help="ResNet-50 overhead table, FDConv equivalence on a photo, layer timing, frequency / ERF plots")
+    p_demo = sub.add_parser(
+        formatter_class=_DefaultsHelp,
+        name="demo",
+        help="ResNet-50 overhead table, FDConv equivalence on a photo, layer timing, frequency / ERF plots",
+    )
     p_demo.add_argument("--kernel-num", type=int, default=64, help="FDConv kernel_num of the ResNet-50 conversion")
     p_demo.add_argument("--out", default="freqdyn-demo", help="folder for the frequency-response and ERF plots")
     p_demo.add_argument("--size", type=int, default=64, help="image size for the ERF")
     p_demo.set_defaults(func=demo)
-    p_bench = sub.add_parser(formatter_class=_DefaultsHelp, name="bench", help="time one layer of each kind against nn.Conv2d on this machine")
+    p_bench = sub.add_parser(
+        formatter_class=_DefaultsHelp,
+        name="bench",
+        help="time one layer of each kind against nn.Conv2d on this machine",
+    )
     p_bench.add_argument("--batch", type=int, default=8, help="batch size")
     p_bench.add_argument("--channels", type=int, default=64, help="input and output channels")
     p_bench.add_argument("--size", type=int, default=56, help="height and width of the input")
     p_bench.add_argument("--kernel-num", type=int, default=64, help="FDConv kernel_num")
     p_bench.add_argument("--train", action="store_true", help="time forward + backward in train mode")
     p_bench.set_defaults(func=bench)
-    p_analyze = sub.add_parser(formatter_class=_DefaultsHelp, name="analyze", help="frequency responses of dynamic kernels and ERF plots (PNG)")
+    p_analyze = sub.add_parser(
+        formatter_class=_DefaultsHelp, name="analyze", help="frequency responses of dynamic kernels and ERF plots (PNG)"
+    )
     p_analyze.add_argument("--out", default="freqdyn-analysis", help="folder for the PNG files")
     p_analyze.add_argument("--size", type=int, default=64, help="image size for the ERF")
-    p_analyze.add_argument("--kernel-num", type=int, default=64, help="FDConv kernel_num (random layers, or --to fdconv)")
+    p_analyze.add_argument(
+        "--kernel-num", type=int, default=64, help="FDConv kernel_num (random layers, or --to fdconv)"
+    )
     p_analyze.add_argument("--model", help="analyse this torchvision / timm model instead of random layers")
     p_analyze.add_argument("--to", default="none", choices=["none", "fdconv", "dyconv", "condconv", "odconv"],
                            help="with --model: convert it first (ResNets: the bottleneck convs)")
@@ -312,8 +332,11 @@ def main(argv: list[str] | None = None) -> int:
                            "a trained network's")
     p_analyze.add_argument("--plot-layers", type=int, default=6, help="with --model: layers in the frequency plot")
     p_analyze.set_defaults(func=analyze)
-    p_profile = sub.add_parser(formatter_class=_DefaultsHelp, name="profile", help="FLOPs and parameters of a torchvision or timm "
-                               "model, plain and converted (ResNets: bottleneck convs)")
+    p_profile = sub.add_parser(
+        formatter_class=_DefaultsHelp,
+        name="profile",
+        help="FLOPs and parameters of a torchvision or timm model, plain and converted (ResNets: bottleneck convs)",
+    )
     p_profile.add_argument("--model", default="resnet50", help="a torchvision model (classification, detection, "
                            "segmentation) or a timm model name")
     p_profile.add_argument("--to", default="fdconv", choices=["none", "fdconv", "dyconv", "condconv", "odconv"],
@@ -321,20 +344,30 @@ def main(argv: list[str] | None = None) -> int:
     p_profile.add_argument("--size", type=int, default=224, help="input height and width")
     p_profile.add_argument("--layers", action="store_true", help="list every converted layer")
     p_profile.set_defaults(func=profile_command)
-    p_ckpt = sub.add_parser(formatter_class=_DefaultsHelp, name="convert-checkpoint", help="rewrite a checkpoint's conv weights into FDConv / DY-Conv / "
-                            "CondConv / ODConv state (loads with strict=True into a model built with the same options)")
+    p_ckpt = sub.add_parser(
+        formatter_class=_DefaultsHelp,
+        name="convert-checkpoint",
+        help="rewrite a checkpoint's conv weights into FDConv / DY-Conv / "
+        "CondConv / ODConv state (loads with strict=True into a model built with the same options)",
+    )
     p_ckpt.add_argument("input", help="a state_dict, or a dict holding one under 'state_dict' or 'model'")
     p_ckpt.add_argument("output", help="where to write the converted checkpoint")
     p_ckpt.add_argument("--to", default="fdconv", choices=["fdconv", "dyconv", "condconv", "odconv"],
                         help="target layer")
     p_ckpt.add_argument("--include", help="regex: convert only convs whose name matches (default: all convs)")
-    p_ckpt.add_argument("--exclude", help="regex: keep convs whose name matches, e.g. 'downsample' (default: none kept)")
+    p_ckpt.add_argument(
+        "--exclude", help="regex: keep convs whose name matches, e.g. 'downsample' (default: none kept)"
+    )
     p_ckpt.add_argument("--kernel-num", type=int, default=64, help="FDConv kernel_num")
     p_ckpt.add_argument("--param-ratio", type=int, default=1, help="FDConv param_ratio")
     p_ckpt.add_argument("--num-experts", type=int, help="experts of DY-Conv / CondConv / ODConv (default: the layer's)")
     p_ckpt.set_defaults(func=convert_checkpoint_command)
-    p_yolo = sub.add_parser(formatter_class=_DefaultsHelp, name="yolo", help="ultralytics' yolo CLI with the C2f_FDConv / FDConv / DynamicConv / CondConv / "
-                            "ODConv / FreqFusionConcat rows registered, e.g. 'freqdyn yolo pose train model=... data=...'")
+    p_yolo = sub.add_parser(
+        formatter_class=_DefaultsHelp,
+        name="yolo",
+        help="ultralytics' yolo CLI with the C2f_FDConv / FDConv / DynamicConv / CondConv / "
+        "ODConv / FreqFusionConcat rows registered, e.g. 'freqdyn yolo pose train model=... data=...'",
+    )
     p_yolo.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the yolo command, unchanged")
     p_yolo.set_defaults(func=yolo_command)
     args = parser.parse_args(argv)

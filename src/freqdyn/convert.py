@@ -1,10 +1,13 @@
-"""Model surgery: replace eligible ``nn.Conv2d`` (or ``nn.Linear``) layers of any model by a freqdyn layer, keeping weights."""
+"""Model surgery: replace eligible ``nn.Conv2d`` (or ``nn.Linear``) layers of any model by a freqdyn layer,
+keeping weights."""
+
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import cast
 
 import torch.nn as nn
 
@@ -101,7 +104,7 @@ def convert(
             continue
         if id(module) not in built:
             built[id(module)] = factory(module, **kwargs)
-            _carry_state(module, built[id(module)])
+            _carry_state(cast(nn.Conv2d | nn.Linear, module), built[id(module)])
         new = built[id(module)]
         if getattr(new, "is_dynamic", True) is False:
             report.skipped[name] = "kept as a plain convolution by the target's gating"

@@ -1,8 +1,8 @@
 """The FDConv paper's parameter-overhead comparison on ResNet-50 (Table 1), reproduced by conversion."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch.nn as nn
 

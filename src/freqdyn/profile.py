@@ -15,8 +15,9 @@ FlopCounterMode and fvcore.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -97,7 +98,9 @@ def profile(model: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int
     The model runs twice under no_grad, in its current train / eval mode; the first pass is a warm-up (FBM
     builds its size-keyed band operators), the second is counted.
     """
-    shapes = [tuple(input_shape)] if isinstance(input_shape[0], int) else [tuple(s) for s in input_shape]
+    nested = not isinstance(input_shape[0], int)
+    many = cast(Sequence[Sequence[int]], input_shape)
+    shapes = [tuple(s) for s in many] if nested else [tuple(cast(Sequence[int], input_shape))]
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
     dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
@@ -136,7 +139,8 @@ def profile(model: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int
         inside = sum(v for n, v in extra.items() if n == name or name == "" or n.startswith(name + "."))
         return sum(counts.get(key, {}).values()) + inside
 
-    layers, covered = [], []
+    layers: list[LayerCost] = []
+    covered: list[str] = []
     for name, module in model.named_modules():
         if isinstance(module, FREQDYN_LAYERS) and not any(name.startswith(c + ".") or c == "" for c in covered):
             covered.append(name)

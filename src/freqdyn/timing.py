@@ -5,14 +5,16 @@ import ctypes
 import gc
 import platform
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 
 def machine_line() -> str:
     """The header line every benchmark table starts with: torch version, CPU, threads."""
-    return f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, threads={torch.get_num_threads()}"
+    return (
+        f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, threads={torch.get_num_threads()}"
+    )
 
 
 def _elapsed_s(fn: Callable[[], object], device: torch.device | str) -> float:

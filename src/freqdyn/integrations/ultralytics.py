@@ -31,9 +31,10 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -64,7 +65,7 @@ class DynamicConvBNAct(nn.Module):
         self.conv, self.bn, self.act = conv, bn, act
 
     @classmethod
-    def from_conv_block(cls, block: nn.Module, to: str, **kwargs) -> "DynamicConvBNAct":
+    def from_conv_block(cls, block: Any, to: str, **kwargs) -> DynamicConvBNAct:
         """Convert an ultralytics ``Conv`` (conv, bn, act), keeping its weights: equal output at neutral attention."""
         return cls(CONVERTERS[to](block.conv, **kwargs), block.bn, block.act)
 
@@ -75,7 +76,7 @@ class DynamicConvBNAct(nn.Module):
 class C2f_FDConv(nn.Module):  # noqa: N801 - the name YAMLs use
     """Ultralytics ``C2f`` whose bottleneck 3x3 convs (``m[i].cv2``) are FDConv + BN + act; same forward."""
 
-    def __init__(self, c2f: nn.Module, **fdconv_kwargs) -> None:
+    def __init__(self, c2f: Any, **fdconv_kwargs) -> None:
         super().__init__()
         self.c = c2f.c
         self.cv1, self.cv2, self.m = c2f.cv1, c2f.cv2, c2f.m
@@ -116,13 +117,23 @@ class _ChannelProbe(nn.Module):
         return torch.cat([nn.functional.interpolate(lr, size=hr.shape[-2:]), hr], 1)
 
 
+
+def _fusion_from_probe(probe: nn.Module) -> nn.Module:
+    """The FreqFusionConcat row for the channels a :class:`_ChannelProbe` recorded."""
+    channels = cast(_ChannelProbe, probe).channels
+    if channels is None:
+        raise ValueError("FreqFusionConcat: the channel probe did not run")
+    return FreqFusionConcat(*channels, **_STATE["kwargs"]["freqfusion"])
+
+
 def _probe_channels(model: nn.Sequential, in_channels: int, last: int) -> None:
     """Run layers 0..last on a small zero image, routing inputs as ultralytics does (``m.f``)."""
     training = model.training
     model.eval()
-    x, outputs = torch.zeros(1, in_channels, 64, 64), []
+    x: Any = torch.zeros(1, in_channels, 64, 64)
+    outputs: list[Any] = []
     with torch.no_grad():
-        for m in list(model)[: last + 1]:
+        for m in cast(list[Any], list(model))[: last + 1]:
             if m.f != -1:
                 x = outputs[m.f] if isinstance(m.f, int) else [x if j == -1 else outputs[j] for j in m.f]
             x = m(x)
@@ -157,7 +168,7 @@ def _replace(built: nn.Module, convert: Callable[[nn.Module], nn.Module]) -> nn.
         new = convert(built)
     for attr in ("i", "f", "type"):
         setattr(new, attr, getattr(built, attr))
-    new.np = sum(p.numel() for p in new.parameters())
+    new.np = sum(p.numel() for p in new.parameters())  # type: ignore[assignment]  # ultralytics' count
     return new
 
 
@@ -210,7 +221,7 @@ def _parse_model(d: dict, ch, verbose: bool = True):
     if probes:
         _probe_channels(model, ch if isinstance(ch, int) else ch[0], max(probes))
         for i, probe in probes.items():
-            model[i] = _replace(probe, lambda m: FreqFusionConcat(*m.channels, **_STATE["kwargs"]["freqfusion"]))
+            model[i] = _replace(probe, _fusion_from_probe)
             model[i].type = "FreqFusionConcat"
     for record in held.records:  # the table, now with our rows' names and parameter counts
         ultralytics_logger.info(_table_line(record, model) if renamed else record.getMessage())
@@ -261,7 +272,7 @@ def register(**kwargs: dict[str, Any]) -> None:
         _STATE["original"] = tasks.parse_model
         tasks.parse_model = _parse_model
         _STATE["load"] = tasks.BaseModel.load
-        tasks.BaseModel.load = _load
+        tasks.BaseModel.load = _load  # type: ignore[method-assign]  # the documented patch of register()
         _STATE["get_flops"] = torch_utils.get_flops
         torch_utils.get_flops = _get_flops
 
@@ -273,7 +284,7 @@ def unregister() -> None:
 
     if _STATE["original"] is not None:
         tasks.parse_model = _STATE["original"]
-        tasks.BaseModel.load = _STATE["load"]
+        tasks.BaseModel.load = _STATE["load"]  # type: ignore[method-assign]
         _STATE["original"] = _STATE["load"] = None
         torch_utils.get_flops = _STATE["get_flops"]
         _STATE["get_flops"] = None

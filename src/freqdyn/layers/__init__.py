@@ -5,10 +5,6 @@ from .cond_conv2d import CondConv2d
 from .drop_path import DropPath
 from .dynamic_conv2d import DynamicConv2d
 from .expert_conv import ExpertAttention, ExpertConv2d
-from .layer_norm2d import LayerNorm2d
-from .local_sim_sampler import LocalSimGuidedSampler, local_similarity
-from .mrfa import MRFA
-from .odconv2d import ODConv2d
 from .fdconv import FDConv
 from .fdlinear import FDLinear
 from .fourier_weight import frequency_groups, matrix_to_weight, weight_to_matrix
@@ -16,6 +12,10 @@ from .freq_fusion import FreqFusion
 from .freq_fusion_fpn import FreqFusionFPN
 from .frequency_band_modulation import FrequencyBandModulation
 from .kernel_spatial_modulation import KernelSpatialModulationGlobal, KernelSpatialModulationLocal
+from .layer_norm2d import LayerNorm2d
+from .local_sim_sampler import LocalSimGuidedSampler, local_similarity
+from .mrfa import MRFA
+from .odconv2d import ODConv2d
 from .star_relu import StarReLU
 from .temperature import TemperatureSchedule, set_temperature
 from .uniconvnet_block import UniConvNetBlock

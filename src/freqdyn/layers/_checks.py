@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 import numbers
 
-import torch
 from torch import Tensor
 
 
@@ -17,7 +16,7 @@ def check_int(value: object, name: str, minimum: int = 1) -> int:
 
 def check_positive(value: object, name: str) -> float:
     """``value`` as a finite float > 0, else a ``ValueError`` naming ``name`` (a zero temperature gives NaN)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) < math.inf:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     return float(value)
 
@@ -51,14 +50,3 @@ def check_features_last(x: Tensor, features: int, layer: str) -> None:
     if x.shape[-1] != features:
         raise ValueError(f"{layer}: expected {features} input features, got {x.shape[-1]} (shape {tuple(x.shape)})")
 
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Dtype in which FFT / spectral work runs: float32 for half and bfloat16, else unchanged."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-def memory_format_of(x: Tensor) -> torch.memory_format:
-    """``torch.channels_last`` for a channels-last (and not also NCHW-contiguous) 4-D tensor, else contiguous."""
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format

@@ -8,6 +8,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .factory import factory_kwargs
+
 
 class AttentionConv(nn.Module):
     """x (B, in_channels, H, W) -> (B, out_channels, H, W): a square, stride-1 convolution of an attention branch.
@@ -31,7 +33,7 @@ class AttentionConv(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        kw = {"device": device, "dtype": dtype}
+        kw = factory_kwargs(device, dtype)
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.padding = (kernel_size, kernel_size), (padding, padding)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kernel_size, kernel_size, **kw))

@@ -7,17 +7,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .attention_conv import AttentionConv
-from .batch_norm import batch_norm_any_batch
+from .attention_norm import attention_norm
+from .factory import factory_kwargs
 
 
 class AttentionHeads(nn.Module):
     """Pooled (B, I) -> hidden (B, hidden, 1, 1) -> 1x1 heads for channel (I), filter (O), spatial (kh*kw), kernel (K).
 
-    fc (1x1, no bias) -> BatchNorm -> :meth:`activation` (every conv an :class:`AttentionConv`), hidden = max(int(I * reduction), min_hidden). As in
-    the reference codes, the filter head is skipped for depthwise layers, the spatial head for 1x1 kernels
-    and the kernel head when K == 1. A batch of one in train mode normalises with the running statistics
-    (a variance cannot be estimated from one value); the reference layers raise there. Subclasses turn
-    the head logits into attentions and call ``reset_parameters`` once their own modules exist.
+    fc (1x1, no bias) -> norm -> :meth:`activation` (every conv an :class:`AttentionConv`), hidden =
+    max(int(I * reduction), min_hidden). As in the reference codes, the filter head is skipped for depthwise
+    layers, the spatial head for 1x1 kernels and the kernel head when K == 1. ``norm`` is the official
+    BatchNorm (``'batch'``), its ``'frozen'`` statistics or a batch-independent ``'layer'`` norm
+    (:mod:`freqdyn.layers.attention_norm`). Subclasses turn the head logits into attentions and call
+    ``reset_parameters`` once their own modules exist.
     """
 
     def __init__(
@@ -31,16 +33,17 @@ class AttentionHeads(nn.Module):
         min_hidden: int,
         device: torch.device | None,
         dtype: torch.dtype | None,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
-        kw = {"device": device, "dtype": dtype}
+        kw = factory_kwargs(device, dtype)
         hidden = max(int(in_channels * reduction), min_hidden)
         if hidden < 1:
             raise ValueError(f"attention hidden width max(int(in_channels * reduction), min_hidden) is {hidden}: "
                              f"raise reduction ({reduction}) or min_hidden ({min_hidden})")
         self.num_kernels = num_kernels
         self.fc = AttentionConv(in_channels, hidden, 1, bias=False, **kw)
-        self.bn = nn.BatchNorm2d(hidden, **kw)
+        self.bn = attention_norm(norm, hidden, **kw)
         self.channel_fc = AttentionConv(hidden, in_channels, 1, **kw)
         depthwise = in_channels == groups == out_channels
         self.filter_fc = None if depthwise else AttentionConv(hidden, out_channels, 1, **kw)
@@ -56,7 +59,8 @@ class AttentionHeads(nn.Module):
         with torch.no_grad():
             for head in self.heads():
                 head.weight.zero_()
-                head.bias.zero_()
+                if head.bias is not None:
+                    head.bias.zero_()
 
     def activation(self, z: Tensor) -> Tensor:
         return F.relu(z)
@@ -64,7 +68,7 @@ class AttentionHeads(nn.Module):
     def hidden(self, pooled: Tensor) -> Tensor:
         """(B, I) -> (B, hidden), the input of every head."""
         z = F.linear(pooled, self.fc.weight.flatten(1))[:, :, None, None]
-        return self.activation(batch_norm_any_batch(self.bn, z)).flatten(1)
+        return self.activation(self.bn(z)).flatten(1)
 
     def head_logits(self, z: Tensor) -> dict[str, Tensor | None]:
         """Logits of the channel, filter, spatial and kernel heads (None where skipped), from one matmul."""
@@ -73,5 +77,5 @@ class AttentionHeads(nn.Module):
         weight = torch.cat([h.weight.flatten(1) for _, h in heads])
         bias = torch.cat([h.bias for _, h in heads])
         logits = F.linear(z, weight, bias).split([h.out_channels for _, h in heads], dim=1)
-        found = dict(zip([n for n, _ in heads], logits))
+        found = dict(zip([n for n, _ in heads], logits, strict=True))
         return {n: found.get(n) for n in names}

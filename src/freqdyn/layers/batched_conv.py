@@ -8,9 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import memory_format_of
-from .conv_args import Padding, explicit_padding
-from .fourier_weight import exporting
+from .conv_args import Padding, explicit_padding, pair
+from .transforms import exporting, memory_format_of
 
 
 def batched_conv2d(
@@ -76,6 +75,7 @@ def _unfold_conv2d(x: Tensor, weight: Tensor, stride: tuple[int, int], padding: 
     if isinstance(padding, str):
         x = F.pad(x, explicit_padding(padding, (kh, kw), dilation))
         padding = (0, 0)
+    padding = pair(padding, "padding")
     batch, _, height, width = x.shape
     out_channels, per_group = weight.shape[1], weight.shape[2]
     out_h = (height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .flop_record import record_flops
-
+from .transforms import exporting, functorch_active
 
 PADDINGS = ("zeros", "reflect")
 
@@ -43,7 +43,7 @@ def pad_neighbourhood(x: Tensor, pad: int, padding: str = "zeros") -> Tensor:
 def source_size(out_size: tuple[int, int], size: tuple[int, int], scale: int) -> tuple[int, int]:
     """Size of the (edge-extended) source map that an ``out_size`` output at ``scale`` reads."""
     need = (math.ceil(out_size[0] / scale), math.ceil(out_size[1] / scale))
-    for o, s in zip(out_size, size):
+    for o, s in zip(out_size, size, strict=True):
         if not scale * s - (scale - 1) <= o <= scale * s + (scale - 1):
             raise ValueError(f"output size {out_size} is not {scale}x the input size {size} (up to rounding)")
     return need
@@ -113,18 +113,22 @@ def carafe(x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale:
     reads source pixel (i // scale, j // scale) of x edge-extended to ``ceil(Ho / scale)`` rows (columns).
     Channel c uses kernel group ``c // (C // groups)``; within a group, kernel channel a * k + b weighs the
     neighbour at offset (a - k // 2, b - k // 2). Borders: ``padding`` (module docstring). Under ``torch.export`` /
-    ONNX export and tracing, :func:`carafe_unfold` computes the same result with a much smaller graph.
+    ONNX export, tracing and ``torch.func`` transforms, :func:`carafe_unfold` computes the same result with a
+    much smaller graph.
     """
     check_kernels(x, kernels, kernel_size, groups, padding)
-    if torch.compiler.is_exporting() or torch.jit.is_tracing():
-        return carafe_unfold(x, kernels, kernel_size, groups, scale, padding)  # a small graph beats the loop's ~100 nodes
+    if exporting() or functorch_active():
+        # a small graph beats the loop's ~100 nodes; torch.func transforms need plain differentiable ops
+        return carafe_unfold(x, kernels, kernel_size, groups, scale, padding)
     batch, channels, height, width = x.shape
     out_h, out_w = kernels.shape[-2:]
     src_h, src_w = source_size((out_h, out_w), (height, width), scale)
     if (src_h, src_w) != (height, width):
         x = F.pad(x, [0, src_w - width, 0, src_h - height], mode="replicate")
     k, pad = kernel_size, kernel_size // 2
-    padded = pad_neighbourhood(x, pad, padding).reshape(batch, groups, channels // groups, src_h + 2 * pad, src_w + 2 * pad)
+    padded = pad_neighbourhood(x, pad, padding).reshape(
+        batch, groups, channels // groups, src_h + 2 * pad, src_w + 2 * pad
+    )
     full_h, full_w = scale * src_h, scale * src_w
     if (full_h, full_w) != (out_h, out_w):
         kernels = F.pad(kernels, [0, full_w - out_w, 0, full_h - out_h])

@@ -2,21 +2,21 @@
 from __future__ import annotations
 
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_int
 
-IntPair = int | tuple[int, int]
-Padding = str | int | tuple[int, int]
+IntPair = int | tuple[int, ...]
+Padding = str | int | tuple[int, ...]
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 def pair(value: IntPair | Sequence[int], name: str) -> tuple[int, int]:
     """Return ``value`` as a tuple of two ints (numpy integers accepted), raising ``ValueError`` otherwise."""
-    out = (value, value) if isinstance(value, numbers.Integral) else tuple(value)
+    out = (value, value) if isinstance(value, numbers.Integral) else tuple(value)  # type: ignore[arg-type]
     if len(out) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in out):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
     return int(out[0]), int(out[1])
@@ -59,11 +59,13 @@ def explicit_padding(padding: Padding, kernel_size: tuple[int, int], dilation: t
         return [0, 0, 0, 0]
     if padding == "same":
         pads: list[int] = []
-        for k, d in zip(reversed(kernel_size), reversed(dilation)):
+        for k, d in zip(reversed(kernel_size), reversed(dilation), strict=True):
             total = d * (k - 1)
             pads += [total // 2, total - total // 2]
         return pads
-    ph, pw = padding  # type: ignore[misc]
+    if isinstance(padding, str):
+        raise ValueError(f"padding must be 'valid', 'same', an int or a pair of ints, got {padding!r}")
+    ph, pw = pair(padding, "padding")
     return [pw, pw, ph, ph]
 
 

@@ -9,6 +9,7 @@ from torch import Tensor
 from .attention_conv import AttentionConv
 from .conv_args import IntPair, Padding
 from .expert_conv import ExpertAttention, ExpertConv2d
+from .factory import factory_kwargs
 from .temperature import TemperatureMixin, check_temperature
 
 
@@ -28,7 +29,7 @@ class DynamicConvAttention(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        kw = {"device": device, "dtype": dtype}
+        kw = factory_kwargs(device, dtype)
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio >= 0:
             raise ValueError(f"ratio must be a number >= 0 (hidden width int(in_channels * ratio) + 1), got {ratio!r}")
         hidden = num_experts if in_channels == 3 else int(in_channels * ratio) + 1
@@ -40,13 +41,15 @@ class DynamicConvAttention(nn.Module):
     def reset_parameters(self) -> None:
         for fc in (self.fc1, self.fc2):
             nn.init.kaiming_normal_(fc.weight, mode="fan_out", nonlinearity="relu")
-        nn.init.zeros_(self.fc2.bias)
+        if self.fc2.bias is not None:
+            nn.init.zeros_(self.fc2.bias)
 
     def neutralise_(self) -> None:
         """Zero the last layer: uniform 1/K attention for every input."""
         with torch.no_grad():
             self.fc2.weight.zero_()
-            self.fc2.bias.zero_()
+            if self.fc2.bias is not None:
+                self.fc2.bias.zero_()
 
     def forward(self, pooled: Tensor) -> ExpertAttention:
         logits = self.fc2(F.relu(self.fc1(pooled[:, :, None, None]))).flatten(1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn as nn
@@ -16,6 +17,7 @@ from torch import Tensor
 from ._checks import check_feature_map, check_int
 from .batched_conv import batched_conv2d
 from .conv_args import IntPair, Padding, check_conv_args, conv_repr, pad_input, pair
+from .factory import factory_kwargs
 from .trace_only import TraceOnly
 
 
@@ -27,6 +29,22 @@ class ExpertAttention:
     channel: Tensor | None = None  # (B, I) scales the input channels
     filter: Tensor | None = None  # (B, O) scales the output channels (before the bias)
     spatial: Tensor | None = None  # (B, kh * kw) scales the kernel positions
+
+
+class KernelAttention(Protocol):
+    """What :class:`ExpertConv2d` needs of its ``attention`` module."""
+
+    def __call__(self, pooled: Tensor) -> ExpertAttention: ...
+
+    def reset_parameters(self) -> None: ...
+
+    def neutralise_(self) -> None: ...
+
+    training: bool
+
+    def train(self, mode: bool = True) -> nn.Module: ...
+
+    def eval(self) -> nn.Module: ...
 
 
 class ExpertConv2d(TraceOnly, nn.Module):
@@ -44,7 +62,7 @@ class ExpertConv2d(TraceOnly, nn.Module):
     ``neutralise_()``, which makes its output input-independent) and ``_init_expert``.
     """
 
-    attention: nn.Module
+    attention: KernelAttention
 
     def __init__(
         self,
@@ -62,7 +80,11 @@ class ExpertConv2d(TraceOnly, nn.Module):
         dtype: torch.dtype | None,
     ) -> None:
         super().__init__()
-        kernel_size, stride, dilation = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(dilation, "dilation")
+        kernel_size, stride, dilation = (
+            pair(kernel_size, "kernel_size"),
+            pair(stride, "stride"),
+            pair(dilation, "dilation"),
+        )
         in_channels, out_channels, groups, padding = check_conv_args(
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode)
         num_experts = check_int(num_experts, "num_experts")
@@ -71,7 +93,7 @@ class ExpertConv2d(TraceOnly, nn.Module):
         self.padding_mode, self.num_experts = padding_mode, num_experts
         self.transposed, self.output_padding = False, (0, 0)
         self.kernel_shape = (out_channels, in_channels // groups, *kernel_size)
-        kw = {"device": device, "dtype": dtype}
+        kw = factory_kwargs(device, dtype)
         self.weight = nn.Parameter(torch.empty(num_experts, math.prod(self.kernel_shape), **kw))
         self.bias = nn.Parameter(torch.empty(num_experts, out_channels, **kw)) if bias else None
 
@@ -92,7 +114,7 @@ class ExpertConv2d(TraceOnly, nn.Module):
         return self.weight.view(self.num_experts, *self.kernel_shape)
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, *, expert_noise: float = 0.1, **kwargs) -> "ExpertConv2d":
+    def from_conv(cls, conv: nn.Conv2d, *, expert_noise: float = 0.1, **kwargs) -> ExpertConv2d:
         """Convert an ``nn.Conv2d``: every kernel starts from its weight and the output equals ``conv``'s.
 
         The attention's last layers are zeroed, so the attentions are input-independent constants; the
@@ -116,7 +138,7 @@ class ExpertConv2d(TraceOnly, nn.Module):
         with torch.no_grad():
             weight, bias = layer.experts_from_conv(conv.weight, conv.bias, expert_noise)
             layer.weight.copy_(weight)
-            if bias is not None:
+            if bias is not None and layer.bias is not None:
                 layer.bias.copy_(bias)
         return layer.train(conv.training)
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -13,11 +13,12 @@ from torch.utils.checkpoint import checkpoint
 from ._checks import check_feature_map
 from .batched_conv import batched_conv2d
 from .conv_args import IntPair, Padding, check_conv_args, conv_repr, pad_input, pair
-from .fourier_dynamic import FourierDynamicBase, reset_bias
-from .fourier_weight import exporting
+from .factory import factory_kwargs
+from .fourier_dynamic import FourierDynamicBase, FourierOptions, reset_bias
 from .frequency_band_modulation import FrequencyBandModulation
 from .kernel_spatial_modulation import GlobalAttention
 from .trace_only import TraceOnly
+from .transforms import compiling, exporting, functorch_active
 
 AGGREGATIONS = ("auto", "weight", "feature")
 _CHUNK_ELEMENTS = 2**22  # per-sample kernel values built at once in training (16 MB in float32)
@@ -97,12 +98,17 @@ class FDConv(TraceOnly, FourierDynamicBase):
         freq_grouping: str = "official",
         aggregation: str = "auto",
         synthesis: str = "auto",
+        attention_norm: str = "batch",
         recompute_kernels: bool = True,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        kernel_size, stride, dilation = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(dilation, "dilation")
+        kernel_size, stride, dilation = (
+            pair(kernel_size, "kernel_size"),
+            pair(stride, "stride"),
+            pair(dilation, "dilation"),
+        )
         in_channels, out_channels, groups, padding = check_conv_args(
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode)
         if aggregation not in AGGREGATIONS:
@@ -114,13 +120,12 @@ class FDConv(TraceOnly, FourierDynamicBase):
         self.is_dynamic = min(in_channels, out_channels) > use_fdconv_if_c_gt and all(
             k in use_fdconv_if_k_in for k in kernel_size
         )
-        kw = {"device": device, "dtype": dtype}
+        kw = factory_kwargs(device, dtype)
         weight_shape = (out_channels, in_channels // groups, *kernel_size)
         if self.is_dynamic:
-            self._build_fourier(
-                in_channels, out_channels, kernel_size, groups, kernel_num, param_ratio, reduction, kernel_temp,
-                temp, att_multi, ksm_act, use_ksm_local, synthesis, device, dtype, freq_grouping,
-            )
+            options = FourierOptions(kernel_num, param_ratio, reduction, kernel_temp, temp, att_multi, ksm_act,
+                                     use_ksm_local, synthesis, freq_grouping, attention_norm)
+            self._build_fourier(in_channels, out_channels, kernel_size, groups, options, device, dtype)
             use_fbm = max(kernel_size) in use_fbm_if_k_in or (use_fbm_for_stride and max(stride) > 1)
             self.FBM = (
                 FrequencyBandModulation(in_channels, tuple(fbm_k_list), fbm_act, fbm_spatial_group, masks=fbm_masks,
@@ -136,7 +141,7 @@ class FDConv(TraceOnly, FourierDynamicBase):
         self.reset_parameters()
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, **kwargs) -> "FDConv":
+    def from_conv(cls, conv: nn.Conv2d, **kwargs) -> FDConv:
         """Convert an ``nn.Conv2d`` (pretrained or not); the result at neutral attention equals ``conv``."""
         if not isinstance(conv, nn.Conv2d):
             raise ValueError(f"from_conv expects an nn.Conv2d, got {type(conv).__name__}")
@@ -150,7 +155,7 @@ class FDConv(TraceOnly, FourierDynamicBase):
                 layer.set_spatial_weight(conv.weight)
             else:
                 layer.weight.copy_(conv.weight)
-            if conv.bias is not None:
+            if conv.bias is not None and layer.bias is not None:
                 layer.bias.copy_(conv.bias)
         return layer.train(conv.training)
 
@@ -184,6 +189,8 @@ class FDConv(TraceOnly, FourierDynamicBase):
     def _use_weight_branch(self, height: int, width: int) -> bool:
         if self.aggregation != "auto":
             return self.aggregation == "weight"
+        if compiling():  # a size-independent choice, so that one compiled graph serves every spatial size
+            return True
         size = self.out_channels * self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
         return size < (self.in_channels + self.out_channels) * height * width
 
@@ -196,11 +203,13 @@ class FDConv(TraceOnly, FourierDynamicBase):
         att = self.KSM_Global(pooled)
         if self.FBM is not None:
             x = self.FBM(x)
-        if not (self.recompute_kernels and torch.is_grad_enabled() and not exporting()):
-            return self._per_sample_conv(x, pooled, att)
+        if not (self.recompute_kernels and torch.is_grad_enabled()) or exporting() or functorch_active():
+            return self._per_sample_conv(x, pooled, att)  # torch.func transforms do not take checkpoints' hooks
         # the per-sample kernels (B*O*I*kh*kw values) are rebuilt in backward instead of being saved, in chunks
         # of samples whose kernels hold about _CHUNK_ELEMENTS values, so that the kernels of only one chunk are
-        # ever alive at once
+        # ever alive at once; torch.compile takes the batch in one chunk (a loop over chunks would fix B)
+        if compiling():
+            return checkpoint(self._per_sample_conv, x, pooled, att, use_reentrant=False)
         batch = x.shape[0]
         per_chunk = max(1, _CHUNK_ELEMENTS // math.prod(self._weight_shape()))
         outs = [checkpoint(self._per_sample_conv, x[rows], pooled[rows], att.select(rows), use_reentrant=False)
@@ -215,7 +224,9 @@ class FDConv(TraceOnly, FourierDynamicBase):
         if att.channel is not None:
             if weight_branch:
                 g, per_group = self.groups, self.in_channels // self.groups
-                channel = att.channel.reshape(batch, g, 1, per_group).expand(batch, g, self.out_channels // g, per_group)
+                channel = att.channel.reshape(batch, g, 1, per_group).expand(
+                    batch, g, self.out_channels // g, per_group
+                )
                 weight = weight * channel.reshape(batch, self.out_channels, per_group, 1, 1)
             else:
                 x = x * att.channel[:, :, None, None].to(x.dtype)

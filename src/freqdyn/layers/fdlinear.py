@@ -6,7 +6,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ._checks import check_features_last, check_int
-from .fourier_dynamic import FourierDynamicBase
+from .fourier_dynamic import FourierDynamicBase, FourierOptions
 from .trace_only import TraceOnly
 
 
@@ -36,21 +36,21 @@ class FDLinear(TraceOnly, FourierDynamicBase):
         use_ksm_local: bool = True,
         synthesis: str = "auto",
         freq_grouping: str = "official",
+        attention_norm: str = "batch",
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         in_features, out_features = check_int(in_features, "in_features"), check_int(out_features, "out_features")
         self.in_features, self.out_features = in_features, out_features
-        self._build_fourier(
-            in_features, out_features, (1, 1), 1, kernel_num, param_ratio, reduction, kernel_temp, temp,
-            att_multi, ksm_act, use_ksm_local, synthesis, device, dtype, freq_grouping,
-        )
+        options = FourierOptions(kernel_num, param_ratio, reduction, kernel_temp, temp, att_multi, ksm_act,
+                                 use_ksm_local, synthesis, freq_grouping, attention_norm)
+        self._build_fourier(in_features, out_features, (1, 1), 1, options, device, dtype)
         self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
         self.reset_parameters()
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, **kwargs) -> "FDLinear":
+    def from_linear(cls, linear: nn.Linear, **kwargs) -> FDLinear:
         """Convert an ``nn.Linear``; the result at neutral attention equals ``linear``."""
         if not isinstance(linear, nn.Linear):
             raise ValueError(f"from_linear expects an nn.Linear, got {type(linear).__name__}")
@@ -58,7 +58,7 @@ class FDLinear(TraceOnly, FourierDynamicBase):
                     device=linear.weight.device, dtype=linear.weight.dtype, **kwargs)
         with torch.no_grad():
             layer.set_spatial_weight(linear.weight[:, :, None, None])
-            if linear.bias is not None:
+            if linear.bias is not None and layer.bias is not None:
                 layer.bias.copy_(linear.bias)
         return layer.train(linear.training)
 

@@ -1,8 +1,10 @@
-"""Hook for FLOPs that ``torch.utils.flop_counter`` cannot see (element-wise reassembly); used by ``freqdyn.profile``."""
+"""Hook for FLOPs that ``torch.utils.flop_counter`` cannot see (element-wise reassembly); used by
+``freqdyn.profile``."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Callable
 
 ACTIVE: ContextVar[Callable[[int], None] | None] = ContextVar("freqdyn_flop_recorder", default=None)
 

@@ -1,6 +1,7 @@
 """Shared core of FDConv and FDLinear: a Fourier Disjoint Weight mixed per sample by KSM attentions."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -8,16 +9,48 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_int, check_positive, compute_dtype
+from ._checks import check_int, check_positive
+from .factory import factory_kwargs
 from .fourier_weight import frequency_groups, inverse_spectrum, matrix_to_weight, weight_to_matrix
 from .kernel_spatial_modulation import (
     GlobalAttention,
     KernelSpatialModulationGlobal,
     KernelSpatialModulationLocal,
 )
+from .transforms import compiling, compute_dtype, functorch_active
 
 SYNTHESES = ("auto", "fft", "basis")
 _BASIS_MAX_ELEMENTS = 2**24
+
+
+@dataclasses.dataclass(frozen=True)
+class FourierOptions:
+    """The Fourier-weight and KSM options shared by :class:`FDConv` and :class:`FDLinear` (see FDConv's Args)."""
+
+    kernel_num: int | None = 64
+    param_ratio: int = 1
+    reduction: float = 0.0625
+    kernel_temp: float = 1.0
+    temp: float | None = None
+    att_multi: float = 2.0
+    ksm_act: str = "sigmoid"
+    use_ksm_local: bool = True
+    synthesis: str = "auto"
+    freq_grouping: str = "official"
+    attention_norm: str = "batch"
+
+    def validated(self) -> FourierOptions:
+        """These options with numbers checked and normalised, or a ``ValueError`` naming the bad one."""
+        if self.synthesis not in SYNTHESES:
+            raise ValueError(f"synthesis must be one of {SYNTHESES}, got {self.synthesis!r}")
+        return dataclasses.replace(
+            self,
+            kernel_num=None if self.kernel_num is None else check_int(self.kernel_num, "kernel_num"),
+            param_ratio=check_int(self.param_ratio, "param_ratio"),
+            kernel_temp=check_positive(self.kernel_temp, "kernel_temp"),
+            temp=None if self.temp is None else check_positive(self.temp, "temp"),
+            att_multi=check_positive(self.att_multi, "att_multi"),
+        )
 
 
 def reset_bias(bias: Tensor | None, fan_in: int) -> None:
@@ -48,52 +81,32 @@ class FourierDynamicBase(nn.Module):
     dft_weight: Tensor
     freq_group: Tensor
 
-    def _build_fourier(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: tuple[int, int],
-        groups: int,
-        kernel_num: int | None,
-        param_ratio: int,
-        reduction: float,
-        kernel_temp: float,
-        temp: float | None,
-        att_multi: float,
-        ksm_act: str,
-        use_ksm_local: bool,
-        synthesis: str,
-        device: torch.device | None,
-        dtype: torch.dtype | None,
-        freq_grouping: str = "official",
-    ) -> None:
-        if synthesis not in SYNTHESES:
-            raise ValueError(f"synthesis must be one of {SYNTHESES}, got {synthesis!r}")
-        param_ratio = check_int(param_ratio, "param_ratio")
-        kernel_temp, att_multi = check_positive(kernel_temp, "kernel_temp"), check_positive(att_multi, "att_multi")
-        temp = None if temp is None else check_positive(temp, "temp")
-        if kernel_num is not None:
-            kernel_num = check_int(kernel_num, "kernel_num")
+    def _build_fourier(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], groups: int,
+                       options: FourierOptions, device: torch.device | None, dtype: torch.dtype | None) -> None:
+        """Create ``dft_weight``, ``freq_group``, ``KSM_Global`` and ``KSM_Local`` for an (O, I // groups, kh, kw)
+        kernel."""
+        o = options.validated()
+        kernel_num, kernel_temp = o.kernel_num, o.kernel_temp
         if kernel_num is None:
             kernel_num = max(out_channels // 2, 1)
-            kernel_temp = math.sqrt(kernel_num * param_ratio)
+            kernel_temp = math.sqrt(kernel_num * o.param_ratio)
         kh, kw = kernel_size
         rows, cols = out_channels * kh, in_channels // groups * kw
-        self.kernel_num, self.param_ratio, self.synthesis = kernel_num, param_ratio, synthesis
+        self.kernel_num, self.param_ratio, self.synthesis = kernel_num, o.param_ratio, o.synthesis
         self.spectrum_shape = (rows, cols)
         self.spectral_scale = max(min(in_channels, out_channels) // 2, 1)
         self.alpha = self.spectral_scale * kernel_num
-        kw_ = {"device": device, "dtype": dtype}
-        self.register_buffer("freq_group", frequency_groups(rows, cols, kernel_num, freq_grouping).to(device))
-        self.dft_weight = nn.Parameter(torch.empty(param_ratio, rows, cols // 2 + 1, 2, **kw_))
+        kw_ = factory_kwargs(device, dtype)
+        self.register_buffer("freq_group", frequency_groups(rows, cols, kernel_num, o.freq_grouping).to(device))
+        self.dft_weight = nn.Parameter(torch.empty(o.param_ratio, rows, cols // 2 + 1, 2, **kw_))
         self.KSM_Global = KernelSpatialModulationGlobal(
-            in_channels, out_channels, kernel_size, groups, kernel_num * param_ratio, reduction=reduction,
-            temp=kernel_temp if temp is None else temp, kernel_temp=kernel_temp, att_multi=att_multi,
-            act=ksm_act, **kw_,
+            in_channels, out_channels, kernel_size, groups, kernel_num * o.param_ratio, reduction=o.reduction,
+            temp=kernel_temp if o.temp is None else o.temp, kernel_temp=kernel_temp, att_multi=o.att_multi,
+            act=o.ksm_act, norm=o.attention_norm, **kw_,
         )
         self.KSM_Local = (
-            KernelSpatialModulationLocal(in_channels, out_channels, kernel_size, groups, att_multi, ksm_act, **kw_)
-            if use_ksm_local
+            KernelSpatialModulationLocal(in_channels, out_channels, kernel_size, groups, o.att_multi, o.ksm_act, **kw_)
+            if o.use_ksm_local
             else None
         )
 
@@ -178,6 +191,8 @@ class FourierDynamicBase(nn.Module):
         if self._num_mixed() * size > _BASIS_MAX_ELEMENTS:
             return False
         fft = size * max(math.log2(size), 1.0)
+        if compiling():  # the large-batch choice, so that a compiled graph serves every batch size
+            return self._num_mixed() * size / 4 < fft
         basis = batch * self._num_mixed() * size / 4 + self._num_mixed() * fft
         return basis < batch * fft
 
@@ -208,14 +223,14 @@ class FourierDynamicBase(nn.Module):
     def modulated_weight(self, pooled: Tensor, att: GlobalAttention) -> Tensor:
         """Kernel with the kernel, local and spatial attentions applied: (B or 1, O, I // groups, kh, kw).
 
-        Without autograd the factors are combined in place and the product is written straight into a
-        contiguous kernel, so the conv needs no layout copy of the per-sample kernels (the largest tensors of
-        wide layers on small maps).
+        Without autograd (and outside ``torch.func`` transforms) the factors are combined in place and the
+        product is written straight into a contiguous kernel, so the conv needs no layout copy of the
+        per-sample kernels (the largest tensors of wide layers on small maps).
         """
         local = self.KSM_Local
         # the local attention's constant multiplier (att_multi for 'sigmoid') goes into the synthesis for free
         weight = self.dynamic_weight(att.kernel, 1.0 if local is None else local.gain)
-        inplace = not torch.is_grad_enabled()
+        inplace = not (torch.is_grad_enabled() or functorch_active())
         factor = None if local is None else local(pooled, with_gain=False)
         if att.spatial is not None:
             spatial = att.spatial.reshape(att.spatial.shape[0], 1, 1, *self._kernel_hw())

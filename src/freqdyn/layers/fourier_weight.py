@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .transforms import exporting
+
 
 def weight_to_matrix(weight: Tensor) -> Tensor:
     """(..., O, I, kh, kw) -> (..., O*kh, I*kw)."""
@@ -25,11 +27,6 @@ def matrix_to_weight(matrix: Tensor, kernel_size: tuple[int, int]) -> Tensor:
     *lead, rows, cols = matrix.shape
     kh, kw = kernel_size
     return matrix.reshape(*lead, rows // kh, kh, cols // kw, kw).transpose(-3, -2)
-
-
-def exporting() -> bool:
-    """Whether the forward pass is being traced or exported (TorchScript, ONNX, ``torch.export``)."""
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
 
 
 @functools.lru_cache(maxsize=64)

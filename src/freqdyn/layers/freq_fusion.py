@@ -9,13 +9,18 @@ from torch import Tensor
 from ._checks import check_feature_map, check_int
 from .carafe import PADDINGS as CARAFE_PADDINGS
 from .carafe import carafe, source_size
+from .factory import factory_kwargs
 from .local_sim_sampler import LocalSimGuidedSampler
 from .trace_only import TraceOnly
 
 
 def hamming_window2d(size: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Tensor:
     """Outer product of two symmetric Hamming windows (numpy.hamming), shape (size, size)."""
-    window = torch.hamming_window(size, periodic=False, dtype=torch.float64) if size > 1 else torch.ones(1, dtype=torch.float64)
+    window = (
+        torch.hamming_window(size, periodic=False, dtype=torch.float64)
+        if size > 1
+        else torch.ones(1, dtype=torch.float64)
+    )
     return torch.outer(window, window).to(device=device, dtype=dtype or torch.get_default_dtype())
 
 
@@ -52,6 +57,9 @@ class FreqFusion(TraceOnly, nn.Module):
     are checked and dropped. With zero filter generators (:meth:`neutralise_`) the layer is a fixed filter:
     ``hr_out = 2 hr - hamming_blur(hr)`` and ``lr_out = nearest_up(hamming_blur(lr))``.
     """
+
+    hamming_lowpass: Tensor | None
+    hamming_highpass: Tensor | None
 
     def __init__(
         self,
@@ -100,7 +108,7 @@ class FreqFusion(TraceOnly, nn.Module):
             raise ValueError(f"carafe_padding must be one of {CARAFE_PADDINGS}, got {carafe_padding!r}")
         if upsample_mode not in ("nearest", "bilinear", "bicubic"):
             raise ValueError(f"upsample_mode must be nearest, bilinear or bicubic, got {upsample_mode!r}")
-        kw = {"device": device, "dtype": dtype}
+        kw = factory_kwargs(device, dtype)
         self.hr_channels, self.lr_channels = hr_channels, lr_channels
         self.lowpass_kernel, self.highpass_kernel, self.up_group = lowpass_kernel, highpass_kernel, up_group
         self.align_corners, self.upsample_mode = align_corners, upsample_mode
@@ -134,10 +142,12 @@ class FreqFusion(TraceOnly, nn.Module):
         """Xavier-uniform compressors, N(0, 0.001) filter generators, zero biases (reference init)."""
         for conv in (self.hr_channel_compressor, self.lr_channel_compressor):
             nn.init.xavier_uniform_(conv.weight)
-            nn.init.zeros_(conv.bias)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
         for conv in self._encoders():
             nn.init.normal_(conv.weight, std=0.001)
-            nn.init.zeros_(conv.bias)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
         if self.dysampler is not None:
             self.dysampler.reset_parameters()
 
@@ -154,7 +164,8 @@ class FreqFusion(TraceOnly, nn.Module):
                 convs += [self.dysampler.offset, self.dysampler.hr_offset]
             for conv in convs:
                 conv.weight.zero_()
-                conv.bias.zero_()
+                if conv.bias is not None:
+                    conv.bias.zero_()
 
     def _carafe(self, x: Tensor, kernels: Tensor, kernel_size: int, groups: int, scale: int = 1) -> Tensor:
         return carafe(x, kernels, kernel_size, groups, scale, self.carafe_padding)
@@ -181,13 +192,12 @@ class FreqFusion(TraceOnly, nn.Module):
             mask_lr = enc_lp(comp_hr) + up(enc_lp(comp_lr))
             mask_hr = None if enc_hp is None else enc_hp(comp_hr) + up(enc_hp(comp_lr))
         else:
-            mask_hr_hr = None
-            if enc_hp is not None:
-                mask_hr_hr = enc_hp(comp_hr)
+            mask_hr_hr = None if enc_hp is None else enc_hp(comp_hr)
+            if mask_hr_hr is not None:
                 comp_hr = 2 * comp_hr - self._carafe(comp_hr, self._highpass(mask_hr_hr), self.highpass_kernel, g)
             mask_lr_hr = enc_lp(comp_hr)
             lowpass = self._lowpass(mask_lr_hr + self._carafe(enc_lp(comp_lr), self._lowpass(mask_lr_hr), lk, g, 2))
-            if enc_hp is None:
+            if enc_hp is None or mask_hr_hr is None:
                 return lowpass, None, comp_hr
             # the reference normalises these ALPF logits twice (here and for the output); once is enough
             mask_hr = mask_hr_hr + self._carafe(enc_hp(comp_lr), lowpass, lk, g, 2)
@@ -202,7 +212,7 @@ class FreqFusion(TraceOnly, nn.Module):
         if hr_feat.shape[0] != lr_feat.shape[0]:
             raise ValueError(f"{name}: batch sizes differ, hr {hr_feat.shape[0]} vs lr {lr_feat.shape[0]}")
         size = hr_feat.shape[-2:]
-        source_size(tuple(size), tuple(lr_feat.shape[-2:]), 2)
+        source_size((size[0], size[1]), (lr_feat.shape[-2], lr_feat.shape[-1]), 2)
         comp_hr = self.hr_channel_compressor(hr_feat)
         comp_lr = self.lr_channel_compressor(lr_feat)
         lowpass, highpass, comp_hr = self._filters(comp_hr, comp_lr)
@@ -237,7 +247,9 @@ class FreqFusion(TraceOnly, nn.Module):
         return F.interpolate(x, size=size, mode=self.upsample_mode, align_corners=align)
 
     def extra_repr(self) -> str:
-        return (f"hr_channels={self.hr_channels}, lr_channels={self.lr_channels}, lowpass_kernel={self.lowpass_kernel}, "
-                f"highpass_kernel={self.highpass_kernel}, up_group={self.up_group}, semi_conv={self.semi_conv}, "
-                f"comp_feat_upsample={self.comp_feat_upsample}, use_high_pass={self.use_high_pass}, "
-                f"feature_resample={self.dysampler is not None}, carafe_padding={self.carafe_padding!r}")
+        return (
+            f"hr_channels={self.hr_channels}, lr_channels={self.lr_channels}, lowpass_kernel={self.lowpass_kernel}, "
+            f"highpass_kernel={self.highpass_kernel}, up_group={self.up_group}, semi_conv={self.semi_conv}, "
+            f"comp_feat_upsample={self.comp_feat_upsample}, use_high_pass={self.use_high_pass}, "
+            f"feature_resample={self.dysampler is not None}, carafe_padding={self.carafe_padding!r}"
+        )

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_feature_map, check_int
+from .factory import factory_kwargs
 from .freq_fusion import FreqFusion
 from .trace_only import TraceOnly
 
@@ -52,7 +54,7 @@ class FreqFusionFPN(TraceOnly, nn.Module):
         **fusion_kwargs,
     ) -> None:
         super().__init__()
-        kw = {"device": device, "dtype": dtype}
+        kw = factory_kwargs(device, dtype)
         out_channels = check_int(out_channels, "out_channels")
         in_channels = [check_int(c, "in_channels") for c in in_channels]
         end = len(in_channels) if end_level in (-1, len(in_channels) - 1) else check_int(end_level, "end_level", 0) + 1
@@ -88,15 +90,17 @@ class FreqFusionFPN(TraceOnly, nn.Module):
         extra = num_outs - used if add_extra_convs else 0
         first = in_channels[end - 1] if add_extra_convs == "on_input" else out_channels
         self.extra_convs = nn.ModuleList(
-            nn.Conv2d(first if i == 0 else out_channels, out_channels, 3, stride=2, padding=1, **kw) for i in range(extra)
+            nn.Conv2d(first if i == 0 else out_channels, out_channels, 3, stride=2, padding=1, **kw)
+            for i in range(extra)
         )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         for conv in (*self.lateral_convs, *self.fpn_convs, *self.extra_convs):
             nn.init.kaiming_uniform_(conv.weight, a=1)
-            nn.init.zeros_(conv.bias)
-        for fusion in self.fusions:
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+        for fusion in cast(list[FreqFusion], list(self.fusions)):
             fusion.reset_parameters()
 
     init_weights = reset_parameters
@@ -107,14 +111,14 @@ class FreqFusionFPN(TraceOnly, nn.Module):
         maps = list(features.values()) if isinstance(features, Mapping) else list(features)
         if len(maps) != len(self.in_channels):
             raise ValueError(f"{type(self).__name__}: expected {len(self.in_channels)} feature maps, got {len(maps)}")
-        for level, (x, channels) in enumerate(zip(maps, self.in_channels)):
+        for level, (x, channels) in enumerate(zip(maps, self.in_channels, strict=True)):
             check_feature_map(x, channels, f"{type(self).__name__} level {level}")
         inputs = maps[self.start_level:self.end]
-        laterals = [conv(x) for conv, x in zip(self.lateral_convs, inputs)]
+        laterals = [conv(x) for conv, x in zip(self.lateral_convs, inputs, strict=True)]
         for i in range(len(laterals) - 2, -1, -1):
             hr_out, lr_out = self.fusions[i](laterals[i], laterals[i + 1])
             laterals[i] = hr_out + lr_out
-        outs = [conv(x) for conv, x in zip(self.fpn_convs, laterals)]
+        outs = [conv(x) for conv, x in zip(self.fpn_convs, laterals, strict=True)]
         if not self.add_extra_convs:
             while len(outs) < self.num_outs:
                 outs.append(F.max_pool2d(outs[-1], 1, stride=2))
@@ -127,4 +131,4 @@ class FreqFusionFPN(TraceOnly, nn.Module):
             keys[self.start_level:self.end] + [f"extra{i}" for i in range(len(outs) - len(inputs))])
         if self.extra_blocks is not None:  # torchvision's ExtraFPNBlock contract
             outs, names = self.extra_blocks(outs, inputs, names)
-        return OrderedDict(zip(names, outs)) if keys is not None else tuple(outs)
+        return OrderedDict(zip(names, outs, strict=True)) if keys is not None else tuple(outs)

@@ -14,8 +14,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .attention_heads import AttentionHeads
-from .fourier_weight import exporting
+from .attention_norm import reset_norm
+from .factory import factory_kwargs
 from .star_relu import StarReLU
+from .transforms import exporting
 
 ACTIVATIONS = ("sigmoid", "tanh")
 
@@ -52,7 +54,7 @@ class GlobalAttention:
     spatial: Tensor | None  # (B, kh * kw)
     kernel: Tensor | None  # (B, P * K), sums to 1 at initialisation
 
-    def select(self, rows: slice) -> "GlobalAttention":
+    def select(self, rows: slice) -> GlobalAttention:
         """The attentions of the samples ``rows``."""
         return GlobalAttention(*(None if t is None else t[rows] for t in (self.channel, self.filter, self.spatial,
                                                                           self.kernel)))
@@ -61,8 +63,8 @@ class GlobalAttention:
 class KernelSpatialModulationGlobal(AttentionHeads):
     """Pooled (B, I) -> channel, filter, spatial and kernel attentions.
 
-    fc (1x1, no bias) -> BatchNorm -> StarReLU -> four 1x1 heads (:class:`AttentionHeads`), as in the
-    official KSM-Global. The kernel head is ``2 * sigmoid(logit / kernel_temp) / (K * P)`` so that the
+    fc (1x1, no bias) -> norm (BatchNorm by default) -> StarReLU -> four 1x1 heads (:class:`AttentionHeads`),
+    as in the official KSM-Global. The kernel head is ``2 * sigmoid(logit / kernel_temp) / (K * P)`` so that the
     mixture is neutral at zero logits; every head starts at zero.
     """
 
@@ -81,10 +83,11 @@ class KernelSpatialModulationGlobal(AttentionHeads):
         act: str = "sigmoid",
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
+        norm: str = "batch",
     ) -> None:
         check_activation(act, "ksm_act")
         super().__init__(in_channels, out_channels, kernel_size, groups, num_kernels, reduction, min_hidden,
-                         device, dtype)
+                         device, dtype, norm)
         self.temp, self.kernel_temp, self.att_multi, self.act = temp, kernel_temp, att_multi, act
         self.relu = StarReLU(device=device, dtype=dtype)
         self.reset_parameters()
@@ -94,8 +97,7 @@ class KernelSpatialModulationGlobal(AttentionHeads):
 
     def reset_parameters(self) -> None:
         nn.init.kaiming_normal_(self.fc.weight, mode="fan_out", nonlinearity="relu")
-        self.bn.reset_parameters()
-        self.bn.reset_running_stats()
+        reset_norm(self.bn)
         self.relu.reset_parameters()
         self.zero_heads_()
 
@@ -134,7 +136,7 @@ class KernelSpatialModulationLocal(nn.Module):
     ) -> None:
         super().__init__()
         check_activation(act, "ksm_act")
-        kw = {"device": device, "dtype": dtype}
+        kw = factory_kwargs(device, dtype)
         self.out_channels, self.kernel_size, self.groups = out_channels, kernel_size, groups
         self.att_multi, self.act = att_multi, act
         ks = local_kernel_size(in_channels)
@@ -158,7 +160,7 @@ class KernelSpatialModulationLocal(nn.Module):
         batch, channels = pooled.shape
         kh, kw = self.kernel_size
         g, ks = self.groups, self.conv.kernel_size[0]
-        pad = self.conv.padding[0]
+        pad = int(self.conv.padding[0])
         normed = self.norm(pooled)
         if exporting():  # the TorchScript-based ONNX exporter cannot export Tensor.unfold here
             logits = F.conv1d(normed[:, None], self.conv.weight, padding=pad).transpose(1, 2)

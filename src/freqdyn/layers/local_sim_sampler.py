@@ -1,13 +1,13 @@
 """FreqFusion's offset generator: a local-similarity guided sampler (FreqFusion §3.3, Chen et al., TPAMI 2024)."""
 from __future__ import annotations
 
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import compute_dtype
+from .factory import factory_kwargs
+from .transforms import compute_dtype
 
 
 def local_similarity(x: Tensor, window: int = 3, dilation: int = 2) -> Tensor:
@@ -62,7 +62,7 @@ class LocalSimGuidedSampler(nn.Module):
         if norm and (channels < 8 or channels % 8):
             raise ValueError(f"the sampler's GroupNorm(channels // 8, channels) needs channels divisible by 8, "
                              f"got {channels}")
-        kw = {"device": device, "dtype": dtype}
+        kw = factory_kwargs(device, dtype)
         self.groups, self.window, self.scale = groups, window, 2
         features = channels + window * window - 1  # 'sim_concat': the feature and its similarity map
 
@@ -78,10 +78,12 @@ class LocalSimGuidedSampler(nn.Module):
     def reset_parameters(self) -> None:
         for conv in (self.offset, self.hr_offset):
             nn.init.normal_(conv.weight, std=0.001)
-            nn.init.zeros_(conv.bias)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
         for conv in (self.direct_scale, self.hr_direct_scale):
             nn.init.zeros_(conv.weight)
-            nn.init.zeros_(conv.bias)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
         for norm in (self.norm_hr, self.norm_lr):
             if isinstance(norm, nn.GroupNorm):
                 norm.reset_parameters()
@@ -127,7 +129,8 @@ class LocalSimGuidedSampler(nn.Module):
         return displacement[..., :out_h, :out_w].reshape(hr_x.shape[0], 2, self.groups, out_h, out_w)
 
     def forward(self, hr_x: Tensor, lr_x: Tensor, feature: Tensor) -> Tensor:
-        """Resample ``feature`` (B, C', Ho, Wo), at hr_x's size, with offsets from hr_x (B, C, Ho, Wo) and lr_x (B, C, h, w)."""
+        """Resample ``feature`` (B, C', Ho, Wo), at hr_x's size, with offsets from hr_x (B, C, Ho, Wo) and
+        lr_x (B, C, h, w)."""
         batch, channels, out_h, out_w = feature.shape
         if channels % self.groups:
             raise ValueError(f"{channels} feature channels cannot be split into {self.groups} resampling groups")

@@ -13,6 +13,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ._checks import check_feature_map
+from .factory import factory_kwargs
 from .layer_norm2d import LayerNorm2d
 from .trace_only import TraceOnly
 
@@ -85,10 +86,12 @@ class MRFA(TraceOnly, nn.Module):
     ) -> None:
         super().__init__()
         if dim < 4 or dim % 4:
-            raise ValueError(f"MRFA splits the channels into 4 quarters: dim must be a positive multiple of 4, got {dim}")
+            raise ValueError(
+                f"MRFA splits the channels into 4 quarters: dim must be a positive multiple of 4, got {dim}"
+            )
         if len(kernel_sizes) != 3 or any(k < 1 or k % 2 == 0 for k in kernel_sizes):
             raise ValueError(f"kernel_sizes must be three odd positive ints, got {kernel_sizes}")
-        kw = {"device": device, "dtype": dtype}
+        kw = factory_kwargs(device, dtype)
         self.dim, self.kernel_sizes = dim, tuple(kernel_sizes)
         quarter = dim // 4
         self.norm = LayerNorm2d(dim, eps=1e-6, **kw)
@@ -110,7 +113,7 @@ class MRFA(TraceOnly, nn.Module):
         check_feature_map(x, self.dim, type(self).__name__)
         quarters = torch.chunk(self.norm(x), 4, dim=1)
         context, outputs = quarters[0], []
-        for stage, quarter in zip(self.stages, quarters[1:]):
+        for stage, quarter in zip(self.stages, quarters[1:], strict=True):
             context = stage(context, quarter)
             outputs.append(context)
         return outputs

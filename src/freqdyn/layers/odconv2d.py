@@ -6,6 +6,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .attention_heads import AttentionHeads
+from .attention_norm import reset_norm
 from .conv_args import IntPair, Padding
 from .expert_conv import ExpertAttention, ExpertConv2d
 from .temperature import TemperatureMixin, check_temperature
@@ -14,8 +15,8 @@ from .temperature import TemperatureMixin, check_temperature
 class OmniAttention(AttentionHeads):
     """Pooled (B, I) -> four attentions: input channel (B, I), filter (B, O), spatial (B, kh*kw), kernel (B, K).
 
-    fc (1x1, no bias) -> BatchNorm -> ReLU -> four 1x1 heads (:class:`AttentionHeads`); sigmoid(logit / T)
-    for the first three and softmax(logits / T) over the kernels.
+    fc (1x1, no bias) -> norm (BatchNorm by default) -> ReLU -> four 1x1 heads (:class:`AttentionHeads`);
+    sigmoid(logit / T) for the first three and softmax(logits / T) over the kernels.
     """
 
     def __init__(
@@ -30,9 +31,10 @@ class OmniAttention(AttentionHeads):
         temperature: float = 1.0,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
+        norm: str = "batch",
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, groups, num_experts, reduction, min_hidden,
-                         device, dtype)
+                         device, dtype, norm)
         self.temperature = check_temperature(temperature)
         self.reset_parameters()
 
@@ -41,8 +43,7 @@ class OmniAttention(AttentionHeads):
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
             if conv.bias is not None:
                 nn.init.zeros_(conv.bias)
-        self.bn.reset_parameters()
-        self.bn.reset_running_stats()
+        reset_norm(self.bn)
 
     def neutralise_(self) -> None:
         """Zero every head: sigmoid factors of 1/2 and a uniform 1/K kernel mixture for every input."""
@@ -53,7 +54,8 @@ class OmniAttention(AttentionHeads):
         logits = self.head_logits(z)
 
         def gate(name: str) -> Tensor | None:
-            return None if logits[name] is None else torch.sigmoid(logits[name] / self.temperature)
+            z = logits[name]
+            return None if z is None else torch.sigmoid(z / self.temperature)
 
         if logits["kernel"] is None:
             kernel = z.new_ones(z.shape[0], 1)
@@ -70,6 +72,17 @@ class ODConv2d(TemperatureMixin, ExpertConv2d):
     The reference layer has no bias; here the bias is optional (``nn.Conv2d``'s default) and mixed by a.
     :meth:`from_conv` stores 2**n times the source kernel, n the number of sigmoid attentions, because
     each is 1/2 at the neutral state.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode:
+            as ``nn.Conv2d``.
+        num_experts: K, the number of kernels mixed per sample.
+        reduction: hidden width of the attention trunk as a fraction of ``in_channels`` (at least
+            ``min_hidden``).
+        temperature: T of the sigmoid and softmax attentions; anneal it with
+            :func:`freqdyn.layers.anneal_temperature`.
+        attention_norm: ``'batch'`` (the official BatchNorm), ``'frozen'`` or ``'layer'``
+            (:mod:`freqdyn.layers.attention_norm`).
     """
 
     def __init__(
@@ -88,13 +101,15 @@ class ODConv2d(TemperatureMixin, ExpertConv2d):
         reduction: float = 0.0625,
         min_hidden: int = 16,
         temperature: float = 1.0,
+        attention_norm: str = "batch",
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, num_experts, device, dtype)
         self.attention = OmniAttention(self.in_channels, self.out_channels, self.kernel_size, self.groups,
-                                       self.num_experts, reduction, min_hidden, temperature, device, dtype)
+                                       self.num_experts, reduction, min_hidden, temperature, device, dtype,
+                                       attention_norm)
         self._register_temperature()
         self.reset_parameters()
 

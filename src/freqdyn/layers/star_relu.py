@@ -6,6 +6,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .factory import factory_kwargs
+
 
 class StarReLU(nn.Module):
     """``scale * relu(x) ** 2 + bias``; input and output of any shape."""
@@ -22,7 +24,7 @@ class StarReLU(nn.Module):
         super().__init__()
         self.scale_value = scale_value
         self.bias_value = bias_value
-        kw = {"device": device, "dtype": dtype}
+        kw = factory_kwargs(device, dtype)
         self.scale = nn.Parameter(torch.empty(1, **kw), requires_grad=scale_learnable)
         self.bias = nn.Parameter(torch.empty(1, **kw), requires_grad=bias_learnable)
         self.reset_parameters()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -29,7 +30,7 @@ class TemperatureMixin:
     annealed model reloads at its temperature. A checkpoint without it (reference code) keeps the current one.
     """
 
-    attention: nn.Module
+    attention: Any  # the layer's attention module; it has a float ``temperature``
     temperature_bits: torch.Tensor
 
     def _register_temperature(self) -> None:

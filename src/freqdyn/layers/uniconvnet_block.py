@@ -6,6 +6,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .drop_path import DropPath
+from .factory import factory_kwargs
 from .layer_norm2d import LayerNorm2d
 from .mrfa import MRFA
 from .trace_only import TraceOnly
@@ -29,7 +30,7 @@ class UniConvNetBlock(TraceOnly, nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        kw = {"device": device, "dtype": dtype}
+        kw = factory_kwargs(device, dtype)
         hidden = int(dim * mlp_ratio)
         if hidden < 1:
             raise ValueError(f"mlp_ratio={mlp_ratio} leaves no hidden channels for dim={dim}")

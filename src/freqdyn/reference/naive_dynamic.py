@@ -6,6 +6,8 @@ parameters with the fast layers (no batch folding, no attention modules).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -16,6 +18,8 @@ from freqdyn.layers.dynamic_conv2d import DynamicConv2d
 from freqdyn.layers.expert_conv import ExpertConv2d
 from freqdyn.layers.odconv2d import ODConv2d
 
+from .naive_norm import naive_attention_norm
+
 
 def _matrix(conv_weight: Tensor) -> Tensor:
     return conv_weight.reshape(conv_weight.shape[0], -1)
@@ -23,7 +27,7 @@ def _matrix(conv_weight: Tensor) -> Tensor:
 
 def _attentions(layer: ExpertConv2d, pooled: Tensor) -> dict[str, Tensor]:
     """Attentions of the whole batch (B, I) -> dict of (B, n) tensors, from the papers' formulas."""
-    att = layer.attention
+    att: Any = layer.attention  # each method's own attention module
     if isinstance(layer, DynamicConv2d):
         hidden = torch.relu(pooled @ _matrix(att.fc1.weight).t())
         logits = hidden @ _matrix(att.fc2.weight).t() + att.fc2.bias
@@ -32,12 +36,7 @@ def _attentions(layer: ExpertConv2d, pooled: Tensor) -> dict[str, Tensor]:
         return {"kernel": torch.sigmoid(pooled @ att.routing.weight.t() + att.routing.bias)}
     if isinstance(layer, ODConv2d):
         z = pooled @ _matrix(att.fc.weight).t()
-        bn = att.bn
-        if bn.training and z.shape[0] > 1:
-            mean, var = z.mean(0), z.var(0, unbiased=False)
-        else:
-            mean, var = bn.running_mean, bn.running_var
-        z = torch.relu((z - mean) / torch.sqrt(var + bn.eps) * bn.weight + bn.bias)
+        z = torch.relu(naive_attention_norm(att.bn, z))
         out = {}
         for name in ("channel", "filter", "spatial", "kernel"):
             head = getattr(att, f"{name}_fc")
@@ -59,7 +58,7 @@ def naive_expert_conv(layer: ExpertConv2d, x: Tensor) -> Tensor:
     mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
     outputs = []
     for b in range(x.shape[0]):
-        kernel = sum(att["kernel"][b, k] * bank[k] for k in range(layer.num_experts))
+        kernel = torch.stack([att["kernel"][b, k] * bank[k] for k in range(layer.num_experts)]).sum(0)
         if "spatial" in att:
             kernel = kernel * att["spatial"][b].reshape(1, 1, *layer.kernel_size)
         xb = x[b : b + 1]

@@ -7,13 +7,17 @@ frequency-group assignment with :class:`freqdyn.FDConv`.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from freqdyn.layers.band_plan import band_masks
 from freqdyn.layers.conv_args import explicit_padding
 from freqdyn.layers.fdconv import FDConv
-from freqdyn.layers.frequency_band_modulation import band_masks
+
+from .naive_norm import naive_attention_norm
 
 
 def _act(logits: Tensor, act: str, multiplier: float) -> Tensor:
@@ -35,10 +39,13 @@ def naive_lowpass(x: Tensor, k: int, rule: str = "official") -> Tensor:
 
 def _fbm(layer: FDConv, x: Tensor) -> Tensor:
     fbm = layer.FBM
+    if fbm is None:
+        raise ValueError("the layer has no FBM")
     g = fbm.spatial_group
     b, c, h, w = x.shape
     previous, out = x, torch.zeros_like(x)
-    for conv, k in zip(fbm.freq_weight_conv_list, fbm.k_list):
+    convs: list[Any] = list(fbm.freq_weight_conv_list)
+    for conv, k in zip(convs, fbm.k_list, strict=True):
         att = _act(F.conv2d(x, conv.weight, conv.bias, padding=conv.padding, groups=g), fbm.act, 2.0)
         att = att.repeat_interleave(c // g, dim=1)
         low = naive_lowpass(x, k, fbm.masks)
@@ -58,11 +65,7 @@ def naive_fdconv(layer: FDConv, x: Tensor) -> Tensor:
     ksm = layer.KSM_Global
     pooled = x.mean(dim=(2, 3))
     z = F.linear(pooled, ksm.fc.weight[:, :, 0, 0])
-    bn = ksm.bn
-    if layer.training and x.shape[0] > 1:
-        z = (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + bn.eps) * bn.weight + bn.bias
-    else:
-        z = (z - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+    z = naive_attention_norm(ksm.bn, z)
     z = ksm.relu.scale * F.relu(z) ** 2 + ksm.relu.bias
 
     def head(fc, temp, multiplier):
@@ -82,7 +85,9 @@ def naive_fdconv(layer: FDConv, x: Tensor) -> Tensor:
     group_sorted = group[order]
 
     # KSM-Local index map: factor of W[o, il, a, b] = L[(o % og)*kh*kw + a*kw + b, (o // og)*ig + il]
-    oo, ii, aa, bb = torch.meshgrid(torch.arange(o), torch.arange(ig), torch.arange(kh), torch.arange(kw), indexing="ij")
+    oo, ii, aa, bb = torch.meshgrid(
+        torch.arange(o), torch.arange(ig), torch.arange(kh), torch.arange(kw), indexing="ij"
+    )
     q_index = (oo % og) * kh * kw + aa * kw + bb
     p_index = (oo // og) * ig + ii
 

@@ -6,6 +6,8 @@ normalisation by softmax / window / renormalisation, and the offset generator wi
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -38,7 +40,9 @@ def _naive_sample(s: LocalSimGuidedSampler, hr_x: Tensor, lr_x: Tensor, feat: Te
     hr_sim = torch.cat([hr_x, _similarity(hr_x)], dim=1)
     lr_sim = torch.cat([lr_x, _similarity(lr_x)], dim=1)
     h = torch.arange(-0.5, 1.0) / 2
-    init_pos = torch.stack(torch.meshgrid([h, h], indexing="ij")).transpose(1, 2).repeat(1, s.groups, 1).reshape(1, -1, 1, 1)
+    init_pos = (
+        torch.stack(torch.meshgrid([h, h], indexing="ij")).transpose(1, 2).repeat(1, s.groups, 1).reshape(1, -1, 1, 1)
+    )
     offset = (s.offset(lr_sim) + F.pixel_unshuffle(s.hr_offset(hr_sim), 2)) * torch.sigmoid(
         s.direct_scale(lr_sim) + F.pixel_unshuffle(s.hr_direct_scale(hr_sim), 2)) + init_pos.to(feat)
     b, _, hh, ww = offset.shape
@@ -64,9 +68,10 @@ def naive_freq_fusion(m: FreqFusion, hr_feat: Tensor, lr_feat: Tensor) -> tuple[
         return carafe_unfold(x, kernels, k, groups, scale, m.carafe_padding)
 
     size = hr_feat.shape[-2:]
+    enc_hp: Any = m.content_encoder2  # set when use_high_pass
     comp_hr, comp_lr = m.hr_channel_compressor(hr_feat), m.lr_channel_compressor(lr_feat)
     if m.use_high_pass:
-        mask_hr_hr = m.content_encoder2(comp_hr)
+        mask_hr_hr = enc_hp(comp_hr)
         init = _normalise(mask_hr_hr, hk, m.hamming_highpass)
         comp_hr = comp_hr + comp_hr - naive_carafe(comp_hr, init, hk, g, 1)
     mask_lr_hr = m.content_encoder(comp_hr)
@@ -75,7 +80,7 @@ def naive_freq_fusion(m: FreqFusion, hr_feat: Tensor, lr_feat: Tensor) -> tuple[
     mask_lr = mask_lr_hr + mask_lr_lr
     if m.use_high_pass:
         init = _normalise(mask_lr, lk, m.hamming_lowpass)
-        mask_hr_lr = F.interpolate(naive_carafe(m.content_encoder2(comp_lr), init, lk, g, 2), size=size, mode="nearest")
+        mask_hr_lr = F.interpolate(naive_carafe(enc_hp(comp_lr), init, lk, g, 2), size=size, mode="nearest")
         mask_hr = mask_hr_hr + mask_hr_lr
     lr_out = naive_carafe(lr_feat, _normalise(mask_lr, lk, m.hamming_lowpass), lk, g, 2)
     if m.use_high_pass:

@@ -1,0 +1,42 @@
+"""Which PyTorch program transform is running, and the layout queries that must respect it.
+
+The layers pick export-friendly formulations while tracing or exporting, avoid in-place writes, saved-tensor
+hooks and layout queries under ``torch.func`` transforms (``vmap``, ``grad``, ``jacrev`` ...), and run
+size-dependent constant construction outside ``torch.compile`` graphs.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def exporting() -> bool:
+    """Whether the forward pass is being traced or exported (TorchScript, ONNX, ``torch.export``)."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+
+
+def compiling() -> bool:
+    """Whether ``torch.compile`` (dynamo) is tracing the forward pass."""
+    return torch.compiler.is_compiling()
+
+
+def functorch_active() -> bool:
+    """Whether a ``torch.func`` transform (vmap, grad, vjp, jacrev, jvp ...) is running."""
+    return torch._C._are_functorch_transforms_active()
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype in which FFT / spectral work runs: float32 for half and bfloat16, else unchanged."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def memory_format_of(x: Tensor) -> torch.memory_format:
+    """``torch.channels_last`` for a channels-last (and not also NCHW-contiguous) 4-D tensor, else contiguous.
+
+    A tensor batched by ``vmap`` cannot be queried for its layout; it counts as contiguous.
+    """
+    if torch._C._functorch.is_batchedtensor(x):
+        return torch.contiguous_format
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format

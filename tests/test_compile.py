@@ -1,0 +1,85 @@
+"""torch.compile: one graph for every batch (B >= 2) and spatial size, no graph breaks, eager's outputs and gradients.
+
+Dynamo alone (CompileCounter) counts graphs; AOTAutograd (aot_eager) checks the compiled backward, including
+FBM's opaque low-pass operator. Inductor's code generation is not run here (minutes on 2 cores; see BENCHMARKS.md).
+"""
+import copy
+
+import pytest
+import torch
+import torch._dynamo as dynamo
+from torch._dynamo.testing import CompileCounter
+
+from freqdyn import CondConv2d, DynamicConv2d, FDConv, FDLinear, FreqFusion, ODConv2d
+from helpers import perturb_
+
+LAYERS = {
+    "fdconv": lambda: FDConv(24, 24, 3, padding=1, kernel_num=4),
+    "fdconv-fbm-groups": lambda: FDConv(24, 24, 3, padding=1, kernel_num=4, fbm_spatial_group=4, fbm_masks="exact"),
+    "fdconv-stride": lambda: FDConv(24, 32, 3, stride=2, padding=1, kernel_num=4, aggregation="feature"),
+    "odconv": lambda: ODConv2d(24, 24, 3, padding=1),
+    "dyconv": lambda: DynamicConv2d(24, 24, 3, padding=1),
+    "condconv": lambda: CondConv2d(24, 24, 3, padding=1),
+}
+SHAPES = [(2, 7, 9), (3, 7, 9), (5, 10, 6), (4, 13, 12)]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    dynamo.reset()
+    yield
+    dynamo.reset()
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+@pytest.mark.parametrize("training", [False, True])
+def test_one_graph_for_every_batch_and_size(kind, training):
+    layer = perturb_(LAYERS[kind](), seed=1).double().train(training)
+    reference = copy.deepcopy(layer)
+    counter = CompileCounter()
+    compiled = torch.compile(layer, backend=counter, dynamic=True, fullgraph=True)
+    for batch, height, width in SHAPES:
+        x = torch.randn(batch, 24, height, width, dtype=torch.float64)
+        torch.testing.assert_close(compiled(x), reference(x), rtol=1e-4, atol=1e-5)
+    assert counter.frame_count == 1
+
+
+@pytest.mark.parametrize("kind", ["fdconv", "fdconv-fbm-groups", "odconv"])
+def test_compiled_training_step_matches_eager(kind):
+    layer = perturb_(LAYERS[kind](), seed=2).double().train()
+    reference = copy.deepcopy(layer)
+    compiled = torch.compile(layer, backend="aot_eager", dynamic=True, fullgraph=True)
+    for step, (batch, height, width) in enumerate(SHAPES[1:3]):
+        x = torch.randn(batch, 24, height, width, dtype=torch.float64, requires_grad=True)
+        x_ref = x.detach().clone().requires_grad_()
+        with torch.compiler.set_stance("fail_on_recompile" if step else "default"):
+            compiled(x).square().sum().backward()
+        reference(x_ref).square().sum().backward()
+        torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+    for (name, p), q in zip(layer.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_fdlinear_and_freqfusion_compile_once():
+    counter = CompileCounter()
+    fdl = torch.compile(perturb_(FDLinear(24, 20, kernel_num=4), seed=3), backend=counter, dynamic=True, fullgraph=True)
+    for batch, tokens in [(2, 5), (3, 9), (6, 4)]:
+        fdl(torch.randn(batch, tokens, 24))
+    assert counter.frame_count == 1
+    dynamo.reset()
+    counter = CompileCounter()
+    ff = perturb_(FreqFusion(16, 16), seed=4).eval()
+    compiled = torch.compile(ff, backend=counter, dynamic=True, fullgraph=True)
+    for batch, h, w in [(2, 4, 5), (3, 6, 3)]:
+        hr, lr = torch.randn(batch, 16, 2 * h, 2 * w), torch.randn(batch, 16, h, w)
+        for got, want in zip(compiled(hr, lr), ff(hr, lr), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert counter.frame_count == 1
+
+
+def test_fbm_low_pass_operator_gradient_is_its_adjoint():
+    from freqdyn.layers.band_plan import stacked_low_passes
+
+    x = torch.randn(2, 3, 7, 10, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: stacked_low_passes(t, [2, 4, 8], "official"), (x,))
+    torch.library.opcheck(stacked_low_passes, (x.detach(), [2, 4], "exact"))
