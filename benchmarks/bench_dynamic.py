@@ -15,15 +15,15 @@ import functools
 import torch
 import torch.nn as nn
 
-from freqdyn import CondConv2d, DynamicConv2d, FDConv, ODConv2d, count_parameters
+from freqdyn import count_parameters
+from freqdyn.kinds import CONV_KINDS, KINDS
 from freqdyn.reference import naive_expert_conv, naive_fdconv
 from freqdyn.timing import best_ms, machine_line, saved_megabytes
 
 LAYERS = {
-    "DY-Conv (4x)": (lambda conv: DynamicConv2d.from_conv(conv, num_experts=4, temperature=1.0), naive_expert_conv),
-    "CondConv (8x)": (lambda conv: CondConv2d.from_conv(conv, num_experts=8), naive_expert_conv),
-    "ODConv (4x)": (lambda conv: ODConv2d.from_conv(conv, num_experts=4), naive_expert_conv),
-    "FDConv (K=64)": (lambda conv: FDConv.from_conv(conv, kernel_num=64), naive_fdconv),
+    KINDS[name].paper_label: (functools.partial(KINDS[name].convert, **KINDS[name].paper),
+                              naive_fdconv if name == "fdconv" else naive_expert_conv)
+    for name in CONV_KINDS
 }
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from .convert import convert
-from .layers import CondConv2d, DynamicConv2d, FDConv, ODConv2d
+from .kinds import CONV_KINDS, KINDS
 from .overhead import BOTTLENECK_CONVS, PAPER_SETTINGS, format_overhead, param_overhead
 from .timing import interleaved_times_ms
 from .version import __version__
@@ -43,9 +43,7 @@ def _time_layers(kernel_num: int, batch: int, channels: int, size: int, train: b
     torch.manual_seed(0)
     conv = nn.Conv2d(channels, channels, 3, padding=1)
     x = torch.randn(batch, channels, size, size)
-    layers = {"nn.Conv2d": conv, "DY-Conv (4x)": DynamicConv2d.from_conv(conv, temperature=1.0),
-              "CondConv (8x)": CondConv2d.from_conv(conv), "ODConv (4x)": ODConv2d.from_conv(conv),
-              f"FDConv (K={kernel_num})": FDConv.from_conv(conv, kernel_num=kernel_num)}
+    layers = {"nn.Conv2d": conv, **_paper_layers(conv, kernel_num)}
     mode = "forward + backward (train)" if train else "inference"
     print(f"\nOne 3x3 layer, {channels} -> {channels} channels, batch {batch} at {size}x{size}, {mode} on this "
           f"machine ({torch.get_num_threads()} threads):")
@@ -61,6 +59,17 @@ def _time_layers(kernel_num: int, batch: int, channels: int, size: int, train: b
         median = t[len(t) // 2]
         print(f"  {name:<16}{median:>8.1f} ms  ({median / base[len(base) // 2]:.2f}x nn.Conv2d, "
               f"rounds {t[0] / base[len(base) // 2]:.2f}x-{t[-1] / base[len(base) // 2]:.2f}x)")
+
+
+def _paper_layers(conv: nn.Conv2d, kernel_num: int) -> dict[str, nn.Module]:
+    """``conv`` converted into every conv kind with its paper's kernel count (FDConv: ``kernel_num``)."""
+    layers = {}
+    for name in CONV_KINDS:
+        kind = KINDS[name]
+        options = {**kind.paper, **({"kernel_num": kernel_num} if name == "fdconv" else {})}
+        label = f"{kind.label} (K={kernel_num})" if name == "fdconv" else kind.paper_label
+        layers[label] = kind.convert(conv, **options)
+    return layers
 
 
 def _optional_import(name: str) -> Any:
@@ -181,9 +190,7 @@ def analyze(args: argparse.Namespace) -> int:
     torch.manual_seed(0)
     conv = nn.Conv2d(64, 64, 3, padding=1)
     k = args.kernel_num
-    layers: dict[str, nn.Module] = {
-        "DY-Conv (4x)": DynamicConv2d.from_conv(conv), "ODConv (4x)": ODConv2d.from_conv(conv),
-        "CondConv (8x)": CondConv2d.from_conv(conv), f"FDConv (K={k})": FDConv.from_conv(conv, kernel_num=k)}
+    layers = _paper_layers(conv, k)
     print("Frequency responses of the kernels each layer mixes (mean pairwise cosine similarity; 1 = alike):")
     rows = {}
     for name, layer in layers.items():
@@ -326,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         "--kernel-num", type=int, default=64, help="FDConv kernel_num (random layers, or --to fdconv)"
     )
     p_analyze.add_argument("--model", help="analyse this torchvision / timm model instead of random layers")
-    p_analyze.add_argument("--to", default="none", choices=["none", "fdconv", "dyconv", "condconv", "odconv"],
+    p_analyze.add_argument("--to", default="none", choices=["none", *CONV_KINDS],
                            help="with --model: convert it first (ResNets: the bottleneck convs)")
     p_analyze.add_argument("--checkpoint", help="with --model: a state_dict (or a dict holding one) to load, e.g. "
                            "a trained network's")
@@ -339,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_profile.add_argument("--model", default="resnet50", help="a torchvision model (classification, detection, "
                            "segmentation) or a timm model name")
-    p_profile.add_argument("--to", default="fdconv", choices=["none", "fdconv", "dyconv", "condconv", "odconv"],
+    p_profile.add_argument("--to", default="fdconv", choices=["none", *CONV_KINDS],
                            help="conversion target")
     p_profile.add_argument("--size", type=int, default=224, help="input height and width")
     p_profile.add_argument("--layers", action="store_true", help="list every converted layer")
@@ -352,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_ckpt.add_argument("input", help="a state_dict, or a dict holding one under 'state_dict' or 'model'")
     p_ckpt.add_argument("output", help="where to write the converted checkpoint")
-    p_ckpt.add_argument("--to", default="fdconv", choices=["fdconv", "dyconv", "condconv", "odconv"],
+    p_ckpt.add_argument("--to", default="fdconv", choices=list(CONV_KINDS),
                         help="target layer")
     p_ckpt.add_argument("--include", help="regex: convert only convs whose name matches (default: all convs)")
     p_ckpt.add_argument(

@@ -11,19 +11,13 @@ from typing import cast
 
 import torch.nn as nn
 
-from .layers import CondConv2d, DynamicConv2d, FDConv, FDLinear, ODConv2d
+from .kinds import KINDS
 
 logger = logging.getLogger(__name__)
 
 Selector = str | Callable[[str, nn.Module], bool] | None
-CONVERTERS: dict[str, Callable[..., nn.Module]] = {
-    "fdconv": FDConv.from_conv,
-    "dyconv": DynamicConv2d.from_conv,
-    "condconv": CondConv2d.from_conv,
-    "odconv": ODConv2d.from_conv,
-    "fdlinear": FDLinear.from_linear,
-}
-SOURCES: dict[str, type[nn.Module]] = {name: nn.Linear if name == "fdlinear" else nn.Conv2d for name in CONVERTERS}
+CONVERTERS: dict[str, Callable[..., nn.Module]] = {name: kind.convert for name, kind in KINDS.items()}
+SOURCES: dict[str, type[nn.Module]] = {name: kind.source for name, kind in KINDS.items()}
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -23,10 +23,17 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .layers import MRFA, ExpertConv2d, FDConv, FDLinear, FreqFusion, FreqFusionFPN, UniConvNetBlock
+from .kinds import KINDS
+from .layers import MRFA, FreqFusion, FreqFusionFPN, UniConvNetBlock
 from .layers.flop_record import ACTIVE
 
-FREQDYN_LAYERS = (ExpertConv2d, FDConv, FDLinear, FreqFusion, FreqFusionFPN, MRFA, UniConvNetBlock)
+FREQDYN_LAYERS: tuple[type[nn.Module], ...] = (
+    *(kind.layer for kind in KINDS.values()),
+    FreqFusion,
+    FreqFusionFPN,
+    MRFA,
+    UniConvNetBlock,
+)
 
 
 def _transform_size(shape: Sequence[int], dims: Sequence[int]) -> int:

@@ -12,25 +12,12 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from ..layers import (
-    MRFA,
-    CondConv2d,
-    DynamicConv2d,
-    FDConv,
-    FDLinear,
-    FreqFusion,
-    FreqFusionFPN,
-    ODConv2d,
-    UniConvNetBlock,
-)
+from ..kinds import KINDS
+from ..layers import MRFA, DynamicConv2d, FreqFusion, FreqFusionFPN, UniConvNetBlock
 
 LAYERS: dict[str, type[nn.Module]] = {
-    "FDConv": FDConv,
-    "FDLinear": FDLinear,
-    "DynamicConv2d": DynamicConv2d,
+    **{kind.layer.__name__: kind.layer for kind in KINDS.values()},
     "DyConv": DynamicConv2d,
-    "CondConv2d": CondConv2d,
-    "ODConv2d": ODConv2d,
     "FreqFusion": FreqFusion,
     "FreqFusionFPN": FreqFusionFPN,
     "MRFA": MRFA,

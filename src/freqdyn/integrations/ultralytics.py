@@ -42,15 +42,13 @@ from torch import Tensor
 
 from ..checkpoint import load_plain_weights
 from ..convert import CONVERTERS
+from ..kinds import KINDS
 from ..layers import ExpertConv2d, FreqFusion
 from ..layers.fourier_dynamic import FourierDynamicBase
 from ..profile import profile
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "fdconv": {"kernel_num": 16},  # the YOLO re-implementations' setting (the paper's 64 is for ResNet-50)
-    "dyconv": {"num_experts": 4},
-    "condconv": {"num_experts": 8},
-    "odconv": {"num_experts": 4},
+    **{name: kind.yolo for name, kind in KINDS.items() if kind.yolo_row is not None},
     "freqfusion": {"feature_resample": True},
 }
 _STATE: dict[str, Any] = {"original": None, "load": None, "get_flops": None, "kwargs": copy.deepcopy(_DEFAULTS)}
@@ -152,10 +150,8 @@ def _convert_c2f(module: nn.Module) -> nn.Module:
 # row name -> (stock ultralytics row it is built as, converter of the built module)
 ROWS: dict[str, tuple[str, Callable[[nn.Module], nn.Module] | None]] = {
     "C2f_FDConv": ("C2f", _convert_c2f),
-    "FDConv": ("Conv", functools.partial(_convert_conv, to="fdconv")),
-    "DynamicConv": ("Conv", functools.partial(_convert_conv, to="dyconv")),
-    "CondConv": ("Conv", functools.partial(_convert_conv, to="condconv")),
-    "ODConv": ("Conv", functools.partial(_convert_conv, to="odconv")),
+    **{kind.yolo_row: ("Conv", functools.partial(_convert_conv, to=name))
+       for name, kind in KINDS.items() if kind.yolo_row is not None},
     "FreqFusionConcat": ("Concat", None),  # needs its input channels: converted after a probing pass
 }
 
