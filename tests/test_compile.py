@@ -44,6 +44,7 @@ def test_one_graph_for_every_batch_and_size(kind, training):
     assert counter.frame_count == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["fdconv", "fdconv-fbm-groups", "odconv"])
 def test_compiled_training_step_matches_eager(kind):
     layer = perturb_(LAYERS[kind](), seed=2).double().train()

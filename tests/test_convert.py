@@ -4,12 +4,11 @@ import torch.nn as nn
 
 from freqdyn import CondConv2d, DynamicConv2d, FDConv, FDLinear, ODConv2d, convert, format_overhead, param_overhead
 
-torchvision = pytest.importorskip("torchvision")
-
 PAPER_FDCONV_DELTA = 3.6e6
 
 
 def test_resnet50_parameter_overhead_matches_paper():
+    torchvision = pytest.importorskip("torchvision")
     model = torchvision.models.resnet50()
     # the paper's backbone: conv1/2/3 of every bottleneck; downsample convs and the 7x7 stem stay plain
     report = convert(model, "fdconv", exclude=r"downsample", kernel_num=64)
@@ -23,6 +22,7 @@ TARGETS = {"fdconv": (FDConv, {"kernel_num": 8}), "dyconv": (DynamicConv2d, {"nu
 
 
 def test_paper_overhead_table_is_reproduced():
+    pytest.importorskip("torchvision")
     rows = param_overhead()
     print("\n" + format_overhead(rows))
     measured = {row.label: row for row in rows if row.measured is not None}
@@ -33,6 +33,7 @@ def test_paper_overhead_table_is_reproduced():
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
 def test_every_target_keeps_a_resnet_output(target):
+    torchvision = pytest.importorskip("torchvision")
     cls, kwargs = TARGETS[target]
     model = torchvision.models.resnet18(num_classes=10).eval()
     x = torch.randn(2, 3, 48, 48)
@@ -58,6 +59,7 @@ def test_every_target_keeps_a_timm_convnext_output(target):
 
 
 def test_convert_keeps_outputs_at_neutral_attention():
+    torchvision = pytest.importorskip("torchvision")
     model = torchvision.models.resnet18(num_classes=10).eval()
     x = torch.randn(2, 3, 64, 64)
     ref = model(x)

@@ -10,6 +10,8 @@ import torch.nn as nn
 
 from freqdyn import CondConv2d, DynamicConv2d, FDConv, ODConv2d
 
+pytestmark = pytest.mark.slow  # a quick run: python -m pytest -m 'not slow'
+
 WORLD = 2
 
 

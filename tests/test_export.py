@@ -9,6 +9,8 @@ from freqdyn import MRFA, DynamicConv2d, FDConv, FreqFusion, ODConv2d
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
+pytestmark = pytest.mark.slow  # a quick run: python -m pytest -m 'not slow'
+
 
 def _modules():
     torch.manual_seed(0)

@@ -7,8 +7,6 @@ import torch.nn.functional as F
 from freqdyn import MRFA, DropPath, FreqFusionFPN, LayerNorm2d, UniConvNetBlock
 from helpers import gradcheck_module
 
-torchvision = pytest.importorskip("torchvision")
-
 
 def hamming_blur(x, k):
     w = torch.hamming_window(k, periodic=False, dtype=x.dtype)
@@ -21,6 +19,7 @@ PYRAMIDS = [[(32, 32), (16, 16), (8, 8), (4, 4)], [(25, 27), (13, 14), (7, 7), (
 
 @pytest.mark.parametrize("sizes", PYRAMIDS, ids=["even", "odd"])
 def test_fpn_is_a_drop_in_for_torchvision_fpn(sizes):
+    torchvision = pytest.importorskip("torchvision")
     channels = [8, 16, 24, 32]
     feats = OrderedDict((f"c{i}", torch.randn(2, c, *s)) for i, (c, s) in enumerate(zip(channels, sizes, strict=True)))
     plain = torchvision.ops.FeaturePyramidNetwork(channels, 32)
@@ -161,6 +160,7 @@ def test_fpn_builds_from_an_mmdet_neck_config():
 
 
 def test_fpn_in_a_torchvision_faster_rcnn_training_step():
+    pytest.importorskip("torchvision")
     from torchvision.models.detection import fasterrcnn_resnet50_fpn
     from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 

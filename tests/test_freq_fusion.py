@@ -15,6 +15,14 @@ OPTIONS = [
     {"feature_resample": True, "up_group": 2, "hr_residual": False},
     {"use_high_pass": False, "feature_resample": True},
     {"hamming_window": False, "lowpass_kernel": 3, "highpass_kernel": 5},
+    {"semi_conv": False},
+    {"semi_conv": False, "upsample_mode": "bilinear", "align_corners": True, "use_high_pass": False},
+    {"comp_feat_upsample": False, "feature_resample": True},
+    {"comp_feat_upsample": False, "use_high_pass": False},
+    {"use_low_pass": False, "upsample_mode": "bilinear"},
+    {"use_low_pass": False, "upsample_mode": "nearest", "hr_residual": False},
+    {"carafe_padding": "reflect", "up_group": 4, "encoder_kernel": 5, "encoder_dilation": 2},
+    {"feature_resample": True, "feature_resample_norm": False, "feature_resample_group": 2},
 ]
 SIZES = [((16, 16), (8, 8)), ((15, 17), (8, 9)), ((17, 16), (8, 8)), ((2, 3), (1, 2))]
 
@@ -34,7 +42,7 @@ def hamming_blur(x, k):
     return F.conv2d(F.pad(x, [k // 2] * 4), weight, groups=x.shape[1])
 
 
-@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(o) or "default")
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
 def test_matches_reference_structured_forward(options):
     layer = perturbed(FreqFusion(16, 24, compressed_channels=16, **options).double())
     hr, lr = torch.randn(2, 16, 12, 14, dtype=torch.float64), torch.randn(2, 24, 6, 7, dtype=torch.float64)

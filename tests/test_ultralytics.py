@@ -9,6 +9,8 @@ cv2 = pytest.importorskip("cv2")
 from freqdyn import FDConv  # noqa: E402
 from freqdyn.integrations import ultralytics as fu  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a quick run: python -m pytest -m 'not slow'
+
 
 @pytest.fixture
 def registered():

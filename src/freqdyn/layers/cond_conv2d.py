@@ -45,6 +45,11 @@ class CondConv2d(ExpertConv2d):
     timm's ``CondConv2d`` state (``weight`` (K, O*I/g*kh*kw), ``bias`` (K, O)) has this layout, and the routing
     ``nn.Linear`` that timm keeps beside it as ``routing_fn`` loads under that name too, so a timm CondConv
     block's ``conv`` + ``routing_fn`` keys load with ``strict=True``.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode:
+            as ``nn.Conv2d``.
+        num_experts: K, the kernels mixed per sample by independent sigmoid routing weights.
     """
 
     def __init__(

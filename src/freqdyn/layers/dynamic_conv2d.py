@@ -62,6 +62,13 @@ class DynamicConv2d(TemperatureMixin, ExpertConv2d):
     Input (B, in_channels, H, W) -> (B, out_channels, H', W'), ``nn.Conv2d``'s H', W'. The paper anneals
     the temperature from 30 to 1 over the first epochs (:class:`freqdyn.TemperatureSchedule`); set it to 1
     for inference. With ``num_experts=1`` the layer is a plain convolution.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode:
+            as ``nn.Conv2d``.
+        num_experts: K, the kernels mixed per sample.
+        ratio: hidden width of the attention MLP as a fraction of ``in_channels``.
+        temperature: T of the softmax (the paper starts at 30 and anneals to 1).
     """
 
     def __init__(

@@ -65,6 +65,34 @@ class FDConv(TraceOnly, FourierDynamicBase):
 
     A plain ``nn.Conv2d`` state_dict (``weight``, ``bias``) loads into a dynamic layer by conversion
     (see :class:`FourierDynamicBase`), so pretrained networks load into FDConv models built from configs.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode:
+            as ``nn.Conv2d``; input (B, in_channels, H, W) -> output (B, out_channels, H', W').
+        kernel_num: K, the frequency groups of the Fourier weight mixed per sample (``None``: out_channels // 2,
+            with ``kernel_temp = sqrt(K * P)``, the official default).
+        param_ratio: P, the copies of the Fourier weight (P x the conv's parameters).
+        reduction: hidden width of the KSM-Global trunk as a fraction of ``in_channels`` (at least 16).
+        kernel_temp: temperature of the kernel attention; ``temp``: of the other KSM heads (default
+            ``kernel_temp``).
+        att_multi: multiplier of the sigmoid attentions (2 makes zero logits neutral).
+        ksm_act: ``'sigmoid'`` or ``'tanh'`` (1 + tanh) for the KSM attentions.
+        use_ksm_local: build KSM-Local (the per-kernel-element attention).
+        use_fdconv_if_c_gt, use_fdconv_if_k_in: the official gating: smaller layers stay plain convs.
+        use_fbm_if_k_in, use_fbm_for_stride: which layers get FBM; ``fbm_k_list``, ``fbm_act``,
+            ``fbm_spatial_group``, ``fbm_masks``: its cut-offs, activation, attention groups and mask rule
+            (:class:`FrequencyBandModulation`).
+        freq_grouping: ``'official'`` or ``'stable'`` frequency order (above).
+        aggregation: where the channel and filter attentions go: ``'weight'`` multiplies them into the
+            per-sample kernels (B x O x I/g x kh x kw values), ``'feature'`` scales the input and output maps
+            instead (B x (I + O) x H x W values); ``'auto'`` takes the smaller. Same function.
+        synthesis: how the per-sample kernels are built from the Fourier weight: ``'fft'`` gathers each
+            sample's group attentions onto the spectrum and runs one inverse FFT per sample, ``'basis'``
+            multiplies the attentions with the K spatial group kernels (one matmul); ``'auto'`` picks the
+            cheaper by shape and batch. Same function.
+        attention_norm: ``'batch'`` (the official BatchNorm), ``'frozen'`` or ``'layer'``
+            (:mod:`freqdyn.layers.attention_norm`).
+        recompute_kernels: rebuild the per-sample kernels in backward instead of saving them (above).
     """
 
     def __init__(

@@ -56,6 +56,25 @@ class FreqFusion(TraceOnly, nn.Module):
     sub-pixel grid, built in here) and, with ``hamming_window=False``, their ``hamming_*`` = [1.0] buffers
     are checked and dropped. With zero filter generators (:meth:`neutralise_`) the layer is a fixed filter:
     ``hr_out = 2 hr - hamming_blur(hr)`` and ``lr_out = nearest_up(hamming_blur(lr))``.
+
+    Args:
+        hr_channels, lr_channels: channels of the hr (B, hr_channels, H, W) and lr (B, lr_channels, h, w) maps.
+        scale_factor: must be 1 (the reference forward ignores it).
+        lowpass_kernel, highpass_kernel: odd sizes of the ALPF / AHPF reassembly kernels.
+        up_group: kernel groups of the reassembly (channels of a group share kernels).
+        encoder_kernel, encoder_dilation: the filter generators' conv (odd kernel).
+        compressed_channels: width of the channel compressors that feed the generators.
+        align_corners, upsample_mode: interpolation of the compressed lr map (``comp_feat_upsample=False``)
+            and of lr without the ALPF (``use_low_pass=False``).
+        feature_resample, feature_resample_group, feature_resample_norm: the offset generator (a
+            :class:`LocalSimGuidedSampler` over ``feature_resample_group`` groups, with GroupNorm inputs).
+        semi_conv: run the filter generators on each map separately and add their outputs (reference default);
+            ``False`` runs them once on hr + nearest-upsampled lr.
+        comp_feat_upsample: with ``semi_conv``, high-pass the compressed hr map first and upsample the lr
+            generators' outputs with the ALPF (reference default); ``False`` upsamples them by nearest.
+        use_high_pass, use_low_pass, hr_residual: switch the AHPF, the ALPF and the hr residual.
+        hamming_window: multiply the normalised filters by a Hamming window.
+        carafe_padding: ``'zeros'`` (mmcv's op, the default) or ``'reflect'`` borders of the reassembly.
     """
 
     hamming_lowpass: Tensor | None

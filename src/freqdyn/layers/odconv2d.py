@@ -80,7 +80,7 @@ class ODConv2d(TemperatureMixin, ExpertConv2d):
         reduction: hidden width of the attention trunk as a fraction of ``in_channels`` (at least
             ``min_hidden``).
         temperature: T of the sigmoid and softmax attentions; anneal it with
-            :func:`freqdyn.layers.anneal_temperature`.
+            :class:`freqdyn.TemperatureSchedule`.
         attention_norm: ``'batch'`` (the official BatchNorm), ``'frozen'`` or ``'layer'``
             (:mod:`freqdyn.layers.attention_norm`).
     """

@@ -59,31 +59,53 @@ def _naive_sample(s: LocalSimGuidedSampler, hr_x: Tensor, lr_x: Tensor, feat: Te
 
 
 def naive_freq_fusion(m: FreqFusion, hr_feat: Tensor, lr_feat: Tensor) -> tuple[Tensor, Tensor]:
-    """Reference output of :class:`FreqFusion` (defaults: semi_conv and comp_feat_upsample) for hr = 2 x lr."""
-    if not (m.semi_conv and m.comp_feat_upsample and m.use_low_pass):
-        raise ValueError("the naive reference covers semi_conv=True, comp_feat_upsample=True, use_low_pass=True")
+    """Reference output of :class:`FreqFusion` for hr = 2 x lr, every option, in the reference code's order.
+
+    Where freqdyn fixes the reference (``use_high_pass=False`` with ``comp_feat_upsample``, which raised, and
+    ``use_low_pass=False``, which was ignored), it follows the fixed definition in the layer's docstring.
+    """
     lk, hk, g = m.lowpass_kernel, m.highpass_kernel, m.up_group
 
     def naive_carafe(x: Tensor, kernels: Tensor, k: int, groups: int, scale: int) -> Tensor:
         return carafe_unfold(x, kernels, k, groups, scale, m.carafe_padding)
 
+    def nearest(x: Tensor) -> Tensor:
+        return F.interpolate(x, size=size, mode="nearest")
+
     size = hr_feat.shape[-2:]
+    enc_lp: Any = m.content_encoder
     enc_hp: Any = m.content_encoder2  # set when use_high_pass
     comp_hr, comp_lr = m.hr_channel_compressor(hr_feat), m.lr_channel_compressor(lr_feat)
-    if m.use_high_pass:
-        mask_hr_hr = enc_hp(comp_hr)
-        init = _normalise(mask_hr_hr, hk, m.hamming_highpass)
-        comp_hr = comp_hr + comp_hr - naive_carafe(comp_hr, init, hk, g, 1)
-    mask_lr_hr = m.content_encoder(comp_hr)
-    init = _normalise(mask_lr_hr, lk, m.hamming_lowpass)
-    mask_lr_lr = F.interpolate(naive_carafe(m.content_encoder(comp_lr), init, lk, g, 2), size=size, mode="nearest")
-    mask_lr = mask_lr_hr + mask_lr_lr
-    if m.use_high_pass:
-        init = _normalise(mask_lr, lk, m.hamming_lowpass)
-        mask_hr_lr = F.interpolate(naive_carafe(enc_hp(comp_lr), init, lk, g, 2), size=size, mode="nearest")
-        mask_hr = mask_hr_hr + mask_hr_lr
-    lr_out = naive_carafe(lr_feat, _normalise(mask_lr, lk, m.hamming_lowpass), lk, g, 2)
-    if m.use_high_pass:
+    mask_hr = None
+    if not m.semi_conv:
+        comp = nearest(comp_lr) + comp_hr
+        mask_lr = enc_lp(comp)
+        if m.use_high_pass:
+            mask_hr = enc_hp(comp)
+    elif not m.comp_feat_upsample:
+        mask_lr = enc_lp(comp_hr) + nearest(enc_lp(comp_lr))
+        if m.use_high_pass:
+            mask_hr = enc_hp(comp_hr) + nearest(enc_hp(comp_lr))
+    else:
+        if m.use_high_pass:
+            mask_hr_hr = enc_hp(comp_hr)
+            init = _normalise(mask_hr_hr, hk, m.hamming_highpass)
+            comp_hr = comp_hr + comp_hr - naive_carafe(comp_hr, init, hk, g, 1)
+        mask_lr_hr = enc_lp(comp_hr)
+        init = _normalise(mask_lr_hr, lk, m.hamming_lowpass)
+        mask_lr = mask_lr_hr + nearest(naive_carafe(enc_lp(comp_lr), init, lk, g, 2))
+        if m.use_high_pass:
+            init = _normalise(mask_lr, lk, m.hamming_lowpass)
+            mask_hr = mask_hr_hr + nearest(naive_carafe(enc_hp(comp_lr), init, lk, g, 2))
+    align = None if m.upsample_mode == "nearest" else m.align_corners
+    if not m.use_low_pass:
+        lr_out = F.interpolate(lr_feat, size=size, mode=m.upsample_mode, align_corners=align)
+    elif m.semi_conv:
+        lr_out = naive_carafe(lr_feat, _normalise(mask_lr, lk, m.hamming_lowpass), lk, g, 2)
+    else:
+        resized = F.interpolate(lr_feat, size=size, mode=m.upsample_mode, align_corners=align)
+        lr_out = naive_carafe(resized, _normalise(mask_lr, lk, m.hamming_lowpass), lk, g, 1)
+    if mask_hr is not None:
         high = hr_feat - naive_carafe(hr_feat, _normalise(mask_hr, hk, m.hamming_highpass), hk, g, 1)
         hr_feat = high + hr_feat if m.hr_residual else high
     if m.dysampler is not None:
