@@ -158,16 +158,13 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
     def _compiled_forward(self, x: Tensor) -> Tensor:
         """:meth:`forward` for ``torch.compile``: traceable ops around one opaque low-pass operator
         (:func:`~freqdyn.layers.band_plan.stacked_low_passes`), so batch and spatial sizes stay dynamic."""
-        batch, channels, height, width = x.shape
-        g, n = self.spatial_group, len(self.k_list)
+        per_group = self.in_channels // self.spatial_group
         with torch.autocast(x.device.type, enabled=False):
             xw = x.to(compute_dtype(x.dtype))
-            att = self.attention(xw)  # (B, H, W, G, n)
-            coef = torch.cat([att[..., 1:] - att[..., :-1], 1 - att[..., -1:]], dim=-1).permute(4, 0, 3, 1, 2)
-            lows = stacked_low_passes(xw, list(self.k_list), self.masks).reshape(
-                n, batch, g, channels // g, height, width
-            )
-            out = (lows * coef[:, :, :, None]).sum(0) + xw.reshape(lows.shape[1:]) * att[..., 0].permute(0, 3, 1, 2)[
-                :, :, None
-            ]
-        return out.reshape(x.shape).to(x.dtype).contiguous(memory_format=memory_format_of(x))
+            att = self.attention(xw).permute(4, 0, 3, 1, 2)  # (n, B, G, H, W)
+            coef = torch.cat([att[1:] - att[:-1], 1 - att[-1:]])  # of L_1 .. L_n
+            if self.spatial_group > 1 and per_group > 1:  # a map per channel, so the result needs no reshape
+                att, coef = att.repeat_interleave(per_group, dim=2), coef.repeat_interleave(per_group, dim=2)
+            lows = stacked_low_passes(xw, list(self.k_list), self.masks)  # (n, B, C, H, W)
+            out = (lows * coef).sum(0) + xw * att[0]
+        return out.to(x.dtype).contiguous(memory_format=memory_format_of(x))

@@ -1,0 +1,97 @@
+"""torch.compile (inductor) of each layer: cold compile time, recompiles over batch and spatial sizes, speed.
+
+    python benchmarks/bench_compile.py [--quick] [--layers fdconv,odconv,...]
+
+Each layer (64 -> 64 channels, 3x3) is compiled with ``dynamic=True`` in eval (no_grad forward) and train
+(forward + backward) mode, with inductor's caches off so every compile is cold. "compile s" is the first call;
+then the layer runs at three more (batch, size) pairs and "graphs" counts the frames compiled in all
+(1 = no recompilation). "eager ms" / "compiled ms" are medians of interleaved rounds at B=8, 32x32.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+
+os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "0")
+os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "0")
+
+import torch  # noqa: E402
+import torch._dynamo as dynamo  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+from freqdyn import DynamicConv2d, FDConv, FreqFusion, ODConv2d  # noqa: E402
+from freqdyn.timing import interleaved_times_ms, machine_line  # noqa: E402
+
+LAYERS: dict[str, Callable[[], nn.Module]] = {
+    "nn.Conv2d": lambda: nn.Conv2d(64, 64, 3, padding=1),
+    "DY-Conv": lambda: DynamicConv2d(64, 64, 3, padding=1),
+    "ODConv": lambda: ODConv2d(64, 64, 3, padding=1),
+    "FDConv": lambda: FDConv(64, 64, 3, padding=1, kernel_num=64),
+    "FreqFusion": lambda: FreqFusion(64, 64),
+}
+SHAPES = [(8, 32, 32), (4, 32, 32), (6, 20, 28), (2, 44, 36)]
+
+
+def inputs(name: str, batch: int, height: int, width: int) -> tuple[torch.Tensor, ...]:
+    if name == "FreqFusion":
+        return torch.randn(batch, 64, height, width), torch.randn(batch, 64, height // 2, width // 2)
+    return (torch.randn(batch, 64, height, width),)
+
+
+def call(module: Callable[..., object], args: tuple[torch.Tensor, ...], train: bool) -> Callable[[], None]:
+    def run() -> None:
+        if train:
+            out = module(*args)
+            (sum(o.sum() for o in out) if isinstance(out, tuple) else out.sum()).backward()
+        else:
+            with torch.no_grad():
+                module(*args)
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="nn.Conv2d and FDConv in eval only")
+    parser.add_argument("--layers", default=",".join(LAYERS), help="comma-separated subset of the table")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    args = parser.parse_args()
+    names = ["nn.Conv2d", "FDConv"] if args.quick else args.layers.split(",")
+    modes = [False] if args.quick else [False, True]
+    print(f"{machine_line()}, torch.compile(dynamic=True), inductor caches off")
+    print("| layer | mode | compile s | graphs over 4 shapes | eager ms | compiled ms | compiled vs eager |")
+    print("|---|---|---|---|---|---|---|")
+    for name in names:
+        for train in modes:
+            dynamo.reset()
+            torch.manual_seed(0)
+            layer = LAYERS[name]().train(train)
+            frames = []
+            compiled = torch.compile(layer, dynamic=True, backend=_counting(frames))
+            start = time.perf_counter()
+            call(compiled, inputs(name, *SHAPES[0]), train)()
+            compile_s = time.perf_counter() - start
+            for shape in SHAPES[1:]:
+                call(compiled, inputs(name, *shape), train)()
+            x = inputs(name, *SHAPES[0])
+            times = interleaved_times_ms({"eager": call(layer, x, train), "compiled": call(compiled, x, train)},
+                                         args.rounds)
+            eager, fast = (sorted(times[k])[len(times[k]) // 2] for k in ("eager", "compiled"))
+            print(f"| {name} | {'train' if train else 'eval'} | {compile_s:.0f} | {len(frames)} | {eager:.1f} | "
+                  f"{fast:.1f} | {fast / eager:.2f}x |", flush=True)
+
+
+def _counting(frames: list[int]) -> Callable:
+    """Inductor, counting the graphs it is given."""
+    from torch._inductor.compile_fx import compile_fx
+
+    def backend(graph, example_inputs):
+        frames.append(1)
+        return compile_fx(graph, example_inputs)
+
+    return backend
+
+
+if __name__ == "__main__":
+    main()
