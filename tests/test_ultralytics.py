@@ -1,4 +1,8 @@
 """The seed's yolov8-pose-C2f_FDConv.yaml builds, runs, trains one short epoch and reloads, via register()."""
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -190,3 +194,31 @@ def test_layer_table_and_gflops_tell_the_truth(registered):
     assert gflops == pytest.approx(profile(net.eval(), (1, 3, 64, 64)).flops / 1e9)
     stock = ultralytics.YOLO("yolov8n-pose.yaml").model
     assert gflops * 1e9 > profile(stock.eval(), (1, 3, 64, 64)).flops  # the FDConv layers are counted
+
+
+def test_plain_yolo_cli_resumes_without_register(tmp_path):
+    """An interrupted run resumes with ultralytics' own CLI in a fresh process that never calls register()."""
+    data = _pose_dataset(tmp_path / "pose")
+    fu.register()
+    try:
+        model = ultralytics.YOLO(fu.model_yaml("n"))
+
+        def stop_after_first_epoch(trainer):
+            raise KeyboardInterrupt  # after last.pt of epoch 0 is saved
+
+        model.add_callback("on_fit_epoch_end", stop_after_first_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            model.train(data=str(data), epochs=2, imgsz=64, batch=2, device="cpu", workers=0, plots=False,
+                        amp=False, optimizer="SGD", project=str(tmp_path / "runs"), name="r", exist_ok=True,
+                        val=False, verbose=False)
+    finally:
+        fu.unregister()
+    last = tmp_path / "runs" / "r" / "weights" / "last.pt"
+    assert last.exists()
+    yolo = Path(sys.executable).with_name("yolo")
+    command = [str(yolo), "pose", "train", "resume", f"model={last}"] if yolo.exists() else [
+        sys.executable, "-c", f"from ultralytics import YOLO; YOLO({str(last)!r}).train(resume=True)"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "KeyError" not in done.stderr
+    assert torch.load(last, weights_only=False)["epoch"] == -1  # ultralytics marks a finished run

@@ -20,8 +20,11 @@ shape-matching transfer would drop it. It also makes ``model.info()`` tell the t
 our rows with their own names and parameter counts, and the GFLOPs are counted by :func:`freqdyn.profile`
 (thop sees no arithmetic in our layers). From the shell, ``freqdyn yolo ...`` is ultralytics' ``yolo`` CLI
 with :func:`register` applied (train, resume, val, predict, export). ``model.export(format="onnx")`` (the
-TorchScript-based exporter) works: while tracing, our layers use no FFT operators. DDP workers re-parse the
-YAML in fresh processes that do not run :func:`register`: train multi-GPU from a ``.pt`` built here.
+TorchScript-based exporter) works: while tracing, our layers use no FFT operators. Importing this module
+registers (so does unpickling a checkpoint with our rows, which imports it): resuming with ultralytics' own
+``yolo ... resume`` / ``train(resume=True)`` needs no :func:`register` call. DDP workers re-parse a YAML in
+fresh processes that import only ultralytics: train multi-GPU from a ``.pt`` built here (its unpickling
+registers).
 Note that ultralytics applies weight decay to every non-norm, non-bias parameter (``dft_weight`` included)
 and, with ``optimizer='auto'`` on long runs, MuSGD to 2-D / 4-D parameters; pass ``optimizer='SGD'`` or
 ``'AdamW'`` to keep the spectral weights out of Muon.
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib.util
 import logging
 from collections.abc import Callable
 from importlib import resources
@@ -293,3 +297,10 @@ def model_yaml(scale: str = "n") -> str:
         raise ValueError(f"scale must be one of n, s, m, l, x, got {scale!r}")
     path = Path(str(resources.files("freqdyn.integrations") / "cfg" / "yolov8-pose-C2f_FDConv.yaml"))
     return str(path.with_name(f"yolov8{scale}-pose-C2f_FDConv.yaml"))
+
+
+if importlib.util.find_spec("ultralytics") is not None:
+    # Importing this module registers the rows. Unpickling a checkpoint that holds them imports it, so a resumed
+    # run (``yolo ... resume``, ``YOLO("last.pt").train(resume=True)``) and DDP workers started from a ``.pt``
+    # parse their YAML with the rows known, without a register() call of their own.
+    register()

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .conv_args import Padding, explicit_padding, pair
-from .transforms import exporting, memory_format_of
+from .transforms import compiling, exporting, memory_format_of
 
 
 def batched_conv2d(
@@ -33,8 +33,9 @@ def batched_conv2d(
         (B, O, H', W').
 
     Per-sample kernels run as one grouped convolution over the batch folded into channels
-    (``groups = B * groups``). ONNX stores a conv's groups as a constant, so while tracing or exporting they
-    run as unfold + batched matmul instead, and the exported graph takes any batch size.
+    (``groups = B * groups``). ONNX stores a conv's groups as a constant and inductor specialises them, so
+    while tracing, exporting or compiling they run as unfold + batched matmul instead, and the exported or
+    compiled graph takes any batch size.
     """
     if out_scale is not None:
         y = batched_conv2d(x, weight, None, stride, padding, dilation, groups)
@@ -48,7 +49,7 @@ def batched_conv2d(
         if bias is not None and shared_bias is None:
             y = y + bias.reshape(bias.shape[0], out_channels, 1, 1).to(y.dtype)
         return y
-    if exporting():
+    if exporting() or compiling():  # a groups=B conv fixes the batch size (ONNX, inductor's conv lowering)
         y = _unfold_conv2d(x, weight, stride, padding, dilation, groups)
         return y if bias is None else y + bias.reshape(-1, out_channels, 1, 1).to(y.dtype)
     if memory_format_of(x) == torch.channels_last:
