@@ -16,7 +16,8 @@ from torch import Tensor
 
 from ._checks import check_feature_map, check_int
 from .batched_conv import batched_conv2d
-from .conv_args import IntPair, Padding, check_conv_args, conv_repr, pad_input, pair
+from .conv_args import IntPair, Padding
+from .conv_contract import ConvContract
 from .factory import factory_kwargs
 from .trace_only import TraceOnly
 
@@ -47,7 +48,7 @@ class KernelAttention(Protocol):
     def eval(self) -> nn.Module: ...
 
 
-class ExpertConv2d(TraceOnly, nn.Module):
+class ExpertConv2d(TraceOnly, ConvContract):
     """``nn.Conv2d``-compatible layer whose kernel is a per-sample mixture of ``num_experts`` kernels.
 
     ``weight`` is stored as a 2-D (K, O * I/groups * kh * kw) bank (as timm's CondConv does: ultralytics
@@ -80,22 +81,12 @@ class ExpertConv2d(TraceOnly, nn.Module):
         dtype: torch.dtype | None,
     ) -> None:
         super().__init__()
-        kernel_size, stride, dilation = (
-            pair(kernel_size, "kernel_size"),
-            pair(stride, "stride"),
-            pair(dilation, "dilation"),
-        )
-        in_channels, out_channels, groups, padding = check_conv_args(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode)
-        num_experts = check_int(num_experts, "num_experts")
-        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
-        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
-        self.padding_mode, self.num_experts = padding_mode, num_experts
-        self.transposed, self.output_padding = False, (0, 0)
-        self.kernel_shape = (out_channels, in_channels // groups, *kernel_size)
+        self._set_conv_args(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode)
+        self.num_experts = check_int(num_experts, "num_experts")
+        self.kernel_shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         kw = factory_kwargs(device, dtype)
-        self.weight = nn.Parameter(torch.empty(num_experts, math.prod(self.kernel_shape), **kw))
-        self.bias = nn.Parameter(torch.empty(num_experts, out_channels, **kw)) if bias else None
+        self.weight = nn.Parameter(torch.empty(self.num_experts, math.prod(self.kernel_shape), **kw))
+        self.bias = nn.Parameter(torch.empty(self.num_experts, self.out_channels, **kw)) if bias else None
 
     def _init_expert(self, kernel: Tensor, bias: Tensor | None) -> None:
         raise NotImplementedError
@@ -106,8 +97,6 @@ class ExpertConv2d(TraceOnly, nn.Module):
             for k in range(self.num_experts):
                 self._init_expert(self.weight[k].view(self.kernel_shape), None if self.bias is None else self.bias[k])
         self.attention.reset_parameters()
-
-    init_weights = reset_parameters  # mmcv's ConvModule calls init_weights() instead of its kaiming init
 
     def kernels(self) -> Tensor:
         """The kernel bank as (K, O, I/groups, kh, kw)."""
@@ -126,15 +115,9 @@ class ExpertConv2d(TraceOnly, nn.Module):
         kernels (std ``expert_noise`` times the weight's std); the uniform neutral mixture cancels it, so
         the output still equals ``conv``'s.
         """
-        if not isinstance(conv, nn.Conv2d):
-            raise ValueError(f"from_conv expects an nn.Conv2d, got {type(conv).__name__}")
         if expert_noise < 0:
             raise ValueError(f"expert_noise must be >= 0, got {expert_noise}")
-        layer = cls(
-            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-            conv.groups, conv.bias is not None, conv.padding_mode, device=conv.weight.device,
-            dtype=conv.weight.dtype, **kwargs,
-        )
+        layer = cls._like(conv, **kwargs)
         with torch.no_grad():
             weight, bias = layer.experts_from_conv(conv.weight, conv.bias, expert_noise)
             layer.weight.copy_(weight)
@@ -181,7 +164,7 @@ class ExpertConv2d(TraceOnly, nn.Module):
         bias = None if self.bias is None else (att.kernel @ self.bias).to(dtype)
         if att.channel is not None:
             x = x * att.channel[:, :, None, None].to(dtype)
-        x, padding = pad_input(x, self.padding, self.kernel_size, self.dilation, self.padding_mode)
+        x, padding = self._pad(x)
         return batched_conv2d(x, weight.to(dtype), bias, self.stride, padding, self.dilation, self.groups,
                               out_scale=att.filter)
 
@@ -205,4 +188,4 @@ class ExpertConv2d(TraceOnly, nn.Module):
                                       error_msgs)
 
     def extra_repr(self) -> str:
-        return conv_repr(self) + f", num_experts={self.num_experts}"
+        return super().extra_repr() + f", num_experts={self.num_experts}"

@@ -12,7 +12,8 @@ from torch.utils.checkpoint import checkpoint
 
 from ._checks import check_feature_map
 from .batched_conv import batched_conv2d
-from .conv_args import IntPair, Padding, check_conv_args, conv_repr, pad_input, pair
+from .conv_args import IntPair, Padding
+from .conv_contract import ConvContract
 from .factory import factory_kwargs
 from .fourier_dynamic import FourierDynamicBase, FourierOptions, reset_bias
 from .frequency_band_modulation import FrequencyBandModulation
@@ -24,7 +25,7 @@ AGGREGATIONS = ("auto", "weight", "feature")
 _CHUNK_ELEMENTS = 2**22  # per-sample kernel values built at once in training (16 MB in float32)
 
 
-class FDConv(TraceOnly, FourierDynamicBase):
+class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
     """Drop-in ``nn.Conv2d`` replacement with Fourier Disjoint Weights, KSM (global + local) and FBM.
 
     Input (B, in_channels, H, W) -> output (B, out_channels, H', W') with ``nn.Conv2d``'s H', W'.
@@ -132,19 +133,12 @@ class FDConv(TraceOnly, FourierDynamicBase):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        kernel_size, stride, dilation = (
-            pair(kernel_size, "kernel_size"),
-            pair(stride, "stride"),
-            pair(dilation, "dilation"),
-        )
-        in_channels, out_channels, groups, padding = check_conv_args(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode)
+        self._set_conv_args(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode)
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
-        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
-        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
-        self.padding_mode, self.aggregation, self.recompute_kernels = padding_mode, aggregation, recompute_kernels
-        self.transposed, self.output_padding = False, (0, 0)
+        self.aggregation, self.recompute_kernels = aggregation, recompute_kernels
+        in_channels, out_channels, groups = self.in_channels, self.out_channels, self.groups
+        kernel_size = self.kernel_size
         self.is_dynamic = min(in_channels, out_channels) > use_fdconv_if_c_gt and all(
             k in use_fdconv_if_k_in for k in kernel_size
         )
@@ -154,7 +148,7 @@ class FDConv(TraceOnly, FourierDynamicBase):
             options = FourierOptions(kernel_num, param_ratio, reduction, kernel_temp, temp, att_multi, ksm_act,
                                      use_ksm_local, synthesis, freq_grouping, attention_norm)
             self._build_fourier(in_channels, out_channels, kernel_size, groups, options, device, dtype)
-            use_fbm = max(kernel_size) in use_fbm_if_k_in or (use_fbm_for_stride and max(stride) > 1)
+            use_fbm = max(kernel_size) in use_fbm_if_k_in or (use_fbm_for_stride and max(self.stride) > 1)
             self.FBM = (
                 FrequencyBandModulation(in_channels, tuple(fbm_k_list), fbm_act, fbm_spatial_group, masks=fbm_masks,
                                         **kw)
@@ -171,13 +165,7 @@ class FDConv(TraceOnly, FourierDynamicBase):
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, **kwargs) -> FDConv:
         """Convert an ``nn.Conv2d`` (pretrained or not); the result at neutral attention equals ``conv``."""
-        if not isinstance(conv, nn.Conv2d):
-            raise ValueError(f"from_conv expects an nn.Conv2d, got {type(conv).__name__}")
-        layer = cls(
-            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-            conv.groups, conv.bias is not None, conv.padding_mode, device=conv.weight.device,
-            dtype=conv.weight.dtype, **kwargs,
-        )
+        layer = cls._like(conv, **kwargs)
         with torch.no_grad():
             if layer.is_dynamic:
                 layer.set_spatial_weight(conv.weight)
@@ -203,8 +191,6 @@ class FDConv(TraceOnly, FourierDynamicBase):
             nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
             reset_bias(self.bias, self.weight[0].numel())
 
-    init_weights = reset_parameters  # mmcv's ConvModule calls init_weights() instead of its kaiming init
-
     @torch.no_grad()
     def neutralise_(self) -> None:
         """Zero every attention head, the KSM-Local conv and the FBM convs: the layer becomes a static conv."""
@@ -225,7 +211,7 @@ class FDConv(TraceOnly, FourierDynamicBase):
     def forward(self, x: Tensor) -> Tensor:
         check_feature_map(x, self.in_channels, type(self).__name__)
         if not self.is_dynamic:
-            x, padding = pad_input(x, self.padding, self.kernel_size, self.dilation, self.padding_mode)
+            x, padding = self._pad(x)
             return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
         pooled = x.mean(dim=(2, 3))
         att = self.KSM_Global(pooled)
@@ -260,14 +246,14 @@ class FDConv(TraceOnly, FourierDynamicBase):
                 x = x * att.channel[:, :, None, None].to(x.dtype)
         if att.filter is not None and weight_branch:
             weight = weight * att.filter[:, :, None, None, None]
-        x, padding = pad_input(x, self.padding, self.kernel_size, self.dilation, self.padding_mode)
+        x, padding = self._pad(x)
         bias = self.bias.to(x.dtype) if self.bias is not None else None
         out_scale = None if weight_branch else att.filter
         return batched_conv2d(x, weight.to(x.dtype), bias, self.stride, padding, self.dilation, self.groups,
                               out_scale=out_scale)
 
     def extra_repr(self) -> str:
-        s = conv_repr(self)
+        s = super().extra_repr()
         if not self.is_dynamic:
             return s + ", dynamic=False"
         return s + f", {self._fourier_repr()}, fbm={self.FBM is not None}"

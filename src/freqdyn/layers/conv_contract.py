@@ -1,0 +1,65 @@
+"""The ``nn.Conv2d`` contract shared by FDConv and the kernel-bank convs (DY-Conv, CondConv, ODConv).
+
+Argument normalisation and checks, the ``nn.Conv2d`` attributes that host libraries read (``in_channels``,
+``kernel_size``, ``stride``, ``padding``, ``transposed`` ...), construction from an ``nn.Conv2d``, explicit
+non-zero padding modes, ``init_weights`` (the name mmcv's ``ConvModule`` calls) and the ``extra_repr`` prefix.
+"""
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import torch.nn as nn
+from torch import Tensor
+
+from .conv_args import IntPair, Padding, check_conv_args, conv_repr, pad_input, pair
+
+C = TypeVar("C", bound="ConvContract")
+
+
+class ConvContract(nn.Module):
+    """Mixin base of layers that replace an ``nn.Conv2d``; subclasses call :meth:`_set_conv_args` first."""
+
+    in_channels: int
+    out_channels: int
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    padding: Padding
+    dilation: tuple[int, int]
+    groups: int
+    padding_mode: str
+    bias: Tensor | None
+
+    def _set_conv_args(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair,
+                       padding: Padding, dilation: IntPair, groups: int, padding_mode: str) -> None:
+        """Check the ``nn.Conv2d`` arguments (``ValueError`` naming the bad one) and set its attributes."""
+        kernel, step, spacing = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(dilation, "dilation")
+        in_channels, out_channels, groups, padding = check_conv_args(
+            in_channels, out_channels, kernel, step, padding, spacing, groups, padding_mode)
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel
+        self.stride, self.padding, self.dilation, self.groups = step, padding, spacing, groups
+        self.padding_mode = padding_mode
+        self.transposed, self.output_padding = False, (0, 0)
+
+    @classmethod
+    def _like(cls: type[C], conv: nn.Conv2d, **kwargs: Any) -> C:
+        """A layer with ``conv``'s arguments, device and dtype (weights not copied)."""
+        if not isinstance(conv, nn.Conv2d):
+            raise ValueError(f"from_conv expects an nn.Conv2d, got {type(conv).__name__}")
+        return cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                   conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
+                   device=conv.weight.device, dtype=conv.weight.dtype, **kwargs)
+
+    def _pad(self, x: Tensor) -> tuple[Tensor, Padding]:
+        """x padded explicitly for a non-zero ``padding_mode``, and the padding left for ``F.conv2d``."""
+        return pad_input(x, self.padding, self.kernel_size, self.dilation, self.padding_mode)
+
+    def reset_parameters(self) -> None:
+        raise NotImplementedError
+
+    def init_weights(self) -> None:
+        """mmcv's ``ConvModule`` calls ``init_weights()`` instead of its kaiming init: the layer's own init."""
+        self.reset_parameters()
+
+    def extra_repr(self) -> str:
+        return conv_repr(self)
+
