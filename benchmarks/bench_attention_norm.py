@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from freqdyn import DynamicConv2d, FDConv, ODConv2d
-from freqdyn.timing import machine_line
+from freqdyn.tools.timing import machine_line
 
 LAYERS: dict[str, Callable[[], nn.Module]] = {
     "nn.Conv2d": lambda: nn.Conv2d(32, 32, 3, padding=1),

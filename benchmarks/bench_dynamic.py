@@ -5,7 +5,7 @@
 Every layer is converted from the same 3x3 ``nn.Conv2d`` C -> C (padding 1) with its paper's kernel count
 (DY-Conv 4, CondConv 8, ODConv 4, FDConv kernel_num 64). Forward = eval mode under no_grad; f+b = train
 mode forward + backward of ``out.sum()``. "naive" runs the same layer's maths one sample at a time
-(``freqdyn.reference``).
+(``freqdyn.tools.reference``).
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import torch.nn as nn
 
 from freqdyn import count_parameters
 from freqdyn.kinds import CONV_KINDS, KINDS
-from freqdyn.reference import naive_expert_conv, naive_fdconv
-from freqdyn.timing import best_ms, machine_line, saved_megabytes
+from freqdyn.tools.reference import naive_expert_conv, naive_fdconv
+from freqdyn.tools.timing import best_ms, machine_line, saved_megabytes
 
 LAYERS = {
     KINDS[name].paper_label: (functools.partial(KINDS[name].convert, **KINDS[name].paper),

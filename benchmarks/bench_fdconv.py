@@ -5,7 +5,7 @@
 Prints one row per (batch, channels, size): forward (inference, no_grad) and forward+backward (train mode)
 times in ms, their ratios to nn.Conv2d, FDConv without FBM against nn.Conv2d, the naive reference's time
 over FDConv's, and the memory saved for backward (CPU) or the peak CUDA memory. Times are medians over
-rounds that run every candidate in turn (:func:`freqdyn.timing.interleaved_ms`).
+rounds that run every candidate in turn (:func:`freqdyn.tools.timing.interleaved_ms`).
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import torch
 import torch.nn as nn
 
 from freqdyn import FDConv
-from freqdyn.reference import naive_fdconv
-from freqdyn.timing import interleaved_ms, machine_line, saved_megabytes
+from freqdyn.tools.reference import naive_fdconv
+from freqdyn.tools.timing import interleaved_ms, machine_line, saved_megabytes
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
     python benchmarks/bench_freqfusion.py [--quick]
 
 Rows: CARAFE k=5 upsampling 128 ch from 128^2 to 256^2 (the issue's setting) and smaller maps, then the
-full FreqFusion (defaults + offset generator) at the same sizes, against ``freqdyn.reference``'s
+full FreqFusion (defaults + offset generator) at the same sizes, against ``freqdyn.tools.reference``'s
 unfold-based versions and against plain nearest / bilinear interpolation. "peak MB" is the resident
 memory a forward pass adds (measured in a forked process, Linux), "saved MB" what autograd keeps for
 backward.
@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from freqdyn import FreqFusion
 from freqdyn.layers import carafe
-from freqdyn.reference import naive_carafe, naive_freq_fusion
-from freqdyn.timing import best_ms, machine_line, peak_rss_mb, saved_megabytes
+from freqdyn.tools.reference import naive_carafe, naive_freq_fusion
+from freqdyn.tools.timing import best_ms, machine_line, peak_rss_mb, saved_megabytes
 
 CPU = torch.device("cpu")
 

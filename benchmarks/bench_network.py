@@ -4,7 +4,7 @@
 
 torchvision ResNet-50 with conv1/conv2/conv3 of every bottleneck converted (``convert(model, "fdconv",
 exclude="downsample", kernel_num=64)``, the paper's setting) against the unmodified ResNet-50, and the
-naive reference of the official algorithm (``freqdyn.reference.naive_fdconv`` in every converted layer),
+naive reference of the official algorithm (``freqdyn.tools.reference.naive_fdconv`` in every converted layer),
 all in one interleaved run: medians over rounds with [min-max]. Then the memory autograd saves for backward
 and the peak resident memory a training step adds (a fresh process, after one warm-up step, with glibc's
 mmap threshold fixed so that freed tensors leave the resident set), per stage (stem, layer1..4, head) with
@@ -23,8 +23,8 @@ import torch
 import torch.nn as nn
 
 from freqdyn import FDConv, convert
-from freqdyn.reference import naive_fdconv
-from freqdyn.timing import interleaved_times_ms, machine_line, peak_rss_mb
+from freqdyn.tools.reference import naive_fdconv
+from freqdyn.tools.timing import interleaved_times_ms, machine_line, peak_rss_mb
 
 STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4", "fc")
 

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from freqdyn import FreqFusion
-from freqdyn.timing import machine_line
+from freqdyn.tools.timing import machine_line
 
 TRAIN = ("coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "colorwheel")
 TEST = ("astronaut", "chelsea", "retina")

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from freqdyn import FDConv, ODConv2d
-from freqdyn.reference import naive_expert_conv, naive_fdconv
+from freqdyn.tools.reference import naive_expert_conv, naive_fdconv
 from helpers import perturb_
 
 NORMS = ["batch", "frozen", "layer"]

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from freqdyn.layers import carafe
-from freqdyn.reference import naive_carafe
-from freqdyn.timing import saved_megabytes
+from freqdyn.tools.reference import naive_carafe
+from freqdyn.tools.timing import saved_megabytes
 
 # (h, w, scale, Ho, Wo, kernel, groups)
 CASES = [

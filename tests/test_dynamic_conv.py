@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from freqdyn import CondConv2d, DynamicConv2d, ODConv2d, TemperatureSchedule, set_temperature
-from freqdyn.reference import naive_expert_conv
+from freqdyn.tools.reference import naive_expert_conv
 from helpers import CONV_CASES, IDS, gradcheck_module, make_conv, make_input, perturb_
 
 CLASSES = [DynamicConv2d, CondConv2d, ODConv2d]

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from freqdyn import FrequencyBandModulation
 from freqdyn.layers.band_plan import band_masks
 from freqdyn.layers.frequency_band_modulation import same_conv_as_gemm
-from freqdyn.reference import naive_lowpass
+from freqdyn.tools.reference import naive_lowpass
 from helpers import gradcheck_module, perturb_
 
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from freqdyn import FDConv
-from freqdyn.reference import naive_fdconv
+from freqdyn.tools.reference import naive_fdconv
 from helpers import CONV_CASES, IDS, gradcheck_module, make_conv, make_input, perturb_
 
 
@@ -240,7 +240,7 @@ def test_inference_path_matches_autograd_path_and_keeps_caches(kernel_num, param
 
 def test_wide_layer_saves_no_per_sample_kernels_for_backward():
     """Memory saved for backward is deterministic on CPU: 512 -> 512 3x3 at 7^2, B=8 (ResNet-50's layer4)."""
-    from freqdyn.timing import saved_megabytes
+    from freqdyn.tools.timing import saved_megabytes
 
     conv = nn.Conv2d(512, 512, 3, padding=1)
     x = torch.randn(8, 512, 7, 7)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from freqdyn import FreqFusion
 from freqdyn.layers import LocalSimGuidedSampler, local_similarity
-from freqdyn.reference import naive_freq_fusion
+from freqdyn.tools.reference import naive_freq_fusion
 from helpers import gradcheck_module
 
 OPTIONS = [

@@ -9,7 +9,7 @@ import torch
 from freqdyn import FDConv, FreqFusion
 from freqdyn.layers import frequency_groups
 from freqdyn.layers.band_plan import band_masks
-from freqdyn.reference import naive_lowpass
+from freqdyn.tools.reference import naive_lowpass
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = {"a": dict(in_channels=64, out_channels=64, kernel_size=3, padding=1, bias=False),

@@ -6,8 +6,8 @@ import torch.nn as nn
 from freqdyn import convert
 from freqdyn.cli import main
 from freqdyn.kinds import CONV_KINDS, KINDS
-from freqdyn.overhead import PAPER_SETTINGS
 from freqdyn.profile import FREQDYN_LAYERS
+from freqdyn.tools.overhead import PAPER_SETTINGS
 
 
 @pytest.mark.parametrize("name", list(KINDS))

@@ -26,7 +26,7 @@ from freqdyn import (
     UniConvNetBlock,
     convert,
 )
-from freqdyn.reference import naive_fdconv
+from freqdyn.tools.reference import naive_fdconv
 from helpers import perturb_
 
 # name -> (factory, input factory); each factory builds the same architecture from any seed

@@ -17,8 +17,8 @@ from .layers import (
     UniConvNetBlock,
     set_temperature,
 )
-from .overhead import format_overhead, param_overhead
 from .profile import Profile, profile
+from .tools.overhead import format_overhead, param_overhead
 from .version import __version__
 
 __all__ = [

@@ -14,8 +14,8 @@ import torch.nn as nn
 
 from .convert import convert
 from .kinds import CONV_KINDS, KINDS
-from .overhead import BOTTLENECK_CONVS, PAPER_SETTINGS, format_overhead, param_overhead
-from .timing import interleaved_times_ms
+from .tools.overhead import BOTTLENECK_CONVS, PAPER_SETTINGS, format_overhead, param_overhead
+from .tools.timing import interleaved_times_ms
 from .version import __version__
 
 T = TypeVar("T")

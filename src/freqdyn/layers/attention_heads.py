@@ -10,6 +10,26 @@ from .attention_conv import AttentionConv
 from .attention_norm import attention_norm
 from .factory import factory_kwargs
 
+ACTIVATIONS = ("sigmoid", "tanh")
+
+
+def modulation(logits: Tensor, act: str, multiplier: float, inplace: bool = False) -> Tensor:
+    """``multiplier * sigmoid(logits)`` or ``1 + tanh(logits)``; both equal 1 at zero logits (multiplier 2).
+
+    ``inplace`` overwrites ``logits`` (for large intermediates that autograd does not need).
+    """
+    if act != "sigmoid":
+        return logits.tanh_().add_(1.0) if inplace else 1.0 + torch.tanh(logits)
+    out = logits.sigmoid_() if inplace else torch.sigmoid(logits)
+    if multiplier == 1.0:
+        return out
+    return out.mul_(multiplier) if inplace else out * multiplier
+
+
+def check_activation(act: str, name: str) -> None:
+    if act not in ACTIVATIONS:
+        raise ValueError(f"{name} must be one of {ACTIVATIONS}, got {act!r}")
+
 
 class AttentionHeads(nn.Module):
     """Pooled (B, I) -> hidden (B, hidden, 1, 1) -> 1x1 heads for channel (I), filter (O), spatial (kh*kw), kernel (K).

@@ -8,8 +8,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from .conv_args import IntPair, Padding
+from .conv_contract import reset_bias
 from .expert_conv import ExpertAttention, ExpertConv2d
-from .fourier_dynamic import reset_bias
 
 
 class CondConvRouting(nn.Module):

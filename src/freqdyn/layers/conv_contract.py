@@ -6,6 +6,7 @@ non-zero padding modes, ``init_weights`` (the name mmcv's ``ConvModule`` calls) 
 """
 from __future__ import annotations
 
+import math
 from typing import Any, TypeVar
 
 import torch.nn as nn
@@ -14,6 +15,12 @@ from torch import Tensor
 from .conv_args import IntPair, Padding, check_conv_args, conv_repr, pad_input, pair
 
 C = TypeVar("C", bound="ConvContract")
+
+
+def reset_bias(bias: Tensor | None, fan_in: int) -> None:
+    """``nn.Conv2d``'s (and ``nn.Linear``'s) default bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    if bias is not None:
+        nn.init.uniform_(bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
 
 
 class ConvContract(nn.Module):

@@ -13,9 +13,9 @@ from torch.utils.checkpoint import checkpoint
 from ._checks import check_feature_map
 from .batched_conv import batched_conv2d
 from .conv_args import IntPair, Padding
-from .conv_contract import ConvContract
+from .conv_contract import ConvContract, reset_bias
 from .factory import factory_kwargs
-from .fourier_dynamic import FourierDynamicBase, FourierOptions, reset_bias
+from .fourier_dynamic import FourierDynamicBase, FourierOptions
 from .frequency_band_modulation import FrequencyBandModulation
 from .kernel_spatial_modulation import GlobalAttention
 from .trace_only import TraceOnly

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_int, check_positive
+from .conv_contract import reset_bias
 from .factory import factory_kwargs
 from .fourier_weight import frequency_groups, inverse_spectrum, matrix_to_weight, weight_to_matrix
 from .kernel_spatial_modulation import (
@@ -51,12 +52,6 @@ class FourierOptions:
             temp=None if self.temp is None else check_positive(self.temp, "temp"),
             att_multi=check_positive(self.att_multi, "att_multi"),
         )
-
-
-def reset_bias(bias: Tensor | None, fan_in: int) -> None:
-    """``nn.Conv2d``'s bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    if bias is not None:
-        nn.init.uniform_(bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
 
 
 class FourierDynamicBase(nn.Module):

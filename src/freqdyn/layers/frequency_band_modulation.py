@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .attention_conv import AttentionConv
+from .attention_heads import check_activation, modulation
 from .band_plan import MASK_RULES, band_plan, filter_rows, low_passes, stacked_low_passes
-from .kernel_spatial_modulation import check_activation, modulation
 from .trace_only import TraceOnly
 from .transforms import compiling, compute_dtype, exporting, functorch_active, memory_format_of
 

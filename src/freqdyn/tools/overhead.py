@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from .convert import convert
-from .kinds import KINDS
+from ..convert import convert
+from ..kinds import KINDS
 
 BOTTLENECK_CONVS = r"^layer\d\.\d+\.conv\d$"
 
