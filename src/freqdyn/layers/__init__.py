@@ -1,10 +1,15 @@
-"""Layers: one concept per module, re-exported flat (timm ``layers`` style)."""
+"""Layers: one concept per module, re-exported flat (timm ``layers`` style).
+
+The number of kernels a dynamic conv mixes, K, is ``kernel_num`` in FDConv's signature (the official name) and
+``num_experts`` in DY-Conv / CondConv / ODConv's (timm's); every internal helper calls it ``num_kernels``.
+"""
+from .attention_heads import Attentions
 from .batched_conv import batched_conv2d
 from .carafe import carafe
 from .cond_conv2d import CondConv2d
 from .drop_path import DropPath
 from .dynamic_conv2d import DynamicConv2d
-from .expert_conv import ExpertAttention, ExpertConv2d
+from .expert_conv import ExpertConv2d
 from .fdconv import FDConv
 from .fdlinear import FDLinear
 from .fourier_weight import frequency_groups, matrix_to_weight, weight_to_matrix
@@ -24,7 +29,7 @@ __all__ = [
     "CondConv2d",
     "DropPath",
     "DynamicConv2d",
-    "ExpertAttention",
+    "Attentions",
     "ExpertConv2d",
     "FDConv",
     "FDLinear",

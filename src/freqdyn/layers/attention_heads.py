@@ -1,6 +1,8 @@
 """The four-head attention trunk shared by ODConv's omni-dimensional attention and FDConv's KSM-Global."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -9,6 +11,24 @@ from torch import Tensor
 from .attention_conv import AttentionConv
 from .attention_norm import attention_norm
 from .factory import factory_kwargs
+
+
+@dataclass
+class Attentions:
+    """Per-sample attentions of a dynamic conv; ``None`` marks a factor that is switched off (a factor of 1)."""
+
+    kernel: Tensor | None = None  # (B, K) mixing weights of the kernels (FDConv: (B, P * K); None when P * K == 1)
+    channel: Tensor | None = None  # (B, I) scales the input channels
+    filter: Tensor | None = None  # (B, O) scales the output channels (before the bias)
+    spatial: Tensor | None = None  # (B, kh * kw) scales the kernel positions
+
+    def select(self, rows: slice) -> Attentions:
+        """The attentions of the samples ``rows``."""
+        def part(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[rows]
+
+        return Attentions(part(self.kernel), part(self.channel), part(self.filter), part(self.spatial))
+
 
 ACTIVATIONS = ("sigmoid", "tanh")
 

@@ -7,9 +7,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .attention_heads import Attentions
 from .conv_args import IntPair, Padding
 from .conv_contract import reset_bias
-from .expert_conv import ExpertAttention, ExpertConv2d
+from .expert_conv import ExpertConv2d
 
 
 class CondConvRouting(nn.Module):
@@ -31,8 +32,8 @@ class CondConvRouting(nn.Module):
             self.routing.weight.zero_()
             self.routing.bias.zero_()
 
-    def forward(self, pooled: Tensor) -> ExpertAttention:
-        return ExpertAttention(kernel=torch.sigmoid(self.routing(pooled)))
+    def forward(self, pooled: Tensor) -> Attentions:
+        return Attentions(kernel=torch.sigmoid(self.routing(pooled)))
 
 
 class CondConv2d(ExpertConv2d):

@@ -7,8 +7,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .attention_conv import AttentionConv
+from .attention_heads import Attentions
 from .conv_args import IntPair, Padding
-from .expert_conv import ExpertAttention, ExpertConv2d
+from .expert_conv import ExpertConv2d
 from .factory import factory_kwargs
 from .temperature import TemperatureMixin, check_temperature
 
@@ -51,9 +52,9 @@ class DynamicConvAttention(nn.Module):
             if self.fc2.bias is not None:
                 self.fc2.bias.zero_()
 
-    def forward(self, pooled: Tensor) -> ExpertAttention:
+    def forward(self, pooled: Tensor) -> Attentions:
         logits = self.fc2(F.relu(self.fc1(pooled[:, :, None, None]))).flatten(1)
-        return ExpertAttention(kernel=torch.softmax(logits / self.temperature, dim=1))
+        return Attentions(kernel=torch.softmax(logits / self.temperature, dim=1))
 
 
 class DynamicConv2d(TemperatureMixin, ExpertConv2d):

@@ -7,7 +7,6 @@ applied with :func:`batched_conv2d`, the engine FDConv uses too.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -15,6 +14,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ._checks import check_feature_map, check_int
+from .attention_heads import Attentions
 from .batched_conv import batched_conv2d
 from .conv_args import IntPair, Padding
 from .conv_contract import ConvContract
@@ -22,20 +22,10 @@ from .factory import factory_kwargs
 from .trace_only import TraceOnly
 
 
-@dataclass
-class ExpertAttention:
-    """Per-sample attentions; ``None`` marks a factor that is switched off (a factor of 1)."""
-
-    kernel: Tensor  # (B, K) mixing weights of the kernels and biases
-    channel: Tensor | None = None  # (B, I) scales the input channels
-    filter: Tensor | None = None  # (B, O) scales the output channels (before the bias)
-    spatial: Tensor | None = None  # (B, kh * kw) scales the kernel positions
-
-
 class KernelAttention(Protocol):
     """What :class:`ExpertConv2d` needs of its ``attention`` module."""
 
-    def __call__(self, pooled: Tensor) -> ExpertAttention: ...
+    def __call__(self, pooled: Tensor) -> Attentions: ...
 
     def reset_parameters(self) -> None: ...
 
@@ -59,7 +49,7 @@ class ExpertConv2d(TraceOnly, ConvContract):
     as :meth:`from_conv` converts (attention made neutral), so a network built from a config computes the
     pretrained function.
 
-    Subclasses set ``self.attention`` (a module with ``forward(pooled (B, I)) -> ExpertAttention`` and
+    Subclasses set ``self.attention`` (a module with ``forward(pooled (B, I)) -> Attentions`` and
     ``neutralise_()``, which makes its output input-independent) and ``_init_expert``.
     """
 
@@ -147,7 +137,7 @@ class ExpertConv2d(TraceOnly, ConvContract):
         with torch.no_grad():
             att = self.attention(torch.zeros(1, self.in_channels, device=self.weight.device, dtype=self.weight.dtype))
         self.attention.train(training)
-        bias_gain = att.kernel.sum().item()
+        bias_gain = 1.0 if att.kernel is None else att.kernel.sum().item()
         weight_gain = bias_gain
         for factor in (att.channel, att.filter, att.spatial):
             if factor is not None:
@@ -157,7 +147,9 @@ class ExpertConv2d(TraceOnly, ConvContract):
     def forward(self, x: Tensor) -> Tensor:
         check_feature_map(x, self.in_channels, type(self).__name__)
         batch, dtype = x.shape[0], x.dtype
-        att: ExpertAttention = self.attention(x.mean(dim=(2, 3)).to(self.weight.dtype))
+        att: Attentions = self.attention(x.mean(dim=(2, 3)).to(self.weight.dtype))
+        if att.kernel is None:
+            raise ValueError(f"{type(self).__name__}: its attention must return a kernel mixture")
         weight = (att.kernel @ self.weight).reshape(batch, *self.kernel_shape)
         if att.spatial is not None:
             weight = weight * att.spatial.reshape(batch, 1, 1, *self.kernel_size)

@@ -11,13 +11,13 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from ._checks import check_feature_map
+from .attention_heads import Attentions
 from .batched_conv import batched_conv2d
 from .conv_args import IntPair, Padding
 from .conv_contract import ConvContract, reset_bias
 from .factory import factory_kwargs
 from .fourier_dynamic import FourierDynamicBase, FourierOptions
 from .frequency_band_modulation import FrequencyBandModulation
-from .kernel_spatial_modulation import GlobalAttention
 from .trace_only import TraceOnly
 from .transforms import compiling, exporting, functorch_active
 
@@ -230,7 +230,7 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
                 for rows in (slice(s, s + per_chunk) for s in range(0, batch, per_chunk))]
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
-    def _per_sample_conv(self, x: Tensor, pooled: Tensor, att: GlobalAttention) -> Tensor:
+    def _per_sample_conv(self, x: Tensor, pooled: Tensor, att: Attentions) -> Tensor:
         """The modulated per-sample kernels applied to x (B, I, H, W), the FBM output: (B, O, H', W')."""
         batch, _, height, width = x.shape
         weight = self.modulated_weight(pooled, att)

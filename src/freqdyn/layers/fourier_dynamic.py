@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_int, check_positive
+from .attention_heads import Attentions
 from .conv_contract import reset_bias
 from .factory import factory_kwargs
 from .fourier_weight import frequency_groups, inverse_spectrum, matrix_to_weight, weight_to_matrix
 from .kernel_spatial_modulation import (
-    GlobalAttention,
     KernelSpatialModulationGlobal,
     KernelSpatialModulationLocal,
 )
@@ -215,7 +215,7 @@ class FourierDynamicBase(nn.Module):
                 matrix = inverse_spectrum(spectrum, self.spectrum_shape)
         return matrix_to_weight(matrix, self._kernel_hw())
 
-    def modulated_weight(self, pooled: Tensor, att: GlobalAttention) -> Tensor:
+    def modulated_weight(self, pooled: Tensor, att: Attentions) -> Tensor:
         """Kernel with the kernel, local and spatial attentions applied: (B or 1, O, I // groups, kh, kw).
 
         Without autograd (and outside ``torch.func`` transforms) the factors are combined in place and the

@@ -58,18 +58,18 @@ def inverse_spectrum(spectrum: Tensor, size: tuple[int, int]) -> Tensor:
     return t_re @ c_re - t_im @ c_im
 
 
-def group_index_dtype(num_groups: int) -> torch.dtype:
-    """Smallest integer dtype that stores group ids 0..num_groups-1 (checkpoints stay small)."""
-    if num_groups <= 256:
+def group_index_dtype(num_kernels: int) -> torch.dtype:
+    """Smallest integer dtype that stores group ids 0..num_kernels-1 (checkpoints stay small)."""
+    if num_kernels <= 256:
         return torch.uint8
-    return torch.int16 if num_groups <= 2**15 else torch.int32
+    return torch.int16 if num_kernels <= 2**15 else torch.int32
 
 
 GROUP_ORDERS = ("official", "stable")
 
 
-def frequency_groups(rows: int, cols: int, num_groups: int, order: str = "official") -> Tensor:
-    """Assign every ``rfft2`` coefficient of a (rows, cols) matrix to one of ``num_groups`` frequency groups.
+def frequency_groups(rows: int, cols: int, num_kernels: int, order: str = "official") -> Tensor:
+    """Assign every ``rfft2`` coefficient of a (rows, cols) matrix to one of ``num_kernels`` frequency groups.
 
     Coefficients are ordered by radial frequency sqrt(fy^2 + fx^2), with fy = fftfreq(rows) and
     fx = rfftfreq(cols) in cycles per sample along each axis, and sorted position r of n goes to group
@@ -91,8 +91,8 @@ def frequency_groups(rows: int, cols: int, num_groups: int, order: str = "offici
         raise ValueError(f"freq_grouping must be one of {GROUP_ORDERS}, got {order!r}")
     width = cols // 2 + 1
     total = rows * width
-    if not 1 <= num_groups <= total:
-        raise ValueError(f"kernel_num={num_groups} must lie in [1, {total}] for a {rows}x{cols} spectrum")
+    if not 1 <= num_kernels <= total:
+        raise ValueError(f"kernel_num={num_kernels} must lie in [1, {total}] for a {rows}x{cols} spectrum")
     if order == "official":
         fy = torch.fft.fftfreq(rows, dtype=torch.float32)
         fx = torch.fft.rfftfreq(cols, dtype=torch.float32)
@@ -105,5 +105,5 @@ def frequency_groups(rows: int, cols: int, num_groups: int, order: str = "offici
         key = (iy * cols).square()[:, None] + (ix * rows).square()[None, :]
         ranked = torch.argsort(key.flatten(), stable=True)
     groups = torch.empty(total, dtype=torch.int64)
-    groups[ranked] = torch.arange(total, dtype=torch.int64) * num_groups // total
-    return groups.reshape(rows, width).to(group_index_dtype(num_groups))
+    groups[ranked] = torch.arange(total, dtype=torch.int64) * num_kernels // total
+    return groups.reshape(rows, width).to(group_index_dtype(num_kernels))

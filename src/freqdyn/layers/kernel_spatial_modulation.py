@@ -6,14 +6,13 @@ Both branches read the globally pooled input (B, I) and produce multiplicative f
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .attention_heads import AttentionHeads, check_activation, modulation
+from .attention_heads import AttentionHeads, Attentions, check_activation, modulation
 from .attention_norm import reset_norm
 from .factory import factory_kwargs
 from .star_relu import StarReLU
@@ -23,21 +22,6 @@ from .transforms import exporting
 def local_kernel_size(channels: int) -> int:
     """Odd 1-D kernel size of KSM-Local: 32 -> 3, 64..512 -> 5, 1024/2048 -> 7 (official formula)."""
     return 2 * int(round(math.log2(channels) / 2 + 0.5) // 2) + 1
-
-
-@dataclass
-class GlobalAttention:
-    """KSM-Global outputs; ``None`` marks a head that is switched off (a factor of 1)."""
-
-    channel: Tensor | None  # (B, I)
-    filter: Tensor | None  # (B, O)
-    spatial: Tensor | None  # (B, kh * kw)
-    kernel: Tensor | None  # (B, P * K), sums to 1 at initialisation
-
-    def select(self, rows: slice) -> GlobalAttention:
-        """The attentions of the samples ``rows``."""
-        return GlobalAttention(*(None if t is None else t[rows] for t in (self.channel, self.filter, self.spatial,
-                                                                          self.kernel)))
 
 
 class KernelSpatialModulationGlobal(AttentionHeads):
@@ -81,7 +65,7 @@ class KernelSpatialModulationGlobal(AttentionHeads):
         self.relu.reset_parameters()
         self.zero_heads_()
 
-    def forward(self, pooled: Tensor) -> GlobalAttention:
+    def forward(self, pooled: Tensor) -> Attentions:
         logits = self.head_logits(self.hidden(pooled))
 
         def head(name: str) -> Tensor | None:
@@ -91,7 +75,7 @@ class KernelSpatialModulationGlobal(AttentionHeads):
         kernel = logits["kernel"]
         if kernel is not None:
             kernel = modulation(kernel / self.kernel_temp, self.act, 2.0) / self.num_kernels
-        return GlobalAttention(channel=head("channel"), filter=head("filter"), spatial=head("spatial"), kernel=kernel)
+        return Attentions(channel=head("channel"), filter=head("filter"), spatial=head("spatial"), kernel=kernel)
 
 
 class KernelSpatialModulationLocal(nn.Module):

@@ -5,10 +5,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .attention_heads import AttentionHeads
+from .attention_heads import AttentionHeads, Attentions
 from .attention_norm import reset_norm
 from .conv_args import IntPair, Padding
-from .expert_conv import ExpertAttention, ExpertConv2d
+from .expert_conv import ExpertConv2d
 from .temperature import TemperatureMixin, check_temperature
 
 
@@ -49,7 +49,7 @@ class OmniAttention(AttentionHeads):
         """Zero every head: sigmoid factors of 1/2 and a uniform 1/K kernel mixture for every input."""
         self.zero_heads_()
 
-    def forward(self, pooled: Tensor) -> ExpertAttention:
+    def forward(self, pooled: Tensor) -> Attentions:
         z = self.hidden(pooled)
         logits = self.head_logits(z)
 
@@ -61,7 +61,7 @@ class OmniAttention(AttentionHeads):
             kernel = z.new_ones(z.shape[0], 1)
         else:
             kernel = torch.softmax(logits["kernel"] / self.temperature, dim=1)
-        return ExpertAttention(kernel=kernel, channel=gate("channel"), filter=gate("filter"), spatial=gate("spatial"))
+        return Attentions(kernel=kernel, channel=gate("channel"), filter=gate("filter"), spatial=gate("spatial"))
 
 
 class ODConv2d(TemperatureMixin, ExpertConv2d):
