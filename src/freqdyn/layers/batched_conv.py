@@ -33,10 +33,9 @@ def batched_conv2d(
         (B, O, H', W').
 
     Per-sample kernels run as one grouped convolution over the batch folded into channels
-    (``groups = B * groups``). ONNX stores a conv's groups as a constant and inductor specialises them, so
-    while tracing, exporting, or compiling with a dynamic batch (``torch.compile(dynamic=True)``, or after a
-    batch-size change) they run as unfold + batched matmul instead, and the exported or compiled graph takes
-    any batch size; a static-batch compile keeps the grouped conv.
+    (``groups = B * groups``). ONNX stores a conv's groups as a constant and inductor specialises them (a
+    recompilation per batch size), so while tracing, exporting or compiling they run as unfold + batched
+    matmul instead, and the exported or compiled graph takes any batch size.
     """
     if out_scale is not None:
         y = batched_conv2d(x, weight, None, stride, padding, dilation, groups)
@@ -50,7 +49,7 @@ def batched_conv2d(
         if bias is not None and shared_bias is None:
             y = y + bias.reshape(bias.shape[0], out_channels, 1, 1).to(y.dtype)
         return y
-    if exporting() or (compiling() and isinstance(batch, torch.SymInt)):  # a groups=B conv would fix B
+    if exporting() or compiling():  # a groups=B conv would fix B (ONNX constants, inductor's conv lowering)
         y = _unfold_conv2d(x, weight, stride, padding, dilation, groups)
         return y if bias is None else y + bias.reshape(-1, out_channels, 1, 1).to(y.dtype)
     if memory_format_of(x) == torch.channels_last:
