@@ -16,15 +16,12 @@ import torch
 import torch.nn as nn
 
 from freqdyn import count_parameters
-from freqdyn.kinds import CONV_KINDS, KINDS
+from freqdyn.kinds import CONV_KINDS, KINDS, paper_layers
 from freqdyn.tools.reference import naive_expert_conv, naive_fdconv
 from freqdyn.tools.timing import best_ms, machine_line, saved_megabytes
 
-LAYERS = {
-    KINDS[name].paper_label: (functools.partial(KINDS[name].convert, **KINDS[name].paper),
-                              naive_fdconv if name == "fdconv" else naive_expert_conv)
-    for name in CONV_KINDS
-}
+NAIVE = {kind.paper_label: naive_fdconv if name == "fdconv" else naive_expert_conv
+         for name, kind in KINDS.items() if name in CONV_KINDS}
 
 
 def main() -> None:
@@ -54,8 +51,8 @@ def main() -> None:
             t_conv = best_ms(functools.partial(conv.eval(), x), args.repeats, device)
         tb_conv = best_ms(step(conv.train()), args.repeats, device)
         mem_conv = saved_megabytes(step(conv), device)
-        for name, (build, naive) in LAYERS.items():
-            layer = build(conv)
+        for name, layer in paper_layers(conv).items():
+            naive = NAIVE[name]
             with torch.no_grad():
                 layer.eval()
                 t_layer = best_ms(functools.partial(layer, x), args.repeats, device)

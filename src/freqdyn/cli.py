@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from .convert import convert
-from .kinds import CONV_KINDS, KINDS
+from .kinds import CONV_KINDS, paper_layers
 from .tools.overhead import BOTTLENECK_CONVS, PAPER_SETTINGS, format_overhead, param_overhead
 from .tools.timing import interleaved_times_ms
 from .version import __version__
@@ -43,7 +43,7 @@ def _time_layers(kernel_num: int, batch: int, channels: int, size: int, train: b
     torch.manual_seed(0)
     conv = nn.Conv2d(channels, channels, 3, padding=1)
     x = torch.randn(batch, channels, size, size)
-    layers = {"nn.Conv2d": conv, **_paper_layers(conv, kernel_num)}
+    layers = {"nn.Conv2d": conv, **paper_layers(conv, kernel_num)}
     mode = "forward + backward (train)" if train else "inference"
     print(f"\nOne 3x3 layer, {channels} -> {channels} channels, batch {batch} at {size}x{size}, {mode} on this "
           f"machine ({torch.get_num_threads()} threads):")
@@ -59,17 +59,6 @@ def _time_layers(kernel_num: int, batch: int, channels: int, size: int, train: b
         median = t[len(t) // 2]
         print(f"  {name:<16}{median:>8.1f} ms  ({median / base[len(base) // 2]:.2f}x nn.Conv2d, "
               f"rounds {t[0] / base[len(base) // 2]:.2f}x-{t[-1] / base[len(base) // 2]:.2f}x)")
-
-
-def _paper_layers(conv: nn.Conv2d, kernel_num: int) -> dict[str, nn.Module]:
-    """``conv`` converted into every conv kind with its paper's kernel count (FDConv: ``kernel_num``)."""
-    layers = {}
-    for name in CONV_KINDS:
-        kind = KINDS[name]
-        options = {**kind.paper, **({"kernel_num": kernel_num} if name == "fdconv" else {})}
-        label = f"{kind.label} (K={kernel_num})" if name == "fdconv" else kind.paper_label
-        layers[label] = kind.convert(conv, **options)
-    return layers
 
 
 def _optional_import(name: str) -> Any:
@@ -190,7 +179,7 @@ def analyze(args: argparse.Namespace) -> int:
     torch.manual_seed(0)
     conv = nn.Conv2d(64, 64, 3, padding=1)
     k = args.kernel_num
-    layers = _paper_layers(conv, k)
+    layers = paper_layers(conv, k)
     print("Frequency responses of the kernels each layer mixes (mean pairwise cosine similarity; 1 = alike):")
     rows = {}
     for name, layer in layers.items():

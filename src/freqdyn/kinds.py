@@ -56,3 +56,18 @@ KINDS: dict[str, LayerKind] = {kind.name: kind for kind in (
     LayerKind("fdlinear", FDLinear, "FDLinear", nn.Linear, FDLinear.from_linear, {"kernel_num": 64}),
 )}
 CONV_KINDS: tuple[str, ...] = tuple(name for name, kind in KINDS.items() if kind.source is nn.Conv2d)
+
+
+def paper_layers(conv: nn.Conv2d, kernel_num: int | None = None) -> dict[str, nn.Module]:
+    """``conv`` converted into every conv kind with its paper's kernel count, by table label.
+
+    ``kernel_num`` overrides FDConv's (its label then shows it).
+    """
+    layers = {}
+    for name in CONV_KINDS:
+        kind = KINDS[name]
+        if name == "fdconv" and kernel_num is not None:
+            layers[f"{kind.label} (K={kernel_num})"] = kind.convert(conv, **{**kind.paper, "kernel_num": kernel_num})
+        else:
+            layers[kind.paper_label] = kind.convert(conv, **kind.paper)
+    return layers
