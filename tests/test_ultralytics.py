@@ -222,3 +222,30 @@ def test_plain_yolo_cli_resumes_without_register(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "KeyError" not in done.stderr
     assert torch.load(last, weights_only=False)["epoch"] == -1  # ultralytics marks a finished run
+
+
+def test_a_ddp_worker_state_loads_in_a_fresh_process(tmp_path):
+    """Ultralytics' DDP workers rebuild the trainer from a cloudpickled state holding the built model."""
+    cloudpickle = pytest.importorskip("cloudpickle")
+    fu.register()
+    try:
+        model = ultralytics.YOLO(fu.model_yaml("n")).model.eval()
+    finally:
+        fu.unregister()
+    state = tmp_path / "ddp_state.pt"
+    torch.save({"model": model}, state, pickle_module=cloudpickle)
+    x = torch.rand(1, 3, 64, 64)
+    torch.save(x, tmp_path / "x.pt")
+    expected = model(x)[0] if isinstance(model(x), (list, tuple)) else model(x)
+    script = (
+        "import torch\n"
+        "from ultralytics.utils.patches import torch_load\n"
+        f"model = torch_load({str(state)!r}, map_location='cpu')['model']\n"
+        "from ultralytics.nn import tasks\n"
+        "assert tasks.parse_model.__module__ == 'freqdyn.integrations.ultralytics'  # unpickling registered\n"
+        f"out = model(torch.load({str(tmp_path / 'x.pt')!r}))\n"
+        f"torch.save(out[0] if isinstance(out, (list, tuple)) else out, {str(tmp_path / 'y.pt')!r})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    torch.testing.assert_close(torch.load(tmp_path / "y.pt"), expected, rtol=1e-5, atol=1e-5)

@@ -22,9 +22,8 @@ our rows with their own names and parameter counts, and the GFLOPs are counted b
 with :func:`register` applied (train, resume, val, predict, export). ``model.export(format="onnx")`` (the
 TorchScript-based exporter) works: while tracing, our layers use no FFT operators. Importing this module
 registers (so does unpickling a checkpoint with our rows, which imports it): resuming with ultralytics' own
-``yolo ... resume`` / ``train(resume=True)`` needs no :func:`register` call. DDP workers re-parse a YAML in
-fresh processes that import only ultralytics: train multi-GPU from a ``.pt`` built here (its unpickling
-registers).
+``yolo ... resume`` / ``train(resume=True)`` needs no :func:`register` call, and ultralytics' DDP workers,
+which load the built model from a cloudpickled trainer state, register the same way.
 Note that ultralytics applies weight decay to every non-norm, non-bias parameter (``dft_weight`` included)
 and, with ``optimizer='auto'`` on long runs, MuSGD to 2-D / 4-D parameters; pass ``optimizer='SGD'`` or
 ``'AdamW'`` to keep the spectral weights out of Muon.
@@ -300,7 +299,7 @@ def model_yaml(scale: str = "n") -> str:
 
 
 if importlib.util.find_spec("ultralytics") is not None:
-    # Importing this module registers the rows. Unpickling a checkpoint that holds them imports it, so a resumed
-    # run (``yolo ... resume``, ``YOLO("last.pt").train(resume=True)``) and DDP workers started from a ``.pt``
-    # parse their YAML with the rows known, without a register() call of their own.
+    # Importing this module registers the rows. Unpickling a checkpoint or DDP state that holds them imports it,
+    # so a resumed run (``yolo ... resume``, ``YOLO("last.pt").train(resume=True)``) and DDP workers know the
+    # rows without a register() call of their own.
     register()
