@@ -86,11 +86,12 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         freq_grouping: ``'official'`` or ``'stable'`` frequency order (above).
         aggregation: where the channel and filter attentions go: ``'weight'`` multiplies them into the
             per-sample kernels (B x O x I/g x kh x kw values), ``'feature'`` scales the input and output maps
-            instead (B x (I + O) x H x W values); ``'auto'`` takes the smaller. Same function.
+            instead (B x (I + O) x H x W values); ``'auto'`` takes the smaller (``'weight'`` under
+            ``torch.compile``, so that one graph serves every size). Same function.
         synthesis: how the per-sample kernels are built from the Fourier weight: ``'fft'`` gathers each
             sample's group attentions onto the spectrum and runs one inverse FFT per sample, ``'basis'``
             multiplies the attentions with the K spatial group kernels (one matmul); ``'auto'`` picks the
-            cheaper by shape and batch. Same function.
+            cheaper by shape and batch (under ``torch.compile``, by shape alone). Same function.
         attention_norm: ``'batch'`` (the official BatchNorm), ``'frozen'`` or ``'layer'``
             (:mod:`freqdyn.layers.attention_norm`).
         recompute_kernels: rebuild the per-sample kernels in backward instead of saving them (above).
