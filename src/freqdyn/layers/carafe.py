@@ -12,7 +12,7 @@ mmcv-less fallback in the FreqFusion source does.
 """
 from __future__ import annotations
 
-import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -41,8 +41,13 @@ def pad_neighbourhood(x: Tensor, pad: int, padding: str = "zeros") -> Tensor:
 
 
 def source_size(out_size: tuple[int, int], size: tuple[int, int], scale: int) -> tuple[int, int]:
-    """Size of the (edge-extended) source map that an ``out_size`` output at ``scale`` reads."""
-    need = (math.ceil(out_size[0] / scale), math.ceil(out_size[1] / scale))
+    """Size of the (edge-extended) source map that an ``out_size`` output at ``scale`` reads: ceil(out / scale).
+
+    An exact multiple gives the input size itself, in integer arithmetic: under ``torch.compile`` the sizes then
+    stay plain symbols, whose strides inductor can order (it cannot for a ceiling of a symbolic ratio).
+    """
+    need = cast(tuple[int, int], tuple(s if o == scale * s else -(-o // scale)
+                                       for o, s in zip(out_size, size, strict=True)))
     for o, s in zip(out_size, size, strict=True):
         if not scale * s - (scale - 1) <= o <= scale * s + (scale - 1):
             raise ValueError(f"output size {out_size} is not {scale}x the input size {size} (up to rounding)")
