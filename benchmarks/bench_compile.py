@@ -1,12 +1,15 @@
 """torch.compile (inductor) of each layer: cold compile time, recompiles over batch and spatial sizes, speed.
 
-    python benchmarks/bench_compile.py [--quick] [--layers fdconv,odconv,...]
+    python benchmarks/bench_compile.py [--quick] [--layers FDConv,ODConv,...] [--modes eval,train]
+                                       [--no-layout-optimization]
 
 Each layer (64 -> 64 channels, 3x3) is compiled with ``dynamic=True`` in eval (no_grad forward) and train
 (forward + backward) mode, with inductor's caches off so every compile is cold. "compile s" is the first call;
 "eager ms" / "compiled ms" are medians of interleaved rounds at that first shape (B=8, 32x24); then the
 layer runs at three more (batch, size) pairs and "graphs" counts the frames compiled in all (1 = no
-recompilation).
+recompilation). "Conv2d+Softmax" is plain PyTorch, a 1x1 conv, then a 3x3 conv whose output a softmax
+normalises (as FreqFusion's kernel generators do). ``--no-layout-optimization`` sets
+``torch._inductor.config.layout_optimization = False`` (inductor's channels-last convs on CPU).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from freqdyn.tools.timing import interleaved_times_ms, machine_line  # noqa: E40
 
 LAYERS: dict[str, Callable[[], nn.Module]] = {
     "nn.Conv2d": lambda: nn.Conv2d(64, 64, 3, padding=1),
+    "Conv2d+Softmax": lambda: nn.Sequential(nn.Conv2d(64, 64, 1), nn.Conv2d(64, 9, 3, padding=1), nn.Softmax(dim=1)),
     "DY-Conv": lambda: DynamicConv2d(64, 64, 3, padding=1),
     "ODConv": lambda: ODConv2d(64, 64, 3, padding=1),
     "FDConv": lambda: FDConv(64, 64, 3, padding=1, kernel_num=64),
@@ -57,11 +61,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="nn.Conv2d and FDConv in eval only")
     parser.add_argument("--layers", default=",".join(LAYERS), help="comma-separated subset of the table")
+    parser.add_argument("--modes", default="eval,train", help="comma-separated subset of eval,train")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    parser.add_argument("--no-layout-optimization", action="store_true",
+                        help="inductor without its channels-last conv layouts (default: inductor's own choice)")
     args = parser.parse_args()
     names = ["nn.Conv2d", "FDConv"] if args.quick else args.layers.split(",")
-    modes = [False] if args.quick else [False, True]
-    print(f"{machine_line()}, torch.compile(dynamic=True), inductor caches off")
+    modes = [False] if args.quick else [mode == "train" for mode in args.modes.split(",")]
+    layout = ""
+    if args.no_layout_optimization:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.layout_optimization = False
+        layout = ", layout_optimization=False"
+    print(f"{machine_line()}, torch.compile(dynamic=True), inductor caches off{layout}")
     print("| layer | mode | compile s | graphs over 4 shapes | eager ms | compiled ms | compiled vs eager |")
     print("|---|---|---|---|---|---|---|")
     for name in names:

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 import torch._dynamo as dynamo
-from torch._dynamo.testing import CompileCounter
+from torch._dynamo.testing import CompileCounter, CompileCounterWithBackend
 
 from freqdyn import CondConv2d, DynamicConv2d, FDConv, FDLinear, FreqFusion, ODConv2d
 from helpers import perturb_
@@ -76,6 +76,26 @@ def test_fdlinear_and_freqfusion_compile_once():
         for got, want in zip(compiled(hr, lr), ff(hr, lr), strict=True):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     assert counter.frame_count == 1
+
+
+@pytest.mark.slow
+def test_freqfusion_compiled_training_is_one_graph_for_new_sizes():
+    ff = perturb_(FreqFusion(16, 16, lowpass_kernel=3), seed=5).double().train()  # 3x3: a smaller trace
+    reference = copy.deepcopy(ff)
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(ff, backend=counter, dynamic=True, fullgraph=True)
+    for step, (batch, h, w) in enumerate([(2, 4, 5), (3, 6, 3)]):
+        hr = torch.randn(batch, 16, 2 * h, 2 * w, dtype=torch.float64, requires_grad=True)
+        lr = torch.randn(batch, 16, h, w, dtype=torch.float64, requires_grad=True)
+        hr_ref, lr_ref = (t.detach().clone().requires_grad_() for t in (hr, lr))
+        with torch.compiler.set_stance("fail_on_recompile" if step else "default"):
+            sum(o.square().sum() for o in compiled(hr, lr)).backward()
+        sum(o.square().sum() for o in reference(hr_ref, lr_ref)).backward()
+        torch.testing.assert_close(hr.grad, hr_ref.grad, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(lr.grad, lr_ref.grad, rtol=1e-4, atol=1e-5)
+    assert counter.frame_count == 1
+    for (name, p), q in zip(ff.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_fbm_low_pass_operator_gradient_is_its_adjoint():
