@@ -44,21 +44,45 @@ def test_one_graph_for_every_batch_and_size(kind, training):
     assert counter.frame_count == 1
 
 
+def _assert_compiled_training_matches_eager(layer, steps) -> CompileCounterWithBackend:
+    """aot_eager training steps on each tuple of inputs in ``steps`` (no recompiles): eager's input and weight
+    grads. Returns the backend's counter (its frame count includes dynamo's restarted analyses)."""
+    reference = copy.deepcopy(layer)
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(layer, backend=counter, dynamic=True, fullgraph=True)
+    for step, inputs in enumerate(steps):
+        inputs = [t.requires_grad_() for t in inputs]
+        inputs_ref = [t.detach().clone().requires_grad_() for t in inputs]
+        with torch.compiler.set_stance("fail_on_recompile" if step else "default"):
+            out = compiled(*inputs)
+        out_ref = reference(*inputs_ref)
+        outs, outs_ref = (o if isinstance(o, tuple) else (o,) for o in (out, out_ref))
+        sum(o.square().sum() for o in outs).backward()
+        sum(o.square().sum() for o in outs_ref).backward()
+        for t, t_ref in zip(inputs, inputs_ref, strict=True):
+            torch.testing.assert_close(t.grad, t_ref.grad, rtol=1e-4, atol=1e-5)
+    for (name, p), q in zip(layer.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+    return counter
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["fdconv", "fdconv-fbm-groups", "odconv"])
 def test_compiled_training_step_matches_eager(kind):
     layer = perturb_(LAYERS[kind](), seed=2).double().train()
-    reference = copy.deepcopy(layer)
-    compiled = torch.compile(layer, backend="aot_eager", dynamic=True, fullgraph=True)
-    for step, (batch, height, width) in enumerate(SHAPES[1:3]):
-        x = torch.randn(batch, 24, height, width, dtype=torch.float64, requires_grad=True)
-        x_ref = x.detach().clone().requires_grad_()
-        with torch.compiler.set_stance("fail_on_recompile" if step else "default"):
-            compiled(x).square().sum().backward()
-        reference(x_ref).square().sum().backward()
-        torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
-    for (name, p), q in zip(layer.named_parameters(), reference.parameters(), strict=True):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+    _assert_compiled_training_matches_eager(
+        layer, [(torch.randn(b, 24, h, w, dtype=torch.float64),) for b, h, w in SHAPES[1:3]]
+    )
+
+
+@pytest.mark.slow
+def test_freqfusion_compiled_training_is_one_graph_for_new_sizes():
+    ff = perturb_(FreqFusion(16, 16, lowpass_kernel=3), seed=5).double().train()  # 3x3: a smaller trace
+    counter = _assert_compiled_training_matches_eager(ff, [
+        (torch.randn(b, 16, 2 * h, 2 * w, dtype=torch.float64), torch.randn(b, 16, h, w, dtype=torch.float64))
+        for b, h, w in [(2, 4, 5), (3, 6, 3)]
+    ])
+    assert counter.frame_count == 1
 
 
 def test_fdlinear_and_freqfusion_compile_once():
@@ -76,26 +100,6 @@ def test_fdlinear_and_freqfusion_compile_once():
         for got, want in zip(compiled(hr, lr), ff(hr, lr), strict=True):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     assert counter.frame_count == 1
-
-
-@pytest.mark.slow
-def test_freqfusion_compiled_training_is_one_graph_for_new_sizes():
-    ff = perturb_(FreqFusion(16, 16, lowpass_kernel=3), seed=5).double().train()  # 3x3: a smaller trace
-    reference = copy.deepcopy(ff)
-    counter = CompileCounterWithBackend("aot_eager")
-    compiled = torch.compile(ff, backend=counter, dynamic=True, fullgraph=True)
-    for step, (batch, h, w) in enumerate([(2, 4, 5), (3, 6, 3)]):
-        hr = torch.randn(batch, 16, 2 * h, 2 * w, dtype=torch.float64, requires_grad=True)
-        lr = torch.randn(batch, 16, h, w, dtype=torch.float64, requires_grad=True)
-        hr_ref, lr_ref = (t.detach().clone().requires_grad_() for t in (hr, lr))
-        with torch.compiler.set_stance("fail_on_recompile" if step else "default"):
-            sum(o.square().sum() for o in compiled(hr, lr)).backward()
-        sum(o.square().sum() for o in reference(hr_ref, lr_ref)).backward()
-        torch.testing.assert_close(hr.grad, hr_ref.grad, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(lr.grad, lr_ref.grad, rtol=1e-4, atol=1e-5)
-    assert counter.frame_count == 1
-    for (name, p), q in zip(ff.named_parameters(), reference.parameters(), strict=True):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_fbm_low_pass_operator_gradient_is_its_adjoint():

@@ -1,6 +1,6 @@
 """Naive CARAFE: the reference formulation, which unfolds the k x k neighbourhoods into (B, C*k*k, h, w) and
 upsamples them by nearest indexing. The tests compare it with :func:`freqdyn.layers.carafe.carafe` (the view
-loop, and the unfolded phases used under transforms), both independent formulations.
+loop, and the stacked views used under export and torch.func), both independent formulations.
 """
 import torch
 import torch.nn.functional as F
