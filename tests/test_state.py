@@ -105,21 +105,31 @@ def test_round_trip_is_exact(name):
         for a, b in zip(outputs(other, inputs), expected, strict=True):
             assert torch.equal(a, b), how
         if hasattr(module, "temperature"):
-            assert other.temperature == 7.3, how
+            assert other.temperature == module.temperature == torch.tensor(7.3).item(), how
 
 
-def test_temperature_survives_half_precision_checkpoints():
+def test_temperature_is_float_state_of_the_module_dtype():
     layer = DynamicConv2d(8, 8, 3, temperature=30.0)
     layer.set_temperature(27.1)  # not representable in float16
     state = copy.deepcopy(layer).half().float().state_dict()  # ultralytics saves the EMA in fp16
     fresh = DynamicConv2d(8, 8, 3, temperature=30.0)
     fresh.load_state_dict(state)
-    assert fresh.temperature == 27.1
+    assert fresh.temperature == torch.tensor(27.1, dtype=torch.float16).item() == 27.09375
+
+
+def test_older_checkpoints_with_temperature_bits_load_their_temperature():
+    import struct
+
+    layer = DynamicConv2d(8, 8, 3, temperature=30.0)
+    state = {k: v for k, v in layer.state_dict().items() if k != "attention.temperature"}
+    state["temperature_bits"] = torch.tensor(struct.unpack("<q", struct.pack("<d", 2.5))[0])  # freqdyn <= stop 17
+    layer.load_state_dict(state, strict=True)
+    assert layer.temperature == 2.5
 
 
 def test_reference_checkpoint_without_temperature_keeps_the_current_one():
     layer = ODConv2d(8, 8, 3, temperature=4.0)
-    state = {k: v for k, v in layer.state_dict().items() if k != "temperature_bits"}
+    state = {k: v for k, v in layer.state_dict().items() if k != "attention.temperature"}
     other = ODConv2d(8, 8, 3, temperature=2.0)
     other.load_state_dict(state, strict=True)
     assert other.temperature == 2.0

@@ -22,15 +22,13 @@ def check_positive(value: object, name: str) -> float:
 
 
 def check_feature_map(x: Tensor, channels: int, layer: str) -> None:
-    """Validate a (B, C, H, W) floating-point feature map with ``channels`` channels and B >= 1."""
+    """Validate a (B, C, H, W) floating-point feature map with ``channels`` channels (B = 0 allowed)."""
     if not isinstance(x, Tensor):
         raise ValueError(f"{layer}: expected a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:
         raise ValueError(f"{layer}: expected a 4-D (B, C, H, W) input, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{layer}: expected a floating-point input, got dtype {x.dtype}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{layer}: got an empty batch (B=0), shape {tuple(x.shape)}")
     if x.shape[1] != channels:
         raise ValueError(f"{layer}: expected {channels} input channels, got {x.shape[1]} (shape {tuple(x.shape)})")
     if x.shape[2] == 0 or x.shape[3] == 0:
@@ -38,15 +36,13 @@ def check_feature_map(x: Tensor, channels: int, layer: str) -> None:
 
 
 def check_features_last(x: Tensor, features: int, layer: str) -> None:
-    """Validate a (B, ..., features) floating-point tensor with B >= 1."""
+    """Validate a (B, ..., features) floating-point tensor (empty allowed, as for ``nn.Linear``)."""
     if not isinstance(x, Tensor):
         raise ValueError(f"{layer}: expected a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 2:
         raise ValueError(f"{layer}: expected a (B, ..., {features}) input, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{layer}: expected a floating-point input, got dtype {x.dtype}")
-    if x.shape[0] == 0 or x.numel() == 0:
-        raise ValueError(f"{layer}: got an empty input, shape {tuple(x.shape)}")
     if x.shape[-1] != features:
         raise ValueError(f"{layer}: expected {features} input features, got {x.shape[-1]} (shape {tuple(x.shape)})")
 

@@ -10,9 +10,11 @@ import math
 from typing import Any, TypeVar
 
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from .conv_args import IntPair, Padding, check_conv_args, conv_repr, pad_input, pair
+from .empty_batch import tie_to_parameters
 
 C = TypeVar("C", bound="ConvContract")
 
@@ -59,6 +61,13 @@ class ConvContract(nn.Module):
     def _pad(self, x: Tensor) -> tuple[Tensor, Padding]:
         """x padded explicitly for a non-zero ``padding_mode``, and the padding left for ``F.conv2d``."""
         return pad_input(x, self.padding, self.kernel_size, self.dilation, self.padding_mode)
+
+    def _empty_batch(self, x: Tensor) -> Tensor:
+        """The (0, O, H', W') output of an empty batch x (0, I, H, W), as ``nn.Conv2d`` gives it, every parameter
+        with a zero gradient (:mod:`freqdyn.layers.empty_batch`)."""
+        x, padding = self._pad(x)
+        kernel = x.new_zeros(self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        return tie_to_parameters(F.conv2d(x, kernel, None, self.stride, padding, self.dilation, self.groups), self)
 
     def reset_parameters(self) -> None:
         raise NotImplementedError

@@ -11,11 +11,11 @@ from .attention_heads import Attentions
 from .conv_args import IntPair, Padding
 from .expert_conv import ExpertConv2d
 from .factory import factory_kwargs
-from .temperature import TemperatureMixin, check_temperature
+from .temperature import TemperatureBuffer, TemperatureMixin
 
 
-class DynamicConvAttention(nn.Module):
-    """Pooled (B, I) -> softmax(fc2(relu(fc1(pooled))) / temperature), shape (B, K).
+class DynamicConvAttention(TemperatureBuffer):
+    """Pooled (B, I) -> softmax(fc2(relu(fc1(pooled))) / temperature), shape (B, K); ``temperature`` is a buffer.
 
     The hidden width is ``int(I * ratio) + 1``, or K for an RGB input (I == 3), as in the reference code.
     """
@@ -34,12 +34,13 @@ class DynamicConvAttention(nn.Module):
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio >= 0:
             raise ValueError(f"ratio must be a number >= 0 (hidden width int(in_channels * ratio) + 1), got {ratio!r}")
         hidden = num_experts if in_channels == 3 else int(in_channels * ratio) + 1
-        self.temperature = check_temperature(temperature)
+        self._register_temperature(temperature, device, dtype)
         self.fc1 = AttentionConv(in_channels, hidden, 1, bias=False, **kw)
         self.fc2 = AttentionConv(hidden, num_experts, 1, **kw)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        self.reset_temperature()
         for fc in (self.fc1, self.fc2):
             nn.init.kaiming_normal_(fc.weight, mode="fan_out", nonlinearity="relu")
         if self.fc2.bias is not None:
@@ -93,7 +94,6 @@ class DynamicConv2d(TemperatureMixin, ExpertConv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, num_experts, device, dtype)
         self.attention = DynamicConvAttention(self.in_channels, self.num_experts, ratio, temperature, device, dtype)
-        self._register_temperature()
         self.reset_parameters()
 
     def _init_expert(self, kernel: Tensor, bias: Tensor | None) -> None:

@@ -146,6 +146,8 @@ class ExpertConv2d(TraceOnly, ConvContract):
 
     def forward(self, x: Tensor) -> Tensor:
         check_feature_map(x, self.in_channels, type(self).__name__)
+        if not x.shape[0]:
+            return self._empty_batch(x)
         batch, dtype = x.shape[0], x.dtype
         att: Attentions = self.attention(x.mean(dim=(2, 3)).to(self.weight.dtype))
         if att.kernel is None:

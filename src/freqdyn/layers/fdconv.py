@@ -211,6 +211,8 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
 
     def forward(self, x: Tensor) -> Tensor:
         check_feature_map(x, self.in_channels, type(self).__name__)
+        if not x.shape[0] and self.is_dynamic:
+            return self._empty_batch(x)
         if not self.is_dynamic:
             x, padding = self._pad(x)
             return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)

@@ -1,11 +1,15 @@
 """FDLinear: the linear mode of FDConv, for ``nn.Linear`` and the 1x1 convolutions of transformer MLPs."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_features_last, check_int
+from .empty_batch import tie_to_parameters
 from .fourier_dynamic import FourierDynamicBase, FourierOptions
 from .trace_only import TraceOnly
 
@@ -74,8 +78,10 @@ class FDLinear(TraceOnly, FourierDynamicBase):
 
     def forward(self, x: Tensor) -> Tensor:
         check_features_last(x, self.in_features, type(self).__name__)
+        if not x.numel():  # no sample, or samples without tokens: nn.Linear's empty output
+            return tie_to_parameters(F.linear(x, x.new_zeros(self.out_features, self.in_features)), self)
         batch = x.shape[0]
-        tokens = x.reshape(batch, -1, self.in_features)
+        tokens = x.reshape(batch, math.prod(x.shape[1:-1]), self.in_features)
         pooled = tokens.mean(dim=1)
         att = self.KSM_Global(pooled)
         weight = self.modulated_weight(pooled, att)[..., 0, 0]  # (B or 1, O, I)

@@ -30,7 +30,7 @@ def normalise_kernels(logits: Tensor, kernel_size: int, window: Tensor | None) -
     softmax over the k * k taps, times the (k, k) window if given, renormalised.
     """
     batch, channels, height, width = logits.shape
-    kernels = torch.softmax(logits.reshape(batch, -1, kernel_size * kernel_size, height, width), dim=2)
+    kernels = torch.softmax(logits.reshape(batch, channels // kernel_size**2, kernel_size**2, height, width), dim=2)
     if window is not None:
         kernels = kernels * window.reshape(1, 1, -1, 1, 1).to(kernels.dtype)
         kernels = kernels / kernels.sum(dim=2, keepdim=True)

@@ -131,8 +131,9 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
             xl = x.to(work).permute(0, 2, 3, 1).contiguous()  # (B, H, W, C); no copy for channels_last x
             att = self.attention(xl.permute(0, 3, 1, 2))  # (B, H, W, G, n)
             coef = torch.cat([att[..., 1:] - att[..., :-1], 1 - att[..., -1:]], dim=-1)  # of L_1 .. L_n
-            rows = torch.bmm(plan.basis_w.t().expand(batch * height, -1, -1), xl.reshape(batch * height, width, -1))
-            rows = rows.reshape(batch, height, -1, channels)  # x V along W: (B, H, Rw, C)
+            pixel_rows = xl.reshape(batch * height, width, channels)
+            rows = torch.bmm(plan.basis_w.t().expand(batch * height, -1, -1), pixel_rows)
+            rows = rows.reshape(batch, height, rows.shape[-2], channels)  # x V along W: (B, H, Rw, C)
             proj = filter_rows(plan, rows)  # T_j: (B, H, w_j, C)
             if g == 1:
                 # pixel (h, w) of sum_j c_j L_j = sum_j c_j[h, w] V_j[w] . (P_j x V_j)[h]: a matmul per row h

@@ -36,6 +36,21 @@ def _extend(x: Tensor, height: int, width: int) -> Tensor:
     return F.pad(x, [0, dw, 0, dh], mode="replicate") if dh or dw else x
 
 
+def pixel_shuffle(x: Tensor, scale: int, inverse: bool = False) -> Tensor:
+    """``F.pixel_shuffle`` (``inverse``: ``F.pixel_unshuffle``) of x (B, C, H, W), also for B = 0.
+
+    torch 2.14 returns an empty batch unchanged from both ops; the same permutation as views is used there.
+    """
+    if x.shape[0]:
+        return F.pixel_unshuffle(x, scale) if inverse else F.pixel_shuffle(x, scale)
+    batch, channels, height, width = x.shape
+    if inverse:
+        parts = x.reshape(batch, channels, height // scale, scale, width // scale, scale).permute(0, 1, 3, 5, 2, 4)
+        return parts.reshape(batch, channels * scale * scale, height // scale, width // scale)
+    parts = x.reshape(batch, channels // scale**2, scale, scale, height, width).permute(0, 1, 4, 2, 5, 3)
+    return parts.reshape(batch, channels // scale**2, height * scale, width * scale)
+
+
 class LocalSimGuidedSampler(nn.Module):
     """Resamples a high-resolution feature with offsets predicted from hr / lr features and their local similarity.
 
@@ -118,14 +133,14 @@ class LocalSimGuidedSampler(nn.Module):
         lr_sim = torch.cat([lr_x, local_similarity(lr_x, self.window, 2)], dim=1)
 
         def unshuffle(t: Tensor) -> Tensor:
-            return F.pixel_unshuffle(_extend(t, 2 * src_h, 2 * src_w)[..., : 2 * src_h, : 2 * src_w], 2)
+            return pixel_shuffle(_extend(t, 2 * src_h, 2 * src_w)[..., : 2 * src_h, : 2 * src_w], 2, inverse=True)
 
         def lowres(t: Tensor) -> Tensor:
             return _extend(t, src_h, src_w)[..., :src_h, :src_w]
 
         offset = lowres(self.offset(lr_sim)) + unshuffle(self.hr_offset(hr_sim))
         gate = torch.sigmoid(lowres(self.direct_scale(lr_sim)) + unshuffle(self.hr_direct_scale(hr_sim)))
-        displacement = F.pixel_shuffle(offset * gate, 2)  # (B, 2 * groups, 2 * src_h, 2 * src_w)
+        displacement = pixel_shuffle(offset * gate, 2)  # (B, 2 * groups, 2 * src_h, 2 * src_w)
         return displacement[..., :out_h, :out_w].reshape(hr_x.shape[0], 2, self.groups, out_h, out_w)
 
     def forward(self, hr_x: Tensor, lr_x: Tensor, feature: Tensor) -> Tensor:

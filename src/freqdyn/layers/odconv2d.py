@@ -9,10 +9,10 @@ from .attention_heads import AttentionHeads, Attentions
 from .attention_norm import reset_norm
 from .conv_args import IntPair, Padding
 from .expert_conv import ExpertConv2d
-from .temperature import TemperatureMixin, check_temperature
+from .temperature import TemperatureBuffer, TemperatureMixin
 
 
-class OmniAttention(AttentionHeads):
+class OmniAttention(TemperatureBuffer, AttentionHeads):
     """Pooled (B, I) -> four attentions: input channel (B, I), filter (B, O), spatial (B, kh*kw), kernel (B, K).
 
     fc (1x1, no bias) -> norm (BatchNorm by default) -> ReLU -> four 1x1 heads (:class:`AttentionHeads`);
@@ -35,10 +35,11 @@ class OmniAttention(AttentionHeads):
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, groups, num_experts, reduction, min_hidden,
                          device, dtype, norm)
-        self.temperature = check_temperature(temperature)
+        self._register_temperature(temperature, device, dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        self.reset_temperature()
         for conv in (self.fc, *self.heads()):
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
             if conv.bias is not None:
@@ -110,7 +111,6 @@ class ODConv2d(TemperatureMixin, ExpertConv2d):
         self.attention = OmniAttention(self.in_channels, self.out_channels, self.kernel_size, self.groups,
                                        self.num_experts, reduction, min_hidden, temperature, device, dtype,
                                        attention_norm)
-        self._register_temperature()
         self.reset_parameters()
 
     def _init_expert(self, kernel: Tensor, bias: Tensor | None) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch import Tensor
 
 from ._checks import check_positive
 
@@ -14,41 +15,59 @@ def check_temperature(value: float) -> float:
     return check_positive(value, "temperature")
 
 
-def _bits(value: float) -> int:
-    return struct.unpack("<q", struct.pack("<d", value))[0]
-
-
 def _from_bits(bits: int) -> float:
+    """The float64 whose bit pattern is ``bits`` (the ``temperature_bits`` buffer of older freqdyn checkpoints)."""
     return struct.unpack("<d", struct.pack("<q", bits))[0]
 
 
-class TemperatureMixin:
-    """For layers whose ``attention`` module divides its logits by ``attention.temperature``.
+class TemperatureBuffer(nn.Module):
+    """Base of attention modules that divide their logits by a ``temperature`` buffer (a float scalar).
 
-    The temperature is state: it is saved in the ``temperature_bits`` buffer (the float64 bit pattern as an
-    int64, which ``.half()`` / ``.float()`` and fp16 EMA checkpoints leave exact) and restored on load, so an
-    annealed model reloads at its temperature. A checkpoint without it (reference code) keeps the current one.
+    A buffer, not a Python float, so that everything that moves float state moves the temperature with the
+    weights: EMA copies (timm's and ultralytics', which lerp float state only), DDP's buffer broadcast,
+    ``functional_call``, ``load_state_dict`` and ``.to(dtype)`` (a float16 copy holds the float16 value).
     """
 
-    attention: Any  # the layer's attention module; it has a float ``temperature``
-    temperature_bits: torch.Tensor
+    temperature: Tensor
+    initial_temperature: float
 
-    def _register_temperature(self) -> None:
-        device = self.weight.device  # type: ignore[attr-defined]
-        self.register_buffer("temperature_bits", torch.tensor(_bits(self.attention.temperature), device=device))  # type: ignore[attr-defined]
+    def _register_temperature(self, value: float, device: torch.device | None, dtype: torch.dtype | None) -> None:
+        self.initial_temperature = check_temperature(value)
+        self.register_buffer("temperature", torch.tensor(value, device=device, dtype=dtype))
+
+    def reset_temperature(self) -> None:
+        """Back to the temperature the module was built with (also rebuilds it after a meta-device build)."""
+        with torch.no_grad():
+            self.temperature.fill_(self.initial_temperature)
+
+
+class TemperatureMixin:
+    """For layers whose ``attention`` module divides its logits by its ``temperature`` buffer.
+
+    The buffer is the state (``attention.temperature`` in the state_dict), so an annealed model reloads,
+    averages and broadcasts at its temperature. A checkpoint without it (reference code) keeps the current
+    one; one with the ``temperature_bits`` buffer of older freqdyn versions loads that value.
+    """
+
+    attention: Any  # a TemperatureBuffer (typed as Any: ExpertConv2d declares its own attention protocol)
 
     @property
     def temperature(self) -> float:
-        return self.attention.temperature
+        return float(self.attention.temperature)
 
     def set_temperature(self, value: float) -> None:
-        self.attention.temperature = check_temperature(value)
-        self.temperature_bits.fill_(_bits(self.attention.temperature))
+        with torch.no_grad():
+            self.attention.temperature.fill_(check_temperature(value))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        state_dict.setdefault(prefix + "temperature_bits", self.temperature_bits.clone())
+        key, bits = prefix + "attention.temperature", state_dict.pop(prefix + "temperature_bits", None)
+        if key not in state_dict:
+            current = self.attention.temperature
+            state_dict[key] = current.clone() if bits is None else torch.tensor(_from_bits(int(bits)))
+        value = state_dict[key]
+        if isinstance(value, torch.Tensor) and not value.is_meta:
+            check_temperature(float(value))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[misc]
-        self.attention.temperature = check_temperature(_from_bits(int(self.temperature_bits.item())))
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", temperature={self.temperature:g}"  # type: ignore[misc]
