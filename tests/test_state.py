@@ -377,3 +377,32 @@ def test_official_freqfusion_inert_buffers_load_strictly():
     state["hamming_lowpass"] = torch.tensor([0.5])
     with pytest.raises(RuntimeError, match="hamming_window=False"):
         layer.load_state_dict(state, strict=True)
+
+
+@pytest.mark.parametrize("every_module", [False, True], ids=["top", "every-module"])
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_meta_device_build_then_reset_equals_a_normal_build(name, every_module):
+    """The FSDP2 / torchtitan recipe: build on 'meta', ``to_empty()``, ``reset_parameters()`` (on the top module,
+    or on every module that has one), then load the parameters: computed buffers (frequency groups, temperatures,
+    windows, statistics) are rebuilt, so the model computes what a normal build does."""
+    normal = build(name, 1)
+    if not hasattr(normal, "reset_parameters"):
+        assert not [*normal.parameters(), *normal.buffers()], "a module with state needs reset_parameters"
+        return
+    with torch.device("meta"):
+        meta = build(name, 1)
+    meta.to_empty(device="cpu")
+    with torch.no_grad():  # garbage wherever reset_parameters must write
+        for t in [*meta.parameters(), *meta.buffers()]:
+            t.fill_(7 if t.is_floating_point() else 99)
+    for module in [m for m in meta.modules() if hasattr(m, "reset_parameters")] if every_module else [meta]:
+        module.reset_parameters()
+    built = dict(normal.named_buffers())
+    for key, b in meta.named_buffers():
+        assert torch.equal(b, built[key]), key
+    with torch.no_grad():
+        for p, q in zip(meta.parameters(), normal.parameters(), strict=True):
+            p.copy_(q)
+    args = LAYERS[name][1]()
+    for a, b in zip(outputs(perturb_(meta).eval(), args), outputs(perturb_(normal).eval(), args), strict=True):
+        assert torch.equal(a, b)

@@ -13,7 +13,13 @@ from ._checks import check_int, check_positive
 from .attention_heads import Attentions
 from .conv_contract import reset_bias
 from .factory import factory_kwargs
-from .fourier_weight import frequency_groups, inverse_spectrum, matrix_to_weight, weight_to_matrix
+from .fourier_weight import (
+    frequency_groups,
+    group_index_dtype,
+    inverse_spectrum,
+    matrix_to_weight,
+    weight_to_matrix,
+)
 from .kernel_spatial_modulation import (
     KernelSpatialModulationGlobal,
     KernelSpatialModulationLocal,
@@ -88,11 +94,13 @@ class FourierDynamicBase(nn.Module):
         kh, kw = kernel_size
         rows, cols = out_channels * kh, in_channels // groups * kw
         self.kernel_num, self.param_ratio, self.synthesis = kernel_num, o.param_ratio, o.synthesis
+        self.freq_grouping = o.freq_grouping
         self.spectrum_shape = (rows, cols)
         self.spectral_scale = max(min(in_channels, out_channels) // 2, 1)
         self.alpha = self.spectral_scale * kernel_num
         kw_ = factory_kwargs(device, dtype)
-        self.register_buffer("freq_group", frequency_groups(rows, cols, kernel_num, o.freq_grouping).to(device))
+        self.register_buffer("freq_group", torch.empty(rows, cols // 2 + 1, dtype=group_index_dtype(kernel_num),
+                                                       device=device))  # filled by _reset_fourier
         self.dft_weight = nn.Parameter(torch.empty(o.param_ratio, rows, cols // 2 + 1, 2, **kw_))
         self.KSM_Global = KernelSpatialModulationGlobal(
             in_channels, out_channels, kernel_size, groups, kernel_num * o.param_ratio, reduction=o.reduction,
@@ -106,7 +114,9 @@ class FourierDynamicBase(nn.Module):
         )
 
     def _reset_fourier(self, bias: Tensor | None) -> None:
-        """``nn.Conv2d`` / ``nn.Linear`` init of the kernel (as a spectrum) and bias; KSM heads to zero."""
+        """``nn.Conv2d`` / ``nn.Linear`` init of the kernel (as a spectrum) and bias; KSM heads to zero; the
+        frequency groups computed (also after a meta-device build)."""
+        self.freq_group.copy_(frequency_groups(*self.spectrum_shape, self.kernel_num, self.freq_grouping))
         weight = torch.empty(self._weight_shape(), device=self.dft_weight.device)
         nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
         self.set_spatial_weight(weight)

@@ -148,17 +148,21 @@ class FreqFusion(TraceOnly, nn.Module):
                                   norm=feature_resample_norm, **kw)
             if feature_resample else None
         )
-        if hamming_window:
-            # (1, 1, k, k) as in the reference state_dict
-            self.register_buffer("hamming_lowpass", hamming_window2d(lowpass_kernel, device, dtype)[None, None])
-            self.register_buffer("hamming_highpass", hamming_window2d(highpass_kernel, device, dtype)[None, None])
+        if hamming_window:  # (1, 1, k, k) as in the reference state_dict; filled by reset_parameters
+            self.register_buffer("hamming_lowpass", torch.empty(1, 1, lowpass_kernel, lowpass_kernel, **kw))
+            self.register_buffer("hamming_highpass", torch.empty(1, 1, highpass_kernel, highpass_kernel, **kw))
         else:
             self.register_buffer("hamming_lowpass", None)
             self.register_buffer("hamming_highpass", None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Xavier-uniform compressors, N(0, 0.001) filter generators, zero biases (reference init)."""
+        """Xavier-uniform compressors, N(0, 0.001) filter generators, zero biases (reference init); the Hamming
+        windows computed (also after a meta-device build)."""
+        for window in (self.hamming_lowpass, self.hamming_highpass):
+            if window is not None:
+                with torch.no_grad():
+                    window.copy_(hamming_window2d(window.shape[-1], dtype=torch.float64)[None, None])
         for conv in (self.hr_channel_compressor, self.lr_channel_compressor):
             nn.init.xavier_uniform_(conv.weight)
             if conv.bias is not None:

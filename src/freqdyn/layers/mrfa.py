@@ -99,6 +99,12 @@ class MRFA(TraceOnly, nn.Module):
             AggregationStage((i + 1) * quarter, quarter, k, normalise=i > 0, **kw) for i, k in enumerate(kernel_sizes)
         )
 
+    def reset_parameters(self) -> None:
+        """Every conv and norm to its PyTorch default initialisation (the reference code sets no other)."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d | nn.LayerNorm):
+                module.reset_parameters()
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         for key in [k for k in state_dict if k.startswith(prefix)]:
             local = key[len(prefix):]

@@ -38,9 +38,21 @@ class UniConvNetBlock(TraceOnly, nn.Module):
         self.norm = LayerNorm2d(dim, eps=1e-6, **kw)
         self.mlp = nn.Sequential(nn.Conv2d(dim, hidden, 1, **kw), nn.GELU(), nn.Conv2d(hidden, dim, 1, **kw))
         use_scale = layer_scale_init > 0
+        self.layer_scale_init = layer_scale_init
         self.gamma1 = nn.Parameter(torch.full((dim,), layer_scale_init, **kw)) if use_scale else None
         self.gamma2 = nn.Parameter(torch.full((dim,), layer_scale_init, **kw)) if use_scale else None
         self.drop_path = DropPath(drop_path)
+
+    def reset_parameters(self) -> None:
+        """MRFA, the norm and the MLP to their default initialisation; layer scales to ``layer_scale_init``."""
+        self.mrfa.reset_parameters()
+        self.norm.reset_parameters()
+        for module in self.mlp:
+            if isinstance(module, nn.Conv2d):
+                module.reset_parameters()
+        for gamma in (self.gamma1, self.gamma2):
+            if gamma is not None:
+                nn.init.constant_(gamma, self.layer_scale_init)
 
     def _scale(self, x: Tensor, gamma: Tensor | None) -> Tensor:
         return x if gamma is None else x * gamma[:, None, None]
