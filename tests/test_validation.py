@@ -1,6 +1,8 @@
 """Bad arguments fail early with a ValueError naming them; valid numpy integers work; autocast dtypes follow
 nn.Conv2d."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -54,3 +56,32 @@ def test_autocast_output_dtype_follows_conv2d(cls, bias):
         expected, out = conv(x), layer(x)
     assert out.dtype == expected.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), expected.float(), rtol=0.05, atol=0.05)
+
+
+HALF_LAYERS = {
+    "fdconv": (lambda: FDConv(32, 32, 3, padding=1, kernel_num=8), (2, 32, 9, 9)),
+    "fdconv-feature": (lambda: FDConv(32, 32, 3, padding=1, kernel_num=8, aggregation="feature"), (2, 32, 9, 9)),
+    "fdconv-layer-norm": (lambda: FDConv(32, 32, 3, padding=1, kernel_num=8, attention_norm="layer"), (2, 32, 9, 9)),
+    "fdlinear": (lambda: FDLinear(32, 48, kernel_num=8), (2, 5, 32)),
+    "odconv": (lambda: ODConv2d(32, 32, 3, padding=1), (2, 32, 9, 9)),
+    "dyconv": (lambda: DynamicConv2d(32, 32, 3, padding=1), (2, 32, 9, 9)),
+    "condconv": (lambda: CondConv2d(32, 32, 3, padding=1), (2, 32, 9, 9)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HALF_LAYERS))
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 5e-3), (torch.bfloat16, 3e-2)])
+@pytest.mark.parametrize("scale", [1.0, 64.0, 1024.0])
+@pytest.mark.parametrize("training", [False, True])
+def test_half_precision_stays_finite_at_large_inputs(name, dtype, tol, scale, training):
+    """FDConv's StarReLU squares its trunk's pre-activation: the attentions run in float32 for half dtypes, so a
+    half layer computes what a float32 layer with the same (rounded) parameters computes, where the output fits."""
+    from helpers import perturb_
+
+    build, shape = HALF_LAYERS[name]
+    half = perturb_(build(), scale=0.3).to(dtype).train(training)
+    wide = copy.deepcopy(half).float()
+    x = (torch.randn(shape) * scale).to(dtype)
+    out, ref = half(x), wide(x.float())
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol * ref.abs().max().item())

@@ -15,10 +15,10 @@ class AttentionConv(nn.Module):
     """x (B, in_channels, H, W) -> (B, out_channels, H, W): a square, stride-1 convolution of an attention branch.
 
     It has ``nn.Conv2d``'s parameters (``weight`` (out, in // groups, k, k), ``bias`` (out,)), state_dict keys,
-    default initialisation and maths, but is deliberately not an ``nn.Conv2d``: rules that a host library
-    applies to every convolution of a network (mmengine ``init_cfg=dict(type='Kaiming', layer='Conv2d')``,
-    :func:`freqdyn.convert`, conv-BN fusion) then leave the attention, and its neutral zero initialisation,
-    alone.
+    default initialisation and maths (in the input's dtype), but is deliberately not an ``nn.Conv2d``: rules
+    that a host library applies to every convolution of a network (mmengine ``init_cfg=dict(type='Kaiming',
+    layer='Conv2d')``, :func:`freqdyn.convert`, conv-BN fusion) then leave the attention, and its neutral zero
+    initialisation, alone.
     """
 
     def __init__(
@@ -48,7 +48,9 @@ class AttentionConv(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.weight, self.bias, 1, self.padding, 1, self.groups)
+        """In x's dtype: attentions of half-precision layers run in float32."""
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.conv2d(x, self.weight.to(x.dtype), bias, 1, self.padding, 1, self.groups)
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"

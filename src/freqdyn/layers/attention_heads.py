@@ -11,6 +11,7 @@ from torch import Tensor
 from .attention_conv import AttentionConv
 from .attention_norm import attention_norm
 from .factory import factory_kwargs
+from .transforms import compute_dtype
 
 
 @dataclass
@@ -106,16 +107,21 @@ class AttentionHeads(nn.Module):
         return F.relu(z)
 
     def hidden(self, pooled: Tensor) -> Tensor:
-        """(B, I) -> (B, hidden), the input of every head."""
-        z = F.linear(pooled, self.fc.weight.flatten(1))[:, :, None, None]
-        return self.activation(self.bn(z)).flatten(1)
+        """(B, I) -> (B, hidden), the input of every head; float32 for half dtypes (FDConv's StarReLU squares
+        its input), with autocast off."""
+        work = compute_dtype(pooled.dtype)
+        with torch.autocast(pooled.device.type, enabled=False):
+            z = F.linear(pooled.to(work), self.fc.weight.flatten(1).to(work))[:, :, None, None]
+            return self.activation(self.bn(z)).flatten(1)
 
     def head_logits(self, z: Tensor) -> dict[str, Tensor | None]:
-        """Logits of the channel, filter, spatial and kernel heads (None where skipped), from one matmul."""
+        """Logits of the channel, filter, spatial and kernel heads (None where skipped), from one matmul, in
+        z's dtype."""
         names = ("channel", "filter", "spatial", "kernel")
         heads = [(n, getattr(self, n + "_fc")) for n in names if getattr(self, n + "_fc") is not None]
-        weight = torch.cat([h.weight.flatten(1) for _, h in heads])
-        bias = torch.cat([h.bias for _, h in heads])
-        logits = F.linear(z, weight, bias).split([h.out_channels for _, h in heads], dim=1)
+        weight = torch.cat([h.weight.flatten(1) for _, h in heads]).to(z.dtype)
+        bias = torch.cat([h.bias for _, h in heads]).to(z.dtype)
+        with torch.autocast(z.device.type, enabled=False):
+            logits = F.linear(z, weight, bias).split([h.out_channels for _, h in heads], dim=1)
         found = dict(zip([n for n, _ in heads], logits, strict=True))
         return {n: found.get(n) for n in names}

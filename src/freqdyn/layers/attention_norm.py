@@ -43,8 +43,10 @@ class AttentionBatchNorm(nn.BatchNorm2d):
         self.frozen = frozen
 
     def forward(self, z: Tensor) -> Tensor:
+        weight, bias = self.weight.to(z.dtype), self.bias.to(z.dtype)  # the trunk may run above the layer's dtype
         if not self.training or self.frozen or z.shape[0] == 1:
-            return F.batch_norm(z, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+            return F.batch_norm(z, self.running_mean.to(z.dtype), self.running_var.to(z.dtype), weight, bias, False,
+                                0.0, self.eps)
         if functorch_active() and not torch._C._functorch.is_functorch_wrapped_tensor(self.running_mean):
             raise ValueError("a torch.func transform (vmap, grad, ...) cannot update the running statistics of a "
                              "train-mode attention BatchNorm it does not own: call .eval(), pass the buffers "
@@ -52,8 +54,8 @@ class AttentionBatchNorm(nn.BatchNorm2d):
                              "attention_norm='frozen' or 'layer'")
         self.num_batches_tracked.add_(1)
         factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-        mean, var = self.running_mean.clone(), self.running_var.clone()  # updated by F.batch_norm
-        out = F.batch_norm(z, mean, var, self.weight, self.bias, True, factor, self.eps)
+        mean, var = self.running_mean.to(z.dtype, copy=True), self.running_var.to(z.dtype, copy=True)  # updated
+        out = F.batch_norm(z, mean, var, weight, bias, True, factor, self.eps)
         with torch.no_grad():  # a non-finite batch (NaN / inf input) must not poison the running statistics
             finite = torch.isfinite(mean).all() & torch.isfinite(var).all()
             self.running_mean.copy_(torch.where(finite, mean, self.running_mean))
@@ -64,17 +66,27 @@ class AttentionBatchNorm(nn.BatchNorm2d):
         return super().extra_repr() + (", frozen=True" if self.frozen else "")
 
 
+class AttentionGroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` (``'layer'``) whose affine weights follow the input's dtype (the trunk may run above the
+    layer's dtype)."""
+
+    def forward(self, z: Tensor) -> Tensor:
+        weight = None if self.weight is None else self.weight.to(z.dtype)
+        bias = None if self.bias is None else self.bias.to(z.dtype)
+        return F.group_norm(z, self.num_groups, weight, bias, self.eps)
+
+
 def attention_norm(kind: str, channels: int, device: torch.device | None = None,
-                   dtype: torch.dtype | None = None) -> nn.GroupNorm | AttentionBatchNorm:
+                   dtype: torch.dtype | None = None) -> AttentionGroupNorm | AttentionBatchNorm:
     """The norm of an attention trunk, (B, channels, 1, 1) -> same shape; ``kind`` in :data:`ATTENTION_NORMS`."""
     if kind not in ATTENTION_NORMS:
         raise ValueError(f"attention_norm must be one of {ATTENTION_NORMS}, got {kind!r}")
     if kind == "layer":
-        return nn.GroupNorm(1, channels, device=device, dtype=dtype)
+        return AttentionGroupNorm(1, channels, device=device, dtype=dtype)
     return AttentionBatchNorm(channels, frozen=kind == "frozen", device=device, dtype=dtype)
 
 
-def reset_norm(norm: nn.GroupNorm | AttentionBatchNorm) -> None:
+def reset_norm(norm: AttentionGroupNorm | AttentionBatchNorm) -> None:
     """Affine weights to (1, 0) and, for a BatchNorm, running statistics to (0, 1)."""
     norm.reset_parameters()
     if isinstance(norm, nn.BatchNorm2d):

@@ -5,6 +5,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from .attention_heads import Attentions
@@ -33,7 +34,11 @@ class CondConvRouting(nn.Module):
             self.routing.bias.zero_()
 
     def forward(self, pooled: Tensor) -> Attentions:
-        return Attentions(kernel=torch.sigmoid(self.routing(pooled)))
+        """In pooled's dtype (float32 for half layers), autocast off."""
+        routing = self.routing
+        with torch.autocast(pooled.device.type, enabled=False):
+            logits = F.linear(pooled, routing.weight.to(pooled.dtype), routing.bias.to(pooled.dtype))
+        return Attentions(kernel=torch.sigmoid(logits))
 
 
 class CondConv2d(ExpertConv2d):

@@ -54,8 +54,10 @@ class DynamicConvAttention(TemperatureBuffer):
                 self.fc2.bias.zero_()
 
     def forward(self, pooled: Tensor) -> Attentions:
-        logits = self.fc2(F.relu(self.fc1(pooled[:, :, None, None]))).flatten(1)
-        return Attentions(kernel=torch.softmax(logits / self.temperature, dim=1))
+        """In pooled's dtype (float32 for half layers), autocast off."""
+        with torch.autocast(pooled.device.type, enabled=False):
+            logits = self.fc2(F.relu(self.fc1(pooled[:, :, None, None]))).flatten(1)
+            return Attentions(kernel=torch.softmax(logits / self.temperature.to(logits.dtype), dim=1))
 
 
 class DynamicConv2d(TemperatureMixin, ExpertConv2d):

@@ -20,6 +20,7 @@ from .conv_args import IntPair, Padding
 from .conv_contract import ConvContract
 from .factory import factory_kwargs
 from .trace_only import TraceOnly
+from .transforms import compute_dtype
 
 
 class KernelAttention(Protocol):
@@ -149,13 +150,14 @@ class ExpertConv2d(TraceOnly, ConvContract):
         if not x.shape[0]:
             return self._empty_batch(x)
         batch, dtype = x.shape[0], x.dtype
-        att: Attentions = self.attention(x.mean(dim=(2, 3)).to(self.weight.dtype))
+        att: Attentions = self.attention(x.mean(dim=(2, 3), dtype=compute_dtype(x.dtype)))  # float32 for half
         if att.kernel is None:
             raise ValueError(f"{type(self).__name__}: its attention must return a kernel mixture")
-        weight = (att.kernel @ self.weight).reshape(batch, *self.kernel_shape)
+        work = att.kernel.dtype  # ODConv's attention trunk runs in float32 for half dtypes
+        weight = (att.kernel @ self.weight.to(work)).reshape(batch, *self.kernel_shape)
         if att.spatial is not None:
             weight = weight * att.spatial.reshape(batch, 1, 1, *self.kernel_size)
-        bias = None if self.bias is None else (att.kernel @ self.bias).to(dtype)
+        bias = None if self.bias is None else (att.kernel @ self.bias.to(work)).to(dtype)
         if att.channel is not None:
             x = x * att.channel[:, :, None, None].to(dtype)
         x, padding = self._pad(x)

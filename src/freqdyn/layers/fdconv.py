@@ -19,7 +19,7 @@ from .factory import factory_kwargs
 from .fourier_dynamic import FourierDynamicBase, FourierOptions
 from .frequency_band_modulation import FrequencyBandModulation
 from .trace_only import TraceOnly
-from .transforms import compiling, exporting, functorch_active
+from .transforms import compiling, compute_dtype, exporting, functorch_active
 
 AGGREGATIONS = ("auto", "weight", "feature")
 _CHUNK_ELEMENTS = 2**22  # per-sample kernel values built at once in training (16 MB in float32)
@@ -216,7 +216,7 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         if not self.is_dynamic:
             x, padding = self._pad(x)
             return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
-        pooled = x.mean(dim=(2, 3))
+        pooled = x.mean(dim=(2, 3), dtype=compute_dtype(x.dtype))  # the attentions run in float32 for half
         att = self.KSM_Global(pooled)
         if self.FBM is not None:
             x = self.FBM(x)

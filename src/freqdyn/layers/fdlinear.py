@@ -12,6 +12,7 @@ from ._checks import check_features_last, check_int
 from .empty_batch import tie_to_parameters
 from .fourier_dynamic import FourierDynamicBase, FourierOptions
 from .trace_only import TraceOnly
+from .transforms import compute_dtype
 
 
 class FDLinear(TraceOnly, FourierDynamicBase):
@@ -82,7 +83,7 @@ class FDLinear(TraceOnly, FourierDynamicBase):
             return tie_to_parameters(F.linear(x, x.new_zeros(self.out_features, self.in_features)), self)
         batch = x.shape[0]
         tokens = x.reshape(batch, math.prod(x.shape[1:-1]), self.in_features)
-        pooled = tokens.mean(dim=1)
+        pooled = tokens.mean(dim=1, dtype=compute_dtype(x.dtype))  # the attentions run in float32 for half
         att = self.KSM_Global(pooled)
         weight = self.modulated_weight(pooled, att)[..., 0, 0]  # (B or 1, O, I)
         if att.channel is not None:

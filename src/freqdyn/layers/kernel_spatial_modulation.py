@@ -16,7 +16,7 @@ from .attention_heads import AttentionHeads, Attentions, check_activation, modul
 from .attention_norm import reset_norm
 from .factory import factory_kwargs
 from .star_relu import StarReLU
-from .transforms import exporting
+from .transforms import compute_dtype, exporting
 
 
 def local_kernel_size(channels: int) -> int:
@@ -125,13 +125,17 @@ class KernelSpatialModulationLocal(nn.Module):
         kh, kw = self.kernel_size
         g, ks = self.groups, self.conv.kernel_size[0]
         pad = int(self.conv.padding[0])
-        normed = self.norm(pooled)
-        if exporting():  # the TorchScript-based ONNX exporter cannot export Tensor.unfold here
-            logits = F.conv1d(normed[:, None], self.conv.weight, padding=pad).transpose(1, 2)
-        else:
-            # the 1-D conv as one matmul over sliding windows: (B, I, ks) @ (ks, O/g*kh*kw) -> (B, I, O/g*kh*kw)
-            windows = F.pad(normed, (pad, ks - 1 - pad)).unfold(1, ks, 1)
-            logits = windows @ self.conv.weight[:, 0, :].t()
+        work = compute_dtype(pooled.dtype)  # float32 for half dtypes, as KSM-Global and the synthesis
+        norm, conv_weight = self.norm, self.conv.weight.to(work)
+        with torch.autocast(pooled.device.type, enabled=False):
+            normed = F.layer_norm(pooled.to(work), norm.normalized_shape, norm.weight.to(work), norm.bias.to(work),
+                                  norm.eps)
+            if exporting():  # the TorchScript-based ONNX exporter cannot export Tensor.unfold here
+                logits = F.conv1d(normed[:, None], conv_weight, padding=pad).transpose(1, 2)
+            else:
+                # the 1-D conv as one matmul over sliding windows: (B, I, ks) @ (ks, O/g*kh*kw) -> (B, I, O/g*kh*kw)
+                windows = F.pad(normed, (pad, ks - 1 - pad)).unfold(1, ks, 1)
+                logits = windows @ conv_weight[:, 0, :].t()
         att = modulation(logits, self.act, self.att_multi if with_gain else 1.0, inplace=not torch.is_grad_enabled())
         att = att.reshape(batch, g, channels // g, self.out_channels // g, kh, kw).permute(0, 1, 3, 2, 4, 5)
         return att.reshape(batch, self.out_channels, channels // g, kh, kw)  # a view when groups == 1

@@ -56,12 +56,12 @@ class OmniAttention(TemperatureBuffer, AttentionHeads):
 
         def gate(name: str) -> Tensor | None:
             z = logits[name]
-            return None if z is None else torch.sigmoid(z / self.temperature)
+            return None if z is None else torch.sigmoid(z / self.temperature.to(z.dtype))
 
         if logits["kernel"] is None:
             kernel = z.new_ones(z.shape[0], 1)
         else:
-            kernel = torch.softmax(logits["kernel"] / self.temperature, dim=1)
+            kernel = torch.softmax(logits["kernel"] / self.temperature.to(z.dtype), dim=1)
         return Attentions(kernel=kernel, channel=gate("channel"), filter=gate("filter"), spatial=gate("spatial"))
 
 
