@@ -1,3 +1,4 @@
+import copy
 import io
 
 import pytest
@@ -269,3 +270,40 @@ def test_recomputed_kernels_give_the_same_gradients(chunk_elements, monkeypatch)
         grads.append([inp.grad] + [p.grad for p in layer.parameters()] + [layer.KSM_Global.bn.running_var])
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+@pytest.mark.parametrize("param", ["dft_weight", "KSM_Local.conv.weight", "KSM_Local.norm.weight", "bias"])
+def test_in_place_parameter_change_before_backward_raises_as_conv2d(recompute, param):
+    """Autograd's error for a tensor its backward needs, as nn.Conv2d raises for its weight (not its bias: neither
+    backward needs the bias value, so changing it is not an error in either)."""
+    layer = perturb_(FDConv(24, 32, 3, padding=1, kernel_num=8, recompute_kernels=recompute), seed=12).train()
+    x = torch.randn(2, 24, 8, 8, requires_grad=True)
+    out = layer(x)
+    with torch.no_grad():
+        layer.get_parameter(param).mul_(1.5)
+    if param == "bias":
+        out.sum().backward()
+        return
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
+@pytest.mark.parametrize("chunk_elements", [1, 2**22])
+def test_ksm_local_hooks_fire_once_per_forward(monkeypatch, chunk_elements):
+    """Hooks on KSM-Local see the whole batch once: not once per recompute chunk, and not again in backward."""
+    import freqdyn.layers.fdconv as fdconv_module
+
+    monkeypatch.setattr(fdconv_module, "_CHUNK_ELEMENTS", chunk_elements)  # 1: one sample per chunk
+    layer = perturb_(FDConv(24, 32, 3, padding=1, kernel_num=8, dtype=torch.float64), seed=13).train()
+    plain = copy.deepcopy(layer)
+    seen: list[tuple[int, ...]] = []
+    layer.KSM_Local.register_forward_hook(lambda module, args, out: seen.append(tuple(out.shape)))
+    x = torch.randn(3, 24, 8, 8, dtype=torch.float64, requires_grad=True)
+    layer(x).square().sum().backward()
+    assert seen == [(3, 32, 24, 3, 3)]
+    y = x.detach().requires_grad_()
+    plain(y).square().sum().backward()
+    torch.testing.assert_close(x.grad, y.grad)
+    for (name, p), q in zip(layer.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)

@@ -1,6 +1,7 @@
 """FDConv: Frequency Dynamic Convolution (Chen et al., CVPR 2025, arXiv:2503.18783)."""
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
@@ -19,10 +20,35 @@ from .factory import factory_kwargs
 from .fourier_dynamic import FourierDynamicBase, FourierOptions
 from .frequency_band_modulation import FrequencyBandModulation
 from .trace_only import TraceOnly
-from .transforms import compiling, compute_dtype, exporting, functorch_active
+from .transforms import compiling, compute_dtype, exporting, functorch_active, has_hooks
 
 AGGREGATIONS = ("auto", "weight", "feature")
 _CHUNK_ELEMENTS = 2**22  # per-sample kernel values built at once in training (16 MB in float32)
+
+
+class _Recompute(contextlib.AbstractContextManager):
+    """The context of a kernel recompute in backward (entered again when a retained graph recomputes again).
+
+    It raises autograd's own error if a parameter the recompute reads was changed in place after the forward
+    (which saved no copy of it), as ``nn.Conv2d`` does for its weight, and sets ``layer.bypass_hooks`` so that
+    submodule hooks fire once per forward, not again in backward.
+    """
+
+    def __init__(self, layer: FourierDynamicBase, params: list[Tensor]) -> None:
+        self.layer, self.versions = layer, [(p, p._version) for p in params]
+
+    def __enter__(self) -> None:
+        for p, version in self.versions:
+            if p._version != version:
+                raise RuntimeError(
+                    f"one of the variables needed for gradient computation has been modified by an inplace "
+                    f"operation: [{type(p).__name__} of shape {list(p.shape)}] of {type(self.layer).__name__} is at "
+                    f"version {p._version}; expected version {version} instead (recompute_kernels=True rebuilds the "
+                    "kernels from the parameters in backward)")
+        self.layer.bypass_hooks = True
+
+    def __exit__(self, *exc: object) -> None:
+        self.layer.bypass_hooks = False
 
 
 class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
@@ -228,10 +254,19 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         if compiling():
             return checkpoint(self._per_sample_conv, x, pooled, att, use_reentrant=False)
         batch = x.shape[0]
-        per_chunk = max(1, _CHUNK_ELEMENTS // math.prod(self._weight_shape()))
-        outs = [checkpoint(self._per_sample_conv, x[rows], pooled[rows], att.select(rows), use_reentrant=False)
+        # hooks on KSM-Local see the whole batch once: one chunk, and the recompute bypasses them
+        hooked = self.KSM_Local is not None and has_hooks(self.KSM_Local)
+        per_chunk = batch if hooked else max(1, _CHUNK_ELEMENTS // math.prod(self._weight_shape()))
+        outs = [checkpoint(self._per_sample_conv, x[rows], pooled[rows], att.select(rows), use_reentrant=False,
+                           context_fn=self._recompute_contexts)
                 for rows in (slice(s, s + per_chunk) for s in range(0, batch, per_chunk))]
         return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def _recompute_contexts(self) -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+        """``checkpoint``'s contexts: the forward as is; the recompute in backward checks that the parameters it
+        reads are unchanged and runs without module hooks."""
+        read = [self.dft_weight, *([] if self.KSM_Local is None else self.KSM_Local.parameters())]
+        return contextlib.nullcontext(), _Recompute(self, read)
 
     def _per_sample_conv(self, x: Tensor, pooled: Tensor, att: Attentions) -> Tensor:
         """The modulated per-sample kernels applied to x (B, I, H, W), the FBM output: (B, O, H', W')."""

@@ -81,6 +81,7 @@ class FourierDynamicBase(nn.Module):
 
     dft_weight: Tensor
     freq_group: Tensor
+    bypass_hooks = False  # set while a checkpoint recomputes the kernels in backward: submodule hooks stay silent
 
     def _build_fourier(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], groups: int,
                        options: FourierOptions, device: torch.device | None, dtype: torch.dtype | None) -> None:
@@ -236,7 +237,7 @@ class FourierDynamicBase(nn.Module):
         # the local attention's constant multiplier (att_multi for 'sigmoid') goes into the synthesis for free
         weight = self.dynamic_weight(att.kernel, 1.0 if local is None else local.gain)
         inplace = not (torch.is_grad_enabled() or functorch_active())
-        factor = None if local is None else local(pooled, with_gain=False)
+        factor = None if local is None else (local.forward if self.bypass_hooks else local)(pooled, with_gain=False)
         if att.spatial is not None:
             spatial = att.spatial.reshape(att.spatial.shape[0], 1, 1, *self._kernel_hw())
             factor = spatial if factor is None else (factor.mul_(spatial) if inplace else factor * spatial)

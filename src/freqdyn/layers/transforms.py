@@ -7,6 +7,7 @@ size-dependent constant construction outside ``torch.compile`` graphs.
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 from torch import Tensor
 
 
@@ -23,6 +24,14 @@ def compiling() -> bool:
 def functorch_active() -> bool:
     """Whether a ``torch.func`` transform (vmap, grad, vjp, jacrev, jvp ...) is running."""
     return torch._C._are_functorch_transforms_active()
+
+
+def has_hooks(module: nn.Module) -> bool:
+    """Whether calling ``module`` runs any hook: its own or a global one (``nn.Module.__call__``'s own test)."""
+    hooks = nn.modules.module
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks or hooks._global_forward_hooks or hooks._global_forward_pre_hooks
+                or hooks._global_backward_hooks or hooks._global_backward_pre_hooks)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
