@@ -2,13 +2,29 @@
 nn.Conv2d."""
 
 import copy
+import inspect
+import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
-from freqdyn import CondConv2d, DynamicConv2d, FDConv, FDLinear, FreqFusion, FreqFusionFPN, ODConv2d
+from freqdyn import (
+    MRFA,
+    CondConv2d,
+    DropPath,
+    DynamicConv2d,
+    FDConv,
+    FDLinear,
+    FreqFusion,
+    FreqFusionFPN,
+    FrequencyBandModulation,
+    ODConv2d,
+    StarReLU,
+    TemperatureSchedule,
+    UniConvNetBlock,
+)
 
 BAD = [
     (lambda: FDConv(32, 32, 3, kernel_temp=0), "kernel_temp"),
@@ -28,6 +44,21 @@ BAD = [
     (lambda: FreqFusionFPN([8, 16], 7), "out_channels"),
     (lambda: FreqFusionFPN([8, 16], 16)([torch.zeros(1, 8, 8, 8, dtype=torch.long),
                                          torch.zeros(1, 16, 4, 4, dtype=torch.long)]), "floating-point"),
+    (lambda: FDConv(32, 32, 2.5), "kernel_size"),
+    (lambda: FDConv(32, 32, 3, reduction="0.1"), "reduction"),
+    (lambda: FDConv(32, 32, 3, reduction=math.nan), "reduction"),
+    (lambda: FDLinear(32, 32, reduction=math.inf), "reduction"),
+    (lambda: DynamicConv2d(32, 32, 3, ratio=math.inf), "ratio"),
+    (lambda: ODConv2d(32, 32, 3, min_hidden=2.5), "min_hidden"),
+    (lambda: FDConv(32, 32, 3, fbm_k_list=None), "fbm_k_list"),
+    (lambda: FDConv(32, 32, 3, fbm_spatial_group=math.inf), "fbm_spatial_group"),
+    (lambda: FreqFusionFPN([8, 16], 16)(torch.zeros(2, 8, 8, 8)), "list / tuple or a dict"),
+    (lambda: UniConvNetBlock(16, layer_scale_init=math.nan), "layer_scale_init"),
+    (lambda: UniConvNetBlock(16, drop_path=1.5), "drop_path"),
+    (lambda: StarReLU(scale_learnable=2.5), "scale_learnable"),
+    (lambda: MRFA(16, kernel_sizes=7), "kernel_sizes"),
+    (lambda: FreqFusion(True, 16), "hr_channels"),
+    (lambda: TemperatureSchedule(nn.Sequential(), start="30"), "start"),
 ]
 
 
@@ -85,3 +116,30 @@ def test_half_precision_stays_finite_at_large_inputs(name, dtype, tol, scale, tr
     out, ref = half(x), wide(x.float())
     assert out.dtype == dtype and torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol * ref.abs().max().item())
+
+
+# every constructor argument but the flags (which follow truthiness, as nn.Conv2d's ``bias``)
+SWEEP = {FDConv: (32, 32, 3), FDLinear: (32, 32), DynamicConv2d: (32, 32, 3), CondConv2d: (32, 32, 3),
+         ODConv2d: (32, 32, 3), FreqFusion: (32, 32), FreqFusionFPN: ([16, 32], 32), MRFA: (16,),
+         UniConvNetBlock: (16,), FrequencyBandModulation: (16,), StarReLU: (), DropPath: ()}
+FLAGS = {"bias", "use_ksm_local", "recompute_kernels", "use_fbm_for_stride", "align_corners", "feature_resample",
+         "comp_feat_upsample", "use_high_pass", "use_low_pass", "hr_residual", "semi_conv", "hamming_window",
+         "feature_resample_norm", "relu_before_extra_convs", "device", "dtype", "extra_blocks", "init_cfg"}
+SWEPT = [(cls, name) for cls in SWEEP for name, p in inspect.signature(cls).parameters.items()
+         if name not in FLAGS and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+
+
+@pytest.mark.parametrize("bad", ["3", object(), math.nan, math.inf], ids=["str", "object", "nan", "inf"])
+@pytest.mark.parametrize("cls,name", SWEPT, ids=[f"{c.__name__}-{n}" for c, n in SWEPT])
+def test_every_bad_argument_raises_an_error_naming_it(cls, name, bad):
+    """A wrong type is a TypeError (and, for code written against earlier versions, a ValueError); a bad value a
+    ValueError; both name the argument: never an error from deep inside torch or Python."""
+    parameters = inspect.signature(cls).parameters
+    names = [n for n in parameters if n not in FLAGS]
+    kwargs = dict(zip(names, SWEEP[cls], strict=False)) | {name: bad}
+    with pytest.raises((TypeError, ValueError), match=name) as error:
+        cls(**kwargs)
+    default = dict(zip(names, SWEEP[cls], strict=False)).get(name, parameters[name].default)
+    takes_strings = isinstance(default, str | bool) or name == "padding"  # options: a ValueError, as torch's
+    if not isinstance(bad, float) and not takes_strings:  # a string or an object for a number: a wrong type
+        assert isinstance(error.value, TypeError) and isinstance(error.value, ValueError)

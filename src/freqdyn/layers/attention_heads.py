@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._checks import check_int, check_real
 from .attention_conv import AttentionConv
 from .attention_norm import attention_norm
 from .factory import factory_kwargs
@@ -78,6 +79,7 @@ class AttentionHeads(nn.Module):
     ) -> None:
         super().__init__()
         kw = factory_kwargs(device, dtype)
+        reduction, min_hidden = check_real(reduction, "reduction", 0.0), check_int(min_hidden, "min_hidden", 0)
         hidden = max(int(in_channels * reduction), min_hidden)
         if hidden < 1:
             raise ValueError(f"attention hidden width max(int(in_channels * reduction), min_hidden) is {hidden}: "

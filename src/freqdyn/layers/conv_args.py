@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_int
+from ._checks import ArgumentTypeError, check_int
 
 IntPair = int | tuple[int, ...]
 Padding = str | int | tuple[int, ...]
@@ -15,10 +15,12 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 def pair(value: IntPair | Sequence[int], name: str) -> tuple[int, int]:
-    """Return ``value`` as a tuple of two ints (numpy integers accepted), raising ``ValueError`` otherwise."""
-    out = (value, value) if isinstance(value, numbers.Integral) else tuple(value)  # type: ignore[arg-type]
+    """Return ``value`` as a tuple of two ints (numpy integers accepted), else :class:`ArgumentTypeError`."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value), int(value)
+    out = tuple(value) if isinstance(value, Iterable) and not isinstance(value, str | bytes) else ()
     if len(out) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in out):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+        raise ArgumentTypeError(f"{name} must be an int or a pair of ints, got {type(value).__name__} {value!r}")
     return int(out[0]), int(out[1])
 
 
@@ -39,7 +41,7 @@ def check_conv_args(
         raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
     if min(kernel_size) <= 0 or min(stride) <= 0 or min(dilation) <= 0:
         raise ValueError(f"kernel_size, stride and dilation must be positive, got {kernel_size}, {stride}, {dilation}")
-    if padding_mode not in PADDING_MODES:
+    if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
     if isinstance(padding, str):
         if padding not in ("same", "valid"):

@@ -4,13 +4,15 @@ from __future__ import annotations
 import torch.nn as nn
 from torch import Tensor
 
+from ._checks import check_real
+
 
 class DropPath(nn.Module):
     """Zeroes the branch x (B, ...) for a random ``drop_prob`` fraction of samples and rescales the rest."""
 
     def __init__(self, drop_prob: float = 0.0) -> None:
         super().__init__()
-        if not 0.0 <= drop_prob < 1.0:
+        if not check_real(drop_prob, "drop_prob", 0.0) < 1.0:
             raise ValueError(f"drop_prob must be in [0, 1), got {drop_prob}")
         self.drop_prob = drop_prob
 

@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._checks import check_real
 from .attention_conv import AttentionConv
 from .attention_heads import Attentions
 from .conv_args import IntPair, Padding
@@ -31,8 +32,7 @@ class DynamicConvAttention(TemperatureBuffer):
     ) -> None:
         super().__init__()
         kw = factory_kwargs(device, dtype)
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio >= 0:
-            raise ValueError(f"ratio must be a number >= 0 (hidden width int(in_channels * ratio) + 1), got {ratio!r}")
+        ratio = check_real(ratio, "ratio (hidden width int(in_channels * ratio) + 1)", 0.0)
         hidden = num_experts if in_channels == 3 else int(in_channels * ratio) + 1
         self._register_temperature(temperature, device, dtype)
         self.fc1 = AttentionConv(in_channels, hidden, 1, bias=False, **kw)

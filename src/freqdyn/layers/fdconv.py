@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from ._checks import check_feature_map
+from ._checks import check_feature_map, check_int, check_ints
 from .attention_heads import Attentions
 from .batched_conv import batched_conv2d
 from .conv_args import IntPair, Padding
@@ -164,6 +164,11 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
         self.aggregation, self.recompute_kernels = aggregation, recompute_kernels
+        use_fdconv_if_c_gt = check_int(use_fdconv_if_c_gt, "use_fdconv_if_c_gt", 0)
+        use_fdconv_if_k_in = check_ints(use_fdconv_if_k_in, "use_fdconv_if_k_in")
+        use_fbm_if_k_in = check_ints(use_fbm_if_k_in, "use_fbm_if_k_in")
+        fbm_k_list = check_ints(fbm_k_list, "fbm_k_list")
+        fbm_spatial_group = check_int(fbm_spatial_group, "fbm_spatial_group")
         in_channels, out_channels, groups = self.in_channels, self.out_channels, self.groups
         kernel_size = self.kernel_size
         self.is_dynamic = min(in_channels, out_channels) > use_fdconv_if_c_gt and all(

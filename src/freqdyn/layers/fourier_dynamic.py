@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_int, check_positive
+from ._checks import check_int, check_positive, check_real
 from .attention_heads import Attentions
 from .conv_contract import reset_bias
 from .factory import factory_kwargs
@@ -54,6 +54,7 @@ class FourierOptions:
             self,
             kernel_num=None if self.kernel_num is None else check_int(self.kernel_num, "kernel_num"),
             param_ratio=check_int(self.param_ratio, "param_ratio"),
+            reduction=check_real(self.reduction, "reduction", 0.0),
             kernel_temp=check_positive(self.kernel_temp, "kernel_temp"),
             temp=None if self.temp is None else check_positive(self.temp, "temp"),
             att_multi=check_positive(self.att_multi, "att_multi"),

@@ -107,18 +107,19 @@ class FreqFusion(TraceOnly, nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if scale_factor != 1:
+        hr_channels, lr_channels = check_int(hr_channels, "hr_channels"), check_int(lr_channels, "lr_channels")
+        compressed_channels = check_int(compressed_channels, "compressed_channels")
+        up_group = check_int(up_group, "up_group")
+        if check_int(scale_factor, "scale_factor") != 1:
             raise ValueError("scale_factor must be 1: the reference forward never uses other values")
         for name, k in (("lowpass_kernel", lowpass_kernel), ("highpass_kernel", highpass_kernel),
                         ("encoder_kernel", encoder_kernel)):
             if check_int(k, name) % 2 == 0:  # an even encoder kernel would not keep the map's size
                 raise ValueError(f"{name} must be odd and positive, got {k}")
         check_int(encoder_dilation, "encoder_dilation")
-        if feature_resample and lr_channels % check_int(feature_resample_group, "feature_resample_group"):
+        if lr_channels % check_int(feature_resample_group, "feature_resample_group") and feature_resample:
             raise ValueError(f"lr_channels={lr_channels} (the resampled feature) is not divisible by "
                              f"feature_resample_group={feature_resample_group}")
-        if min(hr_channels, lr_channels, compressed_channels, up_group) < 1:
-            raise ValueError("channel counts and up_group must be positive")
         for name, c in (("hr_channels", hr_channels), ("lr_channels", lr_channels),
                         ("compressed_channels", compressed_channels)):
             if c % up_group:

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_feature_map, check_int
+from ._checks import ArgumentTypeError, check_feature_map, check_int, check_ints
 from .factory import factory_kwargs
 from .freq_fusion import FreqFusion
 from .trace_only import TraceOnly
@@ -56,8 +56,9 @@ class FreqFusionFPN(TraceOnly, nn.Module):
         super().__init__()
         kw = factory_kwargs(device, dtype)
         out_channels = check_int(out_channels, "out_channels")
-        in_channels = [check_int(c, "in_channels") for c in in_channels]
-        end = len(in_channels) if end_level in (-1, len(in_channels) - 1) else check_int(end_level, "end_level", 0) + 1
+        in_channels = list(check_ints(in_channels, "in_channels"))
+        end_level = check_int(end_level, "end_level", -1)
+        end = len(in_channels) if end_level in (-1, len(in_channels) - 1) else end_level + 1
         start_level = check_int(start_level, "start_level", 0)
         if not start_level < end <= len(in_channels) or end - start_level < 2:
             raise ValueError(f"an FPN needs at least two levels: in_channels={list(in_channels)}, "
@@ -107,6 +108,9 @@ class FreqFusionFPN(TraceOnly, nn.Module):
 
     def forward(self, features: Features) -> tuple[Tensor, ...] | OrderedDict[str, Tensor]:
         """Features (B, in_channels[i], H_i, W_i) -> ``num_outs`` maps (B, out_channels, ., .), plus extra blocks'."""
+        if not isinstance(features, Mapping | list | tuple):
+            raise ArgumentTypeError(f"{type(self).__name__} takes a list / tuple or a dict of feature maps (one per "
+                                    f"level), got {type(features).__name__}")
         keys = list(features.keys()) if isinstance(features, Mapping) else None
         maps = list(features.values()) if isinstance(features, Mapping) else list(features)
         if len(maps) != len(self.in_channels):

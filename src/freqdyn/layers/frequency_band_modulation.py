@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._checks import check_int, check_ints
 from .attention_conv import AttentionConv
 from .attention_heads import check_activation, modulation
 from .band_plan import MASK_RULES, band_plan, filter_rows, low_passes, stacked_low_passes
@@ -73,15 +74,19 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
     ) -> None:
         super().__init__()
         check_activation(act, "fbm_act")
-        if not k_list or any(k < 1 for k in k_list) or list(k_list) != sorted(k_list):
-            raise ValueError(f"fbm k_list must be a non-empty increasing list of ints >= 1, got {k_list!r}")
-        if spatial_kernel < 1 or spatial_kernel % 2 == 0:
-            raise ValueError(f"fbm spatial_kernel must be a positive odd int, got {spatial_kernel}")
+        in_channels, spatial_group = check_int(in_channels, "in_channels"), check_int(spatial_group, "spatial_group")
+        k_list = check_ints(k_list, "k_list (FDConv's fbm_k_list)")
+        if not k_list or list(k_list) != sorted(k_list):
+            raise ValueError(f"k_list (FDConv's fbm_k_list) must be a non-empty increasing list of ints >= 1, "
+                             f"got {k_list!r}")
+        if check_int(spatial_kernel, "spatial_kernel") % 2 == 0:
+            raise ValueError(f"spatial_kernel must be a positive odd int, got {spatial_kernel}")
         if masks not in MASK_RULES:
             raise ValueError(f"fbm_masks must be one of {MASK_RULES}, got {masks!r}")
         groups = in_channels if spatial_group > 64 else spatial_group
         if groups < 1 or in_channels % groups:
-            raise ValueError(f"fbm spatial_group={spatial_group} must divide in_channels={in_channels}")
+            raise ValueError(f"spatial_group (FDConv's fbm_spatial_group) = {spatial_group} must divide "
+                             f"in_channels={in_channels}")
         self.in_channels, self.k_list, self.act, self.spatial_group = in_channels, tuple(k_list), act, groups
         self.masks = masks
         self.freq_weight_conv_list = nn.ModuleList(

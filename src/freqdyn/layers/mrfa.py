@@ -8,11 +8,13 @@ stage keeps the pixels near the centre the most influential.
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ._checks import check_feature_map
+from ._checks import check_feature_map, check_int, check_ints
 from .factory import factory_kwargs
 from .layer_norm2d import LayerNorm2d
 from .trace_only import TraceOnly
@@ -85,11 +87,12 @@ class MRFA(TraceOnly, nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if dim < 4 or dim % 4:
+        if check_int(dim, "dim") % 4:
             raise ValueError(
                 f"MRFA splits the channels into 4 quarters: dim must be a positive multiple of 4, got {dim}"
             )
-        if len(kernel_sizes) != 3 or any(k < 1 or k % 2 == 0 for k in kernel_sizes):
+        kernel_sizes = cast(tuple[int, int, int], check_ints(kernel_sizes, "kernel_sizes"))
+        if len(kernel_sizes) != 3 or any(k % 2 == 0 for k in kernel_sizes):
             raise ValueError(f"kernel_sizes must be three odd positive ints, got {kernel_sizes}")
         kw = factory_kwargs(device, dtype)
         self.dim, self.kernel_sizes = dim, tuple(kernel_sizes)

@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._checks import check_bool, check_real
 from .factory import factory_kwargs
 
 
@@ -22,6 +23,9 @@ class StarReLU(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        scale_value, bias_value = check_real(scale_value, "scale_value"), check_real(bias_value, "bias_value")
+        scale_learnable = check_bool(scale_learnable, "scale_learnable")
+        bias_learnable = check_bool(bias_learnable, "bias_learnable")
         self.scale_value = scale_value
         self.bias_value = bias_value
         kw = factory_kwargs(device, dtype)

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ._checks import check_positive
+from ._checks import check_int, check_positive
 
 
 def check_temperature(value: float) -> float:
@@ -94,13 +94,10 @@ class TemperatureSchedule:
         self, model: nn.Module, start: float = 30.0, end: float = 1.0, epochs: int = 10,
         step_size: float | None = None,
     ) -> None:
-        check_temperature(end)
+        start, end, epochs = check_positive(start, "start"), check_temperature(end), check_int(epochs, "epochs")
         if start < end:
             raise ValueError(f"start temperature {start} must be >= end temperature {end}")
-        if epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {epochs}")
-        if step_size is not None and step_size <= 0:
-            raise ValueError(f"step_size must be positive, got {step_size}")
+        step_size = None if step_size is None else check_positive(step_size, "step_size")
         self.model, self.start, self.end, self.epochs, self.step_size = model, start, end, epochs, step_size
         self.epoch = 0
         self.num_layers = set_temperature(model, self.value(0))

@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ._checks import check_int, check_real
 from .drop_path import DropPath
 from .factory import factory_kwargs
 from .layer_norm2d import LayerNorm2d
@@ -31,6 +32,10 @@ class UniConvNetBlock(TraceOnly, nn.Module):
     ) -> None:
         super().__init__()
         kw = factory_kwargs(device, dtype)
+        dim, mlp_ratio = check_int(dim, "dim"), check_real(mlp_ratio, "mlp_ratio", 0.0, above=True)
+        layer_scale_init = check_real(layer_scale_init, "layer_scale_init")
+        if not check_real(drop_path, "drop_path", 0.0) < 1:
+            raise ValueError(f"drop_path must be in [0, 1), got {drop_path!r}")
         hidden = int(dim * mlp_ratio)
         if hidden < 1:
             raise ValueError(f"mlp_ratio={mlp_ratio} leaves no hidden channels for dim={dim}")
