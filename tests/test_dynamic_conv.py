@@ -1,3 +1,4 @@
+import copy
 import io
 
 import pytest
@@ -5,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from freqdyn import CondConv2d, DynamicConv2d, ODConv2d, TemperatureSchedule, set_temperature
+from freqdyn import CondConv2d, DynamicConv2d, FDConv, ODConv2d, TemperatureSchedule, set_temperature
 from freqdyn.tools.reference import naive_expert_conv
 from helpers import CONV_CASES, IDS, gradcheck_module, make_conv, make_input, perturb_
 
@@ -208,3 +209,44 @@ def test_temperature_sharpens_the_attention():
     sharp = layer.attention(pooled).kernel
     torch.testing.assert_close(soft.sum(1), torch.ones(2))
     assert (sharp.max(1).values > soft.max(1).values).all()
+
+
+LAYOUT_KINDS = {"fdconv": lambda c: FDConv.from_conv(c, kernel_num=4),
+                "fdconv-feature": lambda c: FDConv.from_conv(c, kernel_num=4, aggregation="feature"),
+                "dyconv": DynamicConv2d.from_conv, "condconv": CondConv2d.from_conv, "odconv": ODConv2d.from_conv}
+
+
+def _layout(t: torch.Tensor) -> tuple[bool, bool]:
+    return t.is_contiguous(), t.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("kind", sorted(LAYOUT_KINDS))
+@pytest.mark.parametrize("module_cl", [False, True])
+@pytest.mark.parametrize("input_cl", [False, True])
+def test_output_memory_format_follows_conv2d(kind, module_cl, input_cl):
+    """nn.Conv2d returns channels-last when its (padded) input is channels-last or when the module was converted to
+    channels-last (its weight's strides); every case, padding mode and batch size here does the same."""
+    for case in CONV_CASES:
+        conv = make_conv(case).eval()
+        layer = LAYOUT_KINDS[kind](conv).eval()
+        reference = copy.deepcopy(layer)
+        if module_cl:
+            conv, layer = conv.to(memory_format=torch.channels_last), layer.to(memory_format=torch.channels_last)
+        for batch in (1, 2):
+            x = torch.randn(batch, case[0], case[9], case[10])
+            if input_cl:
+                x = x.to(memory_format=torch.channels_last)
+            with torch.no_grad():
+                out, expected = layer(x), conv(x)
+                assert _layout(out) == _layout(expected), (case, batch)
+                torch.testing.assert_close(out, reference(x.contiguous()), rtol=1e-5, atol=1e-5)
+
+
+def test_channels_last_conversion_survives_dtype_copies_and_reversal():
+    import pickle
+
+    layer = FDConv(24, 32, 3, padding=1, kernel_num=4).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 24, 7, 7)
+    for other in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer)), copy.deepcopy(layer).double()):
+        assert other(x.to(next(other.parameters()).dtype)).is_contiguous(memory_format=torch.channels_last)
+    assert layer.to(memory_format=torch.contiguous_format)(x).is_contiguous()

@@ -9,12 +9,14 @@ from __future__ import annotations
 import math
 from typing import Any, TypeVar
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
 from .conv_args import IntPair, Padding, check_conv_args, conv_repr, pad_input, pair
 from .empty_batch import tie_to_parameters
+from .transforms import memory_format_of
 
 C = TypeVar("C", bound="ConvContract")
 
@@ -37,6 +39,7 @@ class ConvContract(nn.Module):
     groups: int
     padding_mode: str
     bias: Tensor | None
+    channels_last = False  # whether .to(memory_format=torch.channels_last) converted the layer (see _apply)
 
     def _set_conv_args(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair,
                        padding: Padding, dilation: IntPair, groups: int, padding_mode: str) -> None:
@@ -58,6 +61,23 @@ class ConvContract(nn.Module):
                    conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
                    device=conv.weight.device, dtype=conv.weight.dtype, **kwargs)
 
+    def _apply(self, fn, recurse: bool = True):
+        """Record a ``.to(memory_format=...)`` conversion: ``nn.Conv2d`` keeps it in its weight's strides (and then
+        returns channels-last outputs for any input), but these layers hold their kernels in other layouts, so
+        a probe tensor goes through the same conversion (``.half()``, ``.cuda()``, ``to_empty()`` keep its layout)."""
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.channels_last = memory_format_of(fn(torch.empty(1, 2, 1, 2, memory_format=layout))) == torch.channels_last
+        return super()._apply(fn, recurse)
+
+    def _layout_input(self, x: Tensor) -> Tensor:
+        """x channels-last for a layer converted to channels-last, so that the work runs in that layout."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _layout_output(self, out: Tensor) -> Tensor:
+        """``out`` in ``nn.Conv2d``'s memory format: channels-last when its (padded) input was, or when the layer
+        was converted to channels-last (as a channels-last weight makes ``nn.Conv2d``'s output)."""
+        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
+
     def _pad(self, x: Tensor) -> tuple[Tensor, Padding]:
         """x padded explicitly for a non-zero ``padding_mode``, and the padding left for ``F.conv2d``."""
         return pad_input(x, self.padding, self.kernel_size, self.dilation, self.padding_mode)
@@ -67,7 +87,8 @@ class ConvContract(nn.Module):
         with a zero gradient (:mod:`freqdyn.layers.empty_batch`)."""
         x, padding = self._pad(x)
         kernel = x.new_zeros(self.out_channels, self.in_channels // self.groups, *self.kernel_size)
-        return tie_to_parameters(F.conv2d(x, kernel, None, self.stride, padding, self.dilation, self.groups), self)
+        out = F.conv2d(x, kernel, None, self.stride, padding, self.dilation, self.groups)
+        return tie_to_parameters(self._layout_output(out), self)
 
     def reset_parameters(self) -> None:
         raise NotImplementedError

@@ -149,6 +149,7 @@ class ExpertConv2d(TraceOnly, ConvContract):
         check_feature_map(x, self.in_channels, type(self).__name__)
         if not x.shape[0]:
             return self._empty_batch(x)
+        x = self._layout_input(x)
         batch, dtype = x.shape[0], x.dtype
         att: Attentions = self.attention(x.mean(dim=(2, 3), dtype=compute_dtype(x.dtype)))  # float32 for half
         if att.kernel is None:
@@ -161,8 +162,8 @@ class ExpertConv2d(TraceOnly, ConvContract):
         if att.channel is not None:
             x = x * att.channel[:, :, None, None].to(dtype)
         x, padding = self._pad(x)
-        return batched_conv2d(x, weight.to(dtype), bias, self.stride, padding, self.dilation, self.groups,
-                              out_scale=att.filter)
+        return self._layout_output(batched_conv2d(x, weight.to(dtype), bias, self.stride, padding, self.dilation,
+                                                  self.groups, out_scale=att.filter))
 
     def is_plain_weight(self, weight: Tensor) -> bool:
         """Whether ``weight`` is the (O, I/groups, kh, kw) kernel of the plain conv this layer replaces."""

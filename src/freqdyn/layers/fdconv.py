@@ -242,11 +242,14 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
 
     def forward(self, x: Tensor) -> Tensor:
         check_feature_map(x, self.in_channels, type(self).__name__)
-        if not x.shape[0] and self.is_dynamic:
-            return self._empty_batch(x)
         if not self.is_dynamic:
             x, padding = self._pad(x)
             return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+        if not x.shape[0]:
+            return self._empty_batch(x)
+        return self._layout_output(self._dynamic_forward(self._layout_input(x)))
+
+    def _dynamic_forward(self, x: Tensor) -> Tensor:
         pooled = x.mean(dim=(2, 3), dtype=compute_dtype(x.dtype))  # the attentions run in float32 for half
         att = self.KSM_Global(pooled)
         if self.FBM is not None:

@@ -87,7 +87,7 @@ class MRFA(TraceOnly, nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if check_int(dim, "dim") % 4:
+        if check_int(dim, "dim", 0) < 4 or dim % 4:
             raise ValueError(
                 f"MRFA splits the channels into 4 quarters: dim must be a positive multiple of 4, got {dim}"
             )
