@@ -91,3 +91,20 @@ def test_gradcheck(channels, groups):
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         FrequencyBandModulation(8, **kwargs)
+
+
+@pytest.mark.parametrize("temp", [0.5, 16.0])
+def test_fbm_temperature_divides_the_attention_logits(temp):
+    """temp=T equals the layer whose attention convs (weights and biases) are divided by T."""
+    fbm = FrequencyBandModulation(16, spatial_group=2, temp=temp, dtype=torch.float64)
+    with torch.no_grad():
+        for conv in fbm.freq_weight_conv_list:
+            conv.weight.normal_(0, 0.3)
+            conv.bias.normal_(0, 0.5)
+    scaled = FrequencyBandModulation(16, spatial_group=2, dtype=torch.float64)
+    scaled.load_state_dict({k: v / temp for k, v in fbm.state_dict().items()})
+    x = torch.randn(2, 16, 9, 10, dtype=torch.float64)
+    torch.testing.assert_close(fbm(x), scaled(x), rtol=1e-12, atol=1e-12)
+    plain = FrequencyBandModulation(16, spatial_group=2, dtype=torch.float64)
+    plain.load_state_dict(fbm.state_dict())
+    assert not torch.allclose(fbm(x), plain(x))  # the temperature matters

@@ -1,9 +1,11 @@
 import copy
 import io
+import warnings
 
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from freqdyn import FDConv
 from freqdyn.tools.reference import naive_fdconv
@@ -298,7 +300,12 @@ def test_ksm_local_hooks_fire_once_per_forward(monkeypatch, chunk_elements):
     layer = perturb_(FDConv(24, 32, 3, padding=1, kernel_num=8, dtype=torch.float64), seed=13).train()
     plain = copy.deepcopy(layer)
     seen: list[tuple[int, ...]] = []
-    layer.KSM_Local.register_forward_hook(lambda module, args, out: seen.append(tuple(out.shape)))
+
+    def hook(module, args, out):  # autograd work in a hook, as feature-extraction hooks do
+        seen.append(tuple(out.shape))
+        return out * 1.0
+
+    layer.KSM_Local.register_forward_hook(hook)
     x = torch.randn(3, 24, 8, 8, dtype=torch.float64, requires_grad=True)
     layer(x).square().sum().backward()
     assert seen == [(3, 32, 24, 3, 3)]
@@ -307,3 +314,55 @@ def test_ksm_local_hooks_fire_once_per_forward(monkeypatch, chunk_elements):
     torch.testing.assert_close(x.grad, y.grad)
     for (name, p), q in zip(layer.named_parameters(), plain.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+def test_saturated_attention_warns_once_in_training_only():
+    layer = FDConv(32, 32, 3, padding=1, kernel_num=8)
+    x = torch.randn(2, 32, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a healthy layer, and eval, never warn
+        for _ in range(3):
+            layer.train()(x)
+    saturated = FDConv(32, 32, 3, padding=1, kernel_num=8)
+    with torch.no_grad():
+        saturated.KSM_Global.spatial_fc.bias.fill_(-40.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        saturated.eval()(x)
+    with pytest.warns(RuntimeWarning, match="spatial saturated"):
+        saturated.train()(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per layer
+        for _ in range(60):
+            saturated(x)
+
+
+def test_high_learning_rate_collapse_and_the_temperature_remedy():
+    """SGD at lr 0.3 (momentum 0.9) saturates the official attentions within a few dozen steps, and the layer
+    warns; temperatures of 16 keep every gate away from its bounds (benchmarks/bench_attention_norm.py: accuracy)."""
+    def train(**temps) -> tuple[list[str], list[FDConv]]:
+        torch.manual_seed(0)
+        layers = [FDConv(32, 32, 3, padding=1, kernel_num=8, **temps) for _ in range(2)]
+        net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                            *[m for layer in layers for m in (layer, nn.BatchNorm2d(32), nn.ReLU())],
+                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 4))
+        optimiser = torch.optim.SGD(net.parameters(), lr=0.3, momentum=0.9)
+        data = torch.Generator().manual_seed(1)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(51):  # the check runs on the 1st and the 51st training forward
+                images = torch.randn(8, 3, 16, 16, generator=data)
+                labels = (images[:, 0].mean((1, 2)) > 0).long() + 2 * (images[:, 1].mean((1, 2)) > 0).long()
+                loss = F.cross_entropy(net(images), labels)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+        return [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)], layers
+
+    warned, _ = train()
+    assert any("saturated" in message for message in warned)
+    warned, layers = train(temp=16.0, kernel_temp=16.0, fbm_temp=16.0)
+    assert not warned
+    x = torch.randn(8, 32, 16, 16)
+    for layer in layers:
+        assert not layer.KSM_Global.saturated(layer.KSM_Global(x.mean((2, 3))), share=0.05)

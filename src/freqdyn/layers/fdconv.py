@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -24,6 +25,7 @@ from .transforms import compiling, compute_dtype, exporting, functorch_active, h
 
 AGGREGATIONS = ("auto", "weight", "feature")
 _CHUNK_ELEMENTS = 2**22  # per-sample kernel values built at once in training (16 MB in float32)
+_SATURATION_EVERY = 50  # training forwards between two checks for collapsed attentions (each check syncs once)
 
 
 class _Recompute(contextlib.AbstractContextManager):
@@ -88,7 +90,9 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
     attention tensors for backward and rebuilds the per-sample kernels (B * O * I * kh * kw values, the
     largest tensors of wide layers on small maps) in backward, at the cost of one more kernel synthesis and
     conv forward; wide layers do this a few samples at a time, so the kernels of only a few samples are
-    ever alive. ``recompute_kernels=False`` keeps them instead. Outputs and gradients are the same.
+    ever alive. ``recompute_kernels=False`` keeps them instead (as does a layer whose KSM-Local has hooks: they
+    fire once per forward, with the whole batch). Outputs and gradients are the same; an in-place change of a
+    parameter between forward and backward raises autograd's error either way, as for ``nn.Conv2d``.
 
     A plain ``nn.Conv2d`` state_dict (``weight``, ``bias``) loads into a dynamic layer by conversion
     (see :class:`FourierDynamicBase`), so pretrained networks load into FDConv models built from configs.
@@ -107,8 +111,8 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         use_ksm_local: build KSM-Local (the per-kernel-element attention).
         use_fdconv_if_c_gt, use_fdconv_if_k_in: the official gating: smaller layers stay plain convs.
         use_fbm_if_k_in, use_fbm_for_stride: which layers get FBM; ``fbm_k_list``, ``fbm_act``,
-            ``fbm_spatial_group``, ``fbm_masks``: its cut-offs, activation, attention groups and mask rule
-            (:class:`FrequencyBandModulation`).
+            ``fbm_spatial_group``, ``fbm_masks``, ``fbm_temp``: its cut-offs, activation, attention groups, mask
+            rule and temperature (:class:`FrequencyBandModulation`).
         freq_grouping: ``'official'`` or ``'stable'`` frequency order (above).
         aggregation: where the channel and filter attentions go: ``'weight'`` multiplies them into the
             per-sample kernels (B x O x I/g x kh x kw values), ``'feature'`` scales the input and output maps
@@ -121,7 +125,20 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         attention_norm: ``'batch'`` (the official BatchNorm), ``'frozen'`` or ``'layer'``
             (:mod:`freqdyn.layers.attention_norm`).
         recompute_kernels: rebuild the per-sample kernels in backward instead of saving them (above).
+
+    High learning rates: every attention is a sigmoid gate that multiplies the kernel (or the FBM bands), and
+    a head's logits move by about lr * |hidden|^2 per step (StarReLU squares the trunk), so with SGD at lr 0.3
+    the heads saturate within ten steps: the kernel and spatial heads first, then filter, channel and FBM
+    (``benchmarks/bench_attention_norm.py``). A gate at 0 zeroes its kernel entries and, the factors being
+    multiplied, the gradients of every other factor on its path: the layer's output and gradients vanish for
+    good. ``temp = kernel_temp = fbm_temp = 16`` divides the logit steps by 256 (as DY-Conv's temperature of
+    30 does) and trains there as ``nn.Conv2d`` does, at no cost at ordinary learning rates; the official 1 stays
+    the default (authors' checkpoints). A training layer warns (``RuntimeWarning``) when most values of a
+    KSM head sit at a sigmoid bound (checked on the first training forward and every 50th after it).
     """
+
+    training_forwards = 0  # counts training forwards for the saturation check
+    saturation_warned = False
 
     def __init__(
         self,
@@ -151,6 +168,7 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         fbm_act: str = "sigmoid",
         fbm_spatial_group: int = 1,
         fbm_masks: str = "official",
+        fbm_temp: float = 1.0,
         freq_grouping: str = "official",
         aggregation: str = "auto",
         synthesis: str = "auto",
@@ -183,7 +201,7 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
             use_fbm = max(kernel_size) in use_fbm_if_k_in or (use_fbm_for_stride and max(self.stride) > 1)
             self.FBM = (
                 FrequencyBandModulation(in_channels, tuple(fbm_k_list), fbm_act, fbm_spatial_group, masks=fbm_masks,
-                                        **kw)
+                                        temp=fbm_temp, **kw)
                 if use_fbm
                 else None
             )
@@ -252,9 +270,14 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
     def _dynamic_forward(self, x: Tensor) -> Tensor:
         pooled = x.mean(dim=(2, 3), dtype=compute_dtype(x.dtype))  # the attentions run in float32 for half
         att = self.KSM_Global(pooled)
+        if self.training and torch.is_grad_enabled() and not (compiling() or exporting() or functorch_active()):
+            self._watch_saturation(att)
         if self.FBM is not None:
             x = self.FBM(x)
-        if not (self.recompute_kernels and torch.is_grad_enabled()) or exporting() or functorch_active():
+        # hooks on KSM-Local (which runs inside the recompute) would fire again in backward, per chunk, and any
+        # autograd work they do would upset the checkpoint: with hooks there, the kernels are kept instead
+        hooked = self.KSM_Local is not None and has_hooks(self.KSM_Local)
+        if hooked or not (self.recompute_kernels and torch.is_grad_enabled()) or exporting() or functorch_active():
             return self._per_sample_conv(x, pooled, att)  # torch.func transforms do not take checkpoints' hooks
         # the per-sample kernels (B*O*I*kh*kw values) are rebuilt in backward instead of being saved, in chunks
         # of samples whose kernels hold about _CHUNK_ELEMENTS values, so that the kernels of only one chunk are
@@ -262,17 +285,28 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         if compiling():
             return checkpoint(self._per_sample_conv, x, pooled, att, use_reentrant=False)
         batch = x.shape[0]
-        # hooks on KSM-Local see the whole batch once: one chunk, and the recompute bypasses them
-        hooked = self.KSM_Local is not None and has_hooks(self.KSM_Local)
-        per_chunk = batch if hooked else max(1, _CHUNK_ELEMENTS // math.prod(self._weight_shape()))
+        per_chunk = max(1, _CHUNK_ELEMENTS // math.prod(self._weight_shape()))
         outs = [checkpoint(self._per_sample_conv, x[rows], pooled[rows], att.select(rows), use_reentrant=False,
                            context_fn=self._recompute_contexts)
                 for rows in (slice(s, s + per_chunk) for s in range(0, batch, per_chunk))]
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
+    def _watch_saturation(self, att: Attentions) -> None:
+        """Warn once if the KSM heads collapsed (first training forward, then every _SATURATION_EVERY-th)."""
+        self.training_forwards += 1
+        if (self.training_forwards - 1) % _SATURATION_EVERY or self.saturation_warned:
+            return
+        heads = self.KSM_Global.saturated(att)
+        if heads:
+            self.saturation_warned = True
+            warnings.warn(f"FDConv: the KSM attention head(s) {', '.join(heads)} saturated (most values at a bound of "
+                          "their sigmoid, where gradients vanish): the layer's output and gradients fade. This "
+                          "happens at high learning rates; build the layers with temp=16, kernel_temp=16, "
+                          "fbm_temp=16 (see FDConv's docstring).", RuntimeWarning, stacklevel=3)
+
     def _recompute_contexts(self) -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
         """``checkpoint``'s contexts: the forward as is; the recompute in backward checks that the parameters it
-        reads are unchanged and runs without module hooks."""
+        reads are unchanged and runs without module hooks (any registered after the forward)."""
         read = [self.dft_weight, *([] if self.KSM_Local is None else self.KSM_Local.parameters())]
         return contextlib.nullcontext(), _Recompute(self, read)
 

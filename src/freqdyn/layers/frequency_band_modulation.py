@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_int, check_ints
+from ._checks import check_int, check_ints, check_positive
 from .attention_conv import AttentionConv
 from .attention_heads import check_activation, modulation
 from .band_plan import MASK_RULES, band_plan, filter_rows, low_passes, stacked_low_passes
@@ -59,6 +59,8 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
             in the official code).
         spatial_kernel: odd kernel size of the grouped convs that predict the attention maps.
         masks: ``'official'`` (default) or ``'exact'`` band masks (see the module docstring).
+        temp: temperature of the attention maps (logits / temp); 1 is the official layer. A higher value slows
+            the maps' learning: at high learning rates they otherwise saturate (see :class:`FDConv`).
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         spatial_group: int = 1,
         spatial_kernel: int = 3,
         masks: str = "official",
+        temp: float = 1.0,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -88,7 +91,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
             raise ValueError(f"spatial_group (FDConv's fbm_spatial_group) = {spatial_group} must divide "
                              f"in_channels={in_channels}")
         self.in_channels, self.k_list, self.act, self.spatial_group = in_channels, tuple(k_list), act, groups
-        self.masks = masks
+        self.masks, self.temp = masks, check_positive(temp, "temp (FDConv's fbm_temp)")
         self.freq_weight_conv_list = nn.ModuleList(
             AttentionConv(in_channels, groups, spatial_kernel, padding=spatial_kernel // 2, groups=groups,
                           device=device, dtype=dtype)
@@ -117,7 +120,8 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         else:
             logits = F.conv2d(x, weight.flatten(0, 1), bias.flatten(), padding=convs[0].padding[0], groups=g)
             logits = logits.reshape(x.shape[0], g, len(convs), *x.shape[2:])
-        return modulation(logits.permute(0, 3, 4, 1, 2), self.act, 2.0)
+        logits = logits.permute(0, 3, 4, 1, 2)
+        return modulation(logits if self.temp == 1.0 else logits / self.temp, self.act, 2.0)
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, C, H, W) -> (B, C, H, W) in x's memory format.

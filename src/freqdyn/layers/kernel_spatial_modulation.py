@@ -77,6 +77,21 @@ class KernelSpatialModulationGlobal(AttentionHeads):
             kernel = modulation(kernel / self.kernel_temp, self.act, 2.0) / self.num_kernels
         return Attentions(channel=head("channel"), filter=head("filter"), spatial=head("spatial"), kernel=kernel)
 
+    @torch.no_grad()
+    def saturated(self, att: Attentions, share: float = 0.5) -> list[str]:
+        """Heads of ``att`` (this module's output) with more than ``share`` of their values within 1e-3 of a bound
+        of their sigmoid (0 or the top), where the gradients through them vanish."""
+        top = self.att_multi if self.act == "sigmoid" else 2.0
+        bounds = {"channel": top, "filter": top, "spatial": top, "kernel": 2.0 / self.num_kernels}
+        names = []
+        for name, upper in bounds.items():
+            values = getattr(att, name)
+            if values is not None:
+                tol = 1e-3 * upper
+                if ((values < tol) | (values > upper - tol)).float().mean().item() > share:
+                    names.append(name)
+        return names
+
 
 class KernelSpatialModulationLocal(nn.Module):
     """Pooled (B, I) -> dense per-element attention (B, O, I // groups, kh, kw).
