@@ -45,15 +45,17 @@ def test_onnx_export_matches_pytorch(name, tmp_path):
         torch.testing.assert_close(torch.from_numpy(out), ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
 @pytest.mark.parametrize("name", ["fdconv", "dyconv", "mrfa"])
-def test_torchscript_trace_with_default_checks(name):
-    """``check_trace`` (the default) re-runs the trace. FDConv's FBM operators depend on the spatial size (the
-    official band masks are resized to it) and enter the trace as constants: its trace runs at its traced
-    size, like its ONNX export; the others run at another spatial size too. The batch size is free."""
+def test_torchscript_trace_with_default_checks(name, grad):
+    """``check_trace`` (the default) re-runs the trace, with grad enabled or not. FDConv's FBM operators depend on
+    the spatial size (the official band masks are resized to it) and enter the trace as constants: its trace runs
+    at its traced size, like its ONNX export; the others run at another spatial size too. The batch size is free."""
     module = _modules()[name]
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         traced = torch.jit.trace(module, torch.randn(2, 32, 16, 16))
-        x = torch.randn(3, 32, 16, 16) if name == "fdconv" else torch.randn(3, 32, 20, 12)  # another batch size
+    x = torch.randn(3, 32, 16, 16) if name == "fdconv" else torch.randn(3, 32, 20, 12)  # another batch size
+    with torch.no_grad():
         torch.testing.assert_close(traced(x), module(x))
 
 

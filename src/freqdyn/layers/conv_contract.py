@@ -74,8 +74,9 @@ class ConvContract(nn.Module):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _layout_output(self, out: Tensor) -> Tensor:
-        """``out`` in ``nn.Conv2d``'s memory format: channels-last when its (padded) input was, or when the layer
-        was converted to channels-last (as a channels-last weight makes ``nn.Conv2d``'s output)."""
+        """``out`` in ``nn.Conv2d``'s memory format: it is already channels-last for a channels-last (padded) input;
+        this makes it channels-last also when the layer was converted, as a channels-last weight does in
+        ``nn.Conv2d``."""
         return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
     def _pad(self, x: Tensor) -> tuple[Tensor, Padding]:

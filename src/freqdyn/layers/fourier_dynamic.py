@@ -24,7 +24,7 @@ from .kernel_spatial_modulation import (
     KernelSpatialModulationGlobal,
     KernelSpatialModulationLocal,
 )
-from .transforms import compiling, compute_dtype, functorch_active
+from .transforms import compiling, compute_dtype, exporting, functorch_active
 
 SYNTHESES = ("auto", "fft", "basis")
 _BASIS_MAX_ELEMENTS = 2**24
@@ -230,14 +230,14 @@ class FourierDynamicBase(nn.Module):
     def modulated_weight(self, pooled: Tensor, att: Attentions) -> Tensor:
         """Kernel with the kernel, local and spatial attentions applied: (B or 1, O, I // groups, kh, kw).
 
-        Without autograd (and outside ``torch.func`` transforms) the factors are combined in place and the
+        Without autograd (and outside ``torch.func`` transforms and tracing) the factors are combined in place and the
         product is written straight into a contiguous kernel, so the conv needs no layout copy of the
         per-sample kernels (the largest tensors of wide layers on small maps).
         """
         local = self.KSM_Local
         # the local attention's constant multiplier (att_multi for 'sigmoid') goes into the synthesis for free
         weight = self.dynamic_weight(att.kernel, 1.0 if local is None else local.gain)
-        inplace = not (torch.is_grad_enabled() or functorch_active())
+        inplace = not (torch.is_grad_enabled() or functorch_active() or exporting())  # a trace is re-run with grad
         factor = None if local is None else (local.forward if self.bypass_hooks else local)(pooled, with_gain=False)
         if att.spatial is not None:
             spatial = att.spatial.reshape(att.spatial.shape[0], 1, 1, *self._kernel_hw())

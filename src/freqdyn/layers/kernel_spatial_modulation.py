@@ -151,6 +151,7 @@ class KernelSpatialModulationLocal(nn.Module):
                 # the 1-D conv as one matmul over sliding windows: (B, I, ks) @ (ks, O/g*kh*kw) -> (B, I, O/g*kh*kw)
                 windows = F.pad(normed, (pad, ks - 1 - pad)).unfold(1, ks, 1)
                 logits = windows @ conv_weight[:, 0, :].t()
-        att = modulation(logits, self.act, self.att_multi if with_gain else 1.0, inplace=not torch.is_grad_enabled())
+        inplace = not (torch.is_grad_enabled() or exporting())  # jit.trace's check re-runs with grad enabled
+        att = modulation(logits, self.act, self.att_multi if with_gain else 1.0, inplace=inplace)
         att = att.reshape(batch, g, channels // g, self.out_channels // g, kh, kw).permute(0, 1, 3, 2, 4, 5)
         return att.reshape(batch, self.out_channels, channels // g, kh, kw)  # a view when groups == 1
