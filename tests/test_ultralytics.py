@@ -1,4 +1,5 @@
 """The seed's yolov8-pose-C2f_FDConv.yaml builds, runs, trains one short epoch and reloads, via register()."""
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -124,7 +125,15 @@ def test_stock_pretrained_weights_load_into_the_fdconv_model(registered, tmp_pat
     path = tmp_path / "stock.pt"
     torch.save({"model": stock}, path)
     model = ultralytics.YOLO(fu.model_yaml("n"))
-    model.load(str(path))
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("ultralytics").addHandler(handler)  # the user's console: ultralytics' own logger
+    try:
+        model.load(str(path))
+    finally:
+        logging.getLogger("ultralytics").removeHandler(handler)
+    assert any(line.startswith("freqdyn: converted") and "Transferred" in line for line in lines)
     net = model.model.eval()
     dynamic = [m for m in net.modules() if isinstance(m, FDConv) and m.is_dynamic]
     assert dynamic

@@ -232,8 +232,11 @@ def _load(self, weights, verbose: bool = True) -> None:
     _STATE["load"](self, weights, verbose)
     source = (weights.get("ema") or weights["model"]) if isinstance(weights, dict) else weights
     loaded = load_plain_weights(self, source.float().state_dict())
-    if loaded and verbose:
-        logger.info("freqdyn: converted %d pretrained convolution(s) into dynamic layers", len(loaded))
+    if loaded and verbose:  # on ultralytics' own logger, right under its "Transferred a/b items" line
+        logging.getLogger("ultralytics").info(
+            "freqdyn: converted %d pretrained convolution(s) into dynamic layers, attention neutral, so the model "
+            "computes the pretrained function (the 'Transferred' count above covers only tensors whose names and "
+            "shapes match; these layers hold their kernels in other tensors)", len(loaded))
 
 
 _COUNTED = (FourierDynamicBase, ExpertConv2d, FreqFusion)  # layers whose arithmetic thop does not see
