@@ -93,6 +93,18 @@ def test_cli_bench_times_every_layer(capsys):
     assert "\r" not in out.err  # no progress-bar frames when stderr is not a terminal (piped logs)
 
 
+def test_cli_bench_warns_when_its_rounds_disagree(capsys, monkeypatch):
+    import freqdyn.cli as cli
+
+    def drifting(fns, rounds):  # a host whose load changed mid-run: one layer's rounds differ by 3x
+        return {name: [1.0, 1.5, 3.0] if name == "ODConv (4x)" else [1.0, 1.1, 1.2] for name in fns}
+
+    monkeypatch.setattr(cli, "interleaved_times_ms", drifting)
+    assert main(["bench", "--batch", "1", "--channels", "32", "--size", "8", "--kernel-num", "4"]) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "ODConv (4x)" in warnings[0] and "3.0x" in warnings[0]
+
+
 def test_cli_version(capsys):
     with pytest.raises(SystemExit):
         main(["--version"])

@@ -15,7 +15,7 @@ import torch.nn as nn
 from .convert import convert
 from .kinds import CONV_KINDS, paper_layers
 from .tools.overhead import BOTTLENECK_CONVS, PAPER_SETTINGS, format_overhead, param_overhead
-from .tools.timing import interleaved_times_ms
+from .tools.timing import interleaved_times_ms, unsteady
 from .version import __version__
 
 T = TypeVar("T")
@@ -59,6 +59,9 @@ def _time_layers(kernel_num: int, batch: int, channels: int, size: int, train: b
         median = t[len(t) // 2]
         print(f"  {name:<16}{median:>8.1f} ms  ({median / base[len(base) // 2]:.2f}x nn.Conv2d, "
               f"rounds {t[0] / base[len(base) // 2]:.2f}x-{t[-1] / base[len(base) // 2]:.2f}x)")
+    for name, spread in unsteady(times).items():
+        print(f"  warning: the rounds of {name} differ by {spread:.1f}x: the machine's load changed during the run, "
+              "so these ratios are unreliable; rerun on a quiet machine (or with more rounds)")
 
 
 def _optional_import(name: str) -> Any:

@@ -49,6 +49,12 @@ def interleaved_times_ms(fns: dict[str, Callable[[], object]], rounds: int = 5,
     return {name: sorted(t) for name, t in times.items()}
 
 
+def unsteady(times: dict[str, list[float]], factor: float = 2.0) -> dict[str, float]:
+    """The entries of :func:`interleaved_times_ms` whose slowest round took over ``factor`` times the fastest, with
+    that ratio: a sign that the host's load changed during the run, so the ratios between entries are unreliable."""
+    return {name: t[-1] / t[0] for name, t in times.items() if t and t[0] > 0 and t[-1] / t[0] > factor}
+
+
 def interleaved_ms(fns: dict[str, Callable[[], object]], rounds: int = 5,
                    device: torch.device | str = "cpu") -> dict[str, float]:
     """Median of :func:`interleaved_times_ms` for each function."""
