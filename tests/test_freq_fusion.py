@@ -23,6 +23,7 @@ OPTIONS = [
     {"use_low_pass": False, "upsample_mode": "nearest", "hr_residual": False},
     {"carafe_padding": "reflect", "up_group": 4, "encoder_kernel": 5, "encoder_dilation": 2},
     {"feature_resample": True, "feature_resample_norm": False, "feature_resample_group": 2},
+    {"feature_resample": True, "direction_feat": "sim", "hamming_window": False},  # the SegNeXt copy
 ]
 SIZES = [((16, 16), (8, 8)), ((15, 17), (8, 9)), ((17, 16), (8, 8)), ((2, 3), (1, 2))]
 

@@ -116,9 +116,18 @@ def test_exact_rules_are_reachable_and_differ():
         assert error > 0.01, option  # the README measures 7.9% and 21%
 
 
-def test_official_freqfusion_checkpoint():
-    data = load("freqfusion_forward.pt")
-    layer = FreqFusion(64, 128, feature_resample=True, dtype=torch.float64)
+FREQFUSION = {  # golden file -> the constructor arguments of the authors' module that produced it
+    "freqfusion_forward.pt": dict(hr_channels=64, lr_channels=128, feature_resample=True),
+    # the SegNeXt copy, as its ham_head builds the head's last FreqFusion (the released SegNeXt + FreqFusion)
+    "freqfusion_segnext.pt": dict(hr_channels=160, lr_channels=256, compressed_channels=104, feature_resample=True,
+                                  hamming_window=False, direction_feat="sim"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FREQFUSION))
+def test_official_freqfusion_checkpoint(name):
+    data = load(name)
+    layer = FreqFusion(**FREQFUSION[name], dtype=torch.float64)
     layer.load_state_dict(data["state_dict"], strict=True)
     hr, lr = layer.eval()(data["hr_feat"], data["lr_feat"])
     comp_hr = layer.hr_channel_compressor(data["hr_feat"])
@@ -126,3 +135,11 @@ def test_official_freqfusion_checkpoint():
     torch.testing.assert_close(mask, data["mask_lr"], rtol=1e-12, atol=1e-13)
     torch.testing.assert_close(hr, data["hr_feat_out"], rtol=1e-12, atol=1e-13)
     torch.testing.assert_close(lr, data["lr_feat_out"], rtol=1e-12, atol=1e-13)
+
+
+def test_segnext_freqfusion_needs_its_sampler_option():
+    """The root file's sampler ('sim_concat') cannot hold the SegNeXt copy's weights: four shape mismatches."""
+    kwargs = {**FREQFUSION["freqfusion_segnext.pt"], "direction_feat": "sim_concat"}
+    with pytest.raises(RuntimeError, match="size mismatch") as error:
+        FreqFusion(**kwargs, dtype=torch.float64).load_state_dict(load("freqfusion_segnext.pt")["state_dict"])
+    assert str(error.value).count("size mismatch") == 4

@@ -75,6 +75,8 @@ class FreqFusion(TraceOnly, nn.Module):
         use_high_pass, use_low_pass, hr_residual: switch the AHPF, the ALPF and the hr residual.
         hamming_window: multiply the normalised filters by a Hamming window.
         carafe_padding: ``'zeros'`` (mmcv's op, the default) or ``'reflect'`` borders of the reassembly.
+        direction_feat: what the offset generator's convs read: ``'sim_concat'`` (the root ``FreqFusion.py``) or
+            ``'sim'`` (the SegNeXt copy, whose released checkpoint needs it; :class:`LocalSimGuidedSampler`).
     """
 
     hamming_lowpass: Tensor | None
@@ -103,6 +105,7 @@ class FreqFusion(TraceOnly, nn.Module):
         hamming_window: bool = True,
         feature_resample_norm: bool = True,
         carafe_padding: str = "zeros",
+        direction_feat: str = "sim_concat",
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -146,7 +149,7 @@ class FreqFusion(TraceOnly, nn.Module):
         self.content_encoder2 = encoder(highpass_kernel) if use_high_pass else None  # AHPF generator
         self.dysampler = (
             LocalSimGuidedSampler(compressed_channels, feature_resample_group, encoder_kernel,
-                                  norm=feature_resample_norm, **kw)
+                                  norm=feature_resample_norm, direction_feat=direction_feat, **kw)
             if feature_resample else None
         )
         if hamming_window:  # (1, 1, k, k) as in the reference state_dict; filled by reset_parameters

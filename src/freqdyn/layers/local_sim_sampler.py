@@ -51,6 +51,9 @@ def pixel_shuffle(x: Tensor, scale: int, inverse: bool = False) -> Tensor:
     return parts.reshape(batch, channels // scale**2, height * scale, width * scale)
 
 
+DIRECTION_FEATS = ("sim_concat", "sim")
+
+
 class LocalSimGuidedSampler(nn.Module):
     """Resamples a high-resolution feature with offsets predicted from hr / lr features and their local similarity.
 
@@ -59,6 +62,11 @@ class LocalSimGuidedSampler(nn.Module):
     scale", in lr pixel units. At zero offsets the sampler returns ``feature`` unchanged (bilinear
     ``grid_sample`` at the pixel centres). The offset convs start at N(0, 0.001) and the direct-scale
     convs at zero, as the reference code intends (its outer re-initialisation overwrote them).
+
+    ``direction_feat`` (the reference's name): ``'sim_concat'`` (the root ``FreqFusion.py``) feeds all four convs
+    the normalised feature concatenated with its ``window**2 - 1`` local similarities; ``'sim'`` (the SegNeXt
+    copy, from which the released SegNeXt + FreqFusion checkpoint comes) feeds the offset convs the similarities
+    alone and the direct-scale convs the normalised feature alone.
     """
 
     def __init__(
@@ -68,6 +76,7 @@ class LocalSimGuidedSampler(nn.Module):
         kernel_size: int = 1,
         window: int = 3,
         norm: bool = True,
+        direction_feat: str = "sim_concat",
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -77,15 +86,19 @@ class LocalSimGuidedSampler(nn.Module):
         if norm and (channels < 8 or channels % 8):
             raise ValueError(f"the sampler's GroupNorm(channels // 8, channels) needs channels divisible by 8, "
                              f"got {channels}")
+        if direction_feat not in DIRECTION_FEATS:
+            raise ValueError(f"direction_feat must be one of {DIRECTION_FEATS}, got {direction_feat!r}")
         kw = factory_kwargs(device, dtype)
-        self.groups, self.window, self.scale = groups, window, 2
-        features = channels + window * window - 1  # 'sim_concat': the feature and its similarity map
+        self.groups, self.window, self.scale, self.direction_feat = groups, window, 2, direction_feat
+        similarities = window * window - 1
+        offset_in = similarities if direction_feat == "sim" else channels + similarities
+        scale_in = channels if direction_feat == "sim" else channels + similarities
 
-        def conv(out: int) -> nn.Conv2d:
+        def conv(features: int, out: int) -> nn.Conv2d:
             return nn.Conv2d(features, out, kernel_size, padding=kernel_size // 2, **kw)
 
-        self.offset, self.direct_scale = conv(2 * groups * 4), conv(2 * groups * 4)
-        self.hr_offset, self.hr_direct_scale = conv(2 * groups), conv(2 * groups)
+        self.offset, self.direct_scale = conv(offset_in, 2 * groups * 4), conv(scale_in, 2 * groups * 4)
+        self.hr_offset, self.hr_direct_scale = conv(offset_in, 2 * groups), conv(scale_in, 2 * groups)
         self.norm_hr = nn.GroupNorm(channels // 8, channels, **kw) if norm else nn.Identity()
         self.norm_lr = nn.GroupNorm(channels // 8, channels, **kw) if norm else nn.Identity()
         self.reset_parameters()
@@ -129,8 +142,12 @@ class LocalSimGuidedSampler(nn.Module):
         out_h, out_w = hr_x.shape[-2:]
         src_h, src_w = (out_h + 1) // 2, (out_w + 1) // 2  # integer arithmetic stays symbolic when traced
         hr_x, lr_x = self.norm_hr(hr_x), self.norm_lr(lr_x)
-        hr_sim = torch.cat([hr_x, local_similarity(hr_x, self.window, 2)], dim=1)
-        lr_sim = torch.cat([lr_x, local_similarity(lr_x, self.window, 2)], dim=1)
+        hr_sim, lr_sim = local_similarity(hr_x, self.window, 2), local_similarity(lr_x, self.window, 2)
+        if self.direction_feat == "sim":  # offsets from the similarities, direct scales from the features
+            hr_scale, lr_scale = hr_x, lr_x
+        else:
+            hr_sim = hr_scale = torch.cat([hr_x, hr_sim], dim=1)
+            lr_sim = lr_scale = torch.cat([lr_x, lr_sim], dim=1)
 
         def unshuffle(t: Tensor) -> Tensor:
             return pixel_shuffle(_extend(t, 2 * src_h, 2 * src_w)[..., : 2 * src_h, : 2 * src_w], 2, inverse=True)
@@ -139,7 +156,7 @@ class LocalSimGuidedSampler(nn.Module):
             return _extend(t, src_h, src_w)[..., :src_h, :src_w]
 
         offset = lowres(self.offset(lr_sim)) + unshuffle(self.hr_offset(hr_sim))
-        gate = torch.sigmoid(lowres(self.direct_scale(lr_sim)) + unshuffle(self.hr_direct_scale(hr_sim)))
+        gate = torch.sigmoid(lowres(self.direct_scale(lr_scale)) + unshuffle(self.hr_direct_scale(hr_scale)))
         displacement = pixel_shuffle(offset * gate, 2)  # (B, 2 * groups, 2 * src_h, 2 * src_w)
         return displacement[..., :out_h, :out_w].reshape(hr_x.shape[0], 2, self.groups, out_h, out_w)
 

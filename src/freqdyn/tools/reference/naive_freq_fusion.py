@@ -37,14 +37,17 @@ def _similarity(x: Tensor, k: int = 3, dilation: int = 2) -> Tensor:
 
 def _naive_sample(s: LocalSimGuidedSampler, hr_x: Tensor, lr_x: Tensor, feat: Tensor) -> Tensor:
     hr_x, lr_x = s.norm_hr(hr_x), s.norm_lr(lr_x)
-    hr_sim = torch.cat([hr_x, _similarity(hr_x)], dim=1)
-    lr_sim = torch.cat([lr_x, _similarity(lr_x)], dim=1)
+    if s.direction_feat == "sim":  # the SegNeXt copy: offsets from the similarities, scales from the features
+        hr_sim, lr_sim, hr_scale, lr_scale = _similarity(hr_x), _similarity(lr_x), hr_x, lr_x
+    else:
+        hr_sim = hr_scale = torch.cat([hr_x, _similarity(hr_x)], dim=1)
+        lr_sim = lr_scale = torch.cat([lr_x, _similarity(lr_x)], dim=1)
     h = torch.arange(-0.5, 1.0) / 2
     init_pos = (
         torch.stack(torch.meshgrid([h, h], indexing="ij")).transpose(1, 2).repeat(1, s.groups, 1).reshape(1, -1, 1, 1)
     )
     offset = (s.offset(lr_sim) + F.pixel_unshuffle(s.hr_offset(hr_sim), 2)) * torch.sigmoid(
-        s.direct_scale(lr_sim) + F.pixel_unshuffle(s.hr_direct_scale(hr_sim), 2)) + init_pos.to(feat)
+        s.direct_scale(lr_scale) + F.pixel_unshuffle(s.hr_direct_scale(hr_scale), 2)) + init_pos.to(feat)
     b, _, hh, ww = offset.shape
     offset = offset.view(b, 2, -1, hh, ww)
     coords = torch.stack(torch.meshgrid([torch.arange(ww) + 0.5, torch.arange(hh) + 0.5], indexing="ij"))
