@@ -366,3 +366,29 @@ def test_high_learning_rate_collapse_and_the_temperature_remedy():
     x = torch.randn(8, 32, 16, 16)
     for layer in layers:
         assert not layer.KSM_Global.saturated(layer.KSM_Global(x.mean((2, 3))), share=0.05)
+
+
+@pytest.mark.parametrize("param_ratio", [1, 2, 3])
+@pytest.mark.parametrize("cls", ["conv", "linear"])
+def test_official_ratio_scaling_adds_the_copies(param_ratio, cls):
+    """The authors' alpha multiplies by P: with the same weights, 'official' computes P times the default kernel
+    (linear in the kernel, so P times the output less the bias); conversion stays exact under both rules."""
+    from freqdyn import FDLinear
+
+    def build(scaling: str) -> nn.Module:
+        torch.manual_seed(5)
+        if cls == "conv":
+            return FDConv(24, 32, 3, padding=1, kernel_num=4, param_ratio=param_ratio, ratio_scaling=scaling,
+                          dtype=torch.float64)
+        return FDLinear(24, 32, kernel_num=4, param_ratio=param_ratio, ratio_scaling=scaling, dtype=torch.float64)
+
+    mean, official = perturb_(build("mean"), seed=14).eval(), build("official").eval()
+    official.load_state_dict(mean.state_dict(), strict=True)
+    x = torch.randn(2, 24, 7, 7, dtype=torch.float64) if cls == "conv" else torch.randn(2, 5, 24, dtype=torch.float64)
+    bias = mean.bias.reshape(-1, 1, 1) if cls == "conv" else mean.bias
+    with torch.no_grad():
+        torch.testing.assert_close(official(x) - bias, param_ratio * (mean(x) - bias), rtol=1e-10, atol=1e-10)
+    plain = nn.Conv2d(24, 32, 3, padding=1, dtype=torch.float64)
+    converted = FDConv.from_conv(plain, kernel_num=4, param_ratio=param_ratio, ratio_scaling="official")
+    y = torch.randn(2, 24, 7, 7, dtype=torch.float64)
+    torch.testing.assert_close(converted(y), plain(y), rtol=1e-10, atol=1e-10)

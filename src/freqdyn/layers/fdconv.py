@@ -83,6 +83,8 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
       * groups / depthwise, non-square kernels, odd ``in_channels * kw``, any ``kernel_num`` up to the
         spectrum size, ``kernel_num * param_ratio == 1`` and ``param_ratio > 1`` work (the official
         alpha multiplies by P, making a P > 1 layer's initial kernel P times the source: here it is not);
+      * ``param_ratio > 1`` computes 1/P of the official kernel for the same weights unless
+        ``ratio_scaling='official'`` (the default keeps a converted layer equal to its source);
       * FFTs run in float32 for half / bfloat16 and the output keeps the input dtype; ``padding_mode`` is
         honoured; a batch of one trains (see :class:`KernelSpatialModulationGlobal`).
 
@@ -125,6 +127,8 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         attention_norm: ``'batch'`` (the official BatchNorm), ``'frozen'`` or ``'layer'``
             (:mod:`freqdyn.layers.attention_norm`).
         recompute_kernels: rebuild the per-sample kernels in backward instead of saving them (above).
+        ratio_scaling: ``'mean'`` (default: the P copies average, so a neutral layer equals its source) or
+            ``'official'`` (the authors' alpha times P, for their P > 1 checkpoints; :class:`FourierDynamicBase`).
 
     High learning rates: every attention is a sigmoid gate that multiplies the kernel (or the FBM bands), and
     a head's logits move by about lr * |hidden|^2 per step (StarReLU squares the trunk), so with SGD at lr 0.3
@@ -173,6 +177,7 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         aggregation: str = "auto",
         synthesis: str = "auto",
         attention_norm: str = "batch",
+        ratio_scaling: str = "mean",
         recompute_kernels: bool = True,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
@@ -196,7 +201,8 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         weight_shape = (out_channels, in_channels // groups, *kernel_size)
         if self.is_dynamic:
             options = FourierOptions(kernel_num, param_ratio, reduction, kernel_temp, temp, att_multi, ksm_act,
-                                     use_ksm_local, synthesis, freq_grouping, attention_norm)
+                                     use_ksm_local, synthesis, freq_grouping, attention_norm,
+                                     ratio_scaling=ratio_scaling)
             self._build_fourier(in_channels, out_channels, kernel_size, groups, options, device, dtype)
             use_fbm = max(kernel_size) in use_fbm_if_k_in or (use_fbm_for_stride and max(self.stride) > 1)
             self.FBM = (

@@ -22,7 +22,8 @@ class FDLinear(TraceOnly, FourierDynamicBase):
     attentions read the mean over all other positions (tokens), and every sample gets its own
     (out_features, in_features) weight. The weight spectrum is the rfft2 of the (O, I) matrix (FDConv with
     a 1x1 kernel: same parameters, state-dict keys and ``freq_grouping``); there is no spatial head and no
-    FBM. An ``nn.Linear`` state_dict loads by conversion, as into :class:`FDConv`.
+    FBM. An ``nn.Linear`` state_dict loads by conversion, as into :class:`FDConv`. The keyword options are
+    :class:`FDConv`'s (``ratio_scaling='official'`` for the authors' P > 1 scaling included).
     """
 
     def __init__(
@@ -42,6 +43,7 @@ class FDLinear(TraceOnly, FourierDynamicBase):
         synthesis: str = "auto",
         freq_grouping: str = "official",
         attention_norm: str = "batch",
+        ratio_scaling: str = "mean",
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -49,7 +51,7 @@ class FDLinear(TraceOnly, FourierDynamicBase):
         in_features, out_features = check_int(in_features, "in_features"), check_int(out_features, "out_features")
         self.in_features, self.out_features = in_features, out_features
         options = FourierOptions(kernel_num, param_ratio, reduction, kernel_temp, temp, att_multi, ksm_act,
-                                 use_ksm_local, synthesis, freq_grouping, attention_norm)
+                                 use_ksm_local, synthesis, freq_grouping, attention_norm, ratio_scaling=ratio_scaling)
         self._build_fourier(in_features, out_features, (1, 1), 1, options, device, dtype)
         self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
         self.reset_parameters()

@@ -27,6 +27,7 @@ from .kernel_spatial_modulation import (
 from .transforms import compiling, compute_dtype, exporting, functorch_active
 
 SYNTHESES = ("auto", "fft", "basis")
+RATIO_SCALINGS = ("mean", "official")
 _BASIS_MAX_ELEMENTS = 2**24
 
 
@@ -45,11 +46,14 @@ class FourierOptions:
     synthesis: str = "auto"
     freq_grouping: str = "official"
     attention_norm: str = "batch"
+    ratio_scaling: str = "mean"
 
     def validated(self) -> FourierOptions:
         """These options with numbers checked and normalised, or a ``ValueError`` naming the bad one."""
         if self.synthesis not in SYNTHESES:
             raise ValueError(f"synthesis must be one of {SYNTHESES}, got {self.synthesis!r}")
+        if self.ratio_scaling not in RATIO_SCALINGS:
+            raise ValueError(f"ratio_scaling must be one of {RATIO_SCALINGS}, got {self.ratio_scaling!r}")
         return dataclasses.replace(
             self,
             kernel_num=None if self.kernel_num is None else check_int(self.kernel_num, "kernel_num"),
@@ -66,8 +70,11 @@ class FourierDynamicBase(nn.Module):
 
     The per-sample kernel is W_b = alpha * sum_{p,g} kappa[b, p, g] * irfft2(dft_weight[p] on group g),
     with alpha = max(min(O, I) // 2, 1) * K. At the neutral attention kappa = 1 / (K * P) every copy adds
-    1/P of the source kernel, so the layer equals its source conv for any param_ratio P (the official
-    alpha also multiplies by P, which makes the initial kernel P times too large).
+    1/P of the source kernel, so the layer equals its source conv for any param_ratio P. The official alpha
+    also multiplies by P (``ratio_scaling='official'``: the copies add up, so an authors' P > 1 checkpoint
+    computes P times what the default ``'mean'`` computes with the same weights; their converted layers start
+    P times their source). With ``'official'``, :meth:`spectrum_of` divides by P too, so a converted or
+    pretrained-loaded layer still starts as its source.
 
     The sum is linear in kappa, so it is computed either by (a) gathering kappa onto the spectrum and one
     inverse FFT per sample, or (b) a matmul with the spatial basis of the P*K group kernels, built from the
@@ -98,7 +105,9 @@ class FourierDynamicBase(nn.Module):
         self.kernel_num, self.param_ratio, self.synthesis = kernel_num, o.param_ratio, o.synthesis
         self.freq_grouping = o.freq_grouping
         self.spectrum_shape = (rows, cols)
-        self.spectral_scale = max(min(in_channels, out_channels) // 2, 1)
+        self.ratio_scaling = o.ratio_scaling
+        copies = o.param_ratio if o.ratio_scaling == "official" else 1  # the authors' alpha also multiplies by P
+        self.spectral_scale = max(min(in_channels, out_channels) // 2, 1) * copies
         self.alpha = self.spectral_scale * kernel_num
         kw_ = factory_kwargs(device, dtype)
         self.register_buffer("freq_group", torch.empty(rows, cols // 2 + 1, dtype=group_index_dtype(kernel_num),
@@ -261,4 +270,5 @@ class FourierDynamicBase(nn.Module):
 
     def _fourier_repr(self) -> str:
         local = self.KSM_Local is not None
-        return f"kernel_num={self.kernel_num}, param_ratio={self.param_ratio}, ksm_local={local}"
+        scaling = "" if self.ratio_scaling == "mean" else f", ratio_scaling={self.ratio_scaling!r}"
+        return f"kernel_num={self.kernel_num}, param_ratio={self.param_ratio}{scaling}, ksm_local={local}"

@@ -10,7 +10,7 @@ from ._checks import check_feature_map, check_int
 from .carafe import PADDINGS as CARAFE_PADDINGS
 from .carafe import carafe, source_size
 from .factory import factory_kwargs
-from .local_sim_sampler import LocalSimGuidedSampler
+from .local_sim_sampler import DIRECTION_FEATS, LocalSimGuidedSampler
 from .trace_only import TraceOnly
 
 
@@ -129,6 +129,8 @@ class FreqFusion(TraceOnly, nn.Module):
                 raise ValueError(f"{name}={c} is not divisible by up_group={up_group}")
         if carafe_padding not in CARAFE_PADDINGS:
             raise ValueError(f"carafe_padding must be one of {CARAFE_PADDINGS}, got {carafe_padding!r}")
+        if direction_feat not in DIRECTION_FEATS:
+            raise ValueError(f"direction_feat must be one of {DIRECTION_FEATS}, got {direction_feat!r}")
         if upsample_mode not in ("nearest", "bilinear", "bicubic"):
             raise ValueError(f"upsample_mode must be nearest, bilinear or bicubic, got {upsample_mode!r}")
         kw = factory_kwargs(device, dtype)
