@@ -50,3 +50,43 @@ def test_state_dict_round_trip_and_errors():
         layer(torch.ones(2, 20, dtype=torch.int32))
     with pytest.raises(ValueError):
         layer(torch.randn(20))
+
+
+def test_qwen_fdlinear_input_forms_agree():
+    """Packed sequences equal each segment run alone as a batch of one; rows without cu_seqlens equal a batch of
+    one-token samples."""
+    from freqdyn import FDLinearQwen
+
+    torch.manual_seed(3)
+    layer = perturb_(FDLinearQwen(24, 40, use_ksm_local=True, dtype=torch.float64)).eval()
+    segments = [torch.randn(n, 24, dtype=torch.float64) for n in (3, 1, 4)]
+    packed = layer(torch.cat(segments), cu_seqlens=torch.tensor([0, 3, 4, 8]))
+    alone = torch.cat([layer(s[None])[0] for s in segments])
+    torch.testing.assert_close(packed, alone, rtol=1e-12, atol=1e-12)
+    rows = torch.cat(segments)
+    torch.testing.assert_close(layer(rows), layer(rows[:, None])[:, 0], rtol=1e-12, atol=1e-12)
+    for bad in ([0, 3, 9], [1, 8], [0, 5, 3, 8], [0, 3, 3, 8]):
+        with pytest.raises(ValueError, match="cu_seqlens"):
+            layer(rows, cu_seqlens=torch.tensor(bad))
+
+
+def test_hugging_face_style_mlp_converts_to_the_qwen_fdlinear():
+    """convert(model, 'fdlinear_qwen') replaces a Qwen2-style MLP's projections; neutral at conversion."""
+    from freqdyn import FDLinearQwen, convert
+
+    class MLP(nn.Module):  # transformers' Qwen2MLP: down(act(gate(x)) * up(x))
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate_proj, self.up_proj = nn.Linear(32, 48, bias=False), nn.Linear(32, 48, bias=False)
+            self.down_proj = nn.Linear(48, 32, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.down_proj(torch.nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+
+    mlp = MLP()
+    x = torch.randn(2, 7, 32)
+    expected = mlp(x)
+    report = convert(mlp, "fdlinear_qwen")
+    assert sorted(report.replaced) == ["down_proj", "gate_proj", "up_proj"]
+    assert all(isinstance(m, FDLinearQwen) for m in (mlp.gate_proj, mlp.up_proj, mlp.down_proj))
+    torch.testing.assert_close(mlp(x), expected, rtol=1e-5, atol=1e-5)

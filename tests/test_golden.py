@@ -143,3 +143,30 @@ def test_segnext_freqfusion_needs_its_sampler_option():
     with pytest.raises(RuntimeError, match="size mismatch") as error:
         FreqFusion(**kwargs, dtype=torch.float64).load_state_dict(load("freqfusion_segnext.pt")["state_dict"])
     assert str(error.value).count("size mismatch") == 4
+
+
+@pytest.mark.parametrize("setting", ["default", "local"])
+def test_official_qwen_fdlinear_checkpoint(setting):
+    """The authors' FDLinear4Qwen: strict load, batch, packed (cu_seqlens) and row-wise inputs (README: 1e-10 of the
+    maximum)."""
+    from freqdyn import FDLinearQwen
+
+    data = load("fdlinear_qwen.pt")
+    inputs, case = data["inputs"], data[setting]
+    layer = FDLinearQwen(64, 96, use_ksm_local=setting == "local", dtype=torch.float64).eval()
+    layer.load_state_dict(case["state_dict"], strict=True)
+    with torch.no_grad():
+        outputs = {"y": layer(inputs["x"]), "y_packed": layer(inputs["x_packed"], cu_seqlens=inputs["cu_seqlens"]),
+                   "y_tokens2d": layer(inputs["x_tokens2d"])}
+    for key, out in outputs.items():
+        expected = case[key]
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-10 * expected.abs().max().item(), msg=key)
+
+
+def test_qwen_fdlinear_is_not_our_fdlinear():
+    """Our FDLinear (FDConv with a 1x1 kernel) cannot hold the authors' Qwen state_dict."""
+    from freqdyn import FDLinear
+
+    with pytest.raises(RuntimeError):
+        FDLinear(64, 96, kernel_num=4, dtype=torch.float64).load_state_dict(
+            load("fdlinear_qwen.pt")["default"]["state_dict"])

@@ -17,6 +17,7 @@ from freqdyn import (
     DynamicConv2d,
     FDConv,
     FDLinear,
+    FDLinearQwen,
     FreqFusion,
     FreqFusionFPN,
     FrequencyBandModulation,
@@ -119,7 +120,7 @@ def test_half_precision_stays_finite_at_large_inputs(name, dtype, tol, scale, tr
 
 
 # every constructor argument but the flags (which follow truthiness, as nn.Conv2d's ``bias``)
-SWEEP = {FDConv: (32, 32, 3), FDLinear: (32, 32), DynamicConv2d: (32, 32, 3), CondConv2d: (32, 32, 3),
+SWEEP = {FDConv: (32, 32, 3), FDLinear: (32, 32), FDLinearQwen: (32, 32), DynamicConv2d: (32, 32, 3), CondConv2d: (32, 32, 3),
          ODConv2d: (32, 32, 3), FreqFusion: (32, 32), FreqFusionFPN: ([16, 32], 32), MRFA: (16,),
          UniConvNetBlock: (16,), FrequencyBandModulation: (16,), StarReLU: (), DropPath: ()}
 FLAGS = {"bias", "use_ksm_local", "recompute_kernels", "use_fbm_for_stride", "align_corners", "feature_resample",

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from .layers import CondConv2d, DynamicConv2d, FDConv, FDLinear, ODConv2d
+from .layers import CondConv2d, DynamicConv2d, FDConv, FDLinear, FDLinearQwen, ODConv2d
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ KINDS: dict[str, LayerKind] = {kind.name: kind for kind in (
     LayerKind("odconv", ODConv2d, "ODConv", nn.Conv2d, ODConv2d.from_conv, {"num_experts": 4}, "ODConv",
               {"num_experts": 4}),
     LayerKind("fdlinear", FDLinear, "FDLinear", nn.Linear, FDLinear.from_linear, {"kernel_num": 64}),
+    LayerKind("fdlinear_qwen", FDLinearQwen, "FDLinear (Qwen)", nn.Linear, FDLinearQwen.from_linear,
+              {"kernel_num": 4}),  # the authors' FDLinear4Qwen module and default
 )}
 CONV_KINDS: tuple[str, ...] = tuple(name for name, kind in KINDS.items() if kind.source is nn.Conv2d)
 

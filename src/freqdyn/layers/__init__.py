@@ -12,6 +12,7 @@ from .dynamic_conv2d import DynamicConv2d
 from .expert_conv import ExpertConv2d
 from .fdconv import FDConv
 from .fdlinear import FDLinear
+from .fdlinear_qwen import FDLinearQwen
 from .fourier_weight import frequency_groups, matrix_to_weight, weight_to_matrix
 from .freq_fusion import FreqFusion
 from .freq_fusion_fpn import FreqFusionFPN
@@ -33,6 +34,7 @@ __all__ = [
     "ExpertConv2d",
     "FDConv",
     "FDLinear",
+    "FDLinearQwen",
     "FreqFusion",
     "FreqFusionFPN",
     "FrequencyBandModulation",

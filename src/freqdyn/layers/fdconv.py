@@ -20,6 +20,7 @@ from .conv_contract import ConvContract, reset_bias
 from .factory import factory_kwargs
 from .fourier_dynamic import FourierDynamicBase, FourierOptions
 from .frequency_band_modulation import FrequencyBandModulation
+from .kernel_spatial_modulation import KernelSpatialModulationGlobal
 from .trace_only import TraceOnly
 from .transforms import compiling, compute_dtype, exporting, functorch_active, has_hooks
 
@@ -141,6 +142,7 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
     KSM head sit at a sigmoid bound (checked on the first training forward and every 50th after it).
     """
 
+    KSM_Global: KernelSpatialModulationGlobal
     training_forwards = 0  # counts training forwards for the saturation check
     saturation_warned = False
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any, TypeVar
 
 import torch
 import torch.nn as nn
@@ -11,8 +12,25 @@ from torch import Tensor
 from ._checks import check_features_last, check_int
 from .empty_batch import tie_to_parameters
 from .fourier_dynamic import FourierDynamicBase, FourierOptions
+from .kernel_spatial_modulation import KernelSpatialModulationGlobal
 from .trace_only import TraceOnly
 from .transforms import compute_dtype
+
+L = TypeVar("L", bound=FourierDynamicBase)
+
+
+def linear_from(cls: type[L], linear: nn.Linear, **kwargs: Any) -> L:
+    """``from_linear`` of the linear layers: convert an ``nn.Linear``; the result at neutral attention equals it."""
+    if not isinstance(linear, nn.Linear):
+        raise ValueError(f"from_linear expects an nn.Linear, got {type(linear).__name__}")
+    layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
+                device=linear.weight.device, dtype=linear.weight.dtype, **kwargs)
+    with torch.no_grad():
+        layer.set_spatial_weight(linear.weight[:, :, None, None])
+        bias = getattr(layer, "bias", None)
+        if linear.bias is not None and bias is not None:
+            bias.copy_(linear.bias)
+    return layer.train(linear.training)
 
 
 class FDLinear(TraceOnly, FourierDynamicBase):
@@ -25,6 +43,8 @@ class FDLinear(TraceOnly, FourierDynamicBase):
     FBM. An ``nn.Linear`` state_dict loads by conversion, as into :class:`FDConv`. The keyword options are
     :class:`FDConv`'s (``ratio_scaling='official'`` for the authors' P > 1 scaling included).
     """
+
+    KSM_Global: KernelSpatialModulationGlobal
 
     def __init__(
         self,
@@ -57,17 +77,9 @@ class FDLinear(TraceOnly, FourierDynamicBase):
         self.reset_parameters()
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, **kwargs) -> FDLinear:
+    def from_linear(cls, linear: nn.Linear, **kwargs: Any) -> FDLinear:
         """Convert an ``nn.Linear``; the result at neutral attention equals ``linear``."""
-        if not isinstance(linear, nn.Linear):
-            raise ValueError(f"from_linear expects an nn.Linear, got {type(linear).__name__}")
-        layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
-                    device=linear.weight.device, dtype=linear.weight.dtype, **kwargs)
-        with torch.no_grad():
-            layer.set_spatial_weight(linear.weight[:, :, None, None])
-            if linear.bias is not None and layer.bias is not None:
-                layer.bias.copy_(linear.bias)
-        return layer.train(linear.training)
+        return linear_from(cls, linear, **kwargs)
 
     def _kernel_hw(self) -> tuple[int, int]:
         return (1, 1)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Protocol, cast
 
 import torch
 import torch.nn as nn
@@ -65,6 +66,20 @@ class FourierOptions:
         )
 
 
+class GlobalAttention(Protocol):
+    """What :class:`FourierDynamicBase` needs of its ``KSM_Global``: pooled (B, I) -> :class:`Attentions`, with
+    the kernel attention normalised to sum to 1 at neutral (alpha carries the rest)."""
+
+    @property
+    def kernel_fc(self) -> nn.Module | None: ...
+
+    def __call__(self, pooled: Tensor) -> Attentions: ...
+
+    def reset_parameters(self) -> None: ...
+
+    def zero_heads_(self) -> None: ...
+
+
 class FourierDynamicBase(nn.Module):
     """Holds ``dft_weight`` (P, O*kh, I/g*kw // 2 + 1, 2), the frequency groups and the KSM branches.
 
@@ -89,6 +104,8 @@ class FourierDynamicBase(nn.Module):
 
     dft_weight: Tensor
     freq_group: Tensor
+    KSM_Global: GlobalAttention
+    KSM_Local: KernelSpatialModulationLocal | None
     bypass_hooks = False  # set while a checkpoint recomputes the kernels in backward: submodule hooks stay silent
 
     def _build_fourier(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], groups: int,
@@ -100,6 +117,25 @@ class FourierDynamicBase(nn.Module):
         if kernel_num is None:
             kernel_num = max(out_channels // 2, 1)
             kernel_temp = math.sqrt(kernel_num * o.param_ratio)
+        o = dataclasses.replace(o, kernel_num=kernel_num)
+        self._build_spectrum(in_channels, out_channels, kernel_size, groups, o, device, dtype)
+        kw_ = factory_kwargs(device, dtype)
+        self.KSM_Global = KernelSpatialModulationGlobal(
+            in_channels, out_channels, kernel_size, groups, kernel_num * o.param_ratio, reduction=o.reduction,
+            temp=kernel_temp if o.temp is None else o.temp, kernel_temp=kernel_temp, att_multi=o.att_multi,
+            act=o.ksm_act, norm=o.attention_norm, **kw_,
+        )
+        self.KSM_Local = (
+            KernelSpatialModulationLocal(in_channels, out_channels, kernel_size, groups, o.att_multi, o.ksm_act, **kw_)
+            if o.use_ksm_local
+            else None
+        )
+
+    def _build_spectrum(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], groups: int,
+                        o: FourierOptions, device: torch.device | None, dtype: torch.dtype | None) -> None:
+        """Create ``dft_weight`` and ``freq_group`` (and the constants of the synthesis) from validated options
+        with a set ``kernel_num``; the attentions are the caller's."""
+        kernel_num = cast(int, o.kernel_num)
         kh, kw = kernel_size
         rows, cols = out_channels * kh, in_channels // groups * kw
         self.kernel_num, self.param_ratio, self.synthesis = kernel_num, o.param_ratio, o.synthesis
@@ -113,16 +149,6 @@ class FourierDynamicBase(nn.Module):
         self.register_buffer("freq_group", torch.empty(rows, cols // 2 + 1, dtype=group_index_dtype(kernel_num),
                                                        device=device))  # filled by _reset_fourier
         self.dft_weight = nn.Parameter(torch.empty(o.param_ratio, rows, cols // 2 + 1, 2, **kw_))
-        self.KSM_Global = KernelSpatialModulationGlobal(
-            in_channels, out_channels, kernel_size, groups, kernel_num * o.param_ratio, reduction=o.reduction,
-            temp=kernel_temp if o.temp is None else o.temp, kernel_temp=kernel_temp, att_multi=o.att_multi,
-            act=o.ksm_act, norm=o.attention_norm, **kw_,
-        )
-        self.KSM_Local = (
-            KernelSpatialModulationLocal(in_channels, out_channels, kernel_size, groups, o.att_multi, o.ksm_act, **kw_)
-            if o.use_ksm_local
-            else None
-        )
 
     def _reset_fourier(self, bias: Tensor | None) -> None:
         """``nn.Conv2d`` / ``nn.Linear`` init of the kernel (as a spectrum) and bias; KSM heads to zero; the
