@@ -120,9 +120,9 @@ def test_half_precision_stays_finite_at_large_inputs(name, dtype, tol, scale, tr
 
 
 # every constructor argument but the flags (which follow truthiness, as nn.Conv2d's ``bias``)
-SWEEP = {FDConv: (32, 32, 3), FDLinear: (32, 32), FDLinearQwen: (32, 32), DynamicConv2d: (32, 32, 3), CondConv2d: (32, 32, 3),
-         ODConv2d: (32, 32, 3), FreqFusion: (32, 32), FreqFusionFPN: ([16, 32], 32), MRFA: (16,),
-         UniConvNetBlock: (16,), FrequencyBandModulation: (16,), StarReLU: (), DropPath: ()}
+SWEEP = {FDConv: (32, 32, 3), FDLinear: (32, 32), FDLinearQwen: (32, 32), DynamicConv2d: (32, 32, 3),
+         CondConv2d: (32, 32, 3), ODConv2d: (32, 32, 3), FreqFusion: (32, 32), FreqFusionFPN: ([16, 32], 32),
+         MRFA: (16,), UniConvNetBlock: (16,), FrequencyBandModulation: (16,), StarReLU: (), DropPath: ()}
 FLAGS = {"bias", "use_ksm_local", "recompute_kernels", "use_fbm_for_stride", "align_corners", "feature_resample",
          "comp_feat_upsample", "use_high_pass", "use_low_pass", "hr_residual", "semi_conv", "hamming_window",
          "feature_resample_norm", "relu_before_extra_convs", "device", "dtype", "extra_blocks", "init_cfg"}
