@@ -122,3 +122,22 @@ def test_cli_profile_takes_detection_and_timm_models(name, capsys):
 def test_cli_profile_unknown_model_is_a_clear_error(capsys):
     assert main(["profile", "--model", "no_such_net"]) == 2
     assert "unknown model 'no_such_net'" in capsys.readouterr().err
+
+
+def test_bottleneck_pattern_finds_a_detectors_backbone_convs():
+    """``freqdyn profile/analyze --model fasterrcnn_resnet50_fpn`` select the bottleneck convs inside the detector
+    (``backbone.body.layer1.0.conv1``), as in a plain ResNet-50: 48 layers."""
+    torchvision = pytest.importorskip("torchvision")
+    from freqdyn import convert
+    from freqdyn.tools.overhead import BOTTLENECK_CONVS
+
+    model = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+    report = convert(model, "dyconv", include=BOTTLENECK_CONVS)
+    assert len(report.replaced) == 48 and all(name.startswith("backbone.body.layer") for name in report.replaced)
+
+
+def test_cli_profile_says_when_nothing_was_converted(capsys):
+    pytest.importorskip("torchvision")
+    assert main(["profile", "--model", "squeezenet1_0", "--to", "fdlinear", "--size", "64"]) == 1  # no nn.Linear
+    out = capsys.readouterr()
+    assert "no layer of squeezenet1_0 was converted" in out.err and "2 x multiply-accumulates" in out.out

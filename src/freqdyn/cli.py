@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from .convert import convert
-from .kinds import CONV_KINDS, paper_layers
+from .kinds import CONV_KINDS, KINDS, paper_layers
 from .tools.overhead import BOTTLENECK_CONVS, PAPER_SETTINGS, format_overhead, param_overhead
 from .tools.timing import interleaved_times_ms, unsteady
 from .version import __version__
@@ -237,12 +237,17 @@ def profile_command(args: argparse.Namespace) -> int:
         return 2
     shape = (1, 3, args.size, args.size)
     before = profile(model, shape)
-    print(f"{args.model}: {before.flops / 1e9:.3f} GFLOPs, {before.params / 1e6:.3f}M params at {shape}")
+    print(f"{args.model}: {before.flops / 1e9:.3f} GFLOPs, {before.params / 1e6:.3f}M params at {shape} "
+          "(FLOPs = 2 x multiply-accumulates, FFTs and CARAFE included)")
     if args.to != "none":
         include = BOTTLENECK_CONVS if "resnet" in args.model else None
         report = convert(model, args.to, include=include)
-        after = profile(model, shape)
         print(f"{args.model} -> {args.to}: {report}")
+        if not report.replaced:
+            print(f"freqdyn profile: no layer of {args.model} was converted to {args.to} (the target's gating or "
+                  "source type matched none), so there is nothing to compare", file=sys.stderr)
+            return 1
+        after = profile(model, shape)
         print(f"  {after.flops / 1e9:.3f} GFLOPs ({(after.flops - before.flops) / 1e9:+.3f}), "
               f"{after.params / 1e6:.3f}M params ({(after.params - before.params) / 1e6:+.3f}M)")
         if args.layers:
@@ -338,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_profile.add_argument("--model", default="resnet50", help="a torchvision model (classification, detection, "
                            "segmentation) or a timm model name")
-    p_profile.add_argument("--to", default="fdconv", choices=["none", *CONV_KINDS],
+    p_profile.add_argument("--to", default="fdconv", choices=["none", *KINDS],
                            help="conversion target")
     p_profile.add_argument("--size", type=int, default=224, help="input height and width")
     p_profile.add_argument("--layers", action="store_true", help="list every converted layer")

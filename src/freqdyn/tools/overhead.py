@@ -9,7 +9,7 @@ import torch.nn as nn
 from ..convert import convert
 from ..kinds import KINDS
 
-BOTTLENECK_CONVS = r"^layer\d\.\d+\.conv\d$"
+BOTTLENECK_CONVS = r"(^|\.)layer\d\.\d+\.conv\d$"  # also inside detectors (backbone.body.layer1.0.conv1)
 
 
 @dataclass(frozen=True)
