@@ -258,3 +258,15 @@ def test_a_ddp_worker_state_loads_in_a_fresh_process(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     torch.testing.assert_close(torch.load(tmp_path / "y.pt"), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_training_a_convert_ed_model_is_refused_with_the_fix():
+    """The trainer rebuilds the model from model.yaml: freqdyn.convert(YOLO(...).model) then .train() would silently
+    train the stock model, so it raises and names the way that keeps the layers (a YAML with freqdyn's rows)."""
+    from freqdyn import convert
+
+    model = ultralytics.YOLO("yolov8n-pose.yaml")
+    report = convert(model.model, "dyconv", include=r"^model\.[0-9]\.conv$")
+    assert report.replaced
+    with pytest.raises(ValueError, match="rebuilds the model from model.yaml"):
+        model.train(data="coco8-pose.yaml", epochs=1)

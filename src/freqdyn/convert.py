@@ -3,6 +3,7 @@ keeping weights."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 from collections.abc import Callable
@@ -81,6 +82,8 @@ def convert(
     """
     if to not in CONVERTERS:
         raise ValueError(f"unknown conversion target {to!r}; choose from {sorted(CONVERTERS)}")
+    if type(model).__module__.startswith("ultralytics."):  # its guard: YOLO(...).train() would drop the conversion
+        importlib.import_module("freqdyn.integrations.ultralytics").register()
     factory, source = CONVERTERS[to], SOURCES[to]
     report = ConversionReport(model=model, params_before=count_parameters(model))
     built: dict[int, nn.Module] = {}

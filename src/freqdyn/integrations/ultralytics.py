@@ -54,7 +54,8 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     **{name: kind.yolo for name, kind in KINDS.items() if kind.yolo_row is not None},
     "freqfusion": {"feature_resample": True},
 }
-_STATE: dict[str, Any] = {"original": None, "load": None, "get_flops": None, "kwargs": copy.deepcopy(_DEFAULTS)}
+_STATE: dict[str, Any] = {"original": None, "load": None, "get_flops": None, "train": None,
+                          "kwargs": copy.deepcopy(_DEFAULTS)}
 logger = logging.getLogger(__name__)
 
 
@@ -260,9 +261,29 @@ def _get_flops(model: nn.Module, imgsz: int | tuple[int, int] | list[int] = 640)
         model.train(training)
 
 
+def _train(self, *args: Any, **kwargs: Any) -> Any:
+    """``Model.train``, refusing a model whose freqdyn layers its YAML cannot rebuild.
+
+    The trainer builds its model from ``model.yaml`` (and, for a loaded checkpoint, copies the weights into it), so
+    ``freqdyn.convert(YOLO(...).model, ...)`` followed by ``.train()`` would silently train the stock model.
+    """
+    model, cfg = getattr(self, "model", None), getattr(getattr(self, "model", None), "yaml", None)
+    if isinstance(model, nn.Module) and isinstance(cfg, dict) and not kwargs.get("resume"):
+        ours = [name for name, m in model.named_modules() if isinstance(m, _COUNTED)]
+        rows = [row[2] for part in ("backbone", "head") for row in cfg.get(part, []) if len(row) > 2]
+        if ours and not any(row in ROWS for row in rows):
+            raise ValueError(
+                f"ultralytics' trainer rebuilds the model from model.yaml, which names none of freqdyn's rows, so "
+                f"training would drop the {len(ours)} freqdyn layer(s) of this model (e.g. {ours[0]}). Train a YAML "
+                f"with freqdyn's rows instead ({', '.join(ROWS)}; model_yaml() gives the seed's C2f_FDConv model): "
+                "YOLO(yaml).train(...) in Python, or 'freqdyn yolo ... model=<yaml>' from the shell.")
+    return _STATE["train"](self, *args, **kwargs)
+
+
 def register(**kwargs: dict[str, Any]) -> None:
     """Make the :data:`ROWS` names usable in YAMLs (idempotent). ``register(fdconv={"kernel_num": 64})`` sets
     the keyword arguments of a target for every row built afterwards."""
+    from ultralytics.engine.model import Model
     from ultralytics.nn import tasks
     from ultralytics.utils import torch_utils
 
@@ -277,10 +298,13 @@ def register(**kwargs: dict[str, Any]) -> None:
         tasks.BaseModel.load = _load  # type: ignore[method-assign]  # the documented patch of register()
         _STATE["get_flops"] = torch_utils.get_flops
         torch_utils.get_flops = _get_flops
+        _STATE["train"] = Model.train
+        Model.train = _train  # type: ignore[method-assign]  # refuses to drop a convert()ed model's layers
 
 
 def unregister() -> None:
     """Restore ultralytics' own ``parse_model`` and the default options."""
+    from ultralytics.engine.model import Model
     from ultralytics.nn import tasks
     from ultralytics.utils import torch_utils
 
@@ -290,6 +314,8 @@ def unregister() -> None:
         _STATE["original"] = _STATE["load"] = None
         torch_utils.get_flops = _STATE["get_flops"]
         _STATE["get_flops"] = None
+        Model.train = _STATE["train"]  # type: ignore[method-assign]
+        _STATE["train"] = None
     _STATE["kwargs"] = copy.deepcopy(_DEFAULTS)
 
 
