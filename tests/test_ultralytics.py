@@ -155,6 +155,29 @@ def test_ultralytics_onnx_exporter_and_onnxruntime(registered, tmp_path, monkeyp
     np.testing.assert_allclose(out, expected, rtol=1e-3, atol=1e-3)
 
 
+def test_ultralytics_dynamic_batch_onnx_export_runs_at_other_batch_sizes(registered, tmp_path, monkeypatch):
+    """yolo export ... dynamic=True traces at batch 1 (the TorchScript-based exporter): per-sample kernels must stay
+    per-sample, so attentions are perturbed (samples get different kernels) and batches of 1 and 2 are checked."""
+    ort = pytest.importorskip("onnxruntime")
+    from helpers import perturb_
+
+    monkeypatch.chdir(tmp_path)
+    model = ultralytics.YOLO(fu.model_yaml("n"))
+    layers = [m for m in model.model.modules() if isinstance(m, FDConv) and m.is_dynamic]
+    assert layers
+    for layer in layers:  # the attentions only: samples get their own kernels, activations stay O(1)
+        perturb_(layer, scale=0.3)
+    path = model.export(format="onnx", imgsz=64, simplify=False, dynamic=True, verbose=False)
+    session = ort.InferenceSession(path)
+    rng = np.random.default_rng(1)
+    for batch in (1, 2):
+        x = rng.random((batch, 3, 64, 64), dtype=np.float32)
+        (out, *_) = session.run(None, {session.get_inputs()[0].name: x})
+        with torch.no_grad():
+            expected = model.model.eval()(torch.from_numpy(x))[0].numpy()
+        np.testing.assert_allclose(out, expected, rtol=1e-3, atol=1e-3)
+
+
 @pytest.mark.parametrize("scale", list("nsmlx"))
 def test_model_yaml_exists_at_every_scale(scale):
     from pathlib import Path

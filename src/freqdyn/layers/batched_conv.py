@@ -35,7 +35,9 @@ def batched_conv2d(
     Per-sample kernels run as one grouped convolution over the batch folded into channels
     (``groups = B * groups``). ONNX stores a conv's groups as a constant and inductor specialises them (a
     recompilation per batch size), so while tracing, exporting or compiling they run as unfold + batched
-    matmul instead, and the exported or compiled graph takes any batch size.
+    matmul instead, and the exported or compiled graph takes any batch size. While tracing or exporting even a
+    (1, ...) kernel takes that path, expanded to the batch: traced at batch 1 (ultralytics' export), a per-sample
+    kernel has that shape too, and a plain conv would apply the traced sample's kernel to every sample.
     """
     if out_scale is not None:
         y = batched_conv2d(x, weight, None, stride, padding, dilation, groups)
@@ -43,13 +45,16 @@ def batched_conv2d(
         return y if bias is None else y + bias.reshape(-1, weight.shape[1], 1, 1).to(y.dtype)
     batch, channels, height, width = x.shape
     out_channels = weight.shape[1]
+    if exporting():  # traced at batch 1, a (1, ...) kernel may be that sample's own: expand it to the batch
+        y = _unfold_conv2d(x, weight.expand(batch, *weight.shape[1:]), stride, padding, dilation, groups)
+        return y if bias is None else y + bias.reshape(-1, out_channels, 1, 1).to(y.dtype)
     if weight.shape[0] == 1:
         shared_bias = bias if bias is None or bias.dim() == 1 else None
         y = F.conv2d(x, weight[0], shared_bias, stride, padding, dilation, groups)
         if bias is not None and shared_bias is None:
             y = y + bias.reshape(bias.shape[0], out_channels, 1, 1).to(y.dtype)
         return y
-    if exporting() or compiling():  # a groups=B conv would fix B (ONNX constants, inductor's conv lowering)
+    if compiling():  # a groups=B conv would fix B (inductor's conv lowering)
         y = _unfold_conv2d(x, weight, stride, padding, dilation, groups)
         return y if bias is None else y + bias.reshape(-1, out_channels, 1, 1).to(y.dtype)
     if memory_format_of(x) == torch.channels_last:
@@ -72,7 +77,7 @@ def batched_conv2d(
 def _unfold_conv2d(x: Tensor, weight: Tensor, stride: tuple[int, int], padding: Padding,
                    dilation: tuple[int, int], groups: int) -> Tensor:
     """Per-sample convolution as unfold + bmm: x (B, C, H, W), weight (B, O, C // groups, kh, kw) -> (B, O, H', W')."""
-    kh, kw = weight.shape[-2:]
+    kh, kw = int(weight.shape[-2]), int(weight.shape[-1])  # constants for F.unfold (the TorchScript exporter)
     if isinstance(padding, str):
         x = F.pad(x, explicit_padding(padding, (kh, kw), dilation))
         padding = (0, 0)
