@@ -50,8 +50,9 @@ def _pose_dataset(root, n_train=4, n_val=2, size=96):
 def test_yaml_builds_at_scale_n_and_runs(registered):
     model = ultralytics.YOLO(fu.model_yaml("n"))
     net = model.model
-    rows = [m for m in net.model if m.type == "C2f_FDConv"]
+    rows = [m for m in net.model if m.type.startswith("C2f_FDConv")]
     assert len(rows) == 4 and all(isinstance(m, fu.C2f_FDConv) for m in rows)
+    assert [m.type for m in rows].count("C2f_FDConv (plain: gated)") == 1  # the 16-channel first stage
     fdconvs = [m for m in net.modules() if isinstance(m, FDConv)]
     assert sum(m.is_dynamic for m in fdconvs) >= 4  # the 16-channel first stage stays a plain conv (gating)
     net.eval()
@@ -293,3 +294,24 @@ def test_training_a_convert_ed_model_is_refused_with_the_fix():
     assert report.replaced
     with pytest.raises(ValueError, match="rebuilds the model from model.yaml"):
         model.train(data="coco8-pose.yaml", epochs=1)
+
+
+def test_gated_rows_say_they_are_plain_in_the_layer_table(registered):
+    """An FDConv row that the official gating keeps plain (<= 16 channels) says so in the layer table."""
+    import logging
+
+    from ultralytics.nn.tasks import ClassificationModel
+
+    cfg = {"nc": 2, "backbone": [[-1, 1, "FDConv", [32, 3, 2]], [-1, 1, "FDConv", [64, 3, 1]]],
+           "head": [[-1, 1, "Classify", [2]]]}
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("ultralytics").addHandler(handler)
+    try:
+        model = ClassificationModel(cfg, ch=3, verbose=True)
+    finally:
+        logging.getLogger("ultralytics").removeHandler(handler)
+    rows = {int(line[:3]): line for line in lines if line[:3].strip().isdigit()}
+    assert "FDConv (plain: gated)" in rows[0] and model.model[0].type == "FDConv (plain: gated)"  # 3 -> 32
+    assert "FDConv" in rows[1] and "plain" not in rows[1]  # 32 -> 64: dynamic

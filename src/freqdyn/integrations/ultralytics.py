@@ -46,7 +46,7 @@ from torch import Tensor
 from ..checkpoint import load_plain_weights
 from ..convert import CONVERTERS
 from ..kinds import KINDS
-from ..layers import ExpertConv2d, FreqFusion
+from ..layers import ExpertConv2d, FDConv, FreqFusion
 from ..layers.fourier_dynamic import FourierDynamicBase
 from ..profile import profile
 
@@ -160,6 +160,13 @@ ROWS: dict[str, tuple[str, Callable[[nn.Module], nn.Module] | None]] = {
 }
 
 
+def _gated_note(row: nn.Module) -> str:
+    """' (plain: gated)' for a row whose every freqdyn conv the official gating kept plain (FDConv: <= 16 channels
+    or another kernel size), so the layer table does not pass it off as dynamic."""
+    flags = [m.is_dynamic for m in row.modules() if isinstance(m, FDConv)]
+    return " (plain: gated)" if flags and not any(flags) else ""
+
+
 def _replace(built: nn.Module, convert: Callable[[nn.Module], nn.Module]) -> nn.Module:
     """Convert a built row (one module, or the nn.Sequential of its n copies), keeping ultralytics' i/f/type/np."""
     if isinstance(built, nn.Sequential):
@@ -217,7 +224,7 @@ def _parse_model(d: dict, ch, verbose: bool = True):
             model[i] = probes[i]
         else:
             model[i] = _replace(model[i], convert)
-        model[i].type = name
+        model[i].type = name + _gated_note(model[i])
     if probes:
         _probe_channels(model, ch if isinstance(ch, int) else ch[0], max(probes))
         for i, probe in probes.items():
