@@ -81,12 +81,33 @@ def test_convert_selectors_and_shared_modules():
 
 def test_conv2d_subclasses_are_listed_as_skipped_with_the_reason():
     timm_layers = pytest.importorskip("timm.layers")
-    model = nn.Sequential(timm_layers.StdConv2d(24, 32, 3), timm_layers.Conv2dSame(32, 32, 3), nn.Conv2d(32, 32, 3))
+    model = nn.Sequential(timm_layers.StdConv2d(24, 32, 3), timm_layers.Conv2dSame(32, 32, 3, stride=2),
+                          nn.Conv2d(32, 32, 3))
     report = convert(model, "fdconv", kernel_num=8)
     assert report.replaced == ["2"]
     assert set(report.skipped) == {"0", "1"}
     assert "StdConv2d subclasses Conv2d" in report.skipped["0"] and "'same' padding" in report.skipped["1"]
     assert isinstance(model[0], timm_layers.StdConv2d)
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+@pytest.mark.parametrize("kernel,dilation", [(3, 1), (4, 1), (3, 2)])
+def test_stride_one_conv2d_same_converts_exactly(target, kernel, dilation):
+    """timm's Conv2dSame pads TF-style per input size; at stride 1 that is padding='same' for every size (odd ones
+    and even kernels included), so it converts and computes its function."""
+    timm_layers = pytest.importorskip("timm.layers")
+    torch.manual_seed(0)
+    conv = timm_layers.Conv2dSame(32, 40, kernel, dilation=dilation)
+    model = nn.Sequential(conv)
+    cls, kwargs = TARGETS[target]
+    report = convert(model, target, **kwargs)
+    if target == "fdconv" and kernel != 3:  # FDConv's own gating keeps kernels outside {1, 3} plain
+        assert report.replaced == [] and "gating" in report.skipped["0"]
+        return
+    assert report.replaced == ["0"] and isinstance(model[0], cls)
+    for size in ((9, 9), (8, 11)):
+        x = torch.randn(2, 32, *size)
+        torch.testing.assert_close(model(x), conv(x), rtol=1e-4, atol=1e-5)
 
 
 def test_fdlinear_converts_transformer_mlps_and_keeps_the_function():

@@ -51,6 +51,24 @@ def _matches(selector: Selector, name: str, module: nn.Module) -> bool:
     return bool(selector(name, module))  # type: ignore[misc]
 
 
+def _static_equivalent(module: nn.Module) -> nn.Conv2d | None:
+    """An ``nn.Conv2d`` computing what a Conv2d subclass computes, where one exists (sharing its parameters).
+
+    timm's ``Conv2dSame`` pads TF-style per input size: at stride 1 that padding is d * (k - 1) split with the
+    extra pixel last, for every size, which is ``padding='same'``; strided, it depends on the size (none).
+    """
+    if type(module).__name__ != "Conv2dSame" or not type(module).__module__.startswith("timm."):
+        return None
+    conv = cast(nn.Conv2d, module)
+    if conv.stride != (1, 1) or conv.padding_mode != "zeros":
+        return None
+    pair = tuple[int, int]
+    plain = nn.Conv2d(conv.in_channels, conv.out_channels, cast(pair, conv.kernel_size), 1, "same",
+                      cast(pair, conv.dilation), conv.groups, conv.bias is not None, device="meta")
+    plain.weight, plain.bias = conv.weight, conv.bias
+    return plain.train(conv.training)
+
+
 def _carry_state(old: nn.Conv2d | nn.Linear, new: nn.Module) -> None:
     """Give ``new`` what model surgery must keep of ``old``: frozen parameters and module hooks.
 
@@ -77,7 +95,8 @@ def convert(
     Layers the target would keep as plain convolutions (e.g. FDConv's channel / kernel-size gating) stay
     ``nn.Conv2d``. Subclasses (timm's ``StdConv2d`` and ``Conv2dSame``, mmcv's ``Conv2dAdaptivePadding``)
     change what the convolution computes (weight standardisation, dynamic 'same' padding), so they are
-    listed in ``report.skipped`` with that reason, not converted. A replaced layer keeps the source's
+    listed in ``report.skipped`` with that reason, not converted; timm's ``Conv2dSame`` at stride 1, whose padding
+    is then static (``padding='same'``), converts. A replaced layer keeps the source's
     device, dtype, training mode, ``requires_grad`` and hooks.
     """
     if to not in CONVERTERS:
@@ -88,7 +107,8 @@ def convert(
     report = ConversionReport(model=model, params_before=count_parameters(model))
     built: dict[int, nn.Module] = {}
     for name, module in list(model.named_modules(remove_duplicate=False)):
-        if type(module) is not source:
+        static = _static_equivalent(module) if source is nn.Conv2d else None
+        if type(module) is not source and static is None:
             if isinstance(module, source):
                 report.skipped[name] = (f"{type(module).__name__} subclasses {source.__name__} and changes its "
                                         "computation (e.g. weight standardisation, dynamic 'same' padding)")
@@ -100,7 +120,7 @@ def convert(
             report.skipped[name] = "excluded"
             continue
         if id(module) not in built:
-            built[id(module)] = factory(module, **kwargs)
+            built[id(module)] = factory(module if static is None else static, **kwargs)
             _carry_state(cast(nn.Conv2d | nn.Linear, module), built[id(module)])
         new = built[id(module)]
         if getattr(new, "is_dynamic", True) is False:
