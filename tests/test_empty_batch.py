@@ -11,6 +11,7 @@ from freqdyn import (
     DynamicConv2d,
     FDConv,
     FDLinear,
+    FDLinearQwen,
     FreqFusion,
     FreqFusionFPN,
     FrequencyBandModulation,
@@ -48,10 +49,11 @@ def test_conv_empty_batch_matches_conv2d(kind, case, training):
     assert_zero_gradients(layer)
 
 
+@pytest.mark.parametrize("cls", [FDLinear, FDLinearQwen])
 @pytest.mark.parametrize("shape", [(0, 24), (0, 5, 24), (3, 0, 24)])
-def test_fdlinear_empty_input_matches_linear(shape):
+def test_fdlinear_empty_input_matches_linear(shape, cls):
     linear = nn.Linear(24, 40)
-    layer = FDLinear.from_linear(linear, kernel_num=4)
+    layer = cls.from_linear(linear, kernel_num=4)
     x = torch.randn(shape, requires_grad=True)
     out = layer(x)
     assert out.shape == linear(x).shape
