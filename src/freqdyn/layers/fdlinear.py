@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, TypeVar
+from typing import Any, Self
 
 import torch
 import torch.nn as nn
@@ -16,24 +16,36 @@ from .kernel_spatial_modulation import KernelSpatialModulationGlobal
 from .trace_only import TraceOnly
 from .transforms import compute_dtype
 
-L = TypeVar("L", bound=FourierDynamicBase)
+
+class LinearFourierBase(FourierDynamicBase):
+    """What the Fourier linear layers (:class:`FDLinear`, ``FDLinearQwen``) share: an (out_features, in_features)
+    kernel seen as a 1x1 one, and conversion from an ``nn.Linear``."""
+
+    in_features: int
+    out_features: int
+    bias: Tensor | None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, **kwargs: Any) -> Self:
+        """Convert an ``nn.Linear``; the result at neutral attention equals ``linear``."""
+        if not isinstance(linear, nn.Linear):
+            raise ValueError(f"from_linear expects an nn.Linear, got {type(linear).__name__}")
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
+                    device=linear.weight.device, dtype=linear.weight.dtype, **kwargs)
+        with torch.no_grad():
+            layer.set_spatial_weight(linear.weight[:, :, None, None])
+            if linear.bias is not None and layer.bias is not None:
+                layer.bias.copy_(linear.bias)
+        return layer.train(linear.training)
+
+    def _kernel_hw(self) -> tuple[int, int]:
+        return (1, 1)
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        return (self.out_features, self.in_features, 1, 1)
 
 
-def linear_from(cls: type[L], linear: nn.Linear, **kwargs: Any) -> L:
-    """``from_linear`` of the linear layers: convert an ``nn.Linear``; the result at neutral attention equals it."""
-    if not isinstance(linear, nn.Linear):
-        raise ValueError(f"from_linear expects an nn.Linear, got {type(linear).__name__}")
-    layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
-                device=linear.weight.device, dtype=linear.weight.dtype, **kwargs)
-    with torch.no_grad():
-        layer.set_spatial_weight(linear.weight[:, :, None, None])
-        bias = getattr(layer, "bias", None)
-        if linear.bias is not None and bias is not None:
-            bias.copy_(linear.bias)
-    return layer.train(linear.training)
-
-
-class FDLinear(TraceOnly, FourierDynamicBase):
+class FDLinear(TraceOnly, LinearFourierBase):
     """Drop-in ``nn.Linear`` with a Fourier Disjoint Weight mixed per sample by KSM attentions.
 
     Input (B, ..., in_features) -> output (B, ..., out_features). The first dimension is the sample: the
@@ -75,17 +87,6 @@ class FDLinear(TraceOnly, FourierDynamicBase):
         self._build_fourier(in_features, out_features, (1, 1), 1, options, device, dtype)
         self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
         self.reset_parameters()
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear, **kwargs: Any) -> FDLinear:
-        """Convert an ``nn.Linear``; the result at neutral attention equals ``linear``."""
-        return linear_from(cls, linear, **kwargs)
-
-    def _kernel_hw(self) -> tuple[int, int]:
-        return (1, 1)
-
-    def _weight_shape(self) -> tuple[int, ...]:
-        return (self.out_features, self.in_features, 1, 1)
 
     def reset_parameters(self) -> None:
         """``nn.Linear``'s initialisation for weight and bias; attention heads to their neutral zeros."""

@@ -7,8 +7,6 @@ takes packed sequences (``cu_seqlens``) with one synthesised weight per segment.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -18,8 +16,8 @@ from ._checks import check_features_last, check_int
 from .attention_heads import Attentions, check_activation, modulation
 from .empty_batch import tie_to_parameters
 from .factory import factory_kwargs
-from .fdlinear import linear_from
-from .fourier_dynamic import FourierDynamicBase, FourierOptions
+from .fdlinear import LinearFourierBase
+from .fourier_dynamic import FourierOptions
 from .kernel_spatial_modulation import local_kernel_size
 from .trace_only import TraceOnly
 from .transforms import compute_dtype
@@ -95,7 +93,7 @@ class LinearKernelAttention(nn.Module):
         return Attentions(kernel=kernel, channel=channel, filter=filter_)
 
 
-class FDLinearQwen(TraceOnly, FourierDynamicBase):
+class FDLinearQwen(TraceOnly, LinearFourierBase):
     """The authors' FDLinear for Qwen2-VL: input (..., in_features) -> (..., out_features).
 
     Its state_dict (``dft_weight``, ``bias``, ``KSM_Global.{fc, norm, channel_fc, filter_fc, kernel_fc}``,
@@ -152,17 +150,6 @@ class FDLinearQwen(TraceOnly, FourierDynamicBase):
                            if use_ksm_local else None)
         self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
         self.reset_parameters()
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear, **kwargs: Any) -> FDLinearQwen:
-        """Convert an ``nn.Linear`` (a Hugging Face MLP's projections, say); at neutral attention it equals it."""
-        return linear_from(cls, linear, **kwargs)
-
-    def _kernel_hw(self) -> tuple[int, int]:
-        return (1, 1)
-
-    def _weight_shape(self) -> tuple[int, ...]:
-        return (self.out_features, self.in_features, 1, 1)
 
     def reset_parameters(self) -> None:
         """``nn.Linear``'s initialisation for weight and bias; attention heads and the local conv to zero."""
