@@ -41,6 +41,11 @@ class LinearFourierBase(FourierDynamicBase):
     def _kernel_hw(self) -> tuple[int, int]:
         return (1, 1)
 
+    def _empty_input(self, x: Tensor) -> Tensor:
+        """``nn.Linear``'s empty output for an input without samples or tokens, every parameter with a zero
+        gradient (:mod:`freqdyn.layers.empty_batch`)."""
+        return tie_to_parameters(F.linear(x, x.new_zeros(self.out_features, self.in_features)), self)
+
     def _weight_shape(self) -> tuple[int, ...]:
         return (self.out_features, self.in_features, 1, 1)
 
@@ -95,7 +100,7 @@ class FDLinear(TraceOnly, LinearFourierBase):
     def forward(self, x: Tensor) -> Tensor:
         check_features_last(x, self.in_features, type(self).__name__)
         if not x.numel():  # no sample, or samples without tokens: nn.Linear's empty output
-            return tie_to_parameters(F.linear(x, x.new_zeros(self.out_features, self.in_features)), self)
+            return self._empty_input(x)
         batch = x.shape[0]
         tokens = x.reshape(batch, math.prod(x.shape[1:-1]), self.in_features)
         pooled = tokens.mean(dim=1, dtype=compute_dtype(x.dtype))  # the attentions run in float32 for half

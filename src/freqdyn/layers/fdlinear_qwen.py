@@ -14,7 +14,6 @@ from torch import Tensor
 
 from ._checks import check_features_last, check_int
 from .attention_heads import Attentions, check_activation, modulation
-from .empty_batch import tie_to_parameters
 from .factory import factory_kwargs
 from .fdlinear import LinearFourierBase
 from .fourier_dynamic import FourierOptions
@@ -182,7 +181,7 @@ class FDLinearQwen(TraceOnly, LinearFourierBase):
         name = type(self).__name__
         check_features_last(x, self.in_features, name)
         if not x.numel():
-            return tie_to_parameters(F.linear(x, x.new_zeros(self.out_features, self.in_features)), self)
+            return self._empty_input(x)
         work = compute_dtype(x.dtype)
         if cu_seqlens is not None:
             bounds = _segment_bounds(cu_seqlens, x, name)
