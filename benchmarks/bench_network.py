@@ -9,6 +9,11 @@ all in one interleaved run: medians over rounds with [min-max]. Then the memory 
 and the peak resident memory a training step adds (a fresh process, after one warm-up step, with glibc's
 mmap threshold fixed so that freed tensors leave the resident set), per stage (stem, layer1..4, head) with
 ``--profile``, plus the ops that take the time.
+
+Dense-prediction rows (a training step at B=2, 512^2 and inference at B=1, 800 x 1216) run the backbone only
+(stem to layer4, as a detector or segmentor uses it); the classification rows run the whole network. With
+``--stages`` a per-stage table follows: each stage's time (inference at 800 x 1216, training step at 512^2)
+against the plain stage's, beside its FLOP ratio (``freqdyn.profile``), the floor that arithmetic sets.
 """
 from __future__ import annotations
 
@@ -22,11 +27,12 @@ import sys
 import torch
 import torch.nn as nn
 
-from freqdyn import FDConv, convert
+from freqdyn import FDConv, convert, profile
 from freqdyn.tools.reference import naive_fdconv
-from freqdyn.tools.timing import interleaved_times_ms, machine_line, peak_rss_mb
+from freqdyn.tools.timing import interleaved_times_ms, machine_line, peak_rss_mb, unsteady
 
 STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4", "fc")
+BODY = ("layer1", "layer2", "layer3", "layer4")
 
 
 class NaiveFDConv(nn.Module):
@@ -66,6 +72,12 @@ def build_yolo() -> dict[str, nn.Module]:
     naive = copy.deepcopy(fd)
     _naive_layers(naive)
     return {"YOLOv8n-pose": plain, "C2f_FDConv (freqdyn)": fd, "official algorithm (naive)": naive}
+
+
+def backbone(model: nn.Module) -> nn.Module:
+    """A torchvision ResNet without its pooling and classifier (stem to layer4): (B, 3, H, W) -> (B, 2048, H/32,
+    W/32), the modules shared with ``model``."""
+    return nn.Sequential(*list(model.children())[:-2])
 
 
 def _naive_layers(model: nn.Module) -> None:
@@ -125,36 +137,48 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="per-stage saved memory and the top ops of a step")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive reference (slow)")
     parser.add_argument("--yolo", action="store_true", help="also YOLOv8n-pose against the seed's C2f_FDConv model")
+    parser.add_argument("--stages", action="store_true", help="per-stage time against FLOPs (dense sizes)")
     parser.add_argument("--peak-of", help=argparse.SUPPRESS)  # child process: one network's first training step
     args = parser.parse_args()
     if args.peak_of:
-        family, name = args.peak_of.split(":", 1)
+        family, batch, size, name = args.peak_of.split(":", 3)
         model = (build(args.kernel_num) if family == "resnet" else build_yolo())[name].train()
-        size, batch = (160, 4) if family == "resnet" else (320, 2)
-        x = torch.randn(batch, 3, size, size)
+        if family == "resnet" and int(size) > 224:
+            model = backbone(model)
+        x = torch.randn(int(batch), 3, int(size), int(size))
         total(model(x)).backward()  # warm-up: the steady state of training is what is measured
         model.zero_grad(set_to_none=True)
         print(peak_rss_mb(lambda: total(model(x)).backward()))
         return
     print(machine_line() + f", kernel_num={args.kernel_num} (ResNet-50), ultralytics defaults (YOLO)")
-    resnet_runs = [("eval", 1, 224), ("train", 4, 160)]
+    resnet_runs = [("eval", 1, (224, 224)), ("train", 4, (160, 160))]
+    resnet_memory = [(4, 160)]
     if not args.quick:
-        resnet_runs = [("eval", 1, 224), ("eval", 8, 224), ("train", 4, 160), ("train", 8, 224)]
+        resnet_runs = [("train", 2, (512, 512)), ("eval", 1, (800, 1216)), ("train", 8, (224, 224)),
+                       ("eval", 1, (224, 224))]
+        resnet_memory = [(2, 512), (8, 224)]
     families = [("resnet", "ResNet-50 (bottleneck convs -> FDConv)", lambda: build(args.kernel_num), resnet_runs,
-                 (4, 160))]
+                 resnet_memory)]
     if args.yolo:
         families.append(("yolo", "YOLOv8n-pose (the seed's C2f_FDConv YAML)", build_yolo,
-                         [("eval", 1, 640), ("train", 2, 320)], (2, 320)))
-    for family, title, factory, runs, (mem_batch, mem_size) in families:
+                         [("train", 2, (320, 320)), ("eval", 1, (640, 640))], [(2, 320)]))
+    for family, title, factory, runs, memory in families:
         models = factory()
         if args.no_naive:
             models.pop("official algorithm (naive)")
-        run_family(family, title, models, runs, mem_batch, mem_size, args)
+        run_family(family, title, models, runs, memory, args)
+        if args.stages and family == "resnet":
+            stage_table(models, args.rounds)
         del models
         gc.collect()
 
 
-def run_family(family: str, title: str, models: dict[str, nn.Module], runs, mem_batch: int, mem_size: int,
+def _dense(family: str, size: tuple[int, int]) -> bool:
+    """Whether a run is a dense-prediction one: a ResNet above classification sizes runs its backbone only."""
+    return family == "resnet" and max(size) > 224
+
+
+def run_family(family: str, title: str, models: dict[str, nn.Module], runs, memory: list[tuple[int, int]],
                args) -> None:
     names = list(models)
     print(f"\n### {title}\n")
@@ -162,9 +186,11 @@ def run_family(family: str, title: str, models: dict[str, nn.Module], runs, mem_
     print("|---" * (len(names) + 2) + "|")
     for mode, batch, size in runs:
         torch.manual_seed(1)
-        x = torch.randn(batch, 3, size, size)
+        x = torch.randn(batch, 3, *size)
+        dense = _dense(family, size)
 
-        def call(model: nn.Module, mode: str = mode, x: torch.Tensor = x):
+        def call(model: nn.Module, mode: str = mode, x: torch.Tensor = x, dense: bool = dense):
+            model = backbone(model) if dense else model
             if mode == "eval":
                 model.eval()
                 return lambda: _no_grad(model, x)
@@ -173,14 +199,36 @@ def run_family(family: str, title: str, models: dict[str, nn.Module], runs, mem_
 
         times = interleaved_times_ms({n: call(m) for n, m in models.items()}, args.rounds)
         base = times[names[0]]
-        label = f"{'inference' if mode == 'eval' else 'train step'} B={batch} {size}^2"
+        label = (f"{'inference' if mode == 'eval' else 'train step'} B={batch} {size[0]}x{size[1]}"
+                 + (" (backbone)" if dense else "") + (" (unsteady)" if unsteady(times) else ""))
         print(f"| {label} | " + " | ".join(spread(times[n], base) for n in names)
               + f" | {base[len(base) // 2]:.0f} |", flush=True)
         for m in models.values():
             m.zero_grad(set_to_none=True)
         gc.collect()
-    x = torch.randn(mem_batch, 3, mem_size, mem_size)
-    print(f"\nMemory of one training step at B={mem_batch}, {mem_size}^2 (CPU):\n")
+    for mem_batch, mem_size in memory:
+        stages = memory_table(family, models, mem_batch, mem_size, args.kernel_num)
+    if args.profile and family == "resnet":
+        print(f"\nSaved for backward per stage at B={mem_batch}, {mem_size}^2 (MB):\n")
+        print("| network | " + " | ".join(STAGES) + " |")
+        print("|---" * (len(STAGES) + 1) + "|")
+        for name, per in stages.items():
+            print(f"| {name} | " + " | ".join(f"{per.get(s, 0.0):.0f}" for s in STAGES) + " |")
+        model = models[names[1]].train()
+        x = torch.randn(mem_batch, 3, mem_size, mem_size)
+        model = backbone(model) if _dense(family, (mem_size, mem_size)) else model
+        with torch.profiler.profile() as prof:
+            total(model(x)).backward()
+        print(f"\nTop ops of one {names[1]} training step at B={mem_batch}, {mem_size}^2 (self CPU time):\n")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+def memory_table(family: str, models: dict[str, nn.Module], batch: int, size: int,
+                 kernel_num: int) -> dict[str, dict[str, float]]:
+    """Print saved-for-backward and peak memory of one training step; return the saved MB per stage."""
+    x = torch.randn(batch, 3, size, size)
+    dense = _dense(family, (size, size))
+    print(f"\nMemory of one training step at B={batch}, {size}^2{' (backbone)' if dense else ''} (CPU):\n")
     print("| network | saved for backward MB | vs plain | peak RSS added MB | vs plain |")
     print("|---|---|---|---|---|")
     base_saved = base_peak = None
@@ -188,8 +236,10 @@ def run_family(family: str, title: str, models: dict[str, nn.Module], runs, mem_
     for name, model in models.items():
         model.train()
 
-        def step(model: nn.Module = model) -> None:
-            total(model(x)).backward()
+        net = backbone(model) if dense else model
+
+        def step(net: nn.Module = net) -> None:
+            total(net(x)).backward()
 
         stages[name] = saved_by_stage(model, step)
         saved = sum(stages[name].values())
@@ -197,7 +247,8 @@ def run_family(family: str, title: str, models: dict[str, nn.Module], runs, mem_
         gc.collect()
         # a fresh process whose glibc returns every large block on free (fixed mmap threshold), so the
         # high-water mark is the peak of live memory, not of the heap glibc keeps after freeing
-        child = [sys.executable, __file__, "--peak-of", f"{family}:{name}", "--kernel-num", str(args.kernel_num)]
+        child = [sys.executable, __file__, "--peak-of", f"{family}:{batch}:{size}:{name}", "--kernel-num",
+                 str(kernel_num)]
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
         peak = float(subprocess.run(child, capture_output=True, text=True, check=True, env=env).stdout.split()[-1])
         base_saved = base_saved or saved
@@ -205,17 +256,43 @@ def run_family(family: str, title: str, models: dict[str, nn.Module], runs, mem_
         print(
             f"| {name} | {saved:.0f} | {saved / base_saved:.2f}x | {peak:.0f} | {peak / base_peak:.2f}x |", flush=True
         )
-    if args.profile and family == "resnet":
-        print("\nSaved for backward per stage (MB):\n")
-        print("| network | " + " | ".join(STAGES) + " |")
-        print("|---" * (len(STAGES) + 1) + "|")
-        for name, per in stages.items():
-            print(f"| {name} | " + " | ".join(f"{per.get(s, 0.0):.0f}" for s in STAGES) + " |")
-        model = models[names[1]].train()
-        with torch.profiler.profile() as prof:
-            total(model(x)).backward()
-        print(f"\nTop ops of one {names[1]} training step (self CPU time):\n")
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    return stages
+
+
+def stage_table(models: dict[str, nn.Module], rounds: int) -> None:
+    """Per stage of the backbone: plain vs FDConv time (inference B=1 800x1216, train step B=2 512^2) and FLOPs."""
+    names = list(models)
+    plain, fd = models[names[0]], models[names[1]]
+    runs = [("eval", 1, (800, 1216)), ("train", 2, (512, 512))]
+    print("\nPer stage of the backbone, FDConv against plain (FLOPs of one forward, `freqdyn.profile`):\n")
+    print("| stage | " + " | ".join(f"{'inference' if m == 'eval' else 'train'} B={b} {h}x{w}: time, FLOPs, "
+                                   "added ms" for m, b, (h, w) in runs) + " |")
+    print("|---" * (len(runs) + 1) + "|")
+    rows: dict[str, list[str]] = {stage: [] for stage in BODY}
+    for mode, batch, size in runs:
+        torch.manual_seed(1)
+        stem = nn.Sequential(plain.conv1, plain.bn1, plain.relu, plain.maxpool).eval()
+        with torch.no_grad():
+            h = stem(torch.randn(batch, 3, *size))
+        fns, flops = {}, {}
+        for stage in BODY:
+            inp = h.clone().requires_grad_(mode == "train")
+            for tag, model in (("plain", plain), ("fd", fd)):
+                module = getattr(model, stage).train(mode == "train")
+                fns[f"{stage}:{tag}"] = (lambda m=module, i=inp: total(m(i)).backward()) if mode == "train" else (
+                    lambda m=module, i=inp: _no_grad(m, i))
+                flops[f"{stage}:{tag}"] = profile(module.eval(), tuple(h.shape)).flops
+                module.train(mode == "train")
+            with torch.no_grad():
+                h = getattr(plain, stage).eval()(h)
+        times = interleaved_times_ms(fns, rounds)
+        for stage in BODY:
+            a, b = times[f"{stage}:plain"], times[f"{stage}:fd"]
+            med_a, med_b = a[len(a) // 2], b[len(b) // 2]
+            rows[stage].append(f"{spread(b, a)}, {flops[f'{stage}:fd'] / flops[f'{stage}:plain']:.2f}x, "
+                               f"+{med_b - med_a:.0f}")
+    for stage, cells in rows.items():
+        print(f"| {stage} | " + " | ".join(cells) + " |", flush=True)
 
 
 def _no_grad(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

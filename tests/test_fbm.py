@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from freqdyn import FrequencyBandModulation
-from freqdyn.layers.band_plan import band_masks
+from freqdyn.layers.band_plan import band_masks, fft_cheaper, fft_low_passes
 from freqdyn.layers.frequency_band_modulation import same_conv_as_gemm
 from freqdyn.tools.reference import naive_lowpass
 from helpers import gradcheck_module, perturb_
@@ -18,6 +18,19 @@ def test_low_passes_equal_fft_box_masks(size, k_list, masks):
     x = torch.randn(2, 6, *size, dtype=torch.float64)
     for low, k in zip(fbm.low_passes(x), k_list, strict=True):
         torch.testing.assert_close(low, naive_lowpass(x, k, masks), rtol=0, atol=1e-10)
+    for low, k in zip(fft_low_passes(x, k_list, masks), k_list, strict=True):
+        torch.testing.assert_close(low, naive_lowpass(x, k, masks), rtol=0, atol=1e-10)
+
+
+def test_auto_transform_takes_ffts_on_large_maps_only():
+    assert fft_cheaper(200, 304, (2, 4, 8), "official", training=True)
+    assert fft_cheaper(96, 96, (2, 4, 8), "official") and not fft_cheaper(96, 96, (2, 4, 8), "official", training=True)
+    assert not fft_cheaper(56, 56, (2, 4, 8), "official") and not fft_cheaper(7, 7, (2, 4, 8), "exact")
+    fbm = perturb_(FrequencyBandModulation(4), seed=3).double()
+    separable = perturb_(FrequencyBandModulation(4, transform="separable"), seed=3).double()
+    x = torch.randn(1, 4, 130, 97, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(fbm(x), separable(x), rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("k_list", [(2, 4, 8), (1, 3), (3, 5, 16)])
@@ -50,9 +63,10 @@ def test_neutral_state_is_identity_and_output_keeps_dtype():
 @pytest.mark.parametrize("channels,groups,size", [(4, 2, (9, 10)), (16, 1, (9, 10)), (16, 2, (7, 5)), (24, 1, (1, 6)),
                                                   (8, 1, (2, 2))])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_modulated_bands_match_independent_sum(channels, groups, size, channels_last):
+@pytest.mark.parametrize("transform", ["separable", "fft"])
+def test_modulated_bands_match_independent_sum(channels, groups, size, channels_last, transform):
     # C / G >= 8 takes the GEMM attention and the fused synthesis (G == 1) or per-band sums (G > 1)
-    fbm = perturb_(FrequencyBandModulation(channels, spatial_group=groups), seed=1).double()
+    fbm = perturb_(FrequencyBandModulation(channels, spatial_group=groups, transform=transform), seed=1).double()
     x = torch.randn(2, channels, *size, dtype=torch.float64)
     lows = [naive_lowpass(x, k) for k in fbm.k_list]
     bands = [x - lows[0], lows[0] - lows[1], lows[1] - lows[2]]
@@ -80,14 +94,16 @@ def test_same_conv_as_gemm_equals_conv2d(groups, per_group, outs, k, size):
 
 
 @pytest.mark.parametrize("channels,groups", [(4, 1), (8, 1), (16, 2)])
-def test_gradcheck(channels, groups):
-    fbm = perturb_(FrequencyBandModulation(channels, spatial_group=groups), seed=2).double()
+@pytest.mark.parametrize("transform", ["separable", "fft"])
+def test_gradcheck(channels, groups, transform):
+    fbm = perturb_(FrequencyBandModulation(channels, spatial_group=groups, transform=transform), seed=2).double()
     x = torch.randn(1, channels, 6, 7, dtype=torch.float64, requires_grad=True)
     assert gradcheck_module(fbm, x)
 
 
 @pytest.mark.parametrize("kwargs", [dict(k_list=()), dict(k_list=(4, 2)), dict(spatial_group=3), dict(act="relu"),
-                                    dict(spatial_kernel=2), dict(masks="box")])
+                                    dict(spatial_kernel=2), dict(masks="box"),
+                                    dict(transform="dft")])
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         FrequencyBandModulation(8, **kwargs)

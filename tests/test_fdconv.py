@@ -256,6 +256,19 @@ def test_wide_layer_saves_no_per_sample_kernels_for_backward():
     assert saved_megabytes(lambda: keep(x).sum().backward(), cpu) > 8 * 9  # the kernels, when kept
 
 
+def test_kernels_small_beside_the_input_map_are_kept_not_recomputed():
+    """On a large map the conv input dominates: the kernels (and their factors) are saved, as with
+    recompute_kernels=False, rather than rebuilt with a second synthesis and conv forward in backward."""
+    from freqdyn.tools.timing import saved_megabytes
+
+    cpu = torch.device("cpu")
+    layer = FDConv(24, 32, 3, padding=1, kernel_num=8)
+    keep = FDConv(24, 32, 3, padding=1, kernel_num=8, recompute_kernels=False)
+    small, large = torch.randn(2, 24, 9, 8), torch.randn(2, 24, 48, 48)  # 4 * 6912 kernel values vs 24 * H * W
+    assert saved_megabytes(lambda: layer(small).sum(), cpu) < saved_megabytes(lambda: keep(small).sum(), cpu)
+    assert saved_megabytes(lambda: layer(large).sum(), cpu) == saved_megabytes(lambda: keep(large).sum(), cpu)
+
+
 @pytest.mark.parametrize("chunk_elements", [2**22, 1, 24 * 32 * 9 * 2])  # one chunk, one sample, two samples
 def test_recomputed_kernels_give_the_same_gradients(chunk_elements, monkeypatch):
     import freqdyn.layers.fdconv as fdconv_module

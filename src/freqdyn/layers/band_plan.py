@@ -34,6 +34,7 @@ import contextlib
 import functools
 import math
 import struct
+from collections.abc import Iterator
 from typing import Generic, NamedTuple, TypeVar
 
 import numpy as np
@@ -45,6 +46,7 @@ from .transforms import compute_dtype
 MASK_RULES = ("official", "exact")
 M = TypeVar("M", Tensor, np.ndarray)
 OFFICIAL_MASK_GRID = 64
+FFT_COST = 5.0  # time of an FFT per value and log2 of its length, in separable multiply-adds (CPU)
 
 
 def _f32(value: float) -> float:
@@ -193,6 +195,45 @@ def filter_rows(plan: BandPlan[Tensor], rows: Tensor) -> list[Tensor]:
             t = t + torch.matmul(quad, torch.matmul(turn, part).reshape(batch, height, w * channels))
         out.append(t.reshape(batch, height, w, channels))
     return out
+
+@functools.lru_cache(maxsize=32)
+def _fft_row_masks(height: int, width: int, k_list: tuple[int, ...], rule: str, dtype: torch.dtype,
+                   device: torch.device) -> tuple[Tensor, tuple[int, ...]]:
+    """Row masks (n, H, 1) in ``dtype`` and the kept column counts (the column masks are prefixes)."""
+    rows, cols = _mask_lists(height, width, k_list, rule)
+    building = torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
+    with building:
+        return torch.tensor(rows, dtype=dtype, device=device)[:, :, None], tuple(sum(c) for c in cols)
+
+
+def fft_low_passes(x: Tensor, k_list: tuple[int, ...], rule: str) -> Iterator[Tensor]:
+    """The low-passes L_j x of x (..., H, W) (float32 or float64), widest first, by FFTs pruned to the kept
+    frequencies: one real FFT along W and one FFT along H of the widest band's columns, then per band an
+    inverse FFT along H of its own columns and an inverse real FFT along W (zero-filled beyond them).
+
+    This is ``irfft2(mask_j * rfft2(x))`` computed in O(log(HW)) per value: cheaper than the separable
+    matmuls (O(H + W)) on large maps.
+    """
+    height, width = x.shape[-2:]
+    rows, kept = _fft_row_masks(int(height), int(width), tuple(k_list), rule, x.dtype, x.device)
+    spectrum = torch.fft.fft(torch.fft.rfft(x, dim=-1)[..., :kept[0]], dim=-2)
+    for row, w in zip(rows, kept, strict=True):
+        yield torch.fft.irfft(torch.fft.ifft(spectrum[..., :w] * row, dim=-2), n=width, dim=-1)
+
+
+def fft_cheaper(height: int, width: int, k_list: tuple[int, ...], rule: str, training: bool = False) -> bool:
+    """Whether :func:`fft_low_passes` beats the separable operators at this size: a cost model of both per
+    value, the separable matmuls' multiply-adds against the FFTs' ``FFT_COST`` x log2 of their lengths (x 1.5
+    for a training step, where the FFT route recomputes its low-passes in backward). Calibrated on a 2-core
+    x86 CPU (``benchmarks/bench_fbm.py``): the FFTs win from about 80 x 80 in inference, 128 x 128 in training."""
+    rows, cols = _mask_lists(height, width, k_list, rule)
+    kept = [sum(c) for c in cols]
+    widths = [min(2 * n - 1, width) for n in kept]  # real basis columns per band
+    separable = widths[0] + sum(w * (height + width) / width for w in widths)
+    lengths = math.log2(max(width, 2)) * (1 + len(k_list)) + math.log2(max(height, 2)) * sum(
+        [kept[0], *kept]) * 2 / width
+    return separable > FFT_COST * (1.5 if training else 1.0) * lengths
+
 
 def low_passes(x: Tensor, k_list: tuple[int, ...], rule: str) -> list[Tensor]:
     """Low-passed copies L_j x of x (B, C, H, W), one per cut-off, widest first, in x's dtype."""

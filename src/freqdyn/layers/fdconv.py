@@ -26,6 +26,7 @@ from .transforms import compiling, compute_dtype, exporting, functorch_active, h
 
 AGGREGATIONS = ("auto", "weight", "feature")
 _CHUNK_ELEMENTS = 2**22  # per-sample kernel values built at once in training (16 MB in float32)
+_KEPT_TENSORS = 4  # kernel-sized tensors a training forward keeps per sample without the recompute
 _SATURATION_EVERY = 50  # training forwards between two checks for collapsed attentions (each check syncs once)
 
 
@@ -93,8 +94,10 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
     attention tensors for backward and rebuilds the per-sample kernels (B * O * I * kh * kw values, the
     largest tensors of wide layers on small maps) in backward, at the cost of one more kernel synthesis and
     conv forward; wide layers do this a few samples at a time, so the kernels of only a few samples are
-    ever alive. ``recompute_kernels=False`` keeps them instead (as does a layer whose KSM-Local has hooks: they
-    fire once per forward, with the whole batch). Outputs and gradients are the same; an in-place change of a
+    ever alive. A layer keeps them anyway where they are small beside its input map (4 * O * I/g * kh * kw <=
+    I * H * W, as in the early stages of a detector at 512^2 and more): there the conv input dominates the
+    memory and the recompute would only cost time. ``recompute_kernels=False`` keeps them always (as does a
+    layer whose KSM-Local has hooks: they fire once per forward, with the whole batch). Outputs and gradients are the same; an in-place change of a
     parameter between forward and backward raises autograd's error either way, as for ``nn.Conv2d``.
 
     A plain ``nn.Conv2d`` state_dict (``weight``, ``bias``) loads into a dynamic layer by conversion
@@ -285,7 +288,8 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         # hooks on KSM-Local (which runs inside the recompute) would fire again in backward, per chunk, and any
         # autograd work they do would upset the checkpoint: with hooks there, the kernels are kept instead
         hooked = self.KSM_Local is not None and has_hooks(self.KSM_Local)
-        if hooked or not (self.recompute_kernels and torch.is_grad_enabled()) or exporting() or functorch_active():
+        if (hooked or not (self.recompute_kernels and torch.is_grad_enabled()) or exporting() or functorch_active()
+                or (not compiling() and self._kernels_are_small(x))):
             return self._per_sample_conv(x, pooled, att)  # torch.func transforms do not take checkpoints' hooks
         # the per-sample kernels (B*O*I*kh*kw values) are rebuilt in backward instead of being saved, in chunks
         # of samples whose kernels hold about _CHUNK_ELEMENTS values, so that the kernels of only one chunk are
@@ -298,6 +302,13 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
                            context_fn=self._recompute_contexts)
                 for rows in (slice(s, s + per_chunk) for s in range(0, batch, per_chunk))]
         return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def _kernels_are_small(self, x: Tensor) -> bool:
+        """Whether the tensors a kept kernel adds for backward (the kernel and its ~3 factors, B * O * I/g * kh *
+        kw values each) are smaller than the input map (B * I * H * W) that the conv saves anyway: then
+        recomputing them in backward would cost a second synthesis and conv forward to save little memory."""
+        kernel = math.prod(self._weight_shape())
+        return _KEPT_TENSORS * kernel <= self.in_channels * x.shape[2] * x.shape[3]
 
     def _watch_saturation(self, att: Attentions) -> None:
         """Warn once if the KSM heads collapsed (first training forward, then every _SATURATION_EVERY-th)."""

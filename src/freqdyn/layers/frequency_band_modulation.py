@@ -13,15 +13,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from ._checks import check_int, check_ints, check_positive
 from .attention_conv import AttentionConv
 from .attention_heads import check_activation, modulation
-from .band_plan import MASK_RULES, band_plan, filter_rows, low_passes, stacked_low_passes
+from .band_plan import MASK_RULES, band_plan, fft_cheaper, fft_low_passes, filter_rows, low_passes, stacked_low_passes
 from .trace_only import TraceOnly
 from .transforms import compiling, compute_dtype, exporting, functorch_active, memory_format_of
 
 _GEMM_MIN_GROUP_CHANNELS = 8
+TRANSFORMS = ("auto", "separable", "fft")
 
 
 def same_conv_as_gemm(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
@@ -61,6 +63,11 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         masks: ``'official'`` (default) or ``'exact'`` band masks (see the module docstring).
         temp: temperature of the attention maps (logits / temp); 1 is the official layer. A higher value slows
             the maps' learning: at high learning rates they otherwise saturate (see :class:`FDConv`).
+        transform: how the low-passes are computed: ``'separable'`` matmuls with the size's Fourier operators
+            (O(H + W) per value: fastest on small maps, and the only route while tracing or exporting, which
+            keeps FFT operators out of ONNX graphs), ``'fft'`` FFTs pruned to the kept frequencies (O(log HW)
+            per value), ``'auto'`` the cheaper at each input size (:func:`~freqdyn.layers.band_plan.fft_cheaper`).
+            Same function.
     """
 
     def __init__(
@@ -72,6 +79,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         spatial_kernel: int = 3,
         masks: str = "official",
         temp: float = 1.0,
+        transform: str = "auto",
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -84,6 +92,8 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
                              f"got {k_list!r}")
         if check_int(spatial_kernel, "spatial_kernel") % 2 == 0:
             raise ValueError(f"spatial_kernel must be a positive odd int, got {spatial_kernel}")
+        if transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
         if masks not in MASK_RULES:
             raise ValueError(f"fbm_masks must be one of {MASK_RULES}, got {masks!r}")
         groups = in_channels if spatial_group > 64 else spatial_group
@@ -92,6 +102,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
                              f"in_channels={in_channels}")
         self.in_channels, self.k_list, self.act, self.spatial_group = in_channels, tuple(k_list), act, groups
         self.masks, self.temp = masks, check_positive(temp, "temp (FDConv's fbm_temp)")
+        self.transform = transform
         self.freq_weight_conv_list = nn.ModuleList(
             AttentionConv(in_channels, groups, spatial_kernel, padding=spatial_kernel // 2, groups=groups,
                           device=device, dtype=dtype)
@@ -131,6 +142,8 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         # sum_j a_j (L_{j-1} - L_j) + L_n  ==  a_1 x + sum_{j<n} (a_{j+1} - a_j) L_j + (1 - a_n) L_n
         if compiling() and not exporting():
             return self._compiled_forward(x)
+        if self._use_fft(*x.shape[2:]):
+            return self._fft_forward(x)
         batch, channels, height, width = x.shape
         g = self.spatial_group
         per_group = channels // g
@@ -164,6 +177,43 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
             out = torch.addcmul(bands, xg, att[..., :1]) if functorch_active() else bands.addcmul_(xg, att[..., :1])
             out = out.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
         return out.to(x.dtype).contiguous(memory_format=memory_format_of(x))
+
+    def _use_fft(self, height: int, width: int) -> bool:
+        if exporting() or self.transform == "separable":
+            return False
+        training = torch.is_grad_enabled()
+        return self.transform == "fft" or fft_cheaper(height, width, self.k_list, self.masks, training)
+
+    def _fft_forward(self, x: Tensor) -> Tensor:
+        """:meth:`forward` by pruned FFTs (:func:`~freqdyn.layers.band_plan.fft_low_passes`), channels-first.
+
+        In training the band sum is checkpointed: backward recomputes the low-passes (FFTs) rather than keep
+        n maps of x's size per layer.
+        """
+        batch, channels, height, width = x.shape
+        g = self.spatial_group
+        with torch.autocast(x.device.type, enabled=False):
+            xw = x.to(compute_dtype(x.dtype)).contiguous()
+            att = self.attention(xw).permute(0, 3, 4, 1, 2).contiguous()  # (B, G, n, H, W)
+            coef = torch.cat([att[:, :, 1:] - att[:, :, :-1], 1 - att[:, :, -1:]], dim=2)  # of L_1 .. L_n
+            xg = xw.reshape(batch, g, channels // g, height, width)
+            if torch.is_grad_enabled() and not functorch_active():
+                bands = checkpoint(self._band_sum, xg, coef, use_reentrant=False)
+            else:
+                bands = self._band_sum(xg, coef)
+            out = torch.addcmul(bands, xg, att[:, :, :1]).reshape(batch, channels, height, width)
+        return out.to(x.dtype).contiguous(memory_format=memory_format_of(x))
+
+    def _band_sum(self, x: Tensor, coef: Tensor) -> Tensor:
+        """sum_j coef_j * L_j x for x (B, G, C / G, H, W) and coef (B, G, n, H, W): (B, G, C / G, H, W)."""
+        out = None
+        for j, low in enumerate(fft_low_passes(x, self.k_list, self.masks)):
+            weight = coef[:, :, j, None]
+            if out is None:
+                out = low * weight
+            else:
+                out = torch.addcmul(out, low, weight) if functorch_active() else out.addcmul_(low, weight)
+        return cast(Tensor, out)
 
     def _compiled_forward(self, x: Tensor) -> Tensor:
         """:meth:`forward` for ``torch.compile``: traceable ops around one opaque low-pass operator
