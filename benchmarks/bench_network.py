@@ -11,9 +11,8 @@ mmap threshold fixed so that freed tensors leave the resident set), per stage (s
 ``--profile``, plus the ops that take the time.
 
 Dense-prediction rows (a training step at B=2, 512^2 and inference at B=1, 800 x 1216) run the backbone only
-(stem to layer4, as a detector or segmentor uses it); the classification rows run the whole network. With
-``--stages`` a per-stage table follows: each stage's time (inference at 800 x 1216, training step at 512^2)
-against the plain stage's, beside its FLOP ratio (``freqdyn.profile``), the floor that arithmetic sets.
+(stem to layer4, as a detector or segmentor uses it); the classification rows run the whole network. The
+per-stage table is ``benchmarks/bench_stages.py``.
 """
 from __future__ import annotations
 
@@ -27,12 +26,11 @@ import sys
 import torch
 import torch.nn as nn
 
-from freqdyn import FDConv, convert, profile
+from freqdyn import FDConv, convert
 from freqdyn.tools.reference import naive_fdconv
 from freqdyn.tools.timing import interleaved_times_ms, machine_line, peak_rss_mb, unsteady
 
 STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4", "fc")
-BODY = ("layer1", "layer2", "layer3", "layer4")
 
 
 class NaiveFDConv(nn.Module):
@@ -137,7 +135,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="per-stage saved memory and the top ops of a step")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive reference (slow)")
     parser.add_argument("--yolo", action="store_true", help="also YOLOv8n-pose against the seed's C2f_FDConv model")
-    parser.add_argument("--stages", action="store_true", help="per-stage time against FLOPs (dense sizes)")
+    parser.add_argument("--no-resnet", action="store_true", help="skip ResNet-50 (with --yolo: YOLO only)")
     parser.add_argument("--peak-of", help=argparse.SUPPRESS)  # child process: one network's first training step
     args = parser.parse_args()
     if args.peak_of:
@@ -157,8 +155,8 @@ def main() -> None:
         resnet_runs = [("train", 2, (512, 512)), ("eval", 1, (800, 1216)), ("train", 8, (224, 224)),
                        ("eval", 1, (224, 224))]
         resnet_memory = [(2, 512), (8, 224)]
-    families = [("resnet", "ResNet-50 (bottleneck convs -> FDConv)", lambda: build(args.kernel_num), resnet_runs,
-                 resnet_memory)]
+    families = [] if args.no_resnet else [("resnet", "ResNet-50 (bottleneck convs -> FDConv)",
+                                           lambda: build(args.kernel_num), resnet_runs, resnet_memory)]
     if args.yolo:
         families.append(("yolo", "YOLOv8n-pose (the seed's C2f_FDConv YAML)", build_yolo,
                          [("train", 2, (320, 320)), ("eval", 1, (640, 640))], [(2, 320)]))
@@ -167,8 +165,6 @@ def main() -> None:
         if args.no_naive:
             models.pop("official algorithm (naive)")
         run_family(family, title, models, runs, memory, args)
-        if args.stages and family == "resnet":
-            stage_table(models, args.rounds)
         del models
         gc.collect()
 
@@ -257,42 +253,6 @@ def memory_table(family: str, models: dict[str, nn.Module], batch: int, size: in
             f"| {name} | {saved:.0f} | {saved / base_saved:.2f}x | {peak:.0f} | {peak / base_peak:.2f}x |", flush=True
         )
     return stages
-
-
-def stage_table(models: dict[str, nn.Module], rounds: int) -> None:
-    """Per stage of the backbone: plain vs FDConv time (inference B=1 800x1216, train step B=2 512^2) and FLOPs."""
-    names = list(models)
-    plain, fd = models[names[0]], models[names[1]]
-    runs = [("eval", 1, (800, 1216)), ("train", 2, (512, 512))]
-    print("\nPer stage of the backbone, FDConv against plain (FLOPs of one forward, `freqdyn.profile`):\n")
-    print("| stage | " + " | ".join(f"{'inference' if m == 'eval' else 'train'} B={b} {h}x{w}: time, FLOPs, "
-                                   "added ms" for m, b, (h, w) in runs) + " |")
-    print("|---" * (len(runs) + 1) + "|")
-    rows: dict[str, list[str]] = {stage: [] for stage in BODY}
-    for mode, batch, size in runs:
-        torch.manual_seed(1)
-        stem = nn.Sequential(plain.conv1, plain.bn1, plain.relu, plain.maxpool).eval()
-        with torch.no_grad():
-            h = stem(torch.randn(batch, 3, *size))
-        fns, flops = {}, {}
-        for stage in BODY:
-            inp = h.clone().requires_grad_(mode == "train")
-            for tag, model in (("plain", plain), ("fd", fd)):
-                module = getattr(model, stage).train(mode == "train")
-                fns[f"{stage}:{tag}"] = (lambda m=module, i=inp: total(m(i)).backward()) if mode == "train" else (
-                    lambda m=module, i=inp: _no_grad(m, i))
-                flops[f"{stage}:{tag}"] = profile(module.eval(), tuple(h.shape)).flops
-                module.train(mode == "train")
-            with torch.no_grad():
-                h = getattr(plain, stage).eval()(h)
-        times = interleaved_times_ms(fns, rounds)
-        for stage in BODY:
-            a, b = times[f"{stage}:plain"], times[f"{stage}:fd"]
-            med_a, med_b = a[len(a) // 2], b[len(b) // 2]
-            rows[stage].append(f"{spread(b, a)}, {flops[f'{stage}:fd'] / flops[f'{stage}:plain']:.2f}x, "
-                               f"+{med_b - med_a:.0f}")
-    for stage, cells in rows.items():
-        print(f"| {stage} | " + " | ".join(cells) + " |", flush=True)
 
 
 def _no_grad(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -24,8 +24,9 @@ def registered():
     fu.unregister()
 
 
-def _pose_dataset(root, n_train=4, n_val=2, size=96):
-    """Real YOLO-format pose files: a bright rectangle 'person' with 17 keypoints inside it."""
+def _dataset(root, task="pose", n_train=4, n_val=2, size=96):
+    """Real YOLO-format files of ``task`` ('detect', 'segment', 'pose'): a bright rectangle 'person' (its box, its
+    outline as the segment polygon, 17 keypoints inside it)."""
     rng = np.random.default_rng(0)
     for split, count in (("train", n_train), ("val", n_val)):
         (root / "images" / split).mkdir(parents=True)
@@ -36,15 +37,25 @@ def _pose_dataset(root, n_train=4, n_val=2, size=96):
             w, h = rng.integers(20, size // 2, 2)
             image[y0 : y0 + h, x0 : x0 + w] = 220
             cv2.imwrite(str(root / "images" / split / f"{i}.jpg"), image)
-            kx = (x0 + rng.random(17) * w) / size
-            ky = (y0 + rng.random(17) * h) / size
-            kpts = " ".join(f"{a:.4f} {b:.4f} 2" for a, b in zip(kx, ky, strict=True))
             box = f"{(x0 + w / 2) / size:.4f} {(y0 + h / 2) / size:.4f} {w / size:.4f} {h / size:.4f}"
-            (root / "labels" / split / f"{i}.txt").write_text(f"0 {box} {kpts}\n")
+            if task == "segment":
+                corners = [(x0, y0), (x0 + w, y0), (x0 + w, y0 + h), (x0, y0 + h)]
+                label = " ".join(f"{x / size:.4f} {y / size:.4f}" for x, y in corners)
+            elif task == "pose":
+                kx = (x0 + rng.random(17) * w) / size
+                ky = (y0 + rng.random(17) * h) / size
+                label = box + " " + " ".join(f"{a:.4f} {b:.4f} 2" for a, b in zip(kx, ky, strict=True))
+            else:
+                label = box
+            (root / "labels" / split / f"{i}.txt").write_text(f"0 {label}\n")
     data = root / "data.yaml"
-    data.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nkpt_shape: [17, 3]\n"
-                    f"flip_idx: [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]\nnames:\n  0: person\n")
+    pose = ("kpt_shape: [17, 3]\nflip_idx: [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]\n"
+            if task == "pose" else "")
+    data.write_text(f"path: {root}\ntrain: images/train\nval: images/val\n{pose}names:\n  0: person\n")
     return data
+
+
+VARIANTS = [(version, task) for version in fu.YAML_VERSIONS for task in fu.YAML_TASKS]
 
 
 def test_yaml_builds_at_scale_n_and_runs(registered):
@@ -84,7 +95,7 @@ def test_conv_rows_convert_with_neutral_output(registered):
 
 
 def test_trains_one_epoch_and_checkpoint_reloads(registered, tmp_path):
-    data = _pose_dataset(tmp_path / "pose")
+    data = _dataset(tmp_path / "pose")
     model = ultralytics.YOLO(fu.model_yaml("n"))
     model.train(data=str(data), epochs=1, imgsz=64, batch=2, device="cpu", workers=0, plots=False, amp=False,
                 optimizer="SGD", lr0=0.01, project=str(tmp_path / "runs"), name="t", exist_ok=True, verbose=False,
@@ -179,27 +190,63 @@ def test_ultralytics_dynamic_batch_onnx_export_runs_at_other_batch_sizes(registe
         np.testing.assert_allclose(out, expected, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.parametrize("version,task", VARIANTS)
 @pytest.mark.parametrize("scale", list("nsmlx"))
-def test_model_yaml_exists_at_every_scale(scale):
-    from pathlib import Path
-
+def test_model_yaml_exists_at_every_scale(scale, version, task):
     from ultralytics.nn.tasks import guess_model_scale
 
-    path = Path(fu.model_yaml(scale))
+    path = Path(fu.model_yaml(scale, task, version))
     assert path.is_file() and guess_model_scale(path) == scale
+    base = path.with_name(path.name.replace(f"{version}{scale}", version))
+    assert path.read_text().split("\n", 1)[1] == base.read_text()  # the base file under a one-line header
 
 
-def test_freqdyn_yolo_cli_trains_the_seed_yaml(tmp_path):
+def test_model_yaml_rejects_unknown_variants():
+    for kwargs in (dict(scale="q"), dict(task="obb"), dict(version="yolov5")):
+        with pytest.raises(ValueError):
+            fu.model_yaml(**kwargs)
+
+
+@pytest.mark.parametrize("version,task", VARIANTS)
+def test_every_yaml_builds_and_takes_the_stock_weights(registered, tmp_path, version, task):
+    """Each packaged YAML builds its rows as ours (C3k2's C3k / attention bottlenecks included) and, loaded with
+    the stock model's weights (ultralytics' pretrained .load()), computes the stock model's function."""
+    suffix = fu.YAML_TASKS[task]
+    torch.manual_seed(0)
+    stock = ultralytics.YOLO(f"{version}n{suffix}.yaml").model.eval()
+    path = tmp_path / "stock.pt"
+    torch.save({"model": stock}, path)
+    model = ultralytics.YOLO(fu.model_yaml("n", task, version))
+    row = fu.C2f_FDConv if version == "yolov8" else fu.C3k2_FDConv
+    rows = [m for m in model.model.model if type(m) is row]
+    assert len(rows) == 4
+    model.load(str(path))
+    net = model.model.eval()
+    assert sum(m.is_dynamic for m in net.modules() if isinstance(m, FDConv)) >= 4
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        out, expected = net(x), stock(x)
+    if isinstance(out, (tuple, list)):  # (predictions, extras) in eval
+        out, expected = out[0], expected[0]
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("version,task", VARIANTS)
+def test_freqdyn_yolo_cli_trains_every_yaml(tmp_path, version, task):
     from freqdyn.cli import main
 
-    data = _pose_dataset(tmp_path / "pose")
+    data = _dataset(tmp_path / task, task)
     try:
-        assert main(["yolo", "pose", "train", f"model={fu.model_yaml('n')}", f"data={data}", "epochs=1", "imgsz=64",
-                     "batch=2", "device=cpu", "workers=0", "plots=False", "amp=False", "optimizer=SGD", "val=False",
-                     f"project={tmp_path / 'runs'}", "name=cli", "exist_ok=True"]) == 0
+        assert main(["yolo", task, "train", f"model={fu.model_yaml('n', task, version)}", f"data={data}", "epochs=1",
+                     "imgsz=64", "batch=2", "device=cpu", "workers=0", "plots=False", "amp=False", "optimizer=SGD",
+                     "val=False", f"project={tmp_path / 'runs'}", "name=cli", "exist_ok=True"]) == 0
     finally:
         fu.unregister()
-    assert (tmp_path / "runs" / "cli" / "weights" / "last.pt").exists()
+    weights = tmp_path / "runs" / "cli" / "weights" / "last.pt"
+    assert weights.exists()
+    reloaded = ultralytics.YOLO(str(weights))
+    row = fu.C2f_FDConv if version == "yolov8" else fu.C3k2_FDConv
+    assert any(type(m) is row for m in reloaded.model.modules())
 
 
 def test_layer_table_and_gflops_tell_the_truth(registered):
@@ -231,7 +278,7 @@ def test_layer_table_and_gflops_tell_the_truth(registered):
 
 def test_plain_yolo_cli_resumes_without_register(tmp_path):
     """An interrupted run resumes with ultralytics' own CLI in a fresh process that never calls register()."""
-    data = _pose_dataset(tmp_path / "pose")
+    data = _dataset(tmp_path / "pose")
     fu.register()
     try:
         model = ultralytics.YOLO(fu.model_yaml("n"))

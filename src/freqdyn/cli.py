@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     p_yolo = sub.add_parser(
         formatter_class=_DefaultsHelp,
         name="yolo",
-        help="ultralytics' yolo CLI with the C2f_FDConv / FDConv / DynamicConv / CondConv / "
+        help="ultralytics' yolo CLI with the C2f_FDConv / C3k2_FDConv / FDConv / DynamicConv / CondConv / "
         "ODConv / FreqFusionConcat rows registered, e.g. 'freqdyn yolo pose train model=... data=...'",
     )
     p_yolo.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the yolo command, unchanged")

@@ -4,7 +4,8 @@
     fu.register()                                   # once per process that parses YAMLs
     model = YOLO(fu.model_yaml("n"))                # the seed's yolov8-pose with C2f_FDConv
 
-Row names added: ``C2f_FDConv`` (a C2f whose bottleneck 3x3 convs are FDConv), ``FDConv``, ``DynamicConv``,
+Row names added: ``C2f_FDConv`` (a C2f whose bottleneck 3x3 convs are FDConv), ``C3k2_FDConv`` (YOLO11's C3k2,
+likewise), ``FDConv``, ``DynamicConv``,
 ``CondConv`` and ``ODConv`` (drop-ins for ``Conv``: the dynamic conv + BN + activation), and
 ``FreqFusionConcat`` (replaces an ``nn.Upsample`` row and the ``Concat`` after it: ``[[-1, 6], 1,
 FreqFusionConcat, [1]]`` fuses the lr map -1 into the hr map 6 with FreqFusion). Ultralytics has
@@ -79,16 +80,24 @@ class C2f_FDConv(nn.Module):  # noqa: N801 - the name YAMLs use
     """Ultralytics ``C2f`` whose bottleneck 3x3 convs (``m[i].cv2``) are FDConv + BN + act; same forward."""
 
     def __init__(self, c2f: Any, **fdconv_kwargs) -> None:
+        from ultralytics.nn.modules.block import Bottleneck
+
         super().__init__()
         self.c = c2f.c
         self.cv1, self.cv2, self.m = c2f.cv1, c2f.cv2, c2f.m
-        for bottleneck in self.m:
+        for bottleneck in [m for m in self.m.modules() if isinstance(m, Bottleneck)]:
             bottleneck.cv2 = DynamicConvBNAct.from_conv_block(bottleneck.cv2, "fdconv", **fdconv_kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
         y = list(self.cv1(x).chunk(2, 1))
         y.extend(m(y[-1]) for m in self.m)
         return self.cv2(torch.cat(y, 1))
+
+
+class C3k2_FDConv(C2f_FDConv):  # noqa: N801 - the name YAMLs use
+    """Ultralytics ``C3k2`` (YOLO11's C2f) whose bottleneck 3x3 convs are FDConv + BN + act, at any depth: in its
+    ``Bottleneck`` blocks, inside its ``C3k`` blocks (``c3k=True``, the m/l/x scales) and beside its attention
+    blocks; the forward is C2f's, as C3k2's."""
 
 
 class FreqFusionConcat(nn.Module):
@@ -151,9 +160,14 @@ def _convert_c2f(module: nn.Module) -> nn.Module:
     return C2f_FDConv(module, **_STATE["kwargs"]["fdconv"])
 
 
+def _convert_c3k2(module: nn.Module) -> nn.Module:
+    return C3k2_FDConv(module, **_STATE["kwargs"]["fdconv"])
+
+
 # row name -> (stock ultralytics row it is built as, converter of the built module)
 ROWS: dict[str, tuple[str, Callable[[nn.Module], nn.Module] | None]] = {
     "C2f_FDConv": ("C2f", _convert_c2f),
+    "C3k2_FDConv": ("C3k2", _convert_c3k2),
     **{kind.yolo_row: ("Conv", functools.partial(_convert_conv, to=name))
        for name, kind in KINDS.items() if kind.yolo_row is not None},
     "FreqFusionConcat": ("Concat", None),  # needs its input channels: converted after a probing pass
@@ -326,12 +340,27 @@ def unregister() -> None:
     _STATE["kwargs"] = copy.deepcopy(_DEFAULTS)
 
 
-def model_yaml(scale: str = "n") -> str:
-    """Path of the packaged yolov8{scale}-pose-C2f_FDConv.yaml (the seed's model at ``scale``: n, s, m, l, x)."""
+YAML_TASKS = {"detect": "", "segment": "-seg", "pose": "-pose"}
+YAML_VERSIONS = {"yolov8": "C2f_FDConv", "yolo11": "C3k2_FDConv"}
+
+
+def model_yaml(scale: str = "n", task: str = "pose", version: str = "yolov8") -> str:
+    """Path of a packaged YAML: ultralytics' ``{version}{scale}{-seg|-pose}.yaml`` with its backbone's C2f (YOLOv8)
+    or C3k2 (YOLO11) rows as C2f_FDConv / C3k2_FDConv; the default is the seed's yolov8{scale}-pose-C2f_FDConv.
+
+    Args:
+        scale: n, s, m, l or x (ultralytics reads it from the file name).
+        task: ``'detect'``, ``'segment'`` or ``'pose'`` (nc 1, kpt_shape [17, 3]).
+        version: ``'yolov8'`` or ``'yolo11'``.
+    """
     if scale not in "nsmlx" or len(scale) != 1:
         raise ValueError(f"scale must be one of n, s, m, l, x, got {scale!r}")
-    path = Path(str(resources.files("freqdyn.integrations") / "cfg" / "yolov8-pose-C2f_FDConv.yaml"))
-    return str(path.with_name(f"yolov8{scale}-pose-C2f_FDConv.yaml"))
+    if task not in YAML_TASKS:
+        raise ValueError(f"task must be one of {sorted(YAML_TASKS)}, got {task!r}")
+    if version not in YAML_VERSIONS:
+        raise ValueError(f"version must be one of {sorted(YAML_VERSIONS)}, got {version!r}")
+    name = f"{version}{scale}{YAML_TASKS[task]}-{YAML_VERSIONS[version]}.yaml"
+    return str(Path(str(resources.files("freqdyn.integrations") / "cfg" / name)))
 
 
 if importlib.util.find_spec("ultralytics") is not None:

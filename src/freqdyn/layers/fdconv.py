@@ -97,8 +97,9 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
     ever alive. A layer keeps them anyway where they are small beside its input map (4 * O * I/g * kh * kw <=
     I * H * W, as in the early stages of a detector at 512^2 and more): there the conv input dominates the
     memory and the recompute would only cost time. ``recompute_kernels=False`` keeps them always (as does a
-    layer whose KSM-Local has hooks: they fire once per forward, with the whole batch). Outputs and gradients are the same; an in-place change of a
-    parameter between forward and backward raises autograd's error either way, as for ``nn.Conv2d``.
+    layer whose KSM-Local has hooks: they fire once per forward, with the whole batch). Outputs and gradients
+    are the same; an in-place change of a parameter between forward and backward raises autograd's error either
+    way, as for ``nn.Conv2d``.
 
     A plain ``nn.Conv2d`` state_dict (``weight``, ``bias``) loads into a dynamic layer by conversion
     (see :class:`FourierDynamicBase`), so pretrained networks load into FDConv models built from configs.
