@@ -211,9 +211,13 @@ def test_model_yaml_rejects_unknown_variants():
 def test_every_yaml_builds_and_takes_the_stock_weights(registered, tmp_path, version, task):
     """Each packaged YAML builds its rows as ours (C3k2's C3k / attention bottlenecks included) and, loaded with
     the stock model's weights (ultralytics' pretrained .load()), computes the stock model's function."""
+    from ultralytics.nn import tasks
+
     suffix = fu.YAML_TASKS[task]
+    ours = tasks.yaml_model_load(fu.model_yaml("n", task, version))
+    model_class = {"detect": tasks.DetectionModel, "segment": tasks.SegmentationModel, "pose": tasks.PoseModel}[task]
     torch.manual_seed(0)
-    stock = ultralytics.YOLO(f"{version}n{suffix}.yaml").model.eval()
+    stock = model_class(f"{version}n{suffix}.yaml", nc=ours["nc"], verbose=False).eval()  # our class count
     path = tmp_path / "stock.pt"
     torch.save({"model": stock}, path)
     model = ultralytics.YOLO(fu.model_yaml("n", task, version))

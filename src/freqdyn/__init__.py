@@ -3,6 +3,7 @@ from .convert import ConversionReport, convert, count_parameters
 from .layers import (
     MRFA,
     CondConv2d,
+    DCNv3,
     DropPath,
     DynamicConv2d,
     FDConv,
@@ -18,12 +19,16 @@ from .layers import (
     UniConvNetBlock,
     set_temperature,
 )
+from .models import UniConvNet, uniconvnet
 from .profile import Profile, profile
 from .tools.overhead import format_overhead, param_overhead
 from .version import __version__
 
 __all__ = [
     "CondConv2d",
+    "DCNv3",
+    "UniConvNet",
+    "uniconvnet",
     "ConversionReport",
     "DropPath",
     "DynamicConv2d",

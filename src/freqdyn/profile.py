@@ -7,6 +7,8 @@ itself) are the base. Added on top, because FlopCounterMode reports 0 for them:
 * FFTs (FDConv's per-sample weight synthesis): 2.5 N log2 N FLOPs for a real FFT of N points, 5 N log2 N
   for a complex one, per transformed signal;
 * CARAFE reassembly (FreqFusion): 2 k^2 FLOPs per output element;
+* DCNv3's deformable sampling: 2 x 5 FLOPs per output value and sampling point (4 bilinear taps and the
+  modulation);
 * in-place batched matmul-accumulates (``baddbmm_``, FBM's band synthesis), counted like ``baddbmm``.
 
 Other element-wise work (activations, attention products, normalisation) is not counted, as in
@@ -24,7 +26,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .kinds import KINDS
-from .layers import MRFA, FreqFusion, FreqFusionFPN, UniConvNetBlock
+from .layers import MRFA, DCNv3, FreqFusion, FreqFusionFPN, UniConvNetBlock
 from .layers.flop_record import ACTIVE
 
 FREQDYN_LAYERS: tuple[type[nn.Module], ...] = (
@@ -33,6 +35,7 @@ FREQDYN_LAYERS: tuple[type[nn.Module], ...] = (
     FreqFusionFPN,
     MRFA,
     UniConvNetBlock,
+    DCNv3,
 )
 
 

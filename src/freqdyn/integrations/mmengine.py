@@ -2,6 +2,7 @@
 
     custom_imports = dict(imports=["freqdyn.integrations.mmengine"], allow_failed_imports=False)
     ... conv_cfg=dict(type="FDConv", kernel_num=64) ...
+    ... backbone=dict(type="UniConvNet", arch="t", out_indices=(0, 1, 2, 3)) ...
 
 Importing this module registers the layers (idempotently) in the root registry, which the mmdet / mmseg
 child registries fall back to. mmcv's ``build_conv_layer(cfg, in, out, kernel_size, stride=, padding=,
@@ -10,10 +11,33 @@ dilation=, groups=, bias=)`` matches the ``nn.Conv2d``-compatible signatures; ev
 """
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
+
 import torch.nn as nn
+from mmengine.model import BaseModule
 
 from ..kinds import KINDS
 from ..layers import MRFA, DynamicConv2d, FreqFusion, FreqFusionFPN, UniConvNetBlock
+from ..models import SCALES, UniConvNet
+
+
+class UniConvNetBackbone(UniConvNet, BaseModule):
+    """:class:`~freqdyn.models.UniConvNet` as an mmdet / mmseg backbone (registered as ``UniConvNet``):
+    ``backbone=dict(type="UniConvNet", arch="t", out_indices=(0, 1, 2, 3), drop_path_rate=0.2,
+    init_cfg=dict(type="Pretrained", checkpoint="uniconvnet_t_1k_224_ema.pth"))`` returns the stage outputs
+    (B, dims[i], H / 2^(i+2), W / 2^(i+2)); no classifier. The authors' checkpoints load by ``init_cfg`` (their
+    keys are ours; the head's are reported unused)."""
+
+    def __init__(self, arch: str = "t", out_indices: Sequence[int] = (0, 1, 2, 3), init_cfg: dict | None = None,
+                 **kwargs) -> None:
+        if arch not in SCALES:
+            raise ValueError(f"arch must be one of {', '.join(SCALES)}, got {arch!r}")
+        depths, dims, group_channels = SCALES[arch]
+        kwargs.setdefault("group_channels", group_channels)
+        kwargs.setdefault("num_classes", 0)
+        super().__init__(depths, dims, out_indices=out_indices, **kwargs)
+        self.init_cfg = copy.deepcopy(init_cfg)
 
 LAYERS: dict[str, type[nn.Module]] = {
     **{kind.layer.__name__: kind.layer for kind in KINDS.values()},
@@ -22,6 +46,7 @@ LAYERS: dict[str, type[nn.Module]] = {
     "FreqFusionFPN": FreqFusionFPN,
     "MRFA": MRFA,
     "UniConvNetBlock": UniConvNetBlock,
+    "UniConvNet": UniConvNetBackbone,
 }
 
 

@@ -85,7 +85,8 @@ class C2f_FDConv(nn.Module):  # noqa: N801 - the name YAMLs use
         super().__init__()
         self.c = c2f.c
         self.cv1, self.cv2, self.m = c2f.cv1, c2f.cv2, c2f.m
-        for bottleneck in [m for m in self.m.modules() if isinstance(m, Bottleneck)]:
+        bottlenecks: list[Any] = [m for m in self.m.modules() if isinstance(m, Bottleneck)]
+        for bottleneck in bottlenecks:  # Any: ultralytics types cv2 as its Conv
             bottleneck.cv2 = DynamicConvBNAct.from_conv_block(bottleneck.cv2, "fdconv", **fdconv_kwargs)
 
     def forward(self, x: Tensor) -> Tensor:

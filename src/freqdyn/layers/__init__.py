@@ -7,6 +7,7 @@ from .attention_heads import Attentions
 from .batched_conv import batched_conv2d
 from .carafe import carafe
 from .cond_conv2d import CondConv2d
+from .dcnv3 import DCNv3, dcnv3_sample
 from .drop_path import DropPath
 from .dynamic_conv2d import DynamicConv2d
 from .expert_conv import ExpertConv2d
@@ -27,6 +28,8 @@ from .temperature import TemperatureSchedule, set_temperature
 from .uniconvnet_block import UniConvNetBlock
 
 __all__ = [
+    "DCNv3",
+    "dcnv3_sample",
     "CondConv2d",
     "DropPath",
     "DynamicConv2d",
