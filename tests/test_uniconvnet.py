@@ -194,3 +194,19 @@ def test_mmengine_backbone_with_pretrained_init_cfg(tmp_path):
     with torch.no_grad():
         maps = backbone.eval()(torch.randn(1, 3, 64, 64))
     assert [m.shape[1] for m in maps] == [48, 96, 192]
+
+
+def test_empty_batch_half_precision_and_channels_last():
+    torch.manual_seed(0)
+    model = uniconvnet("a", num_classes=4).eval()
+    x = torch.randn(2, 3, 33, 31)
+    with torch.no_grad():
+        reference = model(x)
+        torch.testing.assert_close(model(x.contiguous(memory_format=torch.channels_last)), reference)
+        assert model(x[:0]).shape == (0, 4)
+        half = model.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), reference, rtol=0.1, atol=0.1)
+    empty = torch.randn(0, 3, 32, 32, requires_grad=True)
+    uniconvnet("a", num_classes=4).train()(empty).sum().backward()
+    assert empty.grad is not None and empty.grad.shape == empty.shape
