@@ -87,7 +87,34 @@ def test_conv2d_subclasses_are_listed_as_skipped_with_the_reason():
     assert report.replaced == ["2"]
     assert set(report.skipped) == {"0", "1"}
     assert "StdConv2d subclasses Conv2d" in report.skipped["0"] and "'same' padding" in report.skipped["1"]
+    assert "bake_standardization=True" in report.skipped["0"]
     assert isinstance(model[0], timm_layers.StdConv2d)
+
+
+@pytest.mark.parametrize("name,kwargs", [("StdConv2d", {}), ("ScaledStdConv2d", {}), ("StdConv2dSame", {}),
+                                         ("ScaledStdConv2dSame", {"stride": 1}), ("StdConv2d", {"stride": 2})])
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_weight_standardised_convs_convert_by_opt_in(name, kwargs, target):
+    """bake_standardization=True: the converted layer starts from the standardised kernel (same function, an
+    independent computation: F.conv2d with the kernel standardised here), which training then leaves free."""
+    timm_layers = pytest.importorskip("timm.layers")
+    torch.manual_seed(0)
+    conv = getattr(timm_layers, name)(32, 40, 3, **kwargs)
+    if hasattr(conv, "gain"):
+        with torch.no_grad():
+            conv.gain.uniform_(0.5, 1.5)
+    model = nn.Sequential(conv)
+    cls, target_kwargs = TARGETS[target]
+    report = convert(model, target, bake_standardization=True, **target_kwargs)
+    assert report.replaced == ["0"] and isinstance(model[0], cls)
+    w = conv.weight.detach()
+    mean, var = w.mean((1, 2, 3), keepdim=True), w.var((1, 2, 3), unbiased=False, keepdim=True)
+    kernel = (w - mean) / torch.sqrt(var + conv.eps) * (conv.gain * conv.scale if hasattr(conv, "gain") else 1)
+    x = torch.randn(2, 32, 9, 10)
+    same = "Same" in name and conv.same_pad
+    expected = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 1, 1)) if same else x, kernel,
+                                          conv.bias, conv.stride, 0 if same else conv.padding)
+    torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))

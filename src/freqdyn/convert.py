@@ -10,7 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
 
 from .kinds import KINDS
 
@@ -51,21 +54,48 @@ def _matches(selector: Selector, name: str, module: nn.Module) -> bool:
     return bool(selector(name, module))  # type: ignore[misc]
 
 
-def _static_equivalent(module: nn.Module) -> nn.Conv2d | None:
-    """An ``nn.Conv2d`` computing what a Conv2d subclass computes, where one exists (sharing its parameters).
+_STANDARDISED = ("StdConv2d", "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame")  # timm's
+
+
+def _standardised_weight(conv: nn.Conv2d) -> Tensor:
+    """The kernel a timm (Scaled)StdConv2d convolves with: each output channel's weights standardised (biased
+    variance, its ``eps``), times ``gain * scale`` for the scaled variant."""
+    scale = getattr(conv, "gain", None)
+    if scale is not None:
+        scale = (scale * getattr(conv, "scale", 1.0)).reshape(-1)
+    flat = conv.weight.reshape(1, conv.out_channels, -1)
+    return F.batch_norm(flat, None, None, weight=scale, training=True, momentum=0.0,
+                        eps=getattr(conv, "eps", 1e-6)).reshape_as(conv.weight)
+
+
+def _static_equivalent(module: nn.Module, bake_standardization: bool = False) -> nn.Conv2d | None:
+    """An ``nn.Conv2d`` computing what a timm Conv2d subclass computes, where one exists.
 
     timm's ``Conv2dSame`` pads TF-style per input size: at stride 1 that padding is d * (k - 1) split with the
-    extra pixel last, for every size, which is ``padding='same'``; strided, it depends on the size (none).
+    extra pixel last, for every size, which is ``padding='same'``; strided, it depends on the size (none). It
+    shares the module's parameters. With ``bake_standardization``, a ``StdConv2d`` / ``ScaledStdConv2d`` (and their
+    ``Same`` variants, under the same padding rule) becomes a conv holding its current standardised kernel (a new
+    parameter): the same function now, but training no longer re-standardises it.
     """
-    if type(module).__name__ != "Conv2dSame" or not type(module).__module__.startswith("timm."):
+    name = type(module).__name__
+    if not type(module).__module__.startswith("timm.") or name not in ("Conv2dSame", *_STANDARDISED):
+        return None
+    if name in _STANDARDISED and not bake_standardization:
         return None
     conv = cast(nn.Conv2d, module)
-    if conv.stride != (1, 1) or conv.padding_mode != "zeros":
+    dynamic_same = getattr(conv, "same_pad", name == "Conv2dSame")  # padding computed per input size
+    if (dynamic_same and conv.stride != (1, 1)) or conv.padding_mode != "zeros":
         return None
     pair = tuple[int, int]
-    plain = nn.Conv2d(conv.in_channels, conv.out_channels, cast(pair, conv.kernel_size), 1, "same",
-                      cast(pair, conv.dilation), conv.groups, conv.bias is not None, device="meta")
-    plain.weight, plain.bias = conv.weight, conv.bias
+    padding = "same" if dynamic_same else cast(pair, conv.padding)
+    plain = nn.Conv2d(conv.in_channels, conv.out_channels, cast(pair, conv.kernel_size), cast(pair, conv.stride),
+                      padding, cast(pair, conv.dilation), conv.groups, conv.bias is not None, device="meta")
+    if name in _STANDARDISED:
+        with torch.no_grad():
+            plain.weight = nn.Parameter(_standardised_weight(conv).clone(), conv.weight.requires_grad)
+    else:
+        plain.weight = conv.weight
+    plain.bias = conv.bias
     return plain.train(conv.training)
 
 
@@ -86,7 +116,8 @@ def _carry_state(old: nn.Conv2d | nn.Linear, new: nn.Module) -> None:
 
 
 def convert(
-    model: nn.Module, to: str = "fdconv", *, include: Selector = None, exclude: Selector = None, **kwargs
+    model: nn.Module, to: str = "fdconv", *, include: Selector = None, exclude: Selector = None,
+    bake_standardization: bool = False, **kwargs
 ) -> ConversionReport:
     """Replace every ``nn.Conv2d`` (``nn.Linear`` for ``to="fdlinear"``) selected by ``include`` / ``exclude`` in place.
 
@@ -96,7 +127,10 @@ def convert(
     ``nn.Conv2d``. Subclasses (timm's ``StdConv2d`` and ``Conv2dSame``, mmcv's ``Conv2dAdaptivePadding``)
     change what the convolution computes (weight standardisation, dynamic 'same' padding), so they are
     listed in ``report.skipped`` with that reason, not converted; timm's ``Conv2dSame`` at stride 1, whose padding
-    is then static (``padding='same'``), converts. A replaced layer keeps the source's
+    is then static (``padding='same'``), converts. ``bake_standardization=True`` opts timm's ``StdConv2d`` /
+    ``ScaledStdConv2d`` (BiT, NFNet) in: the dynamic layer starts from the standardised kernel, so the converted
+    model computes the same function, but its kernels are no longer re-standardised in training (weight
+    standardisation becomes an initialisation, not a constraint). A replaced layer keeps the source's
     device, dtype, training mode, ``requires_grad`` and hooks.
     """
     if to not in CONVERTERS:
@@ -107,11 +141,13 @@ def convert(
     report = ConversionReport(model=model, params_before=count_parameters(model))
     built: dict[int, nn.Module] = {}
     for name, module in list(model.named_modules(remove_duplicate=False)):
-        static = _static_equivalent(module) if source is nn.Conv2d else None
+        static = _static_equivalent(module, bake_standardization) if source is nn.Conv2d else None
         if type(module) is not source and static is None:
             if isinstance(module, source):
+                opt_in = (" (convert(..., bake_standardization=True) converts it with its standardised kernel)"
+                          if type(module).__name__ in _STANDARDISED and not bake_standardization else "")
                 report.skipped[name] = (f"{type(module).__name__} subclasses {source.__name__} and changes its "
-                                        "computation (e.g. weight standardisation, dynamic 'same' padding)")
+                                        f"computation (e.g. weight standardisation, dynamic 'same' padding){opt_in}")
             continue
         if include is not None and not _matches(include, name, module):
             report.skipped[name] = "not included"
