@@ -72,3 +72,31 @@ def test_plain_checkpoint_loads_through_load_checkpoint_and_init_cfg(conv_type, 
     for model in (loaded, pretrained):
         with torch.no_grad():
             torch.testing.assert_close(model.eval()(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_missing_attention_keys_are_summarised_in_one_line(tmp_path):
+    """mmengine lists every key a checkpoint lacks; a plain checkpoint cannot hold the dynamic layers' attention
+    parameters, so those are one freqdyn line (with their counts), while other missing keys stay listed."""
+    import logging
+
+    from mmengine.runner import load_checkpoint
+
+    backbone = _backbone_pair()
+    plain = backbone("Conv2d").state_dict()
+    plain.pop("stem.bias")  # a genuinely missing key
+    path = tmp_path / "plain.pth"
+    torch.save({"state_dict": plain}, path)
+    lines: list[str] = []
+    logger = logging.getLogger("test_missing_attention_keys")
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    model = backbone("FDConv")
+    load_checkpoint(model, str(path), map_location="cpu", strict=False, logger=logger)
+    text = "\n".join(lines)
+    attention = [key for key in fm.attention_keys(model) if "num_batches_tracked" not in key]  # mmengine skips those
+    assert len(attention) > 20 and text.count("KSM_") + text.count("FBM.") == 1  # the one example
+    assert f"freqdyn: {len(attention)} attention parameter(s) of 2 dynamic layer(s)" in text
+    assert "missing keys in source state_dict: stem.bias" in text
+    with pytest.raises(RuntimeError, match="KSM_Global"):  # strict loading still refuses a plain checkpoint
+        load_checkpoint(backbone("FDConv"), str(path), map_location="cpu", strict=True)

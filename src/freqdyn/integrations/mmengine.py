@@ -5,20 +5,29 @@
     ... backbone=dict(type="UniConvNet", arch="t", out_indices=(0, 1, 2, 3)) ...
 
 Importing this module registers the layers (idempotently) in the root registry, which the mmdet / mmseg
-child registries fall back to. mmcv's ``build_conv_layer(cfg, in, out, kernel_size, stride=, padding=,
-dilation=, groups=, bias=)`` matches the ``nn.Conv2d``-compatible signatures; every conv defines
+child registries fall back to. It also shortens mmengine's warning when a plain checkpoint (``load_from``,
+``init_cfg=dict(type="Pretrained")``) loads into a model with dynamic layers: their attention parameters, which
+the checkpoint cannot hold and which start neutral, are summarised in one ``freqdyn:`` line instead of being
+listed among the missing keys (thousands of names in a ResNet); other missing keys are still listed; a strict
+load still fails. mmcv's ``build_conv_layer(cfg, in, out, kernel_size, stride=, padding=, dilation=, groups=,
+bias=)`` matches the ``nn.Conv2d``-compatible signatures; every conv defines
 ``init_weights`` so ``ConvModule`` keeps its initialisation instead of re-running kaiming.
 """
 from __future__ import annotations
 
 import copy
+import functools
+import logging
 from collections.abc import Sequence
+from typing import Any
 
 import torch.nn as nn
 from mmengine.model import BaseModule
+from mmengine.runner import checkpoint
 
 from ..kinds import KINDS
-from ..layers import MRFA, DynamicConv2d, FreqFusion, FreqFusionFPN, UniConvNetBlock
+from ..layers import MRFA, DynamicConv2d, ExpertConv2d, FreqFusion, FreqFusionFPN, UniConvNetBlock
+from ..layers.fourier_dynamic import FourierDynamicBase
 from ..models import SCALES, UniConvNet
 
 
@@ -50,6 +59,57 @@ LAYERS: dict[str, type[nn.Module]] = {
 }
 
 
+_KERNEL_KEYS = {"weight", "bias", "dft_weight", "freq_group"}  # what a plain checkpoint's conv provides
+_MISSING = "missing keys in source state_dict: "
+
+
+def attention_keys(module: nn.Module) -> dict[str, str]:
+    """State-dict keys of the attention parameters of every dynamic freqdyn layer in ``module``, to its layer's name."""
+    keys = {}
+    for name, layer in module.named_modules():
+        if isinstance(layer, FourierDynamicBase | ExpertConv2d) and getattr(layer, "is_dynamic", True):
+            prefix = f"{name}." if name else ""
+            keys.update({prefix + key: name for key in layer.state_dict() if "." in key or key not in _KERNEL_KEYS})
+    return keys
+
+
+def summarise_missing(message: str, attention: dict[str, str]) -> str:
+    """mmengine's mismatch warning with the dynamic layers' attention keys taken out of the missing-keys line and
+    summarised in one line."""
+    lines = message.split("\n")
+    for i, line in enumerate(lines):
+        if not line.startswith(_MISSING):
+            continue
+        keys = line[len(_MISSING):].split(", ")
+        ours = [k for k in keys if k in attention]
+        if not ours:
+            return message
+        rest = [k for k in keys if k not in attention]
+        layers = {attention[k] for k in ours}
+        note = (f"freqdyn: {len(ours)} attention parameter(s) of {len(layers)} dynamic layer(s) are not in the "
+                f"checkpoint (e.g. {ours[0]}); they start neutral, so those layers compute the checkpoint's "
+                "convolutions, whose kernels they took from its 'weight' keys")
+        lines[i:i + 1] = ([_MISSING + ", ".join(rest)] if rest else []) + [note]
+        return "\n".join(lines)
+    return message
+
+
+def _load_state_dict(original: Any, module: nn.Module, state_dict: Any, strict: bool = False,
+                     logger: Any = None) -> Any:
+    """mmengine's ``load_state_dict``, its mismatch warning passed through :func:`summarise_missing`."""
+    attention = attention_keys(module)
+    printer = checkpoint.print_log
+
+    def print_log(msg: Any, logger: Any = None, level: int = logging.INFO) -> None:
+        printer(summarise_missing(msg, attention) if isinstance(msg, str) else msg, logger=logger, level=level)
+
+    checkpoint.print_log = print_log
+    try:
+        return original(module, state_dict, strict, logger)
+    finally:
+        checkpoint.print_log = printer
+
+
 def register() -> list[str]:
     """Register :data:`LAYERS` in ``mmengine.registry.MODELS``; returns the names added by this call."""
     from mmengine.registry import MODELS
@@ -59,6 +119,8 @@ def register() -> list[str]:
         if name not in MODELS.module_dict:
             MODELS.register_module(name=name, module=cls)
             added.append(name)
+    if not isinstance(checkpoint.load_state_dict, functools.partial):  # once: what load_checkpoint calls
+        checkpoint.load_state_dict = functools.partial(_load_state_dict, checkpoint.load_state_dict)
     return added
 
 
