@@ -72,3 +72,42 @@ def test_cli_analyze_a_users_model_and_checkpoint(tmp_path, capsys):
     assert out.count("weight-matrix spectrum 0.000") == 16
     assert (tmp_path / "frequency_responses.png").stat().st_size > 0 and (tmp_path / "erf.png").stat().st_size > 0
     assert main(["analyze", "--out", str(tmp_path), "--model", "resnet18"]) == 2  # nothing dynamic to analyse
+
+
+def test_cli_analyze_foreign_checkpoints_and_what_training_changed(tmp_path, capsys):
+    """A detector's backbone checkpoint (mmdet: 'state_dict', 'backbone.' keys) with another class count loads
+    what fits and says what it skipped; the attention spread tells a trained layer (heads moved) from a fresh one."""
+    pytest.importorskip("matplotlib")
+    torchvision = pytest.importorskip("torchvision")
+    from freqdyn import convert
+
+    torch.manual_seed(0)
+    trained = torchvision.models.resnet18(num_classes=10)
+    convert(trained, "fdconv", include=r"layer\d\.\d+\.conv[123]$", kernel_num=8)
+    with torch.no_grad():  # "training": the first layer's attention heads move away from neutral
+        for name, p in trained.layer1[0].conv1.named_parameters():
+            if "KSM_Global" in name and ("_fc." in name or name.endswith("fc.weight")):
+                p.normal_(0, 0.5)
+    state = {f"backbone.{k}": v for k, v in trained.state_dict().items()}
+    state["neck.lateral.weight"] = torch.zeros(3)
+    path = tmp_path / "detector.pth"
+    torch.save({"state_dict": state, "meta": {"epoch": 12}}, path)
+    assert main(["analyze", "--out", str(tmp_path), "--size", "48", "--model", "resnet18", "--to", "fdconv",
+                 "--kernel-num", "8", "--checkpoint", str(path), "--plot-layers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "(the keys under 'backbone.'): 2 missing, 0 unexpected keys" in out  # fc: skipped, so missing
+    assert "skipped 2 tensor(s) whose shape differs (another class count?): fc.weight: (10, 512)" in out
+    spread = {line.split()[0]: line for line in out.splitlines() if "kernel " in line and "channel " in line}
+    assert "kernel 0.000" not in spread["layer1.0.conv1"] and "channel 0.000" in spread["layer1.1.conv1"]
+
+
+def test_attention_spread_is_zero_for_a_converted_network():
+    from freqdyn import DynamicConv2d, FDConv, FDLinear
+    from freqdyn.analysis import attention_spread
+
+    model = nn.Sequential(FDConv(24, 32, 3, kernel_num=4), DynamicConv2d(32, 32, 3, num_experts=3))
+    spread = attention_spread(model, torch.randn(2, 24, 12, 12))
+    assert set(spread) == {"0", "1"} and all(v == 0.0 for v in spread["0"].values())  # FDConv: exactly neutral
+    assert spread["1"]["kernel"] < 0.05  # DY-Conv's random attention at temperature 30: nearly uniform
+    linear = FDLinear(16, 24, kernel_num=4)
+    assert attention_spread(nn.Sequential(linear), torch.randn(3, 16))["0"]["kernel"] == 0.0

@@ -366,3 +366,20 @@ def test_gated_rows_say_they_are_plain_in_the_layer_table(registered):
     rows = {int(line[:3]): line for line in lines if line[:3].strip().isdigit()}
     assert "FDConv (plain: gated)" in rows[0] and model.model[0].type == "FDConv (plain: gated)"  # 3 -> 32
     assert "FDConv" in rows[1] and "plain" not in rows[1]  # 32 -> 64: dynamic
+
+
+def test_freqdyn_analyze_takes_an_ultralytics_checkpoint(registered, tmp_path, capsys):
+    """An ultralytics .pt pickles its model: refused with the reason by default, analysed with --trust-checkpoint."""
+    pytest.importorskip("matplotlib")
+    from freqdyn.cli import main
+
+    model = ultralytics.YOLO(fu.model_yaml("n")).model
+    path = tmp_path / "best.pt"
+    torch.save({"model": model, "epoch": 3}, path)
+    assert main(["analyze", "--out", str(tmp_path), "--size", "64", "--checkpoint", str(path)]) == 2
+    assert "--trust-checkpoint" in capsys.readouterr().err
+    assert main(["analyze", "--out", str(tmp_path), "--size", "64", "--checkpoint", str(path), "--trust-checkpoint",
+                 "--plot-layers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "loaded the model" in out and "dynamic layers mixes" in out and "kernel 0.000" in out
+    assert (tmp_path / "erf.png").stat().st_size > 0

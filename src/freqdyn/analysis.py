@@ -10,20 +10,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .layers import ExpertConv2d, FDConv
+from .layers import ExpertConv2d
+from .layers.attention_heads import Attentions
+from .layers.fourier_dynamic import FourierDynamicBase
 from .layers.fourier_weight import weight_to_matrix
+
+HEADS = ("kernel", "channel", "filter", "spatial")
 
 
 def kernel_bank(layer: nn.Module) -> Tensor:
     """The kernels a dynamic layer mixes, (K, O, I/groups, kh, kw): experts, or FDConv's frequency-group kernels."""
     if isinstance(layer, ExpertConv2d):
         return layer.kernels().detach()
-    if isinstance(layer, FDConv) and layer.is_dynamic:
+    if isinstance(layer, FourierDynamicBase) and getattr(layer, "is_dynamic", True):  # FDConv, FDLinear
         return layer.frequency_kernels().detach().flatten(0, 1)
     raise ValueError(f"no kernel bank for {type(layer).__name__} (expected a dynamic conv)")
 
@@ -136,14 +141,16 @@ def plot_frequency_responses(rows: dict[str, Tensor], path: str | Path, max_kern
 def plot_erf(maps: dict[str, Tensor], path: str | Path) -> Path:
     """ERF maps side by side (log10 scale, as in RepLKNet), each with a colour bar and pixel axes; writes a PNG."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(maps), figsize=(4.2 * len(maps), 4.0), squeeze=False, layout="constrained")
-    for ax, (name, erf) in zip(axes[0], maps.items(), strict=True):
-        image = ax.imshow(torch.log10(erf + 1e-4).numpy(), cmap="RdYlGn", vmin=-4.0, vmax=0.0)
+    width = max(4.2 * len(maps), 6.0)  # one panel still leaves room for the title
+    fig, axes = plt.subplots(1, len(maps), figsize=(width, 4.4), squeeze=False, layout="constrained")
+    for ax, (name, erf) in zip(axes[0], maps.items(), strict=True):  # inferno: dark = little, bright = most
+        image = ax.imshow(torch.log10(erf + 1e-4).numpy(), cmap="inferno", vmin=-4.0, vmax=0.0)
         ax.set_title(f"{name}\nhalf the contribution: radius {erf_radius(erf)} px", fontsize=9)
         ax.set_xlabel("x (pixels)", fontsize=8)
         ax.set_ylabel("y (pixels)", fontsize=8)
         fig.colorbar(image, ax=ax, shrink=0.8, label="log10 ERF")
-    fig.suptitle("Effective receptive fields: |d centre output / d input|, normalised to 1, log scale", fontsize=9)
+    fig.suptitle("Effective receptive fields: |d centre output / d input|,\nnormalised to 1, log scale "
+                 "(bright = most contribution)", fontsize=9)
     path = Path(path)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -154,9 +161,36 @@ def dynamic_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The layers of ``model`` that mix a kernel bank (name -> layer), in module order."""
     out: dict[str, nn.Module] = {}
     for name, module in model.named_modules():
-        if isinstance(module, ExpertConv2d) or (isinstance(module, FDConv) and module.is_dynamic):
+        if isinstance(module, ExpertConv2d) or (isinstance(module, FourierDynamicBase)
+                                                 and getattr(module, "is_dynamic", True)):
             out[name] = module
     return out
+
+
+def attention_spread(model: nn.Module, x: Tensor) -> dict[str, dict[str, float]]:
+    """What training made of each dynamic layer's attentions on input ``x``: per layer and head (kernel, channel,
+    filter, spatial), the coefficient of variation (std / mean) of the head's values over the samples of ``x``
+    and the head's entries. Every head of a fresh or converted layer is constant (neutral), so 0 means untrained;
+    a trained layer selects, e.g. 0.3 = values spread by 30% around their mean."""
+    layers = dynamic_layers(model)
+    seen: dict[str, Attentions] = {}
+    handles = []
+    for name, layer in layers.items():
+        heads = cast(nn.Module, layer.KSM_Global if isinstance(layer, FourierDynamicBase) else layer.attention)
+        handles.append(heads.register_forward_hook(
+            lambda module, args, out, name=name: seen.setdefault(name, out)))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    spread = {}
+    for name, att in seen.items():
+        values = {head: getattr(att, head) for head in HEADS}
+        spread[name] = {head: (v.std(unbiased=False) / v.mean().abs().clamp_min(1e-12)).item()
+                        for head, v in values.items() if v is not None and v.numel() > 1}
+    return spread
 
 
 def last_feature_map(model: nn.Module) -> Callable[[Tensor], Tensor]:

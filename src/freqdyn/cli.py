@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import pickle
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -126,18 +127,67 @@ def _photo(size: int) -> torch.Tensor:
     return nn.functional.interpolate(image, size=(size, size), mode="area")
 
 
+def _load_file(path: str, trust: bool) -> Any:
+    """``torch.load`` of a checkpoint: tensors only unless ``trust`` (pickled objects run code when loaded)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"{path} holds pickled objects besides tensors (an ultralytics .pt, or an mmengine "
+                         "checkpoint with its training state); rerun with --trust-checkpoint if you trust the file"
+                         ) from error
+
+
+def _held_module(checkpoint: Any) -> nn.Module | None:
+    """The model an ultralytics checkpoint pickles (its EMA when present), or None."""
+    if isinstance(checkpoint, nn.Module):
+        return checkpoint
+    if isinstance(checkpoint, dict):
+        for key in ("ema", "model"):
+            if isinstance(checkpoint.get(key), nn.Module):
+                return checkpoint[key]
+    return None
+
+
+def _fitted_state(state: dict, model: nn.Module) -> tuple[dict, str, list[str]]:
+    """``state`` under the key prefix that matches ``model`` best (mmdet's 'backbone.', DDP's 'module.' ...), without
+    the tensors whose shape differs from the model's (another class count): (state, prefix, skipped)."""
+    own = model.state_dict()
+    best, prefix = state, ""
+    for candidate in sorted({key.split(".", 1)[0] + "." for key in state if "." in key}):
+        stripped = {k[len(candidate):]: v for k, v in state.items() if k.startswith(candidate)}
+        if sum(k in own for k in stripped) > sum(k in own for k in best):
+            best, prefix = stripped, candidate
+    skipped = [f"{k}: {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} here" for k, v in best.items()
+               if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
+    return {k: v for k, v in best.items() if k not in own or v.shape == own[k].shape}, prefix, skipped
+
+
 def _user_model(args: argparse.Namespace) -> nn.Module:
-    """The model of ``freqdyn analyze --model``: built by name, converted with ``--to``, ``--checkpoint`` loaded."""
+    """The model of ``freqdyn analyze``: ``--model`` built by name, converted with ``--to``, ``--checkpoint`` loaded
+    into it; or, without ``--model``, the model an ultralytics ``--checkpoint`` holds."""
+    if not args.model:
+        held = _held_module(_load_file(args.checkpoint, args.trust_checkpoint))
+        if held is None:
+            raise ValueError(f"{args.checkpoint} holds a state_dict, not a model: name its model with --model")
+        print(f"loaded the model {args.checkpoint} holds ({type(held).__name__})")
+        return held.float().eval()
     model = build_model(args.model).eval()
     if args.to != "none":
         options = {"kernel_num": args.kernel_num} if args.to == "fdconv" else {}
-        include = BOTTLENECK_CONVS if "resnet" in args.model else None
+        include = BOTTLENECK_CONVS if "resnet" in args.model and args.to in CONV_KINDS else None
         print(f"{args.model} -> {args.to}: {convert(model, args.to, include=include, **options)}")
     if args.checkpoint:
-        state, _ = _checkpoint_state(torch.load(args.checkpoint, map_location="cpu", weights_only=True))
+        checkpoint = _load_file(args.checkpoint, args.trust_checkpoint)
+        held = _held_module(checkpoint)
+        state = held.float().state_dict() if held is not None else _checkpoint_state(checkpoint)[0]
+        state, prefix, skipped = _fitted_state(state, model)
         result = model.load_state_dict(state, strict=False)
-        print(f"loaded {args.checkpoint}: {len(result.missing_keys)} missing, {len(result.unexpected_keys)} "
+        where = f" (the keys under '{prefix}')" if prefix else ""
+        print(f"loaded {args.checkpoint}{where}: {len(result.missing_keys)} missing, {len(result.unexpected_keys)} "
               "unexpected keys")
+        if skipped:
+            print(f"  skipped {len(skipped)} tensor(s) whose shape differs (another class count?): {skipped[0]}"
+                  + (f", and {len(skipped) - 1} more" if len(skipped) > 1 else ""))
     return model
 
 
@@ -150,8 +200,9 @@ def analyze_model(args: argparse.Namespace, out: Path) -> int:
         print(f"freqdyn analyze: {error}", file=sys.stderr)
         return 2
     layers = analysis.dynamic_layers(model)
+    name = args.model or Path(args.checkpoint).name
     if not layers:
-        print(f"freqdyn analyze: {args.model} has no dynamic layers; convert it with --to", file=sys.stderr)
+        print(f"freqdyn analyze: {name} has no dynamic layers; convert it with --to", file=sys.stderr)
         return 2
     print(f"Frequency responses of the kernels each of the {len(layers)} dynamic layers mixes "
           "(mean pairwise cosine similarity; 1 = alike):")
@@ -165,9 +216,15 @@ def analyze_model(args: argparse.Namespace, out: Path) -> int:
         if len(rows) < args.plot_layers:
             rows[name] = matrix
     print(f"  wrote {analysis.plot_frequency_responses(rows, out / 'frequency_responses.png')}")
-    erf = analysis.effective_receptive_field(analysis.last_feature_map(model), _photo(args.size))
-    print(f"Effective receptive field of {args.model}'s last feature map: radius {analysis.erf_radius(erf)}")
-    print(f"  wrote {analysis.plot_erf({args.model: erf}, out / 'erf.png')}")
+    photo = _photo(args.size)
+    spread = analysis.attention_spread(model, photo)
+    print("What training made of the attentions on skimage's astronaut: spread (std / mean) of each head's values, "
+          "0 = constant, as a fresh or converted layer:")
+    for name, heads in spread.items():
+        print(f"  {name:<28} " + "   ".join(f"{head} {value:.3f}" for head, value in heads.items()))
+    erf = analysis.effective_receptive_field(analysis.last_feature_map(model), photo)
+    print(f"Effective receptive field of {name}'s last feature map: radius {analysis.erf_radius(erf)}")
+    print(f"  wrote {analysis.plot_erf({name: erf}, out / 'erf.png')}")
     return 0
 
 
@@ -177,7 +234,7 @@ def analyze(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if getattr(args, "model", None):
+    if getattr(args, "model", None) or getattr(args, "checkpoint", None):
         return analyze_model(args, out)
     torch.manual_seed(0)
     conv = nn.Conv2d(64, 64, 3, padding=1)
@@ -240,7 +297,7 @@ def profile_command(args: argparse.Namespace) -> int:
     print(f"{args.model}: {before.flops / 1e9:.3f} GFLOPs, {before.params / 1e6:.3f}M params at {shape} "
           "(FLOPs = 2 x multiply-accumulates, FFTs and CARAFE included)")
     if args.to != "none":
-        include = BOTTLENECK_CONVS if "resnet" in args.model else None
+        include = BOTTLENECK_CONVS if "resnet" in args.model and args.to in CONV_KINDS else None
         report = convert(model, args.to, include=include)
         print(f"{args.model} -> {args.to}: {report}")
         if not report.replaced:
@@ -330,10 +387,14 @@ def main(argv: list[str] | None = None) -> int:
         "--kernel-num", type=int, default=64, help="FDConv kernel_num (random layers, or --to fdconv)"
     )
     p_analyze.add_argument("--model", help="analyse this torchvision / timm model instead of random layers")
-    p_analyze.add_argument("--to", default="none", choices=["none", *CONV_KINDS],
+    p_analyze.add_argument("--to", default="none", choices=["none", *KINDS],
                            help="with --model: convert it first (ResNets: the bottleneck convs)")
-    p_analyze.add_argument("--checkpoint", help="with --model: a state_dict (or a dict holding one) to load, e.g. "
-                           "a trained network's")
+    p_analyze.add_argument("--checkpoint", help="with --model: a state_dict (or a dict holding one: mmengine's "
+                           "'state_dict', a detector's 'backbone.' keys) to load, e.g. a trained network's; alone: an "
+                           "ultralytics .pt (with --trust-checkpoint)")
+    p_analyze.add_argument("--trust-checkpoint", action="store_true",
+                           help="load pickled objects from --checkpoint (ultralytics .pt, mmengine training state): "
+                           "only for files you trust")
     p_analyze.add_argument("--plot-layers", type=int, default=6, help="with --model: layers in the frequency plot")
     p_analyze.set_defaults(func=analyze)
     p_profile = sub.add_parser(
