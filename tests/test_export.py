@@ -52,8 +52,11 @@ def test_torchscript_trace_with_default_checks(name, grad):
     the spatial size (the official band masks are resized to it) and enter the trace as constants: its trace runs
     at its traced size, like its ONNX export; the others run at another spatial size too. The batch size is free."""
     module = _modules()[name]
-    with torch.set_grad_enabled(grad):
+    with torch.set_grad_enabled(grad), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         traced = torch.jit.trace(module, torch.randn(2, 32, 16, 16))
+    said = [str(w.message) for w in caught if "runs at H=16, W=16 only" in str(w.message)]
+    assert bool(said) == (name == "fdconv")  # FDConv's trace says that its H and W are fixed
     x = torch.randn(3, 32, 16, 16) if name == "fdconv" else torch.randn(3, 32, 20, 12)  # another batch size
     with torch.no_grad():
         torch.testing.assert_close(traced(x), module(x))

@@ -7,6 +7,7 @@ sum_j a_j * (L_{j-1} - L_j) + L_last, which telescopes to x when every a_j = 1 (
 """
 from __future__ import annotations
 
+import warnings
 from typing import cast
 
 import torch
@@ -145,6 +146,10 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         if self._use_fft(*x.shape[2:]):
             return self._fft_forward(x)
         batch, channels, height, width = x.shape
+        if torch.jit.is_tracing():
+            warnings.warn(f"FBM: a trace holds the band operators of its input size as constants, so the traced graph "
+                          f"runs at H={height}, W={width} only (another size fails in a matmul); trace at the size "
+                          "you will run", torch.jit.TracerWarning, stacklevel=2)
         g = self.spatial_group
         per_group = channels // g
         work = compute_dtype(x.dtype)
