@@ -264,6 +264,8 @@ def plot(results: list[dict], out: Path) -> Path:
         ax.set_xlabel("training step time / plain model's (interleaved run)")
         ax.set_ylabel(f"{label} (mean ± std over seeds)")
         ax.set_xscale("log")
+        ax.set_xticks([1, 1.5, 2, 3, 4], ["1x", "1.5x", "2x", "3x", "4x"])
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
     fig.suptitle("Texture segmentation of mosaics of real photos: what each module buys against what it costs")
     path = out / "accuracy_vs_cost.png"
