@@ -124,3 +124,16 @@ def test_fbm_temperature_divides_the_attention_logits(temp):
     plain = FrequencyBandModulation(16, spatial_group=2, dtype=torch.float64)
     plain.load_state_dict(fbm.state_dict())
     assert not torch.allclose(fbm(x), plain(x))  # the temperature matters
+
+
+@pytest.mark.parametrize("transform", ["separable", "fft"])
+def test_both_routes_take_empty_half_and_channels_last_inputs(transform):
+    fbm = perturb_(FrequencyBandModulation(8, transform=transform), seed=4)
+    empty = torch.randn(0, 8, 40, 36, requires_grad=True)
+    fbm(empty).sum().backward()
+    assert empty.grad is not None and empty.grad.shape == empty.shape
+    x = torch.randn(2, 8, 40, 36)
+    reference = fbm(x)
+    half = fbm.to(torch.bfloat16)(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
+    assert half.dtype == torch.bfloat16 and half.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(half.float(), reference, rtol=0.05, atol=0.05)

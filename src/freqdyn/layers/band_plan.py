@@ -26,7 +26,9 @@ never builds the low-passed maps: with c_j the coefficient of L_j, row h of sum_
 sum_j (T_j[h]) (V_j^T * c_j[h]) with T_j = Re(A_j) (x V_j) + Im(A_j) (x V_j J_j^T), a batched matmul over
 the rows per band, accumulated in place (with several groups each L_j is built and weighted). The work
 runs channels-last, where both transforms are matmuls over pixel rows. This equals the FFT definition for
-any H, W, works in any dtype and device, and exports to ONNX without FFT operators.
+any H, W, works in any dtype and device, and exports to ONNX without FFT operators. Its cost per value grows with
+H + W, so on large maps :func:`fft_low_passes` computes the same low-passes by FFTs pruned to the kept frequencies
+(O(log HW) per value) and :func:`fft_cheaper` says which route is cheaper at a size.
 """
 from __future__ import annotations
 
@@ -195,6 +197,7 @@ def filter_rows(plan: BandPlan[Tensor], rows: Tensor) -> list[Tensor]:
             t = t + torch.matmul(quad, torch.matmul(turn, part).reshape(batch, height, w * channels))
         out.append(t.reshape(batch, height, w, channels))
     return out
+
 
 @functools.lru_cache(maxsize=32)
 def _fft_row_masks(height: int, width: int, k_list: tuple[int, ...], rule: str, dtype: torch.dtype,

@@ -143,7 +143,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         # sum_j a_j (L_{j-1} - L_j) + L_n  ==  a_1 x + sum_{j<n} (a_{j+1} - a_j) L_j + (1 - a_n) L_n
         if compiling() and not exporting():
             return self._compiled_forward(x)
-        if self._use_fft(*x.shape[2:]):
+        if self._use_fft(x):
             return self._fft_forward(x)
         batch, channels, height, width = x.shape
         if torch.jit.is_tracing():
@@ -183,8 +183,10 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
             out = out.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
         return out.to(x.dtype).contiguous(memory_format=memory_format_of(x))
 
-    def _use_fft(self, height: int, width: int) -> bool:
-        if exporting() or self.transform == "separable":
+    def _use_fft(self, x: Tensor) -> bool:
+        """Whether this call takes the FFT route (never while exporting, nor for an empty input: MKL refuses it)."""
+        height, width = x.shape[-2:]
+        if exporting() or self.transform == "separable" or not x.numel():
             return False
         training = torch.is_grad_enabled()
         return self.transform == "fft" or fft_cheaper(height, width, self.k_list, self.masks, training)
