@@ -46,6 +46,7 @@ def _worker(rank: int, port: int, queue) -> None:
         if rank == 0:
             queue.put((gathered[0].abs().sum().item(), (gathered[0] - gathered[1]).abs().max().item(),
                        sum(p.grad is None for p in model.parameters())))
+        dist.barrier()  # both ranks done before either tears down (gloo can abort a rank whose peer left first)
     finally:
         dist.destroy_process_group()
 
