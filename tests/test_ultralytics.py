@@ -382,4 +382,5 @@ def test_freqdyn_analyze_takes_an_ultralytics_checkpoint(registered, tmp_path, c
                  "--plot-layers", "1"]) == 0
     out = capsys.readouterr().out
     assert "loaded the model" in out and "dynamic layers mixes" in out and "kernel 0.000" in out
+    assert "Effective receptive field of best.pt's last feature map" in out
     assert (tmp_path / "erf.png").stat().st_size > 0

@@ -200,9 +200,9 @@ def analyze_model(args: argparse.Namespace, out: Path) -> int:
         print(f"freqdyn analyze: {error}", file=sys.stderr)
         return 2
     layers = analysis.dynamic_layers(model)
-    name = args.model or Path(args.checkpoint).name
+    title = args.model or Path(args.checkpoint).name  # the model's name in messages and the ERF plot
     if not layers:
-        print(f"freqdyn analyze: {name} has no dynamic layers; convert it with --to", file=sys.stderr)
+        print(f"freqdyn analyze: {title} has no dynamic layers; convert it with --to", file=sys.stderr)
         return 2
     print(f"Frequency responses of the kernels each of the {len(layers)} dynamic layers mixes "
           "(mean pairwise cosine similarity; 1 = alike):")
@@ -223,8 +223,8 @@ def analyze_model(args: argparse.Namespace, out: Path) -> int:
     for name, heads in spread.items():
         print(f"  {name:<28} " + "   ".join(f"{head} {value:.3f}" for head, value in heads.items()))
     erf = analysis.effective_receptive_field(analysis.last_feature_map(model), photo)
-    print(f"Effective receptive field of {name}'s last feature map: radius {analysis.erf_radius(erf)}")
-    print(f"  wrote {analysis.plot_erf({name: erf}, out / 'erf.png')}")
+    print(f"Effective receptive field of {title}'s last feature map: radius {analysis.erf_radius(erf)}")
+    print(f"  wrote {analysis.plot_erf({title: erf}, out / 'erf.png')}")
     return 0
 
 
