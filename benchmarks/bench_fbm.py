@@ -15,6 +15,7 @@ import argparse
 import torch
 import torch.nn as nn
 
+from bench_network import spread
 from freqdyn.layers.band_plan import fft_cheaper
 from freqdyn.layers.frequency_band_modulation import FrequencyBandModulation
 from freqdyn.tools.reference import naive_lowpass
@@ -34,12 +35,6 @@ def naive_fbm(fbm: FrequencyBandModulation, x: torch.Tensor) -> torch.Tensor:
     for j in range(len(fbm.k_list)):
         out = out + att[:, j, None] * (lows[j] - lows[j + 1])
     return out
-
-
-def ratio(times: list[float], base: list[float]) -> str:
-    """Median over the base's median, with [fastest-slowest] over the same (times are sorted)."""
-    ref = base[len(base) // 2]
-    return f"{times[len(times) // 2] / ref:.2f}x [{times[0] / ref:.2f}-{times[-1] / ref:.2f}]"
 
 
 def main() -> None:
@@ -79,8 +74,8 @@ def main() -> None:
             base = times["conv"]
             flag = " (unsteady)" if unsteady(times) else ""
             print(f"| {channels} | {height} x {width} | {mode}{flag} | {base[len(base) // 2]:.1f} | "
-                  f"{ratio(times['separable'], base)} | {ratio(times['fft'], base)} | "
-                  f"{ratio(times['auto'], base)} ({route}) | {ratio(times['naive'], base)} |", flush=True)
+                  f"{spread(times['separable'], base)} | {spread(times['fft'], base)} | "
+                  f"{spread(times['auto'], base)} ({route}) | {spread(times['naive'], base)} |", flush=True)
 
 
 if __name__ == "__main__":

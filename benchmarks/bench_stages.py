@@ -17,17 +17,12 @@ import math
 import torch
 import torch.nn as nn
 
-from bench_network import build, total
+from bench_network import _no_grad, build, spread, total
 from freqdyn import FDConv, profile
 from freqdyn.tools.timing import interleaved_times_ms, machine_line
 
 BODY = ("layer1", "layer2", "layer3", "layer4")
 RUNS = (("eval", 1, (800, 1216)), ("train", 2, (512, 512)))
-
-
-def spread(times: list[float], base: list[float]) -> str:
-    median, ref = times[len(times) // 2], base[len(base) // 2]
-    return f"{median / ref:.2f}x [{times[0] / ref:.2f}-{times[-1] / ref:.2f}]"
 
 
 def fbm_values(stage: nn.Module, x: torch.Tensor) -> int:
@@ -81,11 +76,6 @@ def main() -> None:
             kernels, fbm = notes[f"{name}:values"]
             print(f"| {name} | {label} | {spread(b, a)} | {notes[f'{name}:fd'] / notes[f'{name}:plain']:.2f}x | "
                   f"+{b[len(b) // 2] - a[len(a) // 2]:.0f} | {kernels / 1e6:.2f}M | {fbm / 1e6:.1f}M |", flush=True)
-
-
-def _no_grad(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model(x)
 
 
 if __name__ == "__main__":

@@ -25,10 +25,10 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 from mmengine.runner import checkpoint
 
+from ..analysis import dynamic_layers
 from ..kinds import KINDS
-from ..layers import MRFA, DynamicConv2d, ExpertConv2d, FreqFusion, FreqFusionFPN, UniConvNetBlock
-from ..layers.fourier_dynamic import FourierDynamicBase
-from ..models import SCALES, UniConvNet
+from ..layers import MRFA, DynamicConv2d, FreqFusion, FreqFusionFPN, UniConvNetBlock
+from ..models import UniConvNet, scale_args
 
 
 class UniConvNetBackbone(UniConvNet, BaseModule):
@@ -40,12 +40,7 @@ class UniConvNetBackbone(UniConvNet, BaseModule):
 
     def __init__(self, arch: str = "t", out_indices: Sequence[int] = (0, 1, 2, 3), init_cfg: dict | None = None,
                  **kwargs) -> None:
-        if arch not in SCALES:
-            raise ValueError(f"arch must be one of {', '.join(SCALES)}, got {arch!r}")
-        depths, dims, group_channels = SCALES[arch]
-        kwargs.setdefault("group_channels", group_channels)
-        kwargs.setdefault("num_classes", 0)
-        super().__init__(depths, dims, out_indices=out_indices, **kwargs)
+        super().__init__(**{**scale_args(arch, "arch"), "num_classes": 0, **kwargs}, out_indices=out_indices)
         self.init_cfg = copy.deepcopy(init_cfg)
 
 LAYERS: dict[str, type[nn.Module]] = {
@@ -66,10 +61,9 @@ _MISSING = "missing keys in source state_dict: "
 def attention_keys(module: nn.Module) -> dict[str, str]:
     """State-dict keys of the attention parameters of every dynamic freqdyn layer in ``module``, to its layer's name."""
     keys = {}
-    for name, layer in module.named_modules():
-        if isinstance(layer, FourierDynamicBase | ExpertConv2d) and getattr(layer, "is_dynamic", True):
-            prefix = f"{name}." if name else ""
-            keys.update({prefix + key: name for key in layer.state_dict() if "." in key or key not in _KERNEL_KEYS})
+    for name, layer in dynamic_layers(module).items():
+        prefix = f"{name}." if name else ""
+        keys.update({prefix + key: name for key in layer.state_dict() if "." in key or key not in _KERNEL_KEYS})
     return keys
 
 

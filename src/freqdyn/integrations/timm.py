@@ -15,7 +15,7 @@ from typing import Any
 
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ..models import SCALES, UniConvNet, uniconvnet
+from ..models import SCALES, UniConvNet, scale_args
 
 __all__: list[str] = []
 default_cfgs = generate_default_cfgs({
@@ -27,11 +27,9 @@ default_cfgs = generate_default_cfgs({
 
 
 def _create(scale: str, pretrained: bool = False, **kwargs: Any) -> UniConvNet:
-    depths, dims, group_channels = SCALES[scale]
-    kwargs.setdefault("group_channels", group_channels)
-    return build_model_with_cfg(
-        UniConvNet, f"uniconvnet_{scale}", pretrained, depths=depths, dims=dims,
-        feature_cfg={"out_indices": (0, 1, 2, 3), "feature_cls": "getter"}, **kwargs)
+    return build_model_with_cfg(UniConvNet, f"uniconvnet_{scale}", pretrained,
+                                feature_cfg={"out_indices": (0, 1, 2, 3), "feature_cls": "getter"},
+                                **{**scale_args(scale), **kwargs})
 
 
 def _entrypoint(scale: str):
@@ -40,7 +38,7 @@ def _entrypoint(scale: str):
 
     create.__name__ = create.__qualname__ = f"uniconvnet_{scale}"
     create.__module__ = __name__
-    create.__doc__ = f"UniConvNet-{scale.upper()} ({uniconvnet.__module__}.SCALES['{scale}'])."
+    create.__doc__ = f"UniConvNet-{scale.upper()} (freqdyn.models.SCALES['{scale}'])."
     return create
 
 

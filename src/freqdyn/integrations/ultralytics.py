@@ -157,18 +157,14 @@ def _convert_conv(module: nn.Module, to: str) -> nn.Module:
     return DynamicConvBNAct.from_conv_block(module, to, **_STATE["kwargs"][to])
 
 
-def _convert_c2f(module: nn.Module) -> nn.Module:
-    return C2f_FDConv(module, **_STATE["kwargs"]["fdconv"])
-
-
-def _convert_c3k2(module: nn.Module) -> nn.Module:
-    return C3k2_FDConv(module, **_STATE["kwargs"]["fdconv"])
+def _convert_csp(module: nn.Module, row: type[C2f_FDConv]) -> nn.Module:
+    return row(module, **_STATE["kwargs"]["fdconv"])
 
 
 # row name -> (stock ultralytics row it is built as, converter of the built module)
 ROWS: dict[str, tuple[str, Callable[[nn.Module], nn.Module] | None]] = {
-    "C2f_FDConv": ("C2f", _convert_c2f),
-    "C3k2_FDConv": ("C3k2", _convert_c3k2),
+    "C2f_FDConv": ("C2f", functools.partial(_convert_csp, row=C2f_FDConv)),
+    "C3k2_FDConv": ("C3k2", functools.partial(_convert_csp, row=C3k2_FDConv)),
     **{kind.yolo_row: ("Conv", functools.partial(_convert_conv, to=name))
        for name, kind in KINDS.items() if kind.yolo_row is not None},
     "FreqFusionConcat": ("Concat", None),  # needs its input channels: converted after a probing pass

@@ -224,6 +224,7 @@ def fft_low_passes(x: Tensor, k_list: tuple[int, ...], rule: str) -> Iterator[Te
         yield torch.fft.irfft(torch.fft.ifft(spectrum[..., :w] * row, dim=-2), n=width, dim=-1)
 
 
+@functools.lru_cache(maxsize=256)
 def fft_cheaper(height: int, width: int, k_list: tuple[int, ...], rule: str, training: bool = False) -> bool:
     """Whether :func:`fft_low_passes` beats the separable operators at this size: a cost model of both per
     value, the separable matmuls' multiply-adds against the FFTs' ``FFT_COST`` x log2 of their lengths (x 1.5

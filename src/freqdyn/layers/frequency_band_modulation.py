@@ -189,7 +189,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         if exporting() or self.transform == "separable" or not x.numel():
             return False
         training = torch.is_grad_enabled()
-        return self.transform == "fft" or fft_cheaper(height, width, self.k_list, self.masks, training)
+        return self.transform == "fft" or fft_cheaper(int(height), int(width), self.k_list, self.masks, training)
 
     def _fft_forward(self, x: Tensor) -> Tensor:
         """:meth:`forward` by pruned FFTs (:func:`~freqdyn.layers.band_plan.fft_low_passes`), channels-first.

@@ -1,4 +1,4 @@
 """Whole networks built from freqdyn layers."""
-from .uniconvnet import SCALES, UniConvNet, UniConvNetStageBlock, uniconvnet
+from .uniconvnet import SCALES, UniConvNet, UniConvNetStageBlock, scale_args, uniconvnet
 
-__all__ = ["SCALES", "UniConvNet", "UniConvNetStageBlock", "uniconvnet"]
+__all__ = ["SCALES", "UniConvNet", "UniConvNetStageBlock", "scale_args", "uniconvnet"]

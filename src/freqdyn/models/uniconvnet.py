@@ -12,7 +12,7 @@ State dicts of the authors' code (``ai-paperwithcode/UniConvNet``, ``models_A-P2
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -181,11 +181,17 @@ class UniConvNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def uniconvnet(scale: str, **kwargs) -> UniConvNet:
-    """UniConvNet at the authors' ``scale`` (a, p0, p1, p2, n0, n1, n2, n3, t, s, b, l, xl), randomly initialised."""
+def scale_args(scale: str, what: str = "scale") -> dict[str, Any]:
+    """UniConvNet's ``depths``, ``dims`` and ``group_channels`` at the authors' ``scale`` (:data:`SCALES`); ``what``
+    names the argument in the error for an unknown scale."""
     key = scale.lower()
     if key not in SCALES:
-        raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+        raise ValueError(f"{what} must be one of {', '.join(SCALES)}, got {scale!r}")
     depths, dims, group_channels = SCALES[key]
-    kwargs.setdefault("group_channels", group_channels)
-    return UniConvNet(depths, dims, **kwargs)
+    return {"depths": depths, "dims": dims, "group_channels": group_channels}
+
+
+def uniconvnet(scale: str, **kwargs) -> UniConvNet:
+    """UniConvNet at the authors' ``scale`` (a, p0, p1, p2, n0, n1, n2, n3, t, s, b, l, xl), randomly initialised;
+    ``kwargs`` go to :class:`UniConvNet` (and may override ``group_channels``)."""
+    return UniConvNet(**{**scale_args(scale), **kwargs})
