@@ -123,6 +123,19 @@ def test_state_dict_round_trip_and_backbone_outputs():
     torch.testing.assert_close(model.head(pooled), model(x), rtol=1e-6, atol=1e-6)
 
 
+def test_model_pickles_and_deep_copies(tmp_path):
+    import copy as copy_module
+
+    torch.manual_seed(0)
+    model = uniconvnet("a", num_classes=5).eval()
+    torch.save(model, tmp_path / "model.pt")
+    reloaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for other in (reloaded, copy_module.deepcopy(model)):
+            torch.testing.assert_close(other(x), model(x), rtol=0, atol=0)
+
+
 def test_a_training_step_reaches_every_parameter():
     torch.manual_seed(0)
     model = uniconvnet("a", num_classes=5).train()
