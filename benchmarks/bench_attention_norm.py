@@ -10,7 +10,7 @@ validated in eval mode on 512 fresh samples. A third column trains at B = 8 with
 rate, where the official FDConv attentions saturate: see FDConv's docstring), over ``--high-lr-seeds`` seeds.
 Accuracy is the mean over seeds, [min-max] in brackets; chance is 0.25. "T=16" rows build FDConv with
 ``temp = kernel_temp = fbm_temp = 16``. ``'batch'`` is the official attention BatchNorm, ``'frozen'`` its fixed
-statistics and ``'layer'`` the batch-independent norm (:mod:`freqdyn.layers.attention_norm`).
+statistics and ``'layer'`` the batch-independent norm (:mod:`freqdyn.layers._common.attention_norm`).
 """
 from __future__ import annotations
 

@@ -16,12 +16,12 @@ import torch
 import torch.nn as nn
 
 from freqdyn import count_parameters
-from freqdyn.kinds import CONV_KINDS, KINDS, paper_layers
+from freqdyn.targets import CONV_TARGETS, TARGETS, paper_layers
 from freqdyn.tools.reference import naive_expert_conv, naive_fdconv
 from freqdyn.tools.timing import best_ms, machine_line, saved_megabytes
 
 NAIVE = {kind.paper_label: naive_fdconv if name == "fdconv" else naive_expert_conv
-         for name, kind in KINDS.items() if name in CONV_KINDS}
+         for name, kind in TARGETS.items() if name in CONV_TARGETS}
 
 
 def main() -> None:

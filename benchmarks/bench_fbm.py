@@ -16,8 +16,8 @@ import torch
 import torch.nn as nn
 
 from bench_network import spread
-from freqdyn.layers.band_plan import fft_cheaper
-from freqdyn.layers.frequency_band_modulation import FrequencyBandModulation
+from freqdyn.layers.fdconv.frequency_band_modulation import FrequencyBandModulation
+from freqdyn.layers.fdconv.low_pass import fft_cheaper
 from freqdyn.tools.reference import naive_lowpass
 from freqdyn.tools.timing import interleaved_times_ms, machine_line, unsteady
 

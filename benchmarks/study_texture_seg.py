@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from freqdyn import MRFA, FreqFusion, convert, profile
 from freqdyn import analysis as fa
+from freqdyn.layers.catalog import dynamic_layers
 from freqdyn.tools.timing import interleaved_times_ms, machine_line
 
 CLASSES = ("brick", "grass", "gravel", "moon", "cell", "hubble_deep_field")
@@ -236,7 +237,7 @@ def trained_spectra(models: dict[str, nn.Module], test: torch.Tensor, out: Path)
     lines, rows = [], {}
     for name, model in models.items():
         layer = model.stages[1].body[0]
-        if not fa.dynamic_layers(nn.Sequential(layer)):
+        if not dynamic_layers(nn.Sequential(layer)):
             continue
         bank = fa.kernel_bank(layer)
         kernel_sim = fa.response_similarity(fa.frequency_responses(bank, "kernel"))

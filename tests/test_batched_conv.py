@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from freqdyn.layers.batched_conv import batched_conv2d
-from freqdyn.layers.fourier_weight import matrix_to_weight
+from freqdyn.layers._common.batched_conv import batched_conv2d
+from freqdyn.layers.fdconv.spectrum import matrix_to_weight
 
 CASES = [  # (in, out, kernel, stride, padding, dilation, groups)
     (4, 6, (3, 3), (1, 1), (1, 1), (1, 1), 1),

@@ -103,7 +103,7 @@ def test_fdlinear_and_freqfusion_compile_once():
 
 
 def test_fbm_low_pass_operator_gradient_is_its_adjoint():
-    from freqdyn.layers.band_plan import stacked_low_passes
+    from freqdyn.layers.fdconv.low_pass import stacked_low_passes
 
     x = torch.randn(2, 3, 7, 10, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: stacked_low_passes(t, [2, 4, 8], "official"), (x,))

@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from freqdyn import FrequencyBandModulation
-from freqdyn.layers.band_plan import band_masks, fft_cheaper, fft_low_passes
-from freqdyn.layers.frequency_band_modulation import same_conv_as_gemm
+from freqdyn.layers.fdconv.frequency_band_modulation import same_conv_as_gemm
+from freqdyn.layers.fdconv.low_pass import band_masks, fft_cheaper, fft_low_passes
 from freqdyn.tools.reference import naive_lowpass
 from helpers import gradcheck_module, perturb_
 

@@ -67,7 +67,7 @@ def test_group_kernels_are_orthogonal_and_sum_to_the_weight():
 
 @pytest.mark.parametrize("rows,cols", [(6, 8), (7, 9), (9, 1), (12, 33)])
 def test_inverse_spectrum_as_matmuls_while_tracing_equals_irfft2(rows, cols):
-    from freqdyn.layers.fourier_weight import inverse_spectrum
+    from freqdyn.layers.fdconv.spectrum import inverse_spectrum
 
     z = torch.randn(3, rows, cols // 2 + 1, 2, dtype=torch.float64)  # not Hermitian at DC / Nyquist
     expected = torch.fft.irfft2(torch.view_as_complex(z), s=(rows, cols))

@@ -8,7 +8,7 @@ import torch
 
 from freqdyn import FDConv, FreqFusion
 from freqdyn.layers import frequency_groups
-from freqdyn.layers.band_plan import band_masks
+from freqdyn.layers.fdconv.low_pass import band_masks
 from freqdyn.tools.reference import naive_lowpass
 
 GOLDEN = Path(__file__).parent / "golden"

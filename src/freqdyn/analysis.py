@@ -17,9 +17,10 @@ import torch.nn as nn
 from torch import Tensor
 
 from .layers import ExpertConv2d
-from .layers.attention_heads import Attentions
-from .layers.fourier_dynamic import FourierDynamicBase
-from .layers.fourier_weight import weight_to_matrix
+from .layers._common.attention_heads import Attentions
+from .layers.catalog import dynamic_layers, is_dynamic
+from .layers.fdconv.fourier_dynamic import FourierDynamicBase
+from .layers.fdconv.spectrum import weight_to_matrix
 
 HEADS = ("kernel", "channel", "filter", "spatial")
 
@@ -28,7 +29,7 @@ def kernel_bank(layer: nn.Module) -> Tensor:
     """The kernels a dynamic layer mixes, (K, O, I/groups, kh, kw): experts, or FDConv's frequency-group kernels."""
     if isinstance(layer, ExpertConv2d):
         return layer.kernels().detach()
-    if isinstance(layer, FourierDynamicBase) and getattr(layer, "is_dynamic", True):  # FDConv, FDLinear
+    if isinstance(layer, FourierDynamicBase) and is_dynamic(layer):  # FDConv, FDLinear (not gated plain)
         return layer.frequency_kernels().detach().flatten(0, 1)
     raise ValueError(f"no kernel bank for {type(layer).__name__} (expected a dynamic conv)")
 
@@ -155,16 +156,6 @@ def plot_erf(maps: dict[str, Tensor], path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-def dynamic_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The layers of ``model`` that mix a kernel bank (name -> layer), in module order."""
-    out: dict[str, nn.Module] = {}
-    for name, module in model.named_modules():
-        if isinstance(module, ExpertConv2d) or (isinstance(module, FourierDynamicBase)
-                                                 and getattr(module, "is_dynamic", True)):
-            out[name] = module
-    return out
 
 
 def attention_spread(model: nn.Module, x: Tensor) -> dict[str, dict[str, float]]:

@@ -19,8 +19,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .convert import CONVERTERS, SOURCES
-from .layers import ExpertConv2d
-from .layers.fourier_dynamic import FourierDynamicBase
+from .layers.catalog import is_dynamic
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +32,7 @@ def load_plain_weights(model: nn.Module, state_dict: Mapping[str, Tensor]) -> li
     """
     loaded = []
     for name, module in model.named_modules():
-        if not isinstance(module, (FourierDynamicBase, ExpertConv2d)) or not getattr(module, "is_dynamic", True):
+        if not is_dynamic(module):
             continue
         weight = state_dict.get(f"{name}.weight" if name else "weight")
         if not isinstance(weight, Tensor) or not module.is_plain_weight(weight):

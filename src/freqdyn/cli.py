@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from .convert import convert
-from .kinds import CONV_KINDS, KINDS, paper_layers
+from .targets import CONV_TARGETS, TARGETS, paper_layers
 from .tools.overhead import BOTTLENECK_CONVS, PAPER_SETTINGS, format_overhead, param_overhead
 from .tools.timing import interleaved_times_ms, unsteady
 from .version import __version__
@@ -174,7 +174,7 @@ def _user_model(args: argparse.Namespace) -> nn.Module:
     model = build_model(args.model).eval()
     if args.to != "none":
         options = {"kernel_num": args.kernel_num} if args.to == "fdconv" else {}
-        include = BOTTLENECK_CONVS if "resnet" in args.model and args.to in CONV_KINDS else None
+        include = BOTTLENECK_CONVS if "resnet" in args.model and args.to in CONV_TARGETS else None
         print(f"{args.model} -> {args.to}: {convert(model, args.to, include=include, **options)}")
     if args.checkpoint:
         checkpoint = _load_file(args.checkpoint, args.trust_checkpoint)
@@ -193,13 +193,14 @@ def _user_model(args: argparse.Namespace) -> nn.Module:
 
 def analyze_model(args: argparse.Namespace, out: Path) -> int:
     from . import analysis
+    from .layers.catalog import dynamic_layers
 
     try:
         model = _user_model(args)
     except ValueError as error:
         print(f"freqdyn analyze: {error}", file=sys.stderr)
         return 2
-    layers = analysis.dynamic_layers(model)
+    layers = dynamic_layers(model)
     title = args.model or Path(args.checkpoint).name  # the model's name in messages and the ERF plot
     if not layers:
         print(f"freqdyn analyze: {title} has no dynamic layers; convert it with --to", file=sys.stderr)
@@ -297,7 +298,7 @@ def profile_command(args: argparse.Namespace) -> int:
     print(f"{args.model}: {before.flops / 1e9:.3f} GFLOPs, {before.params / 1e6:.3f}M params at {shape} "
           "(FLOPs = 2 x multiply-accumulates, FFTs and CARAFE included)")
     if args.to != "none":
-        include = BOTTLENECK_CONVS if "resnet" in args.model and args.to in CONV_KINDS else None
+        include = BOTTLENECK_CONVS if "resnet" in args.model and args.to in CONV_TARGETS else None
         report = convert(model, args.to, include=include)
         print(f"{args.model} -> {args.to}: {report}")
         if not report.replaced:
@@ -387,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         "--kernel-num", type=int, default=64, help="FDConv kernel_num (random layers, or --to fdconv)"
     )
     p_analyze.add_argument("--model", help="analyse this torchvision / timm model instead of random layers")
-    p_analyze.add_argument("--to", default="none", choices=["none", *KINDS],
+    p_analyze.add_argument("--to", default="none", choices=["none", *TARGETS],
                            help="with --model: convert it first (ResNets: the bottleneck convs)")
     p_analyze.add_argument("--checkpoint", help="with --model: a state_dict (or a dict holding one: mmengine's "
                            "'state_dict', a detector's 'backbone.' keys) to load, e.g. a trained network's; alone: an "
@@ -404,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_profile.add_argument("--model", default="resnet50", help="a torchvision model (classification, detection, "
                            "segmentation) or a timm model name")
-    p_profile.add_argument("--to", default="fdconv", choices=["none", *KINDS],
+    p_profile.add_argument("--to", default="fdconv", choices=["none", *TARGETS],
                            help="conversion target")
     p_profile.add_argument("--size", type=int, default=224, help="input height and width")
     p_profile.add_argument("--layers", action="store_true", help="list every converted layer")
@@ -417,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_ckpt.add_argument("input", help="a state_dict, or a dict holding one under 'state_dict' or 'model'")
     p_ckpt.add_argument("output", help="where to write the converted checkpoint")
-    p_ckpt.add_argument("--to", default="fdconv", choices=list(CONV_KINDS),
+    p_ckpt.add_argument("--to", default="fdconv", choices=list(CONV_TARGETS),
                         help="target layer")
     p_ckpt.add_argument("--include", help="regex: convert only convs whose name matches (default: all convs)")
     p_ckpt.add_argument(

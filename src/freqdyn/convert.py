@@ -15,13 +15,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .kinds import KINDS
+from .targets import TARGETS
 
 logger = logging.getLogger(__name__)
 
 Selector = str | Callable[[str, nn.Module], bool] | None
-CONVERTERS: dict[str, Callable[..., nn.Module]] = {name: kind.convert for name, kind in KINDS.items()}
-SOURCES: dict[str, type[nn.Module]] = {name: kind.source for name, kind in KINDS.items()}
+CONVERTERS: dict[str, Callable[..., nn.Module]] = {name: target.convert for name, target in TARGETS.items()}
+SOURCES: dict[str, type[nn.Module]] = {name: target.source for name, target in TARGETS.items()}
 
 
 def count_parameters(model: nn.Module) -> int:

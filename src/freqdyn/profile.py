@@ -25,18 +25,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .kinds import KINDS
-from .layers import MRFA, DCNv3, FreqFusion, FreqFusionFPN, UniConvNetBlock
-from .layers.flop_record import ACTIVE
-
-FREQDYN_LAYERS: tuple[type[nn.Module], ...] = (
-    *(kind.layer for kind in KINDS.values()),
-    FreqFusion,
-    FreqFusionFPN,
-    MRFA,
-    UniConvNetBlock,
-    DCNv3,
-)
+from .layers._common.flop_record import ACTIVE
+from .layers.catalog import FREQDYN_LAYERS
 
 
 def _transform_size(shape: Sequence[int], dims: Sequence[int]) -> int:

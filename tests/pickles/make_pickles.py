@@ -15,10 +15,9 @@ import torch.nn as nn
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
 
-from test_state import LAYERS, trained_state  # noqa: E402
-
 import freqdyn  # noqa: E402
 from freqdyn import DCNv3, FDConv, UniConvNet  # noqa: E402
+from test_state import LAYERS, trained_state  # noqa: E402
 
 TINY_YOLO = """nc: 1
 kpt_shape: [17, 3]

@@ -25,9 +25,8 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 from mmengine.runner import checkpoint
 
-from ..analysis import dynamic_layers
-from ..kinds import KINDS
-from ..layers import MRFA, DynamicConv2d, FreqFusion, FreqFusionFPN, UniConvNetBlock
+from ..layers import DynamicConv2d
+from ..layers.catalog import FREQDYN_LAYERS, dynamic_layers
 from ..models import UniConvNet, scale_args
 
 
@@ -44,12 +43,8 @@ class UniConvNetBackbone(UniConvNet, BaseModule):
         self.init_cfg = copy.deepcopy(init_cfg)
 
 LAYERS: dict[str, type[nn.Module]] = {
-    **{kind.layer.__name__: kind.layer for kind in KINDS.values()},
+    **{layer.__name__: layer for layer in FREQDYN_LAYERS},
     "DyConv": DynamicConv2d,
-    "FreqFusion": FreqFusion,
-    "FreqFusionFPN": FreqFusionFPN,
-    "MRFA": MRFA,
-    "UniConvNetBlock": UniConvNetBlock,
     "UniConvNet": UniConvNetBackbone,
 }
 

@@ -1,31 +1,34 @@
-"""Layers: one concept per module, re-exported flat (timm ``layers`` style).
+"""Layers, re-exported flat (timm ``layers`` style) from four families on a private floor:
+
+- :mod:`.fdconv`: FDConv, FDLinear, FDLinearQwen and their parts (FDW, KSM, FBM), StarReLU;
+- :mod:`.kernel_bank`: DY-Conv (``DynamicConv2d``), CondConv, ODConv and the temperature schedule;
+- :mod:`.freqfusion`: FreqFusion, its FPN neck, CARAFE and the sampler;
+- :mod:`.uniconvnet`: MRFA, the UniConvNet block, DCNv3, DropPath, LayerNorm2d;
+- ``_common``: what they share (the Conv2d contract, the attention trunk, the batched conv, program-mode queries).
 
 The number of kernels a dynamic conv mixes, K, is ``kernel_num`` in FDConv's signature (the official name) and
 ``num_experts`` in DY-Conv / CondConv / ODConv's (timm's); every internal helper calls it ``num_kernels``.
 """
-from .attention_heads import Attentions
-from .batched_conv import batched_conv2d
-from .carafe import carafe
-from .cond_conv2d import CondConv2d
-from .dcnv3 import DCNv3, dcnv3_sample
-from .drop_path import DropPath
-from .dynamic_conv2d import DynamicConv2d
-from .expert_conv import ExpertConv2d
-from .fdconv import FDConv
-from .fdlinear import FDLinear
-from .fdlinear_qwen import FDLinearQwen
-from .fourier_weight import frequency_groups, matrix_to_weight, weight_to_matrix
-from .freq_fusion import FreqFusion
-from .freq_fusion_fpn import FreqFusionFPN
-from .frequency_band_modulation import FrequencyBandModulation
-from .kernel_spatial_modulation import KernelSpatialModulationGlobal, KernelSpatialModulationLocal
-from .layer_norm2d import LayerNorm2d
-from .local_sim_sampler import LocalSimGuidedSampler, local_similarity
-from .mrfa import MRFA
-from .odconv2d import ODConv2d
-from .star_relu import StarReLU
-from .temperature import TemperatureSchedule, set_temperature
-from .uniconvnet_block import UniConvNetBlock
+from . import _legacy
+from ._common.attention_heads import Attentions
+from ._common.batched_conv import batched_conv2d
+from .fdconv import (
+    FDConv,
+    FDLinear,
+    FDLinearQwen,
+    FrequencyBandModulation,
+    KernelSpatialModulationGlobal,
+    KernelSpatialModulationLocal,
+    StarReLU,
+    frequency_groups,
+    matrix_to_weight,
+    weight_to_matrix,
+)
+from .freqfusion import FreqFusion, FreqFusionFPN, LocalSimGuidedSampler, carafe, local_similarity
+from .kernel_bank import CondConv2d, DynamicConv2d, ExpertConv2d, ODConv2d, TemperatureSchedule, set_temperature
+from .uniconvnet import MRFA, DCNv3, DropPath, LayerNorm2d, UniConvNetBlock, dcnv3_sample
+
+_legacy.install(__name__)
 
 __all__ = [
     "DCNv3",

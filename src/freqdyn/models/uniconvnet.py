@@ -19,8 +19,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..layers import MRFA, DCNv3, DropPath, LayerNorm2d
-from ..layers._checks import check_int, check_ints, check_real
-from ..layers.factory import factory_kwargs
+from ..layers._common.checks import check_int, check_ints, check_real
+from ..layers._common.device_dtype import factory_kwargs
 
 # scale -> (depths, dims, channels per DCNv3 group): the authors' models_A-P2 (8) and models_N0-XL (16) files
 SCALES: dict[str, tuple[tuple[int, ...], tuple[int, ...], int]] = {

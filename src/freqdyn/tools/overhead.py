@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch.nn as nn
 
 from ..convert import convert
-from ..kinds import KINDS
+from ..targets import TARGETS
 
 BOTTLENECK_CONVS = r"(^|\.)layer\d\.\d+\.conv\d$"  # also inside detectors (backbone.body.layer1.0.conv1)
 
@@ -27,8 +27,8 @@ class OverheadSetting:
 # every conv of the four stages (downsample shortcuts included), CondConv the bottleneck convs of the last
 # stage. With these sets the measured overheads land within 0.1 % of the published ones.
 def _paper_setting(target: str, include: str, paper_delta: float) -> OverheadSetting:
-    kind = KINDS[target]
-    return OverheadSetting(kind.paper_label, target, include, kind.paper, paper_delta)
+    entry = TARGETS[target]
+    return OverheadSetting(entry.paper_label, target, include, entry.paper, paper_delta)
 
 
 PAPER_SETTINGS: tuple[OverheadSetting, ...] = (

@@ -1,12 +1,12 @@
 """Naive CARAFE: the reference formulation, which unfolds the k x k neighbourhoods into (B, C*k*k, h, w) and
-upsamples them by nearest indexing. The tests compare it with :func:`freqdyn.layers.carafe.carafe` (the view
+upsamples them by nearest indexing. The tests compare it with :func:`freqdyn.layers.freqfusion.carafe.carafe` (the view
 loop, and the stacked views used under export and torch.func), both independent formulations.
 """
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from freqdyn.layers.carafe import pad_neighbourhood
+from ...layers.freqfusion.carafe import pad_neighbourhood
 
 __all__ = ["naive_carafe"]
 

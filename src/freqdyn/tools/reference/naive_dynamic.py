@@ -12,12 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from freqdyn.layers.cond_conv2d import CondConv2d
-from freqdyn.layers.conv_args import explicit_padding
-from freqdyn.layers.dynamic_conv2d import DynamicConv2d
-from freqdyn.layers.expert_conv import ExpertConv2d
-from freqdyn.layers.odconv2d import ODConv2d
-
+from ...layers._common.conv_args import explicit_padding
+from ...layers.kernel_bank.cond_conv2d import CondConv2d
+from ...layers.kernel_bank.dynamic_conv2d import DynamicConv2d
+from ...layers.kernel_bank.expert_conv import ExpertConv2d
+from ...layers.kernel_bank.odconv2d import ODConv2d
 from .naive_norm import naive_attention_norm
 
 

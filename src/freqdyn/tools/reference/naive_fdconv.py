@@ -13,10 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from freqdyn.layers.band_plan import band_masks
-from freqdyn.layers.conv_args import explicit_padding
-from freqdyn.layers.fdconv import FDConv
-
+from ...layers._common.conv_args import explicit_padding
+from ...layers.fdconv.conv import FDConv
+from ...layers.fdconv.low_pass import band_masks
 from .naive_norm import naive_attention_norm
 
 

@@ -12,9 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from freqdyn.layers.freq_fusion import FreqFusion
-from freqdyn.layers.local_sim_sampler import LocalSimGuidedSampler
-
+from ...layers.freqfusion.fusion import FreqFusion
+from ...layers.freqfusion.sampler import LocalSimGuidedSampler
 from .naive_carafe import naive_carafe as carafe_unfold
 
 

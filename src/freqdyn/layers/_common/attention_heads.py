@@ -1,0 +1,129 @@
+"""The four-head attention trunk shared by ODConv's omni-dimensional attention and FDConv's KSM-Global."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .attention_conv import AttentionConv
+from .attention_norm import attention_norm
+from .checks import check_int, check_real
+from .device_dtype import factory_kwargs
+from .program_mode import compute_dtype
+
+
+@dataclass
+class Attentions:
+    """Per-sample attentions of a dynamic conv; ``None`` marks a factor that is switched off (a factor of 1)."""
+
+    kernel: Tensor | None = None  # (B, K) mixing weights of the kernels (FDConv: (B, P * K); None when P * K == 1)
+    channel: Tensor | None = None  # (B, I) scales the input channels
+    filter: Tensor | None = None  # (B, O) scales the output channels (before the bias)
+    spatial: Tensor | None = None  # (B, kh * kw) scales the kernel positions
+
+    def select(self, rows: slice) -> Attentions:
+        """The attentions of the samples ``rows``."""
+        def part(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[rows]
+
+        return Attentions(part(self.kernel), part(self.channel), part(self.filter), part(self.spatial))
+
+
+ACTIVATIONS = ("sigmoid", "tanh")
+
+
+def modulation(logits: Tensor, act: str, multiplier: float, inplace: bool = False) -> Tensor:
+    """``multiplier * sigmoid(logits)`` or ``1 + tanh(logits)``; both equal 1 at zero logits (multiplier 2).
+
+    ``inplace`` overwrites ``logits`` (for large intermediates that autograd does not need).
+    """
+    if act != "sigmoid":
+        return logits.tanh_().add_(1.0) if inplace else 1.0 + torch.tanh(logits)
+    out = logits.sigmoid_() if inplace else torch.sigmoid(logits)
+    if multiplier == 1.0:
+        return out
+    return out.mul_(multiplier) if inplace else out * multiplier
+
+
+def check_activation(act: str, name: str) -> None:
+    if act not in ACTIVATIONS:
+        raise ValueError(f"{name} must be one of {ACTIVATIONS}, got {act!r}")
+
+
+class AttentionHeads(nn.Module):
+    """Pooled (B, I) -> hidden (B, hidden, 1, 1) -> 1x1 heads for channel (I), filter (O), spatial (kh*kw), kernel (K).
+
+    fc (1x1, no bias) -> norm -> :meth:`activation` (every conv an :class:`AttentionConv`), hidden =
+    max(int(I * reduction), min_hidden). As in the reference codes, the filter head is skipped for depthwise
+    layers, the spatial head for 1x1 kernels and the kernel head when K == 1. ``norm`` is the official
+    BatchNorm (``'batch'``), its ``'frozen'`` statistics or a batch-independent ``'layer'`` norm
+    (:mod:`freqdyn.layers._common.attention_norm`). Subclasses turn the head logits into attentions and call
+    ``reset_parameters`` once their own modules exist.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: tuple[int, int],
+        groups: int,
+        num_kernels: int,
+        reduction: float,
+        min_hidden: int,
+        device: torch.device | None,
+        dtype: torch.dtype | None,
+        norm: str = "batch",
+    ) -> None:
+        super().__init__()
+        kw = factory_kwargs(device, dtype)
+        reduction, min_hidden = check_real(reduction, "reduction", 0.0), check_int(min_hidden, "min_hidden", 0)
+        hidden = max(int(in_channels * reduction), min_hidden)
+        if hidden < 1:
+            raise ValueError(f"attention hidden width max(int(in_channels * reduction), min_hidden) is {hidden}: "
+                             f"raise reduction ({reduction}) or min_hidden ({min_hidden})")
+        self.num_kernels = num_kernels
+        self.fc = AttentionConv(in_channels, hidden, 1, bias=False, **kw)
+        self.bn = attention_norm(norm, hidden, **kw)
+        self.channel_fc = AttentionConv(hidden, in_channels, 1, **kw)
+        depthwise = in_channels == groups == out_channels
+        self.filter_fc = None if depthwise else AttentionConv(hidden, out_channels, 1, **kw)
+        spatial = kernel_size[0] * kernel_size[1]
+        self.spatial_fc = AttentionConv(hidden, spatial, 1, **kw) if spatial > 1 else None
+        self.kernel_fc = AttentionConv(hidden, num_kernels, 1, **kw) if num_kernels > 1 else None
+
+    def heads(self) -> list[AttentionConv]:
+        return [h for h in (self.channel_fc, self.filter_fc, self.spatial_fc, self.kernel_fc) if h is not None]
+
+    def zero_heads_(self) -> None:
+        """Zero every head's weight and bias: input-independent logits of 0."""
+        with torch.no_grad():
+            for head in self.heads():
+                head.weight.zero_()
+                if head.bias is not None:
+                    head.bias.zero_()
+
+    def activation(self, z: Tensor) -> Tensor:
+        return F.relu(z)
+
+    def hidden(self, pooled: Tensor) -> Tensor:
+        """(B, I) -> (B, hidden), the input of every head; float32 for half dtypes (FDConv's StarReLU squares
+        its input), with autocast off."""
+        work = compute_dtype(pooled.dtype)
+        with torch.autocast(pooled.device.type, enabled=False):
+            z = F.linear(pooled.to(work), self.fc.weight.flatten(1).to(work))[:, :, None, None]
+            return self.activation(self.bn(z)).flatten(1)
+
+    def head_logits(self, z: Tensor) -> dict[str, Tensor | None]:
+        """Logits of the channel, filter, spatial and kernel heads (None where skipped), from one matmul, in
+        z's dtype."""
+        names = ("channel", "filter", "spatial", "kernel")
+        heads = [(n, getattr(self, n + "_fc")) for n in names if getattr(self, n + "_fc") is not None]
+        weight = torch.cat([h.weight.flatten(1) for _, h in heads]).to(z.dtype)
+        bias = torch.cat([h.bias for _, h in heads]).to(z.dtype)
+        with torch.autocast(z.device.type, enabled=False):
+            logits = F.linear(z, weight, bias).split([h.out_channels for _, h in heads], dim=1)
+        found = dict(zip([n for n, _ in heads], logits, strict=True))
+        return {n: found.get(n) for n in names}

@@ -1,0 +1,93 @@
+"""The normalisation of the attention trunks of FDConv's KSM-Global and ODConv: three documented choices.
+
+``attention_norm``:
+
+* ``'batch'`` (default, the official design): BatchNorm over the batch of pooled descriptors in training,
+  running statistics in eval. Faithful to the authors' checkpoints. Two robustness fixes that leave its
+  function unchanged: a batch of one in train mode is normalised with the running statistics (a variance
+  cannot be estimated from one value; the reference layers raise), and a batch whose statistics are not
+  finite (a NaN or inf input) leaves the running statistics unchanged instead of poisoning every later
+  eval output.
+* ``'frozen'``: the same BatchNorm, always normalising with its running statistics, which it never updates
+  (the ``norm_eval=True`` of detection configs, for this norm only); its affine weights still train. Same
+  state_dict as ``'batch'``, so checkpoints move between the two.
+* ``'layer'``: a batch-independent per-sample normalisation over the hidden channels (``nn.GroupNorm`` with
+  one group) with affine weights; no running statistics.
+
+Recommendation (``benchmarks/bench_attention_norm.py``, BENCHMARKS.md): keep ``'batch'`` for checkpoints of
+the official code and large per-device batches; with small per-device batches (B <= 4, common in detection
+and segmentation) train new layers with ``'layer'``, or fine-tune pretrained ones with ``'frozen'``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .program_mode import functorch_active
+
+ATTENTION_NORMS = ("batch", "frozen", "layer")
+
+
+class AttentionBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d of the (B, C, 1, 1) attention trunk: ``'batch'`` or ``'frozen'`` (module docstring)."""
+
+    running_mean: Tensor
+    running_var: Tensor
+    num_batches_tracked: Tensor
+
+    def __init__(self, num_features: int, frozen: bool = False, device: torch.device | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__(num_features, device=device, dtype=dtype)
+        self.frozen = frozen
+
+    def forward(self, z: Tensor) -> Tensor:
+        weight, bias = self.weight.to(z.dtype), self.bias.to(z.dtype)  # the trunk may run above the layer's dtype
+        if not self.training or self.frozen or z.shape[0] == 1:
+            return F.batch_norm(z, self.running_mean.to(z.dtype), self.running_var.to(z.dtype), weight, bias, False,
+                                0.0, self.eps)
+        if functorch_active() and not torch._C._functorch.is_functorch_wrapped_tensor(self.running_mean):
+            raise ValueError("a torch.func transform (vmap, grad, ...) cannot update the running statistics of a "
+                             "train-mode attention BatchNorm it does not own: call .eval(), pass the buffers "
+                             "through torch.func.functional_call / stack_module_state, or build the layer with "
+                             "attention_norm='frozen' or 'layer'")
+        self.num_batches_tracked.add_(1)
+        factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        mean, var = self.running_mean.to(z.dtype, copy=True), self.running_var.to(z.dtype, copy=True)  # updated
+        out = F.batch_norm(z, mean, var, weight, bias, True, factor, self.eps)
+        with torch.no_grad():  # a non-finite batch (NaN / inf input) must not poison the running statistics
+            finite = torch.isfinite(mean).all() & torch.isfinite(var).all()
+            self.running_mean.copy_(torch.where(finite, mean, self.running_mean))
+            self.running_var.copy_(torch.where(finite, var, self.running_var))
+        return out
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", frozen=True" if self.frozen else "")
+
+
+class AttentionGroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` (``'layer'``) whose affine weights follow the input's dtype (the trunk may run above the
+    layer's dtype)."""
+
+    def forward(self, z: Tensor) -> Tensor:
+        weight = None if self.weight is None else self.weight.to(z.dtype)
+        bias = None if self.bias is None else self.bias.to(z.dtype)
+        return F.group_norm(z, self.num_groups, weight, bias, self.eps)
+
+
+def attention_norm(kind: str, channels: int, device: torch.device | None = None,
+                   dtype: torch.dtype | None = None) -> AttentionGroupNorm | AttentionBatchNorm:
+    """The norm of an attention trunk, (B, channels, 1, 1) -> same shape; ``kind`` in :data:`ATTENTION_NORMS`."""
+    if kind not in ATTENTION_NORMS:
+        raise ValueError(f"attention_norm must be one of {ATTENTION_NORMS}, got {kind!r}")
+    if kind == "layer":
+        return AttentionGroupNorm(1, channels, device=device, dtype=dtype)
+    return AttentionBatchNorm(channels, frozen=kind == "frozen", device=device, dtype=dtype)
+
+
+def reset_norm(norm: AttentionGroupNorm | AttentionBatchNorm) -> None:
+    """Affine weights to (1, 0) and, for a BatchNorm, running statistics to (0, 1)."""
+    norm.reset_parameters()
+    if isinstance(norm, nn.BatchNorm2d):
+        norm.reset_running_stats()

@@ -1,0 +1,96 @@
+"""Batch-as-groups convolution: one ``F.conv2d`` call applies a different kernel to every sample.
+
+This is the shared engine of every dynamic convolution in freqdyn (FDConv, DY-Conv, CondConv, ODConv).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .conv_args import Padding, explicit_padding, pair
+from .program_mode import compiling, exporting, memory_format_of
+
+
+def batched_conv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: tuple[int, int],
+    padding: Padding,
+    dilation: tuple[int, int],
+    groups: int,
+    out_scale: Tensor | None = None,
+) -> Tensor:
+    """Convolve each sample with its own kernel.
+
+    Args:
+        x: input (B, C, H, W).
+        weight: per-sample kernels (B, O, C // groups, kh, kw), or a shared (1, O, C // groups, kh, kw).
+        bias: per-sample (B, O), shared (O,), or None.
+        out_scale: optional per-sample output-channel factors (B, O), applied before the bias.
+    Returns:
+        (B, O, H', W').
+
+    Per-sample kernels run as one grouped convolution over the batch folded into channels
+    (``groups = B * groups``). ONNX stores a conv's groups as a constant and inductor specialises them (a
+    recompilation per batch size), so while tracing, exporting or compiling they run as unfold + batched
+    matmul instead, and the exported or compiled graph takes any batch size. While tracing or exporting even a
+    (1, ...) kernel takes that path, expanded to the batch: traced at batch 1 (ultralytics' export), a per-sample
+    kernel has that shape too, and a plain conv would apply the traced sample's kernel to every sample.
+    """
+    if out_scale is not None:
+        y = batched_conv2d(x, weight, None, stride, padding, dilation, groups)
+        y = y * out_scale[:, :, None, None].to(y.dtype)
+        return y if bias is None else y + bias.reshape(-1, weight.shape[1], 1, 1).to(y.dtype)
+    batch, channels, height, width = x.shape
+    out_channels = weight.shape[1]
+    if exporting():  # traced at batch 1, a (1, ...) kernel may be that sample's own: expand it to the batch
+        y = _unfold_conv2d(x, weight.expand(batch, *weight.shape[1:]), stride, padding, dilation, groups)
+        return y if bias is None else y + bias.reshape(-1, out_channels, 1, 1).to(y.dtype)
+    if weight.shape[0] == 1:
+        shared_bias = bias if bias is None or bias.dim() == 1 else None
+        y = F.conv2d(x, weight[0], shared_bias, stride, padding, dilation, groups)
+        if bias is not None and shared_bias is None:
+            y = y + bias.reshape(bias.shape[0], out_channels, 1, 1).to(y.dtype)
+        return y
+    if compiling():  # a groups=B conv would fix B (inductor's conv lowering)
+        y = _unfold_conv2d(x, weight, stride, padding, dilation, groups)
+        return y if bias is None else y + bias.reshape(-1, out_channels, 1, 1).to(y.dtype)
+    if memory_format_of(x) == torch.channels_last:
+        # channels-last: fold to (1, B*C, H, W) with (H, W, B, C) memory, the layout a channels-last grouped
+        # conv reads; the output comes back as (B, O, H', W') channels-last. The kernels are copied to plain
+        # contiguous strides: with a channels-last input, torch 2.14's CPU conv returns wrong float32 outputs for
+        # a (.., kh, 1) kernel view whose size-1 last dim has stride 1 (as FDConv's kernels have).
+        folded = x.permute(2, 3, 0, 1).reshape(1, height, width, batch * channels).permute(0, 3, 1, 2)
+        kernels = weight.reshape(batch * out_channels, *weight.shape[2:]).clone(memory_format=torch.contiguous_format)
+        y = F.conv2d(folded, kernels, _fold_bias(bias, batch, out_channels), stride, padding, dilation, groups * batch)
+        out_h, out_w = y.shape[-2:]
+        y = y[0].permute(1, 2, 0).reshape(out_h, out_w, batch, out_channels).permute(2, 3, 0, 1)
+        return y.contiguous(memory_format=torch.channels_last)
+    folded = x.reshape(1, batch * channels, height, width)
+    kernels = weight.reshape(batch * out_channels, *weight.shape[2:])
+    y = F.conv2d(folded, kernels, _fold_bias(bias, batch, out_channels), stride, padding, dilation, groups * batch)
+    return y.reshape(batch, out_channels, y.shape[-2], y.shape[-1])
+
+
+def _unfold_conv2d(x: Tensor, weight: Tensor, stride: tuple[int, int], padding: Padding,
+                   dilation: tuple[int, int], groups: int) -> Tensor:
+    """Per-sample convolution as unfold + bmm: x (B, C, H, W), weight (B, O, C // groups, kh, kw) -> (B, O, H', W')."""
+    kh, kw = int(weight.shape[-2]), int(weight.shape[-1])  # constants for F.unfold (the TorchScript exporter)
+    if isinstance(padding, str):
+        x = F.pad(x, explicit_padding(padding, (kh, kw), dilation))
+        padding = (0, 0)
+    padding = pair(padding, "padding")
+    batch, _, height, width = x.shape
+    out_channels, per_group = weight.shape[1], weight.shape[2]
+    out_h = (height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    out_w = (width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    cols = F.unfold(x, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # (B, C * kh * kw, L)
+    cols = cols.reshape(batch * groups, per_group * kh * kw, out_h * out_w)
+    kernels = weight.reshape(batch * groups, out_channels // groups, per_group * kh * kw)
+    return torch.bmm(kernels, cols).reshape(batch, out_channels, out_h, out_w)
+
+
+def _fold_bias(bias: Tensor | None, batch: int, out_channels: int) -> Tensor | None:
+    return None if bias is None else bias.expand(batch, out_channels).reshape(batch * out_channels)

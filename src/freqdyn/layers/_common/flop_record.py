@@ -1,0 +1,21 @@
+"""Hook for FLOPs that ``torch.utils.flop_counter`` cannot see (element-wise reassembly); used by
+``freqdyn.profile``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextvars import ContextVar
+
+from .program_mode import compiling
+
+ACTIVE: ContextVar[Callable[[int], None] | None] = ContextVar("freqdyn_flop_recorder", default=None)
+
+
+def record_flops(flops: int) -> None:
+    """Report ``flops`` (2 x multiply-accumulates) to the active profiler, if any (never under ``torch.compile``:
+    the profiler runs eagerly, and torch 2.13's dynamo cannot trace ``ContextVar.get``)."""
+    if compiling():
+        return
+    recorder = ACTIVE.get()
+    if recorder is not None:
+        recorder(flops)

@@ -1,0 +1,31 @@
+"""What counts as a freqdyn layer: the one list that the profiler, the analysis tools, checkpoint loading and the
+mmengine and ultralytics integrations read."""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from .fdconv import FDConv, FDLinear, FDLinearQwen
+from .fdconv.fourier_dynamic import FourierDynamicBase
+from .freqfusion import FreqFusion, FreqFusionFPN
+from .kernel_bank import CondConv2d, DynamicConv2d, ExpertConv2d, ODConv2d
+from .uniconvnet import MRFA, DCNv3, UniConvNetBlock
+
+FREQDYN_LAYERS: tuple[type[nn.Module], ...] = (
+    FDConv, FDLinear, FDLinearQwen, DynamicConv2d, CondConv2d, ODConv2d,
+    FreqFusion, FreqFusionFPN, MRFA, UniConvNetBlock, DCNv3,
+)
+"""The public layers: one row each in :func:`freqdyn.profile`, each registered with mmengine, each counted by
+freqdyn (not thop) in ultralytics."""
+
+
+def is_dynamic(module: nn.Module) -> bool:
+    """Whether ``module`` mixes a kernel bank per sample: a DY-Conv / CondConv / ODConv, or an FDConv / FDLinear not
+    gated to a plain layer."""
+    if isinstance(module, ExpertConv2d):
+        return True
+    return isinstance(module, FourierDynamicBase) and getattr(module, "is_dynamic", True)
+
+
+def dynamic_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The layers of ``model`` that mix a kernel bank (name -> layer), in module order."""
+    return {name: module for name, module in model.named_modules() if is_dynamic(module)}

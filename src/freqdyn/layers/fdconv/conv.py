@@ -1,0 +1,359 @@
+"""FDConv: Frequency Dynamic Convolution (Chen et al., CVPR 2025, arXiv:2503.18783)."""
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from .._common.attention_heads import Attentions
+from .._common.batched_conv import batched_conv2d
+from .._common.checks import check_feature_map, check_int, check_ints
+from .._common.conv_args import IntPair, Padding
+from .._common.conv_contract import ConvContract, reset_bias
+from .._common.device_dtype import factory_kwargs
+from .._common.program_mode import compiling, compute_dtype, exporting, functorch_active, has_hooks
+from .._common.trace_only import TraceOnly
+from .fourier_dynamic import FourierDynamicBase, FourierOptions
+from .frequency_band_modulation import FrequencyBandModulation
+from .kernel_spatial_modulation import KernelSpatialModulationGlobal
+
+AGGREGATIONS = ("auto", "weight", "feature")
+_CHUNK_ELEMENTS = 2**22  # per-sample kernel values built at once in training (16 MB in float32)
+_KEPT_TENSORS = 4  # kernel-sized tensors a training forward keeps per sample without the recompute
+_SATURATION_EVERY = 50  # training forwards between two checks for collapsed attentions (each check syncs once)
+
+
+class _Recompute(contextlib.AbstractContextManager):
+    """The context of a kernel recompute in backward (entered again when a retained graph recomputes again).
+
+    It raises autograd's own error if a parameter the recompute reads was changed in place after the forward
+    (which saved no copy of it), as ``nn.Conv2d`` does for its weight, and sets ``layer.bypass_hooks`` so that
+    submodule hooks fire once per forward, not again in backward.
+    """
+
+    def __init__(self, layer: FourierDynamicBase, params: list[Tensor]) -> None:
+        self.layer, self.versions = layer, [(p, p._version) for p in params]
+
+    def __enter__(self) -> None:
+        for p, version in self.versions:
+            if p._version != version:
+                raise RuntimeError(
+                    f"one of the variables needed for gradient computation has been modified by an inplace "
+                    f"operation: [{type(p).__name__} of shape {list(p.shape)}] of {type(self.layer).__name__} is at "
+                    f"version {p._version}; expected version {version} instead (recompute_kernels=True rebuilds the "
+                    "kernels from the parameters in backward)")
+        self.layer.bypass_hooks = True
+
+    def __exit__(self, *exc: object) -> None:
+        self.layer.bypass_hooks = False
+
+
+class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
+    """Drop-in ``nn.Conv2d`` replacement with Fourier Disjoint Weights, KSM (global + local) and FBM.
+
+    Input (B, in_channels, H, W) -> output (B, out_channels, H', W') with ``nn.Conv2d``'s H', W'.
+
+    Layers with ``min(in, out) <= use_fdconv_if_c_gt`` channels or a kernel side outside
+    ``use_fdconv_if_k_in`` stay plain convolutions (``weight``/``bias``), as in the official code. FBM is
+    built when the larger kernel side is in ``use_fbm_if_k_in`` (or for strided layers with
+    ``use_fbm_for_stride``).
+
+    Compatibility with the authors' checkpoints (``FDConv_detection/mmdet_custom/FDConv.py``): their
+    state_dict keys and shapes load with ``strict=True`` and, with P = 1, compute their function to float
+    rounding. Two official rules that a cleaner definition would change are the defaults, each with an
+    option for the clean rule:
+
+      * ``freq_grouping='official'``: coefficients ordered by the float32 radius with torch's unstable
+        sort (:func:`freqdyn.layers.frequency_groups`); ``'stable'`` orders exact integer radii stably.
+        The order is stored in the ``freq_group`` buffer, so a saved layer reloads with its own groups on
+        any platform; a checkpoint without it (the authors') keeps the order computed at construction.
+      * ``fbm_masks='official'``: FBM masks evaluated in float32 on a 64 x 64 grid and nearest-resized
+        to the input size (the k = 2 edge excluded); ``'exact'`` builds them at the input size with every
+        edge included (:mod:`freqdyn.layers.fdconv.frequency_band_modulation`).
+
+    Deviations from the official implementation, each a fix that leaves P = 1 checkpoints exact:
+      * every attention head (filter head included: its official re-init never runs), the KSM-Local conv
+        and the FBM convs start at exactly zero, so a fresh layer and :meth:`from_conv` are neutral: the
+        output equals the source conv's;
+      * groups / depthwise, non-square kernels, odd ``in_channels * kw``, any ``kernel_num`` up to the
+        spectrum size, ``kernel_num * param_ratio == 1`` and ``param_ratio > 1`` work (the official
+        alpha multiplies by P, making a P > 1 layer's initial kernel P times the source: here it is not);
+      * ``param_ratio > 1`` computes 1/P of the official kernel for the same weights unless
+        ``ratio_scaling='official'`` (the default keeps a converted layer equal to its source);
+      * FFTs run in float32 for half / bfloat16 and the output keeps the input dtype; ``padding_mode`` is
+        honoured; a batch of one trains (see :class:`KernelSpatialModulationGlobal`).
+
+    Memory: with ``recompute_kernels`` (default), a training forward keeps only the conv input and the small
+    attention tensors for backward and rebuilds the per-sample kernels (B * O * I * kh * kw values, the
+    largest tensors of wide layers on small maps) in backward, at the cost of one more kernel synthesis and
+    conv forward; wide layers do this a few samples at a time, so the kernels of only a few samples are
+    ever alive. A layer keeps them anyway where they are small beside its input map (4 * O * I/g * kh * kw <=
+    I * H * W, as in the early stages of a detector at 512^2 and more): there the conv input dominates the
+    memory and the recompute would only cost time. ``recompute_kernels=False`` keeps them always (as does a
+    layer whose KSM-Local has hooks: they fire once per forward, with the whole batch). Outputs and gradients
+    are the same; an in-place change of a parameter between forward and backward raises autograd's error either
+    way, as for ``nn.Conv2d``.
+
+    A plain ``nn.Conv2d`` state_dict (``weight``, ``bias``) loads into a dynamic layer by conversion
+    (see :class:`FourierDynamicBase`), so pretrained networks load into FDConv models built from configs.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode:
+            as ``nn.Conv2d``; input (B, in_channels, H, W) -> output (B, out_channels, H', W').
+        kernel_num: K, the frequency groups of the Fourier weight mixed per sample (``None``: out_channels // 2,
+            with ``kernel_temp = sqrt(K * P)``, the official default).
+        param_ratio: P, the copies of the Fourier weight (P x the conv's parameters).
+        reduction: hidden width of the KSM-Global trunk as a fraction of ``in_channels`` (at least 16).
+        kernel_temp: temperature of the kernel attention; ``temp``: of the other KSM heads (default
+            ``kernel_temp``).
+        att_multi: multiplier of the sigmoid attentions (2 makes zero logits neutral).
+        ksm_act: ``'sigmoid'`` or ``'tanh'`` (1 + tanh) for the KSM attentions.
+        use_ksm_local: build KSM-Local (the per-kernel-element attention).
+        use_fdconv_if_c_gt, use_fdconv_if_k_in: the official gating: smaller layers stay plain convs.
+        use_fbm_if_k_in, use_fbm_for_stride: which layers get FBM; ``fbm_k_list``, ``fbm_act``,
+            ``fbm_spatial_group``, ``fbm_masks``, ``fbm_temp``: its cut-offs, activation, attention groups, mask
+            rule and temperature (:class:`FrequencyBandModulation`).
+        freq_grouping: ``'official'`` or ``'stable'`` frequency order (above).
+        aggregation: where the channel and filter attentions go: ``'weight'`` multiplies them into the
+            per-sample kernels (B x O x I/g x kh x kw values), ``'feature'`` scales the input and output maps
+            instead (B x (I + O) x H x W values); ``'auto'`` takes the smaller (``'weight'`` under
+            ``torch.compile``, so that one graph serves every size). Same function.
+        synthesis: how the per-sample kernels are built from the Fourier weight: ``'fft'`` gathers each
+            sample's group attentions onto the spectrum and runs one inverse FFT per sample, ``'basis'``
+            multiplies the attentions with the K spatial group kernels (one matmul); ``'auto'`` picks the
+            cheaper by shape and batch (under ``torch.compile``, by shape alone). Same function.
+        attention_norm: ``'batch'`` (the official BatchNorm), ``'frozen'`` or ``'layer'``
+            (:mod:`freqdyn.layers._common.attention_norm`).
+        recompute_kernels: rebuild the per-sample kernels in backward instead of saving them (above).
+        ratio_scaling: ``'mean'`` (default: the P copies average, so a neutral layer equals its source) or
+            ``'official'`` (the authors' alpha times P, for their P > 1 checkpoints; :class:`FourierDynamicBase`).
+
+    High learning rates: every attention is a sigmoid gate that multiplies the kernel (or the FBM bands), and
+    a head's logits move by about lr * |hidden|^2 per step (StarReLU squares the trunk), so with SGD at lr 0.3
+    the heads saturate within ten steps: the kernel and spatial heads first, then filter, channel and FBM
+    (``benchmarks/bench_attention_norm.py``). A gate at 0 zeroes its kernel entries and, the factors being
+    multiplied, the gradients of every other factor on its path: the layer's output and gradients vanish for
+    good. ``temp = kernel_temp = fbm_temp = 16`` divides the logit steps by 256 (as DY-Conv's temperature of
+    30 does) and trains there as ``nn.Conv2d`` does, at no cost at ordinary learning rates; the official 1 stays
+    the default (authors' checkpoints). A training layer warns (``RuntimeWarning``) when most values of a
+    KSM head sit at a sigmoid bound (checked on the first training forward and every 50th after it).
+    """
+
+    KSM_Global: KernelSpatialModulationGlobal
+    training_forwards = 0  # counts training forwards for the saturation check
+    saturation_warned = False
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: Padding = 0,
+        dilation: IntPair = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        kernel_num: int | None = 64,
+        param_ratio: int = 1,
+        reduction: float = 0.0625,
+        kernel_temp: float = 1.0,
+        temp: float | None = None,
+        att_multi: float = 2.0,
+        ksm_act: str = "sigmoid",
+        use_ksm_local: bool = True,
+        use_fdconv_if_c_gt: int = 16,
+        use_fdconv_if_k_in: Sequence[int] = (1, 3),
+        use_fbm_if_k_in: Sequence[int] = (3,),
+        use_fbm_for_stride: bool = False,
+        fbm_k_list: Sequence[int] = (2, 4, 8),
+        fbm_act: str = "sigmoid",
+        fbm_spatial_group: int = 1,
+        fbm_masks: str = "official",
+        fbm_temp: float = 1.0,
+        freq_grouping: str = "official",
+        aggregation: str = "auto",
+        synthesis: str = "auto",
+        attention_norm: str = "batch",
+        ratio_scaling: str = "mean",
+        recompute_kernels: bool = True,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self._set_conv_args(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode)
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        self.aggregation, self.recompute_kernels = aggregation, recompute_kernels
+        use_fdconv_if_c_gt = check_int(use_fdconv_if_c_gt, "use_fdconv_if_c_gt", 0)
+        use_fdconv_if_k_in = check_ints(use_fdconv_if_k_in, "use_fdconv_if_k_in")
+        use_fbm_if_k_in = check_ints(use_fbm_if_k_in, "use_fbm_if_k_in")
+        fbm_k_list = check_ints(fbm_k_list, "fbm_k_list")
+        fbm_spatial_group = check_int(fbm_spatial_group, "fbm_spatial_group")
+        in_channels, out_channels, groups = self.in_channels, self.out_channels, self.groups
+        kernel_size = self.kernel_size
+        self.is_dynamic = min(in_channels, out_channels) > use_fdconv_if_c_gt and all(
+            k in use_fdconv_if_k_in for k in kernel_size
+        )
+        kw = factory_kwargs(device, dtype)
+        weight_shape = (out_channels, in_channels // groups, *kernel_size)
+        if self.is_dynamic:
+            options = FourierOptions(kernel_num, param_ratio, reduction, kernel_temp, temp, att_multi, ksm_act,
+                                     use_ksm_local, synthesis, freq_grouping, attention_norm,
+                                     ratio_scaling=ratio_scaling)
+            self._build_fourier(in_channels, out_channels, kernel_size, groups, options, device, dtype)
+            use_fbm = max(kernel_size) in use_fbm_if_k_in or (use_fbm_for_stride and max(self.stride) > 1)
+            self.FBM = (
+                FrequencyBandModulation(in_channels, tuple(fbm_k_list), fbm_act, fbm_spatial_group, masks=fbm_masks,
+                                        temp=fbm_temp, **kw)
+                if use_fbm
+                else None
+            )
+            self.register_parameter("weight", None)
+        else:
+            self.weight = nn.Parameter(torch.empty(weight_shape, **kw))
+            self.FBM = None
+        self.bias = nn.Parameter(torch.empty(out_channels, **kw)) if bias else None
+        self.reset_parameters()
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, **kwargs) -> FDConv:
+        """Convert an ``nn.Conv2d`` (pretrained or not); the result at neutral attention equals ``conv``."""
+        layer = cls._like(conv, **kwargs)
+        with torch.no_grad():
+            if layer.is_dynamic:
+                layer.set_spatial_weight(conv.weight)
+            else:
+                layer.weight.copy_(conv.weight)
+            if conv.bias is not None and layer.bias is not None:
+                layer.bias.copy_(conv.bias)
+        return layer.train(conv.training)
+
+    def _kernel_hw(self) -> tuple[int, int]:
+        return self.kernel_size
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+
+    def reset_parameters(self) -> None:
+        """``nn.Conv2d``'s initialisation for the kernel and bias; attention heads to their neutral zeros."""
+        if self.is_dynamic:
+            self._reset_fourier(self.bias)
+            if self.FBM is not None:
+                self.FBM.reset_parameters()
+        else:
+            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+            reset_bias(self.bias, self.weight[0].numel())
+
+    @torch.no_grad()
+    def neutralise_(self) -> None:
+        """Zero every attention head, the KSM-Local conv and the FBM convs: the layer becomes a static conv."""
+        if not self.is_dynamic:
+            return
+        super().neutralise_()
+        if self.FBM is not None:
+            self.FBM.reset_parameters()
+
+    def _use_weight_branch(self, height: int, width: int) -> bool:
+        if self.aggregation != "auto":
+            return self.aggregation == "weight"
+        if compiling():  # a size-independent choice, so that one compiled graph serves every spatial size
+            return True
+        size = self.out_channels * self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+        return size < (self.in_channels + self.out_channels) * height * width
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_feature_map(x, self.in_channels, type(self).__name__)
+        if not self.is_dynamic:
+            x, padding = self._pad(x)
+            return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+        if not x.shape[0]:
+            return self._empty_batch(x)
+        return self._layout_output(self._dynamic_forward(self._layout_input(x)))
+
+    def _dynamic_forward(self, x: Tensor) -> Tensor:
+        pooled = x.mean(dim=(2, 3), dtype=compute_dtype(x.dtype))  # the attentions run in float32 for half
+        att = self.KSM_Global(pooled)
+        if self.training and torch.is_grad_enabled() and not (compiling() or exporting() or functorch_active()):
+            self._watch_saturation(att)
+        if self.FBM is not None:
+            x = self.FBM(x)
+        # hooks on KSM-Local (which runs inside the recompute) would fire again in backward, per chunk, and any
+        # autograd work they do would upset the checkpoint: with hooks there, the kernels are kept instead
+        hooked = self.KSM_Local is not None and has_hooks(self.KSM_Local)
+        if (hooked or not (self.recompute_kernels and torch.is_grad_enabled()) or exporting() or functorch_active()
+                or (not compiling() and self._kernels_are_small(x))):
+            return self._per_sample_conv(x, pooled, att)  # torch.func transforms do not take checkpoints' hooks
+        # the per-sample kernels (B*O*I*kh*kw values) are rebuilt in backward instead of being saved, in chunks
+        # of samples whose kernels hold about _CHUNK_ELEMENTS values, so that the kernels of only one chunk are
+        # ever alive at once; torch.compile takes the batch in one chunk (a loop over chunks would fix B)
+        if compiling():
+            return checkpoint(self._per_sample_conv, x, pooled, att, use_reentrant=False)
+        batch = x.shape[0]
+        per_chunk = max(1, _CHUNK_ELEMENTS // math.prod(self._weight_shape()))
+        outs = [checkpoint(self._per_sample_conv, x[rows], pooled[rows], att.select(rows), use_reentrant=False,
+                           context_fn=self._recompute_contexts)
+                for rows in (slice(s, s + per_chunk) for s in range(0, batch, per_chunk))]
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def _kernels_are_small(self, x: Tensor) -> bool:
+        """Whether the tensors a kept kernel adds for backward (the kernel and its ~3 factors, B * O * I/g * kh *
+        kw values each) are smaller than the input map (B * I * H * W) that the conv saves anyway: then
+        recomputing them in backward would cost a second synthesis and conv forward to save little memory."""
+        kernel = math.prod(self._weight_shape())
+        return _KEPT_TENSORS * kernel <= self.in_channels * x.shape[2] * x.shape[3]
+
+    def _watch_saturation(self, att: Attentions) -> None:
+        """Warn once if the KSM heads collapsed (first training forward, then every _SATURATION_EVERY-th)."""
+        self.training_forwards += 1
+        if (self.training_forwards - 1) % _SATURATION_EVERY or self.saturation_warned:
+            return
+        heads = self.KSM_Global.saturated(att)
+        if heads:
+            self.saturation_warned = True
+            warnings.warn(f"FDConv: the KSM attention head(s) {', '.join(heads)} saturated (most values at a bound of "
+                          "their sigmoid, where gradients vanish): the layer's output and gradients fade. This "
+                          "happens at high learning rates; build the layers with temp=16, kernel_temp=16, "
+                          "fbm_temp=16 (see FDConv's docstring).", RuntimeWarning, stacklevel=3)
+
+    def _recompute_contexts(self) -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+        """``checkpoint``'s contexts: the forward as is; the recompute in backward checks that the parameters it
+        reads are unchanged and runs without module hooks (any registered after the forward)."""
+        read = [self.dft_weight, *([] if self.KSM_Local is None else self.KSM_Local.parameters())]
+        return contextlib.nullcontext(), _Recompute(self, read)
+
+    def _per_sample_conv(self, x: Tensor, pooled: Tensor, att: Attentions) -> Tensor:
+        """The modulated per-sample kernels applied to x (B, I, H, W), the FBM output: (B, O, H', W')."""
+        batch, _, height, width = x.shape
+        weight = self.modulated_weight(pooled, att)
+        weight_branch = self._use_weight_branch(height, width)
+        if att.channel is not None:
+            if weight_branch:
+                g, per_group = self.groups, self.in_channels // self.groups
+                channel = att.channel.reshape(batch, g, 1, per_group).expand(
+                    batch, g, self.out_channels // g, per_group
+                )
+                weight = weight * channel.reshape(batch, self.out_channels, per_group, 1, 1)
+            else:
+                x = x * att.channel[:, :, None, None].to(x.dtype)
+        if att.filter is not None and weight_branch:
+            weight = weight * att.filter[:, :, None, None, None]
+        x, padding = self._pad(x)
+        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        out_scale = None if weight_branch else att.filter
+        return batched_conv2d(x, weight.to(x.dtype), bias, self.stride, padding, self.dilation, self.groups,
+                              out_scale=out_scale)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        if not self.is_dynamic:
+            return s + ", dynamic=False"
+        return s + f", {self._fourier_repr()}, fbm={self.FBM is not None}"

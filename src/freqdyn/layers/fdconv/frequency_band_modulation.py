@@ -1,0 +1,237 @@
+"""Frequency Band Modulation (FBM, FDConv §3.3): split a feature map into frequency bands and re-weight each
+band with a spatially varying attention map.
+
+Band j lies between two box low-passes L_{j-1} and L_j of the input (L_0 = x; masks, operators and the
+``'official'`` / ``'exact'`` rules in :mod:`freqdyn.layers.fdconv.low_pass`); the output is
+sum_j a_j * (L_{j-1} - L_j) + L_last, which telescopes to x when every a_j = 1 (the zero-initialised state).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import cast
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from .._common.attention_conv import AttentionConv
+from .._common.attention_heads import check_activation, modulation
+from .._common.checks import check_int, check_ints, check_positive
+from .._common.program_mode import compiling, compute_dtype, exporting, functorch_active, memory_format_of
+from .._common.trace_only import TraceOnly
+from .low_pass import MASK_RULES, band_plan, fft_cheaper, fft_low_passes, filter_rows, low_passes, stacked_low_passes
+
+_GEMM_MIN_GROUP_CHANNELS = 8
+TRANSFORMS = ("auto", "separable", "fft")
+
+
+def same_conv_as_gemm(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """Grouped 'same' convolution with few outputs per group as one matmul plus k*k shifted sums.
+
+    x (B, H, W, G*Cg) channels-last, weight (G, M, Cg, k, k) with k odd, bias (G, M) -> (B, G, M, H, W).
+    oneDNN is slow for convolutions with a handful of output channels; here the contraction over Cg is a
+    single GEMM whose output keeps W innermost, so the shifted sums run over contiguous rows.
+    """
+    batch, height, width, _ = x.shape
+    groups, outs, per_group, k, _ = weight.shape
+    pad = k // 2
+    mat = weight.permute(0, 3, 4, 1, 2).reshape(groups, k * k * outs, per_group)
+    pixels = x.reshape(batch, height * width, groups, per_group).permute(0, 2, 3, 1)  # (B, G, Cg, H*W)
+    taps = (mat @ pixels).reshape(batch, groups, k, k, outs, height, width)
+    out = taps[:, :, pad, pad] + bias[None, :, :, None, None]
+    for a in range(k):
+        for b in range(k):
+            dy, dx = a - pad, b - pad  # out[h, w] += taps[a, b, h + dy, w + dx] where that pixel exists
+            if (dy, dx) == (0, 0) or abs(dy) >= height or abs(dx) >= width:
+                continue
+            out[..., max(-dy, 0):height - max(dy, 0), max(-dx, 0):width - max(dx, 0)] += taps[
+                :, :, a, b, :, max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)]
+    return out
+
+
+class FrequencyBandModulation(TraceOnly, nn.Module):
+    """(B, C, H, W) -> (B, C, H, W): spatially adaptive re-weighting of ``len(k_list) + 1`` frequency bands.
+
+    Args:
+        in_channels: C.
+        k_list: band cut-offs 0.5 / k cycles per pixel, from the widest low-pass to the narrowest.
+        act: ``'sigmoid'`` (2 * sigmoid) or ``'tanh'`` (1 + tanh) for the attention maps.
+        spatial_group: G attention maps per band, each shared by C / G channels (> 64 means G = C, as
+            in the official code).
+        spatial_kernel: odd kernel size of the grouped convs that predict the attention maps.
+        masks: ``'official'`` (default) or ``'exact'`` band masks (see the module docstring).
+        temp: temperature of the attention maps (logits / temp); 1 is the official layer. A higher value slows
+            the maps' learning: at high learning rates they otherwise saturate (see :class:`FDConv`).
+        transform: how the low-passes are computed: ``'separable'`` matmuls with the size's Fourier operators
+            (O(H + W) per value: fastest on small maps, and the only route while tracing or exporting, which
+            keeps FFT operators out of ONNX graphs), ``'fft'`` FFTs pruned to the kept frequencies (O(log HW)
+            per value), ``'auto'`` the cheaper at each input size (:func:`~freqdyn.layers.fdconv.low_pass.fft_cheaper`).
+            Same function.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        k_list: tuple[int, ...] = (2, 4, 8),
+        act: str = "sigmoid",
+        spatial_group: int = 1,
+        spatial_kernel: int = 3,
+        masks: str = "official",
+        temp: float = 1.0,
+        transform: str = "auto",
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_activation(act, "fbm_act")
+        in_channels, spatial_group = check_int(in_channels, "in_channels"), check_int(spatial_group, "spatial_group")
+        k_list = check_ints(k_list, "k_list (FDConv's fbm_k_list)")
+        if not k_list or list(k_list) != sorted(k_list):
+            raise ValueError(f"k_list (FDConv's fbm_k_list) must be a non-empty increasing list of ints >= 1, "
+                             f"got {k_list!r}")
+        if check_int(spatial_kernel, "spatial_kernel") % 2 == 0:
+            raise ValueError(f"spatial_kernel must be a positive odd int, got {spatial_kernel}")
+        if transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+        if masks not in MASK_RULES:
+            raise ValueError(f"fbm_masks must be one of {MASK_RULES}, got {masks!r}")
+        groups = in_channels if spatial_group > 64 else spatial_group
+        if groups < 1 or in_channels % groups:
+            raise ValueError(f"spatial_group (FDConv's fbm_spatial_group) = {spatial_group} must divide "
+                             f"in_channels={in_channels}")
+        self.in_channels, self.k_list, self.act, self.spatial_group = in_channels, tuple(k_list), act, groups
+        self.masks, self.temp = masks, check_positive(temp, "temp (FDConv's fbm_temp)")
+        self.transform = transform
+        self.freq_weight_conv_list = nn.ModuleList(
+            AttentionConv(in_channels, groups, spatial_kernel, padding=spatial_kernel // 2, groups=groups,
+                          device=device, dtype=dtype)
+            for _ in k_list
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for conv in cast(list[AttentionConv], list(self.freq_weight_conv_list)):
+            nn.init.zeros_(conv.weight)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+
+    def low_passes(self, x: Tensor) -> list[Tensor]:
+        """Low-passed copies of x (B, C, H, W), one per cut-off, widest first, in x's dtype."""
+        return low_passes(x, self.k_list, self.masks)
+
+    def attention(self, x: Tensor) -> Tensor:
+        """Band attention maps (B, H, W, G, n_bands) from x (B, C, H, W), in x's dtype."""
+        convs = cast(list[AttentionConv], list(self.freq_weight_conv_list))
+        g = self.spatial_group
+        weight = torch.stack([c.weight for c in convs], dim=1).to(x.dtype)  # (G, n, C / G, k, k)
+        bias = torch.stack([c.bias for c in convs if c.bias is not None], dim=1).to(x.dtype)  # (G, n)
+        if self.in_channels // g >= _GEMM_MIN_GROUP_CHANNELS:
+            logits = same_conv_as_gemm(x.permute(0, 2, 3, 1), weight, bias)
+        else:
+            logits = F.conv2d(x, weight.flatten(0, 1), bias.flatten(), padding=convs[0].padding[0], groups=g)
+            logits = logits.reshape(x.shape[0], g, len(convs), *x.shape[2:])
+        logits = logits.permute(0, 3, 4, 1, 2)
+        return modulation(logits if self.temp == 1.0 else logits / self.temp, self.act, 2.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (B, C, H, W) -> (B, C, H, W) in x's memory format.
+
+        The work runs channels-last, where both separable transforms are plain matmuls over pixel rows.
+        """
+        # sum_j a_j (L_{j-1} - L_j) + L_n  ==  a_1 x + sum_{j<n} (a_{j+1} - a_j) L_j + (1 - a_n) L_n
+        if compiling() and not exporting():
+            return self._compiled_forward(x)
+        if self._use_fft(x):
+            return self._fft_forward(x)
+        batch, channels, height, width = x.shape
+        if torch.jit.is_tracing():
+            warnings.warn(f"FBM: a trace holds the band operators of its input size as constants, so the traced graph "
+                          f"runs at H={height}, W={width} only (another size fails in a matmul); trace at the size "
+                          "you will run", torch.jit.TracerWarning, stacklevel=2)
+        g = self.spatial_group
+        per_group = channels // g
+        work = compute_dtype(x.dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            plan = band_plan(height, width, self.k_list, self.masks, work, x.device)
+            xl = x.to(work).permute(0, 2, 3, 1).contiguous()  # (B, H, W, C); no copy for channels_last x
+            att = self.attention(xl.permute(0, 3, 1, 2))  # (B, H, W, G, n)
+            coef = torch.cat([att[..., 1:] - att[..., :-1], 1 - att[..., -1:]], dim=-1)  # of L_1 .. L_n
+            pixel_rows = xl.reshape(batch * height, width, channels)
+            rows = torch.bmm(plan.basis_w.t().expand(batch * height, -1, -1), pixel_rows)
+            rows = rows.reshape(batch, height, rows.shape[-2], channels)  # x V along W: (B, H, Rw, C)
+            proj = filter_rows(plan, rows)  # T_j: (B, H, w_j, C)
+            if g == 1:
+                # pixel (h, w) of sum_j c_j L_j = sum_j c_j[h, w] V_j[w] . (P_j x V_j)[h]: a matmul per row h
+                def term(j: int) -> tuple[Tensor, Tensor]:
+                    w = plan.widths[j]
+                    synth = (coef[..., 0, j, None] * plan.basis_w[:, :w]).reshape(batch * height, width, w)
+                    return synth, proj[j].reshape(batch * height, w, channels)
+
+                bands = torch.bmm(*term(0))
+                for j in range(1, len(proj)):  # in place, except under torch.func (no batching rule for baddbmm_)
+                    bands = torch.baddbmm(bands, *term(j)) if functorch_active() else bands.baddbmm_(*term(j))
+                bands = bands.reshape(batch, height, width, 1, channels)
+            else:
+                bands = torch.stack([
+                    (plan.basis_w[:, :w] @ part).reshape(batch, height, width, g, per_group) * coef[..., j, None]
+                    for j, (part, w) in enumerate(zip(proj, plan.widths, strict=True))
+                ]).sum(0)
+            xg = xl.reshape(batch, height, width, g, per_group)
+            out = torch.addcmul(bands, xg, att[..., :1]) if functorch_active() else bands.addcmul_(xg, att[..., :1])
+            out = out.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
+        return out.to(x.dtype).contiguous(memory_format=memory_format_of(x))
+
+    def _use_fft(self, x: Tensor) -> bool:
+        """Whether this call takes the FFT route (never while exporting, nor for an empty input: MKL refuses it)."""
+        height, width = x.shape[-2:]
+        if exporting() or self.transform == "separable" or not x.numel():
+            return False
+        training = torch.is_grad_enabled()
+        return self.transform == "fft" or fft_cheaper(int(height), int(width), self.k_list, self.masks, training)
+
+    def _fft_forward(self, x: Tensor) -> Tensor:
+        """:meth:`forward` by pruned FFTs (:func:`~freqdyn.layers.fdconv.low_pass.fft_low_passes`), channels-first.
+
+        In training the band sum is checkpointed: backward recomputes the low-passes (FFTs) rather than keep
+        n maps of x's size per layer.
+        """
+        batch, channels, height, width = x.shape
+        g = self.spatial_group
+        with torch.autocast(x.device.type, enabled=False):
+            xw = x.to(compute_dtype(x.dtype)).contiguous()
+            att = self.attention(xw).permute(0, 3, 4, 1, 2).contiguous()  # (B, G, n, H, W)
+            coef = torch.cat([att[:, :, 1:] - att[:, :, :-1], 1 - att[:, :, -1:]], dim=2)  # of L_1 .. L_n
+            xg = xw.reshape(batch, g, channels // g, height, width)
+            if torch.is_grad_enabled() and not functorch_active():
+                bands = checkpoint(self._band_sum, xg, coef, use_reentrant=False)
+            else:
+                bands = self._band_sum(xg, coef)
+            out = torch.addcmul(bands, xg, att[:, :, :1]).reshape(batch, channels, height, width)
+        return out.to(x.dtype).contiguous(memory_format=memory_format_of(x))
+
+    def _band_sum(self, x: Tensor, coef: Tensor) -> Tensor:
+        """sum_j coef_j * L_j x for x (B, G, C / G, H, W) and coef (B, G, n, H, W): (B, G, C / G, H, W)."""
+        out = None
+        for j, low in enumerate(fft_low_passes(x, self.k_list, self.masks)):
+            weight = coef[:, :, j, None]
+            if out is None:
+                out = low * weight
+            else:
+                out = torch.addcmul(out, low, weight) if functorch_active() else out.addcmul_(low, weight)
+        return cast(Tensor, out)
+
+    def _compiled_forward(self, x: Tensor) -> Tensor:
+        """:meth:`forward` for ``torch.compile``: traceable ops around one opaque low-pass operator
+        (:func:`~freqdyn.layers.fdconv.low_pass.stacked_low_passes`), so batch and spatial sizes stay dynamic."""
+        per_group = self.in_channels // self.spatial_group
+        with torch.autocast(x.device.type, enabled=False):
+            xw = x.to(compute_dtype(x.dtype))
+            att = self.attention(xw).permute(4, 0, 3, 1, 2)  # (n, B, G, H, W)
+            coef = torch.cat([att[1:] - att[:-1], 1 - att[-1:]])  # of L_1 .. L_n
+            if self.spatial_group > 1 and per_group > 1:  # a map per channel, so the result needs no reshape
+                att, coef = att.repeat_interleave(per_group, dim=2), coef.repeat_interleave(per_group, dim=2)
+            lows = stacked_low_passes(xw, list(self.k_list), self.masks)  # (n, B, C, H, W)
+            out = (lows * coef).sum(0) + xw * att[0]
+        return out.to(x.dtype).contiguous(memory_format=memory_format_of(x))

@@ -1,0 +1,157 @@
+"""Kernel Spatial Modulation (KSM, FDConv §3.2): global and local attentions over the kernel's elements.
+
+Both branches read the globally pooled input (B, I) and produce multiplicative factors that are neutral
+(exactly 1) at initialisation, because every head's last layer starts at zero (see :class:`FDConv`).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._common.attention_heads import AttentionHeads, Attentions, check_activation, modulation
+from .._common.attention_norm import reset_norm
+from .._common.device_dtype import factory_kwargs
+from .._common.program_mode import compute_dtype, exporting
+from .star_relu import StarReLU
+
+
+def local_kernel_size(channels: int) -> int:
+    """Odd 1-D kernel size of KSM-Local: 32 -> 3, 64..512 -> 5, 1024/2048 -> 7 (official formula)."""
+    return 2 * int(round(math.log2(channels) / 2 + 0.5) // 2) + 1
+
+
+class KernelSpatialModulationGlobal(AttentionHeads):
+    """Pooled (B, I) -> channel, filter, spatial and kernel attentions.
+
+    fc (1x1, no bias) -> norm (BatchNorm by default) -> StarReLU -> four 1x1 heads (:class:`AttentionHeads`),
+    as in the official KSM-Global. The kernel head is ``2 * sigmoid(logit / kernel_temp) / (K * P)`` so that the
+    mixture is neutral at zero logits; every head starts at zero.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: tuple[int, int],
+        groups: int,
+        num_kernels: int,
+        reduction: float = 0.0625,
+        min_hidden: int = 16,
+        temp: float = 1.0,
+        kernel_temp: float = 1.0,
+        att_multi: float = 2.0,
+        act: str = "sigmoid",
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        norm: str = "batch",
+    ) -> None:
+        check_activation(act, "ksm_act")
+        super().__init__(in_channels, out_channels, kernel_size, groups, num_kernels, reduction, min_hidden,
+                         device, dtype, norm)
+        self.temp, self.kernel_temp, self.att_multi, self.act = temp, kernel_temp, att_multi, act
+        self.relu = StarReLU(device=device, dtype=dtype)
+        self.reset_parameters()
+
+    def activation(self, z: Tensor) -> Tensor:
+        return self.relu(z)
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_normal_(self.fc.weight, mode="fan_out", nonlinearity="relu")
+        reset_norm(self.bn)
+        self.relu.reset_parameters()
+        self.zero_heads_()
+
+    def forward(self, pooled: Tensor) -> Attentions:
+        logits = self.head_logits(self.hidden(pooled))
+
+        def head(name: str) -> Tensor | None:
+            z = logits[name]
+            return None if z is None else modulation(z / self.temp, self.act, self.att_multi)
+
+        kernel = logits["kernel"]
+        if kernel is not None:
+            kernel = modulation(kernel / self.kernel_temp, self.act, 2.0) / self.num_kernels
+        return Attentions(channel=head("channel"), filter=head("filter"), spatial=head("spatial"), kernel=kernel)
+
+    @torch.no_grad()
+    def saturated(self, att: Attentions, share: float = 0.5) -> list[str]:
+        """Heads of ``att`` (this module's output) with more than ``share`` of their values within 1e-3 of a bound
+        of their sigmoid (0 or the top), where the gradients through them vanish."""
+        top = self.att_multi if self.act == "sigmoid" else 2.0
+        bounds = {"channel": top, "filter": top, "spatial": top, "kernel": 2.0 / self.num_kernels}
+        names = []
+        for name, upper in bounds.items():
+            values = getattr(att, name)
+            if values is not None:
+                tol = 1e-3 * upper
+                if ((values < tol) | (values > upper - tol)).float().mean().item() > share:
+                    names.append(name)
+        return names
+
+
+class KernelSpatialModulationLocal(nn.Module):
+    """Pooled (B, I) -> dense per-element attention (B, O, I // groups, kh, kw).
+
+    LayerNorm over the I channels, then a 1-D convolution along the channel axis with (O // groups)*kh*kw
+    output channels: output channel q = (o, a, b) and position i give the factor of W[o, i, a, b]
+    (official mapping). With groups > 1, position i belongs to channel group i // (I // groups) and feeds
+    the output channels of that group.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: tuple[int, int],
+        groups: int,
+        att_multi: float = 2.0,
+        act: str = "sigmoid",
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_activation(act, "ksm_act")
+        kw = factory_kwargs(device, dtype)
+        self.out_channels, self.kernel_size, self.groups = out_channels, kernel_size, groups
+        self.att_multi, self.act = att_multi, act
+        ks = local_kernel_size(in_channels)
+        self.norm = nn.LayerNorm(in_channels, **kw)
+        per_group = out_channels // groups * kernel_size[0] * kernel_size[1]
+        self.conv = nn.Conv1d(1, per_group, ks, padding=(ks - 1) // 2, bias=False, **kw)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.norm.reset_parameters()
+        nn.init.zeros_(self.conv.weight)
+
+    @property
+    def gain(self) -> float:
+        """The constant multiplier of the attention: ``att_multi`` for 'sigmoid', 1 for 'tanh' (1 + tanh)."""
+        return self.att_multi if self.act == "sigmoid" else 1.0
+
+    def forward(self, pooled: Tensor, with_gain: bool = True) -> Tensor:
+        """(B, I) -> (B, O, I // groups, kh, kw); ``with_gain=False`` leaves out :attr:`gain` (the caller
+        applies it elsewhere)."""
+        batch, channels = pooled.shape
+        kh, kw = self.kernel_size
+        g, ks = self.groups, self.conv.kernel_size[0]
+        pad = int(self.conv.padding[0])
+        work = compute_dtype(pooled.dtype)  # float32 for half dtypes, as KSM-Global and the synthesis
+        norm, conv_weight = self.norm, self.conv.weight.to(work)
+        with torch.autocast(pooled.device.type, enabled=False):
+            normed = F.layer_norm(pooled.to(work), norm.normalized_shape, norm.weight.to(work), norm.bias.to(work),
+                                  norm.eps)
+            if exporting():  # the TorchScript-based ONNX exporter cannot export Tensor.unfold here
+                logits = F.conv1d(normed[:, None], conv_weight, padding=pad).transpose(1, 2)
+            else:
+                # the 1-D conv as one matmul over sliding windows: (B, I, ks) @ (ks, O/g*kh*kw) -> (B, I, O/g*kh*kw)
+                windows = F.pad(normed, (pad, ks - 1 - pad)).unfold(1, ks, 1)
+                logits = windows @ conv_weight[:, 0, :].t()
+        inplace = not (torch.is_grad_enabled() or exporting())  # jit.trace's check re-runs with grad enabled
+        att = modulation(logits, self.act, self.att_multi if with_gain else 1.0, inplace=inplace)
+        att = att.reshape(batch, g, channels // g, self.out_channels // g, kh, kw).permute(0, 1, 3, 2, 4, 5)
+        return att.reshape(batch, self.out_channels, channels // g, kh, kw)  # a view when groups == 1

@@ -1,0 +1,120 @@
+"""FDLinear: the linear mode of FDConv, for ``nn.Linear`` and the 1x1 convolutions of transformer MLPs."""
+from __future__ import annotations
+
+import math
+from typing import Any, Self
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._common.checks import check_features_last, check_int
+from .._common.empty_batch import tie_to_parameters
+from .._common.program_mode import compute_dtype
+from .._common.trace_only import TraceOnly
+from .fourier_dynamic import FourierDynamicBase, FourierOptions
+from .kernel_spatial_modulation import KernelSpatialModulationGlobal
+
+
+class LinearFourierBase(FourierDynamicBase):
+    """What the Fourier linear layers (:class:`FDLinear`, ``FDLinearQwen``) share: an (out_features, in_features)
+    kernel seen as a 1x1 one, and conversion from an ``nn.Linear``."""
+
+    in_features: int
+    out_features: int
+    bias: Tensor | None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, **kwargs: Any) -> Self:
+        """Convert an ``nn.Linear``; the result at neutral attention equals ``linear``."""
+        if not isinstance(linear, nn.Linear):
+            raise ValueError(f"from_linear expects an nn.Linear, got {type(linear).__name__}")
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
+                    device=linear.weight.device, dtype=linear.weight.dtype, **kwargs)
+        with torch.no_grad():
+            layer.set_spatial_weight(linear.weight[:, :, None, None])
+            if linear.bias is not None and layer.bias is not None:
+                layer.bias.copy_(linear.bias)
+        return layer.train(linear.training)
+
+    def _kernel_hw(self) -> tuple[int, int]:
+        return (1, 1)
+
+    def _empty_input(self, x: Tensor) -> Tensor:
+        """``nn.Linear``'s empty output for an input without samples or tokens, every parameter with a zero
+        gradient (:mod:`freqdyn.layers._common.empty_batch`)."""
+        return tie_to_parameters(F.linear(x, x.new_zeros(self.out_features, self.in_features)), self)
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        return (self.out_features, self.in_features, 1, 1)
+
+
+class FDLinear(TraceOnly, LinearFourierBase):
+    """Drop-in ``nn.Linear`` with a Fourier Disjoint Weight mixed per sample by KSM attentions.
+
+    Input (B, ..., in_features) -> output (B, ..., out_features). The first dimension is the sample: the
+    attentions read the mean over all other positions (tokens), and every sample gets its own
+    (out_features, in_features) weight. The weight spectrum is the rfft2 of the (O, I) matrix (FDConv with
+    a 1x1 kernel: same parameters, state-dict keys and ``freq_grouping``); there is no spatial head and no
+    FBM. An ``nn.Linear`` state_dict loads by conversion, as into :class:`FDConv`. The keyword options are
+    :class:`FDConv`'s (``ratio_scaling='official'`` for the authors' P > 1 scaling included).
+    """
+
+    KSM_Global: KernelSpatialModulationGlobal
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        kernel_num: int | None = 64,
+        param_ratio: int = 1,
+        reduction: float = 0.0625,
+        kernel_temp: float = 1.0,
+        temp: float | None = None,
+        att_multi: float = 2.0,
+        ksm_act: str = "sigmoid",
+        use_ksm_local: bool = True,
+        synthesis: str = "auto",
+        freq_grouping: str = "official",
+        attention_norm: str = "batch",
+        ratio_scaling: str = "mean",
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        in_features, out_features = check_int(in_features, "in_features"), check_int(out_features, "out_features")
+        self.in_features, self.out_features = in_features, out_features
+        options = FourierOptions(kernel_num, param_ratio, reduction, kernel_temp, temp, att_multi, ksm_act,
+                                 use_ksm_local, synthesis, freq_grouping, attention_norm, ratio_scaling=ratio_scaling)
+        self._build_fourier(in_features, out_features, (1, 1), 1, options, device, dtype)
+        self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``nn.Linear``'s initialisation for weight and bias; attention heads to their neutral zeros."""
+        self._reset_fourier(self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_features_last(x, self.in_features, type(self).__name__)
+        if not x.numel():  # no sample, or samples without tokens: nn.Linear's empty output
+            return self._empty_input(x)
+        batch = x.shape[0]
+        tokens = x.reshape(batch, math.prod(x.shape[1:-1]), self.in_features)
+        pooled = tokens.mean(dim=1, dtype=compute_dtype(x.dtype))  # the attentions run in float32 for half
+        att = self.KSM_Global(pooled)
+        weight = self.modulated_weight(pooled, att)[..., 0, 0]  # (B or 1, O, I)
+        if att.channel is not None:
+            weight = weight * att.channel[:, None, :]
+        if att.filter is not None:
+            weight = weight * att.filter[:, :, None]
+        y = torch.matmul(tokens, weight.transpose(1, 2).to(x.dtype))
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, {self._fourier_repr()}")

@@ -1,0 +1,215 @@
+"""The authors' FDLinear for Qwen2-VL (``FDLinear4Qwen/FDLinear.py`` in Linwei-Chen/FDConv), checkpoint-exact.
+
+A different module from :class:`freqdyn.FDLinear` (which is FDConv with a 1x1 kernel): its attention trunk is
+fc -> RMSNorm -> ReLU with ``nn.Linear`` heads (no BatchNorm, no StarReLU), its local attention is a Conv1d
+over the pooled input without a LayerNorm (``local_conv``, off by default), ``kernel_num`` is 4, and its forward
+takes packed sequences (``cu_seqlens``) with one synthesised weight per segment.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._common.attention_heads import Attentions, check_activation, modulation
+from .._common.checks import check_features_last, check_int
+from .._common.device_dtype import factory_kwargs
+from .._common.program_mode import compute_dtype
+from .._common.trace_only import TraceOnly
+from .fourier_dynamic import FourierOptions
+from .kernel_spatial_modulation import local_kernel_size
+from .linear import LinearFourierBase
+
+
+class RMSNorm(nn.Module):
+    """Qwen2's RMSNorm over the last dimension: x / sqrt(mean(x^2) + eps) * weight (no mean subtraction)."""
+
+    def __init__(self, features: int, eps: float = 1e-6, device: torch.device | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(features, device=device, dtype=dtype))
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + self.eps) * self.weight.to(x.dtype)
+
+
+class LinearKernelAttention(nn.Module):
+    """Pooled (B, I) -> channel (B, I), filter (B, O) and kernel (B, K) attentions of the authors' Qwen FDLinear.
+
+    relu(RMSNorm(fc(pooled))) feeds three ``nn.Linear`` heads; ``att_multi * sigmoid(logit / temp)`` (or
+    1 + tanh) for channel and filter, ``2 * sigmoid(logit / kernel_temp) / K`` for the kernel mixture (the
+    authors' alpha lacks the K that :class:`FourierDynamicBase`'s has). The heads start at zero (neutral).
+    """
+
+    def __init__(self, in_features: int, out_features: int, num_kernels: int, reduction: float, temp: float,
+                 kernel_temp: float, att_multi: float, act: str, device: torch.device | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        check_activation(act, "ksm_act")
+        kw = factory_kwargs(device, dtype)
+        hidden = max(int(in_features * reduction), 16)
+        self.num_kernels, self.temp, self.kernel_temp, self.att_multi, self.act = (
+            num_kernels, temp, kernel_temp, att_multi, act)
+        self.fc = nn.Linear(in_features, hidden, bias=False, **kw)
+        self.norm = RMSNorm(hidden, **kw)
+        self.channel_fc = nn.Linear(hidden, in_features, **kw)
+        self.filter_fc = nn.Linear(hidden, out_features, **kw)
+        self.kernel_fc = nn.Linear(hidden, num_kernels, **kw) if num_kernels > 1 else None
+        self.reset_parameters()
+
+    def heads(self) -> list[nn.Linear]:
+        return [h for h in (self.channel_fc, self.filter_fc, self.kernel_fc) if h is not None]
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_normal_(self.fc.weight, mode="fan_out", nonlinearity="relu")
+        self.norm.reset_parameters()
+        self.zero_heads_()
+
+    @torch.no_grad()
+    def zero_heads_(self) -> None:
+        for head in self.heads():
+            head.weight.zero_()
+            head.bias.zero_()
+
+    def forward(self, pooled: Tensor) -> Attentions:
+        work = compute_dtype(pooled.dtype)  # float32 for half layers, as every attention here
+
+        def linear(layer: nn.Linear, z: Tensor) -> Tensor:
+            bias = None if layer.bias is None else layer.bias.to(work)
+            return F.linear(z, layer.weight.to(work), bias)
+
+        with torch.autocast(pooled.device.type, enabled=False):
+            z = F.relu(self.norm(linear(self.fc, pooled.to(work))))
+            channel = modulation(linear(self.channel_fc, z) / self.temp, self.act, self.att_multi)
+            filter_ = modulation(linear(self.filter_fc, z) / self.temp, self.act, self.att_multi)
+            kernel = None if self.kernel_fc is None else (
+                modulation(linear(self.kernel_fc, z) / self.kernel_temp, self.act, 2.0) / self.num_kernels)
+        return Attentions(kernel=kernel, channel=channel, filter=filter_)
+
+
+class FDLinearQwen(TraceOnly, LinearFourierBase):
+    """The authors' FDLinear for Qwen2-VL: input (..., in_features) -> (..., out_features).
+
+    Its state_dict (``dft_weight``, ``bias``, ``KSM_Global.{fc, norm, channel_fc, filter_fc, kernel_fc}``,
+    ``local_conv``) loads with ``strict=True`` and computes the authors' function to float rounding
+    (``tests/golden/fdlinear_qwen.pt``). Three input forms, as in the authors' forward:
+
+    * (B, N, in_features) and more dims: one sample per leading index, attentions from the mean over tokens;
+    * (T, in_features) with ``cu_seqlens`` (int, (S + 1,), 0 = cu_seqlens[0] <= ... <= cu_seqlens[-1] = T):
+      packed sequences, each segment pooled and given its own weight;
+    * (T, in_features) without ``cu_seqlens``: each row is its own sample.
+
+    Args:
+        in_features, out_features, bias: as ``nn.Linear``.
+        kernel_num, param_ratio, reduction, kernel_temp, temp, att_multi, ksm_act, synthesis, freq_grouping,
+            ratio_scaling: as :class:`FDConv` (defaults: the authors' Qwen file).
+        use_ksm_local: the local attention ``2 * sigmoid(local_conv(pooled))`` (a Conv1d along the input
+            features, one output channel per output feature, no LayerNorm), off by default as in the authors' file.
+    """
+
+    KSM_Global: LinearKernelAttention
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        kernel_num: int = 4,
+        param_ratio: int = 1,
+        reduction: float = 0.0625,
+        kernel_temp: float = 1.0,
+        temp: float | None = None,
+        att_multi: float = 2.0,
+        ksm_act: str = "sigmoid",
+        use_ksm_local: bool = False,
+        synthesis: str = "auto",
+        freq_grouping: str = "official",
+        ratio_scaling: str = "mean",
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        in_features, out_features = check_int(in_features, "in_features"), check_int(out_features, "out_features")
+        self.in_features, self.out_features = in_features, out_features
+        o = FourierOptions(check_int(kernel_num, "kernel_num"), param_ratio, reduction, kernel_temp, temp, att_multi,
+                           ksm_act, use_ksm_local, synthesis, freq_grouping, ratio_scaling=ratio_scaling).validated()
+        self._build_spectrum(in_features, out_features, (1, 1), 1, o, device, dtype)
+        self.KSM_Global = LinearKernelAttention(
+            in_features, out_features, self.kernel_num * self.param_ratio, o.reduction,
+            o.kernel_temp if o.temp is None else o.temp, o.kernel_temp, o.att_multi, o.ksm_act, device, dtype)
+        self.KSM_Local = None
+        size = local_kernel_size(in_features)
+        self.local_conv = (nn.Conv1d(1, out_features, size, padding=size // 2, bias=False, device=device, dtype=dtype)
+                           if use_ksm_local else None)
+        self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``nn.Linear``'s initialisation for weight and bias; attention heads and the local conv to zero."""
+        self._reset_fourier(self.bias)
+        if self.local_conv is not None:
+            nn.init.zeros_(self.local_conv.weight)
+
+    @torch.no_grad()
+    def neutralise_(self) -> None:
+        super().neutralise_()
+        if self.local_conv is not None:
+            self.local_conv.weight.zero_()
+
+    def sample_weights(self, pooled: Tensor) -> Tensor:
+        """Per-sample weights (S, out_features, in_features) (or (1, ...) without a kernel mixture) from pooled
+        inputs (S, in_features)."""
+        att = self.KSM_Global(pooled)
+        weight = self.modulated_weight(pooled, att)[..., 0, 0]
+        if self.local_conv is not None:
+            conv = self.local_conv
+            logits = F.conv1d(pooled[:, None].to(weight.dtype), conv.weight.to(weight.dtype), padding=conv.padding)
+            weight = weight * modulation(logits, self.KSM_Global.act, self.KSM_Global.att_multi)
+        if att.channel is not None:
+            weight = weight * att.channel[:, None, :]
+        if att.filter is not None:
+            weight = weight * att.filter[:, :, None]
+        return weight
+
+    def forward(self, x: Tensor, cu_seqlens: Tensor | None = None) -> Tensor:
+        name = type(self).__name__
+        check_features_last(x, self.in_features, name)
+        if not x.numel():
+            return self._empty_input(x)
+        work = compute_dtype(x.dtype)
+        if cu_seqlens is not None:
+            bounds = _segment_bounds(cu_seqlens, x, name)
+            segments = [x[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            pooled = torch.stack([s.mean(0, dtype=work) for s in segments])
+            weights = self.sample_weights(pooled).to(x.dtype).expand(len(segments), -1, -1)
+            y = torch.cat([s @ w.t() for s, w in zip(segments, weights, strict=True)])
+        elif x.dim() == 2:  # each row is its own sample
+            y = (self.sample_weights(x.to(work)).to(x.dtype) @ x[:, :, None])[..., 0]
+        else:
+            tokens = x.reshape(x.shape[0], -1, self.in_features)
+            weights = self.sample_weights(tokens.mean(1, dtype=work)).to(x.dtype)
+            y = (tokens @ weights.transpose(1, 2)).reshape(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias.to(y.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"{self._fourier_repr()}, local_conv={self.local_conv is not None}")
+
+
+def _segment_bounds(cu_seqlens: Tensor, x: Tensor, layer: str) -> list[int]:
+    """``cu_seqlens`` as a list of segment boundaries of the packed (T, C) x, or a ``ValueError``."""
+    if x.dim() != 2:
+        raise ValueError(f"{layer}: packed sequences (cu_seqlens) need a 2-D (T, C) input, got {tuple(x.shape)}")
+    bounds = [int(b) for b in cu_seqlens.reshape(-1).tolist()]
+    if len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != x.shape[0] or any(
+            b > c for b, c in zip(bounds[:-1], bounds[1:], strict=True)):
+        raise ValueError(f"{layer}: cu_seqlens must rise from 0 to the {x.shape[0]} tokens, got {bounds}")
+    if any(b == c for b, c in zip(bounds[:-1], bounds[1:], strict=True)):
+        raise ValueError(f"{layer}: cu_seqlens holds an empty segment (no tokens to pool), got {bounds}")
+    return bounds

@@ -1,0 +1,303 @@
+"""The box low-passes of Frequency Band Modulation (FBM, FDConv §3.3) and their size-dependent operators.
+
+Band j lies between two box low-passes on the ``rfft2`` grid of the input, cut-offs c_j = 0.5 / k_j cycles
+per pixel, widest first. With L_0 = x and L_j the low-passed map, the output is
+sum_j a_j * (L_{j-1} - L_j) + L_last, which telescopes to x when every a_j = 1 (the zero-initialised state).
+
+Two mask rules (``masks``):
+
+* ``'official'`` (default; the authors' code, so their checkpoints compute their function): masks
+  max(|fy|, |fx|) < 0.5 / k + 1e-8 are evaluated in float32 on a 64 x 64 grid (rfft grid 64 x 33), so the
+  k = 2 edge |f| = 0.25 is excluded (0.25 + 1e-8 rounds to 0.25) while the 0.125 and 0.0625 edges are
+  included, and nearest-resized (``F.interpolate``) to the input's (H, W // 2 + 1) grid at run time.
+* ``'exact'``: the same box built at the input size in float64, every edge included.
+
+Either mask is a product R_j(fy) C_j(fx) of a row mask and a column mask; the column mask keeps a prefix of
+the rfft frequencies. The low-pass is then linear and separable: along W, the kept columns span a real
+orthonormal Fourier basis V_j (DC, cos 1, sin 1, ...), and along H the mask gives the complex circulant
+A_j = F^-1 diag(R_j) F. A resized official row mask need not be symmetric in +-f, so A_j need not be real:
+with A_j = Re A_j + i Im A_j, and since the inverse real FFT along W is real-linear,
+
+    L_j = Re(A_j) x Q_j + Im(A_j) x S_j,   Q_j: v -> irfft(C_j rfft(v)),   S_j: v -> irfft(C_j i rfft(v)),
+
+where S_j = V_j J_j V_j^T, J_j the quarter turn (cos i -> -sin i, sin i -> cos i) that vanishes at DC and
+Nyquist (the imaginary parts the inverse FFT discards there). With one attention group the forward pass
+never builds the low-passed maps: with c_j the coefficient of L_j, row h of sum_j c_j * L_j is
+sum_j (T_j[h]) (V_j^T * c_j[h]) with T_j = Re(A_j) (x V_j) + Im(A_j) (x V_j J_j^T), a batched matmul over
+the rows per band, accumulated in place (with several groups each L_j is built and weighted). The work
+runs channels-last, where both transforms are matmuls over pixel rows. This equals the FFT definition for
+any H, W, works in any dtype and device, and exports to ONNX without FFT operators. Its cost per value grows with
+H + W, so on large maps :func:`fft_low_passes` computes the same low-passes by FFTs pruned to the kept frequencies
+(O(log HW) per value) and :func:`fft_cheaper` says which route is cheaper at a size.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import struct
+from collections.abc import Iterator
+from typing import Generic, NamedTuple, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .._common.program_mode import compute_dtype
+
+MASK_RULES = ("official", "exact")
+M = TypeVar("M", Tensor, np.ndarray)
+OFFICIAL_MASK_GRID = 64
+FFT_COST = 5.0  # time of an FFT per value and log2 of its length, in separable multiply-adds (CPU)
+
+
+def _f32(value: float) -> float:
+    """``value`` rounded to the nearest float32."""
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+def _nearest_source(dst: int, size_in: int, size_out: int) -> int:
+    """Source index of ``F.interpolate(mode='nearest')``: min(floor(dst * float32(in / out)), in - 1) in float32."""
+    if size_in == size_out:
+        return dst
+    return min(math.floor(_f32(dst * _f32(size_in / size_out))), size_in - 1)
+
+
+def _mask_lists(
+    height: int, width: int, k_list: tuple[int, ...], rule: str
+) -> tuple[list[list[bool]], list[list[bool]]]:
+    n_cols = width // 2 + 1
+    rows, cols = [], []
+    for k in k_list:
+        if rule == "exact":
+            limit = 0.5 / k + 1e-8
+            rows.append([min(r, height - r) / height < limit for r in range(height)])
+            cols.append([c / width < limit for c in range(n_cols)])
+            continue
+        n = OFFICIAL_MASK_GRID  # |fftfreq(64)| and rfftfreq(64) are exact in float32, the threshold is not
+        limit = _f32(0.5 / k + 1e-8)
+        grid_rows = [min(r, n - r) / n < limit for r in range(n)]
+        grid_cols = [c / n < limit for c in range(n // 2 + 1)]
+        rows.append([grid_rows[_nearest_source(r, n, height)] for r in range(height)])
+        cols.append([grid_cols[_nearest_source(c, n // 2 + 1, n_cols)] for c in range(n_cols)])
+    return rows, cols
+
+
+def band_masks(height: int, width: int, k_list: tuple[int, ...], rule: str = "official") -> tuple[Tensor, Tensor]:
+    """Row masks (n, H) and column masks (n, W // 2 + 1), bool, of the box low-passes on x's rfft2 grid.
+
+    Mask j keeps coefficient (r, c) of ``rfft2(x)`` iff ``rows[j, r] & cols[j, c]``. Computed in plain
+    Python (float32 arithmetic emulated by rounding), so it costs nothing to trace or compile.
+    """
+    if rule not in MASK_RULES:
+        raise ValueError(f"fbm_masks must be one of {MASK_RULES}, got {rule!r}")
+    rows, cols = _mask_lists(height, width, k_list, rule)
+    return torch.tensor(rows, dtype=torch.bool), torch.tensor(cols, dtype=torch.bool)
+
+
+def real_fourier_basis(size: int, kept: int) -> np.ndarray:
+    """(size, r) float64 orthonormal basis of the real signals whose rfft is zero beyond index ``kept - 1``.
+
+    Columns DC, cos 1, sin 1, cos 2, ... (a single cos at Nyquist), so a smaller ``kept`` gives a prefix.
+    """
+    n = np.arange(size, dtype=np.float64)
+    columns = [np.full(size, 1.0 / math.sqrt(size))]
+    for i in range(1, kept):
+        if 2 * i == size:
+            columns.append(np.cos(math.pi * n) / math.sqrt(size))
+        else:
+            angle = 2.0 * math.pi * i * n / size
+            columns += [np.cos(angle) * math.sqrt(2.0 / size), np.sin(angle) * math.sqrt(2.0 / size)]
+    return np.stack(columns, axis=1)
+
+
+class BandPlan(NamedTuple, Generic[M]):
+    """Input-size-dependent constants of :class:`FrequencyBandModulation`, one entry per cut-off j.
+
+    ``M`` is the matrix type: ``Tensor`` for the operators in use, ``np.ndarray`` while building them.
+    """
+
+    proj_h: tuple[M, ...]  # Re(A_j) (H, H)
+    quad_h: tuple[M | None, ...]  # Im(A_j) (H, H); None for a row mask symmetric in +-f
+    turn_w: tuple[M | None, ...]  # J_j (w_j, w_j), with quad_h[j]
+    basis_w: M  # (W, Rw): basis of the widest band along W; band j uses its first widths[j] columns
+    widths: tuple[int, ...]
+
+
+def band_plan(height: int, width: int, k_list: tuple[int, ...], rule: str, dtype: torch.dtype,
+              device: torch.device) -> BandPlan[Tensor]:
+    """Operators of the low-passes at size (height, width) in ``dtype`` on ``device``.
+
+    They depend on the size only, never on weights, so they cannot go stale: they are built once per size
+    in float64 with numpy and kept in bounded caches (constants to ``torch.jit.trace`` and ``torch.export``;
+    while tracing or exporting they are converted afresh, so no traced tensor is ever cached).
+    ``torch.compile`` never sees them: it calls :func:`stacked_low_passes`, an opaque operator.
+    """
+    key = (int(height), int(width), tuple(k_list), rule)
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return _as_tensors(_band_arrays(*key), dtype, torch.device(device))
+    return _band_tensors(*key, dtype, torch.device(device))
+
+
+@functools.lru_cache(maxsize=32)
+def _band_tensors(height: int, width: int, k_list: tuple[int, ...], rule: str, dtype: torch.dtype,
+                  device: torch.device) -> BandPlan[Tensor]:
+    building = torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
+    with building:  # normal tensors, so that a later training forward can save them for backward
+        return _as_tensors(_band_arrays(height, width, k_list, rule), dtype, device)
+
+
+def _as_tensors(arrays: BandPlan[np.ndarray], dtype: torch.dtype, device: torch.device) -> BandPlan[Tensor]:
+    def tensor(a: np.ndarray) -> Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
+
+    def optional(a: np.ndarray | None) -> Tensor | None:
+        return None if a is None else tensor(a)
+
+    return BandPlan(tuple(tensor(p) for p in arrays.proj_h), tuple(optional(q) for q in arrays.quad_h),
+                    tuple(optional(t) for t in arrays.turn_w), tensor(arrays.basis_w), arrays.widths)
+
+
+@functools.lru_cache(maxsize=32)
+def _band_arrays(height: int, width: int, k_list: tuple[int, ...], rule: str) -> BandPlan[np.ndarray]:
+    """The :class:`BandPlan` as float64 numpy arrays."""
+    rows, cols = _mask_lists(height, width, k_list, rule)
+    kept = [sum(c) for c in cols]
+    if any(not all(c[:n]) for c, n in zip(cols, kept, strict=True)):
+        raise AssertionError("FBM column masks must keep a prefix of the rfft frequencies")
+    basis = real_fourier_basis(width, max(kept))
+    widths = tuple(basis.shape[1] - sum(2 if 2 * i != width else 1 for i in range(n, max(kept))) for n in kept)
+    spectra = np.fft.fft(np.eye(height), axis=0, norm="ortho")
+    proj: list[np.ndarray] = []
+    quad: list[np.ndarray | None] = []
+    turn: list[np.ndarray | None] = []
+    for row, w, n in zip(rows, widths, kept, strict=True):
+        circulant = np.fft.ifft(np.asarray(row, dtype=np.float64)[:, None] * spectra, axis=0, norm="ortho")
+        proj.append(circulant.real)
+        if row == [row[-r] for r in range(height)]:  # symmetric in +-f: A_j is real
+            quad.append(None)
+            turn.append(None)
+            continue
+        quad.append(circulant.imag)
+        v = basis[:, :w]
+        keep = (np.arange(width // 2 + 1) < n)[:, None]
+        quarter = np.fft.irfft(1j * keep * np.fft.rfft(v, axis=0), n=width, axis=0)
+        turn.append(np.round(v.T @ quarter))
+    return BandPlan(tuple(proj), tuple(quad), tuple(turn), basis, widths)
+
+
+def filter_rows(plan: BandPlan[Tensor], rows: Tensor) -> list[Tensor]:
+    """T_j = Re(A_j) (x V_j) + Im(A_j) (x V_j J_j^T) from rows = x V (B, H, Rw, C): (B, H, w_j, C) per band."""
+    batch, height, _, channels = rows.shape
+    out = []
+    for proj, quad, turn, w in zip(plan.proj_h, plan.quad_h, plan.turn_w, plan.widths, strict=True):
+        part = rows[:, :, :w]
+        t = torch.matmul(proj, part.reshape(batch, height, w * channels))
+        if quad is not None and turn is not None:
+            t = t + torch.matmul(quad, torch.matmul(turn, part).reshape(batch, height, w * channels))
+        out.append(t.reshape(batch, height, w, channels))
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _fft_row_masks(height: int, width: int, k_list: tuple[int, ...], rule: str, dtype: torch.dtype,
+                   device: torch.device) -> tuple[Tensor, tuple[int, ...]]:
+    """Row masks (n, H, 1) in ``dtype`` and the kept column counts (the column masks are prefixes)."""
+    rows, cols = _mask_lists(height, width, k_list, rule)
+    building = torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
+    with building:
+        return torch.tensor(rows, dtype=dtype, device=device)[:, :, None], tuple(sum(c) for c in cols)
+
+
+def fft_low_passes(x: Tensor, k_list: tuple[int, ...], rule: str) -> Iterator[Tensor]:
+    """The low-passes L_j x of x (..., H, W) (float32 or float64), widest first, by FFTs pruned to the kept
+    frequencies: one real FFT along W and one FFT along H of the widest band's columns, then per band an
+    inverse FFT along H of its own columns and an inverse real FFT along W (zero-filled beyond them).
+
+    This is ``irfft2(mask_j * rfft2(x))`` computed in O(log(HW)) per value: cheaper than the separable
+    matmuls (O(H + W)) on large maps.
+    """
+    height, width = x.shape[-2:]
+    rows, kept = _fft_row_masks(int(height), int(width), tuple(k_list), rule, x.dtype, x.device)
+    spectrum = torch.fft.fft(torch.fft.rfft(x, dim=-1)[..., :kept[0]], dim=-2)
+    for row, w in zip(rows, kept, strict=True):
+        yield torch.fft.irfft(torch.fft.ifft(spectrum[..., :w] * row, dim=-2), n=width, dim=-1)
+
+
+@functools.lru_cache(maxsize=256)
+def fft_cheaper(height: int, width: int, k_list: tuple[int, ...], rule: str, training: bool = False) -> bool:
+    """Whether :func:`fft_low_passes` beats the separable operators at this size: a cost model of both per
+    value, the separable matmuls' multiply-adds against the FFTs' ``FFT_COST`` x log2 of their lengths (x 1.5
+    for a training step, where the FFT route recomputes its low-passes in backward). Calibrated on a 2-core
+    x86 CPU (``benchmarks/bench_fbm.py``): the FFTs win from about 80 x 80 in inference, 128 x 128 in training."""
+    rows, cols = _mask_lists(height, width, k_list, rule)
+    kept = [sum(c) for c in cols]
+    widths = [min(2 * n - 1, width) for n in kept]  # real basis columns per band
+    separable = widths[0] + sum(w * (height + width) / width for w in widths)
+    lengths = math.log2(max(width, 2)) * (1 + len(k_list)) + math.log2(max(height, 2)) * sum(
+        [kept[0], *kept]) * 2 / width
+    return separable > FFT_COST * (1.5 if training else 1.0) * lengths
+
+
+def low_passes(x: Tensor, k_list: tuple[int, ...], rule: str) -> list[Tensor]:
+    """Low-passed copies L_j x of x (B, C, H, W), one per cut-off, widest first, in x's dtype."""
+    _, _, height, width = x.shape
+    work = compute_dtype(x.dtype)
+    with torch.autocast(x.device.type, enabled=False):
+        return _apply(x, band_plan(height, width, k_list, rule, work, x.device))
+
+
+def _apply(x: Tensor, plan: BandPlan[Tensor]) -> list[Tensor]:
+    rows = (x.to(plan.basis_w.dtype).transpose(1, 2) @ plan.basis_w).transpose(2, 3)  # x V: (B, H, Rw, C)
+    parts = filter_rows(plan, rows)
+    return [
+        (plan.basis_w[:, :w] @ part).permute(0, 3, 1, 2).to(x.dtype) for part, w in zip(parts, plan.widths, strict=True)
+    ]
+
+
+def _transposed_band(plan: BandPlan[Tensor], j: int) -> BandPlan[Tensor]:
+    """The plan of L_j^T alone: with L_j X = P X V V^T + Q X V J^T V^T per channel, P, Q and J transposed."""
+    quad, turn = plan.quad_h[j], plan.turn_w[j]
+    return BandPlan((plan.proj_h[j].t(),), (None if quad is None else quad.t(),),
+                    (None if turn is None else turn.t(),), plan.basis_w, (plan.widths[j],))
+
+
+@torch.library.custom_op("freqdyn::fbm_low_passes", mutates_args=())
+def stacked_low_passes(x: Tensor, k_list: list[int], rule: str) -> Tensor:
+    """(B, C, H, W) -> (n, B, C, H, W): :func:`low_passes` as one operator.
+
+    ``torch.compile`` treats it as opaque, so the size-dependent operators are built outside the graph and
+    the batch and spatial sizes stay dynamic (no recompilation per size, no graph break).
+    """
+    return torch.stack(low_passes(x, tuple(k_list), rule)).contiguous()
+
+
+@stacked_low_passes.register_fake
+def _(x: Tensor, k_list: list[int], rule: str) -> Tensor:
+    return x.new_empty((len(k_list), *x.shape))
+
+
+@torch.library.custom_op("freqdyn::fbm_low_passes_adjoint", mutates_args=())
+def low_passes_adjoint(grad: Tensor, k_list: list[int], rule: str) -> Tensor:
+    """(n, B, C, H, W) -> (B, C, H, W): sum_j L_j^T grad_j, the gradient of :func:`stacked_low_passes`."""
+    height, width = grad.shape[-2:]
+    with torch.autocast(grad.device.type, enabled=False):
+        plan = band_plan(height, width, tuple(k_list), rule, compute_dtype(grad.dtype), grad.device)
+        parts = [_apply(g, _transposed_band(plan, j))[0] for j, g in enumerate(grad.unbind(0))]
+    return torch.stack(parts).sum(0)
+
+
+@low_passes_adjoint.register_fake
+def _(grad: Tensor, k_list: list[int], rule: str) -> Tensor:
+    return grad.new_empty(grad.shape[1:])
+
+
+def _setup_context(ctx, inputs: tuple, output: Tensor) -> None:
+    ctx.k_list, ctx.rule = inputs[1], inputs[2]
+
+
+def _backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+    return low_passes_adjoint(grad, ctx.k_list, ctx.rule), None, None
+
+
+stacked_low_passes.register_autograd(_backward, setup_context=_setup_context)

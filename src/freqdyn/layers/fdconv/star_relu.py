@@ -1,0 +1,44 @@
+"""StarReLU: ``s * relu(x) ** 2 + b`` with learnable scalars (MetaFormer baselines, Yu et al. 2022)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._common.checks import check_bool, check_real
+from .._common.device_dtype import factory_kwargs
+
+
+class StarReLU(nn.Module):
+    """``scale * relu(x) ** 2 + bias``; input and output of any shape."""
+
+    def __init__(
+        self,
+        scale_value: float = 1.0,
+        bias_value: float = 0.0,
+        scale_learnable: bool = True,
+        bias_learnable: bool = True,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        scale_value, bias_value = check_real(scale_value, "scale_value"), check_real(bias_value, "bias_value")
+        scale_learnable = check_bool(scale_learnable, "scale_learnable")
+        bias_learnable = check_bool(bias_learnable, "bias_learnable")
+        self.scale_value = scale_value
+        self.bias_value = bias_value
+        kw = factory_kwargs(device, dtype)
+        self.scale = nn.Parameter(torch.empty(1, **kw), requires_grad=scale_learnable)
+        self.bias = nn.Parameter(torch.empty(1, **kw), requires_grad=bias_learnable)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.constant_(self.scale, self.scale_value)
+        nn.init.constant_(self.bias, self.bias_value)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.scale * F.relu(x).square() + self.bias
+
+    def extra_repr(self) -> str:
+        return f"scale_value={self.scale_value}, bias_value={self.bias_value}"

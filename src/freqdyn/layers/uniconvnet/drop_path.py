@@ -1,0 +1,27 @@
+"""Stochastic depth (Huang et al., ECCV 2016): drop whole residual branches per sample in training."""
+from __future__ import annotations
+
+import torch.nn as nn
+from torch import Tensor
+
+from .._common.checks import check_real
+
+
+class DropPath(nn.Module):
+    """Zeroes the branch x (B, ...) for a random ``drop_prob`` fraction of samples and rescales the rest."""
+
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        if not check_real(drop_prob, "drop_prob", 0.0) < 1.0:
+            raise ValueError(f"drop_prob must be in [0, 1), got {drop_prob}")
+        self.drop_prob = drop_prob
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.drop_prob == 0.0:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
