@@ -20,7 +20,7 @@ from .._common.conv_contract import ConvContract, reset_bias
 from .._common.device_dtype import factory_kwargs
 from .._common.program_mode import compiling, compute_dtype, exporting, functorch_active, has_hooks
 from .._common.trace_only import TraceOnly
-from .fourier_dynamic import FourierDynamicBase, FourierOptions
+from .fourier_dynamic import DEFAULTS, FourierDynamicBase, FourierOptions
 from .frequency_band_modulation import FrequencyBandModulation
 from .kernel_spatial_modulation import KernelSpatialModulationGlobal
 
@@ -162,14 +162,14 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         bias: bool = True,
         padding_mode: str = "zeros",
         *,
-        kernel_num: int | None = 64,
-        param_ratio: int = 1,
-        reduction: float = 0.0625,
-        kernel_temp: float = 1.0,
-        temp: float | None = None,
-        att_multi: float = 2.0,
-        ksm_act: str = "sigmoid",
-        use_ksm_local: bool = True,
+        kernel_num: int | None = DEFAULTS.kernel_num,
+        param_ratio: int = DEFAULTS.param_ratio,
+        reduction: float = DEFAULTS.reduction,
+        kernel_temp: float = DEFAULTS.kernel_temp,
+        temp: float | None = DEFAULTS.temp,
+        att_multi: float = DEFAULTS.att_multi,
+        ksm_act: str = DEFAULTS.ksm_act,
+        use_ksm_local: bool = DEFAULTS.use_ksm_local,
         use_fdconv_if_c_gt: int = 16,
         use_fdconv_if_k_in: Sequence[int] = (1, 3),
         use_fbm_if_k_in: Sequence[int] = (3,),
@@ -179,11 +179,11 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         fbm_spatial_group: int = 1,
         fbm_masks: str = "official",
         fbm_temp: float = 1.0,
-        freq_grouping: str = "official",
+        freq_grouping: str = DEFAULTS.freq_grouping,
         aggregation: str = "auto",
-        synthesis: str = "auto",
-        attention_norm: str = "batch",
-        ratio_scaling: str = "mean",
+        synthesis: str = DEFAULTS.synthesis,
+        attention_norm: str = DEFAULTS.attention_norm,
+        ratio_scaling: str = DEFAULTS.ratio_scaling,
         recompute_kernels: bool = True,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
@@ -206,9 +206,10 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         kw = factory_kwargs(device, dtype)
         weight_shape = (out_channels, in_channels // groups, *kernel_size)
         if self.is_dynamic:
-            options = FourierOptions(kernel_num, param_ratio, reduction, kernel_temp, temp, att_multi, ksm_act,
-                                     use_ksm_local, synthesis, freq_grouping, attention_norm,
-                                     ratio_scaling=ratio_scaling)
+            options = FourierOptions(
+                kernel_num=kernel_num, param_ratio=param_ratio, reduction=reduction, kernel_temp=kernel_temp,
+                temp=temp, att_multi=att_multi, ksm_act=ksm_act, use_ksm_local=use_ksm_local, synthesis=synthesis,
+                freq_grouping=freq_grouping, attention_norm=attention_norm, ratio_scaling=ratio_scaling)
             self._build_fourier(in_channels, out_channels, kernel_size, groups, options, device, dtype)
             use_fbm = max(kernel_size) in use_fbm_if_k_in or (use_fbm_for_stride and max(self.stride) > 1)
             self.FBM = (

@@ -32,9 +32,10 @@ RATIO_SCALINGS = ("mean", "official")
 _BASIS_MAX_ELEMENTS = 2**24
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class FourierOptions:
-    """The Fourier-weight and KSM options shared by :class:`FDConv` and :class:`FDLinear` (see FDConv's Args)."""
+    """The Fourier-weight and KSM options shared by :class:`FDConv` and :class:`FDLinear` (see FDConv's Args),
+    by keyword only; its defaults (:data:`DEFAULTS`) are the layers' signature defaults."""
 
     kernel_num: int | None = 64
     param_ratio: int = 1
@@ -64,6 +65,9 @@ class FourierOptions:
             temp=None if self.temp is None else check_positive(self.temp, "temp"),
             att_multi=check_positive(self.att_multi, "att_multi"),
         )
+
+
+DEFAULTS = FourierOptions()
 
 
 class GlobalAttention(Protocol):
@@ -121,7 +125,7 @@ class FourierDynamicBase(nn.Module):
         self._build_spectrum(in_channels, out_channels, kernel_size, groups, o, device, dtype)
         kw_ = factory_kwargs(device, dtype)
         self.KSM_Global = KernelSpatialModulationGlobal(
-            in_channels, out_channels, kernel_size, groups, kernel_num * o.param_ratio, reduction=o.reduction,
+            in_channels, out_channels, kernel_size, groups, self.num_mixed, reduction=o.reduction,
             temp=kernel_temp if o.temp is None else o.temp, kernel_temp=kernel_temp, att_multi=o.att_multi,
             act=o.ksm_act, norm=o.attention_norm, **kw_,
         )
@@ -195,7 +199,7 @@ class FourierDynamicBase(nn.Module):
 
     def spatial_weight(self) -> Tensor:
         """The kernel at neutral attention, (O, I // groups, kh, kw): the inverse of :meth:`set_spatial_weight`."""
-        neutral = self.dft_weight.new_full((1, self.param_ratio * self.kernel_num), 1.0 / self._num_mixed())
+        neutral = self.dft_weight.new_full((1, self.num_mixed), 1.0 / self.num_mixed)
         return self.dynamic_weight(neutral if self.KSM_Global.kernel_fc is not None else None)[0]
 
     def frequency_kernels(self) -> Tensor:
@@ -207,7 +211,9 @@ class FourierDynamicBase(nn.Module):
         return matrix_to_weight(basis.reshape(self.param_ratio, self.kernel_num, *self.spectrum_shape),
                                 self._kernel_hw())
 
-    def _num_mixed(self) -> int:
+    @property
+    def num_mixed(self) -> int:
+        """P * K: the group kernels the attention mixes (``param_ratio`` copies of ``kernel_num`` groups)."""
         return self.param_ratio * self.kernel_num
 
     def _kernel_hw(self) -> tuple[int, int]:
@@ -220,7 +226,7 @@ class FourierDynamicBase(nn.Module):
         """(P*K, rows*cols): the inverse FFT of each frequency group of each copy on its own."""
         onehot = F.one_hot(self.freq_group.long(), self.kernel_num).permute(2, 0, 1).to(work)
         masked = self.dft_weight.to(work)[:, None] * onehot[None, :, :, :, None]
-        return inverse_spectrum(masked, self.spectrum_shape).reshape(self._num_mixed(), -1)
+        return inverse_spectrum(masked, self.spectrum_shape).reshape(self.num_mixed, -1)
 
     def _fixed_matrix(self, work: torch.dtype) -> Tensor:
         return inverse_spectrum(self.dft_weight.to(work).sum(0), self.spectrum_shape)[None] * self.alpha
@@ -230,12 +236,12 @@ class FourierDynamicBase(nn.Module):
             return self.synthesis == "basis"
         rows, cols = self.spectrum_shape
         size = rows * cols
-        if self._num_mixed() * size > _BASIS_MAX_ELEMENTS:
+        if self.num_mixed * size > _BASIS_MAX_ELEMENTS:
             return False
         fft = size * max(math.log2(size), 1.0)
         if compiling():  # the large-batch choice, so that a compiled graph serves every batch size
-            return self._num_mixed() * size / 4 < fft
-        basis = batch * self._num_mixed() * size / 4 + self._num_mixed() * fft
+            return self.num_mixed * size / 4 < fft
+        basis = batch * self.num_mixed * size / 4 + self.num_mixed * fft
         return basis < batch * fft
 
     def dynamic_weight(self, kernel: Tensor | None, gain: float = 1.0) -> Tensor:

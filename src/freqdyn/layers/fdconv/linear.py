@@ -13,7 +13,7 @@ from .._common.checks import check_features_last, check_int
 from .._common.empty_batch import tie_to_parameters
 from .._common.program_mode import compute_dtype
 from .._common.trace_only import TraceOnly
-from .fourier_dynamic import FourierDynamicBase, FourierOptions
+from .fourier_dynamic import DEFAULTS, FourierDynamicBase, FourierOptions
 from .kernel_spatial_modulation import KernelSpatialModulationGlobal
 
 
@@ -69,26 +69,28 @@ class FDLinear(TraceOnly, LinearFourierBase):
         out_features: int,
         bias: bool = True,
         *,
-        kernel_num: int | None = 64,
-        param_ratio: int = 1,
-        reduction: float = 0.0625,
-        kernel_temp: float = 1.0,
-        temp: float | None = None,
-        att_multi: float = 2.0,
-        ksm_act: str = "sigmoid",
-        use_ksm_local: bool = True,
-        synthesis: str = "auto",
-        freq_grouping: str = "official",
-        attention_norm: str = "batch",
-        ratio_scaling: str = "mean",
+        kernel_num: int | None = DEFAULTS.kernel_num,
+        param_ratio: int = DEFAULTS.param_ratio,
+        reduction: float = DEFAULTS.reduction,
+        kernel_temp: float = DEFAULTS.kernel_temp,
+        temp: float | None = DEFAULTS.temp,
+        att_multi: float = DEFAULTS.att_multi,
+        ksm_act: str = DEFAULTS.ksm_act,
+        use_ksm_local: bool = DEFAULTS.use_ksm_local,
+        synthesis: str = DEFAULTS.synthesis,
+        freq_grouping: str = DEFAULTS.freq_grouping,
+        attention_norm: str = DEFAULTS.attention_norm,
+        ratio_scaling: str = DEFAULTS.ratio_scaling,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         in_features, out_features = check_int(in_features, "in_features"), check_int(out_features, "out_features")
         self.in_features, self.out_features = in_features, out_features
-        options = FourierOptions(kernel_num, param_ratio, reduction, kernel_temp, temp, att_multi, ksm_act,
-                                 use_ksm_local, synthesis, freq_grouping, attention_norm, ratio_scaling=ratio_scaling)
+        options = FourierOptions(
+            kernel_num=kernel_num, param_ratio=param_ratio, reduction=reduction, kernel_temp=kernel_temp, temp=temp,
+            att_multi=att_multi, ksm_act=ksm_act, use_ksm_local=use_ksm_local, synthesis=synthesis,
+            freq_grouping=freq_grouping, attention_norm=attention_norm, ratio_scaling=ratio_scaling)
         self._build_fourier(in_features, out_features, (1, 1), 1, options, device, dtype)
         self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
         self.reset_parameters()

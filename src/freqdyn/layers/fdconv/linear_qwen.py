@@ -17,7 +17,7 @@ from .._common.checks import check_features_last, check_int
 from .._common.device_dtype import factory_kwargs
 from .._common.program_mode import compute_dtype
 from .._common.trace_only import TraceOnly
-from .fourier_dynamic import FourierOptions
+from .fourier_dynamic import DEFAULTS, FourierOptions
 from .kernel_spatial_modulation import local_kernel_size
 from .linear import LinearFourierBase
 
@@ -121,27 +121,29 @@ class FDLinearQwen(TraceOnly, LinearFourierBase):
         bias: bool = True,
         *,
         kernel_num: int = 4,
-        param_ratio: int = 1,
-        reduction: float = 0.0625,
-        kernel_temp: float = 1.0,
-        temp: float | None = None,
-        att_multi: float = 2.0,
-        ksm_act: str = "sigmoid",
+        param_ratio: int = DEFAULTS.param_ratio,
+        reduction: float = DEFAULTS.reduction,
+        kernel_temp: float = DEFAULTS.kernel_temp,
+        temp: float | None = DEFAULTS.temp,
+        att_multi: float = DEFAULTS.att_multi,
+        ksm_act: str = DEFAULTS.ksm_act,
         use_ksm_local: bool = False,
-        synthesis: str = "auto",
-        freq_grouping: str = "official",
-        ratio_scaling: str = "mean",
+        synthesis: str = DEFAULTS.synthesis,
+        freq_grouping: str = DEFAULTS.freq_grouping,
+        ratio_scaling: str = DEFAULTS.ratio_scaling,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         in_features, out_features = check_int(in_features, "in_features"), check_int(out_features, "out_features")
         self.in_features, self.out_features = in_features, out_features
-        o = FourierOptions(check_int(kernel_num, "kernel_num"), param_ratio, reduction, kernel_temp, temp, att_multi,
-                           ksm_act, use_ksm_local, synthesis, freq_grouping, ratio_scaling=ratio_scaling).validated()
+        o = FourierOptions(
+            kernel_num=check_int(kernel_num, "kernel_num"), param_ratio=param_ratio, reduction=reduction,
+            kernel_temp=kernel_temp, temp=temp, att_multi=att_multi, ksm_act=ksm_act, use_ksm_local=use_ksm_local,
+            synthesis=synthesis, freq_grouping=freq_grouping, ratio_scaling=ratio_scaling).validated()
         self._build_spectrum(in_features, out_features, (1, 1), 1, o, device, dtype)
         self.KSM_Global = LinearKernelAttention(
-            in_features, out_features, self.kernel_num * self.param_ratio, o.reduction,
+            in_features, out_features, self.num_mixed, o.reduction,
             o.kernel_temp if o.temp is None else o.temp, o.kernel_temp, o.att_multi, o.ksm_act, device, dtype)
         self.KSM_Local = None
         size = local_kernel_size(in_features)

@@ -74,7 +74,7 @@ def naive_fdconv(layer: FDConv, x: Tensor) -> Tensor:
     channel = head(ksm.channel_fc, ksm.temp, ksm.att_multi)
     filt = head(ksm.filter_fc, ksm.temp, ksm.att_multi) if ksm.filter_fc is not None else ones
     spatial = head(ksm.spatial_fc, ksm.temp, ksm.att_multi) if ksm.spatial_fc is not None else ones
-    num = layer.param_ratio * layer.kernel_num
+    num = layer.param_ratio * layer.kernel_num  # an independent reference: not layer.num_mixed
     kernel = head(ksm.kernel_fc, ksm.kernel_temp, 2.0) / num if ksm.kernel_fc is not None else ones
 
     # coordinates of every coefficient, listed group after group (as the official `indices` buffer)
