@@ -238,12 +238,6 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
                 layer.bias.copy_(conv.bias)
         return layer.train(conv.training)
 
-    def _kernel_hw(self) -> tuple[int, int]:
-        return self.kernel_size
-
-    def _weight_shape(self) -> tuple[int, ...]:
-        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
-
     def reset_parameters(self) -> None:
         """``nn.Conv2d``'s initialisation for the kernel and bias; attention heads to their neutral zeros."""
         if self.is_dynamic:
@@ -299,7 +293,7 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         if compiling():
             return checkpoint(self._per_sample_conv, x, pooled, att, use_reentrant=False)
         batch = x.shape[0]
-        per_chunk = max(1, _CHUNK_ELEMENTS // math.prod(self._weight_shape()))
+        per_chunk = max(1, _CHUNK_ELEMENTS // math.prod(self.kernel_shape))
         outs = [checkpoint(self._per_sample_conv, x[rows], pooled[rows], att.select(rows), use_reentrant=False,
                            context_fn=self._recompute_contexts)
                 for rows in (slice(s, s + per_chunk) for s in range(0, batch, per_chunk))]
@@ -309,7 +303,7 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         """Whether the tensors a kept kernel adds for backward (the kernel and its ~3 factors, B * O * I/g * kh *
         kw values each) are smaller than the input map (B * I * H * W) that the conv saves anyway: then
         recomputing them in backward would cost a second synthesis and conv forward to save little memory."""
-        kernel = math.prod(self._weight_shape())
+        kernel = math.prod(self.kernel_shape)
         return _KEPT_TENSORS * kernel <= self.in_channels * x.shape[2] * x.shape[3]
 
     def _watch_saturation(self, att: Attentions) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn as nn
@@ -145,6 +145,7 @@ class FourierDynamicBase(nn.Module):
         self.kernel_num, self.param_ratio, self.synthesis = kernel_num, o.param_ratio, o.synthesis
         self.freq_grouping = o.freq_grouping
         self.spectrum_shape = (rows, cols)
+        self.kernel_shape = (out_channels, in_channels // groups, kh, kw)
         self.ratio_scaling = o.ratio_scaling
         copies = o.param_ratio if o.ratio_scaling == "official" else 1  # the authors' alpha also multiplies by P
         self.spectral_scale = max(min(in_channels, out_channels) // 2, 1) * copies
@@ -158,7 +159,7 @@ class FourierDynamicBase(nn.Module):
         """``nn.Conv2d`` / ``nn.Linear`` init of the kernel (as a spectrum) and bias; KSM heads to zero; the
         frequency groups computed (also after a meta-device build)."""
         self.freq_group.copy_(frequency_groups(*self.spectrum_shape, self.kernel_num, self.freq_grouping))
-        weight = torch.empty(self._weight_shape(), device=self.dft_weight.device)
+        weight = torch.empty(self.kernel_shape, device=self.dft_weight.device)
         nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
         self.set_spatial_weight(weight)
         self.KSM_Global.reset_parameters()
@@ -172,7 +173,7 @@ class FourierDynamicBase(nn.Module):
 
         ``weight`` is (O, I // groups, kh, kw), or (O, I) for a 1x1 kernel (an ``nn.Linear`` weight).
         """
-        expected = self._weight_shape()
+        expected = self.kernel_shape
         if not self.is_plain_weight(weight):
             raise ValueError(f"expected a weight of shape {expected}, got {tuple(weight.shape)}")
         work = compute_dtype(weight.dtype)
@@ -182,7 +183,7 @@ class FourierDynamicBase(nn.Module):
 
     def is_plain_weight(self, weight: Tensor) -> bool:
         """Whether ``weight`` is this layer's kernel: (O, I // groups, kh, kw), or (O, I) for a 1x1 kernel."""
-        expected = self._weight_shape()
+        expected = self.kernel_shape
         return tuple(weight.shape) == expected or (expected[2:] == (1, 1) and tuple(weight.shape) == expected[:2])
 
     @torch.no_grad()
@@ -209,18 +210,26 @@ class FourierDynamicBase(nn.Module):
         """
         basis = self._basis(compute_dtype(self.dft_weight.dtype)) * self.alpha
         return matrix_to_weight(basis.reshape(self.param_ratio, self.kernel_num, *self.spectrum_shape),
-                                self._kernel_hw())
+                                self.kernel_hw)
 
     @property
     def num_mixed(self) -> int:
         """P * K: the group kernels the attention mixes (``param_ratio`` copies of ``kernel_num`` groups)."""
         return self.param_ratio * self.kernel_num
 
-    def _kernel_hw(self) -> tuple[int, int]:
-        raise NotImplementedError
+    @property
+    def kernel_hw(self) -> tuple[int, int]:
+        """(kh, kw) of the spatial kernel ((1, 1) for the linear layers)."""
+        return self.kernel_shape[2], self.kernel_shape[3]
 
-    def _weight_shape(self) -> tuple[int, ...]:
-        raise NotImplementedError
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "kernel_shape" not in self.__dict__ and "dft_weight" in self._parameters:  # pickled before it was data
+            layer: Any = self  # an FDConv (Conv2d attributes) or a linear layer (in/out_features)
+            if hasattr(layer, "kernel_size"):
+                self.kernel_shape = (layer.out_channels, layer.in_channels // layer.groups, *layer.kernel_size)
+            else:
+                self.kernel_shape = (layer.out_features, layer.in_features, 1, 1)
 
     def _basis(self, work: torch.dtype) -> Tensor:
         """(P*K, rows*cols): the inverse FFT of each frequency group of each copy on its own."""
@@ -266,7 +275,7 @@ class FourierDynamicBase(nn.Module):
                 dft = self.dft_weight.to(work)
                 spectrum = kmap[:, 0] * dft[0] if self.param_ratio == 1 else (kmap * dft).sum(1)  # (B, rows, width, 2)
                 matrix = inverse_spectrum(spectrum, self.spectrum_shape)
-        return matrix_to_weight(matrix, self._kernel_hw())
+        return matrix_to_weight(matrix, self.kernel_hw)
 
     def modulated_weight(self, pooled: Tensor, att: Attentions) -> Tensor:
         """Kernel with the kernel, local and spatial attentions applied: (B or 1, O, I // groups, kh, kw).
@@ -281,7 +290,7 @@ class FourierDynamicBase(nn.Module):
         inplace = not (torch.is_grad_enabled() or functorch_active() or exporting())  # a trace is re-run with grad
         factor = None if local is None else (local.forward if self.bypass_hooks else local)(pooled, with_gain=False)
         if att.spatial is not None:
-            spatial = att.spatial.reshape(att.spatial.shape[0], 1, 1, *self._kernel_hw())
+            spatial = att.spatial.reshape(att.spatial.shape[0], 1, 1, *self.kernel_hw)
             factor = spatial if factor is None else (factor.mul_(spatial) if inplace else factor * spatial)
         if factor is None:
             return weight

@@ -38,16 +38,11 @@ class LinearFourierBase(FourierDynamicBase):
                 layer.bias.copy_(linear.bias)
         return layer.train(linear.training)
 
-    def _kernel_hw(self) -> tuple[int, int]:
-        return (1, 1)
-
     def _empty_input(self, x: Tensor) -> Tensor:
         """``nn.Linear``'s empty output for an input without samples or tokens, every parameter with a zero
         gradient (:mod:`freqdyn.layers._common.empty_batch`)."""
         return tie_to_parameters(F.linear(x, x.new_zeros(self.out_features, self.in_features)), self)
 
-    def _weight_shape(self) -> tuple[int, ...]:
-        return (self.out_features, self.in_features, 1, 1)
 
 
 class FDLinear(TraceOnly, LinearFourierBase):
