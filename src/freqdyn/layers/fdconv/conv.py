@@ -327,23 +327,10 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
 
     def _per_sample_conv(self, x: Tensor, pooled: Tensor, att: Attentions) -> Tensor:
         """The modulated per-sample kernels applied to x (B, I, H, W), the FBM output: (B, O, H', W')."""
-        batch, _, height, width = x.shape
-        weight = self.modulated_weight(pooled, att)
-        weight_branch = self._use_weight_branch(height, width)
-        if att.channel is not None:
-            if weight_branch:
-                g, per_group = self.groups, self.in_channels // self.groups
-                channel = att.channel.reshape(batch, g, 1, per_group).expand(
-                    batch, g, self.out_channels // g, per_group
-                )
-                weight = weight * channel.reshape(batch, self.out_channels, per_group, 1, 1)
-            else:
-                x = x * att.channel[:, :, None, None].to(x.dtype)
-        if att.filter is not None and weight_branch:
-            weight = weight * att.filter[:, :, None, None, None]
-        x, padding = self._pad(x)
+        on_kernel = self._use_weight_branch(x.shape[2], x.shape[3])
+        weight, features, out_scale = self.modulated(pooled, att, self.groups, None if on_kernel else x)
+        x, padding = self._pad(x if features is None else features)
         bias = self.bias.to(x.dtype) if self.bias is not None else None
-        out_scale = None if weight_branch else att.filter
         return batched_conv2d(x, weight.to(x.dtype), bias, self.stride, padding, self.dilation, self.groups,
                               out_scale=out_scale)
 

@@ -14,6 +14,7 @@ from .._common.attention_heads import Attentions
 from .._common.checks import check_int, check_positive, check_real
 from .._common.conv_contract import reset_bias
 from .._common.device_dtype import factory_kwargs
+from .._common.modulation import Modulated, apply_attentions
 from .._common.program_mode import compiling, compute_dtype, exporting, functorch_active
 from .kernel_spatial_modulation import (
     KernelSpatialModulationGlobal,
@@ -277,27 +278,22 @@ class FourierDynamicBase(nn.Module):
                 matrix = inverse_spectrum(spectrum, self.spectrum_shape)
         return matrix_to_weight(matrix, self.kernel_hw)
 
-    def modulated_weight(self, pooled: Tensor, att: Attentions) -> Tensor:
-        """Kernel with the kernel, local and spatial attentions applied: (B or 1, O, I // groups, kh, kw).
+    def modulated(self, pooled: Tensor, att: Attentions, groups: int = 1, features: Tensor | None = None,
+                  local: Tensor | None = None) -> Modulated:
+        """The per-sample kernels synthesised from the kernel attention, with KSM-Local (or ``local``, a factor
+        broadcastable to the kernel) and the other attentions applied by :func:`apply_attentions`.
 
-        Without autograd (and outside ``torch.func`` transforms and tracing) the factors are combined in place and the
-        product is written straight into a contiguous kernel, so the conv needs no layout copy of the
+        Without autograd (and outside ``torch.func`` transforms and tracing) the factors are combined in place and
+        the product is written straight into a contiguous kernel, so the conv needs no layout copy of the
         per-sample kernels (the largest tensors of wide layers on small maps).
         """
-        local = self.KSM_Local
+        ksm_local = self.KSM_Local
         # the local attention's constant multiplier (att_multi for 'sigmoid') goes into the synthesis for free
-        weight = self.dynamic_weight(att.kernel, 1.0 if local is None else local.gain)
+        weight = self.dynamic_weight(att.kernel, 1.0 if ksm_local is None else ksm_local.gain)
         inplace = not (torch.is_grad_enabled() or functorch_active() or exporting())  # a trace is re-run with grad
-        factor = None if local is None else (local.forward if self.bypass_hooks else local)(pooled, with_gain=False)
-        if att.spatial is not None:
-            spatial = att.spatial.reshape(att.spatial.shape[0], 1, 1, *self.kernel_hw)
-            factor = spatial if factor is None else (factor.mul_(spatial) if inplace else factor * spatial)
-        if factor is None:
-            return weight
-        if not inplace:
-            return weight * factor
-        out = weight.new_empty(torch.broadcast_shapes(weight.shape, factor.shape))
-        return torch.mul(weight, factor, out=out)
+        if ksm_local is not None:
+            local = (ksm_local.forward if self.bypass_hooks else ksm_local)(pooled, with_gain=False)
+        return apply_attentions(weight, att, groups, local=local, features=features, inplace=inplace)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         if getattr(self, "dft_weight", None) is not None:

@@ -102,11 +102,7 @@ class FDLinear(TraceOnly, LinearFourierBase):
         tokens = x.reshape(batch, math.prod(x.shape[1:-1]), self.in_features)
         pooled = tokens.mean(dim=1, dtype=compute_dtype(x.dtype))  # the attentions run in float32 for half
         att = self.KSM_Global(pooled)
-        weight = self.modulated_weight(pooled, att)[..., 0, 0]  # (B or 1, O, I)
-        if att.channel is not None:
-            weight = weight * att.channel[:, None, :]
-        if att.filter is not None:
-            weight = weight * att.filter[:, :, None]
+        weight = self.modulated(pooled, att).weight[..., 0, 0]  # (B or 1, O, I)
         y = torch.matmul(tokens, weight.transpose(1, 2).to(x.dtype))
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)

@@ -168,16 +168,12 @@ class FDLinearQwen(TraceOnly, LinearFourierBase):
         """Per-sample weights (S, out_features, in_features) (or (1, ...) without a kernel mixture) from pooled
         inputs (S, in_features)."""
         att = self.KSM_Global(pooled)
-        weight = self.modulated_weight(pooled, att)[..., 0, 0]
+        local = None
         if self.local_conv is not None:
-            conv = self.local_conv
-            logits = F.conv1d(pooled[:, None].to(weight.dtype), conv.weight.to(weight.dtype), padding=conv.padding)
-            weight = weight * modulation(logits, self.KSM_Global.act, self.KSM_Global.att_multi)
-        if att.channel is not None:
-            weight = weight * att.channel[:, None, :]
-        if att.filter is not None:
-            weight = weight * att.filter[:, :, None]
-        return weight
+            conv, work = self.local_conv, compute_dtype(self.dft_weight.dtype)
+            logits = F.conv1d(pooled[:, None].to(work), conv.weight.to(work), padding=conv.padding)
+            local = modulation(logits, self.KSM_Global.act, self.KSM_Global.att_multi)[..., None, None]
+        return self.modulated(pooled, att, local=local).weight[..., 0, 0]
 
     def forward(self, x: Tensor, cu_seqlens: Tensor | None = None) -> Tensor:
         name = type(self).__name__

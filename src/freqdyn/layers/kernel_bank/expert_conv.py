@@ -19,6 +19,7 @@ from .._common.checks import check_feature_map, check_int
 from .._common.conv_args import IntPair, Padding
 from .._common.conv_contract import ConvContract
 from .._common.device_dtype import factory_kwargs
+from .._common.modulation import apply_attentions
 from .._common.program_mode import compute_dtype
 from .._common.trace_only import TraceOnly
 
@@ -155,15 +156,12 @@ class ExpertConv2d(TraceOnly, ConvContract):
         if att.kernel is None:
             raise ValueError(f"{type(self).__name__}: its attention must return a kernel mixture")
         work = att.kernel.dtype  # ODConv's attention trunk runs in float32 for half dtypes
-        weight = (att.kernel @ self.weight.to(work)).reshape(batch, *self.kernel_shape)
-        if att.spatial is not None:
-            weight = weight * att.spatial.reshape(batch, 1, 1, *self.kernel_size)
+        bank = (att.kernel @ self.weight.to(work)).reshape(batch, *self.kernel_shape)
         bias = None if self.bias is None else (att.kernel @ self.bias.to(work)).to(dtype)
-        if att.channel is not None:
-            x = x * att.channel[:, :, None, None].to(dtype)
-        x, padding = self._pad(x)
+        weight, features, out_scale = apply_attentions(bank, att, self.groups, features=x)
+        x, padding = self._pad(x if features is None else features)
         return self._layout_output(batched_conv2d(x, weight.to(dtype), bias, self.stride, padding, self.dilation,
-                                                  self.groups, out_scale=att.filter))
+                                                  self.groups, out_scale=out_scale))
 
     def is_plain_weight(self, weight: Tensor) -> bool:
         """Whether ``weight`` is the (O, I/groups, kh, kw) kernel of the plain conv this layer replaces."""
