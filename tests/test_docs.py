@@ -1,0 +1,23 @@
+"""The documentation runs: README's quick start executes, and every relative link in README and docs/ resolves."""
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+PAGES = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def test_readme_quick_start_runs():
+    pytest.importorskip("torchvision")
+    text = (ROOT / "README.md").read_text()
+    quick_start = text.split("## Quick start", 1)[1]
+    code = re.search(r"```python\n(.*?)```", quick_start, re.S)
+    assert code is not None
+    exec(compile(code.group(1), "README.md quick start", "exec"), {})
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_relative_links_resolve(page):
+    for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+        assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
