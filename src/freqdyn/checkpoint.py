@@ -67,6 +67,23 @@ def convert_checkpoint(
     ``from_conv`` and must match how the model is built (e.g. ``kernel_num``). A conv the target keeps plain
     by its own gating (FDConv: <= 16 channels or a kernel outside {1, 3}) is left as it is, so the result
     loads with ``strict=True`` into a model built with the same options.
+
+    Args:
+        state_dict: a plain network's state_dict.
+        to: the target (as :func:`freqdyn.convert`).
+        include, exclude: regular expressions selecting the convs.
+        **kwargs: the target layer's options, as the model is built.
+
+    Returns:
+        The new state_dict and a :class:`CheckpointReport` (converted and skipped names).
+
+    Examples:
+        >>> from freqdyn import convert
+        >>> plain = torch.nn.Sequential(torch.nn.Conv2d(32, 32, 3))
+        >>> state, report = convert_checkpoint(plain.state_dict(), "fdconv", kernel_num=8)
+        >>> model = convert(torch.nn.Sequential(torch.nn.Conv2d(32, 32, 3)), "fdconv", kernel_num=8).model
+        >>> model.load_state_dict(state, strict=True)
+        <All keys matched successfully>
     """
     targets = sorted(name for name, source in SOURCES.items() if source is nn.Conv2d)
     if to not in targets:

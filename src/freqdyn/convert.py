@@ -132,6 +132,24 @@ def convert(
     model computes the same function, but its kernels are no longer re-standardised in training (weight
     standardisation becomes an initialisation, not a constraint). A replaced layer keeps the source's
     device, dtype, training mode, ``requires_grad`` and hooks.
+
+    Args:
+        model: the model to change in place (a bare ``nn.Conv2d`` / ``nn.Linear`` is replaced in the report).
+        to: a target of :data:`freqdyn.targets.TARGETS`: ``'fdconv'``, ``'dyconv'``, ``'condconv'``, ``'odconv'``,
+            ``'fdlinear'``, ``'fdlinear_qwen'``.
+        include, exclude: which layers (above).
+        bake_standardization: convert weight-standardised convs too (above).
+        **kwargs: options of the target layer.
+
+    Returns:
+        A :class:`ConversionReport`: the model, the replaced and skipped layers (with reasons), parameters
+        before and after.
+
+    Examples:
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3), torch.nn.Conv2d(32, 32, 3))
+        >>> report = convert(model, "fdconv", kernel_num=8)
+        >>> report.replaced, report.skipped
+        (['1'], {'0': "kept as a plain convolution by the target's gating"})
     """
     if to not in CONVERTERS:
         raise ValueError(f"unknown conversion target {to!r}; choose from {sorted(CONVERTERS)}")

@@ -97,6 +97,19 @@ def profile(model: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int
     ``input_shape`` is one shape, or a list of shapes for models with several inputs (FreqFusion).
     The model runs twice under no_grad, in its current train / eval mode; the first pass is a warm-up (FBM
     builds its size-keyed band operators), the second is counted.
+
+    Args:
+        model: any module.
+        input_shape: the input shape, or a list of shapes.
+
+    Returns:
+        A :class:`Profile`: total FLOPs and parameters, and a row per freqdyn layer.
+
+    Examples:
+        >>> from freqdyn import FDConv
+        >>> result = profile(torch.nn.Sequential(FDConv(32, 32, 3, padding=1, kernel_num=8)), (1, 32, 16, 16))
+        >>> result.params > 32 * 32 * 9, result.flops > 2 * 32 * 32 * 9 * 16 * 16
+        (True, True)
     """
     nested = not isinstance(input_shape[0], int)
     many = cast(Sequence[Sequence[int]], input_shape)

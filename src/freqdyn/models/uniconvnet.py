@@ -91,6 +91,14 @@ class UniConvNet(nn.Module):
         layer_scale_init_value, head_init_scale, drop: the authors' options.
         base_grid: DCNv3's regular sampling points, ``'official'`` (float32, as the authors' code) or ``'exact'``.
         out_indices: stages whose outputs ``forward`` returns, as a tuple (None: classify).
+
+    Examples:
+        >>> model = UniConvNet(depths=(1, 1, 1, 1), dims=(16, 32, 48, 64), num_classes=10)
+        >>> model(torch.randn(1, 3, 64, 64)).shape
+        torch.Size([1, 10])
+        >>> backbone = UniConvNet((1, 1, 1, 1), (16, 32, 48, 64), out_indices=(0, 1, 2, 3))
+        >>> [f.shape[1:] for f in backbone(torch.randn(1, 3, 64, 64))]
+        [torch.Size([16, 16, 16]), torch.Size([32, 8, 8]), torch.Size([48, 4, 4]), torch.Size([64, 2, 2])]
     """
 
     def __init__(self, depths: Sequence[int], dims: Sequence[int], in_chans: int = 3, num_classes: int = 1000,

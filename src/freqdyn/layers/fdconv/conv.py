@@ -144,6 +144,15 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
     30 does) and trains there as ``nn.Conv2d`` does, at no cost at ordinary learning rates; the official 1 stays
     the default (authors' checkpoints). A training layer warns (``RuntimeWarning``) when most values of a
     KSM head sit at a sigmoid bound (checked on the first training forward and every 50th after it).
+
+    Examples:
+        >>> conv = torch.nn.Conv2d(32, 64, 3, padding=1)
+        >>> layer = FDConv.from_conv(conv, kernel_num=8)  # neutral attention: computes conv
+        >>> x = torch.randn(2, 32, 16, 16)
+        >>> torch.allclose(layer(x), conv(x), atol=1e-5)
+        True
+        >>> FDConv(16, 16, 3).is_dynamic  # the official gating: <= 16 channels stay plain
+        False
     """
 
     KSM_Global: KernelSpatialModulationGlobal

@@ -69,6 +69,12 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
             keeps FFT operators out of ONNX graphs), ``'fft'`` FFTs pruned to the kept frequencies (O(log HW)
             per value), ``'auto'`` the cheaper at each input size (:func:`~freqdyn.layers.fdconv.low_pass.fft_cheaper`).
             Same function.
+
+    Examples:
+        >>> fbm = FrequencyBandModulation(16)
+        >>> x = torch.randn(1, 16, 24, 24)
+        >>> torch.allclose(fbm(x), x, atol=1e-5)  # at its zero-initialised attention, the bands add up to x
+        True
     """
 
     def __init__(

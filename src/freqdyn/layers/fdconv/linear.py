@@ -54,6 +54,17 @@ class FDLinear(TraceOnly, LinearFourierBase):
     a 1x1 kernel: same parameters, state-dict keys and ``freq_grouping``); there is no spatial head and no
     FBM. An ``nn.Linear`` state_dict loads by conversion, as into :class:`FDConv`. The keyword options are
     :class:`FDConv`'s (``ratio_scaling='official'`` for the authors' P > 1 scaling included).
+
+    Args:
+        in_features, out_features, bias: as ``nn.Linear``.
+        kernel_num, param_ratio, reduction, kernel_temp, temp, att_multi, ksm_act, use_ksm_local, synthesis,
+            freq_grouping, attention_norm, ratio_scaling: as :class:`FDConv` (keyword only).
+        device, dtype: factory arguments.
+
+    Examples:
+        >>> layer = FDLinear(64, 32, kernel_num=4)
+        >>> layer(torch.randn(2, 10, 64)).shape
+        torch.Size([2, 10, 32])
     """
 
     KSM_Global: KernelSpatialModulationGlobal

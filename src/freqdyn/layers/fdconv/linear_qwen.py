@@ -110,6 +110,14 @@ class FDLinearQwen(TraceOnly, LinearFourierBase):
             ratio_scaling: as :class:`FDConv` (defaults: the authors' Qwen file).
         use_ksm_local: the local attention ``2 * sigmoid(local_conv(pooled))`` (a Conv1d along the input
             features, one output channel per output feature, no LayerNorm), off by default as in the authors' file.
+
+    Examples:
+        >>> layer = FDLinearQwen(64, 32)
+        >>> layer(torch.randn(2, 10, 64)).shape
+        torch.Size([2, 10, 32])
+        >>> packed = torch.randn(7, 64)  # two sequences of 3 and 4 tokens, packed
+        >>> layer(packed, cu_seqlens=torch.tensor([0, 3, 7])).shape
+        torch.Size([7, 32])
     """
 
     KSM_Global: LinearKernelAttention

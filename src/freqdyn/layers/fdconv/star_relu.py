@@ -11,7 +11,12 @@ from .._common.device_dtype import factory_kwargs
 
 
 class StarReLU(nn.Module):
-    """``scale * relu(x) ** 2 + bias``; input and output of any shape."""
+    """``scale * relu(x) ** 2 + bias``; input and output of any shape.
+
+    Examples:
+        >>> StarReLU()(torch.tensor([-1.0, 0.0, 2.0]))
+        tensor([0., 0., 4.], grad_fn=<AddBackward0>)
+    """
 
     def __init__(
         self,

@@ -36,6 +36,20 @@ class FreqFusionFPN(TraceOnly, nn.Module):
       ``add_extra_convs`` (True = ``'on_input'``, ``'on_lateral'``, ``'on_output'``) from stride-2 3x3 convs
       on that source and then on each previous extra level (ReLU first with ``relu_before_extra_convs``).
       ``init_cfg`` is accepted for mmengine configs (this is a plain ``nn.Module``; its own init applies).
+
+    Args:
+        in_channels: channels of each input level, highest resolution first.
+        out_channels: channels of every output level.
+        num_outs, start_level, end_level, add_extra_convs, relu_before_extra_convs: mmdet's FPN options (above).
+        extra_blocks: torchvision's extra-level block (above).
+        init_cfg: accepted for mmengine configs, unused.
+        device, dtype: factory arguments.
+        **fusion_kwargs: options of every :class:`FreqFusion`.
+
+    Examples:
+        >>> fpn = FreqFusionFPN([16, 32], 16)
+        >>> [p.shape for p in fpn([torch.randn(1, 16, 32, 32), torch.randn(1, 32, 16, 16)])]
+        [torch.Size([1, 16, 32, 32]), torch.Size([1, 16, 16, 16])]
     """
 
     def __init__(

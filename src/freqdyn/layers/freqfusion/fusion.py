@@ -77,6 +77,12 @@ class FreqFusion(TraceOnly, nn.Module):
         carafe_padding: ``'zeros'`` (mmcv's op, the default) or ``'reflect'`` borders of the reassembly.
         direction_feat: what the offset generator's convs read: ``'sim_concat'`` (the root ``FreqFusion.py``) or
             ``'sim'`` (the SegNeXt copy, whose released checkpoint needs it; :class:`LocalSimGuidedSampler`).
+
+    Examples:
+        >>> fusion = FreqFusion(hr_channels=32, lr_channels=64)
+        >>> hr_out, lr_out = fusion(torch.randn(1, 32, 32, 32), torch.randn(1, 64, 16, 16))
+        >>> hr_out.shape, lr_out.shape  # both at the hr size; an FPN adds them after matching channels
+        (torch.Size([1, 32, 32, 32]), torch.Size([1, 64, 32, 32]))
     """
 
     hamming_lowpass: Tensor | None

@@ -67,6 +67,23 @@ class LocalSimGuidedSampler(nn.Module):
     the normalised feature concatenated with its ``window**2 - 1`` local similarities; ``'sim'`` (the SegNeXt
     copy, from which the released SegNeXt + FreqFusion checkpoint comes) feeds the offset convs the similarities
     alone and the direct-scale convs the normalised feature alone.
+
+    Args:
+        channels: channels of the high-resolution feature.
+        groups: offset groups (each with its own 2-D offsets).
+        kernel_size: kernel of the offset and direct-scale convs.
+        window: local-similarity window (its ``window**2 - 1`` neighbours).
+        norm: group-normalise the features before the similarities.
+        direction_feat: ``'sim_concat'`` or ``'sim'`` (above).
+        device, dtype: factory arguments.
+
+    Examples:
+        >>> sampler = LocalSimGuidedSampler(16)
+        >>> hr, lr = torch.randn(1, 16, 16, 16), torch.randn(1, 16, 8, 8)
+        >>> torch.equal(sampler(hr, lr, hr), hr)  # offsets start near zero: nearly the identity
+        False
+        >>> sampler(hr, lr, hr).shape
+        torch.Size([1, 16, 16, 16])
     """
 
     def __init__(

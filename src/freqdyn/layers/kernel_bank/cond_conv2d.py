@@ -56,6 +56,10 @@ class CondConv2d(ExpertConv2d):
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode:
             as ``nn.Conv2d``.
         num_experts: K, the kernels mixed per sample by independent sigmoid routing weights.
+
+    Examples:
+        >>> CondConv2d(16, 32, 3, padding=1, num_experts=8)(torch.randn(2, 16, 8, 8)).shape
+        torch.Size([2, 32, 8, 8])
     """
 
     def __init__(

@@ -73,6 +73,15 @@ class DynamicConv2d(TemperatureMixin, ExpertConv2d):
         num_experts: K, the kernels mixed per sample.
         ratio: hidden width of the attention MLP as a fraction of ``in_channels``.
         temperature: T of the softmax (the paper starts at 30 and anneals to 1).
+
+    Examples:
+        >>> layer = DynamicConv2d(16, 32, 3, padding=1, num_experts=4, temperature=30.0)
+        >>> layer(torch.randn(2, 16, 8, 8)).shape
+        torch.Size([2, 32, 8, 8])
+        >>> conv = torch.nn.Conv2d(16, 32, 3, padding=1)
+        >>> x = torch.randn(2, 16, 8, 8)
+        >>> torch.allclose(DynamicConv2d.from_conv(conv)(x), conv(x), atol=1e-5)
+        True
     """
 
     def __init__(

@@ -84,6 +84,10 @@ class ODConv2d(TemperatureMixin, ExpertConv2d):
             :class:`freqdyn.TemperatureSchedule`.
         attention_norm: ``'batch'`` (the official BatchNorm), ``'frozen'`` or ``'layer'``
             (:mod:`freqdyn.layers._common.attention_norm`).
+
+    Examples:
+        >>> ODConv2d(16, 32, 3, padding=1, num_experts=4)(torch.randn(1, 16, 8, 8)).shape  # a batch of one trains too
+        torch.Size([1, 32, 8, 8])
     """
 
     def __init__(

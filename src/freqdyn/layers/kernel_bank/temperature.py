@@ -88,6 +88,21 @@ class TemperatureSchedule:
     stays at ``end``. With ``step_size`` set, T drops by that amount each step until ``end`` (the common
     re-implementation: 34, 31, ..., 4, 1 with ``start=34, step_size=3``). The schedule is applied at
     construction (epoch 0).
+
+    Args:
+        model: the model whose dynamic layers (DY-Conv, ODConv) are annealed.
+        start, end: first and last temperature.
+        epochs: steps of the linear schedule.
+        step_size: the drop per step of the stepped schedule (``None``: linear).
+
+    Examples:
+        >>> from freqdyn import DynamicConv2d
+        >>> model = torch.nn.Sequential(DynamicConv2d(8, 8, 3))
+        >>> schedule = TemperatureSchedule(model, start=30, end=1, epochs=10)
+        >>> model[0].temperature
+        30.0
+        >>> round(schedule.step(), 1)  # after one epoch
+        27.1
     """
 
     def __init__(

@@ -18,6 +18,18 @@ class UniConvNetBlock(TraceOnly, nn.Module):
 
     MRFA normalises its input itself; the MLP is 1x1 conv (dim -> mlp_ratio * dim), GELU, 1x1 conv back.
     ``layer_scale_init`` <= 0 disables layer scale.
+
+    Args:
+        dim: channels, divisible by 4.
+        mlp_ratio: hidden width of the MLP as a multiple of ``dim``.
+        drop_path: stochastic depth rate of both branches.
+        layer_scale_init: initial value of gamma1 and gamma2.
+        kernel_sizes: MRFA's depthwise kernels.
+        device, dtype: factory arguments.
+
+    Examples:
+        >>> UniConvNetBlock(32, drop_path=0.1)(torch.randn(2, 32, 14, 14)).shape
+        torch.Size([2, 32, 14, 14])
     """
 
     def __init__(

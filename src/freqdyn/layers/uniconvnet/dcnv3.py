@@ -88,6 +88,10 @@ class DCNv3(nn.Module):
         group: G, channel groups with their own offsets and modulations.
         offset_scale: multiplier of the offsets (and of the grid's spread, as in the authors' code).
         base_grid: ``'official'`` (float32 regular points, as the authors' code) or ``'exact'`` (:func:`dcnv3_sample`).
+
+    Examples:
+        >>> DCNv3(32, group=4)(torch.randn(1, 14, 14, 32)).shape  # channels last, as InternImage
+        torch.Size([1, 14, 14, 32])
     """
 
     def __init__(self, channels: int, kernel_size: int = 3, pad: int = 1, dilation: int = 1,

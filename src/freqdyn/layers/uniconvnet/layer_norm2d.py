@@ -7,7 +7,13 @@ from torch import Tensor
 
 
 class LayerNorm2d(nn.LayerNorm):
-    """``nn.LayerNorm(C)`` applied at every pixel of x (B, C, H, W); same parameters, state_dict and eps."""
+    """``nn.LayerNorm(C)`` applied at every pixel of x (B, C, H, W); same parameters, state_dict and eps.
+
+    Examples:
+        >>> y = LayerNorm2d(8)(torch.randn(2, 8, 5, 5))
+        >>> y.mean(1).abs().max() < 1e-5  # each pixel normalised over the channels
+        tensor(True)
+    """
 
     def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps).permute(

@@ -77,6 +77,15 @@ class MRFA(TraceOnly, nn.Module):
     ``v{i}2``, ``conv3_{i}``, ``proj{i}``) and of the widely copied blog version (``ln_stage{i}.gamma/beta``,
     ``ctx_branch_s{i}``, ``gate_branch_s{i}``, ``post_gate_s{i}``, ``prep_quarter{i+1}``, ``refine3x3_s{i}``,
     ``proj_ctx_to_q{i+1}``) load with ``strict=True``: the computation is the same.
+
+    Args:
+        dim: channels, divisible by 4.
+        kernel_sizes: the depthwise kernels of the three stages.
+        device, dtype: factory arguments.
+
+    Examples:
+        >>> MRFA(32)(torch.randn(1, 32, 20, 20)).shape
+        torch.Size([1, 32, 20, 20])
     """
 
     def __init__(
