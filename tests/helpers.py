@@ -54,3 +54,20 @@ def gradcheck_module(module: nn.Module, x: torch.Tensor, fast: bool = True) -> b
 
     return torch.autograd.gradcheck(fn, (x.requires_grad_(), *params), eps=1e-6, atol=1e-5, rtol=1e-4,
                                     fast_mode=fast)
+
+
+def public_layers() -> set[str]:
+    """Names of every public ``nn.Module`` class of freqdyn (``freqdyn.__all__``)."""
+    import freqdyn
+
+    return {name for name in freqdyn.__all__
+            if isinstance(getattr(freqdyn, name), type) and issubclass(getattr(freqdyn, name), nn.Module)}
+
+
+def assert_covered(tested: set[str], opted_out: dict[str, str]) -> None:
+    """Every public layer is tested by a cross-cutting module or opted out of it with a reason: a new layer fails
+    here until it is added to one of them."""
+    missing = public_layers() - tested - set(opted_out)
+    assert not missing, f"public layers neither tested here nor opted out: {sorted(missing)}"
+    assert not tested & set(opted_out), "a layer both tested and opted out"
+    assert all(opted_out.values()), "an opt-out needs its reason"

@@ -56,6 +56,7 @@ def test_cli_analyze_writes_plots(tmp_path, capsys):
     assert "FDConv (K=8)    weight-matrix spectrum 0.000" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # ResNet-50 spectra, attention spread and ERF
 def test_cli_analyze_a_users_model_and_checkpoint(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     torchvision = pytest.importorskip("torchvision")
@@ -74,6 +75,7 @@ def test_cli_analyze_a_users_model_and_checkpoint(tmp_path, capsys):
     assert main(["analyze", "--out", str(tmp_path), "--model", "resnet18"]) == 2  # nothing dynamic to analyse
 
 
+@pytest.mark.slow
 def test_cli_analyze_foreign_checkpoints_and_what_training_changed(tmp_path, capsys):
     """A detector's backbone checkpoint (mmdet: 'state_dict', 'backbone.' keys) with another class count loads
     what fits and says what it skipped; the attention spread tells a trained layer (heads moved) from a fresh one."""

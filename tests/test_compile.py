@@ -85,6 +85,7 @@ def test_freqfusion_compiled_training_is_one_graph_for_new_sizes():
     assert counter.frame_count == 1
 
 
+@pytest.mark.slow  # inductor compiles both layers (40 s on 2 cores)
 def test_fdlinear_and_freqfusion_compile_once():
     counter = CompileCounter()
     fdl = torch.compile(perturb_(FDLinear(24, 20, kernel_num=4), seed=3), backend=counter, dynamic=True, fullgraph=True)
@@ -108,3 +109,18 @@ def test_fbm_low_pass_operator_gradient_is_its_adjoint():
     x = torch.randn(2, 3, 7, 10, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: stacked_low_passes(t, [2, 4, 8], "official"), (x,))
     torch.library.opcheck(stacked_low_passes, (x.detach(), [2, 4], "exact"))
+
+
+def test_every_public_layer_compiles_or_is_opted_out():
+    from helpers import assert_covered
+
+    assert_covered({type(build()).__name__ for build in LAYERS.values()} | {"FDLinear", "FreqFusion"}, {
+        "FDLinearQwen": "FDLinear's synthesis; its packed (cu_seqlens) path loops over sequences",
+        "FreqFusionFPN": "FreqFusion (tested) plus plain convs",
+        "MRFA": "plain depthwise convs and LayerNorm: nothing size-dependent",
+        "UniConvNetBlock": "MRFA plus plain layers",
+        "UniConvNet": "its blocks; DCNv3 is grid_sample",
+        "DCNv3": "grid_sample and plain ops",
+        "FrequencyBandModulation": "inside FDConv (fdconv rows)",
+        "StarReLU": "elementwise", "DropPath": "elementwise", "LayerNorm2d": "nn.LayerNorm",
+    })

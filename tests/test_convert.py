@@ -4,23 +4,11 @@ import torch.nn as nn
 
 from freqdyn import CondConv2d, DynamicConv2d, FDConv, FDLinear, ODConv2d, convert, format_overhead, param_overhead
 
-PAPER_FDCONV_DELTA = 3.6e6
-
-
-def test_resnet50_parameter_overhead_matches_paper():
-    torchvision = pytest.importorskip("torchvision")
-    model = torchvision.models.resnet50()
-    # the paper's backbone: conv1/2/3 of every bottleneck; downsample convs and the 7x7 stem stay plain
-    report = convert(model, "fdconv", exclude=r"downsample", kernel_num=64)
-    print(f"\nResNet-50 + FDConv (K=64): {report.param_delta / 1e6:+.3f}M params (paper: +3.6M); {report}")
-    assert len(report.replaced) == 48
-    assert abs(report.param_delta - PAPER_FDCONV_DELTA) <= 0.02 * PAPER_FDCONV_DELTA
-
-
 TARGETS = {"fdconv": (FDConv, {"kernel_num": 8}), "dyconv": (DynamicConv2d, {"num_experts": 3}),
            "condconv": (CondConv2d, {"num_experts": 3}), "odconv": (ODConv2d, {"num_experts": 3})}
 
 
+@pytest.mark.slow  # four ResNet-50 conversions; FDConv's +3.6M row is the headline claim
 def test_paper_overhead_table_is_reproduced():
     pytest.importorskip("torchvision")
     rows = param_overhead()

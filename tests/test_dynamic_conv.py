@@ -17,20 +17,20 @@ NAMES = ["dyconv", "condconv", "odconv"]
 @pytest.mark.parametrize("cls", CLASSES, ids=NAMES)
 @pytest.mark.parametrize("case", CONV_CASES, ids=IDS)
 @pytest.mark.parametrize("training", [False, True])
-def test_from_conv_equals_conv(cls, case, training):
-    conv = make_conv(case).train(training)
+def test_from_conv_equals_conv(cls, case, training, device):
+    conv = make_conv(case).to(device).train(training)
     layer = cls.from_conv(conv, num_experts=3)
     assert layer.training == training
-    x = make_input(case)
+    x = make_input(case).to(device)
     torch.testing.assert_close(layer(x), conv(x), rtol=0, atol=2e-5)
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=NAMES)
 @pytest.mark.parametrize("case", CONV_CASES, ids=IDS)
-def test_batched_path_matches_naive_per_sample_reference(cls, case):
+def test_batched_path_matches_naive_per_sample_reference(cls, case, device):
     i, o, k, s, p, d, g, b, mode, _, _ = case
-    layer = perturb_(cls(i, o, k, s, p, d, g, b, mode, num_experts=3))
-    x = make_input(case, batch=4)
+    layer = perturb_(cls(i, o, k, s, p, d, g, b, mode, num_experts=3)).to(device)
+    x = make_input(case, batch=4).to(device)
     for training in (True, False):
         layer.train(training)
         torch.testing.assert_close(layer(x), naive_expert_conv(layer, x), rtol=1e-4, atol=1e-5)

@@ -115,3 +115,16 @@ def test_jit_script_fails_with_a_message_that_says_to_trace(name):
     model = torch.nn.Sequential(torch.nn.Identity(), _modules()[name])
     with pytest.raises(RuntimeError, match="torch.jit.trace"):
         torch.jit.script(model)
+
+
+def test_every_public_layer_exports_or_is_opted_out():
+    from helpers import assert_covered
+
+    assert_covered({type(m).__name__ for m in _modules().values()} | {"FreqFusion"}, {
+        "CondConv2d": "the kernel-bank path of DY-Conv (tested)",
+        "FDLinear": "FDConv's synthesis (tested) as a matmul", "FDLinearQwen": "FDLinear's",
+        "FreqFusionFPN": "FreqFusion (tested) plus plain convs",
+        "UniConvNetBlock": "MRFA (tested) plus plain layers", "UniConvNet": "its blocks", "DCNv3": "grid_sample",
+        "FrequencyBandModulation": "inside FDConv (tested)",
+        "StarReLU": "elementwise", "DropPath": "the identity in eval", "LayerNorm2d": "nn.LayerNorm",
+    })

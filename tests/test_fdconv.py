@@ -14,11 +14,11 @@ from helpers import CONV_CASES, IDS, gradcheck_module, make_conv, make_input, pe
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=IDS)
 @pytest.mark.parametrize("training", [False, True])
-def test_from_conv_equals_conv_at_neutral_attention(case, training):
-    conv = make_conv(case).train(training)
+def test_from_conv_equals_conv_at_neutral_attention(case, training, device):
+    conv = make_conv(case).to(device).train(training)
     layer = FDConv.from_conv(conv, kernel_num=8, use_fdconv_if_c_gt=16)
     assert layer.is_dynamic and layer.training == training
-    x = make_input(case)
+    x = make_input(case).to(device)
     torch.testing.assert_close(layer(x), conv(x), rtol=0, atol=1e-5)
 
 
@@ -42,9 +42,9 @@ def test_fresh_layer_is_a_conv_with_its_own_spatial_weight():
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=IDS)
-def test_matches_naive_reference_with_random_attention(case):
-    layer = perturb_(FDConv.from_conv(make_conv(case), kernel_num=8), seed=1)
-    x = make_input(case)
+def test_matches_naive_reference_with_random_attention(case, device):
+    layer = perturb_(FDConv.from_conv(make_conv(case), kernel_num=8), seed=1).to(device)
+    x = make_input(case).to(device)
     for training in (False, True):
         layer.train(training)
         torch.testing.assert_close(layer(x), naive_fdconv(layer, x), rtol=1e-4, atol=1e-4)
@@ -76,8 +76,8 @@ def test_eval_cache_follows_weight_updates():
 
 
 @pytest.mark.parametrize("aggregation,synthesis,groups,training", [
-    ("weight", "fft", 1, True), ("feature", "basis", 1, False), ("weight", "basis", 2, False),
-    ("feature", "fft", 2, True),
+    pytest.param("weight", "fft", 1, True, marks=pytest.mark.slow),  # the full Jacobian
+    ("feature", "basis", 1, False), ("weight", "basis", 2, False), ("feature", "fft", 2, True),
 ])
 def test_gradcheck_every_branch(aggregation, synthesis, groups, training):
     layer = FDConv(4, 6, 3, padding=1, groups=groups, kernel_num=3, param_ratio=2, use_fdconv_if_c_gt=0,

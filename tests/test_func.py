@@ -111,3 +111,16 @@ def test_freqfusion_under_vmap_and_grad():
     sum(o.square().sum() for o in ff(hr[0], lr[0])).backward()
     for n, p in ff.named_parameters():
         torch.testing.assert_close(grads[n], p.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_every_public_layer_is_transformed_or_opted_out():
+    from helpers import assert_covered
+
+    assert_covered({type(build()).__name__ for build in CONVS.values()} | {"FDLinear", "FreqFusion"}, {
+        "FDLinearQwen": "FDLinear's synthesis and attention code",
+        "FreqFusionFPN": "FreqFusion (tested) plus plain convs",
+        "MRFA": "no in-place work, no buffers written: plain torch ops",
+        "UniConvNetBlock": "MRFA plus plain layers", "UniConvNet": "its blocks", "DCNv3": "grid_sample",
+        "FrequencyBandModulation": "inside FDConv (fdconv rows)",
+        "StarReLU": "elementwise", "DropPath": "elementwise", "LayerNorm2d": "nn.LayerNorm",
+    })

@@ -408,3 +408,12 @@ def test_meta_device_build_then_reset_equals_a_normal_build(name, every_module):
     args = LAYERS[name][1]()
     for a, b in zip(outputs(perturb_(meta).eval(), args), outputs(perturb_(normal).eval(), args), strict=True):
         assert torch.equal(a, b)
+
+
+def test_every_public_layer_round_trips_or_is_opted_out():
+    from helpers import assert_covered
+
+    assert_covered({type(build(name, 0)).__name__ for name in LAYERS}, {
+        "UniConvNet": "test_uniconvnet.py (torch.save, deepcopy, state_dict) and tests/test_pickles.py",
+        "DCNv3": "inside UniConvNet (test_uniconvnet.py) and tests/test_pickles.py",
+    })

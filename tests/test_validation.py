@@ -13,6 +13,7 @@ import torch.nn as nn
 from freqdyn import (
     MRFA,
     CondConv2d,
+    DCNv3,
     DropPath,
     DynamicConv2d,
     FDConv,
@@ -122,7 +123,7 @@ def test_half_precision_stays_finite_at_large_inputs(name, dtype, tol, scale, tr
 # every constructor argument but the flags (which follow truthiness, as nn.Conv2d's ``bias``)
 SWEEP = {FDConv: (32, 32, 3), FDLinear: (32, 32), FDLinearQwen: (32, 32), DynamicConv2d: (32, 32, 3),
          CondConv2d: (32, 32, 3), ODConv2d: (32, 32, 3), FreqFusion: (32, 32), FreqFusionFPN: ([16, 32], 32),
-         MRFA: (16,), UniConvNetBlock: (16,), FrequencyBandModulation: (16,), StarReLU: (), DropPath: ()}
+         MRFA: (16,), UniConvNetBlock: (16,), DCNv3: (16,), FrequencyBandModulation: (16,), StarReLU: (), DropPath: ()}
 FLAGS = {"bias", "use_ksm_local", "recompute_kernels", "use_fbm_for_stride", "align_corners", "feature_resample",
          "comp_feat_upsample", "use_high_pass", "use_low_pass", "hr_residual", "semi_conv", "hamming_window",
          "feature_resample_norm", "relu_before_extra_convs", "device", "dtype", "extra_blocks", "init_cfg"}
@@ -144,3 +145,24 @@ def test_every_bad_argument_raises_an_error_naming_it(cls, name, bad):
     takes_strings = isinstance(default, str | bool) or name == "padding"  # options: a ValueError, as torch's
     if not isinstance(bad, float) and not takes_strings:  # a string or an object for a number: a wrong type
         assert isinstance(error.value, TypeError) and isinstance(error.value, ValueError)
+
+
+def test_every_public_layer_is_swept_or_opted_out():
+    from helpers import assert_covered
+
+    assert_covered({cls.__name__ for cls in SWEEP}, {
+        "UniConvNet": "its arguments go to the blocks (swept) and scale_args (test_uniconvnet.py)",
+        "LayerNorm2d": "nn.LayerNorm's own checks",
+    })
+
+
+@pytest.mark.parametrize("build", [
+    lambda: FDConv.from_conv(nn.Linear(32, 32)),
+    lambda: DynamicConv2d.from_conv(nn.Linear(32, 32)),
+    lambda: FDLinear.from_linear(nn.Conv2d(32, 32, 1)),
+    lambda: FDConv(32, 32, 3)(torch.zeros(1, 32, 4, 4, dtype=torch.long)),
+    lambda: FreqFusionFPN([8, 16], 16)(torch.zeros(2, 8, 8, 8)),
+], ids=["fdconv-from-linear", "dyconv-from-linear", "fdlinear-from-conv", "integer-input", "fpn-one-tensor"])
+def test_a_wrong_type_raises_a_type_error(build):
+    with pytest.raises(TypeError):
+        build()

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from .layers import ExpertConv2d
 from .layers._common.attention_heads import Attentions
+from .layers._common.checks import ArgumentTypeError
 from .layers.catalog import dynamic_layers, is_dynamic
 from .layers.fdconv.fourier_dynamic import FourierDynamicBase
 from .layers.fdconv.spectrum import weight_to_matrix
@@ -31,7 +32,7 @@ def kernel_bank(layer: nn.Module) -> Tensor:
         return layer.kernels().detach()
     if isinstance(layer, FourierDynamicBase) and is_dynamic(layer):  # FDConv, FDLinear (not gated plain)
         return layer.frequency_kernels().detach().flatten(0, 1)
-    raise ValueError(f"no kernel bank for {type(layer).__name__} (expected a dynamic conv)")
+    raise ArgumentTypeError(f"no kernel bank for {type(layer).__name__} (expected a dynamic conv)")
 
 
 def frequency_responses(kernels: Tensor, domain: str = "kernel", size: int = 32, max_pairs: int = 4096) -> Tensor:

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .checks import ArgumentTypeError
 from .conv_args import IntPair, Padding, check_conv_args, conv_repr, pad_input, pair
 from .empty_batch import tie_to_parameters
 from .program_mode import memory_format_of
@@ -56,7 +57,7 @@ class ConvContract(nn.Module):
     def _like(cls: type[C], conv: nn.Conv2d, **kwargs: Any) -> C:
         """A layer with ``conv``'s arguments, device and dtype (weights not copied)."""
         if not isinstance(conv, nn.Conv2d):
-            raise ValueError(f"from_conv expects an nn.Conv2d, got {type(conv).__name__}")
+            raise ArgumentTypeError(f"from_conv expects an nn.Conv2d, got {type(conv).__name__}")
         return cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                    conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
                    device=conv.weight.device, dtype=conv.weight.dtype, **kwargs)

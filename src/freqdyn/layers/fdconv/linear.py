@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._common.checks import check_features_last, check_int
+from .._common.checks import ArgumentTypeError, check_features_last, check_int
 from .._common.empty_batch import tie_to_parameters
 from .._common.program_mode import compute_dtype
 from .._common.trace_only import TraceOnly
@@ -29,7 +29,7 @@ class LinearFourierBase(FourierDynamicBase):
     def from_linear(cls, linear: nn.Linear, **kwargs: Any) -> Self:
         """Convert an ``nn.Linear``; the result at neutral attention equals ``linear``."""
         if not isinstance(linear, nn.Linear):
-            raise ValueError(f"from_linear expects an nn.Linear, got {type(linear).__name__}")
+            raise ArgumentTypeError(f"from_linear expects an nn.Linear, got {type(linear).__name__}")
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
                     device=linear.weight.device, dtype=linear.weight.dtype, **kwargs)
         with torch.no_grad():
