@@ -205,3 +205,22 @@ def last_feature_map(model: nn.Module) -> Callable[[Tensor], Tensor]:
         return found[-1]
 
     return run
+
+
+def test_pattern(size: int = 224) -> torch.Tensor:
+    """A deterministic natural-ish RGB test pattern (1, 3, size, size): rings, a gradient and an edge."""
+    axis = torch.linspace(-1, 1, size)
+    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+    rings = torch.cos(12 * torch.sqrt(xx**2 + yy**2))
+    edge = (xx > 0.2 * torch.sin(3 * yy)).float()
+    return torch.stack([rings, yy, edge])[None]
+
+
+def photo(size: int) -> torch.Tensor:
+    """skimage's astronaut photo (1, 3, size, size) in [0, 1], or the synthetic test pattern without scikit-image."""
+    try:
+        from skimage import data
+    except ImportError:
+        return test_pattern(size)
+    image = torch.from_numpy(data.astronaut()).permute(2, 0, 1)[None].float() / 255
+    return nn.functional.interpolate(image, size=(size, size), mode="area")

@@ -9,6 +9,7 @@ convolution weights into the state of the target layers, which then load with ``
 from __future__ import annotations
 
 import logging
+import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -120,3 +121,48 @@ def convert_checkpoint(
         report.converted.append(name)
     logger.info("convert_checkpoint(to=%r): %s", to, report)
     return out, report
+
+
+def load_file(path: str, trust: bool) -> Any:
+    """``torch.load`` of a checkpoint: tensors only unless ``trust`` (pickled objects run code when loaded)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"{path} holds pickled objects besides tensors (an ultralytics .pt, or an mmengine "
+                         "checkpoint with its training state); rerun with --trust-checkpoint if you trust the file"
+                         ) from error
+
+
+def held_module(checkpoint: Any) -> nn.Module | None:
+    """The model an ultralytics checkpoint pickles (its EMA when present), or None."""
+    if isinstance(checkpoint, nn.Module):
+        return checkpoint
+    if isinstance(checkpoint, dict):
+        for key in ("ema", "model"):
+            if isinstance(checkpoint.get(key), nn.Module):
+                return checkpoint[key]
+    return None
+
+
+def fitted_state(state: dict, model: nn.Module) -> tuple[dict, str, list[str]]:
+    """``state`` under the key prefix that matches ``model`` best (mmdet's 'backbone.', DDP's 'module.' ...), without
+    the tensors whose shape differs from the model's (another class count): (state, prefix, skipped)."""
+    own = model.state_dict()
+    best, prefix = state, ""
+    for candidate in sorted({key.split(".", 1)[0] + "." for key in state if "." in key}):
+        stripped = {k[len(candidate):]: v for k, v in state.items() if k.startswith(candidate)}
+        if sum(k in own for k in stripped) > sum(k in own for k in best):
+            best, prefix = stripped, candidate
+    skipped = [f"{k}: {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} here" for k, v in best.items()
+               if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
+    return {k: v for k, v in best.items() if k not in own or v.shape == own[k].shape}, prefix, skipped
+
+
+def checkpoint_state(checkpoint: Any) -> tuple[dict, str | None]:
+    """The state_dict inside a checkpoint: the object itself, or under 'state_dict' (mmengine) or 'model'."""
+    if isinstance(checkpoint, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(checkpoint.get(key), dict):
+                return checkpoint[key], key
+        return checkpoint, None
+    raise ValueError(f"expected a state_dict or a dict holding one, got {type(checkpoint).__name__}")

@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
-import pickle
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.nn as nn
 
+from . import analysis
+from .checkpoint import checkpoint_state, fitted_state, held_module, load_file
 from .convert import convert
 from .targets import CONV_TARGETS, TARGETS, paper_layers
+from .tools.models import build_model
 from .tools.overhead import BOTTLENECK_CONVS, PAPER_SETTINGS, format_overhead, param_overhead
 from .tools.timing import interleaved_times_ms, unsteady
 from .version import __version__
@@ -65,14 +66,6 @@ def _time_layers(kernel_num: int, batch: int, channels: int, size: int, train: b
               "so these ratios are unreliable; rerun on a quiet machine (or with more rounds)")
 
 
-def _optional_import(name: str) -> Any:
-    """The module ``name``, or None when it is not installed."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
-
-
 def _no_grad_call(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return layer(x)
@@ -81,15 +74,6 @@ def _no_grad_call(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def bench(args: argparse.Namespace) -> int:
     _time_layers(args.kernel_num, args.batch, args.channels, args.size, args.train)
     return 0
-
-
-def _test_image(size: int = 224) -> torch.Tensor:
-    """A deterministic natural-ish RGB test pattern (1, 3, size, size): rings, a gradient and an edge."""
-    axis = torch.linspace(-1, 1, size)
-    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
-    rings = torch.cos(12 * torch.sqrt(xx**2 + yy**2))
-    edge = (xx > 0.2 * torch.sin(3 * yy)).float()
-    return torch.stack([rings, yy, edge])[None]
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -103,7 +87,7 @@ def demo(args: argparse.Namespace) -> int:
     rows = [param_overhead((setting,))[0] for setting in progress(PAPER_SETTINGS, "converting ResNet-50")]
     print(format_overhead(rows))
     model = torchvision.models.resnet50().eval()
-    image = _photo(224)
+    image = analysis.photo(224)
     with torch.no_grad():
         reference = model(image)
     report = convert(model, "fdconv", include=BOTTLENECK_CONVS, kernel_num=args.kernel_num)
@@ -117,56 +101,11 @@ def demo(args: argparse.Namespace) -> int:
     return analyze(args)
 
 
-def _photo(size: int) -> torch.Tensor:
-    """skimage's astronaut photo (1, 3, size, size) in [0, 1], or the synthetic test pattern without scikit-image."""
-    try:
-        from skimage import data
-    except ImportError:
-        return _test_image(size)
-    image = torch.from_numpy(data.astronaut()).permute(2, 0, 1)[None].float() / 255
-    return nn.functional.interpolate(image, size=(size, size), mode="area")
-
-
-def _load_file(path: str, trust: bool) -> Any:
-    """``torch.load`` of a checkpoint: tensors only unless ``trust`` (pickled objects run code when loaded)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=not trust)
-    except pickle.UnpicklingError as error:
-        raise ValueError(f"{path} holds pickled objects besides tensors (an ultralytics .pt, or an mmengine "
-                         "checkpoint with its training state); rerun with --trust-checkpoint if you trust the file"
-                         ) from error
-
-
-def _held_module(checkpoint: Any) -> nn.Module | None:
-    """The model an ultralytics checkpoint pickles (its EMA when present), or None."""
-    if isinstance(checkpoint, nn.Module):
-        return checkpoint
-    if isinstance(checkpoint, dict):
-        for key in ("ema", "model"):
-            if isinstance(checkpoint.get(key), nn.Module):
-                return checkpoint[key]
-    return None
-
-
-def _fitted_state(state: dict, model: nn.Module) -> tuple[dict, str, list[str]]:
-    """``state`` under the key prefix that matches ``model`` best (mmdet's 'backbone.', DDP's 'module.' ...), without
-    the tensors whose shape differs from the model's (another class count): (state, prefix, skipped)."""
-    own = model.state_dict()
-    best, prefix = state, ""
-    for candidate in sorted({key.split(".", 1)[0] + "." for key in state if "." in key}):
-        stripped = {k[len(candidate):]: v for k, v in state.items() if k.startswith(candidate)}
-        if sum(k in own for k in stripped) > sum(k in own for k in best):
-            best, prefix = stripped, candidate
-    skipped = [f"{k}: {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} here" for k, v in best.items()
-               if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
-    return {k: v for k, v in best.items() if k not in own or v.shape == own[k].shape}, prefix, skipped
-
-
 def _user_model(args: argparse.Namespace) -> nn.Module:
     """The model of ``freqdyn analyze``: ``--model`` built by name, converted with ``--to``, ``--checkpoint`` loaded
     into it; or, without ``--model``, the model an ultralytics ``--checkpoint`` holds."""
     if not args.model:
-        held = _held_module(_load_file(args.checkpoint, args.trust_checkpoint))
+        held = held_module(load_file(args.checkpoint, args.trust_checkpoint))
         if held is None:
             raise ValueError(f"{args.checkpoint} holds a state_dict, not a model: name its model with --model")
         print(f"loaded the model {args.checkpoint} holds ({type(held).__name__})")
@@ -177,10 +116,10 @@ def _user_model(args: argparse.Namespace) -> nn.Module:
         include = BOTTLENECK_CONVS if "resnet" in args.model and args.to in CONV_TARGETS else None
         print(f"{args.model} -> {args.to}: {convert(model, args.to, include=include, **options)}")
     if args.checkpoint:
-        checkpoint = _load_file(args.checkpoint, args.trust_checkpoint)
-        held = _held_module(checkpoint)
-        state = held.float().state_dict() if held is not None else _checkpoint_state(checkpoint)[0]
-        state, prefix, skipped = _fitted_state(state, model)
+        checkpoint = load_file(args.checkpoint, args.trust_checkpoint)
+        held = held_module(checkpoint)
+        state = held.float().state_dict() if held is not None else checkpoint_state(checkpoint)[0]
+        state, prefix, skipped = fitted_state(state, model)
         result = model.load_state_dict(state, strict=False)
         where = f" (the keys under '{prefix}')" if prefix else ""
         print(f"loaded {args.checkpoint}{where}: {len(result.missing_keys)} missing, {len(result.unexpected_keys)} "
@@ -192,7 +131,6 @@ def _user_model(args: argparse.Namespace) -> nn.Module:
 
 
 def analyze_model(args: argparse.Namespace, out: Path) -> int:
-    from . import analysis
     from .layers.catalog import dynamic_layers
 
     try:
@@ -217,7 +155,7 @@ def analyze_model(args: argparse.Namespace, out: Path) -> int:
         if len(rows) < args.plot_layers:
             rows[name] = matrix
     print(f"  wrote {analysis.plot_frequency_responses(rows, out / 'frequency_responses.png')}")
-    photo = _photo(args.size)
+    photo = analysis.photo(args.size)
     spread = analysis.attention_spread(model, photo)
     print("What training made of the attentions on skimage's astronaut: spread (std / mean) of each head's values, "
           "0 = constant, as a fresh or converted layer:")
@@ -230,7 +168,6 @@ def analyze_model(args: argparse.Namespace, out: Path) -> int:
 
 
 def analyze(args: argparse.Namespace) -> int:
-    from . import analysis
     from .layers import MRFA
 
     out = Path(args.out)
@@ -252,7 +189,7 @@ def analyze(args: argparse.Namespace) -> int:
     print(f"  wrote {analysis.plot_frequency_responses(rows, out / 'frequency_responses.png')}")
     channels, size = 32, args.size
     lift = nn.Conv2d(3, channels, 1)
-    photo = lift(_photo(size)).detach()
+    photo = lift(analysis.photo(size)).detach()
     models = {"3x3 conv": nn.Conv2d(channels, channels, 3, padding=1, groups=channels),
               "11x11 conv": nn.Conv2d(channels, channels, 11, padding=5, groups=channels), "MRFA": MRFA(channels)}
     maps = {name: analysis.effective_receptive_field(m, photo) for name, m in models.items()}
@@ -262,27 +199,6 @@ def analyze(args: argparse.Namespace) -> int:
         print(f"  {name:<12} radius {analysis.erf_radius(erf):>2}, support radius {support}")
     print(f"  wrote {analysis.plot_erf(maps, out / 'erf.png')}")
     return 0
-
-
-def build_model(name: str) -> nn.Module:
-    """A randomly initialised model by name: torchvision's (classification, detection, segmentation) or timm's."""
-    import inspect
-
-    try:
-        import torchvision
-    except ImportError:
-        torchvision = None
-    if torchvision is not None and name in torchvision.models.list_models():
-        builder = torchvision.models.get_model_builder(name)
-        options = {"weights": None}
-        if "weights_backbone" in inspect.signature(builder).parameters:
-            options["weights_backbone"] = None  # nothing is downloaded
-        return builder(**options)
-    timm = _optional_import("timm")
-    if timm is not None and timm.is_model(name):
-        return timm.create_model(name, pretrained=False)
-    raise ValueError(f"unknown model {name!r}: give a torchvision name (torchvision.models.list_models()) or a "
-                     "timm name (timm.list_models()); install them with pip install 'freqdyn[vision,timm]'")
 
 
 def profile_command(args: argparse.Namespace) -> int:
@@ -313,21 +229,11 @@ def profile_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checkpoint_state(checkpoint: Any) -> tuple[dict, str | None]:
-    """The state_dict inside a checkpoint: the object itself, or under 'state_dict' (mmengine) or 'model'."""
-    if isinstance(checkpoint, dict):
-        for key in ("state_dict", "model"):
-            if isinstance(checkpoint.get(key), dict):
-                return checkpoint[key], key
-        return checkpoint, None
-    raise ValueError(f"expected a state_dict or a dict holding one, got {type(checkpoint).__name__}")
-
-
 def convert_checkpoint_command(args: argparse.Namespace) -> int:
     from .checkpoint import convert_checkpoint
 
     checkpoint = torch.load(args.input, map_location="cpu", weights_only=True)
-    state, key = _checkpoint_state(checkpoint)
+    state, key = checkpoint_state(checkpoint)
     options = {"fdconv": {"kernel_num": args.kernel_num, "param_ratio": args.param_ratio}}.get(
         args.to, {"num_experts": args.num_experts} if args.num_experts else {})
     converted, report = convert_checkpoint(state, args.to, include=args.include, exclude=args.exclude, **options)
