@@ -80,7 +80,7 @@ def backbone(model: nn.Module) -> nn.Module:
 
 def _naive_layers(model: nn.Module) -> None:
     for name, module in list(model.named_modules()):
-        if isinstance(module, FDConv) and module.is_dynamic:
+        if isinstance(module, FDConv):
             parent, _, leaf = name.rpartition(".")
             setattr(model.get_submodule(parent), leaf, NaiveFDConv(module))
 

@@ -64,8 +64,8 @@ def main() -> None:
                 else:
                     fns[f"{name}:{tag}"] = lambda m=stage, i=inp: _no_grad(m, i)
             stage = getattr(fd, name)
-            dynamic = [m for m in stage.modules() if isinstance(m, FDConv) and m.is_dynamic]
-            kernels = sum(math.prod(m._weight_shape()) for m in dynamic)
+            dynamic = [m for m in stage.modules() if isinstance(m, FDConv)]
+            kernels = sum(math.prod(m.kernel_shape) for m in dynamic)
             notes[f"{name}:values"] = (kernels, fbm_values(stage, h))
             with torch.no_grad():
                 h = getattr(plain, name).eval()(h)

@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from freqdyn import FDConv
+from freqdyn import FDConv, gated_fdconv
+from freqdyn.layers import gated_from_conv, uses_fdconv
 from freqdyn.tools.reference import naive_fdconv
 from helpers import CONV_CASES, IDS, gradcheck_module, make_conv, make_input, perturb_
 
@@ -16,8 +17,8 @@ from helpers import CONV_CASES, IDS, gradcheck_module, make_conv, make_input, pe
 @pytest.mark.parametrize("training", [False, True])
 def test_from_conv_equals_conv_at_neutral_attention(case, training, device):
     conv = make_conv(case).to(device).train(training)
-    layer = FDConv.from_conv(conv, kernel_num=8, use_fdconv_if_c_gt=16)
-    assert layer.is_dynamic and layer.training == training
+    layer = FDConv.from_conv(conv, kernel_num=8)
+    assert layer.training == training
     x = make_input(case).to(device)
     torch.testing.assert_close(layer(x), conv(x), rtol=0, atol=1e-5)
 
@@ -80,7 +81,7 @@ def test_eval_cache_follows_weight_updates():
     ("feature", "basis", 1, False), ("weight", "basis", 2, False), ("feature", "fft", 2, True),
 ])
 def test_gradcheck_every_branch(aggregation, synthesis, groups, training):
-    layer = FDConv(4, 6, 3, padding=1, groups=groups, kernel_num=3, param_ratio=2, use_fdconv_if_c_gt=0,
+    layer = FDConv(4, 6, 3, padding=1, groups=groups, kernel_num=3, param_ratio=2,
                    aggregation=aggregation, synthesis=synthesis, dtype=torch.float64)
     perturb_(layer, seed=4).train(training)
     assert layer.FBM is not None and layer.KSM_Local is not None and layer.KSM_Global.kernel_fc is not None
@@ -89,7 +90,7 @@ def test_gradcheck_every_branch(aggregation, synthesis, groups, training):
 
 
 def test_gradcheck_tanh_acts_and_fbm_groups():
-    layer = FDConv(4, 4, 3, padding=1, kernel_num=2, use_fdconv_if_c_gt=0, ksm_act="tanh", fbm_act="tanh",
+    layer = FDConv(4, 4, 3, padding=1, kernel_num=2, ksm_act="tanh", fbm_act="tanh",
                    fbm_spatial_group=2, stride=2, dtype=torch.float64)
     assert gradcheck_module(perturb_(layer, seed=5), torch.randn(2, 4, 6, 5, dtype=torch.float64))
 
@@ -130,14 +131,28 @@ def test_checkpoint_without_group_buffer_loads_strictly():
     assert torch.equal(clone(x), layer(x))
 
 
-def test_plain_fallback_has_conv_state_dict_and_behaviour():
-    conv = nn.Conv2d(16, 32, 3, padding=1)
-    layer = FDConv.from_conv(conv)  # min(in, out) <= 16 stays a plain conv
-    assert not layer.is_dynamic and set(layer.state_dict()) == {"weight", "bias"}
-    x = torch.randn(2, 16, 7, 7)
-    assert torch.equal(layer(x), conv(x))
-    five = FDConv(32, 32, 5, padding=2)  # kernel 5 is not in use_fdconv_if_k_in
-    assert not five.is_dynamic and "dynamic=False" in repr(five)
+@pytest.mark.parametrize("args,dynamic", [
+    ((16, 32, 3), False), ((17, 17, 3), True), ((32, 32, 5), False), ((32, 32, (1, 3)), True),
+    ((32, 32, (3, 5)), False),
+])
+def test_the_official_gating_is_a_policy_returning_fdconv_or_conv2d(args, dynamic):
+    """min(in, out) <= 16 or a kernel side outside {1, 3}: nn.Conv2d with the authors' keys (weight, bias)."""
+    built = gated_fdconv(*args, padding=0, kernel_num=4)
+    assert isinstance(built, FDConv) is dynamic and uses_fdconv(*args) is dynamic
+    if not dynamic:
+        assert type(built) is nn.Conv2d and set(built.state_dict()) == {"weight", "bias"}
+    conv = nn.Conv2d(*args)
+    converted = gated_from_conv(conv, kernel_num=4)
+    assert (converted is conv) is not dynamic
+    assert isinstance(gated_fdconv(*args, use_fdconv_if_c_gt=0, use_fdconv_if_k_in=(1, 3, 5), kernel_num=4), FDConv)
+
+
+def test_an_fdconv_is_dynamic_at_any_width_and_kernel():
+    layer = FDConv(8, 8, 5, padding=2, kernel_num=4)
+    assert layer.dft_weight is not None and "kernel_num=4" in repr(layer)
+    conv = nn.Conv2d(8, 8, 5, padding=2)
+    x = torch.randn(2, 8, 7, 7)
+    torch.testing.assert_close(FDConv.from_conv(conv, kernel_num=4)(x), conv(x), rtol=0, atol=1e-5)
 
 
 def test_batch_of_one_trains():
@@ -228,8 +243,7 @@ def test_reset_parameters_restores_neutral_heads_and_repr():
 @pytest.mark.parametrize("groups", [1, 2])
 def test_inference_path_matches_autograd_path_and_keeps_caches(kernel_num, param_ratio, groups):
     # without autograd the kernel factors are combined in place; the K*P == 1 kernel is cached and shared
-    layer = FDConv(16, 24, 3, padding=1, groups=groups, kernel_num=kernel_num, param_ratio=param_ratio,
-                   use_fdconv_if_c_gt=8)
+    layer = FDConv(16, 24, 3, padding=1, groups=groups, kernel_num=kernel_num, param_ratio=param_ratio)
     layer = perturb_(layer, seed=13).eval()
     x = torch.randn(3, 16, 7, 6)
     expected = naive_fdconv(layer, x)

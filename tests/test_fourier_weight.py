@@ -54,7 +54,7 @@ def test_weight_matrix_layout_and_round_trip():
 def test_group_kernels_are_orthogonal_and_sum_to_the_weight():
     from freqdyn import FDConv
 
-    layer = FDConv(24, 20, 3, padding=1, kernel_num=6, use_fdconv_if_c_gt=0).double()
+    layer = FDConv(24, 20, 3, padding=1, kernel_num=6).double()
     weight = torch.randn(20, 24, 3, 3, dtype=torch.float64)
     layer.set_spatial_weight(weight)
     kernels = layer.frequency_kernels()  # (P, K, O, I, kh, kw)

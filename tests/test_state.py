@@ -26,6 +26,7 @@ from freqdyn import (
     StarReLU,
     UniConvNetBlock,
     convert,
+    gated_fdconv,
 )
 from freqdyn.tools.reference import naive_fdconv
 from helpers import perturb_
@@ -36,8 +37,8 @@ LAYERS = {
     "fdconv-k1-no-fbm": (lambda: FDConv(32, 24, 1, kernel_num=4, param_ratio=2), lambda: (torch.randn(2, 32, 5, 6),)),
     "fdconv-exact": (lambda: FDConv(24, 24, 3, padding=1, kernel_num=8, fbm_masks="exact", freq_grouping="stable"),
                      lambda: (torch.randn(2, 24, 9, 7),)),
-    "fdconv-plain-channels": (lambda: FDConv(16, 16, 3, padding=1), lambda: (torch.randn(2, 16, 6, 6),)),
-    "fdconv-plain-kernel": (lambda: FDConv(32, 32, 5, padding=2), lambda: (torch.randn(2, 32, 6, 6),)),
+    "fdconv-narrow": (lambda: FDConv(16, 16, 3, padding=1, kernel_num=4), lambda: (torch.randn(2, 16, 6, 6),)),
+    "fdconv-5x5": (lambda: FDConv(32, 32, 5, padding=2, kernel_num=4), lambda: (torch.randn(2, 32, 6, 6),)),
     "fdlinear": (lambda: FDLinear(24, 40, kernel_num=4), lambda: (torch.randn(3, 5, 24),)),
     "fdlinear-qwen": (lambda: FDLinearQwen(24, 40, use_ksm_local=True), lambda: (torch.randn(3, 5, 24),)),
     "dyconv": (lambda: DynamicConv2d(8, 12, 3, padding=1, temperature=30.0), lambda: (torch.randn(2, 8, 7, 7),)),
@@ -137,10 +138,20 @@ def test_reference_checkpoint_without_temperature_keeps_the_current_one():
     assert other.temperature == 2.0
 
 
-def test_plain_fdconv_state_dict_loads():
-    m = FDConv(16, 16, 3)
-    m.load_state_dict(m.state_dict())  # used to raise: no attribute 'freq_group'
-    assert not m.is_dynamic
+def test_authors_and_our_gated_checkpoints_load_strictly_through_the_gating_policy():
+    """The authors' (and freqdyn's before the policy) gated layers hold a plain conv's weight and bias: a model built
+    through gated_fdconv has those keys where the gating says so, and the FDConv keys elsewhere."""
+    def build():
+        return nn.Sequential(gated_fdconv(16, 32, 3, padding=1), gated_fdconv(32, 32, 3, padding=1, kernel_num=4),
+                             gated_fdconv(32, 32, 5, padding=2))
+
+    source = build()
+    state = source.state_dict()
+    assert {"0.weight", "0.bias", "2.weight", "2.bias", "1.dft_weight"} <= set(state)
+    target = build()
+    target.load_state_dict(state, strict=True)
+    x = torch.randn(2, 16, 8, 8)
+    assert torch.equal(target.eval()(x), source.eval()(x))
 
 
 # ---- outputs follow the current weights (no weight cache)

@@ -17,6 +17,7 @@ from .layers import (
     StarReLU,
     TemperatureSchedule,
     UniConvNetBlock,
+    gated_fdconv,
     set_temperature,
 )
 from .models import UniConvNet, uniconvnet
@@ -49,6 +50,7 @@ __all__ = [
     "convert",
     "count_parameters",
     "format_overhead",
+    "gated_fdconv",
     "param_overhead",
     "profile",
     "set_temperature",

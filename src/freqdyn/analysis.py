@@ -19,7 +19,7 @@ from torch import Tensor
 from .layers import ExpertConv2d
 from .layers._common.attention_heads import Attentions
 from .layers._common.checks import ArgumentTypeError
-from .layers.catalog import dynamic_layers, is_dynamic
+from .layers.catalog import dynamic_layers
 from .layers.fdconv.fourier_dynamic import FourierDynamicBase
 from .layers.fdconv.spectrum import weight_to_matrix
 
@@ -30,7 +30,7 @@ def kernel_bank(layer: nn.Module) -> Tensor:
     """The kernels a dynamic layer mixes, (K, O, I/groups, kh, kw): experts, or FDConv's frequency-group kernels."""
     if isinstance(layer, ExpertConv2d):
         return layer.kernels().detach()
-    if isinstance(layer, FourierDynamicBase) and is_dynamic(layer):  # FDConv, FDLinear (not gated plain)
+    if isinstance(layer, FourierDynamicBase):  # FDConv, FDLinear
         return layer.frequency_kernels().detach().flatten(0, 1)
     raise ArgumentTypeError(f"no kernel bank for {type(layer).__name__} (expected a dynamic conv)")
 

@@ -177,7 +177,7 @@ def convert(
             built[id(module)] = factory(module if static is None else static, **kwargs)
             _carry_state(cast(nn.Conv2d | nn.Linear, module), built[id(module)])
         new = built[id(module)]
-        if getattr(new, "is_dynamic", True) is False:
+        if not isinstance(new, TARGETS[to].layer):
             report.skipped[name] = "kept as a plain convolution by the target's gating"
             continue
         if name == "":

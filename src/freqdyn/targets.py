@@ -9,7 +9,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from .layers import CondConv2d, DynamicConv2d, FDConv, FDLinear, FDLinearQwen, ODConv2d
+from .layers import CondConv2d, DynamicConv2d, FDConv, FDLinear, FDLinearQwen, ODConv2d, gated_from_conv
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {target.name: target for target in (
-    Target("fdconv", FDConv, "FDConv", nn.Conv2d, FDConv.from_conv, {"kernel_num": 64}, "FDConv",
+    Target("fdconv", FDConv, "FDConv", nn.Conv2d, gated_from_conv, {"kernel_num": 64}, "FDConv",
               {"kernel_num": 16}),  # the YOLO re-implementations' setting (the paper's 64 is for ResNet-50)
     Target("dyconv", DynamicConv2d, "DY-Conv", nn.Conv2d, DynamicConv2d.from_conv, {"num_experts": 4},
               "DynamicConv", {"num_experts": 4}),

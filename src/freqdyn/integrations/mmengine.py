@@ -11,21 +11,23 @@ the checkpoint cannot hold and which start neutral, are summarised in one ``freq
 listed among the missing keys (thousands of names in a ResNet); other missing keys are still listed; a strict
 load still fails. mmcv's ``build_conv_layer(cfg, in, out, kernel_size, stride=, padding=, dilation=, groups=,
 bias=)`` matches the ``nn.Conv2d``-compatible signatures; every conv defines
-``init_weights`` so ``ConvModule`` keeps its initialisation instead of re-running kaiming.
+``init_weights`` so ``ConvModule`` keeps its initialisation instead of re-running kaiming. ``type="FDConv"``
+builds through :func:`freqdyn.gated_fdconv`, as the authors' configs expect: layers their gating keeps plain are
+``nn.Conv2d`` (``use_fdconv_if_c_gt=0`` makes every 1x1 / 3x3 conv an FDConv).
 """
 from __future__ import annotations
 
 import copy
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch.nn as nn
 from mmengine.model import BaseModule
 from mmengine.runner import checkpoint
 
-from ..layers import DynamicConv2d
+from ..layers import DynamicConv2d, gated_fdconv
 from ..layers.catalog import FREQDYN_LAYERS, dynamic_layers
 from ..models import UniConvNet, scale_args
 
@@ -42,8 +44,9 @@ class UniConvNetBackbone(UniConvNet, BaseModule):
         super().__init__(**{**scale_args(arch, "arch"), "num_classes": 0, **kwargs}, out_indices=out_indices)
         self.init_cfg = copy.deepcopy(init_cfg)
 
-LAYERS: dict[str, type[nn.Module]] = {
+LAYERS: dict[str, Callable[..., nn.Module]] = {
     **{layer.__name__: layer for layer in FREQDYN_LAYERS},
+    "FDConv": gated_fdconv,  # the authors' FDConv: plain nn.Conv2d where their gating says so (their keys)
     "DyConv": DynamicConv2d,
     "UniConvNet": UniConvNetBackbone,
 }

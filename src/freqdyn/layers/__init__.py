@@ -21,7 +21,10 @@ from .fdconv import (
     KernelSpatialModulationLocal,
     StarReLU,
     frequency_groups,
+    gated_fdconv,
+    gated_from_conv,
     matrix_to_weight,
+    uses_fdconv,
     weight_to_matrix,
 )
 from .freqfusion import FreqFusion, FreqFusionFPN, LocalSimGuidedSampler, carafe, local_similarity
@@ -56,8 +59,11 @@ __all__ = [
     "batched_conv2d",
     "carafe",
     "frequency_groups",
+    "gated_fdconv",
+    "gated_from_conv",
     "local_similarity",
     "matrix_to_weight",
     "set_temperature",
+    "uses_fdconv",
     "weight_to_matrix",
 ]

@@ -19,11 +19,8 @@ freqdyn (not thop) in ultralytics."""
 
 
 def is_dynamic(module: nn.Module) -> bool:
-    """Whether ``module`` mixes a kernel bank per sample: a DY-Conv / CondConv / ODConv, or an FDConv / FDLinear not
-    gated to a plain layer."""
-    if isinstance(module, ExpertConv2d):
-        return True
-    return isinstance(module, FourierDynamicBase) and getattr(module, "is_dynamic", True)
+    """Whether ``module`` mixes a kernel bank per sample: a DY-Conv / CondConv / ODConv, FDConv or FDLinear."""
+    return isinstance(module, ExpertConv2d | FourierDynamicBase)
 
 
 def dynamic_layers(model: nn.Module) -> dict[str, nn.Module]:

@@ -14,8 +14,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ...checkpoint import load_plain_weights
-from ...layers import FDConv
-from ...layers.catalog import FREQDYN_LAYERS
+from ...layers.catalog import FREQDYN_LAYERS, dynamic_layers
 from ...profile import profile
 from ...targets import TARGETS
 from .rows import C2f_FDConv, C3k2_FDConv, DynamicConvBNAct, FreqFusionConcat
@@ -87,8 +86,7 @@ ROWS: dict[str, tuple[str, Callable[[nn.Module], nn.Module] | None]] = {
 def _gated_note(row: nn.Module) -> str:
     """' (plain: gated)' for a row whose every freqdyn conv the official gating kept plain (FDConv: <= 16 channels
     or another kernel size), so the layer table does not pass it off as dynamic."""
-    flags = [m.is_dynamic for m in row.modules() if isinstance(m, FDConv)]
-    return " (plain: gated)" if flags and not any(flags) else ""
+    return "" if dynamic_layers(row) else " (plain: gated)"
 
 
 def _replace(built: nn.Module, convert: Callable[[nn.Module], nn.Module]) -> nn.Module:

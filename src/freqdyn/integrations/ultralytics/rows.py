@@ -19,9 +19,11 @@ class DynamicConvBNAct(nn.Module):
         self.conv, self.bn, self.act = conv, bn, act
 
     @classmethod
-    def from_conv_block(cls, block: Any, to: str, **kwargs) -> DynamicConvBNAct:
-        """Convert an ultralytics ``Conv`` (conv, bn, act), keeping its weights: equal output at neutral attention."""
-        return cls(CONVERTERS[to](block.conv, **kwargs), block.bn, block.act)
+    def from_conv_block(cls, block: Any, to: str, **kwargs) -> nn.Module:
+        """Convert an ultralytics ``Conv`` (conv, bn, act), keeping its weights: equal output at neutral attention;
+        ``block`` itself where the target's gating keeps its conv plain (FDConv: <= 16 channels)."""
+        conv = CONVERTERS[to](block.conv, **kwargs)
+        return block if conv is block.conv else cls(conv, block.bn, block.act)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.bn(self.conv(x)))

@@ -3,6 +3,7 @@ Spatial Modulation (``kernel_spatial_modulation``), Frequency Band Modulation (`
 low-pass operators of ``low_pass``), and StarReLU."""
 from .conv import FDConv
 from .frequency_band_modulation import FrequencyBandModulation
+from .gating import gated_fdconv, gated_from_conv, uses_fdconv
 from .kernel_spatial_modulation import KernelSpatialModulationGlobal, KernelSpatialModulationLocal
 from .linear import FDLinear
 from .linear_qwen import FDLinearQwen
@@ -18,6 +19,9 @@ __all__ = [
     "KernelSpatialModulationLocal",
     "StarReLU",
     "frequency_groups",
+    "gated_fdconv",
+    "gated_from_conv",
     "matrix_to_weight",
+    "uses_fdconv",
     "weight_to_matrix",
 ]

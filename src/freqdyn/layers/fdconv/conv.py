@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
@@ -16,7 +15,7 @@ from .._common.attention_heads import Attentions
 from .._common.batched_conv import batched_conv2d
 from .._common.checks import check_feature_map, check_int, check_ints
 from .._common.conv_args import IntPair, Padding
-from .._common.conv_contract import ConvContract, reset_bias
+from .._common.conv_contract import ConvContract
 from .._common.device_dtype import factory_kwargs
 from .._common.program_mode import compiling, compute_dtype, exporting, functorch_active, has_hooks
 from .._common.trace_only import TraceOnly
@@ -55,13 +54,29 @@ class _Recompute(contextlib.AbstractContextManager):
         self.layer.bypass_hooks = False
 
 
+def _become_plain_conv(layer: nn.Module, state: dict) -> None:
+    """Unpickle ``state``, a gated FDConv of the flat tree (a plain ``weight`` / ``bias`` conv), as the
+    ``nn.Conv2d`` that :func:`~freqdyn.layers.fdconv.gating.gated_fdconv` builds for it now."""
+    params = {"bias": state.get("bias"), **state["_parameters"]}  # a None bias was a plain attribute
+    with torch.device("meta"):
+        plain = nn.Conv2d(state["in_channels"], state["out_channels"], state["kernel_size"], state["stride"],
+                          state["padding"], state["dilation"], state["groups"], params["bias"] is not None,
+                          state["padding_mode"])
+    kept = {key: state[key] for key in plain.__dict__ if "hook" in key and key in state}
+    layer.__class__ = nn.Conv2d
+    layer.__dict__.update({**plain.__dict__, **kept, "training": state["training"], "_parameters": params,
+                           "_buffers": dict(state["_buffers"])})
+
+
 class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
     """Drop-in ``nn.Conv2d`` replacement with Fourier Disjoint Weights, KSM (global + local) and FBM.
 
     Input (B, in_channels, H, W) -> output (B, out_channels, H', W') with ``nn.Conv2d``'s H', W'.
 
-    Layers with ``min(in, out) <= use_fdconv_if_c_gt`` channels or a kernel side outside
-    ``use_fdconv_if_k_in`` stay plain convolutions (``weight``/``bias``), as in the official code. FBM is
+    An FDConv is always dynamic. The official gating, which keeps layers with <= 16 channels or a kernel side
+    other than 1 or 3 plain convolutions (``weight``/``bias``), is a policy applied where layers are chosen:
+    :func:`~freqdyn.layers.fdconv.gating.gated_fdconv` (the authors' ``FDConv(...)``, and ``dict(type="FDConv")`` in
+    mmengine configs), :func:`freqdyn.convert` and checkpoint conversion. FBM is
     built when the larger kernel side is in ``use_fbm_if_k_in`` (or for strided layers with
     ``use_fbm_for_stride``).
 
@@ -116,7 +131,6 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         att_multi: multiplier of the sigmoid attentions (2 makes zero logits neutral).
         ksm_act: ``'sigmoid'`` or ``'tanh'`` (1 + tanh) for the KSM attentions.
         use_ksm_local: build KSM-Local (the per-kernel-element attention).
-        use_fdconv_if_c_gt, use_fdconv_if_k_in: the official gating: smaller layers stay plain convs.
         use_fbm_if_k_in, use_fbm_for_stride: which layers get FBM; ``fbm_k_list``, ``fbm_act``,
             ``fbm_spatial_group``, ``fbm_masks``, ``fbm_temp``: its cut-offs, activation, attention groups, mask
             rule and temperature (:class:`FrequencyBandModulation`).
@@ -151,8 +165,8 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         >>> x = torch.randn(2, 32, 16, 16)
         >>> torch.allclose(layer(x), conv(x), atol=1e-5)
         True
-        >>> FDConv(16, 16, 3).is_dynamic  # the official gating: <= 16 channels stay plain
-        False
+        >>> FDConv(16, 16, 3).dft_weight.shape  # always dynamic: the official gating is gated_fdconv's
+        torch.Size([1, 48, 25, 2])
     """
 
     KSM_Global: KernelSpatialModulationGlobal
@@ -179,8 +193,6 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         att_multi: float = DEFAULTS.att_multi,
         ksm_act: str = DEFAULTS.ksm_act,
         use_ksm_local: bool = DEFAULTS.use_ksm_local,
-        use_fdconv_if_c_gt: int = 16,
-        use_fdconv_if_k_in: Sequence[int] = (1, 3),
         use_fbm_if_k_in: Sequence[int] = (3,),
         use_fbm_for_stride: bool = False,
         fbm_k_list: Sequence[int] = (2, 4, 8),
@@ -202,35 +214,24 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
         self.aggregation, self.recompute_kernels = aggregation, recompute_kernels
-        use_fdconv_if_c_gt = check_int(use_fdconv_if_c_gt, "use_fdconv_if_c_gt", 0)
-        use_fdconv_if_k_in = check_ints(use_fdconv_if_k_in, "use_fdconv_if_k_in")
         use_fbm_if_k_in = check_ints(use_fbm_if_k_in, "use_fbm_if_k_in")
         fbm_k_list = check_ints(fbm_k_list, "fbm_k_list")
         fbm_spatial_group = check_int(fbm_spatial_group, "fbm_spatial_group")
         in_channels, out_channels, groups = self.in_channels, self.out_channels, self.groups
         kernel_size = self.kernel_size
-        self.is_dynamic = min(in_channels, out_channels) > use_fdconv_if_c_gt and all(
-            k in use_fdconv_if_k_in for k in kernel_size
-        )
         kw = factory_kwargs(device, dtype)
-        weight_shape = (out_channels, in_channels // groups, *kernel_size)
-        if self.is_dynamic:
-            options = FourierOptions(
-                kernel_num=kernel_num, param_ratio=param_ratio, reduction=reduction, kernel_temp=kernel_temp,
-                temp=temp, att_multi=att_multi, ksm_act=ksm_act, use_ksm_local=use_ksm_local, synthesis=synthesis,
-                freq_grouping=freq_grouping, attention_norm=attention_norm, ratio_scaling=ratio_scaling)
-            self._build_fourier(in_channels, out_channels, kernel_size, groups, options, device, dtype)
-            use_fbm = max(kernel_size) in use_fbm_if_k_in or (use_fbm_for_stride and max(self.stride) > 1)
-            self.FBM = (
-                FrequencyBandModulation(in_channels, tuple(fbm_k_list), fbm_act, fbm_spatial_group, masks=fbm_masks,
-                                        temp=fbm_temp, **kw)
-                if use_fbm
-                else None
-            )
-            self.register_parameter("weight", None)
-        else:
-            self.weight = nn.Parameter(torch.empty(weight_shape, **kw))
-            self.FBM = None
+        options = FourierOptions(
+            kernel_num=kernel_num, param_ratio=param_ratio, reduction=reduction, kernel_temp=kernel_temp,
+            temp=temp, att_multi=att_multi, ksm_act=ksm_act, use_ksm_local=use_ksm_local, synthesis=synthesis,
+            freq_grouping=freq_grouping, attention_norm=attention_norm, ratio_scaling=ratio_scaling)
+        self._build_fourier(in_channels, out_channels, kernel_size, groups, options, device, dtype)
+        use_fbm = max(kernel_size) in use_fbm_if_k_in or (use_fbm_for_stride and max(self.stride) > 1)
+        self.FBM = (
+            FrequencyBandModulation(in_channels, tuple(fbm_k_list), fbm_act, fbm_spatial_group, masks=fbm_masks,
+                                    temp=fbm_temp, **kw)
+            if use_fbm
+            else None
+        )
         self.bias = nn.Parameter(torch.empty(out_channels, **kw)) if bias else None
         self.reset_parameters()
 
@@ -239,29 +240,26 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         """Convert an ``nn.Conv2d`` (pretrained or not); the result at neutral attention equals ``conv``."""
         layer = cls._like(conv, **kwargs)
         with torch.no_grad():
-            if layer.is_dynamic:
-                layer.set_spatial_weight(conv.weight)
-            else:
-                layer.weight.copy_(conv.weight)
+            layer.set_spatial_weight(conv.weight)
             if conv.bias is not None and layer.bias is not None:
                 layer.bias.copy_(conv.bias)
         return layer.train(conv.training)
 
+    def __setstate__(self, state: dict) -> None:
+        if state.get("is_dynamic") is False:  # pickled by freqdyn <= 7a37871, where a gated FDConv was a plain conv
+            _become_plain_conv(self, state)
+            return
+        super().__setstate__(state)
+
     def reset_parameters(self) -> None:
         """``nn.Conv2d``'s initialisation for the kernel and bias; attention heads to their neutral zeros."""
-        if self.is_dynamic:
-            self._reset_fourier(self.bias)
-            if self.FBM is not None:
-                self.FBM.reset_parameters()
-        else:
-            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-            reset_bias(self.bias, self.weight[0].numel())
+        self._reset_fourier(self.bias)
+        if self.FBM is not None:
+            self.FBM.reset_parameters()
 
     @torch.no_grad()
     def neutralise_(self) -> None:
         """Zero every attention head, the KSM-Local conv and the FBM convs: the layer becomes a static conv."""
-        if not self.is_dynamic:
-            return
         super().neutralise_()
         if self.FBM is not None:
             self.FBM.reset_parameters()
@@ -276,9 +274,6 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
 
     def forward(self, x: Tensor) -> Tensor:
         check_feature_map(x, self.in_channels, type(self).__name__)
-        if not self.is_dynamic:
-            x, padding = self._pad(x)
-            return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
         if not x.shape[0]:
             return self._empty_batch(x)
         return self._layout_output(self._dynamic_forward(self._layout_input(x)))
@@ -344,7 +339,4 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
                               out_scale=out_scale)
 
     def extra_repr(self) -> str:
-        s = super().extra_repr()
-        if not self.is_dynamic:
-            return s + ", dynamic=False"
-        return s + f", {self._fourier_repr()}, fbm={self.FBM is not None}"
+        return f"{super().extra_repr()}, {self._fourier_repr()}, fbm={self.FBM is not None}"

@@ -54,9 +54,7 @@ def _fbm(layer: FDConv, x: Tensor) -> Tensor:
 
 
 def naive_fdconv(layer: FDConv, x: Tensor) -> Tensor:
-    """Output of a dynamic ``layer`` on x (B, C, H, W), computed sample by sample."""
-    if not layer.is_dynamic:
-        raise ValueError("naive_fdconv needs a dynamic FDConv layer")
+    """Output of ``layer`` on x (B, C, H, W), computed sample by sample."""
     o, i, g = layer.out_channels, layer.in_channels, layer.groups
     kh, kw = layer.kernel_size
     ig, og = i // g, o // g
