@@ -113,15 +113,34 @@ class _HeldRecords(logging.Filter):
         return False
 
 
-def _table_line(record: logging.LogRecord, model: nn.Sequential) -> str:
-    """A row of ultralytics' layer table ('{i:>3}{from:>20}{n:>3}{params:10.0f}  {module:<45}{args}') showing
-    the module that row finally holds."""
-    line = record.getMessage()
-    index = line[:3].strip()
-    if not index.isdigit() or int(index) >= len(model) or len(line) < 83:
-        return line
-    m = model[int(index)]
-    return f"{line[:26]}{m.np:10.0f}  {m.type:<45}{line[83:]}"
+def _swap(line: str, start: int, old: str, new: str, right: bool = False) -> str:
+    """``line`` with ``old`` (printed at ``start``) replaced by ``new``, which takes the spaces that padded ``old``
+    (after it, or before it when ``right``-aligned) as far as it needs, so the other columns stay in place."""
+    begin, end = start, start + len(old)
+    while right and begin > 0 and line[begin - 1] == " " and end - begin < len(new):
+        begin -= 1
+    while not right and end < len(line) and line[end] == " " and end - begin < len(new):
+        end += 1
+    width = end - begin
+    return line[:begin] + (new.rjust(width) if right else new.ljust(width)) + line[end:]
+
+
+def _retitled(lines: list[str], stock: dict[int, tuple[str, int]], model: nn.Sequential) -> list[str]:
+    """ultralytics' layer table with the rows it printed for stock modules (``stock[i]``: their type and parameter
+    count) showing the modules those rows finally hold. The values are swapped where ultralytics printed them, row
+    by row in order (the count is the number printed last before the type), without reading its column layout."""
+    pending = sorted(stock)
+    out = []
+    for line in lines:
+        if pending:
+            kind, params = stock[pending[0]]
+            start = line.find(kind)
+            count = line.rfind(str(params), 0, start) if start >= 0 else -1
+            if count >= 0:
+                m: Any = model[pending.pop(0)]  # ultralytics sets its type and np
+                line = _swap(_swap(line, start, kind, m.type), count, str(params), str(m.np), right=True)
+        out.append(line)
+    return out
 
 
 def _parse_model(d: dict, ch, verbose: bool = True):
@@ -138,6 +157,7 @@ def _parse_model(d: dict, ch, verbose: bool = True):
         model, save = _STATE["original"](d, ch, verbose)
     finally:
         ultralytics_logger.removeFilter(held)
+    stock = {i: (model[i].type, model[i].np) for i in renamed}
     probes = {}
     for i, name in renamed.items():
         convert = ROWS[name][1]
@@ -152,8 +172,8 @@ def _parse_model(d: dict, ch, verbose: bool = True):
         for i, probe in probes.items():
             model[i] = _replace(probe, _fusion_from_probe)
             model[i].type = "FreqFusionConcat"
-    for record in held.records:  # the table, now with our rows' names and parameter counts
-        ultralytics_logger.info(_table_line(record, model) if renamed else record.getMessage())
+    for line in _retitled([record.getMessage() for record in held.records], stock, model):
+        ultralytics_logger.info(line)
     return model, save
 
 
