@@ -1,4 +1,4 @@
-"""Module paths of the flat tree (freqdyn <= 7a37871), kept importable for pickles that name them.
+"""What pickles of the flat tree (freqdyn <= 7a37871) need: its module paths, and gated FDConvs as plain convs.
 
 ``torch.save(model)`` and ultralytics' ``last.pt`` pickle each class with its module path; unpickling imports that
 path. Each old path is an alias in ``sys.modules`` of the module that holds the class now. ``freqdyn.layers.fdconv``
@@ -6,6 +6,9 @@ needs none: it is now the FDConv package, which exports ``FDConv``.
 """
 import importlib
 import sys
+
+import torch
+import torch.nn as nn
 
 OLD_PATHS = {
     "_checks": "_common.checks",
@@ -49,3 +52,17 @@ def install(package: str) -> None:
     """Alias ``{package}.{old}`` to ``{package}.{new}`` in ``sys.modules`` for every old path."""
     for old, new in OLD_PATHS.items():
         sys.modules.setdefault(f"{package}.{old}", importlib.import_module(f"{package}.{new}"))
+
+
+def become_plain_conv(layer: nn.Module, state: dict) -> None:
+    """Unpickle ``state``, a gated FDConv pickled by freqdyn <= 7a37871 (a plain ``weight`` / ``bias`` conv), as the
+    ``nn.Conv2d`` that :func:`~freqdyn.layers.fdconv.gating.gated_fdconv` builds for it now."""
+    params = {"bias": state.get("bias"), **state["_parameters"]}  # a None bias was a plain attribute
+    with torch.device("meta"):
+        plain = nn.Conv2d(state["in_channels"], state["out_channels"], state["kernel_size"], state["stride"],
+                          state["padding"], state["dilation"], state["groups"], params["bias"] is not None,
+                          state["padding_mode"])
+    kept = {key: state[key] for key in plain.__dict__ if "hook" in key and key in state}
+    layer.__class__ = nn.Conv2d
+    layer.__dict__.update({**plain.__dict__, **kept, "training": state["training"], "_parameters": params,
+                           "_buffers": dict(state["_buffers"])})

@@ -19,6 +19,7 @@ from .._common.conv_contract import ConvContract
 from .._common.device_dtype import factory_kwargs
 from .._common.program_mode import compiling, compute_dtype, exporting, functorch_active, has_hooks
 from .._common.trace_only import TraceOnly
+from .._legacy import become_plain_conv
 from .fourier_dynamic import DEFAULTS, FourierDynamicBase, FourierOptions
 from .frequency_band_modulation import FrequencyBandModulation
 from .kernel_spatial_modulation import KernelSpatialModulationGlobal
@@ -52,20 +53,6 @@ class _Recompute(contextlib.AbstractContextManager):
 
     def __exit__(self, *exc: object) -> None:
         self.layer.bypass_hooks = False
-
-
-def _become_plain_conv(layer: nn.Module, state: dict) -> None:
-    """Unpickle ``state``, a gated FDConv of the flat tree (a plain ``weight`` / ``bias`` conv), as the
-    ``nn.Conv2d`` that :func:`~freqdyn.layers.fdconv.gating.gated_fdconv` builds for it now."""
-    params = {"bias": state.get("bias"), **state["_parameters"]}  # a None bias was a plain attribute
-    with torch.device("meta"):
-        plain = nn.Conv2d(state["in_channels"], state["out_channels"], state["kernel_size"], state["stride"],
-                          state["padding"], state["dilation"], state["groups"], params["bias"] is not None,
-                          state["padding_mode"])
-    kept = {key: state[key] for key in plain.__dict__ if "hook" in key and key in state}
-    layer.__class__ = nn.Conv2d
-    layer.__dict__.update({**plain.__dict__, **kept, "training": state["training"], "_parameters": params,
-                           "_buffers": dict(state["_buffers"])})
 
 
 class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
@@ -247,7 +234,7 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
 
     def __setstate__(self, state: dict) -> None:
         if state.get("is_dynamic") is False:  # pickled by freqdyn <= 7a37871, where a gated FDConv was a plain conv
-            _become_plain_conv(self, state)
+            become_plain_conv(self, state)
             return
         super().__setstate__(state)
 
