@@ -1,5 +1,6 @@
-"""``python -m pytest`` also runs the ``Examples:`` of the library's docstrings (``--doctest-modules`` over
-``src/freqdyn``, with ``torch`` in their namespace); integrations whose host library is missing are not collected."""
+"""Every test and docstring example starts from seed 0. ``python -m pytest`` also runs the ``Examples:`` of the
+library's docstrings (``--doctest-modules`` over ``src/freqdyn``, with ``torch`` in their namespace); integrations
+whose host library is missing are not collected."""
 import importlib.util
 
 import pytest
@@ -12,6 +13,6 @@ collect_ignore_glob = [
 
 
 @pytest.fixture(autouse=True)
-def _doctest_namespace(doctest_namespace: dict) -> None:
+def _seed(doctest_namespace: dict) -> None:
     doctest_namespace["torch"] = torch
     torch.manual_seed(0)

@@ -7,11 +7,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="device of the tests that take the `device` fixture, e.g. cuda (default: cpu)")
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-
-
 @pytest.fixture
 def device(request: pytest.FixtureRequest) -> torch.device:
     """``--device`` (default cpu): the core equivalence tests also run on an accelerator, without TF32."""

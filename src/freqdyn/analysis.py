@@ -207,7 +207,7 @@ def last_feature_map(model: nn.Module) -> Callable[[Tensor], Tensor]:
     return run
 
 
-def test_pattern(size: int = 224) -> torch.Tensor:
+def _synthetic_image(size: int) -> torch.Tensor:
     """A deterministic natural-ish RGB test pattern (1, 3, size, size): rings, a gradient and an edge."""
     axis = torch.linspace(-1, 1, size)
     yy, xx = torch.meshgrid(axis, axis, indexing="ij")
@@ -221,6 +221,6 @@ def photo(size: int) -> torch.Tensor:
     try:
         from skimage import data
     except ImportError:
-        return test_pattern(size)
+        return _synthetic_image(size)
     image = torch.from_numpy(data.astronaut()).permute(2, 0, 1)[None].float() / 255
     return nn.functional.interpolate(image, size=(size, size), mode="area")

@@ -111,7 +111,7 @@ def convert_checkpoint(
             if conv.bias is not None and isinstance(bias, Tensor):
                 conv.bias.copy_(bias)
         layer = CONVERTERS[to](conv, **kwargs)
-        if layer is conv:
+        if not is_dynamic(layer):
             report.skipped[name] = "kept as a plain convolution by the target's gating"
             continue
         out.pop(prefix + "weight")

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .layers.catalog import is_dynamic
 from .targets import TARGETS
 
 logger = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ def convert(
             built[id(module)] = factory(module if static is None else static, **kwargs)
             _carry_state(cast(nn.Conv2d | nn.Linear, module), built[id(module)])
         new = built[id(module)]
-        if not isinstance(new, TARGETS[to].layer):
+        if not is_dynamic(new):
             report.skipped[name] = "kept as a plain convolution by the target's gating"
             continue
         if name == "":

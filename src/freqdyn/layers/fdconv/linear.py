@@ -25,6 +25,12 @@ class LinearFourierBase(FourierDynamicBase):
     out_features: int
     bias: Tensor | None
 
+    def _set_features(self, in_features: int, out_features: int) -> tuple[int, int]:
+        """Check the ``nn.Linear`` sizes (an error naming the bad one) and set them; subclasses call it first."""
+        self.in_features = check_int(in_features, "in_features")
+        self.out_features = check_int(out_features, "out_features")
+        return self.in_features, self.out_features
+
     @classmethod
     def from_linear(cls, linear: nn.Linear, **kwargs: Any) -> Self:
         """Convert an ``nn.Linear``; the result at neutral attention equals ``linear``."""
@@ -91,8 +97,7 @@ class FDLinear(TraceOnly, LinearFourierBase):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        in_features, out_features = check_int(in_features, "in_features"), check_int(out_features, "out_features")
-        self.in_features, self.out_features = in_features, out_features
+        in_features, out_features = self._set_features(in_features, out_features)
         options = FourierOptions(
             kernel_num=kernel_num, param_ratio=param_ratio, reduction=reduction, kernel_temp=kernel_temp, temp=temp,
             att_multi=att_multi, ksm_act=ksm_act, use_ksm_local=use_ksm_local, synthesis=synthesis,

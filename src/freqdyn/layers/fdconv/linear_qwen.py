@@ -143,8 +143,7 @@ class FDLinearQwen(TraceOnly, LinearFourierBase):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        in_features, out_features = check_int(in_features, "in_features"), check_int(out_features, "out_features")
-        self.in_features, self.out_features = in_features, out_features
+        in_features, out_features = self._set_features(in_features, out_features)
         o = FourierOptions(
             kernel_num=check_int(kernel_num, "kernel_num"), param_ratio=param_ratio, reduction=reduction,
             kernel_temp=kernel_temp, temp=temp, att_multi=att_multi, ksm_act=ksm_act, use_ksm_local=use_ksm_local,
