@@ -1,7 +1,13 @@
-"""The small convolutions inside attention branches, kept out of reach of network-wide convolution rules."""
+"""The small convolutions and linear maps inside attention branches, kept out of reach of network-wide rules.
+
+Every attention branch calls these as modules, so forward hooks and pre-hooks on them fire and hook-based tools
+(``torch.nn.utils.prune``, activation capture, FLOP counters) see them; they compute in their input's dtype
+(attentions of half-precision layers run in float32).
+"""
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -9,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .device_dtype import factory_kwargs
+from .program_mode import exporting
 
 
 class AttentionConv(nn.Module):
@@ -48,9 +55,16 @@ class AttentionConv(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        """In x's dtype: attentions of half-precision layers run in float32."""
+        """x (B, in, H, W) -> (B, out, H, W), or a pooled x (B, in) -> (B, out) for a 1x1 conv without groups (the
+        conv of a (B, in, 1, 1) map, as one matmul); in x's dtype."""
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.conv2d(x, self.weight.to(x.dtype), bias, 1, self.padding, 1, self.groups)
+        weight = self.weight.to(x.dtype)
+        if x.dim() == 2:
+            if self.kernel_size != (1, 1) or self.groups != 1:
+                raise ValueError(f"{type(self).__name__}: a 2-D (B, C) input needs a 1x1 conv without groups, this "
+                                 f"one has kernel_size={self.kernel_size}, groups={self.groups}")
+            return F.linear(x, weight.flatten(1), bias)
+        return F.conv2d(x, weight, bias, 1, self.padding, 1, self.groups)
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
@@ -59,3 +73,30 @@ class AttentionConv(nn.Module):
         if self.groups != 1:
             s += f", groups={self.groups}"
         return s + (", bias=False" if self.bias is None else "")
+
+
+class AttentionLinear(nn.Linear):
+    """``nn.Linear`` of an attention branch, (..., in_features) -> (..., out_features) in the input's dtype (the
+    attentions of half-precision layers run in float32); same parameters, keys and initialisation."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, self.weight.to(x.dtype), bias)
+
+
+class AttentionConv1d(nn.Conv1d):
+    """``nn.Conv1d`` with one input channel along the channel axis of a pooled vector: x (B, 1, L) ->
+    (B, out_channels, L) in x's dtype, as one matmul over sliding windows (oneDNN is slow for this shape); a
+    plain conv1d while tracing or exporting (the TorchScript-based ONNX exporter cannot export ``Tensor.unfold``).
+    Same parameters, keys and initialisation as ``nn.Conv1d``; stride 1, odd kernel, 'same' zero padding."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = self.weight.to(x.dtype)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        pad = cast(int, self.padding[0])
+        if exporting() or x.shape[1] != 1:
+            return F.conv1d(x, weight, bias, padding=pad)
+        size = self.kernel_size[0]
+        windows = F.pad(x[:, 0], (pad, size - 1 - pad)).unfold(1, size, 1)  # (B, L, size)
+        out = F.linear(windows, weight[:, 0], bias)  # (B, L, out)
+        return out.transpose(1, 2)

@@ -1,6 +1,7 @@
 """The four-head attention trunk shared by ODConv's omni-dimensional attention and FDConv's KSM-Global."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -12,7 +13,7 @@ from .attention_conv import AttentionConv
 from .attention_norm import attention_norm
 from .checks import check_int, check_real
 from .device_dtype import factory_kwargs
-from .program_mode import compute_dtype
+from .program_mode import compute_dtype, has_hooks
 
 
 @dataclass
@@ -111,19 +112,24 @@ class AttentionHeads(nn.Module):
     def hidden(self, pooled: Tensor) -> Tensor:
         """(B, I) -> (B, hidden), the input of every head; float32 for half dtypes (FDConv's StarReLU squares
         its input), with autocast off."""
-        work = compute_dtype(pooled.dtype)
         with torch.autocast(pooled.device.type, enabled=False):
-            z = F.linear(pooled.to(work), self.fc.weight.flatten(1).to(work))[:, :, None, None]
+            z = self.fc(pooled.to(compute_dtype(pooled.dtype)))[:, :, None, None]
             return self.activation(self.bn(z)).flatten(1)
 
     def head_logits(self, z: Tensor) -> dict[str, Tensor | None]:
-        """Logits of the channel, filter, spatial and kernel heads (None where skipped), from one matmul, in
-        z's dtype."""
+        """Logits of the channel, filter, spatial and kernel heads (None where skipped), in z's dtype.
+
+        The heads run as one matmul of their stacked weights; when any head has a hook (a pruning mask, an
+        activation probe), each head is called as its module instead, so that its hooks fire. Same function.
+        """
         names = ("channel", "filter", "spatial", "kernel")
         heads = [(n, getattr(self, n + "_fc")) for n in names if getattr(self, n + "_fc") is not None]
-        weight = torch.cat([h.weight.flatten(1) for _, h in heads]).to(z.dtype)
-        bias = torch.cat([h.bias for _, h in heads]).to(z.dtype)
         with torch.autocast(z.device.type, enabled=False):
-            logits = F.linear(z, weight, bias).split([h.out_channels for _, h in heads], dim=1)
+            if any(has_hooks(h) for _, h in heads):
+                logits: Sequence[Tensor] = [h(z) for _, h in heads]
+            else:
+                weight = torch.cat([h.weight.flatten(1) for _, h in heads]).to(z.dtype)
+                bias = torch.cat([h.bias for _, h in heads]).to(z.dtype)
+                logits = F.linear(z, weight, bias).split([h.out_channels for _, h in heads], dim=1)
         found = dict(zip([n for n, _ in heads], logits, strict=True))
         return {n: found.get(n) for n in names}

@@ -76,6 +76,16 @@ class AttentionGroupNorm(nn.GroupNorm):
         return F.group_norm(z, self.num_groups, weight, bias, self.eps)
 
 
+class AttentionLayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` whose affine weights follow the input's dtype (KSM-Local normalises in float32 for half
+    layers); same parameters, keys and initialisation."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = None if self.weight is None else self.weight.to(x.dtype)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
+
+
 def attention_norm(kind: str, channels: int, device: torch.device | None = None,
                    dtype: torch.dtype | None = None) -> AttentionGroupNorm | AttentionBatchNorm:
     """The norm of an attention trunk, (B, channels, 1, 1) -> same shape; ``kind`` in :data:`ATTENTION_NORMS`."""

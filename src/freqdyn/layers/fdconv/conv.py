@@ -99,9 +99,9 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
     ever alive. A layer keeps them anyway where they are small beside its input map (4 * O * I/g * kh * kw <=
     I * H * W, as in the early stages of a detector at 512^2 and more): there the conv input dominates the
     memory and the recompute would only cost time. ``recompute_kernels=False`` keeps them always (as does a
-    layer whose KSM-Local has hooks: they fire once per forward, with the whole batch). Outputs and gradients
-    are the same; an in-place change of a parameter between forward and backward raises autograd's error either
-    way, as for ``nn.Conv2d``.
+    layer whose KSM-Local, or its norm or conv, has hooks: they fire once per forward, with the whole batch).
+    Outputs and gradients are the same; an in-place change of a parameter between forward and backward raises
+    autograd's error either way, as for ``nn.Conv2d``.
 
     A plain ``nn.Conv2d`` state_dict (``weight``, ``bias``) loads into a dynamic layer by conversion
     (see :class:`FourierDynamicBase`), so pretrained networks load into FDConv models built from configs.
@@ -274,7 +274,7 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
             x = self.FBM(x)
         # hooks on KSM-Local (which runs inside the recompute) would fire again in backward, per chunk, and any
         # autograd work they do would upset the checkpoint: with hooks there, the kernels are kept instead
-        hooked = self.KSM_Local is not None and has_hooks(self.KSM_Local)
+        hooked = self.KSM_Local is not None and any(has_hooks(m) for m in self.KSM_Local.modules())
         if (hooked or not (self.recompute_kernels and torch.is_grad_enabled()) or exporting() or functorch_active()
                 or (not compiling() and self._kernels_are_small(x))):
             return self._per_sample_conv(x, pooled, att)  # torch.func transforms do not take checkpoints' hooks

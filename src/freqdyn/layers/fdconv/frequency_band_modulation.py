@@ -19,7 +19,14 @@ from torch.utils.checkpoint import checkpoint
 from .._common.attention_conv import AttentionConv
 from .._common.attention_heads import check_activation, modulation
 from .._common.checks import check_int, check_ints, check_positive
-from .._common.program_mode import compiling, compute_dtype, exporting, functorch_active, memory_format_of
+from .._common.program_mode import (
+    compiling,
+    compute_dtype,
+    exporting,
+    functorch_active,
+    has_hooks,
+    memory_format_of,
+)
 from .._common.trace_only import TraceOnly
 from .low_pass import MASK_RULES, band_plan, fft_cheaper, fft_low_passes, filter_rows, low_passes, stacked_low_passes
 
@@ -131,6 +138,9 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         """Band attention maps (B, H, W, G, n_bands) from x (B, C, H, W), in x's dtype."""
         convs = cast(list[AttentionConv], list(self.freq_weight_conv_list))
         g = self.spatial_group
+        if any(has_hooks(c) for c in convs):  # each band's conv called as its module, so that its hooks fire
+            logits = torch.stack([c(x) for c in convs], dim=2)  # (B, G, n, H, W)
+            return self._maps(logits)
         weight = torch.stack([c.weight for c in convs], dim=1).to(x.dtype)  # (G, n, C / G, k, k)
         bias = torch.stack([c.bias for c in convs if c.bias is not None], dim=1).to(x.dtype)  # (G, n)
         if self.in_channels // g >= _GEMM_MIN_GROUP_CHANNELS:
@@ -138,6 +148,10 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         else:
             logits = F.conv2d(x, weight.flatten(0, 1), bias.flatten(), padding=convs[0].padding[0], groups=g)
             logits = logits.reshape(x.shape[0], g, len(convs), *x.shape[2:])
+        return self._maps(logits)
+
+    def _maps(self, logits: Tensor) -> Tensor:
+        """Band logits (B, G, n, H, W) -> attention maps (B, H, W, G, n)."""
         logits = logits.permute(0, 3, 4, 1, 2)
         return modulation(logits if self.temp == 1.0 else logits / self.temp, self.act, 2.0)
 

@@ -9,11 +9,11 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
+from .._common.attention_conv import AttentionConv1d
 from .._common.attention_heads import AttentionHeads, Attentions, check_activation, modulation
-from .._common.attention_norm import reset_norm
+from .._common.attention_norm import AttentionLayerNorm, reset_norm
 from .._common.device_dtype import factory_kwargs
 from .._common.program_mode import compute_dtype, exporting
 from .star_relu import StarReLU
@@ -119,9 +119,9 @@ class KernelSpatialModulationLocal(nn.Module):
         self.out_channels, self.kernel_size, self.groups = out_channels, kernel_size, groups
         self.att_multi, self.act = att_multi, act
         ks = local_kernel_size(in_channels)
-        self.norm = nn.LayerNorm(in_channels, **kw)
+        self.norm = AttentionLayerNorm(in_channels, **kw)
         per_group = out_channels // groups * kernel_size[0] * kernel_size[1]
-        self.conv = nn.Conv1d(1, per_group, ks, padding=(ks - 1) // 2, bias=False, **kw)
+        self.conv = AttentionConv1d(1, per_group, ks, padding=(ks - 1) // 2, bias=False, **kw)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -138,19 +138,10 @@ class KernelSpatialModulationLocal(nn.Module):
         applies it elsewhere)."""
         batch, channels = pooled.shape
         kh, kw = self.kernel_size
-        g, ks = self.groups, self.conv.kernel_size[0]
-        pad = int(self.conv.padding[0])
-        work = compute_dtype(pooled.dtype)  # float32 for half dtypes, as KSM-Global and the synthesis
-        norm, conv_weight = self.norm, self.conv.weight.to(work)
-        with torch.autocast(pooled.device.type, enabled=False):
-            normed = F.layer_norm(pooled.to(work), norm.normalized_shape, norm.weight.to(work), norm.bias.to(work),
-                                  norm.eps)
-            if exporting():  # the TorchScript-based ONNX exporter cannot export Tensor.unfold here
-                logits = F.conv1d(normed[:, None], conv_weight, padding=pad).transpose(1, 2)
-            else:
-                # the 1-D conv as one matmul over sliding windows: (B, I, ks) @ (ks, O/g*kh*kw) -> (B, I, O/g*kh*kw)
-                windows = F.pad(normed, (pad, ks - 1 - pad)).unfold(1, ks, 1)
-                logits = windows @ conv_weight[:, 0, :].t()
+        g = self.groups
+        with torch.autocast(pooled.device.type, enabled=False):  # float32 for half dtypes, as KSM-Global
+            normed = self.norm(pooled.to(compute_dtype(pooled.dtype)))
+            logits = self.conv(normed[:, None]).transpose(1, 2)  # (B, I, O/g*kh*kw)
         inplace = not (torch.is_grad_enabled() or exporting())  # jit.trace's check re-runs with grad enabled
         att = modulation(logits, self.act, self.att_multi if with_gain else 1.0, inplace=inplace)
         att = att.reshape(batch, g, channels // g, self.out_channels // g, kh, kw).permute(0, 1, 3, 2, 4, 5)

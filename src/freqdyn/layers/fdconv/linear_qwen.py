@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._common.attention_conv import AttentionConv1d, AttentionLinear
 from .._common.attention_heads import Attentions, check_activation, modulation
 from .._common.checks import check_features_last, check_int
 from .._common.device_dtype import factory_kwargs
@@ -55,14 +56,14 @@ class LinearKernelAttention(nn.Module):
         hidden = max(int(in_features * reduction), 16)
         self.num_kernels, self.temp, self.kernel_temp, self.att_multi, self.act = (
             num_kernels, temp, kernel_temp, att_multi, act)
-        self.fc = nn.Linear(in_features, hidden, bias=False, **kw)
+        self.fc = AttentionLinear(in_features, hidden, bias=False, **kw)
         self.norm = RMSNorm(hidden, **kw)
-        self.channel_fc = nn.Linear(hidden, in_features, **kw)
-        self.filter_fc = nn.Linear(hidden, out_features, **kw)
-        self.kernel_fc = nn.Linear(hidden, num_kernels, **kw) if num_kernels > 1 else None
+        self.channel_fc = AttentionLinear(hidden, in_features, **kw)
+        self.filter_fc = AttentionLinear(hidden, out_features, **kw)
+        self.kernel_fc = AttentionLinear(hidden, num_kernels, **kw) if num_kernels > 1 else None
         self.reset_parameters()
 
-    def heads(self) -> list[nn.Linear]:
+    def heads(self) -> list[AttentionLinear]:
         return [h for h in (self.channel_fc, self.filter_fc, self.kernel_fc) if h is not None]
 
     def reset_parameters(self) -> None:
@@ -77,18 +78,12 @@ class LinearKernelAttention(nn.Module):
             head.bias.zero_()
 
     def forward(self, pooled: Tensor) -> Attentions:
-        work = compute_dtype(pooled.dtype)  # float32 for half layers, as every attention here
-
-        def linear(layer: nn.Linear, z: Tensor) -> Tensor:
-            bias = None if layer.bias is None else layer.bias.to(work)
-            return F.linear(z, layer.weight.to(work), bias)
-
-        with torch.autocast(pooled.device.type, enabled=False):
-            z = F.relu(self.norm(linear(self.fc, pooled.to(work))))
-            channel = modulation(linear(self.channel_fc, z) / self.temp, self.act, self.att_multi)
-            filter_ = modulation(linear(self.filter_fc, z) / self.temp, self.act, self.att_multi)
+        with torch.autocast(pooled.device.type, enabled=False):  # float32 for half layers, as every attention here
+            z = F.relu(self.norm(self.fc(pooled.to(compute_dtype(pooled.dtype)))))
+            channel = modulation(self.channel_fc(z) / self.temp, self.act, self.att_multi)
+            filter_ = modulation(self.filter_fc(z) / self.temp, self.act, self.att_multi)
             kernel = None if self.kernel_fc is None else (
-                modulation(linear(self.kernel_fc, z) / self.kernel_temp, self.act, 2.0) / self.num_kernels)
+                modulation(self.kernel_fc(z) / self.kernel_temp, self.act, 2.0) / self.num_kernels)
         return Attentions(kernel=kernel, channel=channel, filter=filter_)
 
 
@@ -154,8 +149,8 @@ class FDLinearQwen(TraceOnly, LinearFourierBase):
             o.kernel_temp if o.temp is None else o.temp, o.kernel_temp, o.att_multi, o.ksm_act, device, dtype)
         self.KSM_Local = None
         size = local_kernel_size(in_features)
-        self.local_conv = (nn.Conv1d(1, out_features, size, padding=size // 2, bias=False, device=device, dtype=dtype)
-                           if use_ksm_local else None)
+        self.local_conv = (AttentionConv1d(1, out_features, size, padding=size // 2, bias=False, device=device,
+                                           dtype=dtype) if use_ksm_local else None)
         self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
         self.reset_parameters()
 
@@ -177,8 +172,7 @@ class FDLinearQwen(TraceOnly, LinearFourierBase):
         att = self.KSM_Global(pooled)
         local = None
         if self.local_conv is not None:
-            conv, work = self.local_conv, compute_dtype(self.dft_weight.dtype)
-            logits = F.conv1d(pooled[:, None].to(work), conv.weight.to(work), padding=conv.padding)
+            logits = self.local_conv(pooled[:, None].to(compute_dtype(self.dft_weight.dtype)))
             local = modulation(logits, self.KSM_Global.act, self.KSM_Global.att_multi)[..., None, None]
         return self.modulated(pooled, att, local=local).weight[..., 0, 0]
 

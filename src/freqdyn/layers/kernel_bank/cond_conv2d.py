@@ -5,9 +5,9 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
+from .._common.attention_conv import AttentionLinear
 from .._common.attention_heads import Attentions
 from .._common.conv_args import IntPair, Padding
 from .._common.conv_contract import reset_bias
@@ -22,7 +22,7 @@ class CondConvRouting(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.routing = nn.Linear(in_channels, num_experts, device=device, dtype=dtype)
+        self.routing = AttentionLinear(in_channels, num_experts, device=device, dtype=dtype)
 
     def reset_parameters(self) -> None:
         self.routing.reset_parameters()
@@ -35,10 +35,8 @@ class CondConvRouting(nn.Module):
 
     def forward(self, pooled: Tensor) -> Attentions:
         """In pooled's dtype (float32 for half layers), autocast off."""
-        routing = self.routing
         with torch.autocast(pooled.device.type, enabled=False):
-            logits = F.linear(pooled, routing.weight.to(pooled.dtype), routing.bias.to(pooled.dtype))
-        return Attentions(kernel=torch.sigmoid(logits))
+            return Attentions(kernel=torch.sigmoid(self.routing(pooled)))
 
 
 class CondConv2d(ExpertConv2d):
