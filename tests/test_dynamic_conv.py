@@ -197,7 +197,7 @@ def test_temperature_schedule_linear_and_stepped():
     resumed.load_state_dict({"epoch": 5})
     assert model[0].temperature == 19.0
     assert set_temperature(model, 2.5) == 3 and model[3].temperature == 2.5
-    with pytest.raises(ValueError, match="start temperature"):
+    with pytest.raises(ValueError, match="must be >= end"):
         TemperatureSchedule(model, start=0.5, end=1.0)
 
 

@@ -65,9 +65,26 @@ def test_qwen_fdlinear_input_forms_agree():
     torch.testing.assert_close(packed, alone, rtol=1e-12, atol=1e-12)
     rows = torch.cat(segments)
     torch.testing.assert_close(layer(rows), layer(rows[:, None])[:, 0], rtol=1e-12, atol=1e-12)
-    for bad in ([0, 3, 9], [1, 8], [0, 5, 3, 8], [0, 3, 3, 8]):
+    for bad in ([0, 3, 9], [1, 8], [0, 5, 3, 8], [-1, 8], [0], [0.0, 8.0], "08", 8):
         with pytest.raises(ValueError, match="cu_seqlens"):
-            layer(rows, cu_seqlens=torch.tensor(bad))
+            layer(rows, cu_seqlens=bad)
+    with pytest.raises(ValueError, match="cu_seqlens"):
+        layer(rows, cu_seqlens=torch.tensor([0.0, 8.0]))
+
+
+@pytest.mark.parametrize("form", ["tensor", "list", "tuple"])
+def test_qwen_fdlinear_skips_empty_segments_as_the_authors_forward_does(form):
+    """An empty segment holds no token: it is skipped (the authors' loop over segments skips it), so the output
+    equals the packed forward without it; cu_seqlens may be a tensor or a list / tuple of ints."""
+    from freqdyn import FDLinearQwen
+
+    torch.manual_seed(4)
+    layer = perturb_(FDLinearQwen(24, 40, dtype=torch.float64)).eval()
+    segments = [torch.randn(n, 24, dtype=torch.float64) for n in (3, 4)]
+    alone = torch.cat([layer(s[None])[0] for s in segments])
+    bounds = [0, 0, 3, 3, 7, 7]
+    given = {"tensor": torch.tensor(bounds), "list": bounds, "tuple": tuple(bounds)}[form]
+    torch.testing.assert_close(layer(torch.cat(segments), cu_seqlens=given), alone, rtol=1e-12, atol=1e-12)
 
 
 def test_hugging_face_style_mlp_converts_to_the_qwen_fdlinear():
@@ -90,3 +107,49 @@ def test_hugging_face_style_mlp_converts_to_the_qwen_fdlinear():
     assert sorted(report.replaced) == ["down_proj", "gate_proj", "up_proj"]
     assert all(isinstance(m, FDLinearQwen) for m in (mlp.gate_proj, mlp.up_proj, mlp.down_proj))
     torch.testing.assert_close(mlp(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def _authors_qwen_formula(state: dict, x: torch.Tensor, param_ratio: int, kernel_num: int) -> torch.Tensor:
+    """The authors' FDLinear4Qwen forward for (B, N, I) inputs, from its state_dict, written from their formula:
+    W_b = irfft2(sum_{p,g} alpha * 2 sigmoid(kernel_fc(h))[p*K + g] * dft_weight[p] on group g), alpha =
+    min(I, O) // 2 * P, then W_b * filter (rows) * channel (columns); h = relu(RMSNorm(fc(mean over tokens)))."""
+    sig = torch.sigmoid
+    out_f, in_f = state["filter_fc.weight"].shape[0], state["channel_fc.weight"].shape[0]
+    pooled = x.mean(1)
+    z = pooled @ state["fc.weight"].t()
+    h = torch.relu(z * torch.rsqrt(z.square().mean(-1, keepdim=True) + 1e-6) * state["norm.weight"])
+    channel = 2 * sig(h @ state["channel_fc.weight"].t() + state["channel_fc.bias"])
+    filter_ = 2 * sig(h @ state["filter_fc.weight"].t() + state["filter_fc.bias"])
+    kernel = 2 * sig(h @ state["kernel_fc.weight"].t() + state["kernel_fc.bias"])  # (B, P * K), p-major
+    alpha = min(in_f, out_f) // 2 * param_ratio
+    groups = state["freq_group"].long()  # (O, I // 2 + 1): the group of each coefficient
+    onehot = torch.stack([(groups == g) for g in range(kernel_num)]).to(x.dtype)  # (K, O, I // 2 + 1)
+    dft = state["dft_weight"]  # (P, O, I // 2 + 1, 2)
+    weights = []
+    for b in range(x.shape[0]):
+        att = kernel[b].reshape(param_ratio, kernel_num)
+        spectrum = alpha * torch.einsum("pg,grc,prcz->rcz", att, onehot, dft)
+        w = torch.fft.irfft2(torch.complex(spectrum[..., 0], spectrum[..., 1]), s=(out_f, in_f))
+        weights.append(w * filter_[b][:, None] * channel[b][None, :])
+    return torch.einsum("bni,boi->bno", x, torch.stack(weights)) + state["bias"]
+
+
+@pytest.mark.parametrize("param_ratio", [1, 2, 4])
+def test_qwen_official_ratio_scaling_is_the_authors_formula(param_ratio):
+    """ratio_scaling='official' computes the authors' Qwen function at every P (their alpha has P, their kernel
+    attention is 2 sigmoid without 1 / (P * K)); the default 'mean' computes 1 / P ** 2 of it."""
+    from freqdyn import FDLinearQwen
+
+    torch.manual_seed(5)
+    layer = perturb_(FDLinearQwen(24, 40, param_ratio=param_ratio, ratio_scaling="official", dtype=torch.float64))
+    layer.eval()
+    with torch.no_grad():
+        layer.dft_weight.add_(torch.randn_like(layer.dft_weight) * layer.dft_weight.std())  # copies differ
+    state = {k.removeprefix("KSM_Global."): v for k, v in layer.state_dict().items()}
+    x = torch.randn(2, 5, 24, dtype=torch.float64)
+    expected = _authors_qwen_formula(state, x, param_ratio, layer.kernel_num)
+    torch.testing.assert_close(layer(x), expected, rtol=1e-10, atol=1e-10)
+    mean = FDLinearQwen(24, 40, param_ratio=param_ratio, dtype=torch.float64).eval()
+    mean.load_state_dict(layer.state_dict())
+    no_bias = expected - state["bias"]
+    torch.testing.assert_close(mean(x) - state["bias"], no_bias / param_ratio**2, rtol=1e-10, atol=1e-10)

@@ -223,3 +223,17 @@ def test_empty_batch_half_precision_and_channels_last():
     empty = torch.randn(0, 3, 32, 32, requires_grad=True)
     uniconvnet("a", num_classes=4).train()(empty).sum().backward()
     assert empty.grad is not None and empty.grad.shape == empty.shape
+
+
+def test_no_classes_returns_the_pooled_features_as_timm_models_do():
+    """timm's convention: num_classes=0 (or reset_classifier(0)) makes forward return (B, num_features)."""
+    model = uniconvnet("a", num_classes=0).eval()
+    x = torch.randn(2, 3, 64, 64)
+    last = model.forward_intermediates(x, indices=1, intermediates_only=True)[0]
+    pooled = torch.nn.functional.layer_norm(last.mean((-2, -1)), (model.num_features,), model.norm.weight,
+                                            model.norm.bias, model.norm.eps)
+    torch.testing.assert_close(model(x), pooled)
+    model.reset_classifier(5)
+    assert model(x).shape == (2, 5) and model.get_classifier().out_features == 5
+    model.reset_classifier(0)
+    torch.testing.assert_close(model(x), pooled)

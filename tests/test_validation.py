@@ -61,6 +61,13 @@ BAD = [
     (lambda: MRFA(16, kernel_sizes=7), "kernel_sizes"),
     (lambda: FreqFusion(True, 16), "hr_channels"),
     (lambda: TemperatureSchedule(nn.Sequential(), start="30"), "start"),
+    (lambda: TemperatureSchedule(nn.Sequential(), end=0), "end"),
+    (lambda: TemperatureSchedule(nn.Sequential(), end=-1.0), "end"),
+    (lambda: FreqFusionFPN([8, 16], 16, num_outs=10**12), "num_outs"),
+    (lambda: FreqFusionFPN([8, 16], 16, num_outs=19), "num_outs"),
+    (lambda: FDConv(32, 32, 3, att_multi=1e12), "att_multi"),
+    (lambda: FDLinear(32, 32, att_multi=16.5), "att_multi"),
+    (lambda: FDLinearQwen(32, 32, att_multi=1e12), "att_multi"),
 ]
 
 
@@ -118,6 +125,30 @@ def test_half_precision_stays_finite_at_large_inputs(name, dtype, tol, scale, tr
     out, ref = half(x), wide(x.float())
     assert out.dtype == dtype and torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("name", sorted(HALF_LAYERS))
+@pytest.mark.parametrize("training", [False, True])
+def test_float32_layers_are_exact_up_to_the_documented_input_range(name, training):
+    """docs/fdconv.md, numeric range: a float32 layer computes what a float64 copy computes for inputs up to 1e18
+    (the attention trunks square their values; float32 holds squares up to about 1.8e19 ** 2)."""
+    from helpers import perturb_
+
+    build, shape = HALF_LAYERS[name]
+    layer = perturb_(build(), scale=0.3).train(training)
+    wide = copy.deepcopy(layer).double()
+    x = torch.randn(shape) * 1e18
+    out, ref = layer(x), wide(x.double())
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
+def test_the_pyramid_takes_its_largest_num_outs():
+    from freqdyn.layers.freqfusion.fpn import MAX_EXTRA_LEVELS
+
+    fpn = FreqFusionFPN([8, 16], 16, num_outs=2 + MAX_EXTRA_LEVELS)
+    outs = fpn([torch.randn(1, 8, 8, 8), torch.randn(1, 16, 4, 4)])
+    assert len(outs) == 2 + MAX_EXTRA_LEVELS and outs[-1].shape[-2:] == (1, 1)
 
 
 # every constructor argument but the flags (which follow truthiness, as nn.Conv2d's ``bias``)

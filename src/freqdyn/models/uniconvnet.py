@@ -113,6 +113,7 @@ class UniConvNet(nn.Module):
             raise ValueError(f"depths and dims must have 4 entries, got {depths} and {dims}")
         num_classes = check_int(num_classes, "num_classes", 0)
         self.dims, self.num_classes = tuple(dims), num_classes
+        self.num_features = self.head_hidden_size = dims[-1]  # timm's names for the pooled width
         self.out_indices = None if out_indices is None else tuple(check_ints(out_indices, "out_indices", 0))
         if self.out_indices is not None and not all(i < 4 for i in self.out_indices):
             raise ValueError(f"out_indices must be stage indices 0..3, got {out_indices}")
@@ -179,6 +180,22 @@ class UniConvNet(nn.Module):
         for downsample, stage in zip(self.downsample_layers, self.stages, strict=True):
             x = stage(downsample(x))
         return self.norm(x.mean((-2, -1)))
+
+    def get_classifier(self) -> nn.Module:
+        """timm's classifier API: the head (``nn.Identity`` when ``num_classes`` is 0)."""
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """timm's classifier API: a new head of ``num_classes`` (0: none, ``forward`` returns the pooled features
+        (B, dims[-1])), initialised as the authors' head."""
+        self.num_classes = check_int(num_classes, "num_classes", 0)
+        weight = self.norm.weight
+        if not self.num_classes:
+            self.head = nn.Identity()
+            return
+        self.head = nn.Linear(self.num_features, self.num_classes, device=weight.device, dtype=weight.dtype)
+        nn.init.trunc_normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         return x if pre_logits else self.head(x)

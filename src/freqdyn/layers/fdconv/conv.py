@@ -92,6 +92,10 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
       * FFTs run in float32 for half / bfloat16 and the output keeps the input dtype; ``padding_mode`` is
         honoured; a batch of one trains (see :class:`KernelSpatialModulationGlobal`).
 
+    Numeric range: the attentions run in float32 for float32 and half layers and square their trunk's values
+    (StarReLU; BatchNorm's variance in training), so they compute the function to float rounding for inputs up to
+    about 1e18 (tested there, against a float64 copy); beyond about 1e19 they overflow (docs/fdconv.md).
+
     Memory: with ``recompute_kernels`` (default), a training forward keeps only the conv input and the small
     attention tensors for backward and rebuilds the per-sample kernels (B * O * I * kh * kw values, the
     largest tensors of wide layers on small maps) in backward, at the cost of one more kernel synthesis and
@@ -115,7 +119,7 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         reduction: hidden width of the KSM-Global trunk as a fraction of ``in_channels`` (at least 16).
         kernel_temp: temperature of the kernel attention; ``temp``: of the other KSM heads (default
             ``kernel_temp``).
-        att_multi: multiplier of the sigmoid attentions (2 makes zero logits neutral).
+        att_multi: multiplier of the sigmoid attentions (2 makes zero logits neutral), at most 16.
         ksm_act: ``'sigmoid'`` or ``'tanh'`` (1 + tanh) for the KSM attentions.
         use_ksm_local: build KSM-Local (the per-kernel-element attention).
         use_fbm_if_k_in, use_fbm_for_stride: which layers get FBM; ``fbm_k_list``, ``fbm_act``,

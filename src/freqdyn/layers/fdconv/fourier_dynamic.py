@@ -31,6 +31,7 @@ from .spectrum import (
 SYNTHESES = ("auto", "fft", "basis")
 RATIO_SCALINGS = ("mean", "official")
 _BASIS_MAX_ELEMENTS = 2**24
+MAX_ATT_MULTI = 16.0  # the largest att_multi: channel, filter, spatial and local gates can each reach it
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -57,6 +58,10 @@ class FourierOptions:
             raise ValueError(f"synthesis must be one of {SYNTHESES}, got {self.synthesis!r}")
         if self.ratio_scaling not in RATIO_SCALINGS:
             raise ValueError(f"ratio_scaling must be one of {RATIO_SCALINGS}, got {self.ratio_scaling!r}")
+        att_multi = check_positive(self.att_multi, "att_multi")
+        if att_multi > MAX_ATT_MULTI:
+            raise ValueError(f"att_multi must be at most {MAX_ATT_MULTI:g} (up to four such gates multiply the kernel: "
+                             f"{MAX_ATT_MULTI:g}**4 times it at most; the official value is 2), got {att_multi!r}")
         return dataclasses.replace(
             self,
             kernel_num=None if self.kernel_num is None else check_int(self.kernel_num, "kernel_num"),
@@ -64,7 +69,7 @@ class FourierOptions:
             reduction=check_real(self.reduction, "reduction", 0.0),
             kernel_temp=check_positive(self.kernel_temp, "kernel_temp"),
             temp=None if self.temp is None else check_positive(self.temp, "temp"),
-            att_multi=check_positive(self.att_multi, "att_multi"),
+            att_multi=att_multi,
         )
 
 
@@ -94,7 +99,8 @@ class FourierDynamicBase(nn.Module):
     also multiplies by P (``ratio_scaling='official'``: the copies add up, so an authors' P > 1 checkpoint
     computes P times what the default ``'mean'`` computes with the same weights; their converted layers start
     P times their source). With ``'official'``, :meth:`spectrum_of` divides by P too, so a converted or
-    pretrained-loaded layer still starts as its source.
+    pretrained-loaded layer still starts as its source. The authors' Qwen file scales by P once more (P ** 2
+    beside ``'mean'``: :attr:`official_ratio_power`).
 
     The sum is linear in kappa, so it is computed either by (a) gathering kappa onto the spectrum and one
     inverse FFT per sample, or (b) a matmul with the spatial basis of the P*K group kernels, built from the
@@ -112,6 +118,7 @@ class FourierDynamicBase(nn.Module):
     KSM_Global: GlobalAttention
     KSM_Local: KernelSpatialModulationLocal | None
     bypass_hooks = False  # set while a checkpoint recomputes the kernels in backward: submodule hooks stay silent
+    official_ratio_power = 1  # 'official' scales the kernel by P ** this beside 'mean' (the authors' alpha has P)
 
     def _build_fourier(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], groups: int,
                        options: FourierOptions, device: torch.device | None, dtype: torch.dtype | None) -> None:
@@ -148,7 +155,8 @@ class FourierDynamicBase(nn.Module):
         self.spectrum_shape = (rows, cols)
         self.kernel_shape = (out_channels, in_channels // groups, kh, kw)
         self.ratio_scaling = o.ratio_scaling
-        copies = o.param_ratio if o.ratio_scaling == "official" else 1  # the authors' alpha also multiplies by P
+        # the authors' alpha also multiplies by P (by P ** 2 in effect in their Qwen file: official_ratio_power)
+        copies = o.param_ratio ** self.official_ratio_power if o.ratio_scaling == "official" else 1
         self.spectral_scale = max(min(in_channels, out_channels) // 2, 1) * copies
         self.alpha = self.spectral_scale * kernel_num
         kw_ = factory_kwargs(device, dtype)

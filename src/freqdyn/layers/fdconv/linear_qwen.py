@@ -7,6 +7,8 @@ takes packed sequences (``cu_seqlens``) with one synthesised weight per segment.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -14,7 +16,7 @@ from torch import Tensor
 
 from .._common.attention_conv import AttentionConv1d, AttentionLinear
 from .._common.attention_heads import Attentions, check_activation, modulation
-from .._common.checks import check_features_last, check_int
+from .._common.checks import ArgumentTypeError, check_features_last, check_int
 from .._common.device_dtype import factory_kwargs
 from .._common.program_mode import compute_dtype
 from .._common.trace_only import TraceOnly
@@ -95,14 +97,19 @@ class FDLinearQwen(TraceOnly, LinearFourierBase):
     (``tests/golden/fdlinear_qwen.pt``). Three input forms, as in the authors' forward:
 
     * (B, N, in_features) and more dims: one sample per leading index, attentions from the mean over tokens;
-    * (T, in_features) with ``cu_seqlens`` (int, (S + 1,), 0 = cu_seqlens[0] <= ... <= cu_seqlens[-1] = T):
-      packed sequences, each segment pooled and given its own weight;
+    * (T, in_features) with ``cu_seqlens`` (an int tensor or a list of ints, (S + 1,), 0 = cu_seqlens[0] <= ...
+      <= cu_seqlens[-1] = T): packed sequences, each segment pooled and given its own weight; empty segments are
+      skipped, as in the authors' forward;
     * (T, in_features) without ``cu_seqlens``: each row is its own sample.
 
     Args:
         in_features, out_features, bias: as ``nn.Linear``.
-        kernel_num, param_ratio, reduction, kernel_temp, temp, att_multi, ksm_act, synthesis, freq_grouping,
-            ratio_scaling: as :class:`FDConv` (defaults: the authors' Qwen file).
+        kernel_num, param_ratio, reduction, kernel_temp, temp, att_multi, ksm_act, synthesis, freq_grouping:
+            as :class:`FDConv` (defaults: the authors' Qwen file).
+        ratio_scaling: ``'mean'`` (default: the P copies average, a converted layer equals its source) or
+            ``'official'``, the authors' Qwen scaling for their P > 1 state_dicts. That file scales the kernel by
+            one more P than their FDConv (alpha = min(I, O) // 2 * P with a kernel attention of 2 * sigmoid, not
+            divided by P * K), so here ``'official'`` is P ** 2 times ``'mean'`` where FDConv's is P times.
         use_ksm_local: the local attention ``2 * sigmoid(local_conv(pooled))`` (a Conv1d along the input
             features, one output channel per output feature, no LayerNorm), off by default as in the authors' file.
 
@@ -116,6 +123,7 @@ class FDLinearQwen(TraceOnly, LinearFourierBase):
     """
 
     KSM_Global: LinearKernelAttention
+    official_ratio_power = 2  # the authors' Qwen alpha has P and their kernel attention no 1 / (P * K): P ** 2
 
     def __init__(
         self,
@@ -176,7 +184,7 @@ class FDLinearQwen(TraceOnly, LinearFourierBase):
             local = modulation(logits, self.KSM_Global.act, self.KSM_Global.att_multi)[..., None, None]
         return self.modulated(pooled, att, local=local).weight[..., 0, 0]
 
-    def forward(self, x: Tensor, cu_seqlens: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, cu_seqlens: Tensor | Sequence[int] | None = None) -> Tensor:
         name = type(self).__name__
         check_features_last(x, self.in_features, name)
         if not x.numel():
@@ -201,14 +209,22 @@ class FDLinearQwen(TraceOnly, LinearFourierBase):
                 f"{self._fourier_repr()}, local_conv={self.local_conv is not None}")
 
 
-def _segment_bounds(cu_seqlens: Tensor, x: Tensor, layer: str) -> list[int]:
-    """``cu_seqlens`` as a list of segment boundaries of the packed (T, C) x, or a ``ValueError``."""
+def _segment_bounds(cu_seqlens: Tensor | Sequence[int], x: Tensor, layer: str) -> list[int]:
+    """``cu_seqlens`` (a tensor or a sequence of ints) as the boundaries of the non-empty segments of the packed
+    (T, C) x, or an error naming it; empty segments are skipped, as in the authors' forward (they hold no token)."""
     if x.dim() != 2:
         raise ValueError(f"{layer}: packed sequences (cu_seqlens) need a 2-D (T, C) input, got {tuple(x.shape)}")
-    bounds = [int(b) for b in cu_seqlens.reshape(-1).tolist()]
+    if isinstance(cu_seqlens, Tensor):
+        if cu_seqlens.is_floating_point() or cu_seqlens.is_complex():
+            raise ArgumentTypeError(f"{layer}: cu_seqlens must hold integers, got dtype {cu_seqlens.dtype}")
+        values: list = cu_seqlens.reshape(-1).tolist()
+    elif isinstance(cu_seqlens, Sequence) and not isinstance(cu_seqlens, str | bytes):
+        values = list(cu_seqlens)
+    else:
+        raise ArgumentTypeError(f"{layer}: cu_seqlens must be an int tensor or a sequence of ints, got "
+                                f"{type(cu_seqlens).__name__}")
+    bounds = [check_int(b, "cu_seqlens element", 0) for b in values]
     if len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != x.shape[0] or any(
             b > c for b, c in zip(bounds[:-1], bounds[1:], strict=True)):
         raise ValueError(f"{layer}: cu_seqlens must rise from 0 to the {x.shape[0]} tokens, got {bounds}")
-    if any(b == c for b, c in zip(bounds[:-1], bounds[1:], strict=True)):
-        raise ValueError(f"{layer}: cu_seqlens holds an empty segment (no tokens to pool), got {bounds}")
-    return bounds
+    return [bounds[0]] + [c for b, c in zip(bounds[:-1], bounds[1:], strict=True) if c > b]

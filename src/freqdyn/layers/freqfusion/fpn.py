@@ -16,6 +16,7 @@ from .._common.trace_only import TraceOnly
 from .fusion import FreqFusion
 
 Features = Sequence[Tensor] | Mapping[str, Tensor]
+MAX_EXTRA_LEVELS = 16  # stride-2 levels above the inputs: a 65536-pixel side is 1x1 after 16 (num_outs' bound)
 
 
 class FreqFusionFPN(TraceOnly, nn.Module):
@@ -40,7 +41,8 @@ class FreqFusionFPN(TraceOnly, nn.Module):
     Args:
         in_channels: channels of each input level, highest resolution first.
         out_channels: channels of every output level.
-        num_outs, start_level, end_level, add_extra_convs, relu_before_extra_convs: mmdet's FPN options (above).
+        num_outs, start_level, end_level, add_extra_convs, relu_before_extra_convs: mmdet's FPN options (above);
+            at most :data:`MAX_EXTRA_LEVELS` (16) outputs beyond the levels used.
         extra_blocks: torchvision's extra-level block (above).
         init_cfg: accepted for mmengine configs, unused.
         device, dtype: factory arguments.
@@ -81,6 +83,11 @@ class FreqFusionFPN(TraceOnly, nn.Module):
         num_outs = used if num_outs is None else check_int(num_outs, "num_outs")
         if num_outs < used:
             raise ValueError(f"num_outs={num_outs} is fewer than the {used} levels used")
+        if num_outs - used > MAX_EXTRA_LEVELS:
+            raise ValueError(f"num_outs={num_outs} asks for {num_outs - used} extra levels beyond the {used} used; "
+                             f"each halves the last map, so after {MAX_EXTRA_LEVELS} even a "
+                             f"{2 ** MAX_EXTRA_LEVELS}-pixel map is 1x1: num_outs must be at most "
+                             f"{used + MAX_EXTRA_LEVELS}")
         if add_extra_convs is True:
             add_extra_convs = "on_input"
         if add_extra_convs not in (False, "on_input", "on_lateral", "on_output"):

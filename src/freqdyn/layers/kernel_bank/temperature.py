@@ -109,9 +109,9 @@ class TemperatureSchedule:
         self, model: nn.Module, start: float = 30.0, end: float = 1.0, epochs: int = 10,
         step_size: float | None = None,
     ) -> None:
-        start, end, epochs = check_positive(start, "start"), check_temperature(end), check_int(epochs, "epochs")
+        start, end, epochs = check_positive(start, "start"), check_positive(end, "end"), check_int(epochs, "epochs")
         if start < end:
-            raise ValueError(f"start temperature {start} must be >= end temperature {end}")
+            raise ValueError(f"start ({start}) must be >= end ({end}): the temperature anneals downwards")
         step_size = None if step_size is None else check_positive(step_size, "step_size")
         self.model, self.start, self.end, self.epochs, self.step_size = model, start, end, epochs, step_size
         self.epoch = 0
