@@ -100,3 +100,54 @@ def test_missing_attention_keys_are_summarised_in_one_line(tmp_path):
     assert "missing keys in source state_dict: stem.bias" in text
     with pytest.raises(RuntimeError, match="KSM_Global"):  # strict loading still refuses a plain checkpoint
         load_checkpoint(backbone("FDConv"), str(path), map_location="cpu", strict=True)
+
+
+class _Toy(mmengine.model.BaseModel):
+    """A one-FDConv model whose loss mmengine's Runner can train."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = FDConv(16, 16, 3, padding=1, kernel_num=4)
+
+    def forward(self, inputs, labels=None, mode="tensor"):
+        out = self.conv(inputs).mean((1, 2, 3))
+        return {"loss": ((out - labels) ** 2).mean()} if mode == "loss" else out
+
+
+class _Data(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> dict:
+        g = torch.Generator().manual_seed(i)
+        return dict(inputs=torch.randn(16, 8, 8, generator=g), labels=torch.randn((), generator=g))
+
+
+def _runner(work_dir, epochs: int, **kwargs):
+    from mmengine.runner import Runner
+
+    loader = dict(dataset=_Data(), sampler=dict(type="DefaultSampler", shuffle=False), batch_size=4,
+                  collate_fn=dict(type="default_collate"))
+    return Runner(model=_Toy(), work_dir=str(work_dir), train_dataloader=loader,
+                  optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.01)),
+                  train_cfg=dict(by_epoch=True, max_epochs=epochs), default_hooks=dict(logger=None), **kwargs)
+
+
+def test_runner_resume_and_load_from_work_with_weights_only_loading(tmp_path, monkeypatch):
+    """torch >= 2.6 loads weights-only by default; an mmengine checkpoint holds HistoryBuffer and numpy data, which
+    the integration allow-lists: resume=True continues the run, load_from loads the weights, without
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD. getattr (HistoryBuffer's pickled methods) is allowed in mmengine's loads only."""
+    monkeypatch.delenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", raising=False)
+    first = _runner(tmp_path, 1)
+    first.train()
+    saved = tmp_path / "epoch_1.pth"
+    with pytest.raises(Exception, match="getattr"):
+        torch.load(saved)  # a plain weights-only load still refuses getattr
+    resumed = _runner(tmp_path, 2, resume=True)
+    resumed.train()
+    assert resumed.train_loop.epoch == 2 and resumed.train_loop.iter == 4
+    trained = torch.load(tmp_path / "epoch_2.pth", weights_only=False)["state_dict"]
+    fresh = _runner(tmp_path / "again", 1, load_from=str(tmp_path / "epoch_2.pth"))
+    fresh.load_or_resume()
+    for key, value in trained.items():
+        torch.testing.assert_close(fresh.model.state_dict()[key], value, rtol=0, atol=0)

@@ -14,6 +14,13 @@ bias=)`` matches the ``nn.Conv2d``-compatible signatures; every conv defines
 ``init_weights`` so ``ConvModule`` keeps its initialisation instead of re-running kaiming. ``type="FDConv"``
 builds through :func:`freqdyn.gated_fdconv`, as the authors' configs expect: layers their gating keeps plain are
 ``nn.Conv2d`` (``use_fdconv_if_c_gt=0`` makes every 1x1 / 3x3 conv an FDConv).
+
+Weights-only loading (torch >= 2.6 loads with ``weights_only=True`` by default): an mmengine checkpoint holds
+mmengine's ``HistoryBuffer`` (the message hub's logs) and numpy arrays and scalars, so ``resume=True``,
+``load_from`` and mmdet's ``init_detector`` fail on it. Importing this module allow-lists those data classes
+(:data:`SAFE_GLOBALS`, ``torch.serialization.add_safe_globals``), and lets mmengine's own checkpoint loads
+(``CheckpointLoader.load_checkpoint``, which all three call) also take ``getattr``: a ``HistoryBuffer`` pickles its
+statistics methods as ``getattr(HistoryBuffer, 'mean')``. ``getattr`` stays refused in every other ``torch.load``.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 from mmengine.runner import checkpoint
@@ -102,6 +110,27 @@ def _load_state_dict(original: Any, module: nn.Module, state_dict: Any, strict: 
         checkpoint.print_log = printer
 
 
+def _safe_globals() -> list[Any]:
+    """The data classes of an mmengine checkpoint: ``HistoryBuffer`` and numpy's arrays, scalars and dtypes (the
+    functions numpy pickles them with, found from numpy itself so that numpy 1 and 2 both work)."""
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+
+    dtypes = [getattr(np.dtypes, name) for name in np.dtypes.__all__]
+    return [HistoryBuffer, np.ndarray, np.dtype, np.ndarray((0,)).__reduce__()[0], np.float64(0).__reduce__()[0],
+            *dtypes]
+
+
+SAFE_GLOBALS = _safe_globals()
+
+
+def _load_with_getattr(original: Callable[..., Any], filename: str, map_location: Any = None,
+                       logger: Any = "current") -> Any:
+    """mmengine's ``CheckpointLoader.load_checkpoint`` with ``getattr`` allowed (HistoryBuffer's methods)."""
+    with torch.serialization.safe_globals([getattr]):
+        return original(filename, map_location, logger)
+
+
 def register() -> list[str]:
     """Register :data:`LAYERS` in ``mmengine.registry.MODELS``; returns the names added by this call."""
     from mmengine.registry import MODELS
@@ -113,6 +142,10 @@ def register() -> list[str]:
             added.append(name)
     if not isinstance(checkpoint.load_state_dict, functools.partial):  # once: what load_checkpoint calls
         checkpoint.load_state_dict = functools.partial(_load_state_dict, checkpoint.load_state_dict)
+    torch.serialization.add_safe_globals(SAFE_GLOBALS)
+    loader = checkpoint.CheckpointLoader
+    if not isinstance(loader.__dict__["load_checkpoint"], staticmethod):  # once: resume, load_from, init_detector
+        loader.load_checkpoint = staticmethod(functools.partial(_load_with_getattr, loader.load_checkpoint))
     return added
 
 
