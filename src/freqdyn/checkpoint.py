@@ -13,6 +13,7 @@ import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -123,14 +124,39 @@ def convert_checkpoint(
     return out, report
 
 
+class CheckpointFileError(ValueError):
+    """A checkpoint file that cannot be read, said in one line: missing, not a torch file (truncated or corrupt), or
+    holding pickled objects that ``trust`` did not allow."""
+
+
 def load_file(path: str, trust: bool) -> Any:
-    """``torch.load`` of a checkpoint: tensors only unless ``trust`` (pickled objects run code when loaded)."""
+    """``torch.load`` of a checkpoint: tensors only unless ``trust`` (pickled objects run code when loaded); a file
+    that cannot be read raises :class:`CheckpointFileError` naming it and the problem."""
+    file = Path(path)
+    if not file.is_file():
+        raise CheckpointFileError(f"{path}: {'a folder, not a file' if file.is_dir() else 'no such file'}")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as error:
-        raise ValueError(f"{path} holds pickled objects besides tensors (an ultralytics .pt, or an mmengine "
-                         "checkpoint with its training state); rerun with --trust-checkpoint if you trust the file"
-                         ) from error
+        if "Unsupported global" in str(error):
+            raise CheckpointFileError(
+                f"{path} holds pickled objects besides tensors (an ultralytics .pt, or an mmengine checkpoint with "
+                "its training state); rerun with --trust-checkpoint if you trust the file") from error
+        raise CheckpointFileError(_unreadable(path, error)) from error
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError, AttributeError, ImportError) as error:
+        raise CheckpointFileError(_unreadable(path, error)) from error
+
+
+def _unreadable(path: str, error: Exception) -> str:
+    """One line for a file torch cannot read: what torch found, without its advice (weights_only=False would not
+    help a corrupt file)."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    found = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+    found = found.split(". This is an internal", 1)[0][:160]
+    return (f"{path} is not a readable torch checkpoint: truncated, corrupt or another format "
+            f"({type(error).__name__}: {found})")
 
 
 def held_module(checkpoint: Any) -> nn.Module | None:

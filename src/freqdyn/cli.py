@@ -12,13 +12,16 @@ import torch
 import torch.nn as nn
 
 from . import analysis
-from .checkpoint import checkpoint_state, fitted_state, held_module, load_file
+from .checkpoint import CheckpointFileError, checkpoint_state, fitted_state, held_module, load_file
 from .convert import convert
+from .layers.catalog import attention_keys
 from .targets import CONV_TARGETS, TARGETS, paper_layers
-from .tools.models import build_model
+from .tools.models import TorchvisionPairError, build_model, import_torchvision
 from .tools.overhead import BOTTLENECK_CONVS, PAPER_SETTINGS, format_overhead, param_overhead
 from .tools.timing import interleaved_times_ms, unsteady
 from .version import __version__
+
+MIN_FIT = 0.9  # freqdyn analyze refuses a checkpoint that holds less of the model's keys
 
 T = TypeVar("T")
 
@@ -77,9 +80,8 @@ def bench(args: argparse.Namespace) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    try:
-        import torchvision
-    except ImportError:
+    torchvision = import_torchvision()
+    if torchvision is None:
         print("freqdyn demo needs torchvision: pip install 'freqdyn[dev]'", file=sys.stderr)
         return 1
     torch.manual_seed(0)
@@ -110,20 +112,28 @@ def _user_model(args: argparse.Namespace) -> nn.Module:
             raise ValueError(f"{args.checkpoint} holds a state_dict, not a model: name its model with --model")
         print(f"loaded the model {args.checkpoint} holds ({type(held).__name__})")
         return held.float().eval()
+    checkpoint = load_file(args.checkpoint, args.trust_checkpoint) if args.checkpoint else None
     model = build_model(args.model).eval()
     if args.to != "none":
         options = {"kernel_num": args.kernel_num} if args.to == "fdconv" else {}
         include = BOTTLENECK_CONVS if "resnet" in args.model and args.to in CONV_TARGETS else None
         print(f"{args.model} -> {args.to}: {convert(model, args.to, include=include, **options)}")
-    if args.checkpoint:
-        checkpoint = load_file(args.checkpoint, args.trust_checkpoint)
+    if checkpoint is not None:
         held = held_module(checkpoint)
         state = held.float().state_dict() if held is not None else checkpoint_state(checkpoint)[0]
         state, prefix, skipped = fitted_state(state, model)
         result = model.load_state_dict(state, strict=False)
         where = f" (the keys under '{prefix}')" if prefix else ""
-        print(f"loaded {args.checkpoint}{where}: {len(result.missing_keys)} missing, {len(result.unexpected_keys)} "
-              "unexpected keys")
+        attention = attention_keys(model)  # a plain checkpoint cannot hold these; they start neutral
+        own = [k for k in model.state_dict() if k not in attention]
+        found = len(own) - sum(k not in attention for k in result.missing_keys)
+        if found < MIN_FIT * len(own):
+            raise ValueError(f"{args.checkpoint}{where} does not fit {args.model}"
+                             f"{'' if args.to == 'none' else ' -> ' + args.to}: it holds {found} of the model's "
+                             f"{len(own)} keys ({found / len(own):.0%}; {len(result.unexpected_keys)} of its keys are "
+                             "not the model's); check --model and --to")
+        print(f"loaded {args.checkpoint}{where}: {found} of the model's {len(own)} keys ({found / len(own):.0%}), "
+              f"{len(result.missing_keys)} missing, {len(result.unexpected_keys)} unexpected keys")
         if skipped:
             print(f"  skipped {len(skipped)} tensor(s) whose shape differs (another class count?): {skipped[0]}"
                   + (f", and {len(skipped) - 1} more" if len(skipped) > 1 else ""))
@@ -211,7 +221,10 @@ def profile_command(args: argparse.Namespace) -> int:
         return 2
     shape = (1, 3, args.size, args.size)
     before = profile(model, shape)
-    print(f"{args.model}: {before.flops / 1e9:.3f} GFLOPs, {before.params / 1e6:.3f}M params at {shape} "
+    computed = before.first_conv_input or shape
+    at = f"at {computed}" if computed[2:] == shape[2:] else (
+        f"at {computed}, the size {args.model} resizes its {shape} input to")
+    print(f"{args.model}: {before.flops / 1e9:.3f} GFLOPs, {before.params / 1e6:.3f}M params {at} "
           "(FLOPs = 2 x multiply-accumulates, FFTs and CARAFE included)")
     if args.to != "none":
         include = BOTTLENECK_CONVS if "resnet" in args.model and args.to in CONV_TARGETS else None
@@ -232,7 +245,7 @@ def profile_command(args: argparse.Namespace) -> int:
 def convert_checkpoint_command(args: argparse.Namespace) -> int:
     from .checkpoint import convert_checkpoint
 
-    checkpoint = torch.load(args.input, map_location="cpu", weights_only=True)
+    checkpoint = load_file(args.input, trust=False)
     state, key = checkpoint_state(checkpoint)
     options = {"fdconv": {"kernel_num": args.kernel_num, "param_ratio": args.param_ratio}}.get(
         args.to, {"num_experts": args.num_experts} if args.num_experts else {})
@@ -344,7 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     p_yolo.set_defaults(func=yolo_command)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (CheckpointFileError, TorchvisionPairError) as error:  # the user's files and installs: one line
+        print(f"freqdyn {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .layers._common.flop_record import ACTIVE
-from .layers.catalog import FREQDYN_LAYERS
+from .layers.catalog import FREQDYN_LAYERS, is_dynamic
 
 
 def _transform_size(shape: Sequence[int], dims: Sequence[int]) -> int:
@@ -81,6 +81,7 @@ class Profile:
     flops: int
     params: int
     layers: list[LayerCost] = field(default_factory=list)
+    first_conv_input: tuple[int, ...] | None = None  # what the first convolution saw (a detector resizes inside)
 
     def __str__(self) -> str:
         lines = [f"input {', '.join(str(s) for s in self.input_shapes)}: {self.flops / 1e9:.3f} GFLOPs, "
@@ -103,7 +104,9 @@ def profile(model: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int
         input_shape: the input shape, or a list of shapes.
 
     Returns:
-        A :class:`Profile`: total FLOPs and parameters, and a row per freqdyn layer.
+        A :class:`Profile`: total FLOPs and parameters, a row per freqdyn layer, and the input shape of the first
+        convolution that ran (``first_conv_input``: a torchvision detector resizes its input inside, so its FLOPs are
+        those of that size).
 
     Examples:
         >>> from freqdyn import FDConv
@@ -124,8 +127,13 @@ def profile(model: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int
     stack: list[str] = []
     extra: dict[str, int] = {}
 
+    first_conv: list[tuple[int, ...]] = []
+
     def push(module, args):
         stack.append(names.get(id(module), ""))
+        conv = isinstance(module, nn.Conv2d) or is_dynamic(module)
+        if not first_conv and conv and args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
+            first_conv.append(tuple(args[0].shape))
 
     def pop(module, args, output):
         stack.pop()
@@ -160,4 +168,5 @@ def profile(model: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int
             params = sum(p.numel() for p in module.parameters())
             layers.append(LayerCost(name or root, type(module).__name__, params, counted(name)))
     total = counter.get_total_flops() + sum(extra.values())
-    return Profile(shapes, total, sum(p.numel() for p in model.parameters()), layers)
+    return Profile(shapes, total, sum(p.numel() for p in model.parameters()), layers,
+                   first_conv[0] if first_conv else None)

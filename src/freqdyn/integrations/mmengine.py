@@ -36,7 +36,7 @@ from mmengine.model import BaseModule
 from mmengine.runner import checkpoint
 
 from ..layers import DynamicConv2d, gated_fdconv
-from ..layers.catalog import FREQDYN_LAYERS, dynamic_layers
+from ..layers.catalog import FREQDYN_LAYERS, attention_keys
 from ..models import UniConvNet, scale_args
 
 
@@ -60,17 +60,7 @@ LAYERS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-_KERNEL_KEYS = {"weight", "bias", "dft_weight", "freq_group"}  # what a plain checkpoint's conv provides
 _MISSING = "missing keys in source state_dict: "
-
-
-def attention_keys(module: nn.Module) -> dict[str, str]:
-    """State-dict keys of the attention parameters of every dynamic freqdyn layer in ``module``, to its layer's name."""
-    keys = {}
-    for name, layer in dynamic_layers(module).items():
-        prefix = f"{name}." if name else ""
-        keys.update({prefix + key: name for key in layer.state_dict() if "." in key or key not in _KERNEL_KEYS})
-    return keys
 
 
 def summarise_missing(message: str, attention: dict[str, str]) -> str:

@@ -26,3 +26,16 @@ def is_dynamic(module: nn.Module) -> bool:
 def dynamic_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The layers of ``model`` that mix a kernel bank (name -> layer), in module order."""
     return {name: module for name, module in model.named_modules() if is_dynamic(module)}
+
+
+_KERNEL_KEYS = {"weight", "bias", "dft_weight", "freq_group"}  # what a plain checkpoint's conv provides
+
+
+def attention_keys(module: nn.Module) -> dict[str, str]:
+    """State-dict keys of the attention parameters (and buffers) of every dynamic layer in ``module``, to its layer's
+    name: the keys a plain checkpoint cannot hold (its layers start neutral without them)."""
+    keys = {}
+    for name, layer in dynamic_layers(module).items():
+        prefix = f"{name}." if name else ""
+        keys.update({prefix + key: name for key in layer.state_dict() if "." in key or key not in _KERNEL_KEYS})
+    return keys
