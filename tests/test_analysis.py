@@ -114,3 +114,27 @@ def test_attention_spread_is_zero_for_a_converted_network():
     assert spread["1"]["kernel"] < 0.05  # DY-Conv's random attention at temperature 30: nearly uniform
     linear = FDLinear(16, 24, kernel_num=4)
     assert attention_spread(nn.Sequential(linear), torch.randn(3, 16))["0"]["kernel"] == 0.0
+
+
+@pytest.mark.parametrize("plot", ["responses", "erf"])
+def test_plots_have_ticks_and_units(plot, tmp_path, monkeypatch):
+    """Every panel of the analysis plots has ticks and axis labels with their units (frequency in cycles per
+    row / column / pixel, ERF offsets in pixels) and a labelled colour bar."""
+    figure = pytest.importorskip("matplotlib.figure")
+    from freqdyn import analysis
+
+    saved = []
+    monkeypatch.setattr(figure.Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+    if plot == "responses":
+        responses = analysis.frequency_responses(torch.randn(3, 4, 4, 3, 3), "matrix")
+        analysis.plot_frequency_responses({"bank": responses}, tmp_path / "r.png")
+    else:
+        erf = torch.rand(17, 17)
+        analysis.plot_erf({"net": erf / erf.max()}, tmp_path / "e.png")
+    panels = [ax for ax in saved[0].axes if ax.images]
+    colorbars = [ax for ax in saved[0].axes if not ax.images and ax.get_ylabel()]
+    assert panels and colorbars
+    for ax in panels:
+        assert len(ax.get_xticks()) >= 2 and ("cycles" in ax.get_xlabel() or "pixels" in ax.get_xlabel())
+    assert any(len(ax.get_yticks()) >= 2 and ("cycles" in ax.get_ylabel() or "pixels" in ax.get_ylabel())
+               for ax in panels)

@@ -189,6 +189,25 @@ def test_timm_create_model_features_only():
     assert isinstance(classifier, UniConvNet) and classifier.head.out_features == 3
 
 
+def test_timm_pretrained_says_where_the_weights_are_and_loads_a_downloaded_file(tmp_path):
+    """timm has nothing to download: pretrained=True names the authors' files and how to load one; a file in their
+    format ({'model': state_dict, ...}) then loads through timm's own pretrained path, another class count too."""
+    timm = pytest.importorskip("timm")
+    import freqdyn.integrations.timm  # noqa: F401 - registers the models
+
+    with pytest.raises(RuntimeError, match=r"uniconvnet_t_1k_224_ema\.pth.*pretrained_cfg_overlay=dict\(file="):
+        timm.create_model("uniconvnet_t", pretrained=True)
+    authors = uniconvnet("a").state_dict()
+    path = tmp_path / "uniconvnet_a_1k_224.pth"
+    torch.save({"model": authors, "epoch": 299}, path)
+    model = timm.create_model("uniconvnet_a", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in authors.items())
+    fine_tune = timm.create_model("uniconvnet_a", pretrained=True, num_classes=7,
+                                  pretrained_cfg_overlay=dict(file=str(path)))
+    assert fine_tune.head.out_features == 7
+    assert torch.equal(fine_tune.norm.weight, authors["norm.weight"])
+
+
 def test_mmengine_backbone_with_pretrained_init_cfg(tmp_path):
     pytest.importorskip("mmengine")
     from mmengine.registry import MODELS

@@ -112,24 +112,27 @@ def plot_frequency_responses(rows: dict[str, Tensor], path: str | Path, max_kern
     cols = min(max_kernels, max(r.shape[0] for r in rows.values()))
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.7 * cols + 1.2, 2.0 * len(rows) + 0.9), squeeze=False,
                              layout="constrained")
-    axis_names = ("column frequency", "row frequency") if domain == "matrix" else ("fx", "fy")
+    # after fftshift: rows from -1/2 to 1/2 cycle per row (or pixel); the matrix's rfft keeps columns 0 to 1/2
+    unit = ("cycles / column", "cycles / row") if domain == "matrix" else ("cycles / pixel (x)", "cycles / pixel (y)")
+    extent = (0.0, 0.5, -0.5, 0.5) if domain == "matrix" else (-0.5, 0.5, -0.5, 0.5)
     for row, (name, responses) in enumerate(rows.items()):
         similarity = response_similarity(responses)
         vmax = float(responses[:cols].max())
         image = None
         for col in range(cols):
             ax = axes[row][col]
-            ax.set_xticks([])
-            ax.set_yticks([])
             if col < responses.shape[0]:
-                image = ax.imshow(responses[col].numpy(), cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto")
+                image = ax.imshow(responses[col].numpy(), cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto",
+                                  origin="lower", extent=extent)
                 ax.set_title(f"kernel {col + 1}", fontsize=7)
+                ax.set_xticks([extent[0], 0.5] if domain == "matrix" else [-0.5, 0.0, 0.5])
+                ax.set_yticks([-0.5, 0.0, 0.5] if col == 0 else [])
+                ax.tick_params(labelsize=6, length=2)
+                ax.set_xlabel(unit[0], fontsize=6)
             else:
                 ax.axis("off")
-        axes[row][0].set_ylabel(f"{name}\n(of {responses.shape[0]}; cos {similarity:.2f})\n{axis_names[1]}",
-                                fontsize=8)
-        axes[row][0].set_xlabel(axis_names[0], fontsize=7)
-        fig.colorbar(image, ax=list(axes[row]), shrink=0.9, label="|FFT|")
+        axes[row][0].set_ylabel(f"{name}\n(of {responses.shape[0]}; cos {similarity:.2f})\n{unit[1]}", fontsize=8)
+        fig.colorbar(image, ax=list(axes[row]), shrink=0.9, label="|FFT| (weight units)")
     where = "the (O*kh) x (I*kw) weight matrix, FDConv's Fourier domain" if domain == "matrix" else \
         "each kh x kw kernel zero-padded"
     fig.suptitle(f"Frequency responses of the kernels each layer mixes ({where}); "
@@ -146,11 +149,13 @@ def plot_erf(maps: dict[str, Tensor], path: str | Path) -> Path:
     width = max(4.2 * len(maps), 6.0)  # one panel still leaves room for the title
     fig, axes = plt.subplots(1, len(maps), figsize=(width, 4.4), squeeze=False, layout="constrained")
     for ax, (name, erf) in zip(axes[0], maps.items(), strict=True):  # inferno: dark = little, bright = most
-        image = ax.imshow(torch.log10(erf + 1e-4).numpy(), cmap="inferno", vmin=-4.0, vmax=0.0)
+        height, width = erf.shape  # the output pixel sits at (height // 2, width // 2): offsets from it
+        extent = (-width // 2 - 0.5, width - width // 2 - 0.5, height - height // 2 - 0.5, -height // 2 - 0.5)
+        image = ax.imshow(torch.log10(erf + 1e-4).numpy(), cmap="inferno", vmin=-4.0, vmax=0.0, extent=extent)
         ax.set_title(f"{name}\nhalf the contribution: radius {erf_radius(erf)} px", fontsize=9)
-        ax.set_xlabel("x (pixels)", fontsize=8)
-        ax.set_ylabel("y (pixels)", fontsize=8)
-        fig.colorbar(image, ax=ax, shrink=0.8, label="log10 ERF")
+        ax.set_xlabel("x offset from the output pixel (pixels)", fontsize=8)
+        ax.set_ylabel("y offset (pixels)", fontsize=8)
+        fig.colorbar(image, ax=ax, shrink=0.8, label="log10 of |gradient| / its maximum")
     fig.suptitle("Effective receptive fields: |d centre output / d input|,\nnormalised to 1, log scale "
                  "(bright = most contribution)", fontsize=9)
     path = Path(path)

@@ -6,8 +6,10 @@
 
 The models are built by timm's own ``build_model_with_cfg``; ``features_only`` uses timm's feature getter over
 :meth:`~freqdyn.models.UniConvNet.forward_intermediates`. Nothing is downloaded: ``pretrained=True`` is refused
-(timm has no weights to fetch); load the authors' released state_dicts with ``model.load_state_dict(sd)`` (their
-keys load strictly) or ``pretrained_cfg_overlay=dict(file=path)``.
+(timm has no weights to fetch) with a message that says where the authors' weights are (:data:`WEIGHTS`); load a
+downloaded file with ``pretrained=True, pretrained_cfg_overlay=dict(file=path)`` (their ``{'model': ...}`` files load
+as they are, and another ``num_classes`` drops their head) or ``model.load_state_dict(sd)`` (their keys load
+strictly).
 """
 from __future__ import annotations
 
@@ -26,7 +28,18 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+WEIGHTS = ("the authors' ImageNet weights are files such as uniconvnet_t_1k_224_ema.pth (uniconvnet_a_1k_224.pth, "
+           "uniconvnet_l_22k_224.pth: the names are in their README, github.com/ai-paperwithcode/UniConvNet) on "
+           "Hugging Face (ai-modelwithcode/UniConvNet) and Baidu")
+
+
 def _create(scale: str, pretrained: bool = False, **kwargs: Any) -> UniConvNet:
+    given = {**(kwargs.get("pretrained_cfg") or {}), **(kwargs.get("pretrained_cfg_overlay") or {})}
+    if pretrained and not any(given.get(key) for key in ("file", "url", "hf_hub_id")):
+        raise RuntimeError(f"timm has no download for uniconvnet_{scale}: {WEIGHTS}. Download one, then "
+                           f"timm.create_model('uniconvnet_{scale}', pretrained=True, "
+                           "pretrained_cfg_overlay=dict(file='path/to/the.pth')) (their keys load as they are, "
+                           "another num_classes drops their head)")
     return build_model_with_cfg(UniConvNet, f"uniconvnet_{scale}", pretrained,
                                 feature_cfg={"out_indices": (0, 1, 2, 3), "feature_cls": "getter"},
                                 **{**scale_args(scale), **kwargs})
