@@ -24,19 +24,19 @@ def _modules():
 
 @pytest.mark.parametrize("name", ["fdconv", "dyconv", "odconv", "mrfa"])
 def test_onnx_export_matches_pytorch(name, tmp_path):
-    """Dynamic batch (per-sample convs export as unfold + bmm, not groups=B) and dynamic H, W; FDConv's FBM
-    operators depend on H, W, so its H, W stay static."""
+    """Dynamic batch (per-sample convs export as unfold + bmm, not groups=B) and dynamic H, W (FDConv's FBM builds
+    its band operators in the graph from the input's shape)."""
     module = _modules()[name]
     x = torch.randn(2, 32, 16, 16)
     path = tmp_path / f"{name}.onnx"
-    spatial = name != "fdconv"
+    spatial = True
     dims = ({0: torch.export.Dim.AUTO, **({2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO} if spatial else {})},)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (x,), str(path), dynamo=True, dynamic_shapes=dims, verbose=False)
     session = onnxruntime.InferenceSession(str(path))
     feed = session.get_inputs()[0].name
-    shapes = (x, torch.randn(3, 32, 20, 12) if spatial else torch.randn(3, 32, 16, 16), torch.randn(1, 32, 16, 16))
+    shapes = (x, torch.randn(3, 32, 20, 12), torch.randn(1, 32, 96, 80))  # 96 > 64: an official mask upsampled
     for inp in shapes:  # a second batch / spatial shape catches silent specialisation
         (out,) = session.run(None, {feed: inp.numpy()})
         with torch.no_grad():
@@ -45,19 +45,40 @@ def test_onnx_export_matches_pytorch(name, tmp_path):
         torch.testing.assert_close(torch.from_numpy(out), ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("masks", ["official", "exact"])
+@pytest.mark.parametrize("spatial_group", [1, 4])
+def test_torchscript_onnx_export_runs_at_other_batch_and_image_sizes(masks, spatial_group, tmp_path):
+    """The TorchScript-based exporter (ultralytics' route) with dynamic axes: FBM's masks and operators and KSM's
+    shapes come from the input's shape in the graph, so other sizes (one beyond the official 64 grid) compute what
+    PyTorch computes; attentions perturbed, so samples and pixels differ."""
+    from helpers import perturb_
+
+    torch.manual_seed(1)
+    module = perturb_(FDConv(16, 24, 3, padding=1, kernel_num=4, fbm_masks=masks, fbm_spatial_group=spatial_group),
+                      scale=0.3).eval()
+    path = tmp_path / "fdconv.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.randn(1, 16, 32, 32),), str(path), dynamo=False, input_names=["x"],
+                          dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"}})
+    session = onnxruntime.InferenceSession(str(path))
+    for shape in [(1, 16, 32, 32), (2, 16, 32, 32), (1, 16, 48, 40), (2, 16, 100, 66)]:
+        inp = torch.randn(shape)
+        (out,) = session.run(None, {"x": inp.numpy()})
+        with torch.no_grad():
+            ref = module(inp)
+        torch.testing.assert_close(torch.from_numpy(out), ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
 @pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
 @pytest.mark.parametrize("name", ["fdconv", "dyconv", "mrfa"])
 def test_torchscript_trace_with_default_checks(name, grad):
-    """``check_trace`` (the default) re-runs the trace, with grad enabled or not. FDConv's FBM operators depend on
-    the spatial size (the official band masks are resized to it) and enter the trace as constants: its trace runs
-    at its traced size, like its ONNX export; the others run at another spatial size too. The batch size is free."""
+    """``check_trace`` (the default) re-runs the trace, with grad enabled or not; the traced graph runs at another
+    batch and spatial size (FDConv's FBM builds its operators in the graph from the input's shape)."""
     module = _modules()[name]
-    with torch.set_grad_enabled(grad), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with torch.set_grad_enabled(grad):
         traced = torch.jit.trace(module, torch.randn(2, 32, 16, 16))
-    said = [str(w.message) for w in caught if "runs at H=16, W=16 only" in str(w.message)]
-    assert bool(said) == (name == "fdconv")  # FDConv's trace says that its H and W are fixed
-    x = torch.randn(3, 32, 16, 16) if name == "fdconv" else torch.randn(3, 32, 20, 12)  # another batch size
+    x = torch.randn(3, 32, 20, 12)
     with torch.no_grad():
         torch.testing.assert_close(traced(x), module(x))
 

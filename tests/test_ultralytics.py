@@ -167,9 +167,10 @@ def test_ultralytics_onnx_exporter_and_onnxruntime(registered, tmp_path, monkeyp
     np.testing.assert_allclose(out, expected, rtol=1e-3, atol=1e-3)
 
 
-def test_ultralytics_dynamic_batch_onnx_export_runs_at_other_batch_sizes(registered, tmp_path, monkeypatch):
-    """yolo export ... dynamic=True traces at batch 1 (the TorchScript-based exporter): per-sample kernels must stay
-    per-sample, so attentions are perturbed (samples get different kernels) and batches of 1 and 2 are checked."""
+def test_ultralytics_dynamic_onnx_export_runs_at_other_batch_and_image_sizes(registered, tmp_path, monkeypatch):
+    """yolo export ... dynamic=True traces at batch 1 and 64x64 (the TorchScript-based exporter) and declares batch,
+    height and width dynamic: per-sample kernels must stay per-sample (attentions perturbed, so samples get different
+    kernels) and FBM's operators must follow the image size (96x96 failed in a broadcast before)."""
     ort = pytest.importorskip("onnxruntime")
     from helpers import perturb_
 
@@ -182,8 +183,8 @@ def test_ultralytics_dynamic_batch_onnx_export_runs_at_other_batch_sizes(registe
     path = model.export(format="onnx", imgsz=64, simplify=False, dynamic=True, verbose=False)
     session = ort.InferenceSession(path)
     rng = np.random.default_rng(1)
-    for batch in (1, 2):
-        x = rng.random((batch, 3, 64, 64), dtype=np.float32)
+    for batch, size in ((1, 64), (2, 64), (1, 96), (2, 96)):
+        x = rng.random((batch, 3, size, size), dtype=np.float32)
         (out, *_) = session.run(None, {session.get_inputs()[0].name: x})
         with torch.no_grad():
             expected = model.model.eval()(torch.from_numpy(x))[0].numpy()

@@ -7,7 +7,6 @@ sum_j a_j * (L_{j-1} - L_j) + L_last, which telescopes to x when every a_j = 1 (
 """
 from __future__ import annotations
 
-import warnings
 from typing import cast
 
 import torch
@@ -28,7 +27,16 @@ from .._common.program_mode import (
     memory_format_of,
 )
 from .._common.trace_only import TraceOnly
-from .low_pass import MASK_RULES, band_plan, fft_cheaper, fft_low_passes, filter_rows, low_passes, stacked_low_passes
+from .low_pass import (
+    MASK_RULES,
+    band_plan,
+    fft_cheaper,
+    fft_low_passes,
+    filter_rows,
+    graph_low_passes,
+    low_passes,
+    stacked_low_passes,
+)
 
 _GEMM_MIN_GROUP_CHANNELS = 8
 TRANSFORMS = ("auto", "separable", "fft")
@@ -71,11 +79,11 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         masks: ``'official'`` (default) or ``'exact'`` band masks (see the module docstring).
         temp: temperature of the attention maps (logits / temp); 1 is the official layer. A higher value slows
             the maps' learning: at high learning rates they otherwise saturate (see :class:`FDConv`).
-        transform: how the low-passes are computed: ``'separable'`` matmuls with the size's Fourier operators
-            (O(H + W) per value: fastest on small maps, and the only route while tracing or exporting, which
-            keeps FFT operators out of ONNX graphs), ``'fft'`` FFTs pruned to the kept frequencies (O(log HW)
-            per value), ``'auto'`` the cheaper at each input size (:func:`~freqdyn.layers.fdconv.low_pass.fft_cheaper`).
-            Same function.
+        transform: how the low-passes are computed in eager mode: ``'separable'`` matmuls with the size's Fourier
+            operators (O(H + W) per value: fastest on small maps), ``'fft'`` FFTs pruned to the kept frequencies
+            (O(log HW) per value), ``'auto'`` the cheaper at each input size
+            (:func:`~freqdyn.layers.fdconv.low_pass.fft_cheaper`). Same function. A trace or export always builds
+            the operators in its graph from the input's shape (no FFT operators in ONNX; any H, W).
 
     Examples:
         >>> fbm = FrequencyBandModulation(16)
@@ -161,15 +169,13 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         The work runs channels-last, where both separable transforms are plain matmuls over pixel rows.
         """
         # sum_j a_j (L_{j-1} - L_j) + L_n  ==  a_1 x + sum_{j<n} (a_{j+1} - a_j) L_j + (1 - a_n) L_n
-        if compiling() and not exporting():
-            return self._compiled_forward(x)
+        if exporting():  # the operators are built in the graph from x's shape: it runs at any H, W
+            return self._stacked_forward(x, graph_low_passes(x.to(compute_dtype(x.dtype)), self.k_list, self.masks))
+        if compiling():
+            return self._stacked_forward(x, None)
         if self._use_fft(x):
             return self._fft_forward(x)
         batch, channels, height, width = x.shape
-        if torch.jit.is_tracing():
-            warnings.warn(f"FBM: a trace holds the band operators of its input size as constants, so the traced graph "
-                          f"runs at H={height}, W={width} only (another size fails in a matmul); trace at the size "
-                          "you will run", torch.jit.TracerWarning, stacklevel=2)
         g = self.spatial_group
         per_group = channels // g
         work = compute_dtype(x.dtype)
@@ -242,9 +248,11 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
                 out = torch.addcmul(out, low, weight) if functorch_active() else out.addcmul_(low, weight)
         return cast(Tensor, out)
 
-    def _compiled_forward(self, x: Tensor) -> Tensor:
-        """:meth:`forward` for ``torch.compile``: traceable ops around one opaque low-pass operator
-        (:func:`~freqdyn.layers.fdconv.low_pass.stacked_low_passes`), so batch and spatial sizes stay dynamic."""
+    def _stacked_forward(self, x: Tensor, lows: Tensor | None) -> Tensor:
+        """:meth:`forward` from the stacked low-passes (n, B, C, H, W) of x: those a trace or export builds in its
+        graph (:func:`~freqdyn.layers.fdconv.low_pass.graph_low_passes`), or, for ``torch.compile`` (``lows`` None),
+        one opaque operator (:func:`~freqdyn.layers.fdconv.low_pass.stacked_low_passes`); either way batch and
+        spatial sizes stay dynamic."""
         per_group = self.in_channels // self.spatial_group
         with torch.autocast(x.device.type, enabled=False):
             xw = x.to(compute_dtype(x.dtype))
@@ -252,6 +260,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
             coef = torch.cat([att[1:] - att[:-1], 1 - att[-1:]])  # of L_1 .. L_n
             if self.spatial_group > 1 and per_group > 1:  # a map per channel, so the result needs no reshape
                 att, coef = att.repeat_interleave(per_group, dim=2), coef.repeat_interleave(per_group, dim=2)
-            lows = stacked_low_passes(xw, list(self.k_list), self.masks)  # (n, B, C, H, W)
+            if lows is None:
+                lows = stacked_low_passes(xw, list(self.k_list), self.masks)  # (n, B, C, H, W)
             out = (lows * coef).sum(0) + xw * att[0]
         return out.to(x.dtype).contiguous(memory_format=memory_format_of(x))

@@ -301,3 +301,66 @@ def _backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
 
 
 stacked_low_passes.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _graph_mask(size: Tensor, count: int, k: int, rule: str, axis: str) -> Tensor:
+    """The row (``axis='h'``: ``count`` = H entries) or column (``'w'``: W // 2 + 1 entries) mask of cut-off 0.5 / k
+    on x's rfft2 grid (``size`` = H or W as a float64 scalar), float64, from tensor ops only, so that a trace or an
+    export keeps the size symbolic. As :func:`_mask_lists`: ``'exact'`` evaluates the box at the size;
+    ``'official'`` evaluates it in float32 on the 64 x 64 grid and nearest-resizes it (source index
+    min(floor(dst * float32(in / out)), in - 1), in float32, as ``F.interpolate``).
+    """
+    index = torch.arange(count, dtype=torch.float64, device=size.device)
+    if rule == "exact":
+        freq = torch.minimum(index, size - index) / size if axis == "h" else index / size
+        return (freq < 0.5 / k + 1e-8).to(torch.float64)
+    grid, limit = OFFICIAL_MASK_GRID, _f32(0.5 / k + 1e-8)
+    if axis == "h":
+        grid_mask = [min(r, grid - r) / grid < limit for r in range(grid)]
+    else:
+        grid_mask = [c / grid < limit for c in range(grid // 2 + 1)]
+    scale = (len(grid_mask) / torch.full_like(size, count)).to(torch.float32)
+    source = torch.floor(index.to(torch.float32) * scale).clamp(max=len(grid_mask) - 1).long()
+    return torch.tensor(grid_mask, dtype=torch.float64, device=size.device)[source]
+
+
+def _cos_sin(rows: int, size: Tensor, cols: int) -> tuple[Tensor, Tensor]:
+    """cos and sin of 2 pi r n / size for r < rows, n < cols (the phase reduced mod size first), float64."""
+    r = torch.arange(rows, dtype=torch.float64, device=size.device)[:, None]
+    n = torch.arange(cols, dtype=torch.float64, device=size.device)[None, :]
+    angle = torch.remainder(r * n, size) * (2.0 * math.pi / size)
+    return torch.cos(angle), torch.sin(angle)
+
+
+def graph_low_passes(x: Tensor, k_list: tuple[int, ...], rule: str) -> Tensor:
+    """(B, C, H, W) -> (n, B, C, H, W): the low-passes of :func:`low_passes`, with every operator built in the graph
+    from x's shape (float64, then x's dtype), so that a trace or an ONNX / ``torch.export`` graph runs at any H, W.
+
+    L_j x = Re(A_j) x Q_j + Im(A_j) x S_j per channel: along H the circulant A_j = F^-1 diag(R_j) F (rows r), so
+    Re(A_j) = (C^T R C + S^T R S) / H and Im(A_j) = (S^T R C - C^T R S) / H with C, S the cos / sin of 2 pi r n / H;
+    along W, Q_j = irfft(M_j rfft(.)) = (Cw^T D_j Cw + Sw^T D_j Sw) / W with D_j the column mask weighted 1 at DC and
+    Nyquist and 2 between, and S_j = irfft(M_j i rfft(.)) = (Sw^T E_j Cw - Cw^T E_j Sw) / W, E_j the column mask
+    weighted 2 strictly between DC and Nyquist (irfft drops the imaginary parts there). O(H + W) per value: the
+    export route, never the eager one.
+    """
+    height, width = x.shape[-2], x.shape[-1]
+    cols = width // 2 + 1
+    h = torch.full((), height, dtype=torch.float64, device=x.device)
+    w = torch.full((), width, dtype=torch.float64, device=x.device)
+    c_h, s_h = _cos_sin(height, h, height)  # (H, H): [r, n]
+    c_w, s_w = _cos_sin(cols, w, width)  # (W // 2 + 1, W): [c, n]
+    index = torch.arange(cols, dtype=torch.float64, device=x.device)[:, None]
+    inner = ((index > 0) & (2 * index < w)).to(torch.float64)  # 0 < c < W / 2
+    work = compute_dtype(x.dtype)
+    xw = x.to(work)
+    lows = []
+    for k in k_list:
+        rows = _graph_mask(h, height, k, rule, "h")[:, None]
+        mask = _graph_mask(w, cols, k, rule, "w")[:, None]
+        dc_nyquist, between = (1.0 + inner) * mask, 2.0 * inner * mask
+        re_a = (c_h.t() @ (rows * c_h) + s_h.t() @ (rows * s_h)) / h
+        im_a = (s_h.t() @ (rows * c_h) - c_h.t() @ (rows * s_h)) / h
+        q = (c_w.t() @ (dc_nyquist * c_w) + s_w.t() @ (dc_nyquist * s_w)) / w
+        s = (s_w.t() @ (between * c_w) - c_w.t() @ (between * s_w)) / w
+        lows.append(re_a.to(work) @ xw @ q.to(work) + im_a.to(work) @ xw @ s.to(work))
+    return torch.stack(lows).to(x.dtype)
