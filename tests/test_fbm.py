@@ -3,7 +3,6 @@ import torch
 import torch.nn.functional as F
 
 from freqdyn import FrequencyBandModulation
-from freqdyn.layers.fdconv.frequency_band_modulation import same_conv_as_gemm
 from freqdyn.layers.fdconv.low_pass import band_masks, fft_cheaper, fft_low_passes
 from freqdyn.tools.reference import naive_lowpass
 from helpers import gradcheck_module, perturb_
@@ -79,18 +78,6 @@ def test_modulated_bands_match_independent_sum(channels, groups, size, channels_
     out = fbm(x)
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
     assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-
-
-@pytest.mark.parametrize("groups,per_group,outs,k,size", [(1, 8, 3, 3, (9, 10)), (2, 5, 2, 3, (4, 7)),
-                                                         (1, 4, 1, 5, (3, 2)), (3, 2, 2, 1, (5, 5)),
-                                                         (1, 6, 3, 3, (1, 1))])
-def test_same_conv_as_gemm_equals_conv2d(groups, per_group, outs, k, size):
-    x = torch.randn(2, groups * per_group, *size, dtype=torch.float64)
-    weight = torch.randn(groups, outs, per_group, k, k, dtype=torch.float64)
-    bias = torch.randn(groups, outs, dtype=torch.float64)
-    ref = F.conv2d(x, weight.flatten(0, 1), bias.flatten(), padding=k // 2, groups=groups)
-    out = same_conv_as_gemm(x.permute(0, 2, 3, 1), weight, bias)
-    torch.testing.assert_close(out, ref.reshape(2, groups, outs, *size), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("channels,groups", [(4, 1), (8, 1), (16, 2)])

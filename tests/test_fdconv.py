@@ -283,11 +283,7 @@ def test_kernels_small_beside_the_input_map_are_kept_not_recomputed():
     assert saved_megabytes(lambda: layer(large).sum(), cpu) == saved_megabytes(lambda: keep(large).sum(), cpu)
 
 
-@pytest.mark.parametrize("chunk_elements", [2**22, 1, 24 * 32 * 9 * 2])  # one chunk, one sample, two samples
-def test_recomputed_kernels_give_the_same_gradients(chunk_elements, monkeypatch):
-    import freqdyn.layers.fdconv.conv as fdconv_module
-
-    monkeypatch.setattr(fdconv_module, "_CHUNK_ELEMENTS", chunk_elements)
+def test_recomputed_kernels_give_the_same_gradients():
     conv = nn.Conv2d(24, 32, 3, padding=1, dtype=torch.float64)
     x = torch.randn(3, 24, 9, 8, dtype=torch.float64)
     grads = []
@@ -318,12 +314,8 @@ def test_in_place_parameter_change_before_backward_raises_as_conv2d(recompute, p
         out.sum().backward()
 
 
-@pytest.mark.parametrize("chunk_elements", [1, 2**22])
-def test_ksm_local_hooks_fire_once_per_forward(monkeypatch, chunk_elements):
-    """Hooks on KSM-Local see the whole batch once: not once per recompute chunk, and not again in backward."""
-    import freqdyn.layers.fdconv.conv as fdconv_module
-
-    monkeypatch.setattr(fdconv_module, "_CHUNK_ELEMENTS", chunk_elements)  # 1: one sample per chunk
+def test_ksm_local_hooks_fire_once_per_forward():
+    """Hooks on KSM-Local see the whole batch once, and not again in backward."""
     layer = perturb_(FDConv(24, 32, 3, padding=1, kernel_num=8, dtype=torch.float64), seed=13).train()
     plain = copy.deepcopy(layer)
     seen: list[tuple[int, ...]] = []

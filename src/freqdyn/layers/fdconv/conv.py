@@ -25,7 +25,6 @@ from .frequency_band_modulation import FrequencyBandModulation
 from .kernel_spatial_modulation import KernelSpatialModulationGlobal
 
 AGGREGATIONS = ("auto", "weight", "feature")
-_CHUNK_ELEMENTS = 2**22  # per-sample kernel values built at once in training (16 MB in float32)
 _KEPT_TENSORS = 4  # kernel-sized tensors a training forward keeps per sample without the recompute
 _SATURATION_EVERY = 50  # training forwards between two checks for collapsed attentions (each check syncs once)
 
@@ -97,13 +96,13 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
     about 1e18 (tested there, against a float64 copy); beyond about 1e19 they overflow (docs/fdconv.md).
 
     Memory: with ``recompute_kernels`` (default), a training forward keeps only the conv input and the small
-    attention tensors for backward and rebuilds the per-sample kernels (B * O * I * kh * kw values, the
-    largest tensors of wide layers on small maps) in backward, at the cost of one more kernel synthesis and
-    conv forward; wide layers do this a few samples at a time, so the kernels of only a few samples are
-    ever alive. A layer keeps them anyway where they are small beside its input map (4 * O * I/g * kh * kw <=
-    I * H * W, as in the early stages of a detector at 512^2 and more): there the conv input dominates the
-    memory and the recompute would only cost time. ``recompute_kernels=False`` keeps them always (as does a
-    layer whose KSM-Local, or its norm or conv, has hooks: they fire once per forward, with the whole batch).
+    attention tensors for backward and rebuilds the per-sample kernels (B * O * I * kh * kw values, the largest
+    tensors of wide layers on small maps) in backward, at the cost of one more kernel synthesis and conv forward, so
+    between forward and backward no layer holds its kernels; the rebuild takes the whole batch at once (a fixed
+    number of ops for any batch size). A layer keeps them anyway where they are small beside its input map (4 * O *
+    I/g * kh * kw <= I * H * W, as in the early stages of a detector at 512^2 and more): there the conv input
+    dominates the memory and the recompute would only cost time. ``recompute_kernels=False`` keeps them always (as
+    does a layer whose KSM-Local, or its norm or conv, has hooks: they fire once per forward, with the whole batch).
     Outputs and gradients are the same; an in-place change of a parameter between forward and backward raises
     autograd's error either way, as for ``nn.Conv2d``.
 
@@ -282,17 +281,12 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         if (hooked or not (self.recompute_kernels and torch.is_grad_enabled()) or exporting() or functorch_active()
                 or (not compiling() and self._kernels_are_small(x))):
             return self._per_sample_conv(x, pooled, att)  # torch.func transforms do not take checkpoints' hooks
-        # the per-sample kernels (B*O*I*kh*kw values) are rebuilt in backward instead of being saved, in chunks
-        # of samples whose kernels hold about _CHUNK_ELEMENTS values, so that the kernels of only one chunk are
-        # ever alive at once; torch.compile takes the batch in one chunk (a loop over chunks would fix B)
+        # the per-sample kernels (B*O*I*kh*kw values) are not saved for backward but rebuilt there, for the whole
+        # batch in one call: the op count stays independent of the batch (a loop over chunks of samples grew with it)
         if compiling():
             return checkpoint(self._per_sample_conv, x, pooled, att, use_reentrant=False)
-        batch = x.shape[0]
-        per_chunk = max(1, _CHUNK_ELEMENTS // math.prod(self.kernel_shape))
-        outs = [checkpoint(self._per_sample_conv, x[rows], pooled[rows], att.select(rows), use_reentrant=False,
-                           context_fn=self._recompute_contexts)
-                for rows in (slice(s, s + per_chunk) for s in range(0, batch, per_chunk))]
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
+        return checkpoint(self._per_sample_conv, x, pooled, att, use_reentrant=False,
+                          context_fn=self._recompute_contexts)
 
     def _kernels_are_small(self, x: Tensor) -> bool:
         """Whether the tensors a kept kernel adds for backward (the kernel and its ~3 factors, B * O * I/g * kh *

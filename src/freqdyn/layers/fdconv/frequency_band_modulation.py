@@ -38,32 +38,7 @@ from .low_pass import (
     stacked_low_passes,
 )
 
-_GEMM_MIN_GROUP_CHANNELS = 8
 TRANSFORMS = ("auto", "separable", "fft")
-
-
-def same_conv_as_gemm(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """Grouped 'same' convolution with few outputs per group as one matmul plus k*k shifted sums.
-
-    x (B, H, W, G*Cg) channels-last, weight (G, M, Cg, k, k) with k odd, bias (G, M) -> (B, G, M, H, W).
-    oneDNN is slow for convolutions with a handful of output channels; here the contraction over Cg is a
-    single GEMM whose output keeps W innermost, so the shifted sums run over contiguous rows.
-    """
-    batch, height, width, _ = x.shape
-    groups, outs, per_group, k, _ = weight.shape
-    pad = k // 2
-    mat = weight.permute(0, 3, 4, 1, 2).reshape(groups, k * k * outs, per_group)
-    pixels = x.reshape(batch, height * width, groups, per_group).permute(0, 2, 3, 1)  # (B, G, Cg, H*W)
-    taps = (mat @ pixels).reshape(batch, groups, k, k, outs, height, width)
-    out = taps[:, :, pad, pad] + bias[None, :, :, None, None]
-    for a in range(k):
-        for b in range(k):
-            dy, dx = a - pad, b - pad  # out[h, w] += taps[a, b, h + dy, w + dx] where that pixel exists
-            if (dy, dx) == (0, 0) or abs(dy) >= height or abs(dx) >= width:
-                continue
-            out[..., max(-dy, 0):height - max(dy, 0), max(-dx, 0):width - max(dx, 0)] += taps[
-                :, :, a, b, :, max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)]
-    return out
 
 
 class FrequencyBandModulation(TraceOnly, nn.Module):
@@ -151,11 +126,8 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
             return self._maps(logits)
         weight = torch.stack([c.weight for c in convs], dim=1).to(x.dtype)  # (G, n, C / G, k, k)
         bias = torch.stack([c.bias for c in convs if c.bias is not None], dim=1).to(x.dtype)  # (G, n)
-        if self.in_channels // g >= _GEMM_MIN_GROUP_CHANNELS:
-            logits = same_conv_as_gemm(x.permute(0, 2, 3, 1), weight, bias)
-        else:
-            logits = F.conv2d(x, weight.flatten(0, 1), bias.flatten(), padding=convs[0].padding[0], groups=g)
-            logits = logits.reshape(x.shape[0], g, len(convs), *x.shape[2:])
+        logits = F.conv2d(x, weight.flatten(0, 1), bias.flatten(), padding=convs[0].padding[0], groups=g)
+        logits = logits.reshape(x.shape[0], g, len(convs), *x.shape[2:])
         return self._maps(logits)
 
     def _maps(self, logits: Tensor) -> Tensor:
