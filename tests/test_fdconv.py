@@ -336,7 +336,11 @@ def test_ksm_local_hooks_fire_once_per_forward():
 
 
 def test_saturated_attention_warns_once_in_training_only():
+    """The opt-in watch (freqdyn.analysis.watch_saturation): a warning per collapsed layer, in training only."""
+    from freqdyn.analysis import watch_saturation
+
     layer = FDConv(32, 32, 3, padding=1, kernel_num=8)
+    watch_saturation(layer)
     x = torch.randn(2, 32, 8, 8)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a healthy layer, and eval, never warn
@@ -345,6 +349,7 @@ def test_saturated_attention_warns_once_in_training_only():
     saturated = FDConv(32, 32, 3, padding=1, kernel_num=8)
     with torch.no_grad():
         saturated.KSM_Global.spatial_fc.bias.fill_(-40.0)
+    handles = watch_saturation(saturated)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         saturated.eval()(x)
@@ -354,17 +359,27 @@ def test_saturated_attention_warns_once_in_training_only():
         warnings.simplefilter("error")  # once per layer
         for _ in range(60):
             saturated(x)
+    for handle in handles:
+        handle.remove()
+    fresh = FDConv(32, 32, 3, padding=1, kernel_num=8)
+    fresh.load_state_dict(saturated.state_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # unwatched: forward itself never checks (no host sync)
+        fresh.train()(x)
 
 
 def test_high_learning_rate_collapse_and_the_temperature_remedy():
-    """SGD at lr 0.3 (momentum 0.9) saturates the official attentions within a few dozen steps, and the layer
+    """SGD at lr 0.3 (momentum 0.9) saturates the official attentions within a few dozen steps, and the watch
     warns; temperatures of 16 keep every gate away from its bounds (benchmarks/bench_attention_norm.py: accuracy)."""
+    from freqdyn.analysis import watch_saturation
+
     def train(**temps) -> tuple[list[str], list[FDConv]]:
         torch.manual_seed(0)
         layers = [FDConv(32, 32, 3, padding=1, kernel_num=8, **temps) for _ in range(2)]
         net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
                             *[m for layer in layers for m in (layer, nn.BatchNorm2d(32), nn.ReLU())],
                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 4))
+        watch_saturation(net)
         optimiser = torch.optim.SGD(net.parameters(), lr=0.3, momentum=0.9)
         data = torch.Generator().manual_seed(1)
         with warnings.catch_warnings(record=True) as caught:

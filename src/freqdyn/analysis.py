@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
@@ -15,12 +16,14 @@ from typing import cast
 import torch
 import torch.nn as nn
 from torch import Tensor
+from torch.utils.hooks import RemovableHandle
 
 from .layers import ExpertConv2d
 from .layers._common.attention_heads import Attentions
 from .layers._common.checks import ArgumentTypeError
 from .layers.catalog import dynamic_layers
 from .layers.fdconv.fourier_dynamic import FourierDynamicBase
+from .layers.fdconv.kernel_spatial_modulation import KernelSpatialModulationGlobal
 from .layers.fdconv.spectrum import weight_to_matrix
 
 HEADS = ("kernel", "channel", "filter", "spatial")
@@ -229,3 +232,55 @@ def photo(size: int) -> torch.Tensor:
         return _synthetic_image(size)
     image = torch.from_numpy(data.astronaut()).permute(2, 0, 1)[None].float() / 255
     return nn.functional.interpolate(image, size=(size, size), mode="area")
+
+
+class _SaturationWatch:
+    """The forward hook of :func:`watch_saturation` on one KSM-Global module: a check every ``every`` training calls,
+    one warning per layer."""
+
+    def __init__(self, name: str, every: int, share: float) -> None:
+        self.name, self.every, self.share, self.calls, self.warned = name, every, share, 0, False
+
+    def __call__(self, module: nn.Module, args: tuple, att: Attentions) -> None:
+        if not module.training or not torch.is_grad_enabled() or self.warned:
+            return
+        self.calls += 1
+        if (self.calls - 1) % self.every:
+            return
+        heads = cast(KernelSpatialModulationGlobal, module).saturated(att, self.share)  # one host sync
+        if heads:
+            self.warned = True
+            warnings.warn(f"FDConv {self.name}: the KSM attention head(s) {', '.join(heads)} saturated (most values "
+                          "at a bound of their sigmoid, where gradients vanish): the layer's output and gradients "
+                          "fade. This happens at high learning rates; build the layers with temp=16, kernel_temp=16, "
+                          "fbm_temp=16 (see FDConv's docstring).", RuntimeWarning, stacklevel=2)
+
+
+def watch_saturation(model: nn.Module, every: int = 50, share: float = 0.5) -> list[RemovableHandle]:
+    """Warn (``RuntimeWarning``, once per layer) when most values of a KSM head of an FDConv / FDLinear in ``model``
+    sit at a bound of their sigmoid, where its gradients vanish (high learning rates: see :class:`freqdyn.FDConv`).
+
+    Opt-in, as a forward hook on each layer's ``KSM_Global``: it checks the first training forward and every
+    ``every``-th after it, and each check syncs the host once (``Tensor.item``), which the layers' own ``forward``
+    never does (CUDA graphs and ``torch.compile`` capture them whole). Returns the hooks' handles (``.remove()``).
+
+    Args:
+        model: any module; its FDConv and FDLinear layers are watched.
+        every: training forwards between two checks of a layer.
+        share: the fraction of a head's values within 1e-3 of a bound that counts as saturated.
+
+    Examples:
+        >>> from freqdyn import FDConv
+        >>> layer = FDConv(16, 16, 3, padding=1, kernel_num=4)
+        >>> handles = watch_saturation(layer)
+        >>> _ = layer(torch.randn(2, 16, 8, 8))  # a fresh layer: no warning
+        >>> for handle in handles:
+        ...     handle.remove()
+    """
+    handles = []
+    for name, layer in dynamic_layers(model).items():
+        attention = getattr(layer, "KSM_Global", None)
+        if isinstance(attention, KernelSpatialModulationGlobal):
+            handles.append(attention.register_forward_hook(_SaturationWatch(name or type(layer).__name__, every,
+                                                                             share)))
+    return handles

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import warnings
 from collections.abc import Sequence
 
 import torch
@@ -26,7 +25,6 @@ from .kernel_spatial_modulation import KernelSpatialModulationGlobal
 
 AGGREGATIONS = ("auto", "weight", "feature")
 _KEPT_TENSORS = 4  # kernel-sized tensors a training forward keeps per sample without the recompute
-_SATURATION_EVERY = 50  # training forwards between two checks for collapsed attentions (each check syncs once)
 
 
 class _Recompute(contextlib.AbstractContextManager):
@@ -146,8 +144,8 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
     multiplied, the gradients of every other factor on its path: the layer's output and gradients vanish for
     good. ``temp = kernel_temp = fbm_temp = 16`` divides the logit steps by 256 (as DY-Conv's temperature of
     30 does) and trains there as ``nn.Conv2d`` does, at no cost at ordinary learning rates; the official 1 stays
-    the default (authors' checkpoints). A training layer warns (``RuntimeWarning``) when most values of a
-    KSM head sit at a sigmoid bound (checked on the first training forward and every 50th after it).
+    the default (authors' checkpoints). :func:`freqdyn.analysis.watch_saturation` (opt-in: each check syncs the host
+    once, so ``forward`` itself never does) warns when most values of a KSM head sit at a sigmoid bound.
 
     Examples:
         >>> conv = torch.nn.Conv2d(32, 64, 3, padding=1)
@@ -160,8 +158,6 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
     """
 
     KSM_Global: KernelSpatialModulationGlobal
-    training_forwards = 0  # counts training forwards for the saturation check
-    saturation_warned = False
 
     def __init__(
         self,
@@ -271,8 +267,6 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
     def _dynamic_forward(self, x: Tensor) -> Tensor:
         pooled = x.mean(dim=(2, 3), dtype=compute_dtype(x.dtype))  # the attentions run in float32 for half
         att = self.KSM_Global(pooled)
-        if self.training and torch.is_grad_enabled() and not (compiling() or exporting() or functorch_active()):
-            self._watch_saturation(att)
         if self.FBM is not None:
             x = self.FBM(x)
         # hooks on KSM-Local (which runs inside the recompute) would fire again in backward, per chunk, and any
@@ -294,19 +288,6 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         recomputing them in backward would cost a second synthesis and conv forward to save little memory."""
         kernel = math.prod(self.kernel_shape)
         return _KEPT_TENSORS * kernel <= self.in_channels * x.shape[2] * x.shape[3]
-
-    def _watch_saturation(self, att: Attentions) -> None:
-        """Warn once if the KSM heads collapsed (first training forward, then every _SATURATION_EVERY-th)."""
-        self.training_forwards += 1
-        if (self.training_forwards - 1) % _SATURATION_EVERY or self.saturation_warned:
-            return
-        heads = self.KSM_Global.saturated(att)
-        if heads:
-            self.saturation_warned = True
-            warnings.warn(f"FDConv: the KSM attention head(s) {', '.join(heads)} saturated (most values at a bound of "
-                          "their sigmoid, where gradients vanish): the layer's output and gradients fade. This "
-                          "happens at high learning rates; build the layers with temp=16, kernel_temp=16, "
-                          "fbm_temp=16 (see FDConv's docstring).", RuntimeWarning, stacklevel=3)
 
     def _recompute_contexts(self) -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
         """``checkpoint``'s contexts: the forward as is; the recompute in backward checks that the parameters it
