@@ -36,17 +36,28 @@ class Attentions:
 ACTIVATIONS = ("sigmoid", "tanh")
 
 
-def modulation(logits: Tensor, act: str, multiplier: float, inplace: bool = False) -> Tensor:
-    """``multiplier * sigmoid(logits)`` or ``1 + tanh(logits)``; both equal 1 at zero logits (multiplier 2).
+def modulation(logits: Tensor, act: str, multiplier: float, inplace: bool = False, temp: float = 1.0) -> Tensor:
+    """``multiplier * sigmoid(logits / temp)`` or ``1 + tanh(logits / temp)``; both equal 1 at zero logits
+    (multiplier 2). A temperature or multiplier of 1 costs no op.
 
     ``inplace`` overwrites ``logits`` (for large intermediates that autograd does not need).
     """
+    if temp != 1.0:
+        logits = logits.div_(temp) if inplace else logits / temp
     if act != "sigmoid":
         return logits.tanh_().add_(1.0) if inplace else 1.0 + torch.tanh(logits)
     out = logits.sigmoid_() if inplace else torch.sigmoid(logits)
     if multiplier == 1.0:
         return out
     return out.mul_(multiplier) if inplace else out * multiplier
+
+
+def kernel_modulation(logits: Tensor, act: str, num_kernels: int, temp: float) -> Tensor:
+    """The kernel attention of FDConv's KSM: ``2 * sigmoid(logits / temp) / num_kernels`` (one multiplier) or
+    ``(1 + tanh(logits / temp)) / num_kernels``: 1 / num_kernels each at zero logits."""
+    if act == "sigmoid":
+        return modulation(logits, act, 2.0 / num_kernels, temp=temp)
+    return modulation(logits, act, 2.0, temp=temp) / num_kernels
 
 
 def check_activation(act: str, name: str) -> None:

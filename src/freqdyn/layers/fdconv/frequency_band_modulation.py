@@ -133,7 +133,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
     def _maps(self, logits: Tensor) -> Tensor:
         """Band logits (B, G, n, H, W) -> attention maps (B, H, W, G, n)."""
         logits = logits.permute(0, 3, 4, 1, 2)
-        return modulation(logits if self.temp == 1.0 else logits / self.temp, self.act, 2.0)
+        return modulation(logits, self.act, 2.0, temp=self.temp)
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, C, H, W) -> (B, C, H, W) in x's memory format.

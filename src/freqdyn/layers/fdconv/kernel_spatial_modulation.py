@@ -12,7 +12,13 @@ import torch.nn as nn
 from torch import Tensor
 
 from .._common.attention_conv import AttentionConv1d
-from .._common.attention_heads import AttentionHeads, Attentions, check_activation, modulation
+from .._common.attention_heads import (
+    AttentionHeads,
+    Attentions,
+    check_activation,
+    kernel_modulation,
+    modulation,
+)
 from .._common.attention_norm import AttentionLayerNorm, reset_norm
 from .._common.device_dtype import factory_kwargs
 from .._common.program_mode import compute_dtype, exporting
@@ -70,11 +76,11 @@ class KernelSpatialModulationGlobal(AttentionHeads):
 
         def head(name: str) -> Tensor | None:
             z = logits[name]
-            return None if z is None else modulation(z / self.temp, self.act, self.att_multi)
+            return None if z is None else modulation(z, self.act, self.att_multi, temp=self.temp)
 
         kernel = logits["kernel"]
         if kernel is not None:
-            kernel = modulation(kernel / self.kernel_temp, self.act, 2.0) / self.num_kernels
+            kernel = kernel_modulation(kernel, self.act, self.num_kernels, self.kernel_temp)
         return Attentions(channel=head("channel"), filter=head("filter"), spatial=head("spatial"), kernel=kernel)
 
     @torch.no_grad()

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._common.attention_conv import AttentionConv1d, AttentionLinear
-from .._common.attention_heads import Attentions, check_activation, modulation
+from .._common.attention_heads import Attentions, check_activation, kernel_modulation, modulation
 from .._common.checks import ArgumentTypeError, check_features_last, check_int
 from .._common.device_dtype import factory_kwargs
 from .._common.program_mode import compute_dtype
@@ -82,10 +82,10 @@ class LinearKernelAttention(nn.Module):
     def forward(self, pooled: Tensor) -> Attentions:
         with torch.autocast(pooled.device.type, enabled=False):  # float32 for half layers, as every attention here
             z = F.relu(self.norm(self.fc(pooled.to(compute_dtype(pooled.dtype)))))
-            channel = modulation(self.channel_fc(z) / self.temp, self.act, self.att_multi)
-            filter_ = modulation(self.filter_fc(z) / self.temp, self.act, self.att_multi)
+            channel = modulation(self.channel_fc(z), self.act, self.att_multi, temp=self.temp)
+            filter_ = modulation(self.filter_fc(z), self.act, self.att_multi, temp=self.temp)
             kernel = None if self.kernel_fc is None else (
-                modulation(self.kernel_fc(z) / self.kernel_temp, self.act, 2.0) / self.num_kernels)
+                kernel_modulation(self.kernel_fc(z), self.act, self.num_kernels, self.kernel_temp))
         return Attentions(kernel=kernel, channel=channel, filter=filter_)
 
 
