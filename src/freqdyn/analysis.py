@@ -23,7 +23,6 @@ from .layers._common.attention_heads import Attentions
 from .layers._common.checks import ArgumentTypeError
 from .layers.catalog import dynamic_layers
 from .layers.fdconv.fourier_dynamic import FourierDynamicBase
-from .layers.fdconv.kernel_spatial_modulation import KernelSpatialModulationGlobal
 from .layers.fdconv.spectrum import weight_to_matrix
 
 HEADS = ("kernel", "channel", "filter", "spatial")
@@ -247,7 +246,8 @@ class _SaturationWatch:
         self.calls += 1
         if (self.calls - 1) % self.every:
             return
-        heads = cast(KernelSpatialModulationGlobal, module).saturated(att, self.share)  # one host sync
+        saturated = cast(Callable[[Attentions, float], list[str]], module.saturated)
+        heads = saturated(att, self.share)  # one host sync (KSM-Global's own test)
         if heads:
             self.warned = True
             warnings.warn(f"FDConv {self.name}: the KSM attention head(s) {', '.join(heads)} saturated (most values "
@@ -280,7 +280,7 @@ def watch_saturation(model: nn.Module, every: int = 50, share: float = 0.5) -> l
     handles = []
     for name, layer in dynamic_layers(model).items():
         attention = getattr(layer, "KSM_Global", None)
-        if isinstance(attention, KernelSpatialModulationGlobal):
+        if isinstance(attention, nn.Module) and callable(getattr(attention, "saturated", None)):
             handles.append(attention.register_forward_hook(_SaturationWatch(name or type(layer).__name__, every,
                                                                              share)))
     return handles
