@@ -124,3 +124,21 @@ def test_every_public_layer_compiles_or_is_opted_out():
         "FrequencyBandModulation": "inside FDConv (fdconv rows)",
         "StarReLU": "elementwise", "DropPath": "elementwise", "LayerNorm2d": "nn.LayerNorm",
     })
+
+
+@pytest.mark.slow  # dynamo traces a whole ResNet-18 twice (~20 s on 2 cores)
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+def test_converted_resnet18_traces_as_one_graph(training):
+    """torch.compile(model, fullgraph=True) of a converted network needs one graph without breaks: no host sync and
+    no data-dependent Python branch in any FDConv forward (what CUDA-graph capture needs too)."""
+    torchvision = pytest.importorskip("torchvision")
+    from freqdyn import convert
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().train(training)
+    convert(model, "fdconv", include=r"layer\d\.\d+\.conv[12]$", kernel_num=16)
+    x = torch.randn(2, 3, 64, 64)
+    dynamo.reset()
+    with torch.set_grad_enabled(training):
+        explained = dynamo.explain(lambda inp: model(inp).sum())(x)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0, explained.break_reasons
