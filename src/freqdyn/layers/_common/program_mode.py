@@ -26,6 +26,24 @@ def functorch_active() -> bool:
     return torch._C._are_functorch_transforms_active()
 
 
+def may_overwrite() -> bool:
+    """Whether a layer may overwrite intermediates in place: autograd records nothing, and neither a ``torch.func``
+    transform nor a trace runs (``jit.trace``'s check re-runs the forward with grad enabled)."""
+    return not (torch.is_grad_enabled() or functorch_active() or exporting())
+
+
+def may_accumulate_in_place() -> bool:
+    """Whether autograd-safe in-place accumulation into a fresh tensor (``baddbmm_``, ``addcmul_``) may run: not under
+    a ``torch.func`` transform, which has no batching rule for those ops."""
+    return not functorch_active()
+
+
+def may_checkpoint() -> bool:
+    """Whether activation checkpointing may run: autograd records, and neither a ``torch.func`` transform (the
+    checkpoint's hooks are not transform-safe) nor a trace or export runs."""
+    return torch.is_grad_enabled() and not (functorch_active() or exporting())
+
+
 def has_hooks(module: nn.Module) -> bool:
     """Whether calling ``module`` runs any hook: its own or a global one (``nn.Module.__call__``'s own test)."""
     hooks = nn.modules.module

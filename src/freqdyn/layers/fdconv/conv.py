@@ -16,7 +16,7 @@ from .._common.checks import check_feature_map, check_int, check_ints
 from .._common.conv_args import IntPair, Padding
 from .._common.conv_contract import ConvContract
 from .._common.device_dtype import factory_kwargs
-from .._common.program_mode import compiling, compute_dtype, exporting, functorch_active, has_hooks
+from .._common.program_mode import compiling, compute_dtype, has_hooks, may_checkpoint
 from .._common.trace_only import TraceOnly
 from .._legacy import become_plain_conv
 from .fourier_dynamic import DEFAULTS, FourierDynamicBase, FourierOptions
@@ -269,10 +269,10 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         att = self.KSM_Global(pooled)
         if self.FBM is not None:
             x = self.FBM(x)
-        # hooks on KSM-Local (which runs inside the recompute) would fire again in backward, per chunk, and any
-        # autograd work they do would upset the checkpoint: with hooks there, the kernels are kept instead
+        # hooks on KSM-Local (which runs inside the recompute) would fire again in backward, and any autograd work
+        # they do would upset the checkpoint: with hooks there, the kernels are kept instead
         hooked = self.KSM_Local is not None and any(has_hooks(m) for m in self.KSM_Local.modules())
-        if (hooked or not (self.recompute_kernels and torch.is_grad_enabled()) or exporting() or functorch_active()
+        if (hooked or not (self.recompute_kernels and may_checkpoint())
                 or (not compiling() and self._kernels_are_small(x))):
             return self._per_sample_conv(x, pooled, att)  # torch.func transforms do not take checkpoints' hooks
         # the per-sample kernels (B*O*I*kh*kw values) are not saved for backward but rebuilt there, for the whole

@@ -15,7 +15,7 @@ from .._common.checks import check_int, check_positive, check_real
 from .._common.conv_contract import reset_bias
 from .._common.device_dtype import factory_kwargs
 from .._common.modulation import Modulated, apply_attentions
-from .._common.program_mode import compiling, compute_dtype, exporting, functorch_active
+from .._common.program_mode import compiling, compute_dtype, may_overwrite
 from .kernel_spatial_modulation import (
     KernelSpatialModulationGlobal,
     KernelSpatialModulationLocal,
@@ -298,7 +298,7 @@ class FourierDynamicBase(nn.Module):
         ksm_local = self.KSM_Local
         # the local attention's constant multiplier (att_multi for 'sigmoid') goes into the synthesis for free
         weight = self.dynamic_weight(att.kernel, 1.0 if ksm_local is None else ksm_local.gain)
-        inplace = not (torch.is_grad_enabled() or functorch_active() or exporting())  # a trace is re-run with grad
+        inplace = may_overwrite()
         if ksm_local is not None:
             local = (ksm_local.forward if self.bypass_hooks else ksm_local)(pooled, with_gain=False)
         return apply_attentions(weight, att, groups, local=local, features=features, inplace=inplace)

@@ -22,8 +22,9 @@ from .._common.program_mode import (
     compiling,
     compute_dtype,
     exporting,
-    functorch_active,
     has_hooks,
+    may_accumulate_in_place,
+    may_checkpoint,
     memory_format_of,
 )
 from .._common.trace_only import TraceOnly
@@ -168,8 +169,10 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
                     return synth, proj[j].reshape(batch * height, w, channels)
 
                 bands = torch.bmm(*term(0))
-                for j in range(1, len(proj)):  # in place, except under torch.func (no batching rule for baddbmm_)
-                    bands = torch.baddbmm(bands, *term(j)) if functorch_active() else bands.baddbmm_(*term(j))
+                for j in range(1, len(proj)):
+                    synth, part = term(j)
+                    in_place = may_accumulate_in_place()
+                    bands = bands.baddbmm_(synth, part) if in_place else torch.baddbmm(bands, synth, part)
                 bands = bands.reshape(batch, height, width, 1, channels)
             else:
                 bands = torch.stack([
@@ -177,7 +180,8 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
                     for j, (part, w) in enumerate(zip(proj, plan.widths, strict=True))
                 ]).sum(0)
             xg = xl.reshape(batch, height, width, g, per_group)
-            out = torch.addcmul(bands, xg, att[..., :1]) if functorch_active() else bands.addcmul_(xg, att[..., :1])
+            gate = att[..., :1]
+            out = bands.addcmul_(xg, gate) if may_accumulate_in_place() else torch.addcmul(bands, xg, gate)
             out = out.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
         return out.to(x.dtype).contiguous(memory_format=memory_format_of(x))
 
@@ -202,7 +206,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
             att = self.attention(xw).permute(0, 3, 4, 1, 2).contiguous()  # (B, G, n, H, W)
             coef = torch.cat([att[:, :, 1:] - att[:, :, :-1], 1 - att[:, :, -1:]], dim=2)  # of L_1 .. L_n
             xg = xw.reshape(batch, g, channels // g, height, width)
-            if torch.is_grad_enabled() and not functorch_active():
+            if may_checkpoint():
                 bands = checkpoint(self._band_sum, xg, coef, use_reentrant=False)
             else:
                 bands = self._band_sum(xg, coef)
@@ -217,7 +221,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
             if out is None:
                 out = low * weight
             else:
-                out = torch.addcmul(out, low, weight) if functorch_active() else out.addcmul_(low, weight)
+                out = out.addcmul_(low, weight) if may_accumulate_in_place() else torch.addcmul(out, low, weight)
         return cast(Tensor, out)
 
     def _stacked_forward(self, x: Tensor, lows: Tensor | None) -> Tensor:

@@ -21,7 +21,7 @@ from .._common.attention_heads import (
 )
 from .._common.attention_norm import AttentionLayerNorm, reset_norm
 from .._common.device_dtype import factory_kwargs
-from .._common.program_mode import compute_dtype, exporting
+from .._common.program_mode import compute_dtype, may_overwrite
 from .star_relu import StarReLU
 
 
@@ -148,7 +148,7 @@ class KernelSpatialModulationLocal(nn.Module):
         with torch.autocast(pooled.device.type, enabled=False):  # float32 for half dtypes, as KSM-Global
             normed = self.norm(pooled.to(compute_dtype(pooled.dtype)))
             logits = self.conv(normed[:, None]).transpose(1, 2)  # (B, I, O/g*kh*kw)
-        inplace = not (torch.is_grad_enabled() or exporting())  # jit.trace's check re-runs with grad enabled
+        inplace = may_overwrite()
         att = modulation(logits, self.act, self.att_multi if with_gain else 1.0, inplace=inplace)
         att = att.reshape(batch, g, channels // g, self.out_channels // g, kh, kw).permute(0, 1, 3, 2, 4, 5)
         return att.reshape(batch, self.out_channels, channels // g, kh, kw)  # a view when groups == 1
