@@ -25,13 +25,6 @@ class Attentions:
     filter: Tensor | None = None  # (B, O) scales the output channels (before the bias)
     spatial: Tensor | None = None  # (B, kh * kw) scales the kernel positions
 
-    def select(self, rows: slice) -> Attentions:
-        """The attentions of the samples ``rows``."""
-        def part(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t[rows]
-
-        return Attentions(part(self.kernel), part(self.channel), part(self.filter), part(self.spatial))
-
 
 ACTIVATIONS = ("sigmoid", "tanh")
 

@@ -7,6 +7,7 @@ sum_j a_j * (L_{j-1} - L_j) + L_last, which telescopes to x when every a_j = 1 (
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import cast
 
 import torch
@@ -143,15 +144,16 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         """
         # sum_j a_j (L_{j-1} - L_j) + L_n  ==  a_1 x + sum_{j<n} (a_{j+1} - a_j) L_j + (1 - a_n) L_n
         if exporting():  # the operators are built in the graph from x's shape: it runs at any H, W
-            return self._stacked_forward(x, graph_low_passes(x.to(compute_dtype(x.dtype)), self.k_list, self.masks))
+            return self._stacked_forward(x, lambda xw: graph_low_passes(xw, self.k_list, self.masks))
         if compiling():
-            return self._stacked_forward(x, None)
+            return self._stacked_forward(x, lambda xw: stacked_low_passes(xw, list(self.k_list), self.masks))
         if self._use_fft(x):
             return self._fft_forward(x)
         batch, channels, height, width = x.shape
         g = self.spatial_group
         per_group = channels // g
         work = compute_dtype(x.dtype)
+        in_place = may_accumulate_in_place()
         with torch.autocast(x.device.type, enabled=False):
             plan = band_plan(height, width, self.k_list, self.masks, work, x.device)
             xl = x.to(work).permute(0, 2, 3, 1).contiguous()  # (B, H, W, C); no copy for channels_last x
@@ -171,7 +173,6 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
                 bands = torch.bmm(*term(0))
                 for j in range(1, len(proj)):
                     synth, part = term(j)
-                    in_place = may_accumulate_in_place()
                     bands = bands.baddbmm_(synth, part) if in_place else torch.baddbmm(bands, synth, part)
                 bands = bands.reshape(batch, height, width, 1, channels)
             else:
@@ -181,7 +182,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
                 ]).sum(0)
             xg = xl.reshape(batch, height, width, g, per_group)
             gate = att[..., :1]
-            out = bands.addcmul_(xg, gate) if may_accumulate_in_place() else torch.addcmul(bands, xg, gate)
+            out = bands.addcmul_(xg, gate) if in_place else torch.addcmul(bands, xg, gate)
             out = out.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
         return out.to(x.dtype).contiguous(memory_format=memory_format_of(x))
 
@@ -224,11 +225,12 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
                 out = out.addcmul_(low, weight) if may_accumulate_in_place() else torch.addcmul(out, low, weight)
         return cast(Tensor, out)
 
-    def _stacked_forward(self, x: Tensor, lows: Tensor | None) -> Tensor:
-        """:meth:`forward` from the stacked low-passes (n, B, C, H, W) of x: those a trace or export builds in its
-        graph (:func:`~freqdyn.layers.fdconv.low_pass.graph_low_passes`), or, for ``torch.compile`` (``lows`` None),
-        one opaque operator (:func:`~freqdyn.layers.fdconv.low_pass.stacked_low_passes`); either way batch and
-        spatial sizes stay dynamic."""
+    def _stacked_forward(self, x: Tensor, low_passes: Callable[[Tensor], Tensor]) -> Tensor:
+        """:meth:`forward` from the stacked low-passes (n, B, C, H, W) that ``low_passes`` computes from x in its
+        work dtype: those a trace or export builds in its graph
+        (:func:`~freqdyn.layers.fdconv.low_pass.graph_low_passes`), or, for ``torch.compile``, one opaque operator
+        (:func:`~freqdyn.layers.fdconv.low_pass.stacked_low_passes`); either way batch and spatial sizes stay
+        dynamic."""
         per_group = self.in_channels // self.spatial_group
         with torch.autocast(x.device.type, enabled=False):
             xw = x.to(compute_dtype(x.dtype))
@@ -236,7 +238,5 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
             coef = torch.cat([att[1:] - att[:-1], 1 - att[-1:]])  # of L_1 .. L_n
             if self.spatial_group > 1 and per_group > 1:  # a map per channel, so the result needs no reshape
                 att, coef = att.repeat_interleave(per_group, dim=2), coef.repeat_interleave(per_group, dim=2)
-            if lows is None:
-                lows = stacked_low_passes(xw, list(self.k_list), self.masks)  # (n, B, C, H, W)
-            out = (lows * coef).sum(0) + xw * att[0]
+            out = (low_passes(xw) * coef).sum(0) + xw * att[0]
         return out.to(x.dtype).contiguous(memory_format=memory_format_of(x))

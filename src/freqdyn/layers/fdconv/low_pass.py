@@ -63,6 +63,13 @@ def _nearest_source(dst: int, size_in: int, size_out: int) -> int:
     return min(math.floor(_f32(dst * _f32(size_in / size_out))), size_in - 1)
 
 
+def _official_grid_masks(k: int) -> tuple[list[bool], list[bool]]:
+    """The official row (64) and column (33) masks of cut-off 0.5 / k on the 64 x 64 rfft grid, before resizing:
+    |fftfreq(64)| and rfftfreq(64) are exact in float32, the threshold 0.5 / k + 1e-8 is rounded to float32."""
+    n, limit = OFFICIAL_MASK_GRID, _f32(0.5 / k + 1e-8)
+    return [min(r, n - r) / n < limit for r in range(n)], [c / n < limit for c in range(n // 2 + 1)]
+
+
 def _mask_lists(
     height: int, width: int, k_list: tuple[int, ...], rule: str
 ) -> tuple[list[list[bool]], list[list[bool]]]:
@@ -74,10 +81,8 @@ def _mask_lists(
             rows.append([min(r, height - r) / height < limit for r in range(height)])
             cols.append([c / width < limit for c in range(n_cols)])
             continue
-        n = OFFICIAL_MASK_GRID  # |fftfreq(64)| and rfftfreq(64) are exact in float32, the threshold is not
-        limit = _f32(0.5 / k + 1e-8)
-        grid_rows = [min(r, n - r) / n < limit for r in range(n)]
-        grid_cols = [c / n < limit for c in range(n // 2 + 1)]
+        n = OFFICIAL_MASK_GRID
+        grid_rows, grid_cols = _official_grid_masks(k)
         rows.append([grid_rows[_nearest_source(r, n, height)] for r in range(height)])
         cols.append([grid_cols[_nearest_source(c, n // 2 + 1, n_cols)] for c in range(n_cols)])
     return rows, cols
@@ -314,11 +319,7 @@ def _graph_mask(size: Tensor, count: int, k: int, rule: str, axis: str) -> Tenso
     if rule == "exact":
         freq = torch.minimum(index, size - index) / size if axis == "h" else index / size
         return (freq < 0.5 / k + 1e-8).to(torch.float64)
-    grid, limit = OFFICIAL_MASK_GRID, _f32(0.5 / k + 1e-8)
-    if axis == "h":
-        grid_mask = [min(r, grid - r) / grid < limit for r in range(grid)]
-    else:
-        grid_mask = [c / grid < limit for c in range(grid // 2 + 1)]
+    grid_mask = _official_grid_masks(k)[0 if axis == "h" else 1]
     scale = (len(grid_mask) / torch.full_like(size, count)).to(torch.float32)
     source = torch.floor(index.to(torch.float32) * scale).clamp(max=len(grid_mask) - 1).long()
     return torch.tensor(grid_mask, dtype=torch.float64, device=size.device)[source]
