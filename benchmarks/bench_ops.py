@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from freqdyn import CondConv2d, DynamicConv2d, FDConv, FDLinear, FreqFusion, ODConv2d, convert
-from freqdyn.tools.op_count import step_calls
+from freqdyn.tools.op_count import step, step_calls
 from freqdyn.tools.reference import naive_fdconv, naive_freq_fusion
 from freqdyn.tools.timing import interleaved_times_ms, machine_line
 
@@ -103,16 +103,7 @@ def host_rows(rounds: int) -> list[str]:
         fns = {}
         for name, (build, shapes, _) in tiny.items():
             torch.manual_seed(0)
-            module, inputs = build().train(training), [torch.randn(s) for s in shapes]
-
-            def run(module: nn.Module = module, inputs: list[torch.Tensor] = inputs, training: bool = training) -> None:
-                if training:
-                    module(*inputs).sum().backward()
-                else:
-                    with torch.no_grad():
-                        module(*inputs)
-
-            fns[name] = run
+            fns[name] = step(build(), [torch.randn(s) for s in shapes], training)
         times = interleaved_times_ms(fns, rounds)
         base = times["nn.Conv2d"]
         for name, t in times.items():

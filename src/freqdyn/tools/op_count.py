@@ -33,9 +33,9 @@ def _total(out: object) -> Tensor:
     return torch.stack([_total(part) for part in parts]).sum()
 
 
-def step_calls(module: nn.Module, inputs: Sequence[Tensor], training: bool) -> int:
-    """aten calls of a training step (train mode, forward and backward of the summed output) or an inference (eval
-    mode, no grad) of ``module`` on ``inputs``."""
+def step(module: nn.Module, inputs: Sequence[Tensor], training: bool) -> Callable[[], None]:
+    """A training step (train mode, forward and backward of the summed output) or an inference (eval mode, no grad)
+    of ``module`` on ``inputs``, as a function to call, count or time."""
     module.train(training)
 
     def run() -> None:
@@ -45,4 +45,9 @@ def step_calls(module: nn.Module, inputs: Sequence[Tensor], training: bool) -> i
         with torch.no_grad():
             module(*inputs)
 
-    return sum(aten_calls(run).values())
+    return run
+
+
+def step_calls(module: nn.Module, inputs: Sequence[Tensor], training: bool) -> int:
+    """aten calls of :func:`step`."""
+    return sum(aten_calls(step(module, inputs, training)).values())
