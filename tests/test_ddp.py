@@ -47,8 +47,14 @@ def _worker(rank: int, port: int, queue) -> None:
             queue.put((gathered[0].abs().sum().item(), (gathered[0] - gathered[1]).abs().max().item(),
                        sum(p.grad is None for p in model.parameters())))
         dist.barrier()  # both ranks done before either tears down (gloo can abort a rank whose peer left first)
+        del model, optimizer  # DDP's reducer holds the process group
     finally:
         dist.destroy_process_group()
+    # Exit now: at interpreter shutdown gloo's threads can still be joinable, and their C++ destructors then abort
+    # the process ("terminate called without an active exception", seen once in CI after a passing step).
+    queue.close()
+    queue.join_thread()
+    os._exit(0)
 
 
 def _free_port() -> int:
