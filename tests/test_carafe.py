@@ -1,9 +1,11 @@
+import functools
 import importlib
 
 import pytest
 import torch
 
 from freqdyn.layers import carafe
+from freqdyn.tools.op_count import aten_calls
 from freqdyn.tools.reference import naive_carafe
 from freqdyn.tools.timing import saved_megabytes
 
@@ -26,9 +28,9 @@ def _kernels(batch, groups, k, height, width, dtype=torch.float64):
 
 @pytest.mark.parametrize("h,w,scale,out_h,out_w,k,groups", CASES)
 @pytest.mark.parametrize("padding", ["zeros", "reflect"])
-@pytest.mark.parametrize("path", ["views", "stacked views"])
+@pytest.mark.parametrize("path", ["autograd function", "plain ops"])
 def test_matches_unfold_formulation(h, w, scale, out_h, out_w, k, groups, padding, path, monkeypatch):
-    if path == "stacked views":  # the formulation taken under export and torch.func
+    if path == "plain ops":  # the formulation taken under export and torch.func
         monkeypatch.setattr(importlib.import_module("freqdyn.layers.freqfusion.carafe"), "exporting", lambda: True)
     x = torch.randn(2, 8, h, w, dtype=torch.float64)
     kernels = _kernels(2, groups, k, out_h, out_w)
@@ -48,10 +50,25 @@ def test_uniform_kernel_is_a_box_filter_then_nearest_upsampling(padding):
     torch.testing.assert_close(carafe(x, kernels, 3, 1, 2, padding), expected)
 
 
-def test_gradcheck():
-    x = torch.randn(1, 4, 3, 4, dtype=torch.float64, requires_grad=True)
-    kernels = _kernels(1, 2, 3, 6, 7).requires_grad_()
-    assert torch.autograd.gradcheck(lambda a, b: carafe(a, b, 3, 2, 2), (x, kernels))
+@pytest.mark.parametrize("h,w,scale,out_h,out_w,k,groups", CASES + [(3, 4, 3, 8, 13, 3, 1), (4, 3, 1, 4, 3, 1, 2)])
+@pytest.mark.parametrize("padding", ["zeros", "reflect"])
+def test_gradcheck(h, w, scale, out_h, out_w, k, groups, padding):
+    """The custom backward (rows folded back through a strided view) against float64 finite differences."""
+    x = torch.randn(2, 4, h, w, dtype=torch.float64, requires_grad=True)
+    kernels = _kernels(2, groups, k, out_h, out_w).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: carafe(a, b, k, groups, scale, padding), (x, kernels), fast_mode=True)
+
+
+def test_op_count_depends_on_the_kernel_size_alone():
+    """One matmul (scale 1: one product) per kernel row: the same calls for any batch, channels and map size."""
+    for scale, k in ((1, 3), (2, 5)):
+        counts = []
+        for batch, channels, size in ((1, 8, 5), (4, 64, 16), (3, 24, 11)):
+            x = torch.randn(batch, channels, size, size, requires_grad=True)
+            kernels = _kernels(batch, 1, k, size * scale, size * scale, torch.float32).requires_grad_()
+            step = functools.partial(lambda a, b, k, s: carafe(a, b, k, 1, s).sum().backward(), x, kernels, k, scale)
+            counts.append(sum(aten_calls(step).values()))
+        assert max(counts) <= 1.05 * min(counts) and max(counts) < 350, counts  # (views vs copies differ a little)
 
 
 def test_autograd_keeps_no_unfold_tensor():

@@ -2,11 +2,12 @@
 
 Convention: FLOPs = 2 x multiply-accumulates, as ``torch.utils.flop_counter.FlopCounterMode``, whose counts
 (convolutions and matrix products: every attention branch, per-sample kernel mixing and the convolution
-itself) are the base. Added on top, because FlopCounterMode reports 0 for them:
+itself) are the base. Added on top, because FlopCounterMode reports 0 for them or counts more than the work:
 
 * FFTs (FDConv's per-sample weight synthesis): 2.5 N log2 N FLOPs for a real FFT of N points, 5 N log2 N
   for a complex one, per transformed signal;
-* CARAFE reassembly (FreqFusion): 2 k^2 FLOPs per output element;
+* CARAFE reassembly (FreqFusion): 2 k^2 FLOPs per output element (its batched matmuls also run over a few
+  wrapped columns per row: those are taken off);
 * DCNv3's deformable sampling: 2 x 5 FLOPs per output value and sampling point (4 bilinear taps and the
   modulation);
 * in-place batched matmul-accumulates (``baddbmm_``, FBM's band synthesis), counted like ``baddbmm``.

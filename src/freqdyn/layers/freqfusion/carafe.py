@@ -2,9 +2,11 @@
 
 Every output pixel (i, j) is a weighted sum of the k x k neighbourhood of its source pixel
 (i // scale, j // scale) in x, with per-pixel, per-group weights. The reference formulation unfolds x into
-(B, C * k * k, H, W) and upsamples that; here the sum runs over the k*k offsets and the scale**2 sub-pixel
-phases on shifted *views* of the padded input, so neither the forward pass nor autograd keeps anything
-larger than the input and the output.
+(B, C * k * k, H, W) and upsamples that; here the input is laid out channels-last with its padded rows read as
+one sequence of pixels, so that each kernel row of every pixel's neighbourhood is a strided view of it (no
+copy), and one batched matmul per kernel row multiplies those views with the pixels' k x scale**2 taps. The op
+count depends on k only (not on the batch, the channels or the map), and autograd keeps only the two inputs:
+the backward gathers each row's gradient through one more strided view.
 
 Borders: ``padding='zeros'`` (default) is mmcv's ``carafe`` op, which the authors' released FreqFusion
 models use: taps outside the map contribute nothing. ``padding='reflect'`` reflects the map, as the
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._common.flop_record import record_flops
-from .._common.program_mode import exporting, functorch_active
+from .._common.program_mode import exporting, functorch_active, may_overwrite
 
 PADDINGS = ("zeros", "reflect")
 
@@ -28,16 +30,18 @@ def _pad_mode(size: int, pad: int) -> str:
     return "reflect" if pad < size else "replicate"  # reflection needs pad < size
 
 
-def pad_neighbourhood(x: Tensor, pad: int, padding: str = "zeros") -> Tensor:
-    """Pad the last two dims by ``pad``: zeros, or reflection (replicate along a dim too small to reflect)."""
-    if pad == 0:
-        return x
-    if padding == "zeros":
-        return F.pad(x, [pad] * 4)
+def pad_neighbourhood(x: Tensor, pad: int, padding: str = "zeros", extra_row: bool = False) -> Tensor:
+    """Pad the last two dims by ``pad``: zeros, or reflection (replicate along a dim too small to reflect);
+    ``extra_row`` adds one zero row at the bottom."""
+    extra = int(extra_row)
+    if padding == "zeros" or pad == 0:
+        return F.pad(x, [pad, pad, pad, pad + extra])
     mode_h, mode_w = _pad_mode(x.shape[-2], pad), _pad_mode(x.shape[-1], pad)
     if mode_h == mode_w:
-        return F.pad(x, [pad] * 4, mode=mode_h)
-    return F.pad(F.pad(x, [0, 0, pad, pad], mode=mode_h), [pad, pad, 0, 0], mode=mode_w)
+        x = F.pad(x, [pad] * 4, mode=mode_h)
+    else:
+        x = F.pad(F.pad(x, [0, 0, pad, pad], mode=mode_h), [pad, pad, 0, 0], mode=mode_w)
+    return F.pad(x, [0, 0, 0, extra]) if extra else x
 
 
 def source_size(out_size: tuple[int, int], size: tuple[int, int], scale: int) -> tuple[int, int]:
@@ -66,60 +70,74 @@ def check_kernels(x: Tensor, kernels: Tensor, kernel_size: int, groups: int, pad
                          f"got {tuple(kernels.shape)}")
 
 
-class _Reassemble(torch.autograd.Function):
-    """padded (B, G, C/G, h + 2p, w + 2p), kernels (B, G, k*k, h, s, w, s) -> (B, G, C/G, h, s, w, s).
+def _windows(base: Tensor, k: int) -> Tensor:
+    """Every run of k consecutive pixels of base (h + 2p + 1, B*G, w + 2p, C/G) read as one sequence of pixels: a
+    view (pixels - k + 1, C/G, k). Row a of pixel (y, g, x)'s neighbourhood is run (y + a) * B*G*(w + 2p) + g *
+    (w + 2p) + x; for x >= w a run wraps into the next padded row (ignored), and the extra bottom row keeps the
+    last row's runs inside the tensor."""
+    return base.reshape(-1, base.shape[-1]).unfold(0, k, 1)
 
-    Forward and backward both loop over the k*k offsets on views; autograd keeps only the two inputs.
+
+def _pixel_bmm(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+    """``torch.bmm`` of the small per-pixel matrices a (N, i, j) and b (N, j, l). With j == 1 or l == 1 (scale 1)
+    a broadcast product runs several times faster than bmm's one call per matrix."""
+    if a.shape[-1] == 1:
+        return torch.mul(a, b, out=out)
+    if b.shape[-1] == 1:  # the product written (N, j, i), so that the sum runs over whole rows of i (left to
+        # itself, the product of a strided view takes a layout that runs four times slower)
+        written = a.new_empty(a.shape[0], a.shape[2], a.shape[1]) if may_overwrite() else None  # autograd: no out=
+        product = a.transpose(1, 2) * b if written is None else torch.mul(a.transpose(1, 2), b, out=written)
+        return product.sum(1, keepdim=True).transpose(1, 2)
+    return torch.bmm(a, b, out=out)
+
+
+def _reassemble(base: Tensor, taps: Tensor, k: int) -> Tensor:
+    """base (h + 2p + 1, B*G, w + 2p, C/G), taps (h*B*G*(w + 2p), k*k, s*s) -> (h*B*G*(w + 2p), C/G, s*s).
+
+    One batched matmul per kernel row, over the pixels: each pixel's (C/G, k) row of neighbours, a strided view of
+    ``base`` (no copy), times its (k, s*s) taps. The op count grows with k alone, never with the batch or the map.
     """
+    windows, stride, pixels = _windows(base, k), base.shape[1] * base.shape[2], taps.shape[0]
+    out = _pixel_bmm(windows[:pixels], taps[:, :k])
+    for row in range(1, k):
+        part = _pixel_bmm(windows[row * stride : row * stride + pixels], taps[:, row * k : (row + 1) * k])
+        out = out.add_(part) if may_overwrite() else out + part
+    return out
+
+
+class _Reassemble(torch.autograd.Function):
+    """:func:`_reassemble` with a backward of a fixed number of ops per kernel row that keeps only the inputs."""
 
     @staticmethod
-    def forward(ctx, padded: Tensor, kernels: Tensor, k: int) -> Tensor:
-        batch, groups, per_group = padded.shape[:3]
-        _, _, _, height, scale, width, _ = kernels.shape
-        phases = []
-        for p in range(scale):
-            for q in range(scale):
-                acc = padded[..., :height, :width] * kernels[:, :, None, 0, :, p, :, q]
-                for offset in range(1, k * k):
-                    a, b = divmod(offset, k)
-                    acc.addcmul_(padded[..., a : a + height, b : b + width], kernels[:, :, None, offset, :, p, :, q])
-                phases.append(acc)
-        out = torch.stack(phases, dim=-1).reshape(batch, groups, per_group, height, width, scale, scale)
-        out = out.permute(0, 1, 2, 3, 5, 4, 6).contiguous()
-        ctx.save_for_backward(padded, kernels)
+    def forward(ctx, base: Tensor, taps: Tensor, k: int) -> Tensor:
+        ctx.save_for_backward(base, taps)
         ctx.k = k
-        return out
+        with torch.no_grad():
+            return _reassemble(base, taps, k)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
-        padded, kernels = ctx.saved_tensors
+        base, taps = ctx.saved_tensors
         k = ctx.k
-        _, _, _, height, scale, width, _ = kernels.shape
-        grad_padded = torch.zeros_like(padded) if ctx.needs_input_grad[0] else None
-        grad_kernels = torch.empty_like(kernels) if ctx.needs_input_grad[1] else None
-        for p in range(scale):
-            for q in range(scale):
-                go = grad_out[:, :, :, :, p, :, q].contiguous()
-                for offset in range(k * k):
-                    a, b = divmod(offset, k)
-                    window = (..., slice(a, a + height), slice(b, b + width))
-                    if grad_kernels is not None:
-                        grad_kernels[:, :, offset, :, p, :, q] = (go * padded[window]).sum(dim=2)
-                    if grad_padded is not None:
-                        grad_padded[window].addcmul_(go, kernels[:, :, None, offset, :, p, :, q])
-        return grad_padded, grad_kernels, None
-
-
-def _reassemble_stacked(padded: Tensor, kernels: Tensor, k: int) -> Tensor:
-    """:class:`_Reassemble` in plain differentiable ops: the k*k shifted views stacked, every phase weighed.
-
-    Materialises (B, C * k * k, h, w), but traces to about k*k + 3 nodes, for export; ``torch.func`` transforms
-    need plain differentiable ops. (Under ``torch.compile`` it compiles 2.5x faster than the loop but runs about
-    30x slower on CPU: inductor's code for the broadcast product and sum is poor, so the loop is kept there.)
-    """
-    _, _, _, height, _, width, _ = kernels.shape
-    shifted = torch.stack([padded[..., a : a + height, b : b + width] for a in range(k) for b in range(k)], dim=3)
-    return (shifted[:, :, :, :, :, None, :, None] * kernels[:, :, None]).sum(dim=3)
+        grad = grad_out.contiguous()  # an expanded grad_out (zero strides) would make bmm go sample by sample
+        windows, stride, pixels = _windows(base, k), base.shape[1] * base.shape[2], taps.shape[0]
+        grad_taps = None
+        if ctx.needs_input_grad[1]:
+            grad_taps = torch.cat([_pixel_bmm(windows[row * stride : row * stride + pixels].transpose(1, 2), grad)
+                                   for row in range(k)], dim=1)
+        if not ctx.needs_input_grad[0]:
+            return None, grad_taps, None
+        # base pixel m gets sum_t spread[m - row * stride - t, :, t] from each row, spread = grad x taps^T. With the
+        # taps reversed (t' = k - 1 - t) and k - 1 zero pixels either side, that sum is one strided view's sum
+        channels = base.shape[-1]
+        flipped = taps.reshape(pixels, k, k, -1).flip(2).transpose(2, 3)  # (pixels, k rows, s*s, k reversed)
+        spread = grad.new_zeros(pixels + 2 * (k - 1), channels, k)
+        gather = spread.as_strided((pixels + k - 1, channels, k), (channels * k, k, channels * k + 1))
+        grad_base = base.new_zeros(base.shape).reshape(-1, channels)
+        for row in range(k):
+            _pixel_bmm(grad, flipped[:, row], out=spread[k - 1 : k - 1 + pixels])
+            grad_base[row * stride : row * stride + pixels + k - 1] += gather.sum(-1)
+        return grad_base.reshape(base.shape), grad_taps, None
 
 
 def carafe(x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale: int = 1,
@@ -130,8 +148,7 @@ def carafe(x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale:
     reads source pixel (i // scale, j // scale) of x edge-extended to ``ceil(Ho / scale)`` rows (columns).
     Channel c uses kernel group ``c // (C // groups)``; within a group, kernel channel a * k + b weighs the
     neighbour at offset (a - k // 2, b - k // 2). Borders: ``padding`` (module docstring). Under ``torch.export`` /
-    ONNX export, tracing and ``torch.func`` transforms the sum runs on the stacked neighbourhoods (a much smaller
-    graph) instead of the view loop.
+    ONNX export, tracing and ``torch.func`` transforms the same rows run as plain differentiable ops.
     """
     check_kernels(x, kernels, kernel_size, groups, padding)
     batch, channels, height, width = x.shape
@@ -139,17 +156,22 @@ def carafe(x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale:
     src_h, src_w = source_size((out_h, out_w), (height, width), scale)
     if (src_h, src_w) != (height, width):
         x = F.pad(x, [0, src_w - width, 0, src_h - height], mode="replicate")
+    if not batch:  # no runs of pixels to view; the empty output stays joined to both inputs (zero gradients)
+        return (x.sum() * 0 + kernels.sum() * 0).expand(0, channels, out_h, out_w)
     k, pad = kernel_size, kernel_size // 2
-    padded = pad_neighbourhood(x, pad, padding).reshape(
-        batch, groups, channels // groups, src_h + 2 * pad, src_w + 2 * pad
-    )
-    full_h, full_w = scale * src_h, scale * src_w
-    if (full_h, full_w) != (out_h, out_w):
-        kernels = F.pad(kernels, [0, full_w - out_w, 0, full_h - out_h])
-    kernels = kernels.reshape(batch, groups, k * k, src_h, scale, src_w, scale)
-    if exporting() or functorch_active():
-        out = _reassemble_stacked(padded, kernels, k)
-    else:
-        out = _Reassemble.apply(padded, kernels, k)
-    record_flops(2 * k * k * batch * channels * out_h * out_w)
-    return out.reshape(batch, channels, full_h, full_w)[..., :out_h, :out_w]
+    pad_h, pad_w = src_h + 2 * pad + 1, src_w + 2 * pad
+    # (h + 2p + 1, B*G, w + 2p, C/G): the neighbourhood rows are strided views of it (:func:`_windows`)
+    padded = pad_neighbourhood(x, pad, padding, extra_row=True)
+    base = padded.reshape(batch * groups, channels // groups, pad_h, pad_w).permute(2, 0, 3, 1).contiguous()
+    # taps (h*B*G*(w + 2p), k*k, s*s), zero beyond the output (rounded sizes) and in the wrapped columns
+    kernels = F.pad(kernels, [0, scale * pad_w - out_w, 0, scale * src_h - out_h])
+    kernels = kernels.reshape(batch * groups, k * k, src_h, scale, pad_w, scale)
+    taps = kernels.permute(2, 0, 4, 1, 3, 5).reshape(-1, k * k, scale * scale)
+    out = _reassemble(base, taps, k) if exporting() or functorch_active() else _Reassemble.apply(base, taps, k)
+    # the profile reports 2 k*k FLOPs per output element; FlopCounterMode also counts the matmuls (those of
+    # :func:`_pixel_bmm` with k, scale > 1), which run over the 2p wrapped columns of each row too: taken off here
+    counted = 2 * k * k * batch * channels * scale * scale * src_h * pad_w if k > 1 and scale > 1 else 0
+    record_flops(2 * k * k * batch * channels * out_h * out_w - counted)
+    out = out.reshape(src_h, batch, groups, pad_w, channels // groups, scale, scale)[:, :, :, :src_w]
+    out = out.permute(1, 2, 4, 0, 5, 3, 6).reshape(batch, channels, scale * src_h, scale * src_w)
+    return out[..., :out_h, :out_w]
