@@ -3,8 +3,8 @@
     python benchmarks/bench_fbm.py [--quick] [--rounds 5] [--batch 1]
 
 For each (channels C, map H x W): the time of ``FrequencyBandModulation(C)`` (official masks) by its two routes,
-the separable matmuls and the pruned FFTs, and by ``transform='auto'`` (the route the cost model picks), as ratios
-to a plain C -> C 3x3 ``nn.Conv2d`` on the same map; inference (no_grad) and a training step (forward + backward).
+the batched pruned FFTs (the default) and the separable matmuls (the CPU option), as ratios to a plain C -> C 3x3
+``nn.Conv2d`` on the same map; inference (no_grad) and a training step (forward + backward).
 The reference computation ``naive`` is the definition: ``irfft2(mask * rfft2(x))`` per band, then the weighted
 sum. One interleaved run per row; medians with [min-max] of the ratio over rounds.
 """
@@ -17,7 +17,6 @@ import torch.nn as nn
 
 from bench_network import spread
 from freqdyn.layers.fdconv.frequency_band_modulation import FrequencyBandModulation
-from freqdyn.layers.fdconv.low_pass import fft_cheaper
 from freqdyn.tools.reference import naive_lowpass
 from freqdyn.tools.timing import interleaved_times_ms, machine_line, unsteady
 
@@ -29,7 +28,7 @@ QUICK = [(64, (56, 56)), (64, (100, 152))]
 
 def naive_fbm(fbm: FrequencyBandModulation, x: torch.Tensor) -> torch.Tensor:
     """The definition: each band from full-size FFT low-passes, weighted by its attention map (G = 1)."""
-    att = fbm.attention(x).permute(0, 3, 4, 1, 2)[:, 0]  # (B, n, H, W)
+    att = fbm.attention(x)[:, 0]  # (B, n, H, W)
     lows = [x] + [naive_lowpass(x, k, fbm.masks) for k in fbm.k_list]
     out = lows[-1]
     for j in range(len(fbm.k_list)):
@@ -44,12 +43,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     args = parser.parse_args()
     print(f"{machine_line()}, batch={args.batch}, official masks, k_list=(2, 4, 8), one attention group\n")
-    print("| C | H x W | mode | conv ms | separable | FFT | auto (route) | naive |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| C | H x W | mode | conv ms | FFT (default) | separable | naive |")
+    print("|---|---|---|---|---|---|---|")
     for channels, (height, width) in QUICK if args.quick else GRID:
         torch.manual_seed(0)
         conv = nn.Conv2d(channels, channels, 3, padding=1)
-        routes = {t: FrequencyBandModulation(channels, transform=t) for t in ("separable", "fft", "auto")}
+        routes = {t: FrequencyBandModulation(channels, transform=t) for t in ("separable", "fft")}
         with torch.no_grad():
             for c in routes["separable"].freq_weight_conv_list:
                 c.weight.normal_(0, 0.1)
@@ -58,7 +57,7 @@ def main() -> None:
         for mode in ("inference", "train"):
             training = mode == "train"
             x = torch.randn(args.batch, channels, height, width, requires_grad=training)
-            fns = {"conv": conv, **routes, "naive": lambda t, f=routes["auto"]: naive_fbm(f, t)}
+            fns = {"conv": conv, **routes, "naive": lambda t, f=routes["fft"]: naive_fbm(f, t)}
 
             def call(fn, x=x, training=training):
                 if training:
@@ -70,12 +69,11 @@ def main() -> None:
                 return run
 
             times = interleaved_times_ms({name: call(fn) for name, fn in fns.items()}, args.rounds)
-            route = "fft" if fft_cheaper(height, width, (2, 4, 8), "official", training) else "separable"
             base = times["conv"]
             flag = " (unsteady)" if unsteady(times) else ""
             print(f"| {channels} | {height} x {width} | {mode}{flag} | {base[len(base) // 2]:.1f} | "
-                  f"{spread(times['separable'], base)} | {spread(times['fft'], base)} | "
-                  f"{spread(times['auto'], base)} ({route}) | {spread(times['naive'], base)} |", flush=True)
+                  f"{spread(times['fft'], base)} | {spread(times['separable'], base)} | "
+                  f"{spread(times['naive'], base)} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ CONV = (2, 64, 32, 32)
 # name: (builder, input shapes, training ceiling, inference ceiling, why)
 CEILINGS = {
     "conv2d": (lambda: nn.Conv2d(64, 64, 3, padding=1), [CONV], 40, 9, "the reference"),
-    "fdconv": (lambda: FDConv(64, 64, 3, padding=1), [CONV], 1340, 495,
+    "fdconv": (lambda: FDConv(64, 64, 3, padding=1), [CONV], 1200, 405,
                "KSM trunk and heads, FBM (3 bands), synthesis, KSM-Local, one conv (issue 30 target: 450 / 220)"),
     "fdlinear": (lambda: FDLinear(64, 64), [(2, 16, 64)], 700, 265,
                  "FDConv's attentions and synthesis without FBM (issue 30 target: 300 / 120)"),

@@ -7,6 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from freqdyn import DynamicConv2d, FDConv, FreqFusion, ODConv2d, profile
 from freqdyn.cli import main
+from freqdyn.layers.fdconv.low_pass import band_masks
 
 
 def _plain_count(model, *inputs):
@@ -49,7 +50,7 @@ def test_fft_formulas():
     assert abs(profile(_FFTs(), x_shape).flops - expected) <= 3
 
 
-def test_fdconv_adds_its_fft_synthesis_and_fbm_accumulates_and_equals_flopcounter_elsewhere():
+def test_fdconv_adds_its_fft_synthesis_and_fbm_ffts_and_equals_flopcounter_elsewhere():
     x = torch.randn(2, 32, 16, 16)
     fft = FDConv(32, 32, 3, padding=1, kernel_num=8, synthesis="fft").eval()
     rows, cols = fft.spectrum_shape
@@ -57,12 +58,14 @@ def test_fdconv_adds_its_fft_synthesis_and_fbm_accumulates_and_equals_flopcounte
     n = rows * cols
     assert synthesis >= int(2 * 2.5 * n * math.log2(n))  # at least one inverse FFT per sample
     basis = FDConv(32, 32, 3, padding=1, kernel_num=8, synthesis="basis").eval()
-    # FBM accumulates the synthesis of its 2nd and 3rd bands in place (baddbmm_, which FlopCounterMode skips):
-    # at 16 px, cut-offs 1/8 and 1/16 keep frequencies 0, +-1, +-2 (5 basis vectors) and 0, +-1 (3)
-    accumulates = 2 * 2 * 16 * 16 * 32 * (5 + 3)
+    # FBM's batched pruned FFTs (B * C = 64 signals of 16 x 16, 3 bands): a real FFT along W, an FFT along H of the
+    # kept columns (5 at 16 px: the k = 2 band's), the inverse FFT along H of every band, an inverse real FFT along W
+    kept = int(band_masks(16, 16, (2, 4, 8), "official")[1].sum(1).max())
+    per_signal = 16 * math.log2(16)
+    fbm_ffts = 64 * 16 * 2.5 * per_signal + 64 * kept * 5 * per_signal * (1 + 3) + 3 * 64 * 16 * 2.5 * per_signal
     # the basis of the K = 8 group kernels is synthesised from the current weights at every call
     basis_fft = int(8 * 2.5 * n * math.log2(n))
-    assert profile(basis, tuple(x.shape)).flops == _plain_count(basis, x) + accumulates + basis_fft
+    assert profile(basis, tuple(x.shape)).flops == _plain_count(basis, x) + int(fbm_ffts) + basis_fft
 
 
 def test_freqfusion_adds_every_reassembly():

@@ -10,7 +10,7 @@ itself) are the base. Added on top, because FlopCounterMode reports 0 for them o
   wrapped columns per row: those are taken off);
 * DCNv3's deformable sampling: 2 x 5 FLOPs per output value and sampling point (4 bilinear taps and the
   modulation);
-* in-place batched matmul-accumulates (``baddbmm_``, FBM's band synthesis), counted like ``baddbmm``.
+* in-place batched matmul-accumulates (``baddbmm_``: FBM's separable route), counted like ``baddbmm``.
 
 Other element-wise work (activations, attention products, normalisation) is not counted, as in
 FlopCounterMode and fvcore.

@@ -32,15 +32,14 @@ from .._common.trace_only import TraceOnly
 from .low_pass import (
     MASK_RULES,
     band_plan,
-    fft_cheaper,
-    fft_low_passes,
+    fft_band_sum,
     filter_rows,
     graph_low_passes,
     low_passes,
     stacked_low_passes,
 )
 
-TRANSFORMS = ("auto", "separable", "fft")
+TRANSFORMS = ("fft", "separable", "auto")
 
 
 class FrequencyBandModulation(TraceOnly, nn.Module):
@@ -56,11 +55,13 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         masks: ``'official'`` (default) or ``'exact'`` band masks (see the module docstring).
         temp: temperature of the attention maps (logits / temp); 1 is the official layer. A higher value slows
             the maps' learning: at high learning rates they otherwise saturate (see :class:`FDConv`).
-        transform: how the low-passes are computed in eager mode: ``'separable'`` matmuls with the size's Fourier
-            operators (O(H + W) per value: fastest on small maps), ``'fft'`` FFTs pruned to the kept frequencies
-            (O(log HW) per value), ``'auto'`` the cheaper at each input size
-            (:func:`~freqdyn.layers.fdconv.low_pass.fft_cheaper`). Same function. A trace or export always builds
-            the operators in its graph from the input's shape (no FFT operators in ONNX; any H, W).
+        transform: how the low-passes are computed in eager mode: ``'fft'`` (default; ``'auto'``, its former name,
+            is the same) all bands at once by FFTs pruned to the kept frequencies
+            (:func:`~freqdyn.layers.fdconv.low_pass.fft_band_sum`: a short fixed sequence of ops, O(log HW) per
+            value), ``'separable'`` matmuls with the size's Fourier operators (O(H + W) per value, about three times
+            the ops: a CPU option for small maps, where it trains up to 1.4x faster on a 2-core CPU). Same function.
+            A trace or export always builds the operators in its graph from the input's shape (no FFT operators in
+            ONNX; any H, W).
 
     Examples:
         >>> fbm = FrequencyBandModulation(16)
@@ -78,7 +79,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         spatial_kernel: int = 3,
         masks: str = "official",
         temp: float = 1.0,
-        transform: str = "auto",
+        transform: str = "fft",
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -120,7 +121,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         return low_passes(x, self.k_list, self.masks)
 
     def attention(self, x: Tensor) -> Tensor:
-        """Band attention maps (B, H, W, G, n_bands) from x (B, C, H, W), in x's dtype."""
+        """Band attention maps (B, G, n_bands, H, W) from x (B, C, H, W), in x's dtype."""
         convs = cast(list[AttentionConv], list(self.freq_weight_conv_list))
         g = self.spatial_group
         if any(has_hooks(c) for c in convs):  # each band's conv called as its module, so that its hooks fire
@@ -133,21 +134,20 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         return self._maps(logits)
 
     def _maps(self, logits: Tensor) -> Tensor:
-        """Band logits (B, G, n, H, W) -> attention maps (B, H, W, G, n)."""
-        logits = logits.permute(0, 3, 4, 1, 2)
+        """Band logits (B, G, n, H, W) -> attention maps, same shape."""
         return modulation(logits, self.act, 2.0, temp=self.temp)
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, C, H, W) -> (B, C, H, W) in x's memory format.
 
-        The work runs channels-last, where both separable transforms are plain matmuls over pixel rows.
+        The separable route runs channels-last, where both of its transforms are plain matmuls over pixel rows.
         """
         # sum_j a_j (L_{j-1} - L_j) + L_n  ==  a_1 x + sum_{j<n} (a_{j+1} - a_j) L_j + (1 - a_n) L_n
         if exporting():  # the operators are built in the graph from x's shape: it runs at any H, W
             return self._stacked_forward(x, lambda xw: graph_low_passes(xw, self.k_list, self.masks))
         if compiling():
             return self._stacked_forward(x, lambda xw: stacked_low_passes(xw, list(self.k_list), self.masks))
-        if self._use_fft(x):
+        if self.transform != "separable" and x.numel():  # (MKL refuses an empty FFT)
             return self._fft_forward(x)
         batch, channels, height, width = x.shape
         g = self.spatial_group
@@ -157,7 +157,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             plan = band_plan(height, width, self.k_list, self.masks, work, x.device)
             xl = x.to(work).permute(0, 2, 3, 1).contiguous()  # (B, H, W, C); no copy for channels_last x
-            att = self.attention(xl.permute(0, 3, 1, 2))  # (B, H, W, G, n)
+            att = self.attention(xl.permute(0, 3, 1, 2)).permute(0, 3, 4, 1, 2)  # (B, H, W, G, n)
             coef = torch.cat([att[..., 1:] - att[..., :-1], 1 - att[..., -1:]], dim=-1)  # of L_1 .. L_n
             pixel_rows = xl.reshape(batch * height, width, channels)
             rows = torch.bmm(plan.basis_w.t().expand(batch * height, -1, -1), pixel_rows)
@@ -186,16 +186,8 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
             out = out.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
         return out.to(x.dtype).contiguous(memory_format=memory_format_of(x))
 
-    def _use_fft(self, x: Tensor) -> bool:
-        """Whether this call takes the FFT route (never while exporting, nor for an empty input: MKL refuses it)."""
-        height, width = x.shape[-2:]
-        if exporting() or self.transform == "separable" or not x.numel():
-            return False
-        training = torch.is_grad_enabled()
-        return self.transform == "fft" or fft_cheaper(int(height), int(width), self.k_list, self.masks, training)
-
     def _fft_forward(self, x: Tensor) -> Tensor:
-        """:meth:`forward` by pruned FFTs (:func:`~freqdyn.layers.fdconv.low_pass.fft_low_passes`), channels-first.
+        """:meth:`forward` by :func:`~freqdyn.layers.fdconv.low_pass.fft_band_sum`, channels-first.
 
         In training the band sum is checkpointed: backward recomputes the low-passes (FFTs) rather than keep
         n maps of x's size per layer.
@@ -203,27 +195,16 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         batch, channels, height, width = x.shape
         g = self.spatial_group
         with torch.autocast(x.device.type, enabled=False):
-            xw = x.to(compute_dtype(x.dtype)).contiguous()
-            att = self.attention(xw).permute(0, 3, 4, 1, 2).contiguous()  # (B, G, n, H, W)
+            xw = x.to(compute_dtype(x.dtype))
+            att = self.attention(xw)  # (B, G, n, H, W)
             coef = torch.cat([att[:, :, 1:] - att[:, :, :-1], 1 - att[:, :, -1:]], dim=2)  # of L_1 .. L_n
             xg = xw.reshape(batch, g, channels // g, height, width)
             if may_checkpoint():
-                bands = checkpoint(self._band_sum, xg, coef, use_reentrant=False)
+                bands = checkpoint(fft_band_sum, xg, coef, self.k_list, self.masks, use_reentrant=False)
             else:
-                bands = self._band_sum(xg, coef)
+                bands = fft_band_sum(xg, coef, self.k_list, self.masks)
             out = torch.addcmul(bands, xg, att[:, :, :1]).reshape(batch, channels, height, width)
         return out.to(x.dtype).contiguous(memory_format=memory_format_of(x))
-
-    def _band_sum(self, x: Tensor, coef: Tensor) -> Tensor:
-        """sum_j coef_j * L_j x for x (B, G, C / G, H, W) and coef (B, G, n, H, W): (B, G, C / G, H, W)."""
-        out = None
-        for j, low in enumerate(fft_low_passes(x, self.k_list, self.masks)):
-            weight = coef[:, :, j, None]
-            if out is None:
-                out = low * weight
-            else:
-                out = out.addcmul_(low, weight) if may_accumulate_in_place() else torch.addcmul(out, low, weight)
-        return cast(Tensor, out)
 
     def _stacked_forward(self, x: Tensor, low_passes: Callable[[Tensor], Tensor]) -> Tensor:
         """:meth:`forward` from the stacked low-passes (n, B, C, H, W) that ``low_passes`` computes from x in its
@@ -234,7 +215,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         per_group = self.in_channels // self.spatial_group
         with torch.autocast(x.device.type, enabled=False):
             xw = x.to(compute_dtype(x.dtype))
-            att = self.attention(xw).permute(4, 0, 3, 1, 2)  # (n, B, G, H, W)
+            att = self.attention(xw).permute(2, 0, 1, 3, 4)  # (n, B, G, H, W)
             coef = torch.cat([att[1:] - att[:-1], 1 - att[-1:]])  # of L_1 .. L_n
             if self.spatial_group > 1 and per_group > 1:  # a map per channel, so the result needs no reshape
                 att, coef = att.repeat_interleave(per_group, dim=2), coef.repeat_interleave(per_group, dim=2)

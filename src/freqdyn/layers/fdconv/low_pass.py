@@ -27,8 +27,8 @@ sum_j (T_j[h]) (V_j^T * c_j[h]) with T_j = Re(A_j) (x V_j) + Im(A_j) (x V_j J_j^
 the rows per band, accumulated in place (with several groups each L_j is built and weighted). The work
 runs channels-last, where both transforms are matmuls over pixel rows. This equals the FFT definition for
 any H, W, works in any dtype and device, and exports to ONNX without FFT operators. Its cost per value grows with
-H + W, so on large maps :func:`fft_low_passes` computes the same low-passes by FFTs pruned to the kept frequencies
-(O(log HW) per value) and :func:`fft_cheaper` says which route is cheaper at a size.
+H + W and its op count with the bands; eager FBM takes :func:`fft_band_sum`, the same low-passes for all bands at once
+by FFTs pruned to the kept frequencies (O(log HW) per value, a fixed short sequence of ops).
 """
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ import contextlib
 import functools
 import math
 import struct
-from collections.abc import Iterator
 from typing import Generic, NamedTuple, TypeVar
 
 import numpy as np
@@ -48,7 +47,6 @@ from .._common.program_mode import compute_dtype
 MASK_RULES = ("official", "exact")
 M = TypeVar("M", Tensor, np.ndarray)
 OFFICIAL_MASK_GRID = 64
-FFT_COST = 5.0  # time of an FFT per value and log2 of its length, in separable multiply-adds (CPU)
 
 
 def _f32(value: float) -> float:
@@ -205,43 +203,31 @@ def filter_rows(plan: BandPlan[Tensor], rows: Tensor) -> list[Tensor]:
 
 
 @functools.lru_cache(maxsize=32)
-def _fft_row_masks(height: int, width: int, k_list: tuple[int, ...], rule: str, dtype: torch.dtype,
-                   device: torch.device) -> tuple[Tensor, tuple[int, ...]]:
-    """Row masks (n, H, 1) in ``dtype`` and the kept column counts (the column masks are prefixes)."""
+def _spectral_masks(height: int, width: int, k_list: tuple[int, ...], rule: str, dtype: torch.dtype,
+                    device: torch.device) -> Tensor:
+    """Masks (n, H, kept) in ``dtype`` of the low-passes on the first ``kept`` rfft columns, those of the widest
+    band (the column masks are prefixes)."""
     rows, cols = _mask_lists(height, width, k_list, rule)
+    kept = max(sum(c) for c in cols)
+    masks = [[[r and c for c in col[:kept]] for r in row] for row, col in zip(rows, cols, strict=True)]
     building = torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
     with building:
-        return torch.tensor(rows, dtype=dtype, device=device)[:, :, None], tuple(sum(c) for c in cols)
+        return torch.tensor(masks, dtype=dtype, device=device)
 
 
-def fft_low_passes(x: Tensor, k_list: tuple[int, ...], rule: str) -> Iterator[Tensor]:
-    """The low-passes L_j x of x (..., H, W) (float32 or float64), widest first, by FFTs pruned to the kept
-    frequencies: one real FFT along W and one FFT along H of the widest band's columns, then per band an
-    inverse FFT along H of its own columns and an inverse real FFT along W (zero-filled beyond them).
+def fft_band_sum(x: Tensor, coef: Tensor, k_list: tuple[int, ...], rule: str) -> Tensor:
+    """sum_j coef_j * L_j x for x (B, G, C/G, H, W) (float32 or float64) and coef (B, G, n, H, W): (B, G, C/G, H, W).
 
-    This is ``irfft2(mask_j * rfft2(x))`` computed in O(log(HW)) per value: cheaper than the separable
-    matmuls (O(H + W)) on large maps.
+    ``L_j x = irfft2(mask_j * rfft2(x))`` for all n bands at once, pruned to the kept frequencies: one real FFT along
+    W (the widest band's columns kept), one FFT along H, one masked product, one batched inverse FFT along H and
+    inverse real FFT along W (zero-filled beyond the kept columns), one weighted sum. A fixed sequence of ops for
+    any batch, size and band count; O(log HW) per value.
     """
     height, width = x.shape[-2:]
-    rows, kept = _fft_row_masks(int(height), int(width), tuple(k_list), rule, x.dtype, x.device)
-    spectrum = torch.fft.fft(torch.fft.rfft(x, dim=-1)[..., :kept[0]], dim=-2)
-    for row, w in zip(rows, kept, strict=True):
-        yield torch.fft.irfft(torch.fft.ifft(spectrum[..., :w] * row, dim=-2), n=width, dim=-1)
-
-
-@functools.lru_cache(maxsize=256)
-def fft_cheaper(height: int, width: int, k_list: tuple[int, ...], rule: str, training: bool = False) -> bool:
-    """Whether :func:`fft_low_passes` beats the separable operators at this size: a cost model of both per
-    value, the separable matmuls' multiply-adds against the FFTs' ``FFT_COST`` x log2 of their lengths (x 1.5
-    for a training step, where the FFT route recomputes its low-passes in backward). Calibrated on a 2-core
-    x86 CPU (``benchmarks/bench_fbm.py``): the FFTs win from about 80 x 80 in inference, 128 x 128 in training."""
-    rows, cols = _mask_lists(height, width, k_list, rule)
-    kept = [sum(c) for c in cols]
-    widths = [min(2 * n - 1, width) for n in kept]  # real basis columns per band
-    separable = widths[0] + sum(w * (height + width) / width for w in widths)
-    lengths = math.log2(max(width, 2)) * (1 + len(k_list)) + math.log2(max(height, 2)) * sum(
-        [kept[0], *kept]) * 2 / width
-    return separable > FFT_COST * (1.5 if training else 1.0) * lengths
+    masks = _spectral_masks(int(height), int(width), tuple(k_list), rule, x.dtype, x.device)
+    spectrum = torch.fft.fft(torch.fft.rfft(x, dim=-1)[..., : masks.shape[-1]], dim=-2)  # (B, G, C/G, H, kept)
+    lows = torch.fft.irfft(torch.fft.ifft(spectrum[:, :, None] * masks[:, None], dim=-2), n=width, dim=-1)
+    return (lows * coef[:, :, :, None]).sum(2)
 
 
 def low_passes(x: Tensor, k_list: tuple[int, ...], rule: str) -> list[Tensor]:
