@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .device_dtype import factory_kwargs
+from .device_dtype import as_dtype, factory_kwargs
 from .program_mode import exporting
 
 
@@ -57,8 +57,8 @@ class AttentionConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x (B, in, H, W) -> (B, out, H, W), or a pooled x (B, in) -> (B, out) for a 1x1 conv without groups (the
         conv of a (B, in, 1, 1) map, as one matmul); in x's dtype."""
-        bias = None if self.bias is None else self.bias.to(x.dtype)
-        weight = self.weight.to(x.dtype)
+        bias = None if self.bias is None else as_dtype(self.bias, x.dtype)
+        weight = as_dtype(self.weight, x.dtype)
         if x.dim() == 2:
             if self.kernel_size != (1, 1) or self.groups != 1:
                 raise ValueError(f"{type(self).__name__}: a 2-D (B, C) input needs a 1x1 conv without groups, this "
@@ -80,8 +80,8 @@ class AttentionLinear(nn.Linear):
     attentions of half-precision layers run in float32); same parameters, keys and initialisation."""
 
     def forward(self, x: Tensor) -> Tensor:
-        bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, self.weight.to(x.dtype), bias)
+        bias = None if self.bias is None else as_dtype(self.bias, x.dtype)
+        return F.linear(x, as_dtype(self.weight, x.dtype), bias)
 
 
 class AttentionConv1d(nn.Conv1d):
@@ -91,12 +91,14 @@ class AttentionConv1d(nn.Conv1d):
     Same parameters, keys and initialisation as ``nn.Conv1d``; stride 1, odd kernel, 'same' zero padding."""
 
     def forward(self, x: Tensor) -> Tensor:
-        weight = self.weight.to(x.dtype)
-        bias = None if self.bias is None else self.bias.to(x.dtype)
+        weight = as_dtype(self.weight, x.dtype)
+        bias = None if self.bias is None else as_dtype(self.bias, x.dtype)
         pad = cast(int, self.padding[0])
         if exporting() or x.shape[1] != 1:
             return F.conv1d(x, weight, bias, padding=pad)
-        size = self.kernel_size[0]
-        windows = F.pad(x[:, 0], (pad, size - 1 - pad)).unfold(1, size, 1)  # (B, L, size)
-        out = F.linear(windows, weight[:, 0], bias)  # (B, L, out)
+        batch, size = x.shape[0], self.kernel_size[0]
+        windows = F.pad(x[:, 0], (pad, size - 1 - pad)).unfold(1, size, 1).contiguous()  # (B, L, size)
+        # one batched matmul (F.linear on the strided window view dispatched one matmul per sample)
+        taps = weight[:, 0].t().expand(batch, size, weight.shape[0])
+        out = torch.bmm(windows, taps) if bias is None else torch.baddbmm(bias, windows, taps)  # (B, L, out)
         return out.transpose(1, 2)

@@ -12,7 +12,7 @@ from torch import Tensor
 from .attention_conv import AttentionConv
 from .attention_norm import attention_norm
 from .checks import check_int, check_real
-from .device_dtype import factory_kwargs
+from .device_dtype import as_dtype, factory_kwargs, scalar
 from .program_mode import compute_dtype, has_hooks
 
 
@@ -36,13 +36,14 @@ def modulation(logits: Tensor, act: str, multiplier: float, inplace: bool = Fals
     ``inplace`` overwrites ``logits`` (for large intermediates that autograd does not need).
     """
     if temp != 1.0:
-        logits = logits.div_(temp) if inplace else logits / temp
+        logits = logits.div_(scalar(temp, logits)) if inplace else logits / scalar(temp, logits)
     if act != "sigmoid":
-        return logits.tanh_().add_(1.0) if inplace else 1.0 + torch.tanh(logits)
+        one = scalar(1.0, logits)
+        return logits.tanh_().add_(one) if inplace else one + torch.tanh(logits)
     out = logits.sigmoid_() if inplace else torch.sigmoid(logits)
     if multiplier == 1.0:
         return out
-    return out.mul_(multiplier) if inplace else out * multiplier
+    return out.mul_(scalar(multiplier, out)) if inplace else out * scalar(multiplier, out)
 
 
 def kernel_modulation(logits: Tensor, act: str, num_kernels: int, temp: float) -> Tensor:
@@ -117,7 +118,7 @@ class AttentionHeads(nn.Module):
         """(B, I) -> (B, hidden), the input of every head; float32 for half dtypes (FDConv's StarReLU squares
         its input), with autocast off."""
         with torch.autocast(pooled.device.type, enabled=False):
-            z = self.fc(pooled.to(compute_dtype(pooled.dtype)))[:, :, None, None]
+            z = self.fc(as_dtype(pooled, compute_dtype(pooled.dtype)))[:, :, None, None]
             return self.activation(self.bn(z)).flatten(1)
 
     def head_logits(self, z: Tensor) -> dict[str, Tensor | None]:

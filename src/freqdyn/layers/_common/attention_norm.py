@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .device_dtype import as_dtype
 from .program_mode import functorch_active
 
 ATTENTION_NORMS = ("batch", "frozen", "layer")
@@ -43,10 +44,11 @@ class AttentionBatchNorm(nn.BatchNorm2d):
         self.frozen = frozen
 
     def forward(self, z: Tensor) -> Tensor:
-        weight, bias = self.weight.to(z.dtype), self.bias.to(z.dtype)  # the trunk may run above the layer's dtype
+        # the trunk may run above the layer's dtype
+        weight, bias = as_dtype(self.weight, z.dtype), as_dtype(self.bias, z.dtype)
         if not self.training or self.frozen or z.shape[0] == 1:
-            return F.batch_norm(z, self.running_mean.to(z.dtype), self.running_var.to(z.dtype), weight, bias, False,
-                                0.0, self.eps)
+            mean, var = as_dtype(self.running_mean, z.dtype), as_dtype(self.running_var, z.dtype)
+            return F.batch_norm(z, mean, var, weight, bias, False, 0.0, self.eps)
         if functorch_active() and not torch._C._functorch.is_functorch_wrapped_tensor(self.running_mean):
             raise ValueError("a torch.func transform (vmap, grad, ...) cannot update the running statistics of a "
                              "train-mode attention BatchNorm it does not own: call .eval(), pass the buffers "
@@ -57,7 +59,9 @@ class AttentionBatchNorm(nn.BatchNorm2d):
         mean, var = self.running_mean.to(z.dtype, copy=True), self.running_var.to(z.dtype, copy=True)  # updated
         out = F.batch_norm(z, mean, var, weight, bias, True, factor, self.eps)
         with torch.no_grad():  # a non-finite batch (NaN / inf input) must not poison the running statistics
-            finite = torch.isfinite(mean).all() & torch.isfinite(var).all()
+            # one check of both: their sum is finite iff both are (it overflows only for inputs beyond about 1e19,
+            # where the trunk overflows anyway: see FDConv's numeric range)
+            finite = torch.isfinite(mean + var).all()
             self.running_mean.copy_(torch.where(finite, mean, self.running_mean))
             self.running_var.copy_(torch.where(finite, var, self.running_var))
         return out
@@ -71,8 +75,8 @@ class AttentionGroupNorm(nn.GroupNorm):
     layer's dtype)."""
 
     def forward(self, z: Tensor) -> Tensor:
-        weight = None if self.weight is None else self.weight.to(z.dtype)
-        bias = None if self.bias is None else self.bias.to(z.dtype)
+        weight = None if self.weight is None else as_dtype(self.weight, z.dtype)
+        bias = None if self.bias is None else as_dtype(self.bias, z.dtype)
         return F.group_norm(z, self.num_groups, weight, bias, self.eps)
 
 
@@ -81,8 +85,8 @@ class AttentionLayerNorm(nn.LayerNorm):
     layers); same parameters, keys and initialisation."""
 
     def forward(self, x: Tensor) -> Tensor:
-        weight = None if self.weight is None else self.weight.to(x.dtype)
-        bias = None if self.bias is None else self.bias.to(x.dtype)
+        weight = None if self.weight is None else as_dtype(self.weight, x.dtype)
+        bias = None if self.bias is None else as_dtype(self.bias, x.dtype)
         return F.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
 
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .conv_args import Padding, explicit_padding, pair
+from .device_dtype import as_dtype
 from .program_mode import compiling, exporting, memory_format_of
 
 
@@ -41,7 +42,7 @@ def batched_conv2d(
     """
     if out_scale is not None:
         y = batched_conv2d(x, weight, None, stride, padding, dilation, groups)
-        y = y * out_scale[:, :, None, None].to(y.dtype)
+        y = y * as_dtype(out_scale[:, :, None, None], y.dtype)
         return y if bias is None else y + bias.reshape(-1, weight.shape[1], 1, 1).to(y.dtype)
     batch, channels, height, width = x.shape
     out_channels = weight.shape[1]

@@ -1,9 +1,15 @@
-"""Typed factory keyword arguments (``device``, ``dtype``) that every layer forwards to its parameters."""
+"""Typed factory keyword arguments (``device``, ``dtype``) that every layer forwards to its parameters, and the
+dtype helpers that keep no-op conversions off the dispatcher."""
 from __future__ import annotations
 
+import contextlib
+import functools
 from typing import TypedDict
 
 import torch
+from torch import Tensor
+
+from .program_mode import compiling, exporting
 
 
 class FactoryKwargs(TypedDict):
@@ -14,3 +20,25 @@ class FactoryKwargs(TypedDict):
 def factory_kwargs(device: torch.device | None, dtype: torch.dtype | None) -> FactoryKwargs:
     """``{"device": device, "dtype": dtype}``, typed so that ``**`` into torch factories type-checks."""
     return {"device": device, "dtype": dtype}
+
+
+def as_dtype(tensor: Tensor, dtype: torch.dtype) -> Tensor:
+    """``tensor.to(dtype)``, without dispatching an op when it already has that dtype (a no-op ``to`` still costs
+    a dispatch, and the layers call it on every forward for mixed-precision safety)."""
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
+def scalar(value: float, like: Tensor) -> Tensor | float:
+    """``value`` as a cached 0-dim tensor in ``like``'s dtype and device, for arithmetic with ``like``: a Python
+    number operand is wrapped into a tensor and converted on every call (four more dispatched ops). While compiling
+    or exporting the number itself (a graph constant either way)."""
+    if compiling() or exporting():
+        return value
+    return _cached_scalar(float(value), like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_scalar(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    building = torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
+    with building:  # a normal tensor, so that a later training forward may save it for backward
+        return torch.full((), value, dtype=dtype, device=device)

@@ -15,7 +15,7 @@ from .._common.batched_conv import batched_conv2d
 from .._common.checks import check_feature_map, check_int, check_ints
 from .._common.conv_args import IntPair, Padding
 from .._common.conv_contract import ConvContract
-from .._common.device_dtype import factory_kwargs
+from .._common.device_dtype import as_dtype, factory_kwargs
 from .._common.program_mode import compiling, compute_dtype, has_hooks, may_checkpoint
 from .._common.trace_only import TraceOnly
 from .._legacy import become_plain_conv
@@ -300,8 +300,8 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         on_kernel = self._use_weight_branch(x.shape[2], x.shape[3])
         weight, features, out_scale = self.modulated(pooled, att, self.groups, None if on_kernel else x)
         x, padding = self._pad(x if features is None else features)
-        bias = self.bias.to(x.dtype) if self.bias is not None else None
-        return batched_conv2d(x, weight.to(x.dtype), bias, self.stride, padding, self.dilation, self.groups,
+        bias = as_dtype(self.bias, x.dtype) if self.bias is not None else None
+        return batched_conv2d(x, as_dtype(weight, x.dtype), bias, self.stride, padding, self.dilation, self.groups,
                               out_scale=out_scale)
 
     def extra_repr(self) -> str:

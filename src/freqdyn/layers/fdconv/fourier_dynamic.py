@@ -13,7 +13,7 @@ from torch import Tensor
 from .._common.attention_heads import Attentions
 from .._common.checks import check_int, check_positive, check_real
 from .._common.conv_contract import reset_bias
-from .._common.device_dtype import factory_kwargs
+from .._common.device_dtype import as_dtype, factory_kwargs, scalar
 from .._common.modulation import Modulated, apply_attentions
 from .._common.program_mode import compiling, compute_dtype, may_overwrite
 from .kernel_spatial_modulation import (
@@ -243,11 +243,11 @@ class FourierDynamicBase(nn.Module):
     def _basis(self, work: torch.dtype) -> Tensor:
         """(P*K, rows*cols): the inverse FFT of each frequency group of each copy on its own."""
         onehot = F.one_hot(self.freq_group.long(), self.kernel_num).permute(2, 0, 1).to(work)
-        masked = self.dft_weight.to(work)[:, None] * onehot[None, :, :, :, None]
+        masked = as_dtype(self.dft_weight, work)[:, None] * onehot[None, :, :, :, None]
         return inverse_spectrum(masked, self.spectrum_shape).reshape(self.num_mixed, -1)
 
     def _fixed_matrix(self, work: torch.dtype) -> Tensor:
-        return inverse_spectrum(self.dft_weight.to(work).sum(0), self.spectrum_shape)[None] * self.alpha
+        return inverse_spectrum(as_dtype(self.dft_weight, work).sum(0), self.spectrum_shape)[None] * self.alpha
 
     def _use_basis(self, batch: int) -> bool:
         if self.synthesis != "auto":
@@ -273,15 +273,18 @@ class FourierDynamicBase(nn.Module):
         with torch.autocast(self.dft_weight.device.type, enabled=False):
             if kernel is None:
                 matrix = self._fixed_matrix(work) * gain
-            elif self._use_basis(kernel.shape[0]):
-                matrix = ((kernel.to(work) * (self.alpha * gain)) @ self._basis(work)).reshape(-1, rows, cols)
+                return matrix_to_weight(matrix, self.kernel_hw)
+            kernel = as_dtype(kernel, work)
+            kernel = kernel * scalar(self.alpha * gain, kernel)
+            if self._use_basis(kernel.shape[0]):
+                matrix = (kernel @ self._basis(work)).reshape(-1, rows, cols)
             else:
                 # gather each sample's group attentions onto the spectrum and invert it: one irfft2 per sample
                 batch, width = kernel.shape[0], cols // 2 + 1
                 index = self.freq_group.reshape(-1).long()
-                kmap = (kernel.to(work) * (self.alpha * gain)).reshape(batch * self.param_ratio, self.kernel_num)
+                kmap = kernel.reshape(batch * self.param_ratio, self.kernel_num)
                 kmap = kmap.index_select(1, index).reshape(batch, self.param_ratio, rows, width, 1)
-                dft = self.dft_weight.to(work)
+                dft = as_dtype(self.dft_weight, work)
                 spectrum = kmap[:, 0] * dft[0] if self.param_ratio == 1 else (kmap * dft).sum(1)  # (B, rows, width, 2)
                 matrix = inverse_spectrum(spectrum, self.spectrum_shape)
         return matrix_to_weight(matrix, self.kernel_hw)

@@ -19,6 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from .._common.attention_conv import AttentionConv
 from .._common.attention_heads import check_activation, modulation
 from .._common.checks import check_int, check_ints, check_positive
+from .._common.device_dtype import as_dtype, scalar
 from .._common.program_mode import (
     compiling,
     compute_dtype,
@@ -156,9 +157,9 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         in_place = may_accumulate_in_place()
         with torch.autocast(x.device.type, enabled=False):
             plan = band_plan(height, width, self.k_list, self.masks, work, x.device)
-            xl = x.to(work).permute(0, 2, 3, 1).contiguous()  # (B, H, W, C); no copy for channels_last x
+            xl = as_dtype(x, work).permute(0, 2, 3, 1).contiguous()  # (B, H, W, C); no copy for channels_last x
             att = self.attention(xl.permute(0, 3, 1, 2)).permute(0, 3, 4, 1, 2)  # (B, H, W, G, n)
-            coef = torch.cat([att[..., 1:] - att[..., :-1], 1 - att[..., -1:]], dim=-1)  # of L_1 .. L_n
+            coef = torch.cat([att[..., 1:] - att[..., :-1], scalar(1.0, att) - att[..., -1:]], dim=-1)  # of L_1 .. L_n
             pixel_rows = xl.reshape(batch * height, width, channels)
             rows = torch.bmm(plan.basis_w.t().expand(batch * height, -1, -1), pixel_rows)
             rows = rows.reshape(batch, height, rows.shape[-2], channels)  # x V along W: (B, H, Rw, C)
@@ -184,7 +185,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
             gate = att[..., :1]
             out = bands.addcmul_(xg, gate) if in_place else torch.addcmul(bands, xg, gate)
             out = out.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
-        return out.to(x.dtype).contiguous(memory_format=memory_format_of(x))
+        return as_dtype(out, x.dtype).contiguous(memory_format=memory_format_of(x))
 
     def _fft_forward(self, x: Tensor) -> Tensor:
         """:meth:`forward` by :func:`~freqdyn.layers.fdconv.low_pass.fft_band_sum`, channels-first.
@@ -195,16 +196,16 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         batch, channels, height, width = x.shape
         g = self.spatial_group
         with torch.autocast(x.device.type, enabled=False):
-            xw = x.to(compute_dtype(x.dtype))
+            xw = as_dtype(x, compute_dtype(x.dtype))
             att = self.attention(xw)  # (B, G, n, H, W)
-            coef = torch.cat([att[:, :, 1:] - att[:, :, :-1], 1 - att[:, :, -1:]], dim=2)  # of L_1 .. L_n
+            coef = torch.cat([att[:, :, 1:] - att[:, :, :-1], scalar(1.0, att) - att[:, :, -1:]], dim=2)  # of L_1..L_n
             xg = xw.reshape(batch, g, channels // g, height, width)
             if may_checkpoint():
                 bands = checkpoint(fft_band_sum, xg, coef, self.k_list, self.masks, use_reentrant=False)
             else:
                 bands = fft_band_sum(xg, coef, self.k_list, self.masks)
             out = torch.addcmul(bands, xg, att[:, :, :1]).reshape(batch, channels, height, width)
-        return out.to(x.dtype).contiguous(memory_format=memory_format_of(x))
+        return as_dtype(out, x.dtype).contiguous(memory_format=memory_format_of(x))
 
     def _stacked_forward(self, x: Tensor, low_passes: Callable[[Tensor], Tensor]) -> Tensor:
         """:meth:`forward` from the stacked low-passes (n, B, C, H, W) that ``low_passes`` computes from x in its
@@ -214,10 +215,10 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         dynamic."""
         per_group = self.in_channels // self.spatial_group
         with torch.autocast(x.device.type, enabled=False):
-            xw = x.to(compute_dtype(x.dtype))
+            xw = as_dtype(x, compute_dtype(x.dtype))
             att = self.attention(xw).permute(2, 0, 1, 3, 4)  # (n, B, G, H, W)
-            coef = torch.cat([att[1:] - att[:-1], 1 - att[-1:]])  # of L_1 .. L_n
+            coef = torch.cat([att[1:] - att[:-1], scalar(1.0, att) - att[-1:]])  # of L_1 .. L_n
             if self.spatial_group > 1 and per_group > 1:  # a map per channel, so the result needs no reshape
                 att, coef = att.repeat_interleave(per_group, dim=2), coef.repeat_interleave(per_group, dim=2)
             out = (low_passes(xw) * coef).sum(0) + xw * att[0]
-        return out.to(x.dtype).contiguous(memory_format=memory_format_of(x))
+        return as_dtype(out, x.dtype).contiguous(memory_format=memory_format_of(x))

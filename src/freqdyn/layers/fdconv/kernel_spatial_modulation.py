@@ -20,7 +20,7 @@ from .._common.attention_heads import (
     modulation,
 )
 from .._common.attention_norm import AttentionLayerNorm, reset_norm
-from .._common.device_dtype import factory_kwargs
+from .._common.device_dtype import as_dtype, factory_kwargs
 from .._common.program_mode import compute_dtype, may_overwrite
 from .star_relu import StarReLU
 
@@ -146,7 +146,7 @@ class KernelSpatialModulationLocal(nn.Module):
         kh, kw = self.kernel_size
         g = self.groups
         with torch.autocast(pooled.device.type, enabled=False):  # float32 for half dtypes, as KSM-Global
-            normed = self.norm(pooled.to(compute_dtype(pooled.dtype)))
+            normed = self.norm(as_dtype(pooled, compute_dtype(pooled.dtype)))
             logits = self.conv(normed[:, None]).transpose(1, 2)  # (B, I, O/g*kh*kw)
         inplace = may_overwrite()
         att = modulation(logits, self.act, self.att_multi if with_gain else 1.0, inplace=inplace)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._common.checks import ArgumentTypeError, check_features_last, check_int
+from .._common.device_dtype import as_dtype
 from .._common.empty_batch import tie_to_parameters
 from .._common.program_mode import compute_dtype
 from .._common.trace_only import TraceOnly
@@ -121,7 +122,7 @@ class FDLinear(TraceOnly, LinearFourierBase):
         weight = self.modulated(pooled, att).weight[..., 0, 0]  # (B or 1, O, I)
         y = torch.matmul(tokens, weight.transpose(1, 2).to(x.dtype))
         if self.bias is not None:
-            y = y + self.bias.to(y.dtype)
+            y = y + as_dtype(self.bias, y.dtype)
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

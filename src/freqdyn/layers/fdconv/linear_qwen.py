@@ -17,7 +17,7 @@ from torch import Tensor
 from .._common.attention_conv import AttentionConv1d, AttentionLinear
 from .._common.attention_heads import Attentions, check_activation, kernel_modulation, modulation
 from .._common.checks import ArgumentTypeError, check_features_last, check_int
-from .._common.device_dtype import factory_kwargs
+from .._common.device_dtype import as_dtype, factory_kwargs
 from .._common.program_mode import compute_dtype
 from .._common.trace_only import TraceOnly
 from .fourier_dynamic import DEFAULTS, FourierOptions
@@ -38,7 +38,7 @@ class RMSNorm(nn.Module):
         nn.init.ones_(self.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + self.eps) * self.weight.to(x.dtype)
+        return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + self.eps) * as_dtype(self.weight, x.dtype)
 
 
 class LinearKernelAttention(nn.Module):
@@ -81,7 +81,7 @@ class LinearKernelAttention(nn.Module):
 
     def forward(self, pooled: Tensor) -> Attentions:
         with torch.autocast(pooled.device.type, enabled=False):  # float32 for half layers, as every attention here
-            z = F.relu(self.norm(self.fc(pooled.to(compute_dtype(pooled.dtype)))))
+            z = F.relu(self.norm(self.fc(as_dtype(pooled, compute_dtype(pooled.dtype)))))
             channel = modulation(self.channel_fc(z), self.act, self.att_multi, temp=self.temp)
             filter_ = modulation(self.filter_fc(z), self.act, self.att_multi, temp=self.temp)
             kernel = None if self.kernel_fc is None else (
@@ -180,7 +180,7 @@ class FDLinearQwen(TraceOnly, LinearFourierBase):
         att = self.KSM_Global(pooled)
         local = None
         if self.local_conv is not None:
-            logits = self.local_conv(pooled[:, None].to(compute_dtype(self.dft_weight.dtype)))
+            logits = self.local_conv(as_dtype(pooled[:, None], compute_dtype(self.dft_weight.dtype)))
             local = modulation(logits, self.KSM_Global.act, self.KSM_Global.att_multi)[..., None, None]
         return self.modulated(pooled, att, local=local).weight[..., 0, 0]
 
@@ -197,12 +197,12 @@ class FDLinearQwen(TraceOnly, LinearFourierBase):
             weights = self.sample_weights(pooled).to(x.dtype).expand(len(segments), -1, -1)
             y = torch.cat([s @ w.t() for s, w in zip(segments, weights, strict=True)])
         elif x.dim() == 2:  # each row is its own sample
-            y = (self.sample_weights(x.to(work)).to(x.dtype) @ x[:, :, None])[..., 0]
+            y = (self.sample_weights(as_dtype(x, work)).to(x.dtype) @ x[:, :, None])[..., 0]
         else:
             tokens = x.reshape(x.shape[0], -1, self.in_features)
             weights = self.sample_weights(tokens.mean(1, dtype=work)).to(x.dtype)
             y = (tokens @ weights.transpose(1, 2)).reshape(*x.shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias.to(y.dtype)
+        return y if self.bias is None else y + as_dtype(self.bias, y.dtype)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "

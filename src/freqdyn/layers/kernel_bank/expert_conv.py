@@ -18,7 +18,7 @@ from .._common.batched_conv import batched_conv2d
 from .._common.checks import check_feature_map, check_int
 from .._common.conv_args import IntPair, Padding
 from .._common.conv_contract import ConvContract
-from .._common.device_dtype import factory_kwargs
+from .._common.device_dtype import as_dtype, factory_kwargs
 from .._common.modulation import apply_attentions
 from .._common.program_mode import compute_dtype
 from .._common.trace_only import TraceOnly
@@ -156,8 +156,8 @@ class ExpertConv2d(TraceOnly, ConvContract):
         if att.kernel is None:
             raise ValueError(f"{type(self).__name__}: its attention must return a kernel mixture")
         work = att.kernel.dtype  # ODConv's attention trunk runs in float32 for half dtypes
-        bank = (att.kernel @ self.weight.to(work)).reshape(batch, *self.kernel_shape)
-        bias = None if self.bias is None else (att.kernel @ self.bias.to(work)).to(dtype)
+        bank = (att.kernel @ as_dtype(self.weight, work)).reshape(batch, *self.kernel_shape)
+        bias = None if self.bias is None else (att.kernel @ as_dtype(self.bias, work)).to(dtype)
         weight, features, out_scale = apply_attentions(bank, att, self.groups, features=x)
         x, padding = self._pad(x if features is None else features)
         return self._layout_output(batched_conv2d(x, weight.to(dtype), bias, self.stride, padding, self.dilation,
