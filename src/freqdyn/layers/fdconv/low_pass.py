@@ -205,14 +205,16 @@ def filter_rows(plan: BandPlan[Tensor], rows: Tensor) -> list[Tensor]:
 @functools.lru_cache(maxsize=32)
 def _spectral_masks(height: int, width: int, k_list: tuple[int, ...], rule: str, dtype: torch.dtype,
                     device: torch.device) -> Tensor:
-    """Masks (n, H, kept) in ``dtype`` of the low-passes on the first ``kept`` rfft columns, those of the widest
-    band (the column masks are prefixes)."""
+    """Masks (n, H, kept) of the low-passes on the first ``kept`` rfft columns, those of the widest band (the column
+    masks are prefixes), as the complex dtype of the spectrum of a ``dtype`` map (float32 or float64): a real mask
+    would be converted on every product."""
     rows, cols = _mask_lists(height, width, k_list, rule)
     kept = max(sum(c) for c in cols)
     masks = [[[r and c for c in col[:kept]] for r in row] for row, col in zip(rows, cols, strict=True)]
     building = torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
     with building:
-        return torch.tensor(masks, dtype=dtype, device=device)
+        return torch.tensor(masks, dtype=dtype, device=device).to(torch.complex128 if dtype == torch.float64
+                                                                    else torch.complex64)
 
 
 def fft_band_sum(x: Tensor, coef: Tensor, k_list: tuple[int, ...], rule: str) -> Tensor:
