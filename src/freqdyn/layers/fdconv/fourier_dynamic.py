@@ -7,7 +7,6 @@ from typing import Any, Protocol, cast
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 from .._common.attention_heads import Attentions
@@ -20,17 +19,10 @@ from .kernel_spatial_modulation import (
     KernelSpatialModulationGlobal,
     KernelSpatialModulationLocal,
 )
-from .spectrum import (
-    frequency_groups,
-    group_index_dtype,
-    inverse_spectrum,
-    matrix_to_weight,
-    weight_to_matrix,
-)
+from .spectrum import frequency_groups, group_index_dtype, matrix_to_weight, weight_to_matrix
+from .synthesis import SYNTHESES, fixed_matrix, group_basis, synthesise, use_basis
 
-SYNTHESES = ("auto", "fft", "basis")
 RATIO_SCALINGS = ("mean", "official")
-_BASIS_MAX_ELEMENTS = 2**24
 MAX_ATT_MULTI = 16.0  # the largest att_multi: channel, filter, spatial and local gates can each reach it
 
 
@@ -242,51 +234,24 @@ class FourierDynamicBase(nn.Module):
 
     def _basis(self, work: torch.dtype) -> Tensor:
         """(P*K, rows*cols): the inverse FFT of each frequency group of each copy on its own."""
-        onehot = F.one_hot(self.freq_group.long(), self.kernel_num).permute(2, 0, 1).to(work)
-        masked = as_dtype(self.dft_weight, work)[:, None] * onehot[None, :, :, :, None]
-        return inverse_spectrum(masked, self.spectrum_shape).reshape(self.num_mixed, -1)
-
-    def _fixed_matrix(self, work: torch.dtype) -> Tensor:
-        return inverse_spectrum(as_dtype(self.dft_weight, work).sum(0), self.spectrum_shape)[None] * self.alpha
-
-    def _use_basis(self, batch: int) -> bool:
-        if self.synthesis != "auto":
-            return self.synthesis == "basis"
-        rows, cols = self.spectrum_shape
-        size = rows * cols
-        if self.num_mixed * size > _BASIS_MAX_ELEMENTS:
-            return False
-        fft = size * max(math.log2(size), 1.0)
-        if compiling():  # the large-batch choice, so that a compiled graph serves every batch size
-            return self.num_mixed * size / 4 < fft
-        basis = batch * self.num_mixed * size / 4 + self.num_mixed * fft
-        return basis < batch * fft
+        return group_basis(as_dtype(self.dft_weight, work), self.freq_group, self.kernel_num, self.spectrum_shape)
 
     def dynamic_weight(self, kernel: Tensor | None, gain: float = 1.0) -> Tensor:
         """Per-sample kernels (B, O, I // groups, kh, kw) from the kernel attention (B, P*K); ``None`` when
-        K*P == 1 gives the fixed kernel (1, O, I // groups, kh, kw). Computed in float32 for half dtypes.
+        K*P == 1 gives the fixed kernel (1, O, I // groups, kh, kw). Computed in float32 for half dtypes
+        (:mod:`~freqdyn.layers.fdconv.synthesis`).
 
         ``gain`` scales the result at no cost (it is applied to the attention, the synthesis being linear).
         """
         work = compute_dtype(self.dft_weight.dtype)
-        rows, cols = self.spectrum_shape
+        dft = as_dtype(self.dft_weight, work)
         with torch.autocast(self.dft_weight.device.type, enabled=False):
             if kernel is None:
-                matrix = self._fixed_matrix(work) * gain
-                return matrix_to_weight(matrix, self.kernel_hw)
-            kernel = as_dtype(kernel, work)
-            kernel = kernel * scalar(self.alpha * gain, kernel)
-            if self._use_basis(kernel.shape[0]):
-                matrix = (kernel @ self._basis(work)).reshape(-1, rows, cols)
-            else:
-                # gather each sample's group attentions onto the spectrum and invert it: one irfft2 per sample
-                batch, width = kernel.shape[0], cols // 2 + 1
-                index = self.freq_group.reshape(-1).long()
-                kmap = kernel.reshape(batch * self.param_ratio, self.kernel_num)
-                kmap = kmap.index_select(1, index).reshape(batch, self.param_ratio, rows, width, 1)
-                dft = as_dtype(self.dft_weight, work)
-                spectrum = kmap[:, 0] * dft[0] if self.param_ratio == 1 else (kmap * dft).sum(1)  # (B, rows, width, 2)
-                matrix = inverse_spectrum(spectrum, self.spectrum_shape)
+                return matrix_to_weight(fixed_matrix(dft, self.spectrum_shape) * (self.alpha * gain), self.kernel_hw)
+            kappa = as_dtype(kernel, work)
+            kappa = kappa * scalar(self.alpha * gain, kappa)
+            basis = use_basis(self.synthesis, kappa.shape[0], self.num_mixed, self.spectrum_shape, compiling())
+            matrix = synthesise(kappa, dft, self.freq_group, self.kernel_num, self.spectrum_shape, basis)
         return matrix_to_weight(matrix, self.kernel_hw)
 
     def modulated(self, pooled: Tensor, att: Attentions, groups: int = 1, features: Tensor | None = None,

@@ -1,0 +1,67 @@
+"""FDW synthesis (FDConv §3.1): per-sample kernels from the Fourier weight and the kernel attention, as pure
+functions with one route chooser.
+
+The Fourier weight ``dft_weight`` (P, rows, cols // 2 + 1, 2) holds P copies of the rfft2 of the kernel matrix
+(rows = O * kh, cols = I / groups * kw); ``freq_group`` (rows, cols // 2 + 1) assigns every coefficient to one of K
+disjoint frequency groups. With a kernel attention kappa (B, P * K), already scaled by alpha, sample b's kernel
+matrix is sum_{p, g} kappa[b, p * K + g] * irfft2(dft_weight[p] on group g). The sum is linear in kappa, so two
+routes compute it:
+
+* ``'fft'``: gather each sample's group attentions onto the spectrum and run one inverse FFT per sample;
+* ``'basis'``: one matmul of kappa with the spatial basis of the P * K group kernels, built from the current
+  weight at every call (nothing cached, so the output always follows the weights).
+
+:func:`use_basis` picks the cheaper by shape and batch (by shape alone under ``torch.compile``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from .spectrum import inverse_spectrum
+
+SYNTHESES = ("auto", "fft", "basis")
+BASIS_MAX_ELEMENTS = 2**24  # the largest basis (P * K * rows * cols values) the 'auto' route builds
+
+
+def group_basis(dft_weight: Tensor, freq_group: Tensor, kernel_num: int, size: tuple[int, int]) -> Tensor:
+    """(P * K, rows * cols): the inverse FFT of each frequency group of each copy on its own, in dft_weight's dtype."""
+    onehot = F.one_hot(freq_group.long(), kernel_num).permute(2, 0, 1).to(dft_weight.dtype)
+    masked = dft_weight[:, None] * onehot[None, :, :, :, None]
+    return inverse_spectrum(masked, size).reshape(dft_weight.shape[0] * kernel_num, -1)
+
+
+def fixed_matrix(dft_weight: Tensor, size: tuple[int, int]) -> Tensor:
+    """(1, rows, cols): the kernel matrix of the P copies' sum, every group weighted 1 (unscaled)."""
+    return inverse_spectrum(dft_weight.sum(0), size)[None]
+
+
+def use_basis(synthesis: str, batch: int, num_mixed: int, size: tuple[int, int], compiling: bool) -> bool:
+    """Whether the ``'basis'`` route is taken: as asked, or for ``'auto'`` where its cost (a basis of ``num_mixed``
+    group kernels from as many inverse FFTs, then a matmul) undercuts one inverse FFT per sample. Compiled, the
+    large-batch choice, so that one graph serves every batch size."""
+    if synthesis != "auto":
+        return synthesis == "basis"
+    elements = size[0] * size[1]
+    if num_mixed * elements > BASIS_MAX_ELEMENTS:
+        return False
+    fft = elements * max(math.log2(elements), 1.0)
+    if compiling:
+        return num_mixed * elements / 4 < fft
+    return batch * num_mixed * elements / 4 + num_mixed * fft < batch * fft
+
+
+def synthesise(kappa: Tensor, dft_weight: Tensor, freq_group: Tensor, kernel_num: int, size: tuple[int, int],
+               basis: bool) -> Tensor:
+    """Kernel matrices (B, rows, cols) from the scaled kernel attention ``kappa`` (B, P * K), by the basis route
+    (``basis``) or the FFT route (module docstring); in kappa's dtype, which dft_weight must share."""
+    rows, cols = size
+    if basis:
+        return (kappa @ group_basis(dft_weight, freq_group, kernel_num, size)).reshape(-1, rows, cols)
+    copies, batch, width = dft_weight.shape[0], kappa.shape[0], cols // 2 + 1
+    kmap = kappa.reshape(batch * copies, kernel_num).index_select(1, freq_group.reshape(-1).long())
+    kmap = kmap.reshape(batch, copies, rows, width, 1)
+    spectrum = kmap[:, 0] * dft_weight[0] if copies == 1 else (kmap * dft_weight).sum(1)  # (B, rows, width, 2)
+    return inverse_spectrum(spectrum, size)
