@@ -1,0 +1,49 @@
+"""The FDW synthesis routes (layers/fdconv/synthesis.py) against a per-sample, per-group loop of inverse FFTs."""
+import pytest
+import torch
+
+from freqdyn.layers.fdconv.spectrum import frequency_groups
+from freqdyn.layers.fdconv.synthesis import fixed_matrix, group_basis, synthesise, use_basis
+
+
+def _naive(kappa, dft, groups, size):
+    """sum_{p, g} kappa[b, p * K + g] * irfft2(dft[p] on group g), one sample and group at a time."""
+    copies, kernel_num = dft.shape[0], int(groups.max()) + 1
+    out = []
+    for sample in kappa:
+        total = torch.zeros(size, dtype=dft.dtype)
+        for p in range(copies):
+            for g in range(kernel_num):
+                masked = torch.view_as_complex(dft[p].contiguous()) * (groups == g)
+                total = total + sample[p * kernel_num + g] * torch.fft.irfft2(masked, s=size)
+        out.append(total)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("rows,cols,copies,kernel_num,batch", [(12, 9, 1, 4, 3), (8, 16, 2, 3, 1), (5, 7, 3, 5, 2)])
+@pytest.mark.parametrize("basis", [False, True])
+def test_routes_equal_the_per_group_sum(rows, cols, copies, kernel_num, batch, basis):
+    torch.manual_seed(0)
+    dft = torch.randn(copies, rows, cols // 2 + 1, 2, dtype=torch.float64)
+    groups = frequency_groups(rows, cols, kernel_num, "stable")
+    kappa = torch.randn(batch, copies * kernel_num, dtype=torch.float64)
+    out = synthesise(kappa, dft, groups, kernel_num, (rows, cols), basis)
+    torch.testing.assert_close(out, _naive(kappa, dft, groups.long(), (rows, cols)), rtol=1e-10, atol=1e-12)
+
+
+def test_basis_and_fixed_matrix_are_the_groups_and_their_sum():
+    torch.manual_seed(1)
+    dft = torch.randn(2, 6, 5, 2, dtype=torch.float64)
+    groups = frequency_groups(6, 8, 4, "stable")
+    basis = group_basis(dft, groups, 4, (6, 8))
+    unit = torch.eye(8, dtype=torch.float64)  # one group of one copy at a time
+    torch.testing.assert_close(basis.reshape(8, 6, 8), _naive(unit, dft, groups.long(), (6, 8)))
+    torch.testing.assert_close(fixed_matrix(dft, (6, 8))[0], basis.sum(0).reshape(6, 8))
+
+
+def test_route_chooser():
+    assert use_basis("basis", 1, 64, (576, 289), False) and not use_basis("fft", 64, 4, (8, 8), False)
+    assert use_basis("auto", 64, 4, (192, 96), False)  # many samples, few groups: one basis beats B inverse FFTs
+    assert not use_basis("auto", 1, 64, (192, 96), False)  # one sample: its own inverse FFT is cheaper
+    assert not use_basis("auto", 64, 4096, (4096, 4096), False)  # the basis would exceed BASIS_MAX_ELEMENTS
+    assert use_basis("auto", 1, 4, (192, 96), True)  # compiled: the large-batch choice for every batch
