@@ -68,7 +68,7 @@ def test_op_count_depends_on_the_kernel_size_alone():
             kernels = _kernels(batch, 1, k, size * scale, size * scale, torch.float32).requires_grad_()
             step = functools.partial(lambda a, b, k, s: carafe(a, b, k, 1, s).sum().backward(), x, kernels, k, scale)
             counts.append(sum(aten_calls(step).values()))
-        assert max(counts) <= 1.05 * min(counts) and max(counts) < 350, counts  # (views vs copies differ a little)
+        assert max(counts) <= 1.1 * min(counts) and max(counts) < 350, counts  # (views vs copies differ a little)
 
 
 def test_autograd_keeps_no_unfold_tensor():

@@ -140,6 +140,36 @@ class _Reassemble(torch.autograd.Function):
         return grad_base.reshape(base.shape), grad_taps, None
 
 
+def _neighbourhood_base(x: Tensor, groups: int, pad: int, padding: str) -> Tensor:
+    """x (B, C, h, w) -> (h + 2p + 1, B*G, w + 2p, C/G): padded by ``padding`` and one more zero row, the layout whose
+    neighbourhood rows are strided views (:func:`_windows`). Zero padding writes x into zeros: one copy pads and
+    changes the layout (not under export or ``torch.func``, which take the plain pad)."""
+    batch, channels, height, width = x.shape
+    if padding == "zeros" and not (exporting() or functorch_active()):
+        base = x.new_zeros(height + 2 * pad + 1, batch * groups, width + 2 * pad, channels // groups)
+        rows = x.reshape(batch * groups, -1, height, width).permute(2, 0, 3, 1)  # (h, B*G, w, C/G), a view
+        base[pad : pad + height, :, pad : pad + width] = rows
+        return base
+    padded = pad_neighbourhood(x, pad, padding, extra_row=True)
+    return padded.reshape(batch * groups, channels // groups, *padded.shape[-2:]).permute(2, 0, 3, 1).contiguous()
+
+
+def _pixel_taps(kernels: Tensor, groups: int, k: int, scale: int, source: tuple[int, int], pad_w: int) -> Tensor:
+    """kernels (B, G * k*k, Ho, Wo) -> taps (h*B*G*(w + 2p), k*k, s*s) in :func:`_reassemble`'s pixel order, zero
+    beyond the output (rounded sizes) and in the wrapped columns (whose gradients would otherwise pick up garbage).
+    For an output of exactly s times the source, the kernels are written into zeros (one copy)."""
+    batch, _, out_h, out_w = kernels.shape
+    src_h, src_w = source
+    if (out_h, out_w) == (scale * src_h, scale * src_w) and not (exporting() or functorch_active()):
+        taps = kernels.new_zeros(src_h, batch * groups, pad_w, k * k, scale, scale)
+        blocks = kernels.reshape(batch * groups, k * k, src_h, scale, src_w, scale)
+        taps.permute(1, 3, 0, 4, 2, 5)[..., :src_w, :] = blocks  # (B*G, k*k, h, s, w, s) view of the taps
+        return taps.reshape(-1, k * k, scale * scale)
+    kernels = F.pad(kernels, [0, scale * pad_w - out_w, 0, scale * src_h - out_h])
+    kernels = kernels.reshape(batch * groups, k * k, src_h, scale, pad_w, scale)
+    return kernels.permute(2, 0, 4, 1, 3, 5).reshape(-1, k * k, scale * scale)
+
+
 def carafe(x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale: int = 1,
            padding: str = "zeros") -> Tensor:
     """Content-aware reassembly of x (B, C, h, w) with kernels (B, groups * k * k, Ho, Wo) -> (B, C, Ho, Wo).
@@ -159,14 +189,9 @@ def carafe(x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale:
     if not batch:  # no runs of pixels to view; the empty output stays joined to both inputs (zero gradients)
         return (x.sum() * 0 + kernels.sum() * 0).expand(0, channels, out_h, out_w)
     k, pad = kernel_size, kernel_size // 2
-    pad_h, pad_w = src_h + 2 * pad + 1, src_w + 2 * pad
-    # (h + 2p + 1, B*G, w + 2p, C/G): the neighbourhood rows are strided views of it (:func:`_windows`)
-    padded = pad_neighbourhood(x, pad, padding, extra_row=True)
-    base = padded.reshape(batch * groups, channels // groups, pad_h, pad_w).permute(2, 0, 3, 1).contiguous()
-    # taps (h*B*G*(w + 2p), k*k, s*s), zero beyond the output (rounded sizes) and in the wrapped columns
-    kernels = F.pad(kernels, [0, scale * pad_w - out_w, 0, scale * src_h - out_h])
-    kernels = kernels.reshape(batch * groups, k * k, src_h, scale, pad_w, scale)
-    taps = kernels.permute(2, 0, 4, 1, 3, 5).reshape(-1, k * k, scale * scale)
+    pad_w = src_w + 2 * pad
+    base = _neighbourhood_base(x, groups, pad, padding)
+    taps = _pixel_taps(kernels, groups, k, scale, (src_h, src_w), pad_w)
     out = _reassemble(base, taps, k) if exporting() or functorch_active() else _Reassemble.apply(base, taps, k)
     # the profile reports 2 k*k FLOPs per output element; FlopCounterMode also counts the matmuls (those of
     # :func:`_pixel_bmm` with k, scale > 1), which run over the 2p wrapped columns of each row too: taken off here
