@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .device_dtype import as_dtype, factory_kwargs
-from .program_mode import exporting
+from .program_mode import exporting, functorch_active
 
 
 class AttentionConv(nn.Module):
@@ -97,7 +97,12 @@ class AttentionConv1d(nn.Conv1d):
         if exporting() or x.shape[1] != 1:
             return F.conv1d(x, weight, bias, padding=pad)
         batch, size = x.shape[0], self.kernel_size[0]
-        windows = F.pad(x[:, 0], (pad, size - 1 - pad)).unfold(1, size, 1).contiguous()  # (B, L, size)
+        if functorch_active():
+            padded = F.pad(x[:, 0], (pad, size - 1 - pad))
+        else:  # written into zeros: fewer dispatched ops than F.pad
+            padded = x.new_zeros(batch, x.shape[2] + size - 1)
+            padded[:, pad : pad + x.shape[2]] = x[:, 0]
+        windows = padded.unfold(1, size, 1).contiguous()  # (B, L, size)
         # one batched matmul (F.linear on the strided window view dispatched one matmul per sample)
         taps = weight[:, 0].t().expand(batch, size, weight.shape[0])
         out = torch.bmm(windows, taps) if bias is None else torch.baddbmm(bias, windows, taps)  # (B, L, out)

@@ -16,6 +16,7 @@ from .._common.checks import check_feature_map, check_int, check_ints
 from .._common.conv_args import IntPair, Padding
 from .._common.conv_contract import ConvContract
 from .._common.device_dtype import as_dtype, factory_kwargs
+from .._common.pooling import mean_pool
 from .._common.program_mode import compiling, compute_dtype, has_hooks, may_checkpoint
 from .._common.trace_only import TraceOnly
 from .._legacy import become_plain_conv
@@ -265,7 +266,7 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         return self._layout_output(self._dynamic_forward(self._layout_input(x)))
 
     def _dynamic_forward(self, x: Tensor) -> Tensor:
-        pooled = x.mean(dim=(2, 3), dtype=compute_dtype(x.dtype))  # the attentions run in float32 for half
+        pooled = mean_pool(x, (2, 3), compute_dtype(x.dtype))  # the attentions run in float32 for half
         att = self.KSM_Global(pooled)
         if self.FBM is not None:
             x = self.FBM(x)

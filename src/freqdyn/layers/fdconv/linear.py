@@ -12,6 +12,7 @@ from torch import Tensor
 from .._common.checks import ArgumentTypeError, check_features_last, check_int
 from .._common.device_dtype import as_dtype
 from .._common.empty_batch import tie_to_parameters
+from .._common.pooling import mean_pool
 from .._common.program_mode import compute_dtype
 from .._common.trace_only import TraceOnly
 from .fourier_dynamic import DEFAULTS, FourierDynamicBase, FourierOptions
@@ -117,10 +118,11 @@ class FDLinear(TraceOnly, LinearFourierBase):
             return self._empty_input(x)
         batch = x.shape[0]
         tokens = x.reshape(batch, math.prod(x.shape[1:-1]), self.in_features)
-        pooled = tokens.mean(dim=1, dtype=compute_dtype(x.dtype))  # the attentions run in float32 for half
+        pooled = mean_pool(tokens, (1,), compute_dtype(x.dtype))  # the attentions run in float32 for half
         att = self.KSM_Global(pooled)
         weight = self.modulated(pooled, att).weight[..., 0, 0]  # (B or 1, O, I)
-        y = torch.matmul(tokens, weight.transpose(1, 2).to(x.dtype))
+        # one bmm (torch.matmul of 3-D operands dispatches ten more ops)
+        y = torch.bmm(tokens, as_dtype(weight, x.dtype).transpose(1, 2).expand(batch, -1, -1))
         if self.bias is not None:
             y = y + as_dtype(self.bias, y.dtype)
         return y.reshape(*x.shape[:-1], self.out_features)

@@ -20,6 +20,7 @@ from .._common.conv_args import IntPair, Padding
 from .._common.conv_contract import ConvContract
 from .._common.device_dtype import as_dtype, factory_kwargs
 from .._common.modulation import apply_attentions
+from .._common.pooling import mean_pool
 from .._common.program_mode import compute_dtype
 from .._common.trace_only import TraceOnly
 
@@ -152,7 +153,7 @@ class ExpertConv2d(TraceOnly, ConvContract):
             return self._empty_batch(x)
         x = self._layout_input(x)
         batch, dtype = x.shape[0], x.dtype
-        att: Attentions = self.attention(x.mean(dim=(2, 3), dtype=compute_dtype(x.dtype)))  # float32 for half
+        att: Attentions = self.attention(mean_pool(x, (2, 3), compute_dtype(x.dtype)))  # float32 for half
         if att.kernel is None:
             raise ValueError(f"{type(self).__name__}: its attention must return a kernel mixture")
         work = att.kernel.dtype  # ODConv's attention trunk runs in float32 for half dtypes
