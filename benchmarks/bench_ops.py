@@ -12,6 +12,7 @@ is the host's; interleaved rounds, median ratio to ``nn.Conv2d`` with the [min-m
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -73,12 +74,24 @@ def resnet50_backbone(fdconv: bool) -> nn.Module:
     return model
 
 
+def yolo(name: str) -> nn.Module:
+    """Stock YOLOv8n-pose or the seed's C2f_FDConv model (bench_network's builders)."""
+    from bench_network import build_yolo
+
+    return build_yolo()[name]
+
+
 def network_cases() -> dict[str, Case]:
     shape = [(2, 3, 64, 64)]
-    return {
+    cases: dict[str, Case] = {
         "ResNet-50 backbone": (lambda: resnet50_backbone(False), shape, "ResNet-50 backbone"),
         "ResNet-50 backbone, FDConv": (lambda: resnet50_backbone(True), shape, "ResNet-50 backbone"),
     }
+    if importlib.util.find_spec("ultralytics") is not None:
+        image = [(2, 3, 160, 160)]
+        cases["YOLOv8n-pose"] = (lambda: yolo("YOLOv8n-pose"), image, "YOLOv8n-pose")
+        cases["YOLOv8n-pose, C2f_FDConv"] = (lambda: yolo("C2f_FDConv (freqdyn)"), image, "YOLOv8n-pose")
+    return cases
 
 
 def count_rows(cases: dict[str, Case]) -> list[str]:

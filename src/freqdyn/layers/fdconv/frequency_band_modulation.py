@@ -60,7 +60,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
             is the same) all bands at once by FFTs pruned to the kept frequencies
             (:func:`~freqdyn.layers.fdconv.low_pass.fft_band_sum`: a short fixed sequence of ops, O(log HW) per
             value), ``'separable'`` matmuls with the size's Fourier operators (O(H + W) per value, about three times
-            the ops: a CPU option for small maps, where it trains up to 1.4x faster on a 2-core CPU). Same function.
+            the ops: a CPU option, which trains 1.3-2x faster on a 2-core CPU, BENCHMARKS.md). Same function.
             A trace or export always builds the operators in its graph from the input's shape (no FFT operators in
             ONNX; any H, W).
 
