@@ -124,3 +124,21 @@ def test_both_routes_take_empty_half_and_channels_last_inputs(transform):
     half = fbm.to(torch.bfloat16)(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
     assert half.dtype == torch.bfloat16 and half.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(half.float(), reference, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("size", [(17, 13), (56, 20), (100, 7), (8, 8)])
+@pytest.mark.parametrize("masks", ["official", "exact"])
+def test_low_passes_are_symmetric_and_the_band_sum_backward_matches_finite_differences(size, masks):
+    """fft_band_sum's backward applies L_j for L_j^T: true for every size, the official masks' resized rows that
+    are not symmetric in +-f included (their Hermitian completion is still a real even filter)."""
+    height, width = size
+    n = height * width
+    unit = torch.eye(n, dtype=torch.float64).reshape(n, 1, 1, height, width)
+    for band in range(3):
+        coef = torch.zeros(n, 1, 3, height, width, dtype=torch.float64)
+        coef[:, :, band] = 1
+        matrix = fft_band_sum(unit, coef, (2, 4, 8), masks).reshape(n, n)  # row i: L_j applied to unit vector i
+        torch.testing.assert_close(matrix, matrix.t(), rtol=0, atol=1e-12)
+    x = torch.randn(2, 2, 3, height, width, dtype=torch.float64, requires_grad=True)
+    coef = torch.rand(2, 2, 3, height, width, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: fft_band_sum(a, b, (2, 4, 8), masks), (x, coef), fast_mode=True)

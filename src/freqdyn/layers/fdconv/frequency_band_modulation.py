@@ -14,7 +14,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 from .._common.attention_conv import AttentionConv
 from .._common.attention_heads import check_activation, modulation
@@ -26,7 +25,6 @@ from .._common.program_mode import (
     exporting,
     has_hooks,
     may_accumulate_in_place,
-    may_checkpoint,
     memory_format_of,
 )
 from .._common.trace_only import TraceOnly
@@ -190,8 +188,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
     def _fft_forward(self, x: Tensor) -> Tensor:
         """:meth:`forward` by :func:`~freqdyn.layers.fdconv.low_pass.fft_band_sum`, channels-first.
 
-        In training the band sum is checkpointed: backward recomputes the low-passes (FFTs) rather than keep
-        n maps of x's size per layer.
+        In training, backward rebuilds the low-passes (FFTs) rather than keep n maps of x's size per layer.
         """
         batch, channels, height, width = x.shape
         g = self.spatial_group
@@ -200,10 +197,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
             att = self.attention(xw)  # (B, G, n, H, W)
             coef = torch.cat([att[:, :, 1:] - att[:, :, :-1], scalar(1.0, att) - att[:, :, -1:]], dim=2)  # of L_1..L_n
             xg = xw.reshape(batch, g, channels // g, height, width)
-            if may_checkpoint():
-                bands = checkpoint(fft_band_sum, xg, coef, self.k_list, self.masks, use_reentrant=False)
-            else:
-                bands = fft_band_sum(xg, coef, self.k_list, self.masks)
+            bands = fft_band_sum(xg, coef, self.k_list, self.masks)  # keeps only xg and coef for backward
             out = torch.addcmul(bands, xg, att[:, :, :1]).reshape(batch, channels, height, width)
         return as_dtype(out, x.dtype).contiguous(memory_format=memory_format_of(x))
 

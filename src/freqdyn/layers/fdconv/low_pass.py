@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._common.program_mode import compute_dtype
+from .._common.program_mode import compute_dtype, functorch_active
 
 MASK_RULES = ("official", "exact")
 M = TypeVar("M", Tensor, np.ndarray)
@@ -217,19 +217,60 @@ def _spectral_masks(height: int, width: int, k_list: tuple[int, ...], rule: str,
                                                                     else torch.complex64)
 
 
+def _pruned_spectrum(x: Tensor, kept: int) -> Tensor:
+    """(..., H, W) -> (..., H, kept): rfft along W with the first ``kept`` columns kept, then an FFT along H."""
+    return torch.fft.fft(torch.fft.rfft(x, dim=-1)[..., :kept], dim=-2)
+
+
+def _from_pruned_spectrum(spectrum: Tensor, width: int) -> Tensor:
+    """(..., H, kept) -> (..., H, W): the inverse of :func:`_pruned_spectrum`, zero beyond the kept columns."""
+    return torch.fft.irfft(torch.fft.ifft(spectrum, dim=-2), n=width, dim=-1)
+
+
+def _band_sum(x: Tensor, coef: Tensor, masks: Tensor) -> Tensor:
+    lows = _from_pruned_spectrum(_pruned_spectrum(x, masks.shape[-1])[:, :, None] * masks[:, None], x.shape[-1])
+    return (lows * coef[:, :, :, None]).sum(2)
+
+
+class _BandSum(torch.autograd.Function):
+    """:func:`_band_sum` whose backward keeps only x and coef. Every low-pass L_j is symmetric (tested: its
+    Hermitian completion is a real even filter), so the gradient of x is sum_j L_j (coef_j grad): one more batched
+    transform with the band sum taken in the frequency domain, and that of coef rebuilds the low-passes."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, coef: Tensor, masks: Tensor) -> Tensor:
+        ctx.save_for_backward(x, coef)
+        ctx.masks = masks
+        return _band_sum(x, coef, masks)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        x, coef = ctx.saved_tensors
+        masks, width = ctx.masks, x.shape[-1]
+        grad_x = grad_coef = None
+        if ctx.needs_input_grad[1]:
+            lows = _from_pruned_spectrum(_pruned_spectrum(x, masks.shape[-1])[:, :, None] * masks[:, None], width)
+            grad_coef = (lows * grad[:, :, None]).sum(3)
+        if ctx.needs_input_grad[0]:
+            weighted = _pruned_spectrum(coef[:, :, :, None] * grad[:, :, None], masks.shape[-1])
+            grad_x = _from_pruned_spectrum((weighted * masks[:, None]).sum(2), width)
+        return grad_x, grad_coef, None
+
+
 def fft_band_sum(x: Tensor, coef: Tensor, k_list: tuple[int, ...], rule: str) -> Tensor:
     """sum_j coef_j * L_j x for x (B, G, C/G, H, W) (float32 or float64) and coef (B, G, n, H, W): (B, G, C/G, H, W).
 
     ``L_j x = irfft2(mask_j * rfft2(x))`` for all n bands at once, pruned to the kept frequencies: one real FFT along
     W (the widest band's columns kept), one FFT along H, one masked product, one batched inverse FFT along H and
     inverse real FFT along W (zero-filled beyond the kept columns), one weighted sum. A fixed sequence of ops for
-    any batch, size and band count; O(log HW) per value.
+    any batch, size and band count; O(log HW) per value. Autograd keeps only x and coef (its backward rebuilds the
+    low-passes), except under ``torch.func`` transforms, which differentiate the plain ops.
     """
     height, width = x.shape[-2:]
     masks = _spectral_masks(int(height), int(width), tuple(k_list), rule, x.dtype, x.device)
-    spectrum = torch.fft.fft(torch.fft.rfft(x, dim=-1)[..., : masks.shape[-1]], dim=-2)  # (B, G, C/G, H, kept)
-    lows = torch.fft.irfft(torch.fft.ifft(spectrum[:, :, None] * masks[:, None], dim=-2), n=width, dim=-1)
-    return (lows * coef[:, :, :, None]).sum(2)
+    if functorch_active():
+        return _band_sum(x, coef, masks)
+    return _BandSum.apply(x, coef, masks)
 
 
 def low_passes(x: Tensor, k_list: tuple[int, ...], rule: str) -> list[Tensor]:
