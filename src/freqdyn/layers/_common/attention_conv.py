@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .device_dtype import as_dtype, factory_kwargs
-from .program_mode import exporting, functorch_active
+from .program_mode import compiling, exporting, functorch_active
 
 
 class AttentionConv(nn.Module):
@@ -97,7 +97,7 @@ class AttentionConv1d(nn.Conv1d):
         if exporting() or x.shape[1] != 1:
             return F.conv1d(x, weight, bias, padding=pad)
         batch, size = x.shape[0], self.kernel_size[0]
-        if functorch_active():
+        if functorch_active() or compiling():
             padded = F.pad(x[:, 0], (pad, size - 1 - pad))
         else:  # written into zeros: fewer dispatched ops than F.pad
             padded = x.new_zeros(batch, x.shape[2] + size - 1)

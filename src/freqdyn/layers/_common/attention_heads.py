@@ -118,8 +118,8 @@ class AttentionHeads(nn.Module):
         """(B, I) -> (B, hidden), the input of every head; float32 for half dtypes (FDConv's StarReLU squares
         its input), with autocast off."""
         with torch.autocast(pooled.device.type, enabled=False):
-            z = self.fc(as_dtype(pooled, compute_dtype(pooled.dtype)))[:, :, None, None]
-            return self.activation(self.bn(z)).flatten(1)
+            # the norms take (B, hidden) as they take (B, hidden, 1, 1): no reshapes around them
+            return self.activation(self.bn(self.fc(as_dtype(pooled, compute_dtype(pooled.dtype)))))
 
     def head_logits(self, z: Tensor) -> dict[str, Tensor | None]:
         """Logits of the channel, filter, spatial and kernel heads (None where skipped), in z's dtype.
@@ -133,8 +133,8 @@ class AttentionHeads(nn.Module):
             if any(has_hooks(h) for _, h in heads):
                 logits: Sequence[Tensor] = [h(z) for _, h in heads]
             else:
-                weight = torch.cat([h.weight.flatten(1) for _, h in heads]).to(z.dtype)
-                bias = torch.cat([h.bias for _, h in heads]).to(z.dtype)
+                weight = as_dtype(torch.cat([h.weight for _, h in heads]).flatten(1), z.dtype)
+                bias = as_dtype(torch.cat([h.bias for _, h in heads]), z.dtype)
                 logits = F.linear(z, weight, bias).split([h.out_channels for _, h in heads], dim=1)
         found = dict(zip([n for n, _ in heads], logits, strict=True))
         return {n: found.get(n) for n in names}

@@ -47,7 +47,7 @@ def batched_conv2d(
     batch, channels, height, width = x.shape
     out_channels = weight.shape[1]
     if exporting():  # traced at batch 1, a (1, ...) kernel may be that sample's own: expand it to the batch
-        y = _unfold_conv2d(x, weight.expand(batch, *weight.shape[1:]), stride, padding, dilation, groups)
+        y = unfold_conv2d(x, weight.expand(batch, *weight.shape[1:]), stride, padding, dilation, groups)
         return y if bias is None else y + bias.reshape(-1, out_channels, 1, 1).to(y.dtype)
     if weight.shape[0] == 1:
         shared_bias = bias if bias is None or bias.dim() == 1 else None
@@ -56,7 +56,7 @@ def batched_conv2d(
             y = y + bias.reshape(bias.shape[0], out_channels, 1, 1).to(y.dtype)
         return y
     if compiling():  # a groups=B conv would fix B (inductor's conv lowering)
-        y = _unfold_conv2d(x, weight, stride, padding, dilation, groups)
+        y = unfold_conv2d(x, weight, stride, padding, dilation, groups)
         return y if bias is None else y + bias.reshape(-1, out_channels, 1, 1).to(y.dtype)
     if memory_format_of(x) == torch.channels_last:
         # channels-last: fold to (1, B*C, H, W) with (H, W, B, C) memory, the layout a channels-last grouped
@@ -75,7 +75,7 @@ def batched_conv2d(
     return y.reshape(batch, out_channels, y.shape[-2], y.shape[-1])
 
 
-def _unfold_conv2d(x: Tensor, weight: Tensor, stride: tuple[int, int], padding: Padding,
+def unfold_conv2d(x: Tensor, weight: Tensor, stride: tuple[int, int], padding: Padding,
                    dilation: tuple[int, int], groups: int) -> Tensor:
     """Per-sample convolution as unfold + bmm: x (B, C, H, W), weight (B, O, C // groups, kh, kw) -> (B, O, H', W')."""
     kh, kw = int(weight.shape[-2]), int(weight.shape[-1])  # constants for F.unfold (the TorchScript exporter)

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from .._common.attention_conv import AttentionConv
 from .._common.attention_heads import check_activation, modulation
+from .._common.batched_conv import unfold_conv2d
 from .._common.checks import check_int, check_ints, check_positive
 from .._common.device_dtype import as_dtype, scalar
 from .._common.program_mode import (
@@ -126,9 +127,14 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         if any(has_hooks(c) for c in convs):  # each band's conv called as its module, so that its hooks fire
             logits = torch.stack([c(x) for c in convs], dim=2)  # (B, G, n, H, W)
             return self._maps(logits)
-        weight = torch.stack([c.weight for c in convs], dim=1).to(x.dtype)  # (G, n, C / G, k, k)
-        bias = torch.stack([c.bias for c in convs if c.bias is not None], dim=1).to(x.dtype)  # (G, n)
-        logits = F.conv2d(x, weight.flatten(0, 1), bias.flatten(), padding=convs[0].padding[0], groups=g)
+        weight = as_dtype(torch.stack([c.weight for c in convs], dim=1), x.dtype)  # (G, n, C / G, k, k)
+        bias = as_dtype(torch.stack([c.bias for c in convs if c.bias is not None], dim=1), x.dtype)  # (G, n)
+        weight, bias, pad = weight.flatten(0, 1), bias.flatten(), convs[0].padding[0]
+        if compiling():  # inductor's conv-backward lowering fixes H and W (a recompile per size in training)
+            batched = weight.expand(x.shape[0], *weight.shape)
+            logits = unfold_conv2d(x, batched, (1, 1), (pad, pad), (1, 1), g) + bias[:, None, None]
+        else:
+            logits = F.conv2d(x, weight, bias, padding=pad, groups=g)
         logits = logits.reshape(x.shape[0], g, len(convs), *x.shape[2:])
         return self._maps(logits)
 

@@ -194,13 +194,13 @@ class FDLinearQwen(TraceOnly, LinearFourierBase):
             bounds = _segment_bounds(cu_seqlens, x, name)
             segments = [x[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
             pooled = torch.stack([s.mean(0, dtype=work) for s in segments])
-            weights = self.sample_weights(pooled).to(x.dtype).expand(len(segments), -1, -1)
+            weights = as_dtype(self.sample_weights(pooled), x.dtype).expand(len(segments), -1, -1)
             y = torch.cat([s @ w.t() for s, w in zip(segments, weights, strict=True)])
         elif x.dim() == 2:  # each row is its own sample
-            y = (self.sample_weights(as_dtype(x, work)).to(x.dtype) @ x[:, :, None])[..., 0]
+            y = (as_dtype(self.sample_weights(as_dtype(x, work)), x.dtype) @ x[:, :, None])[..., 0]
         else:
             tokens = x.reshape(x.shape[0], -1, self.in_features)
-            weights = self.sample_weights(tokens.mean(1, dtype=work)).to(x.dtype)
+            weights = as_dtype(self.sample_weights(tokens.mean(1, dtype=work)), x.dtype)
             y = (tokens @ weights.transpose(1, 2)).reshape(*x.shape[:-1], self.out_features)
         return y if self.bias is None else y + as_dtype(self.bias, y.dtype)
 
