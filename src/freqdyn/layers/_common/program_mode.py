@@ -38,6 +38,12 @@ def may_accumulate_in_place() -> bool:
     return not functorch_active()
 
 
+def may_use_custom_kernels() -> bool:
+    """Whether a layer may run its own ``autograd.Function`` or write into fresh buffers by slices: neither a trace or
+    export (whose graph must hold plain ops) nor a ``torch.func`` transform (no batching rules for those) runs."""
+    return not (exporting() or functorch_active())
+
+
 def may_checkpoint() -> bool:
     """Whether activation checkpointing may run: autograd records, and neither a ``torch.func`` transform (the
     checkpoint's hooks are not transform-safe) nor a trace or export runs."""

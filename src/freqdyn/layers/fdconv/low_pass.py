@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._common.program_mode import compute_dtype, functorch_active
+from .._common.program_mode import compute_dtype, may_use_custom_kernels
 
 MASK_RULES = ("official", "exact")
 M = TypeVar("M", Tensor, np.ndarray)
@@ -227,9 +227,13 @@ def _from_pruned_spectrum(spectrum: Tensor, width: int) -> Tensor:
     return torch.fft.irfft(torch.fft.ifft(spectrum, dim=-2), n=width, dim=-1)
 
 
+def _band_low_passes(x: Tensor, masks: Tensor) -> Tensor:
+    """x (B, G, C/G, H, W) -> its n low-passes (B, G, n, C/G, H, W) under the spectral ``masks`` (n, H, kept)."""
+    return _from_pruned_spectrum(_pruned_spectrum(x, masks.shape[-1])[:, :, None] * masks[:, None], x.shape[-1])
+
+
 def _band_sum(x: Tensor, coef: Tensor, masks: Tensor) -> Tensor:
-    lows = _from_pruned_spectrum(_pruned_spectrum(x, masks.shape[-1])[:, :, None] * masks[:, None], x.shape[-1])
-    return (lows * coef[:, :, :, None]).sum(2)
+    return (_band_low_passes(x, masks) * coef[:, :, :, None]).sum(2)
 
 
 class _BandSum(torch.autograd.Function):
@@ -246,14 +250,13 @@ class _BandSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         x, coef = ctx.saved_tensors
-        masks, width = ctx.masks, x.shape[-1]
+        masks = ctx.masks
         grad_x = grad_coef = None
         if ctx.needs_input_grad[1]:
-            lows = _from_pruned_spectrum(_pruned_spectrum(x, masks.shape[-1])[:, :, None] * masks[:, None], width)
-            grad_coef = (lows * grad[:, :, None]).sum(3)
+            grad_coef = (_band_low_passes(x, masks) * grad[:, :, None]).sum(3)
         if ctx.needs_input_grad[0]:
             weighted = _pruned_spectrum(coef[:, :, :, None] * grad[:, :, None], masks.shape[-1])
-            grad_x = _from_pruned_spectrum((weighted * masks[:, None]).sum(2), width)
+            grad_x = _from_pruned_spectrum((weighted * masks[:, None]).sum(2), x.shape[-1])
         return grad_x, grad_coef, None
 
 
@@ -268,9 +271,7 @@ def fft_band_sum(x: Tensor, coef: Tensor, k_list: tuple[int, ...], rule: str) ->
     """
     height, width = x.shape[-2:]
     masks = _spectral_masks(int(height), int(width), tuple(k_list), rule, x.dtype, x.device)
-    if functorch_active():
-        return _band_sum(x, coef, masks)
-    return _BandSum.apply(x, coef, masks)
+    return _BandSum.apply(x, coef, masks) if may_use_custom_kernels() else _band_sum(x, coef, masks)
 
 
 def low_passes(x: Tensor, k_list: tuple[int, ...], rule: str) -> list[Tensor]:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._common.flop_record import record_flops
-from .._common.program_mode import exporting, functorch_active, may_overwrite
+from .._common.program_mode import may_overwrite, may_use_custom_kernels
 
 PADDINGS = ("zeros", "reflect")
 
@@ -70,12 +70,18 @@ def check_kernels(x: Tensor, kernels: Tensor, kernel_size: int, groups: int, pad
                          f"got {tuple(kernels.shape)}")
 
 
-def _windows(base: Tensor, k: int) -> Tensor:
-    """Every run of k consecutive pixels of base (h + 2p + 1, B*G, w + 2p, C/G) read as one sequence of pixels: a
-    view (pixels - k + 1, C/G, k). Row a of pixel (y, g, x)'s neighbourhood is run (y + a) * B*G*(w + 2p) + g *
-    (w + 2p) + x; for x >= w a run wraps into the next padded row (ignored), and the extra bottom row keeps the
-    last row's runs inside the tensor."""
-    return base.reshape(-1, base.shape[-1]).unfold(0, k, 1)
+def _row_stride(base: Tensor) -> int:
+    """Pixels between two rows of base (h + 2p + 1, B*G, w + 2p, C/G) read as one sequence of pixels."""
+    return base.shape[1] * base.shape[2]
+
+
+def _neighbour_rows(base: Tensor, k: int, pixels: int) -> list[Tensor]:
+    """The k kernel rows of every pixel's neighbourhood, each a strided view (pixels, C/G, k) of base
+    (h + 2p + 1, B*G, w + 2p, C/G) read as one sequence of pixels: row a of pixel (y, g, x) is the run of k pixels
+    from (y + a) * B*G*(w + 2p) + g * (w + 2p) + x. For x >= w a run wraps into the next padded row (ignored), and
+    the extra bottom row keeps the last row's runs inside the tensor."""
+    windows, stride = base.reshape(-1, base.shape[-1]).unfold(0, k, 1), _row_stride(base)
+    return [windows[row * stride : row * stride + pixels] for row in range(k)]
 
 
 def _pixel_bmm(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
@@ -97,11 +103,11 @@ def _reassemble(base: Tensor, taps: Tensor, k: int) -> Tensor:
     One batched matmul per kernel row, over the pixels: each pixel's (C/G, k) row of neighbours, a strided view of
     ``base`` (no copy), times its (k, s*s) taps. The op count grows with k alone, never with the batch or the map.
     """
-    windows, stride, pixels = _windows(base, k), base.shape[1] * base.shape[2], taps.shape[0]
-    out = _pixel_bmm(windows[:pixels], taps[:, :k])
+    rows, in_place = _neighbour_rows(base, k, taps.shape[0]), may_overwrite()
+    out = _pixel_bmm(rows[0], taps[:, :k])
     for row in range(1, k):
-        part = _pixel_bmm(windows[row * stride : row * stride + pixels], taps[:, row * k : (row + 1) * k])
-        out = out.add_(part) if may_overwrite() else out + part
+        part = _pixel_bmm(rows[row], taps[:, row * k : (row + 1) * k])
+        out = out.add_(part) if in_place else out + part
     return out
 
 
@@ -120,11 +126,11 @@ class _Reassemble(torch.autograd.Function):
         base, taps = ctx.saved_tensors
         k = ctx.k
         grad = grad_out.contiguous()  # an expanded grad_out (zero strides) would make bmm go sample by sample
-        windows, stride, pixels = _windows(base, k), base.shape[1] * base.shape[2], taps.shape[0]
+        stride, pixels = _row_stride(base), taps.shape[0]
         grad_taps = None
         if ctx.needs_input_grad[1]:
-            grad_taps = torch.cat([_pixel_bmm(windows[row * stride : row * stride + pixels].transpose(1, 2), grad)
-                                   for row in range(k)], dim=1)
+            grad_taps = torch.cat([_pixel_bmm(row.transpose(1, 2), grad) for row in _neighbour_rows(base, k, pixels)],
+                                  dim=1)
         if not ctx.needs_input_grad[0]:
             return None, grad_taps, None
         # base pixel m gets sum_t spread[m - row * stride - t, :, t] from each row, spread = grad x taps^T. With the
@@ -142,10 +148,10 @@ class _Reassemble(torch.autograd.Function):
 
 def _neighbourhood_base(x: Tensor, groups: int, pad: int, padding: str) -> Tensor:
     """x (B, C, h, w) -> (h + 2p + 1, B*G, w + 2p, C/G): padded by ``padding`` and one more zero row, the layout whose
-    neighbourhood rows are strided views (:func:`_windows`). Zero padding writes x into zeros: one copy pads and
+    neighbourhood rows are strided views (:func:`_neighbour_rows`). Zero padding writes x into zeros: one copy pads and
     changes the layout (not under export or ``torch.func``, which take the plain pad)."""
     batch, channels, height, width = x.shape
-    if padding == "zeros" and not (exporting() or functorch_active()):
+    if padding == "zeros" and may_use_custom_kernels():
         base = x.new_zeros(height + 2 * pad + 1, batch * groups, width + 2 * pad, channels // groups)
         rows = x.reshape(batch * groups, -1, height, width).permute(2, 0, 3, 1)  # (h, B*G, w, C/G), a view
         base[pad : pad + height, :, pad : pad + width] = rows
@@ -160,7 +166,7 @@ def _pixel_taps(kernels: Tensor, groups: int, k: int, scale: int, source: tuple[
     For an output of exactly s times the source, the kernels are written into zeros (one copy)."""
     batch, _, out_h, out_w = kernels.shape
     src_h, src_w = source
-    if (out_h, out_w) == (scale * src_h, scale * src_w) and not (exporting() or functorch_active()):
+    if (out_h, out_w) == (scale * src_h, scale * src_w) and may_use_custom_kernels():
         taps = kernels.new_zeros(src_h, batch * groups, pad_w, k * k, scale, scale)
         blocks = kernels.reshape(batch * groups, k * k, src_h, scale, src_w, scale)
         taps.permute(1, 3, 0, 4, 2, 5)[..., :src_w, :] = blocks  # (B*G, k*k, h, s, w, s) view of the taps
@@ -192,7 +198,7 @@ def carafe(x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale:
     pad_w = src_w + 2 * pad
     base = _neighbourhood_base(x, groups, pad, padding)
     taps = _pixel_taps(kernels, groups, k, scale, (src_h, src_w), pad_w)
-    out = _reassemble(base, taps, k) if exporting() or functorch_active() else _Reassemble.apply(base, taps, k)
+    out = _Reassemble.apply(base, taps, k) if may_use_custom_kernels() else _reassemble(base, taps, k)
     # the profile reports 2 k*k FLOPs per output element; FlopCounterMode also counts the matmuls (those of
     # :func:`_pixel_bmm` with k, scale > 1), which run over the 2p wrapped columns of each row too: taken off here
     counted = 2 * k * k * batch * channels * scale * scale * src_h * pad_w if k > 1 and scale > 1 else 0
