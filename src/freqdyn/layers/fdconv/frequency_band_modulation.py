@@ -42,6 +42,14 @@ from .low_pass import (
 TRANSFORMS = ("fft", "separable", "auto")
 
 
+def band_coefficients(att: Tensor, dim: int) -> Tensor:
+    """The coefficients of the low-passes L_1 .. L_n from the band attentions a_1 .. a_n along ``dim``: a_{j+1} - a_j,
+    and 1 - a_n for the last (sum_j a_j (L_{j-1} - L_j) + L_n = a_1 x + sum_j coefficient_j L_j)."""
+    lead = (slice(None),) * (dim % att.dim())  # indexing, not narrow: the same slices with fewer dispatched ops
+    rest = att[(*lead, slice(1, None))] - att[(*lead, slice(None, -1))]
+    return torch.cat([rest, scalar(1.0, att) - att[(*lead, slice(-1, None))]], dim=dim)
+
+
 class FrequencyBandModulation(TraceOnly, nn.Module):
     """(B, C, H, W) -> (B, C, H, W): spatially adaptive re-weighting of ``len(k_list) + 1`` frequency bands.
 
@@ -163,7 +171,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
             plan = band_plan(height, width, self.k_list, self.masks, work, x.device)
             xl = as_dtype(x, work).permute(0, 2, 3, 1).contiguous()  # (B, H, W, C); no copy for channels_last x
             att = self.attention(xl.permute(0, 3, 1, 2)).permute(0, 3, 4, 1, 2)  # (B, H, W, G, n)
-            coef = torch.cat([att[..., 1:] - att[..., :-1], scalar(1.0, att) - att[..., -1:]], dim=-1)  # of L_1 .. L_n
+            coef = band_coefficients(att, -1)
             pixel_rows = xl.reshape(batch * height, width, channels)
             rows = torch.bmm(plan.basis_w.t().expand(batch * height, -1, -1), pixel_rows)
             rows = rows.reshape(batch, height, rows.shape[-2], channels)  # x V along W: (B, H, Rw, C)
@@ -201,7 +209,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             xw = as_dtype(x, compute_dtype(x.dtype))
             att = self.attention(xw)  # (B, G, n, H, W)
-            coef = torch.cat([att[:, :, 1:] - att[:, :, :-1], scalar(1.0, att) - att[:, :, -1:]], dim=2)  # of L_1..L_n
+            coef = band_coefficients(att, 2)
             xg = xw.reshape(batch, g, channels // g, height, width)
             bands = fft_band_sum(xg, coef, self.k_list, self.masks)  # keeps only xg and coef for backward
             out = torch.addcmul(bands, xg, att[:, :, :1]).reshape(batch, channels, height, width)
@@ -217,7 +225,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             xw = as_dtype(x, compute_dtype(x.dtype))
             att = self.attention(xw).permute(2, 0, 1, 3, 4)  # (n, B, G, H, W)
-            coef = torch.cat([att[1:] - att[:-1], scalar(1.0, att) - att[-1:]])  # of L_1 .. L_n
+            coef = band_coefficients(att, 0)
             if self.spatial_group > 1 and per_group > 1:  # a map per channel, so the result needs no reshape
                 att, coef = att.repeat_interleave(per_group, dim=2), coef.repeat_interleave(per_group, dim=2)
             out = (low_passes(xw) * coef).sum(0) + xw * att[0]
