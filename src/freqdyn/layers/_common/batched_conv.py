@@ -42,22 +42,18 @@ def batched_conv2d(
     """
     if out_scale is not None:
         y = batched_conv2d(x, weight, None, stride, padding, dilation, groups)
-        y = y * as_dtype(out_scale[:, :, None, None], y.dtype)
-        return y if bias is None else y + bias.reshape(-1, weight.shape[1], 1, 1).to(y.dtype)
+        return _plus_bias(y * as_dtype(out_scale[:, :, None, None], y.dtype), bias)
     batch, channels, height, width = x.shape
     out_channels = weight.shape[1]
     if exporting():  # traced at batch 1, a (1, ...) kernel may be that sample's own: expand it to the batch
         y = unfold_conv2d(x, weight.expand(batch, *weight.shape[1:]), stride, padding, dilation, groups)
-        return y if bias is None else y + bias.reshape(-1, out_channels, 1, 1).to(y.dtype)
+        return _plus_bias(y, bias)
     if weight.shape[0] == 1:
         shared_bias = bias if bias is None or bias.dim() == 1 else None
         y = F.conv2d(x, weight[0], shared_bias, stride, padding, dilation, groups)
-        if bias is not None and shared_bias is None:
-            y = y + bias.reshape(bias.shape[0], out_channels, 1, 1).to(y.dtype)
-        return y
+        return y if shared_bias is not None else _plus_bias(y, bias)
     if compiling():  # a groups=B conv would fix B (inductor's conv lowering)
-        y = unfold_conv2d(x, weight, stride, padding, dilation, groups)
-        return y if bias is None else y + bias.reshape(-1, out_channels, 1, 1).to(y.dtype)
+        return _plus_bias(unfold_conv2d(x, weight, stride, padding, dilation, groups), bias)
     if memory_format_of(x) == torch.channels_last:
         # channels-last: fold to (1, B*C, H, W) with (H, W, B, C) memory, the layout a channels-last grouped
         # conv reads; the output comes back as (B, O, H', W') channels-last. The kernels are copied to plain
@@ -91,6 +87,11 @@ def unfold_conv2d(x: Tensor, weight: Tensor, stride: tuple[int, int], padding: P
     cols = cols.reshape(batch * groups, per_group * kh * kw, out_h * out_w)
     kernels = weight.reshape(batch * groups, out_channels // groups, per_group * kh * kw)
     return torch.bmm(kernels, cols).reshape(batch, out_channels, out_h, out_w)
+
+
+def _plus_bias(y: Tensor, bias: Tensor | None) -> Tensor:
+    """y (B, O, H', W') plus a per-sample (B, O) or shared (O,) bias, in y's dtype."""
+    return y if bias is None else y + as_dtype(bias.reshape(-1, y.shape[1], 1, 1), y.dtype)
 
 
 def _fold_bias(bias: Tensor | None, batch: int, out_channels: int) -> Tensor | None:
