@@ -3,9 +3,14 @@ import torch
 import torch.nn.functional as F
 
 from freqdyn import FrequencyBandModulation
-from freqdyn.layers.fdconv.low_pass import band_masks, fft_band_sum
+from freqdyn.layers.fdconv.low_pass import band_masks, fft_band_modulation
 from freqdyn.tools.reference import naive_lowpass
 from helpers import gradcheck_module, perturb_
+
+
+def attentions_for(coef: torch.Tensor) -> torch.Tensor:
+    """Band attentions a (B, G, n, H, W) whose low-pass coefficients are ``coef``: a_j = 1 - sum_{k >= j} c_k."""
+    return 1 - coef.flip(2).cumsum(2).flip(2)
 
 
 @pytest.mark.parametrize("size", [(7, 7), (8, 8), (13, 6), (1, 5), (32, 20), (56, 56), (17, 17), (100, 30)])
@@ -20,8 +25,10 @@ def test_low_passes_equal_fft_box_masks(size, k_list, masks):
     # the batched FFT route, its weights chosen so that each band comes out alone (one group, one channel group)
     lows = torch.stack([naive_lowpass(x, k, masks) for k in k_list], dim=1)  # (B, n, C, H, W)
     coef = torch.rand(2, 1, len(k_list), *size, dtype=torch.float64)
-    expected = (lows * coef[:, 0, :, None]).sum(1)
-    torch.testing.assert_close(fft_band_sum(x[:, None], coef, k_list, masks)[:, 0], expected, rtol=0, atol=1e-10)
+    att = attentions_for(coef)
+    expected = (lows * coef[:, 0, :, None]).sum(1) + att[:, 0, :1] * x
+    got = fft_band_modulation(x[:, None], att, k_list, masks)[:, 0]
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
 
 
 def test_fft_and_separable_routes_agree():
@@ -129,7 +136,7 @@ def test_both_routes_take_empty_half_and_channels_last_inputs(transform):
 @pytest.mark.parametrize("size", [(17, 13), (56, 20), (100, 7), (8, 8)])
 @pytest.mark.parametrize("masks", ["official", "exact"])
 def test_low_passes_are_symmetric_and_the_band_sum_backward_matches_finite_differences(size, masks):
-    """fft_band_sum's backward applies L_j for L_j^T: true for every size, the official masks' resized rows that
+    """fft_band_modulation's backward applies L_j for L_j^T: true for every size, the official masks' resized rows that
     are not symmetric in +-f included (their Hermitian completion is still a real even filter)."""
     height, width = size
     n = height * width
@@ -137,8 +144,10 @@ def test_low_passes_are_symmetric_and_the_band_sum_backward_matches_finite_diffe
     for band in range(3):
         coef = torch.zeros(n, 1, 3, height, width, dtype=torch.float64)
         coef[:, :, band] = 1
-        matrix = fft_band_sum(unit, coef, (2, 4, 8), masks).reshape(n, n)  # row i: L_j applied to unit vector i
+        att = attentions_for(coef)  # a_1 = 0: the output is L_j alone
+        matrix = fft_band_modulation(unit, att, (2, 4, 8), masks).reshape(n, n)  # row i: L_j of unit vector i
         torch.testing.assert_close(matrix, matrix.t(), rtol=0, atol=1e-12)
     x = torch.randn(2, 2, 3, height, width, dtype=torch.float64, requires_grad=True)
-    coef = torch.rand(2, 2, 3, height, width, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: fft_band_sum(a, b, (2, 4, 8), masks), (x, coef), fast_mode=True)
+    att = torch.rand(2, 2, 3, height, width, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: fft_band_modulation(a, b, (2, 4, 8), masks), (x, att),
+                                    fast_mode=True)

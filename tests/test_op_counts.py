@@ -12,13 +12,13 @@ CONV = (2, 64, 32, 32)
 # name: (builder, input shapes, training ceiling, inference ceiling, why)
 CEILINGS = {
     "conv2d": (lambda: nn.Conv2d(64, 64, 3, padding=1), [CONV], 40, 9, "the reference"),
-    "fdconv": (lambda: FDConv(64, 64, 3, padding=1), [CONV], 1025, 315,
+    "fdconv": (lambda: FDConv(64, 64, 3, padding=1), [CONV], 800, 260,
                "KSM trunk and heads, FBM (3 bands), synthesis, KSM-Local, one conv (issue 30 target: 450 / 220)"),
-    "fdlinear": (lambda: FDLinear(64, 64), [(2, 16, 64)], 570, 192,
+    "fdlinear": (lambda: FDLinear(64, 64), [(2, 16, 64)], 440, 157,
                  "FDConv's attentions and synthesis without FBM (issue 30 target: 300 / 120)"),
-    "dyconv": (lambda: DynamicConv2d(64, 64, 3, padding=1), [CONV], 162, 70, "two 1x1 convs, softmax, bank mix"),
-    "condconv": (lambda: CondConv2d(64, 64, 3, padding=1), [CONV], 138, 52, "one linear routing, bank mix"),
-    "odconv": (lambda: ODConv2d(64, 64, 3, padding=1), [CONV], 340, 112, "four heads on a BN trunk"),
+    "dyconv": (lambda: DynamicConv2d(64, 64, 3, padding=1), [CONV], 158, 67, "two 1x1 convs, softmax, bank mix"),
+    "condconv": (lambda: CondConv2d(64, 64, 3, padding=1), [CONV], 134, 49, "one linear routing, bank mix"),
+    "odconv": (lambda: ODConv2d(64, 64, 3, padding=1), [CONV], 327, 109, "four heads on a BN trunk"),
     "freqfusion": (lambda: FreqFusion(64, 128), [(2, 64, 32, 32), (2, 128, 16, 16)], 1500, 565,
                    "five CARAFEs, one matmul per kernel row each (issue 30 target: 700 / 300)"),
 }

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .device_dtype import as_dtype, factory_kwargs
-from .program_mode import compiling, exporting, functorch_active
+from .program_mode import may_use_custom_kernels
 
 
 class AttentionConv(nn.Module):
@@ -84,26 +84,62 @@ class AttentionLinear(nn.Linear):
         return F.linear(x, as_dtype(self.weight, x.dtype), bias)
 
 
+class _SlidingTaps(torch.autograd.Function):
+    """x (B, L), weight (Q, 1, S), bias (Q,) or None -> (B, L, Q), out[b, i, q] = sum_t x[b, i + t - pad] weight[q,
+    0, t] (+ bias[q]), zero padded (``pad`` in front, S - 1 - pad behind): one matmul over sliding windows. Its
+    backward is two matmuls and one strided sum (the windows are saved: B * L * S values), where autograd's of the
+    window view took four times the ops."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, pad: int) -> Tensor:
+        batch, length = x.shape
+        size = weight.shape[-1]
+        padded = x.new_zeros(batch, length + size - 1)
+        padded.narrow(1, pad, length).copy_(x)
+        windows = padded.as_strided((batch, length, size), (length + size - 1, 1, 1)).reshape(batch * length, size)
+        taps = weight.view(weight.shape[0], size).t()
+        out = torch.mm(windows, taps) if bias is None else torch.addmm(bias, windows, taps)
+        ctx.save_for_backward(windows, weight)
+        ctx.pad, ctx.has_bias = pad, bias is not None
+        return out.view(batch, length, -1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+        windows, weight = ctx.saved_tensors
+        batch, length, out = grad.shape
+        size = weight.shape[-1]
+        grad = grad.reshape(batch * length, out)
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            # x[b, j] collects the window gradients (j + pad - t, t): in a buffer front-padded by S - 1 - pad rows,
+            # the entries (j + u, S - 1 - u), u = S - 1 - t, which are a strided view
+            rows = length + size - 1
+            padded = grad.new_zeros(batch, rows, size)
+            padded.narrow(1, size - 1 - ctx.pad, length).copy_(torch.mm(grad, weight.view(out, size)).view(
+                batch, length, size))
+            grad_x = padded.as_strided((batch, length, size), (rows * size, size, size - 1), size - 1).sum(2)
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.mm(grad.t(), windows).view_as(weight)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(0)
+        return grad_x, grad_weight, grad_bias, None
+
+
 class AttentionConv1d(nn.Conv1d):
     """``nn.Conv1d`` with one input channel along the channel axis of a pooled vector: x (B, 1, L) ->
-    (B, out_channels, L) in x's dtype, as one matmul over sliding windows (oneDNN is slow for this shape); a
-    plain conv1d while tracing or exporting (the TorchScript-based ONNX exporter cannot export ``Tensor.unfold``).
-    Same parameters, keys and initialisation as ``nn.Conv1d``; stride 1, odd kernel, 'same' zero padding."""
+    (B, out_channels, L), or in the channels-last form that KSM-Local reads, x (B, L) -> (B, L, out_channels); in
+    x's dtype. One matmul over sliding windows (oneDNN is slow for this shape) with a short hand-written backward;
+    a plain conv1d while tracing, exporting or under ``torch.func`` transforms. Same parameters, keys and
+    initialisation as ``nn.Conv1d``; stride 1, odd kernel, 'same' zero padding."""
 
     def forward(self, x: Tensor) -> Tensor:
         weight = as_dtype(self.weight, x.dtype)
         bias = None if self.bias is None else as_dtype(self.bias, x.dtype)
         pad = cast(int, self.padding[0])
-        if exporting() or x.shape[1] != 1:
+        if x.dim() == 2:
+            if may_use_custom_kernels():
+                return _SlidingTaps.apply(x, weight, bias, pad)
+            return F.conv1d(x[:, None], weight, bias, padding=pad).transpose(1, 2)
+        if x.shape[1] != 1 or not may_use_custom_kernels():
             return F.conv1d(x, weight, bias, padding=pad)
-        batch, size = x.shape[0], self.kernel_size[0]
-        if functorch_active() or compiling():
-            padded = F.pad(x[:, 0], (pad, size - 1 - pad))
-        else:  # written into zeros: fewer dispatched ops than F.pad
-            padded = x.new_zeros(batch, x.shape[2] + size - 1)
-            padded[:, pad : pad + x.shape[2]] = x[:, 0]
-        windows = padded.unfold(1, size, 1).contiguous()  # (B, L, size)
-        # one batched matmul (F.linear on the strided window view dispatched one matmul per sample)
-        taps = weight[:, 0].t().expand(batch, size, weight.shape[0])
-        out = torch.bmm(windows, taps) if bias is None else torch.baddbmm(bias, windows, taps)  # (B, L, out)
-        return out.transpose(1, 2)
+        return _SlidingTaps.apply(x.reshape(x.shape[0], x.shape[2]), weight, bias, pad).transpose(1, 2)

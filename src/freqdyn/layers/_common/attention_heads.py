@@ -1,8 +1,8 @@
 """The four-head attention trunk shared by ODConv's omni-dimensional attention and FDConv's KSM-Global."""
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -121,20 +121,30 @@ class AttentionHeads(nn.Module):
             # the norms take (B, hidden) as they take (B, hidden, 1, 1): no reshapes around them
             return self.activation(self.bn(self.fc(as_dtype(pooled, compute_dtype(pooled.dtype)))))
 
-    def head_logits(self, z: Tensor) -> dict[str, Tensor | None]:
-        """Logits of the channel, filter, spatial and kernel heads (None where skipped), in z's dtype.
-
-        The heads run as one matmul of their stacked weights; when any head has a hook (a pruning mask, an
-        activation probe), each head is called as its module instead, so that its hooks fire. Same function.
-        """
+    def _named_heads(self) -> list[tuple[str, AttentionConv]]:
         names = ("channel", "filter", "spatial", "kernel")
-        heads = [(n, getattr(self, n + "_fc")) for n in names if getattr(self, n + "_fc") is not None]
+        return [(n, getattr(self, n + "_fc")) for n in names if getattr(self, n + "_fc") is not None]
+
+    def joint_logits(self, z: Tensor) -> tuple[Tensor, dict[str, int]] | None:
+        """The logits of every head side by side, (B, sum of head widths), from one matmul of their stacked
+        weights, with each present head's width in column order; ``None`` when any head has a hook (a pruning
+        mask, an activation probe), which must then run as its module."""
+        heads = self._named_heads()
+        if any(has_hooks(h) for _, h in heads):
+            return None
         with torch.autocast(z.device.type, enabled=False):
-            if any(has_hooks(h) for _, h in heads):
-                logits: Sequence[Tensor] = [h(z) for _, h in heads]
-            else:
-                weight = as_dtype(torch.cat([h.weight for _, h in heads]).flatten(1), z.dtype)
-                bias = as_dtype(torch.cat([h.bias for _, h in heads]), z.dtype)
-                logits = F.linear(z, weight, bias).split([h.out_channels for _, h in heads], dim=1)
-        found = dict(zip([n for n, _ in heads], logits, strict=True))
-        return {n: found.get(n) for n in names}
+            weight = as_dtype(torch.cat([h.weight for _, h in heads]).flatten(1), z.dtype)
+            bias = as_dtype(torch.cat([cast(Tensor, h.bias) for _, h in heads]), z.dtype)  # heads have biases
+            return F.linear(z, weight, bias), {n: h.out_channels for n, h in heads}
+
+    def head_logits(self, z: Tensor) -> dict[str, Tensor | None]:
+        """Logits of the channel, filter, spatial and kernel heads (None where skipped), in z's dtype: split from
+        :meth:`joint_logits`, or with a hooked head, each head called as its module. Same function."""
+        joint = self.joint_logits(z)
+        if joint is None:
+            with torch.autocast(z.device.type, enabled=False):
+                found = {n: h(z) for n, h in self._named_heads()}
+        else:
+            logits, widths = joint
+            found = dict(zip(widths, logits.split(list(widths.values()), dim=1), strict=True))
+        return {n: found.get(n) for n in ("channel", "filter", "spatial", "kernel")}

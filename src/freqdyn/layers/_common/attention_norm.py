@@ -59,9 +59,12 @@ class AttentionBatchNorm(nn.BatchNorm2d):
         mean, var = self.running_mean.to(z.dtype, copy=True), self.running_var.to(z.dtype, copy=True)  # updated
         out = F.batch_norm(z, mean, var, weight, bias, True, factor, self.eps)
         with torch.no_grad():  # a non-finite batch (NaN / inf input) must not poison the running statistics
-            # one check of both: their sum is finite iff both are (it overflows only for inputs beyond about 1e19,
-            # where the trunk overflows anyway: see FDConv's numeric range)
-            finite = torch.isfinite(mean + var).all()
+            # one check of all: their sum is finite iff every one is (it overflows only for inputs beyond about
+            # 1e19, where the trunk overflows anyway: see FDConv's numeric range); t - t is 0 for a finite t, NaN
+            # (unequal to itself) otherwise
+            total = (mean + var).sum()
+            zero = total - total
+            finite = zero == zero
             self.running_mean.copy_(torch.where(finite, mean, self.running_mean))
             self.running_var.copy_(torch.where(finite, var, self.running_var))
         return out

@@ -61,14 +61,15 @@ def batched_conv2d(
         # a (.., kh, 1) kernel view whose size-1 last dim has stride 1 (as FDConv's kernels have).
         folded = x.permute(2, 3, 0, 1).reshape(1, height, width, batch * channels).permute(0, 3, 1, 2)
         kernels = weight.reshape(batch * out_channels, *weight.shape[2:]).clone(memory_format=torch.contiguous_format)
-        y = F.conv2d(folded, kernels, _fold_bias(bias, batch, out_channels), stride, padding, dilation, groups * batch)
+        y = F.conv2d(folded, kernels, None, stride, padding, dilation, groups * batch)
         out_h, out_w = y.shape[-2:]
         y = y[0].permute(1, 2, 0).reshape(out_h, out_w, batch, out_channels).permute(2, 3, 0, 1)
-        return y.contiguous(memory_format=torch.channels_last)
+        return _plus_bias(y, bias).contiguous(memory_format=torch.channels_last)
     folded = x.reshape(1, batch * channels, height, width)
     kernels = weight.reshape(batch * out_channels, *weight.shape[2:])
-    y = F.conv2d(folded, kernels, _fold_bias(bias, batch, out_channels), stride, padding, dilation, groups * batch)
-    return y.reshape(batch, out_channels, y.shape[-2], y.shape[-1])
+    # the bias added to the output: fewer ops than one folded to the batch (B * O) for the conv
+    y = F.conv2d(folded, kernels, None, stride, padding, dilation, groups * batch)
+    return _plus_bias(y.view(batch, out_channels, y.shape[-2], y.shape[-1]), bias)
 
 
 def unfold_conv2d(x: Tensor, weight: Tensor, stride: tuple[int, int], padding: Padding,
@@ -92,7 +93,3 @@ def unfold_conv2d(x: Tensor, weight: Tensor, stride: tuple[int, int], padding: P
 def _plus_bias(y: Tensor, bias: Tensor | None) -> Tensor:
     """y (B, O, H', W') plus a per-sample (B, O) or shared (O,) bias, in y's dtype."""
     return y if bias is None else y + as_dtype(bias.reshape(-1, y.shape[1], 1, 1), y.dtype)
-
-
-def _fold_bias(bias: Tensor | None, batch: int, out_channels: int) -> Tensor | None:
-    return None if bias is None else bias.expand(batch, out_channels).reshape(batch * out_channels)

@@ -30,7 +30,7 @@ def apply_attentions(weight: Tensor, att: Attentions, groups: int, *, local: Ten
     """
     factor = local
     if att.spatial is not None:
-        spatial = att.spatial.reshape(att.spatial.shape[0], 1, 1, *weight.shape[-2:])
+        spatial = att.spatial.view(att.spatial.shape[0], 1, 1, *weight.shape[-2:])
         factor = spatial if factor is None else (factor.mul_(spatial) if inplace else factor * spatial)
     if factor is not None:
         if inplace:
@@ -41,14 +41,17 @@ def apply_attentions(weight: Tensor, att: Attentions, groups: int, *, local: Ten
     if att.channel is not None:
         if features is None:
             batch, out_channels, per_group = att.channel.shape[0], weight.shape[1], weight.shape[2]
-            channel = att.channel.reshape(batch, groups, 1, per_group).expand(
-                batch, groups, out_channels // groups, per_group)
-            weight = weight * channel.reshape(batch, out_channels, per_group, 1, 1)
+            if groups == 1:  # views: one dispatched op each way
+                channel = att.channel.view(batch, 1, per_group, 1, 1)
+            else:
+                channel = att.channel.reshape(batch, groups, 1, per_group).expand(
+                    batch, groups, out_channels // groups, per_group).reshape(batch, out_channels, per_group, 1, 1)
+            weight = weight * channel
         else:
             features = features * att.channel[:, :, None, None].to(features.dtype)
     if att.filter is not None:
         if features is None:
-            weight = weight * att.filter[:, :, None, None, None]
+            weight = weight * att.filter.view(*att.filter.shape, 1, 1, 1)
         else:
             out_scale = att.filter
     return Modulated(weight, features, out_scale)

@@ -19,7 +19,7 @@ from .._common.attention_conv import AttentionConv
 from .._common.attention_heads import check_activation, modulation
 from .._common.batched_conv import unfold_conv2d
 from .._common.checks import check_int, check_ints, check_positive
-from .._common.device_dtype import as_dtype, scalar
+from .._common.device_dtype import as_dtype
 from .._common.program_mode import (
     compiling,
     compute_dtype,
@@ -31,8 +31,9 @@ from .._common.program_mode import (
 from .._common.trace_only import TraceOnly
 from .low_pass import (
     MASK_RULES,
+    band_coefficients,
     band_plan,
-    fft_band_sum,
+    fft_band_modulation,
     filter_rows,
     graph_low_passes,
     low_passes,
@@ -40,14 +41,6 @@ from .low_pass import (
 )
 
 TRANSFORMS = ("fft", "separable", "auto")
-
-
-def band_coefficients(att: Tensor, dim: int) -> Tensor:
-    """The coefficients of the low-passes L_1 .. L_n from the band attentions a_1 .. a_n along ``dim``: a_{j+1} - a_j,
-    and 1 - a_n for the last (sum_j a_j (L_{j-1} - L_j) + L_n = a_1 x + sum_j coefficient_j L_j)."""
-    lead = (slice(None),) * (dim % att.dim())  # indexing, not narrow: the same slices with fewer dispatched ops
-    rest = att[(*lead, slice(1, None))] - att[(*lead, slice(None, -1))]
-    return torch.cat([rest, scalar(1.0, att) - att[(*lead, slice(-1, None))]], dim=dim)
 
 
 class FrequencyBandModulation(TraceOnly, nn.Module):
@@ -65,7 +58,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
             the maps' learning: at high learning rates they otherwise saturate (see :class:`FDConv`).
         transform: how the low-passes are computed in eager mode: ``'fft'`` (default; ``'auto'``, its former name,
             is the same) all bands at once by FFTs pruned to the kept frequencies
-            (:func:`~freqdyn.layers.fdconv.low_pass.fft_band_sum`: a short fixed sequence of ops, O(log HW) per
+            (:func:`~freqdyn.layers.fdconv.low_pass.fft_band_modulation`: a short fixed sequence of ops, O(log HW) per
             value), ``'separable'`` matmuls with the size's Fourier operators (O(H + W) per value, about three times
             the ops: a CPU option, which trains 1.3-2x faster on a 2-core CPU, BENCHMARKS.md). Same function.
             A trace or export always builds the operators in its graph from the input's shape (no FFT operators in
@@ -135,9 +128,14 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         if any(has_hooks(c) for c in convs):  # each band's conv called as its module, so that its hooks fire
             logits = torch.stack([c(x) for c in convs], dim=2)  # (B, G, n, H, W)
             return self._maps(logits)
-        weight = as_dtype(torch.stack([c.weight for c in convs], dim=1), x.dtype)  # (G, n, C / G, k, k)
-        bias = as_dtype(torch.stack([c.bias for c in convs if c.bias is not None], dim=1), x.dtype)  # (G, n)
-        weight, bias, pad = weight.flatten(0, 1), bias.flatten(), convs[0].padding[0]
+        # (G * n, C / G, k, k) and (G * n,), group-major; with one group a plain concatenation (fewer ops)
+        weights: list[Tensor] = [c.weight for c in convs]
+        biases: list[Tensor] = [c.bias for c in convs if c.bias is not None]
+        if g == 1:
+            weight, bias = torch.cat(weights), torch.cat(biases)
+        else:
+            weight, bias = torch.stack(weights, dim=1).flatten(0, 1), torch.stack(biases, dim=1).flatten()
+        weight, bias, pad = as_dtype(weight, x.dtype), as_dtype(bias, x.dtype), convs[0].padding[0]
         if compiling():  # inductor's conv-backward lowering fixes H and W (a recompile per size in training)
             batched = weight.expand(x.shape[0], *weight.shape)
             logits = unfold_conv2d(x, batched, (1, 1), (pad, pad), (1, 1), g) + bias[:, None, None]
@@ -200,7 +198,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         return as_dtype(out, x.dtype).contiguous(memory_format=memory_format_of(x))
 
     def _fft_forward(self, x: Tensor) -> Tensor:
-        """:meth:`forward` by :func:`~freqdyn.layers.fdconv.low_pass.fft_band_sum`, channels-first.
+        """:meth:`forward` by :func:`~freqdyn.layers.fdconv.low_pass.fft_band_modulation`, channels-first.
 
         In training, backward rebuilds the low-passes (FFTs) rather than keep n maps of x's size per layer.
         """
@@ -209,10 +207,9 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             xw = as_dtype(x, compute_dtype(x.dtype))
             att = self.attention(xw)  # (B, G, n, H, W)
-            coef = band_coefficients(att, 2)
             xg = xw.reshape(batch, g, channels // g, height, width)
-            bands = fft_band_sum(xg, coef, self.k_list, self.masks)  # keeps only xg and coef for backward
-            out = torch.addcmul(bands, xg, att[:, :, :1]).reshape(batch, channels, height, width)
+            # keeps only xg and att for backward
+            out = fft_band_modulation(xg, att, self.k_list, self.masks).reshape(batch, channels, height, width)
         return as_dtype(out, x.dtype).contiguous(memory_format=memory_format_of(x))
 
     def _stacked_forward(self, x: Tensor, low_passes: Callable[[Tensor], Tensor]) -> Tensor:

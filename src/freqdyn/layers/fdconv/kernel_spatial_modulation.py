@@ -20,7 +20,7 @@ from .._common.attention_heads import (
     modulation,
 )
 from .._common.attention_norm import AttentionLayerNorm, reset_norm
-from .._common.device_dtype import as_dtype, factory_kwargs
+from .._common.device_dtype import as_dtype, factory_kwargs, scalar
 from .._common.program_mode import compute_dtype, may_overwrite
 from .star_relu import StarReLU
 
@@ -72,7 +72,18 @@ class KernelSpatialModulationGlobal(AttentionHeads):
         self.zero_heads_()
 
     def forward(self, pooled: Tensor) -> Attentions:
-        logits = self.head_logits(self.hidden(pooled))
+        z = self.hidden(pooled)
+        joint = self.joint_logits(z) if self.act == "sigmoid" and self.temp == self.kernel_temp else None
+        if joint is not None:  # one activation for every head; the kernel head's 2 / K replaces att_multi
+            att, widths = joint
+            att = modulation(att, self.act, self.att_multi, temp=self.temp)
+            parts = dict(zip(widths, att.split(list(widths.values()), dim=1), strict=True))
+            kernel = parts.get("kernel")
+            if kernel is not None:
+                kernel = kernel * scalar(2.0 / (self.num_kernels * self.att_multi), kernel)
+            return Attentions(channel=parts.get("channel"), filter=parts.get("filter"), spatial=parts.get("spatial"),
+                              kernel=kernel)
+        logits = self.head_logits(z)
 
         def head(name: str) -> Tensor | None:
             z = logits[name]
@@ -134,6 +145,11 @@ class KernelSpatialModulationLocal(nn.Module):
         self.norm.reset_parameters()
         nn.init.zeros_(self.conv.weight)
 
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if type(self.conv) is nn.Conv1d:  # pickled by freqdyn <= 7a37871: the same conv, without the 2-D form
+            self.conv.__class__ = AttentionConv1d
+
     @property
     def gain(self) -> float:
         """The constant multiplier of the attention: ``att_multi`` for 'sigmoid', 1 for 'tanh' (1 + tanh)."""
@@ -147,8 +163,10 @@ class KernelSpatialModulationLocal(nn.Module):
         g = self.groups
         with torch.autocast(pooled.device.type, enabled=False):  # float32 for half dtypes, as KSM-Global
             normed = self.norm(as_dtype(pooled, compute_dtype(pooled.dtype)))
-            logits = self.conv(normed[:, None]).transpose(1, 2)  # (B, I, O/g*kh*kw)
+            logits = self.conv(normed)  # (B, I, O/g*kh*kw)
         inplace = may_overwrite()
         att = modulation(logits, self.act, self.att_multi if with_gain else 1.0, inplace=inplace)
+        if g == 1:  # one view and one permute
+            return att.view(batch, channels, self.out_channels, kh, kw).transpose(1, 2)
         att = att.reshape(batch, g, channels // g, self.out_channels // g, kh, kw).permute(0, 1, 3, 2, 4, 5)
-        return att.reshape(batch, self.out_channels, channels // g, kh, kw)  # a view when groups == 1
+        return att.reshape(batch, self.out_channels, channels // g, kh, kw)

@@ -120,7 +120,7 @@ class FDLinear(TraceOnly, LinearFourierBase):
         tokens = x.reshape(batch, math.prod(x.shape[1:-1]), self.in_features)
         pooled = mean_pool(tokens, (1,), compute_dtype(x.dtype))  # the attentions run in float32 for half
         att = self.KSM_Global(pooled)
-        weight = self.modulated(pooled, att).weight[..., 0, 0]  # (B or 1, O, I)
+        weight = self.modulated(pooled, att).weight.flatten(2)  # (B or 1, O, I): a view, where [..., 0, 0] selects
         # one bmm (torch.matmul of 3-D operands dispatches ten more ops)
         y = torch.bmm(tokens, as_dtype(weight, x.dtype).transpose(1, 2).expand(batch, -1, -1))
         if self.bias is not None:

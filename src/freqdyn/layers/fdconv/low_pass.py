@@ -27,8 +27,8 @@ sum_j (T_j[h]) (V_j^T * c_j[h]) with T_j = Re(A_j) (x V_j) + Im(A_j) (x V_j J_j^
 the rows per band, accumulated in place (with several groups each L_j is built and weighted). The work
 runs channels-last, where both transforms are matmuls over pixel rows. This equals the FFT definition for
 any H, W, works in any dtype and device, and exports to ONNX without FFT operators. Its cost per value grows with
-H + W and its op count with the bands; eager FBM takes :func:`fft_band_sum`, the same low-passes for all bands at once
-by FFTs pruned to the kept frequencies (O(log HW) per value, a fixed short sequence of ops).
+H + W and its op count with the bands; eager FBM takes :func:`fft_band_modulation`, the same low-passes for all
+bands at once by FFTs pruned to the kept frequencies (O(log HW) per value, a fixed short sequence of ops).
 """
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._common.device_dtype import scalar
 from .._common.program_mode import compute_dtype, may_use_custom_kernels
 
 MASK_RULES = ("official", "exact")
@@ -236,42 +237,60 @@ def _band_sum(x: Tensor, coef: Tensor, masks: Tensor) -> Tensor:
     return (_band_low_passes(x, masks) * coef[:, :, :, None]).sum(2)
 
 
-class _BandSum(torch.autograd.Function):
-    """:func:`_band_sum` whose backward keeps only x and coef. Every low-pass L_j is symmetric (tested: its
-    Hermitian completion is a real even filter), so the gradient of x is sum_j L_j (coef_j grad): one more batched
-    transform with the band sum taken in the frequency domain, and that of coef rebuilds the low-passes."""
+def band_coefficients(att: Tensor, dim: int) -> Tensor:
+    """The coefficients of the low-passes L_1 .. L_n from the band attentions a_1 .. a_n along ``dim``: a_{j+1} - a_j,
+    and 1 - a_n for the last (sum_j a_j (L_{j-1} - L_j) + L_n = a_1 x + sum_j coefficient_j L_j)."""
+    lead = (slice(None),) * (dim % att.dim())  # indexing, not narrow: the same slices with fewer dispatched ops
+    rest = att[(*lead, slice(1, None))] - att[(*lead, slice(None, -1))]
+    return torch.cat([rest, scalar(1.0, att) - att[(*lead, slice(-1, None))]], dim=dim)
+
+
+def _band_modulation(x: Tensor, att: Tensor, masks: Tensor) -> Tensor:
+    return torch.addcmul(_band_sum(x, band_coefficients(att, 2), masks), x, att[:, :, :1])
+
+
+class _BandModulation(torch.autograd.Function):
+    """:func:`_band_modulation` whose backward keeps only x and the attentions. Every low-pass L_j is symmetric
+    (tested: its Hermitian completion is a real even filter), so the gradient of x is a_1 grad + sum_j L_j (c_j grad):
+    one more batched transform with the band sum taken in the frequency domain; that of the coefficients c rebuilds
+    the low-passes, and the attentions' follows from c_j = a_{j+1} - a_j, c_n = 1 - a_n in two ops."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, coef: Tensor, masks: Tensor) -> Tensor:
-        ctx.save_for_backward(x, coef)
+    def forward(ctx, x: Tensor, att: Tensor, masks: Tensor) -> Tensor:
+        coef = band_coefficients(att, 2)
+        ctx.save_for_backward(x, att, coef)
         ctx.masks = masks
-        return _band_sum(x, coef, masks)
+        return torch.addcmul(_band_sum(x, coef, masks), x, att[:, :, :1])
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
-        x, coef = ctx.saved_tensors
+        x, att, coef = ctx.saved_tensors
         masks = ctx.masks
-        grad_x = grad_coef = None
+        grad_x = grad_att = None
         if ctx.needs_input_grad[1]:
-            grad_coef = (_band_low_passes(x, masks) * grad[:, :, None]).sum(3)
+            grad_coef = (_band_low_passes(x, masks) * grad[:, :, None]).sum(3)  # (B, G, n, H, W)
+            gate = (grad * x).sum(2, keepdim=True)  # a_1's own term, a_1 x
+            grad_att = torch.cat([gate, grad_coef[:, :, :-1]], dim=2) - grad_coef
         if ctx.needs_input_grad[0]:
             weighted = _pruned_spectrum(coef[:, :, :, None] * grad[:, :, None], masks.shape[-1])
-            grad_x = _from_pruned_spectrum((weighted * masks[:, None]).sum(2), x.shape[-1])
-        return grad_x, grad_coef, None
+            grad_x = torch.addcmul(_from_pruned_spectrum((weighted * masks[:, None]).sum(2), x.shape[-1]), grad,
+                                   att[:, :, :1])
+        return grad_x, grad_att, None
 
 
-def fft_band_sum(x: Tensor, coef: Tensor, k_list: tuple[int, ...], rule: str) -> Tensor:
-    """sum_j coef_j * L_j x for x (B, G, C/G, H, W) (float32 or float64) and coef (B, G, n, H, W): (B, G, C/G, H, W).
+def fft_band_modulation(x: Tensor, att: Tensor, k_list: tuple[int, ...], rule: str) -> Tensor:
+    """a_1 x + sum_j c_j L_j x (``c`` = :func:`band_coefficients`) for x (B, G, C/G, H, W) (float32 or float64) and
+    the band attentions ``att`` (B, G, n, H, W): (B, G, C/G, H, W).
 
     ``L_j x = irfft2(mask_j * rfft2(x))`` for all n bands at once, pruned to the kept frequencies: one real FFT along
     W (the widest band's columns kept), one FFT along H, one masked product, one batched inverse FFT along H and
     inverse real FFT along W (zero-filled beyond the kept columns), one weighted sum. A fixed sequence of ops for
-    any batch, size and band count; O(log HW) per value. Autograd keeps only x and coef (its backward rebuilds the
-    low-passes), except under ``torch.func`` transforms, which differentiate the plain ops.
+    any batch, size and band count; O(log HW) per value. Autograd keeps only x and the attentions (its backward
+    rebuilds the low-passes), except under ``torch.func`` transforms and traces, which differentiate the plain ops.
     """
     height, width = x.shape[-2:]
     masks = _spectral_masks(int(height), int(width), tuple(k_list), rule, x.dtype, x.device)
-    return _BandSum.apply(x, coef, masks) if may_use_custom_kernels() else _band_sum(x, coef, masks)
+    return _BandModulation.apply(x, att, masks) if may_use_custom_kernels() else _band_modulation(x, att, masks)
 
 
 def low_passes(x: Tensor, k_list: tuple[int, ...], rule: str) -> list[Tensor]:

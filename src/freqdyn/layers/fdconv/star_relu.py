@@ -14,8 +14,8 @@ class StarReLU(nn.Module):
     """``scale * relu(x) ** 2 + bias``; input and output of any shape.
 
     Examples:
-        >>> StarReLU()(torch.tensor([-1.0, 0.0, 2.0]))
-        tensor([0., 0., 4.], grad_fn=<AddBackward0>)
+        >>> StarReLU()(torch.tensor([-1.0, 0.0, 2.0])).detach()
+        tensor([0., 0., 4.])
     """
 
     def __init__(
@@ -44,7 +44,9 @@ class StarReLU(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         positive = F.relu(x)
-        return torch.addcmul(self.bias, self.scale * positive, positive)  # scale * relu(x)^2 + bias, in 3 ops
+        # two products and a sum: in a training step, fewer dispatched ops than addcmul (whose backward multiplies
+        # by its scalar factor), or than a square
+        return positive * self.scale * positive + self.bias
 
     def extra_repr(self) -> str:
         return f"scale_value={self.scale_value}, bias_value={self.bias_value}"

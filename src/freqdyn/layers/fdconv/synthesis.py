@@ -61,7 +61,10 @@ def synthesise(kappa: Tensor, dft_weight: Tensor, freq_group: Tensor, kernel_num
     if basis:
         return (kappa @ group_basis(dft_weight, freq_group, kernel_num, size)).reshape(-1, rows, cols)
     copies, batch, width = dft_weight.shape[0], kappa.shape[0], cols // 2 + 1
-    kmap = kappa.reshape(batch * copies, kernel_num).index_select(1, freq_group.reshape(-1).long())
-    kmap = kmap.reshape(batch, copies, rows, width, 1)
-    spectrum = kmap[:, 0] * dft_weight[0] if copies == 1 else (kmap * dft_weight).sum(1)  # (B, rows, width, 2)
+    # views, not reshapes or indexing: one dispatched op each, forward and backward
+    kmap = kappa.view(batch * copies, kernel_num).index_select(1, freq_group.view(-1).long())
+    if copies == 1:
+        spectrum = kmap.view(batch, rows, width, 1) * dft_weight  # (B, rows, width, 2)
+    else:
+        spectrum = (kmap.view(batch, copies, rows, width, 1) * dft_weight).sum(1)
     return inverse_spectrum(spectrum, size)
