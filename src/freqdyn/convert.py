@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .layers.catalog import is_dynamic
+from .layers.kernel_warehouse import to_kernel_warehouse
 from .targets import TARGETS
 
 logger = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 Selector = str | Callable[[str, nn.Module], bool] | None
 CONVERTERS: dict[str, Callable[..., nn.Module]] = {name: target.convert for name, target in TARGETS.items()}
 SOURCES: dict[str, type[nn.Module]] = {name: target.source for name, target in TARGETS.items()}
+KERNEL_WAREHOUSE = "kw"  # a network-level target: its layers share warehouses (to_kernel_warehouse)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -137,7 +139,8 @@ def convert(
     Args:
         model: the model to change in place (a bare ``nn.Conv2d`` / ``nn.Linear`` is replaced in the report).
         to: a target of :data:`freqdyn.targets.TARGETS`: ``'fdconv'``, ``'dyconv'``, ``'condconv'``, ``'odconv'``,
-            ``'fdlinear'``, ``'fdlinear_qwen'``.
+            ``'fdlinear'``, ``'fdlinear_qwen'``; or ``'kw'``, KernelWarehouse, which converts a whole network
+            (:func:`_convert_kernel_warehouse`).
         include, exclude: which layers (above).
         bake_standardization: convert weight-standardised convs too (above).
         **kwargs: options of the target layer.
@@ -152,8 +155,10 @@ def convert(
         >>> report.replaced, report.skipped
         (['1'], {'0': "kept as a plain convolution by the target's gating"})
     """
+    if to == KERNEL_WAREHOUSE:
+        return _convert_kernel_warehouse(model, include, exclude, **kwargs)
     if to not in CONVERTERS:
-        raise ValueError(f"unknown conversion target {to!r}; choose from {sorted(CONVERTERS)}")
+        raise ValueError(f"unknown conversion target {to!r}; choose from {sorted([*CONVERTERS, KERNEL_WAREHOUSE])}")
     if type(model).__module__.startswith("ultralytics."):  # its guard: YOLO(...).train() would drop the conversion
         importlib.import_module("freqdyn.integrations.ultralytics").register()
     factory, source = CONVERTERS[to], SOURCES[to]
@@ -189,4 +194,30 @@ def convert(
         report.replaced.append(name)
     report.params_after = count_parameters(report.model)
     logger.info("convert(to=%r): %s", to, report)
+    return report
+
+
+def _convert_kernel_warehouse(model: nn.Module, include: Selector, exclude: Selector, **kwargs) -> ConversionReport:
+    """``convert(model, "kw", ...)``: KernelWarehouse, whose layers share one warehouse of cells per stage.
+
+    The stages are the authors' KW ResNet layout for torchvision and timm ResNets
+    (:func:`~freqdyn.layers.kernel_warehouse.resnet_stages`), or ``stages=`` (qualified name -> warehouse name, or a
+    function of (name, module)) for any model; ``include`` / ``exclude`` leave staged layers plain. The other
+    keywords go to :class:`~freqdyn.layers.kernel_warehouse.WarehouseManager` (``cell_num_ratio=4`` is the paper's
+    "KW (4x)"). The model gets a ``warehouse_manager`` submodule, so its state_dict has the authors' names and a
+    converted torchvision ResNet loads their checkpoints with ``strict=True``. The shared cells cannot start from
+    pretrained plain weights: the KW layers are initialised as the authors' networks are (a warning says so).
+    """
+    report = ConversionReport(model=model, params_before=count_parameters(model))
+
+    def keep(name: str, module: nn.Module) -> str | None:
+        if include is not None and not _matches(include, name, module):
+            return "not included"
+        if exclude is not None and _matches(exclude, name, module):
+            return "excluded"
+        return None
+
+    report.replaced, report.skipped = to_kernel_warehouse(model, kwargs.pop("stages", None), keep, **kwargs)
+    report.params_after = count_parameters(model)
+    logger.info("convert(to='kw'): %s", report)
     return report

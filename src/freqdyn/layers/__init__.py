@@ -1,7 +1,9 @@
-"""Layers, re-exported flat (timm ``layers`` style) from four families on a private floor:
+"""Layers, re-exported flat (timm ``layers`` style) from five families on a private floor:
 
 - :mod:`.fdconv`: FDConv, FDLinear, FDLinearQwen and their parts (FDW, KSM, FBM), StarReLU;
 - :mod:`.kernel_bank`: DY-Conv (``DynamicConv2d``), CondConv, ODConv and the temperature schedule;
+- :mod:`.kernel_warehouse`: KernelWarehouse (KW conv 1-D/2-D/3-D and linear layers, their warehouse manager, the
+  temperature schedule and the network conversion);
 - :mod:`.freqfusion`: FreqFusion, its FPN neck, CARAFE and the sampler;
 - :mod:`.uniconvnet`: MRFA, the UniConvNet block, DCNv3, DropPath, LayerNorm2d;
 - ``_common``: what they share (the Conv2d contract, the attention trunk, the batched conv, program-mode queries).
@@ -29,6 +31,15 @@ from .fdconv import (
 )
 from .freqfusion import FreqFusion, FreqFusionFPN, LocalSimGuidedSampler, carafe, local_similarity
 from .kernel_bank import CondConv2d, DynamicConv2d, ExpertConv2d, ODConv2d, TemperatureSchedule, set_temperature
+from .kernel_warehouse import (
+    KWConv1d,
+    KWConv2d,
+    KWConv3d,
+    KWLinear,
+    KWTemperatureSchedule,
+    WarehouseManager,
+    set_warehouse_temperature,
+)
 from .uniconvnet import MRFA, DCNv3, DropPath, LayerNorm2d, UniConvNetBlock, dcnv3_sample
 
 _legacy.install(__name__)
@@ -47,6 +58,11 @@ __all__ = [
     "FreqFusion",
     "FreqFusionFPN",
     "FrequencyBandModulation",
+    "KWConv1d",
+    "KWConv2d",
+    "KWConv3d",
+    "KWLinear",
+    "KWTemperatureSchedule",
     "KernelSpatialModulationGlobal",
     "KernelSpatialModulationLocal",
     "LayerNorm2d",
@@ -56,6 +72,7 @@ __all__ = [
     "StarReLU",
     "TemperatureSchedule",
     "UniConvNetBlock",
+    "WarehouseManager",
     "batched_conv2d",
     "carafe",
     "frequency_groups",
@@ -64,6 +81,7 @@ __all__ = [
     "local_similarity",
     "matrix_to_weight",
     "set_temperature",
+    "set_warehouse_temperature",
     "uses_fdconv",
     "weight_to_matrix",
 ]

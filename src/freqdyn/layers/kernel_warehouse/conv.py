@@ -1,0 +1,201 @@
+"""KernelWarehouse convolutions (1-D, 2-D, 3-D) and the linear layer: each kernel is assembled per sample from the
+cells of a warehouse shared with the other layers of its stage (:class:`~.manager.WarehouseManager`)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._common.batched_conv import batched_conv2d
+from .._common.checks import check_int
+from .._common.device_dtype import as_dtype, factory_kwargs
+from .._common.empty_batch import tie_to_parameters
+from .._common.pooling import mean_pool
+from .._common.program_mode import compute_dtype
+from .attention import WarehouseAttention
+
+if TYPE_CHECKING:
+    from .manager import WarehouseManager
+
+_CONVS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def _tuple(value: int | Sequence[int], dimension: int, name: str, minimum: int) -> tuple[int, ...]:
+    """An int or a sequence of ``dimension`` ints (each >= ``minimum``) as a tuple, else an error naming ``name``."""
+    values = [value] * dimension if isinstance(value, int) else list(value)
+    if len(values) == 1:
+        values = values * dimension
+    if len(values) != dimension:
+        raise ValueError(f"{name} must be an int or {dimension} ints, got {value!r}")
+    return tuple(check_int(v, name, minimum) for v in values)
+
+
+class KWConvNd(nn.Module):
+    """A convolution whose kernel (O, I / groups, *k) is a per-sample mixture of warehouse cells.
+
+    Built by :meth:`WarehouseManager.reserve`; usable after the manager's ``store()`` and ``allocate(network)``.
+    The kernel is cut into cells (cell_out, cell_in, *cell_k); for each of its ``mixtures`` cell positions the
+    :class:`~.attention.WarehouseAttention` weighs all ``cells`` cells of the warehouse. Input (B, I, *spatial) ->
+    (B, O, *spatial'), as the ``nn.ConvNd`` of the same arguments; zero padding only; ``bias`` starts at 0 (the
+    authors' init). State-dict keys are the authors': ``attention.{fc1, norm1, fc2[, fc3, basis_bias]}``,
+    ``bias``, plus ``attention.temperature`` (optional when loading).
+    """
+
+    dimension = 2
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] = 0,
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        bias: bool = False,
+        *,
+        warehouse_id: int,
+        manager: WarehouseManager,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        d = self.dimension
+        self.in_channels, self.out_channels = check_int(in_channels, "in_channels"), check_int(out_channels,
+                                                                                              "out_channels")
+        self.groups = check_int(groups, "groups")
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by "
+                             f"groups ({groups})")
+        self.kernel_size = _tuple(kernel_size, d, "kernel_size", 1)
+        self.stride = _tuple(stride, d, "stride", 1)
+        self.padding = _tuple(padding, d, "padding", 0)
+        self.dilation = _tuple(dilation, d, "dilation", 1)
+        self.warehouse_id = warehouse_id
+        self._manager = [manager]  # a reference, not a submodule: the warehouses live in the network's manager
+        self.bias = nn.Parameter(torch.zeros(self.out_channels, **factory_kwargs(device, dtype))) if bias else None
+        self.attention: WarehouseAttention | None = None
+        self.cell_shape: tuple[int, ...] = ()
+        self.cell_range = (0, 0)
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        """(O, I / groups, *kernel_size): the kernel of the plain convolution this layer stands for."""
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+
+    @property
+    def manager(self) -> WarehouseManager:
+        return self._manager[0]
+
+    def init_attention(self, cells: Tensor, start_cell: int, reduction: float, cell_num_ratio: float,
+                       nonlocal_basis_ratio: float) -> int:
+        """Build the attention for a warehouse ``cells`` (M, cell_out, cell_in, *cell_k) from ``start_cell`` on;
+        returns the cell after this layer's own (the manager's ``allocate`` calls it)."""
+        self.cell_shape = tuple(cells.shape)
+        groups_out = self.out_channels // self.cell_shape[1]
+        groups_in = self.in_channels // self.cell_shape[2] // self.groups
+        self.groups_spatial = math.prod(k // c for k, c in zip(self.kernel_size, self.cell_shape[3:], strict=True))
+        self.groups_out, self.groups_in = groups_out, groups_in
+        mixtures = groups_out * groups_in * self.groups_spatial
+        self.attention = WarehouseAttention(self.in_channels, reduction, self.cell_shape[0], mixtures, cell_num_ratio,
+                                            nonlocal_basis_ratio, start_cell, device=cells.device, dtype=cells.dtype)
+        end = self.attention.init_temperature(start_cell, cell_num_ratio)
+        self.cell_range = (start_cell, end)
+        return end
+
+    def reset_parameters(self) -> None:
+        """The authors' init of this layer's own parts: the attention, and the bias at 0 (the cells are the
+        manager's: :meth:`WarehouseManager.reset_parameters`)."""
+        if self.attention is not None:
+            self.attention.reset_parameters()
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def kernels(self, att: Tensor) -> Tensor:
+        """Per-sample kernels (B, O, I / groups, *k) from the cell weights ``att`` (B * mixtures, M)."""
+        cells = self.manager.weights[self.warehouse_id]
+        mixed = att @ as_dtype(cells, att.dtype).view(self.cell_shape[0], -1)
+        d = self.dimension
+        mixed = mixed.view(-1, self.groups_spatial, self.groups_out, self.groups_in, *self.cell_shape[1:])
+        # (B, spatial, out groups, in groups, cell_out, cell_in, *cell_k) -> (B, O, I / groups, *k)
+        order = (0, 2, 4, 3, 5, 1, *range(6, 6 + d))
+        return mixed.permute(order).reshape(-1, *self.weight_shape)
+
+    def _check_input(self, x: Tensor) -> None:
+        name = type(self).__name__
+        if x.dim() != self.dimension + 2 or x.shape[1] != self.in_channels:
+            raise ValueError(f"{name} expects a (B, {self.in_channels}, {'*' * self.dimension}) input, got "
+                             f"{tuple(x.shape)}")
+        if self.attention is None:
+            raise ValueError(f"{name} has no warehouse cells yet: call store() and allocate(network) on its "
+                             f"WarehouseManager (freqdyn.convert(model, 'kw') does both)")
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        if not x.shape[0]:
+            zeros = x.new_zeros(self.weight_shape)
+            out = _CONVS[self.dimension](x, zeros, None, self.stride, self.padding, self.dilation, self.groups)
+            return tie_to_parameters(tie_to_parameters(out, self), self.manager)  # the cells too: zero gradients
+        assert self.attention is not None
+        batch = x.shape[0]
+        att = self.attention(mean_pool(x, tuple(range(2, x.dim())), compute_dtype(x.dtype)))
+        weight = as_dtype(self.kernels(att), x.dtype)
+        bias = None if self.bias is None else as_dtype(self.bias, x.dtype)
+        if self.dimension == 2:
+            return batched_conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)  # type: ignore[arg-type]
+        folded = x.reshape(1, batch * self.in_channels, *x.shape[2:])
+        y = _CONVS[self.dimension](folded, weight.reshape(-1, *weight.shape[2:]), None, self.stride, self.padding,
+                                   self.dilation, self.groups * batch)
+        y = y.view(batch, self.out_channels, *y.shape[2:])
+        return y if bias is None else y + bias.view(-1, *([1] * self.dimension))
+
+    def extra_repr(self) -> str:
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+             f"padding={self.padding}")
+        if self.dilation != (1,) * self.dimension:
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        return s + f", bias={self.bias is not None}, warehouse={self.warehouse_id}, cells={self.cell_range}"
+
+
+class KWConv1d(KWConvNd):
+    """KernelWarehouse ``nn.Conv1d``: (B, I, L) -> (B, O, L')."""
+
+    dimension = 1
+
+
+class KWConv2d(KWConvNd):
+    """KernelWarehouse ``nn.Conv2d``: (B, I, H, W) -> (B, O, H', W')."""
+
+    dimension = 2
+
+
+class KWConv3d(KWConvNd):
+    """KernelWarehouse ``nn.Conv3d``: (B, I, D, H, W) -> (B, O, D', H', W')."""
+
+    dimension = 3
+
+
+class KWLinear(nn.Module):
+    """KernelWarehouse ``nn.Linear``: (B, ..., in_features) -> (B, ..., out_features), a 1x1 :class:`KWConv1d` over
+    the tokens (``conv``, as in the authors' code: keys ``conv.attention...``), attentions pooled per sample."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, **kwargs: Any) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.conv = KWConv1d(in_features, out_features, 1, bias=bias, **kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 2 or x.shape[-1] != self.in_features:
+            raise ValueError(f"KWLinear expects a (B, ..., {self.in_features}) input, got {tuple(x.shape)}")
+        tokens = x.reshape(x.shape[0], -1, self.in_features).transpose(1, 2)
+        return self.conv(tokens).transpose(1, 2).reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
