@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from freqdyn import CondConv2d, DynamicConv2d, FDConv, FDLinear, FreqFusion, ODConv2d, convert
+from freqdyn import CondConv2d, DynamicConv2d, FDConv, FDLinear, FreqFusion, KWConv2d, ODConv2d, convert
 from freqdyn.tools.op_count import step, step_calls
 from freqdyn.tools.reference import naive_fdconv, naive_freq_fusion
 from freqdyn.tools.timing import interleaved_times_ms, machine_line
@@ -54,6 +54,7 @@ def layer_cases(channels: int = 64, size: int = 32, batch: int = 2) -> dict[str,
         "DY-Conv": (lambda: DynamicConv2d(channels, channels, 3, padding=1), [conv], "nn.Conv2d"),
         "CondConv": (lambda: CondConv2d(channels, channels, 3, padding=1), [conv], "nn.Conv2d"),
         "ODConv": (lambda: ODConv2d(channels, channels, 3, padding=1), [conv], "nn.Conv2d"),
+        "KW (1x)": (lambda: KWConv2d.standalone(channels, channels, 3, padding=1), [conv], "nn.Conv2d"),
         "nn.Linear": (lambda: nn.Linear(channels, channels), [(batch, 16, channels)], "nn.Linear"),
         "FDLinear": (lambda: FDLinear(channels, channels), [(batch, 16, channels)], "nn.Linear"),
         "FreqFusion (hr 64, lr 128)": (lambda: FreqFusion(64, 128), [(batch, 64, 32, 32), (batch, 128, 16, 16)],
@@ -63,14 +64,17 @@ def layer_cases(channels: int = 64, size: int = 32, batch: int = 2) -> dict[str,
     }
 
 
-def resnet50_backbone(fdconv: bool) -> nn.Module:
-    """torchvision's ResNet-50 without its head, bottleneck convs converted to FDConv (kernel_num 64) or plain."""
+def resnet50_backbone(to: str | None) -> nn.Module:
+    """torchvision's ResNet-50 without its head: plain, bottleneck convs converted to FDConv (kernel_num 64), or
+    KernelWarehouse (4x, the authors' layout)."""
     import torchvision
 
     model = torchvision.models.resnet50()
     model.fc = nn.Identity()
-    if fdconv:
+    if to == "fdconv":
         convert(model, "fdconv", include=r"layer\d\.\d+\.conv[123]$", kernel_num=64)
+    elif to == "kw":
+        convert(model, "kw", cell_num_ratio=4)
     return model
 
 
@@ -84,8 +88,9 @@ def yolo(name: str) -> nn.Module:
 def network_cases() -> dict[str, Case]:
     shape = [(2, 3, 64, 64)]
     cases: dict[str, Case] = {
-        "ResNet-50 backbone": (lambda: resnet50_backbone(False), shape, "ResNet-50 backbone"),
-        "ResNet-50 backbone, FDConv": (lambda: resnet50_backbone(True), shape, "ResNet-50 backbone"),
+        "ResNet-50 backbone": (lambda: resnet50_backbone(None), shape, "ResNet-50 backbone"),
+        "ResNet-50 backbone, FDConv": (lambda: resnet50_backbone("fdconv"), shape, "ResNet-50 backbone"),
+        "ResNet-50 backbone, KW (4x)": (lambda: resnet50_backbone("kw"), shape, "ResNet-50 backbone"),
     }
     if importlib.util.find_spec("ultralytics") is not None:
         image = [(2, 3, 160, 160)]

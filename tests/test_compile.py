@@ -10,7 +10,7 @@ import torch
 import torch._dynamo as dynamo
 from torch._dynamo.testing import CompileCounter, CompileCounterWithBackend
 
-from freqdyn import CondConv2d, DynamicConv2d, FDConv, FDLinear, FreqFusion, ODConv2d
+from freqdyn import CondConv2d, DynamicConv2d, FDConv, FDLinear, FreqFusion, KWConv2d, ODConv2d
 from helpers import perturb_
 
 LAYERS = {
@@ -20,6 +20,7 @@ LAYERS = {
     "odconv": lambda: ODConv2d(24, 24, 3, padding=1),
     "dyconv": lambda: DynamicConv2d(24, 24, 3, padding=1),
     "condconv": lambda: CondConv2d(24, 24, 3, padding=1),
+    "kw": lambda: KWConv2d.standalone(24, 24, 3, padding=1, cell_num_ratio=2),
 }
 SHAPES = [(2, 7, 9), (3, 7, 9), (5, 10, 6), (4, 13, 12)]
 
@@ -123,6 +124,8 @@ def test_every_public_layer_compiles_or_is_opted_out():
         "DCNv3": "grid_sample and plain ops",
         "FrequencyBandModulation": "inside FDConv (fdconv rows)",
         "StarReLU": "elementwise", "DropPath": "elementwise", "LayerNorm2d": "nn.LayerNorm",
+        "KWConv1d": "KWConv2d's code with F.conv1d", "KWConv3d": "KWConv2d's code with F.conv3d",
+        "KWLinear": "a KWConv1d", "WarehouseManager": "holds the cells (the kw row's)",
     })
 
 

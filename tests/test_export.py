@@ -4,7 +4,7 @@ import warnings
 import pytest
 import torch
 
-from freqdyn import MRFA, DynamicConv2d, FDConv, FreqFusion, ODConv2d
+from freqdyn import MRFA, DynamicConv2d, FDConv, FreqFusion, KWConv2d, ODConv2d
 
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -19,10 +19,11 @@ def _modules():
         "dyconv": DynamicConv2d(32, 32, 3, padding=1, temperature=1.0).eval(),
         "odconv": ODConv2d(32, 48, 3, stride=2, padding=1).eval(),
         "mrfa": MRFA(32).eval(),
+        "kw": KWConv2d.standalone(32, 32, 3, padding=1).eval(),
     }
 
 
-@pytest.mark.parametrize("name", ["fdconv", "dyconv", "odconv", "mrfa"])
+@pytest.mark.parametrize("name", ["fdconv", "dyconv", "odconv", "mrfa", "kw"])
 def test_onnx_export_matches_pytorch(name, tmp_path):
     """Dynamic batch (per-sample convs export as unfold + bmm, not groups=B) and dynamic H, W (FDConv's FBM builds
     its band operators in the graph from the input's shape)."""
@@ -148,4 +149,6 @@ def test_every_public_layer_exports_or_is_opted_out():
         "UniConvNetBlock": "MRFA (tested) plus plain layers", "UniConvNet": "its blocks", "DCNv3": "grid_sample",
         "FrequencyBandModulation": "inside FDConv (tested)",
         "StarReLU": "elementwise", "DropPath": "the identity in eval", "LayerNorm2d": "nn.LayerNorm",
+        "KWConv1d": "KWConv2d's code with F.conv1d", "KWConv3d": "KWConv2d's code with F.conv3d",
+        "KWLinear": "a KWConv1d", "WarehouseManager": "holds the cells (the kw row's)",
     })

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.func import functional_call, grad, jacrev, stack_module_state, vmap
 
-from freqdyn import CondConv2d, DynamicConv2d, FDConv, FDLinear, FreqFusion, ODConv2d
+from freqdyn import CondConv2d, DynamicConv2d, FDConv, FDLinear, FreqFusion, KWConv2d, ODConv2d
 from helpers import perturb_
 
 CONVS = {
@@ -13,6 +13,7 @@ CONVS = {
     "odconv": lambda: ODConv2d(24, 24, 3, padding=1),
     "dyconv": lambda: DynamicConv2d(24, 24, 3, padding=1),
     "condconv": lambda: CondConv2d(24, 24, 3, padding=1),
+    "kw": lambda: KWConv2d.standalone(24, 24, 3, padding=1),
 }
 
 
@@ -123,4 +124,6 @@ def test_every_public_layer_is_transformed_or_opted_out():
         "UniConvNetBlock": "MRFA plus plain layers", "UniConvNet": "its blocks", "DCNv3": "grid_sample",
         "FrequencyBandModulation": "inside FDConv (fdconv rows)",
         "StarReLU": "elementwise", "DropPath": "elementwise", "LayerNorm2d": "nn.LayerNorm",
+        "KWConv1d": "KWConv2d's code with F.conv1d", "KWConv3d": "KWConv2d's code with F.conv3d",
+        "KWLinear": "a KWConv1d", "WarehouseManager": "holds the cells (the kw row's)",
     })

@@ -241,7 +241,9 @@ def test_meta_device_build_then_reset() -> None:
     with torch.device("meta"):
         net = AnyDimNet("conv2d")
     net.to_empty(device="cpu")
-    net.warehouse_manager.reset_parameters(net)
+    net.warehouse_manager.reset_warehouses(net)
+    for layer in (net.first, net.second):
+        layer.reset_parameters()
     assert net.first.attention.temp_bias.sum() == net.first.attention.mixtures
     assert torch.isfinite(net.eval()(torch.randn(1, 12, 6, 6))).all()
 

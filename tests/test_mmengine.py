@@ -151,3 +151,27 @@ def test_runner_resume_and_load_from_work_with_weights_only_loading(tmp_path, mo
     fresh.load_or_resume()
     for key, value in trained.items():
         torch.testing.assert_close(fresh.model.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_kw_resnet_backbone_builds_from_config_and_loads_the_authors_checkpoint(tmp_path):
+    pytest.importorskip("torchvision")
+    from pathlib import Path
+
+    golden = torch.load(Path(__file__).parent / "golden" / "kernelwarehouse.pt", weights_only=True)
+    torch.manual_seed(0)
+    theirs = {k: torch.randn(tuple(v.tolist())) if v.numel() else torch.tensor(0)
+              for k, v in golden["keys_kw1x_resnet18"].items()}  # the authors' kw1x_resnet18, classifier included
+    theirs = {k: t.long().abs() if k.endswith("num_batches_tracked") else t for k, t in theirs.items()}
+    path = tmp_path / "kw1x_resnet18.pth"
+    torch.save({"state_dict": theirs}, path)  # their main.py saves it under "model": rename the key for mmengine
+    child = Registry("model", parent=MODELS, scope="kw_like")
+    backbone = child.build(dict(type="KWResNet", depth=18, cell_num_ratio=1, out_indices=(1, 3),
+                                init_cfg=dict(type="Pretrained", checkpoint=str(path))))
+    backbone.init_weights()
+    state = backbone.state_dict()
+    loaded = [k for k in theirs if k in state]
+    assert len(loaded) == len(theirs) - 2 and all(torch.equal(state[k], theirs[k]) for k in loaded)  # all but fc
+    outs = backbone.eval()(torch.randn(1, 3, 64, 64))
+    assert [tuple(o.shape) for o in outs] == [(1, 128, 8, 8), (1, 512, 2, 2)]
+    with pytest.raises(ValueError, match="depth"):
+        child.build(dict(type="KWResNet", depth=20))

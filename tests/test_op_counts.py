@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from freqdyn import CondConv2d, DynamicConv2d, FDConv, FDLinear, FreqFusion, ODConv2d
+from freqdyn import CondConv2d, DynamicConv2d, FDConv, FDLinear, FreqFusion, KWConv2d, ODConv2d
 from freqdyn.tools.op_count import step_calls
 
 CONV = (2, 64, 32, 32)
@@ -19,6 +19,8 @@ CEILINGS = {
     "dyconv": (lambda: DynamicConv2d(64, 64, 3, padding=1), [CONV], 158, 67, "two 1x1 convs, softmax, bank mix"),
     "condconv": (lambda: CondConv2d(64, 64, 3, padding=1), [CONV], 134, 49, "one linear routing, bank mix"),
     "odconv": (lambda: ODConv2d(64, 64, 3, padding=1), [CONV], 327, 109, "four heads on a BN trunk"),
+    "kw": (lambda: KWConv2d.standalone(64, 64, 3, padding=1), [CONV], 255, 84,
+           "a BN trunk, normalised cell weights, one cell-mixing matmul, one conv"),
     "freqfusion": (lambda: FreqFusion(64, 128), [(2, 64, 32, 32), (2, 128, 16, 16)], 1500, 565,
                    "five CARAFEs, one matmul per kernel row each (issue 30 target: 700 / 300)"),
 }

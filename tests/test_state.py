@@ -21,6 +21,9 @@ from freqdyn import (
     FreqFusion,
     FreqFusionFPN,
     FrequencyBandModulation,
+    KWConv1d,
+    KWConv2d,
+    KWConv3d,
     LayerNorm2d,
     ODConv2d,
     StarReLU,
@@ -44,6 +47,11 @@ LAYERS = {
     "dyconv": (lambda: DynamicConv2d(8, 12, 3, padding=1, temperature=30.0), lambda: (torch.randn(2, 8, 7, 7),)),
     "condconv": (lambda: CondConv2d(8, 12, 3, padding=1, num_experts=3), lambda: (torch.randn(2, 8, 7, 7),)),
     "odconv": (lambda: ODConv2d(8, 12, 3, padding=1, temperature=5.0), lambda: (torch.randn(2, 8, 7, 7),)),
+    "kw": (lambda: KWConv2d.standalone(8, 12, 3, padding=1, bias=True), lambda: (torch.randn(2, 8, 7, 7),)),
+    "kw-1d": (lambda: KWConv1d.standalone(8, 12, 3, padding=1), lambda: (torch.randn(2, 8, 9),)),
+    "kw-3d": (lambda: KWConv3d.standalone(8, 12, 3, padding=1, cell_num_ratio=0.5, cell_inplane_ratio=0.5,
+                                          cell_outplane_ratio=0.5, nonlocal_basis_ratio=0.5),
+              lambda: (torch.randn(2, 8, 4, 5, 3),)),
     "fbm": (lambda: FrequencyBandModulation(8, spatial_group=2), lambda: (torch.randn(2, 8, 9, 10),)),
     "freqfusion": (lambda: FreqFusion(16, 24, compressed_channels=16, feature_resample=True),
                    lambda: (torch.randn(2, 16, 8, 10), torch.randn(2, 24, 4, 5))),
@@ -426,5 +434,6 @@ def test_every_public_layer_round_trips_or_is_opted_out():
 
     assert_covered({type(build(name, 0)).__name__ for name in LAYERS}, {
         "UniConvNet": "test_uniconvnet.py (torch.save, deepcopy, state_dict) and tests/test_pickles.py",
+        "KWLinear": "a KWConv1d (kw-1d)", "WarehouseManager": "inside every kw row (the cells)",
         "DCNv3": "inside UniConvNet (test_uniconvnet.py) and tests/test_pickles.py",
     })

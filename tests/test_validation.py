@@ -26,6 +26,7 @@ from freqdyn import (
     StarReLU,
     TemperatureSchedule,
     UniConvNetBlock,
+    WarehouseManager,
 )
 
 BAD = [
@@ -154,10 +155,12 @@ def test_the_pyramid_takes_its_largest_num_outs():
 # every constructor argument but the flags (which follow truthiness, as nn.Conv2d's ``bias``)
 SWEEP = {FDConv: (32, 32, 3), FDLinear: (32, 32), FDLinearQwen: (32, 32), DynamicConv2d: (32, 32, 3),
          CondConv2d: (32, 32, 3), ODConv2d: (32, 32, 3), FreqFusion: (32, 32), FreqFusionFPN: ([16, 32], 32),
-         MRFA: (16,), UniConvNetBlock: (16,), DCNv3: (16,), FrequencyBandModulation: (16,), StarReLU: (), DropPath: ()}
+         MRFA: (16,), UniConvNetBlock: (16,), DCNv3: (16,), FrequencyBandModulation: (16,), StarReLU: (), DropPath: (),
+         WarehouseManager: ()}
 FLAGS = {"bias", "use_ksm_local", "recompute_kernels", "use_fbm_for_stride", "align_corners", "feature_resample",
          "comp_feat_upsample", "use_high_pass", "use_low_pass", "hr_residual", "semi_conv", "hamming_window",
-         "feature_resample_norm", "relu_before_extra_convs", "device", "dtype", "extra_blocks", "init_cfg"}
+         "feature_resample_norm", "relu_before_extra_convs", "device", "dtype", "extra_blocks", "init_cfg",
+         "sharing_range"}  # any string is a sharing range (the authors iterate its characters)
 SWEPT = [(cls, name) for cls in SWEEP for name, p in inspect.signature(cls).parameters.items()
          if name not in FLAGS and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
 
@@ -184,6 +187,10 @@ def test_every_public_layer_is_swept_or_opted_out():
     assert_covered({cls.__name__ for cls in SWEEP}, {
         "UniConvNet": "its arguments go to the blocks (swept) and scale_args (test_uniconvnet.py)",
         "LayerNorm2d": "nn.LayerNorm's own checks",
+        "KWConv1d": "built by WarehouseManager.reserve; shapes checked there and in store() (test_kernel_warehouse.py)",
+        "KWConv2d": "built by WarehouseManager.reserve (swept); see test_kernel_warehouse.py",
+        "KWConv3d": "built by WarehouseManager.reserve (swept); see test_kernel_warehouse.py",
+        "KWLinear": "built by WarehouseManager.reserve (swept); see test_kernel_warehouse.py",
     })
 
 

@@ -13,7 +13,8 @@ import torch.nn as nn
 
 from . import analysis
 from .checkpoint import CheckpointFileError, checkpoint_state, fitted_state, held_module, load_file
-from .convert import convert
+from .convert import KERNEL_WAREHOUSE, convert
+from .layers import KWConv2d
 from .layers.catalog import attention_keys
 from .targets import CONV_TARGETS, TARGETS, paper_layers
 from .tools.models import TorchvisionPairError, build_model, import_torchvision
@@ -48,7 +49,9 @@ def _time_layers(kernel_num: int, batch: int, channels: int, size: int, train: b
     torch.manual_seed(0)
     conv = nn.Conv2d(channels, channels, 3, padding=1)
     x = torch.randn(batch, channels, size, size)
-    layers = {"nn.Conv2d": conv, **paper_layers(conv, kernel_num)}
+    # KW (4x) cannot start from conv's weight (its cells are shared): a layer with a warehouse of its own
+    kw = KWConv2d.standalone(channels, channels, 3, padding=1, cell_num_ratio=4)
+    layers = {"nn.Conv2d": conv, **paper_layers(conv, kernel_num), "KW (4x)": kw}
     mode = "forward + backward (train)" if train else "inference"
     print(f"\nOne 3x3 layer, {channels} -> {channels} channels, batch {batch} at {size}x{size}, {mode} on this "
           f"machine ({torch.get_num_threads()} threads):")
@@ -307,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         "--kernel-num", type=int, default=64, help="FDConv kernel_num (random layers, or --to fdconv)"
     )
     p_analyze.add_argument("--model", help="analyse this torchvision / timm model instead of random layers")
-    p_analyze.add_argument("--to", default="none", choices=["none", *TARGETS],
+    p_analyze.add_argument("--to", default="none", choices=["none", *TARGETS, KERNEL_WAREHOUSE],
                            help="with --model: convert it first (ResNets: the bottleneck convs)")
     p_analyze.add_argument("--checkpoint", help="with --model: a state_dict (or a dict holding one: mmengine's "
                            "'state_dict', a detector's 'backbone.' keys) to load, e.g. a trained network's; alone: an "
@@ -324,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_profile.add_argument("--model", default="resnet50", help="a torchvision model (classification, detection, "
                            "segmentation) or a timm model name")
-    p_profile.add_argument("--to", default="fdconv", choices=["none", *TARGETS],
+    p_profile.add_argument("--to", default="fdconv", choices=["none", *TARGETS, KERNEL_WAREHOUSE],
                            help="conversion target")
     p_profile.add_argument("--size", type=int, default=224, help="input height and width")
     p_profile.add_argument("--layers", action="store_true", help="list every converted layer")

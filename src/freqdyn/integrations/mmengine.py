@@ -3,6 +3,7 @@
     custom_imports = dict(imports=["freqdyn.integrations.mmengine"], allow_failed_imports=False)
     ... conv_cfg=dict(type="FDConv", kernel_num=64) ...
     ... backbone=dict(type="UniConvNet", arch="t", out_indices=(0, 1, 2, 3)) ...
+    ... backbone=dict(type="KWResNet", depth=50, cell_num_ratio=4) ...   (KernelWarehouse, needs torchvision)
 
 Importing this module registers the layers (idempotently) in the root registry, which the mmdet / mmseg
 child registries fall back to. It also shortens mmengine's warning when a plain checkpoint (``load_from``,
@@ -35,6 +36,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 from mmengine.runner import checkpoint
 
+from ..convert import convert
 from ..layers import DynamicConv2d, gated_fdconv
 from ..layers.catalog import FREQDYN_LAYERS, attention_keys
 from ..models import UniConvNet, scale_args
@@ -52,11 +54,49 @@ class UniConvNetBackbone(UniConvNet, BaseModule):
         super().__init__(**{**scale_args(arch, "arch"), "num_classes": 0, **kwargs}, out_indices=out_indices)
         self.init_cfg = copy.deepcopy(init_cfg)
 
+
+class KWResNetBackbone(BaseModule):
+    """A torchvision ResNet (``depth`` 18, 34, 50, 101 or 152) converted to KernelWarehouse as the authors' KW ResNets
+    are (:func:`freqdyn.convert` with ``"kw"``), as an mmdet / mmseg backbone (registered as ``KWResNet``):
+    ``backbone=dict(type="KWResNet", depth=50, cell_num_ratio=4, out_indices=(0, 1, 2, 3))`` returns the stage
+    outputs (B, C_i, H / 2^(i+2), W / 2^(i+2)); no classifier. Keys are the authors' (``warehouse_manager.weights.{i}``,
+    ``layer2.0.conv2.attention.fc1.weight`` ...): their ImageNet checkpoints load by ``init_cfg=dict(type="Pretrained",
+    checkpoint=...)`` (the classifier's keys reported unused). Needs torchvision. Other keywords go to
+    :class:`~freqdyn.layers.kernel_warehouse.WarehouseManager`."""
+
+    def __init__(self, depth: int = 50, out_indices: Sequence[int] = (0, 1, 2, 3), init_cfg: dict | None = None,
+                 **options: Any) -> None:
+        super().__init__(init_cfg=copy.deepcopy(init_cfg))
+        try:
+            import torchvision
+        except ImportError as err:
+            raise ImportError("KWResNet builds torchvision's ResNet: pip install 'freqdyn[vision]'") from err
+        if depth not in (18, 34, 50, 101, 152):
+            raise ValueError(f"depth must be one of 18, 34, 50, 101, 152, got {depth!r}")
+        if not out_indices or any(i not in range(4) for i in out_indices):
+            raise ValueError(f"out_indices must name stages 0..3, got {out_indices!r}")
+        net = getattr(torchvision.models, f"resnet{depth}")()
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.out_indices = tuple(out_indices)
+        convert(self, "kw", **options)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        outs = []
+        for i, stage in enumerate((self.layer1, self.layer2, self.layer3, self.layer4)):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
+
+
 LAYERS: dict[str, Callable[..., nn.Module]] = {
     **{layer.__name__: layer for layer in FREQDYN_LAYERS},
     "FDConv": gated_fdconv,  # the authors' FDConv: plain nn.Conv2d where their gating says so (their keys)
     "DyConv": DynamicConv2d,
     "UniConvNet": UniConvNetBackbone,
+    "KWResNet": KWResNetBackbone,
 }
 
 

@@ -81,7 +81,28 @@ class KWConvNd(nn.Module):
         self.bias = nn.Parameter(torch.zeros(self.out_channels, **factory_kwargs(device, dtype))) if bias else None
         self.attention: WarehouseAttention | None = None
         self.cell_shape: tuple[int, ...] = ()
-        self.cell_range = (0, 0)
+        self.cell_range, self.cell_num_ratio = (0, 0), 1.0
+
+    @classmethod
+    def standalone(cls, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
+                   stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+                   dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = False,
+                   device: torch.device | None = None, dtype: torch.dtype | None = None,
+                   **options: Any) -> KWConvNd:
+        """A layer with a warehouse of its own, held as its ``warehouse_manager`` submodule (its state_dict,
+        ``.to()``, copies and ``parameters()`` include the cells): for a single dynamic conv. In a network, layers
+        share warehouses: ``freqdyn.convert(model, "kw")``. ``options`` go to the manager."""
+        from .manager import WarehouseManager
+
+        manager = WarehouseManager(**options)
+        layer_type = f"conv{cls.dimension}d"
+        layer = manager.reserve(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                                warehouse_name="own", layer_type=layer_type, device=device, dtype=dtype)
+        assert isinstance(layer, cls)
+        manager.store(device=device, dtype=dtype)
+        layer.warehouse_manager = manager
+        manager.allocate(layer)
+        return layer
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
@@ -104,17 +125,22 @@ class KWConvNd(nn.Module):
         mixtures = groups_out * groups_in * self.groups_spatial
         self.attention = WarehouseAttention(self.in_channels, reduction, self.cell_shape[0], mixtures, cell_num_ratio,
                                             nonlocal_basis_ratio, start_cell, device=cells.device, dtype=cells.dtype)
+        self.cell_num_ratio = cell_num_ratio
         end = self.attention.init_temperature(start_cell, cell_num_ratio)
         self.cell_range = (start_cell, end)
         return end
 
     def reset_parameters(self) -> None:
-        """The authors' init of this layer's own parts: the attention, and the bias at 0 (the cells are the
-        manager's: :meth:`WarehouseManager.reset_parameters`)."""
+        """The authors' init of this layer's parts: the attention (its one-hot targets rebuilt), the bias at 0, and
+        for a :meth:`standalone` layer its warehouse; shared warehouses are their manager's
+        (:meth:`WarehouseManager.reset_warehouses`)."""
         if self.attention is not None:
             self.attention.reset_parameters()
+            self.attention.init_temperature(self.cell_range[0], self.cell_num_ratio)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
+        if getattr(self, "warehouse_manager", None) is self.manager:
+            self.manager.reset_warehouses(self)
 
     def kernels(self, att: Tensor) -> Tensor:
         """Per-sample kernels (B, O, I / groups, *k) from the cell weights ``att`` (B * mixtures, M)."""

@@ -3,13 +3,13 @@ cells per stage and hands each layer its cells (Li et al., ICML 2024)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import torch
 import torch.nn as nn
 
-from .._common.checks import check_bool, check_positive
+from .._common.checks import ArgumentTypeError, check_bool, check_positive
 from .conv import KWConv1d, KWConv2d, KWConv3d, KWConvNd, KWLinear
 
 LAYER_TYPES: dict[str, tuple[type[nn.Module], type[nn.Module], int]] = {
@@ -20,6 +20,15 @@ LAYER_TYPES: dict[str, tuple[type[nn.Module], type[nn.Module], int]] = {
 }
 
 Ratio = float | Sequence[float]
+
+
+def _checked(value: Any, name: str, check: Callable[[Any, str], Any]) -> Any:
+    """``value`` (one setting, or one per warehouse) with every entry checked by ``check``."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if not value:
+            raise ValueError(f"{name} must be a value or one per warehouse, got an empty sequence")
+        return tuple(check(v, name) for v in value)
+    return check(value, name)
 
 
 def _per_warehouse(value: Any, count: int, name: str) -> list[Any]:
@@ -69,11 +78,17 @@ class WarehouseManager(nn.Module):
         spatial_partition: bool | Sequence[bool] = True,
     ) -> None:
         super().__init__()
-        self.reduction, self.cell_num_ratio = reduction, cell_num_ratio
-        self.cell_inplane_ratio, self.cell_outplane_ratio = cell_inplane_ratio, cell_outplane_ratio
+        self.reduction = _checked(reduction, "reduction", check_positive)
+        self.cell_num_ratio = _checked(cell_num_ratio, "cell_num_ratio", check_positive)
+        self.cell_inplane_ratio = _checked(cell_inplane_ratio, "cell_inplane_ratio", check_positive)
+        self.cell_outplane_ratio = _checked(cell_outplane_ratio, "cell_outplane_ratio", check_positive)
+        self.spatial_partition = _checked(spatial_partition, "spatial_partition", check_bool)
+        parts_ok = isinstance(sharing_range, Sequence) and all(isinstance(part, str) for part in sharing_range)
+        if not parts_ok:  # a string is a sequence of one-character parts, as the authors' code reads it
+            raise ArgumentTypeError(f"sharing_range must be a sequence of name parts (or a string), got "
+                                    f"{type(sharing_range).__name__} {sharing_range!r}")
         self.sharing_range = sharing_range
         self.nonlocal_basis_ratio = check_positive(nonlocal_basis_ratio, "nonlocal_basis_ratio")
-        self.spatial_partition = spatial_partition
         self.warehouses: dict[str, list[tuple[int, ...]]] = {}  # name -> the kernel shapes of its layers
         self.weights = nn.ParameterList()
         self._settings: list[dict[str, Any]] = []
@@ -149,9 +164,6 @@ class WarehouseManager(nn.Module):
         self._settings = []
         for idx, name in enumerate(names):
             setting = {key: values[idx] for key, values in settings.items()}
-            for key in ("reduction", "cell_num_ratio", "cell_inplane_ratio", "cell_outplane_ratio"):
-                setting[key] = check_positive(setting[key], key)
-            setting["spatial_partition"] = check_bool(setting["spatial_partition"], "spatial_partition")
             shape = self._cell_shape(name, self.warehouses[name], setting)
             mixtures = sum(self._mixtures(layer, shape) for layer in self.warehouses[name])
             cells = max(int(mixtures * setting["cell_num_ratio"]), 1)
@@ -220,16 +232,11 @@ class WarehouseManager(nn.Module):
             nn.init.kaiming_normal_(cells[start:end].view(-1, *cells.shape[2:]), mode="fan_out", nonlinearity="relu")
 
     @torch.no_grad()
-    def reset_parameters(self, network: nn.Module) -> None:
-        """Re-initialise the warehouses and the KW layers of ``network`` as :meth:`allocate` did (after a
-        meta-device build and ``to_empty``, for example)."""
+    def reset_warehouses(self, network: nn.Module) -> None:
+        """Re-initialise the warehouses as :meth:`allocate` did (after a meta-device build and ``to_empty``, for
+        example); each KW layer's own parts are its ``reset_parameters``'."""
         for cells in self.weights:
             cells.normal_()
-        for layer in self.layers(network):
-            layer.reset_parameters()
-            if layer.attention is not None:
-                layer.attention.init_temperature(layer.cell_range[0], self._settings[layer.warehouse_id]
-                                                 ["cell_num_ratio"])
         self._init_cells(network)
 
     def forward(self, x: Any) -> Any:
