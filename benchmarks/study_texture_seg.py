@@ -1,6 +1,7 @@
 """What each module buys: texture segmentation of mosaics cut from real photos, accuracy against cost.
 
-    python benchmarks/study_texture_seg.py [--quick] [--seeds 3] [--steps 400] [--out benchmarks/results/texture_seg]
+    python benchmarks/study_texture_seg.py [--quick] [--seeds 8] [--variants "encoder fdconv,block MRFA"] [--steps 400]
+        [--out benchmarks/results/texture_seg]
 
 Data (nothing downloaded): six grey photos shipped with scikit-image (brick, grass, gravel, moon, cell, the
 Hubble deep field), each standardised to zero mean and unit variance, so that only texture tells them apart.
@@ -19,11 +20,19 @@ width 64 back to 1/2, logits upsampled) in which only the part under study chang
 * decoder fusion: bilinear upsampling + add (the baseline), FPN-style (+ a 3x3 conv after each add), FreqFusion;
 * block: the two-3x3 residual block against MRFA at equal width.
 
+* encoder KernelWarehouse (KW 1x, one warehouse per stage): its cells are shared, so it cannot start from the
+  plain network's weights (the rest of the network is the same seed's); its temperature anneals 1 -> 0 over the first
+  10% of the steps, as the authors' does over their first epochs.
+
 Every model sees the same mosaics in the same order (one generator per seed), Adam (lr 2e-3) for ``--steps`` steps
-of 8 mosaics. Time per training step is measured afterwards, all models in one interleaved run. Writes
-``results.csv`` / ``results.json`` (per model: mean and std over seeds, params, FLOPs, ms per step),
-``accuracy_vs_cost.png`` and ``trained_frequency_responses.png`` (the FDConv paper's Fig. 1 on trained weights), and
-prints the table.
+of 8 mosaics. Every variant differs from the plain model (encoder conv, bilinear decoder, two-3x3 blocks) in one
+part, so it is compared with it seed by seed: the **paired difference** of test mIoU and boundary F, with a 95%
+t-interval over the seeds; a gain or a loss is stated only where the interval excludes zero. Reproducible on one
+machine: deterministic algorithms, ``--threads`` (2) threads, recorded seeds; the machine line (CPU flags included)
+is in the results, because float rounding differs between CPUs and training amplifies it. Time per training step is
+measured afterwards, all models in one interleaved run. Writes ``results.csv`` / ``results.json`` (per model: runs,
+means, paired differences and intervals, params, FLOPs, ms per step), ``accuracy_vs_cost.png`` and
+``trained_frequency_responses.png`` (the FDConv paper's Fig. 1 on trained weights), and prints the tables.
 """
 from __future__ import annotations
 
@@ -42,7 +51,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from freqdyn import MRFA, FreqFusion, convert, profile
+from freqdyn import MRFA, FreqFusion, KWTemperatureSchedule, convert, profile
 from freqdyn import analysis as fa
 from freqdyn.layers.catalog import dynamic_layers
 from freqdyn.tools.timing import interleaved_times_ms, machine_line
@@ -57,11 +66,46 @@ ENCODERS: dict[str, tuple[str | None, dict]] = {
     "fdconv": ("fdconv", {"kernel_num": 64}),
     "fdconv: FDW+KSM-Global": ("fdconv", {"kernel_num": 64, "use_ksm_local": False, "use_fbm_if_k_in": ()}),
     "fdconv: FDW+KSM": ("fdconv", {"kernel_num": 64, "use_fbm_if_k_in": ()}),
+    "kw": ("kw", {"cell_num_ratio": 1}),
 }
 VARIANTS = [(f"encoder {e}", e, "bilinear", "stack") for e in ENCODERS] + [
     ("decoder FPN", "conv", "fpn", "stack"), ("decoder FreqFusion", "conv", "freqfusion", "stack"),
     ("block MRFA", "conv", "bilinear", "mrfa")]
-QUICK = ["encoder conv", "encoder fdconv", "decoder FreqFusion"]
+PLAIN = "encoder conv"  # the plain model: every variant differs from it in one part
+PAIRED = [PLAIN, "encoder fdconv", "encoder dyconv", "encoder kw", "decoder FreqFusion", "block MRFA"]  # the default
+QUICK = [PLAIN, "encoder fdconv", "decoder FreqFusion"]
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+"""Student's t 97.5% quantiles for 1..30 degrees of freedom (two-sided 95% intervals)."""
+
+
+def paired_interval(diffs: list[float]) -> tuple[float, float, float]:
+    """Mean of per-seed differences and its 95% t-interval (low, high); NaN bounds for a single seed."""
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return mean, math.nan, math.nan
+    quantile = T975[len(diffs) - 2] if len(diffs) - 1 <= len(T975) else 1.96
+    half = quantile * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return mean, mean - half, mean + half
+
+
+def verdict(low: float, high: float) -> str:
+    """What an interval supports: a gain, a loss, or no resolved difference."""
+    if low > 0:
+        return "gain"
+    if high < 0:
+        return "loss"
+    return "not resolved"
+
+
+def cpu_flags() -> str:
+    """The vector extensions of this CPU that change float rounding (from /proc/cpuinfo; '' elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags)
 
 
 def textures() -> list[np.ndarray]:
@@ -166,7 +210,12 @@ def build(encoder: str, fusion: str, block: str, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     model = Segmenter(fusion, block)
     kind, options = ENCODERS[encoder]
-    if kind is not None:
+    if kind == "kw":  # one warehouse per stage for the stage's two convs
+        stages = {f"stages.{i}.body.{j}": f"stage{i}" for i in range(len(WIDTHS)) for j in (0, 3)}
+        report = convert(model, kind, stages=stages, **options)
+        if len(report.replaced) != 2 * len(WIDTHS):
+            raise RuntimeError(f"{encoder}: expected {2 * len(WIDTHS)} converted convs, got {report.replaced}")
+    elif kind is not None:
         report = convert(model, kind, include=r"^stages\.\d\.body\.[03]$", **options)
         if len(report.replaced) != 2 * len(WIDTHS):
             raise RuntimeError(f"{encoder}: expected {2 * len(WIDTHS)} converted convs, got {report.replaced}")
@@ -204,8 +253,10 @@ def train_and_test(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], t
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
     images, labels = train
     model.train()
+    schedule = KWTemperatureSchedule(model, epochs=1, steps_per_epoch=max(steps // 10, 1))  # no-op without KW layers
     start = time.perf_counter()
     for step in range(steps):
+        schedule.step()
         rows = slice(step * BATCH, (step + 1) * BATCH)
         loss = F.cross_entropy(model(images[rows]), labels[rows])
         optimiser.zero_grad(set_to_none=True)
@@ -251,6 +302,7 @@ def trained_spectra(models: dict[str, nn.Module], test: torch.Tensor, out: Path)
 
 
 def plot(results: list[dict], out: Path) -> Path:
+    """Paired differences from the plain model (95% intervals over the seeds) against the step time ratio."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -259,11 +311,15 @@ def plot(results: list[dict], out: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
     for ax, metric, label in ((axes[0], "miou", "test mIoU"), (axes[1], "boundary_f", "test boundary F (2 px)")):
         for r in results:
-            ax.errorbar(r["step_ms_ratio"], r[f"{metric}_mean"], yerr=r[f"{metric}_std"], fmt="o", capsize=3)
-            ax.annotate(r["model"], (r["step_ms_ratio"], r[f"{metric}_mean"]), fontsize=7, xytext=(4, 3),
-                        textcoords="offset points")
+            if r["model"] == PLAIN:
+                continue
+            mean, low, high = r[f"{metric}_diff"], r[f"{metric}_diff_low"], r[f"{metric}_diff_high"]
+            yerr = None if math.isnan(low) else [[mean - low], [high - mean]]
+            ax.errorbar(r["step_ms_ratio"], mean, yerr=yerr, fmt="o", capsize=3)
+            ax.annotate(r["model"], (r["step_ms_ratio"], mean), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.axhline(0, color="grey", lw=0.8)
         ax.set_xlabel("training step time / plain model's (interleaved run)")
-        ax.set_ylabel(f"{label} (mean ± std over seeds)")
+        ax.set_ylabel(f"{label}: paired difference from the plain model (95% interval)")
         ax.set_xscale("log")
         ax.set_xticks([1, 1.5, 2, 3, 4], ["1x", "1.5x", "2x", "3x", "4x"])
         ax.minorticks_off()
@@ -275,25 +331,51 @@ def plot(results: list[dict], out: Path) -> Path:
     return path
 
 
+def summarise(name: str, runs: list[tuple[float, float, float]], plain: list[tuple[float, float, float]]) -> dict:
+    """Per-model numbers: the runs, their means and spreads, and the paired differences from the plain model."""
+    miou, boundary_f, _ = zip(*runs, strict=True)
+    row = {"model": name, "seeds": len(miou), "miou_mean": statistics.fmean(miou),
+           "miou_std": statistics.pstdev(miou), "boundary_f_mean": statistics.fmean(boundary_f),
+           "boundary_f_std": statistics.pstdev(boundary_f), "miou_runs": list(miou),
+           "boundary_f_runs": list(boundary_f)}
+    for index, metric in ((0, "miou"), (1, "boundary_f")):
+        diffs = [run[index] - base[index] for run, base in zip(runs, plain, strict=True)]
+        mean, low, high = paired_interval(diffs)
+        row |= {f"{metric}_diff": mean, f"{metric}_diff_low": low, f"{metric}_diff_high": high,
+                f"{metric}_verdict": "plain" if name == PLAIN else verdict(low, high)}
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help=f"{len(QUICK)} models, 1 seed, 20 steps (a smoke run)")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help=f"{len(QUICK)} models, 2 seeds, 20 steps (a smoke run)")
+    parser.add_argument("--seeds", type=int, default=8, help="seeds 0..N-1 (each model trained once per seed)")
+    parser.add_argument("--variants", help=f"comma-separated models (default: {', '.join(PAIRED)}; the plain model is "
+                        f"always run, as every difference is paired with it); any of: "
+                        f"{', '.join(v[0] for v in VARIANTS)}")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--test", type=int, default=64, help="test mosaics")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (results depend on it)")
     parser.add_argument("--out", default="benchmarks/results/texture_seg")
     args = parser.parse_args(argv)
     if args.quick:
-        args.seeds, args.steps, args.test = 1, 20, 16
-    names = QUICK if args.quick else [v[0] for v in VARIANTS]
+        args.seeds, args.steps, args.test = 2, 20, 16
     spec = {name: (e, f, b) for name, e, f, b in VARIANTS}
+    chosen = QUICK if args.quick else (PAIRED if not args.variants else [v.strip() for v in args.variants.split(",")])
+    unknown = [name for name in chosen if name not in spec]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; choose from {list(spec)}")
+    names = [PLAIN, *[name for name in chosen if name != PLAIN]]
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     photos = textures()
     test = mosaics(photos, "test", args.test, 12345)
     runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
     trained: dict[str, nn.Module] = {}
-    jobs = [(seed, name) for seed in range(args.seeds) for name in names]
+    seeds = list(range(args.seeds))
+    jobs = [(seed, name) for seed in seeds for name in names]
     data: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for seed, name in tqdm(jobs, desc="training", unit="model"):
         if seed not in data:
@@ -303,35 +385,41 @@ def main(argv: list[str] | None = None) -> int:
         if seed == 0:
             trained[name] = model
     ms = step_times(names, 2 if args.quick else 5)
-    base = names[0]
     results = []
     for name in names:
-        miou, boundary_f, _ = zip(*runs[name], strict=True)
+        row = summarise(name, runs[name], runs[PLAIN])
         counted = profile(build(*spec[name], seed=0).eval(), (1, 1, SIZE, SIZE))
-        results.append({
-            "model": name, "seeds": len(miou), "miou_mean": statistics.fmean(miou),
-            "miou_std": statistics.pstdev(miou), "boundary_f_mean": statistics.fmean(boundary_f),
-            "boundary_f_std": statistics.pstdev(boundary_f), "miou_runs": list(miou),
-            "boundary_f_runs": list(boundary_f),
-            "params": counted.params, "gflops": counted.flops / 1e9, "step_ms": ms[name],
-            "step_ms_ratio": ms[name] / ms[base]})
+        row |= {"params": counted.params, "gflops": counted.flops / 1e9, "step_ms": ms[name],
+                "step_ms_ratio": ms[name] / ms[PLAIN]}
+        results.append(row)
     if not all(math.isfinite(r["miou_mean"]) and math.isfinite(r["step_ms"]) for r in results):
         raise RuntimeError("non-finite results")
+    machine = f"{machine_line()}, CPU flags: {cpu_flags() or 'unknown'}"
     keys = [k for k in results[0] if not k.endswith("_runs")]
     with open(out / "results.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(results)
-    (out / "results.json").write_text(json.dumps({"machine": machine_line(), "steps": args.steps, "batch": BATCH,
-                                                  "test_mosaics": args.test, "results": results}, indent=2))
+    (out / "results.json").write_text(json.dumps({
+        "machine": machine, "seeds": seeds, "threads": args.threads, "deterministic": True, "steps": args.steps,
+        "batch": BATCH, "test_mosaics": args.test, "results": results}, indent=2))
     plot(results, out)
-    print(f"{machine_line()}; {args.seeds} seed(s), {args.steps} steps of {BATCH} mosaics, {args.test} test mosaics\n")
-    print("| model | mIoU | boundary F | params | GFLOPs | ms / step | vs plain |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"{machine}; seeds {seeds[0]}..{seeds[-1]}, {args.steps} steps of {BATCH} mosaics, {args.test} test "
+          f"mosaics\n")
+    print("Paired differences from the plain model (same seed, data order and init), mean and 95% t-interval over "
+          "the seeds; a gain or loss only where the interval excludes 0:\n")
+    print("| model | mIoU | Δ mIoU [95% CI] | Δ boundary F [95% CI] | verdict (mIoU / boundary F) | params | GFLOPs "
+          "| ms / step | vs plain |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['model']} | {r['miou_mean']:.3f} ± {r['miou_std']:.3f} | {r['boundary_f_mean']:.3f} ± "
-              f"{r['boundary_f_std']:.3f} | {r['params'] / 1e6:.3f}M | {r['gflops']:.3f} | {r['step_ms']:.0f} | "
-              f"{r['step_ms_ratio']:.2f}x |")
+        if r["model"] == PLAIN:
+            deltas = "(plain) | (plain) | —"
+        else:
+            deltas = (f"{r['miou_diff']:+.3f} [{r['miou_diff_low']:+.3f}, {r['miou_diff_high']:+.3f}] | "
+                      f"{r['boundary_f_diff']:+.3f} [{r['boundary_f_diff_low']:+.3f}, {r['boundary_f_diff_high']:+.3f}]"
+                      f" | {r['miou_verdict']} / {r['boundary_f_verdict']}")
+        print(f"| {r['model']} | {r['miou_mean']:.3f} ± {r['miou_std']:.3f} | {deltas} | {r['params'] / 1e6:.3f}M | "
+              f"{r['gflops']:.3f} | {r['step_ms']:.0f} | {r['step_ms_ratio']:.2f}x |")
     lines = trained_spectra({n: m for n, m in trained.items() if n.startswith("encoder")}, test[0], out)
     if lines:
         print("\nTrained kernels of stages.1 (the FDConv paper's Fig. 1 on trained weights; cos = mean pairwise cosine "
