@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         "--kernel-num", type=int, default=64, help="FDConv kernel_num (random layers, or --to fdconv)"
     )
     p_analyze.add_argument("--model", help="analyse this torchvision / timm model instead of random layers")
-    p_analyze.add_argument("--to", default="none", choices=["none", *TARGETS, KERNEL_WAREHOUSE],
+    p_analyze.add_argument("--to", default="none", choices=["none", *TARGETS],
                            help="with --model: convert it first (ResNets: the bottleneck convs)")
     p_analyze.add_argument("--checkpoint", help="with --model: a state_dict (or a dict holding one: mmengine's "
                            "'state_dict', a detector's 'backbone.' keys) to load, e.g. a trained network's; alone: an "
