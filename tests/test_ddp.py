@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
 
-from freqdyn import CondConv2d, DynamicConv2d, FDConv, ODConv2d
+from freqdyn import CondConv2d, DynamicConv2d, FDConv, KWConv2d, ODConv2d
 
 pytestmark = pytest.mark.slow  # a quick run: python -m pytest -m 'not slow'
 
@@ -22,7 +22,8 @@ def _model() -> nn.Module:
         nn.BatchNorm2d(24), nn.ReLU(),
         ODConv2d(24, 24, 3, padding=1, groups=24), nn.ReLU(),
         CondConv2d(24, 32, 1, num_experts=2), nn.ReLU(),
-        FDConv(32, 32, 3, padding=1, kernel_num=4),
+        FDConv(32, 32, 3, padding=1, kernel_num=4), nn.ReLU(),
+        KWConv2d.standalone(32, 32, 3, padding=1, cell_num_ratio=2),  # its warehouse, temperature and statistics
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 3),
     )
 
