@@ -3,6 +3,7 @@ keeping weights."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import re
@@ -55,6 +56,15 @@ def _matches(selector: Selector, name: str, module: nn.Module) -> bool:
     if isinstance(selector, str):
         return re.search(selector, name) is not None
     return bool(selector(name, module))  # type: ignore[misc]
+
+
+def _unselected(include: Selector, exclude: Selector, name: str, module: nn.Module) -> str | None:
+    """Why ``include`` / ``exclude`` leave the layer ``name`` out (``"not included"``, ``"excluded"``), or None."""
+    if include is not None and not _matches(include, name, module):
+        return "not included"
+    if exclude is not None and _matches(exclude, name, module):
+        return "excluded"
+    return None
 
 
 _STANDARDISED = ("StdConv2d", "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame")  # timm's
@@ -173,11 +183,9 @@ def convert(
                 report.skipped[name] = (f"{type(module).__name__} subclasses {source.__name__} and changes its "
                                         f"computation (e.g. weight standardisation, dynamic 'same' padding){opt_in}")
             continue
-        if include is not None and not _matches(include, name, module):
-            report.skipped[name] = "not included"
-            continue
-        if exclude is not None and _matches(exclude, name, module):
-            report.skipped[name] = "excluded"
+        unselected = _unselected(include, exclude, name, module)
+        if unselected:
+            report.skipped[name] = unselected
             continue
         if id(module) not in built:
             built[id(module)] = factory(module if static is None else static, **kwargs)
@@ -210,13 +218,7 @@ def _convert_kernel_warehouse(model: nn.Module, include: Selector, exclude: Sele
     """
     report = ConversionReport(model=model, params_before=count_parameters(model))
 
-    def keep(name: str, module: nn.Module) -> str | None:
-        if include is not None and not _matches(include, name, module):
-            return "not included"
-        if exclude is not None and _matches(exclude, name, module):
-            return "excluded"
-        return None
-
+    keep = functools.partial(_unselected, include, exclude)
     report.replaced, report.skipped = to_kernel_warehouse(model, kwargs.pop("stages", None), keep, **kwargs)
     report.params_after = count_parameters(model)
     logger.info("convert(to='kw'): %s", report)

@@ -12,11 +12,11 @@ import torch.nn as nn
 from .._common.checks import ArgumentTypeError, check_bool, check_positive
 from .conv import KWConv1d, KWConv2d, KWConv3d, KWConvNd, KWLinear
 
-LAYER_TYPES: dict[str, tuple[type[nn.Module], type[nn.Module], int]] = {
-    "conv1d": (KWConv1d, nn.Conv1d, 1),
-    "conv2d": (KWConv2d, nn.Conv2d, 2),
-    "conv3d": (KWConv3d, nn.Conv3d, 3),
-    "linear": (KWLinear, nn.Linear, 1),
+LAYER_TYPES: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {  # layer_type -> (KW layer, plain layer)
+    "conv1d": (KWConv1d, nn.Conv1d),
+    "conv2d": (KWConv2d, nn.Conv2d),
+    "conv3d": (KWConv3d, nn.Conv3d),
+    "linear": (KWLinear, nn.Linear),
 }
 
 Ratio = float | Sequence[float]
@@ -126,7 +126,7 @@ class WarehouseManager(nn.Module):
             raise ValueError(f"layer_type must be one of {sorted(LAYER_TYPES)}, got {layer_type!r}")
         if self._settings:
             raise ValueError("this WarehouseManager has stored its warehouses: reserve every layer before store()")
-        kw_type, plain_type, dimension = LAYER_TYPES[layer_type]
+        kw_type, plain_type = LAYER_TYPES[layer_type]
         if not check_bool(enabled, "enabled"):
             if plain_type is nn.Linear:
                 return nn.Linear(in_planes, out_planes, bias=bias, device=device, dtype=dtype)

@@ -9,12 +9,12 @@ from typing import Any
 
 import torch.nn as nn
 
-from .manager import WarehouseManager
+from .manager import LAYER_TYPES, WarehouseManager
 
 logger = logging.getLogger(__name__)
 
 StageMap = Mapping[str, str] | Callable[[str, nn.Module], str | None]
-_LAYER_TYPES = {nn.Conv1d: "conv1d", nn.Conv2d: "conv2d", nn.Conv3d: "conv3d", nn.Linear: "linear"}
+_LAYER_TYPES = {plain: layer_type for layer_type, (_, plain) in LAYER_TYPES.items()}  # plain layer -> its type
 _RESNET_CONV = re.compile(r"(?:^|\.)layer(\d+)\.(\d+)\.(?:conv(\d)|(downsample)\.0)$")
 
 
