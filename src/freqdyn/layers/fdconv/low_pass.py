@@ -245,8 +245,9 @@ def band_coefficients(att: Tensor, dim: int) -> Tensor:
     return torch.cat([rest, scalar(1.0, att) - att[(*lead, slice(-1, None))]], dim=dim)
 
 
-def _band_modulation(x: Tensor, att: Tensor, masks: Tensor) -> Tensor:
-    return torch.addcmul(_band_sum(x, band_coefficients(att, 2), masks), x, att[:, :, :1])
+def _band_modulation(x: Tensor, att: Tensor, coef: Tensor, masks: Tensor) -> Tensor:
+    """a_1 x + sum_j coef_j L_j x, with ``coef`` = :func:`band_coefficients` of ``att``."""
+    return torch.addcmul(_band_sum(x, coef, masks), x, att[:, :, :1])
 
 
 class _BandModulation(torch.autograd.Function):
@@ -260,7 +261,7 @@ class _BandModulation(torch.autograd.Function):
         coef = band_coefficients(att, 2)
         ctx.save_for_backward(x, att, coef)
         ctx.masks = masks
-        return torch.addcmul(_band_sum(x, coef, masks), x, att[:, :, :1])
+        return _band_modulation(x, att, coef, masks)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
@@ -290,7 +291,9 @@ def fft_band_modulation(x: Tensor, att: Tensor, k_list: tuple[int, ...], rule: s
     """
     height, width = x.shape[-2:]
     masks = _spectral_masks(int(height), int(width), tuple(k_list), rule, x.dtype, x.device)
-    return _BandModulation.apply(x, att, masks) if may_use_custom_kernels() else _band_modulation(x, att, masks)
+    if may_use_custom_kernels():
+        return _BandModulation.apply(x, att, masks)
+    return _band_modulation(x, att, band_coefficients(att, 2), masks)
 
 
 def low_passes(x: Tensor, k_list: tuple[int, ...], rule: str) -> list[Tensor]:
