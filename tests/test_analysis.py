@@ -1,16 +1,23 @@
+import math
+
 import pytest
 import torch
 import torch.nn as nn
 
-from freqdyn import MRFA, CondConv2d, DynamicConv2d, FDConv, ODConv2d
+from freqdyn import MRFA, CondConv2d, DynamicConv2d, FDConv, KWConv1d, KWConv2d, KWConv3d, KWLinear, ODConv2d
 from freqdyn.analysis import (
+    attention_spread,
     effective_receptive_field,
     erf_radius,
     frequency_responses,
     kernel_bank,
     response_similarity,
 )
+from freqdyn.analysis import (
+    photo as photo_of,
+)
 from freqdyn.cli import main
+from freqdyn.layers.kernel_warehouse import WarehouseManager, set_warehouse_temperature
 
 
 @pytest.mark.parametrize("cls", [DynamicConv2d, CondConv2d, ODConv2d])
@@ -29,6 +36,48 @@ def test_fdconv_groups_are_disjoint_in_its_fourier_domain():
     assert response_similarity(responses) < 1e-6
     support = (responses > 1e-4 * responses.amax()).double()  # every spectrum coefficient belongs to exactly one group
     torch.testing.assert_close(support.sum(0), torch.ones_like(support[0]))
+
+
+@pytest.mark.parametrize("cls", [KWConv1d, KWConv2d, KWLinear])
+def test_kernel_bank_of_kw_is_its_warehouse(cls):
+    if cls is KWLinear:  # a network's layer: its KW conv is nested (the authors' layout)
+        manager = WarehouseManager(cell_num_ratio=4)
+        layer = manager.reserve(32, 48, layer_type="linear")
+        manager.store()
+        manager.allocate(layer)
+    else:
+        layer = cls.standalone(32, 48, 3, padding=1, cell_num_ratio=4)
+        manager = layer.manager
+    conv = layer.conv if cls is KWLinear else layer
+    cells = manager.state_dict()["weights.0"]
+    bank = kernel_bank(conv)
+    assert bank.shape == (*cells.shape[:3], 1, 1)  # 1x1 cells (the authors' spatial partition), 1-D ones as 1 x 1
+    torch.testing.assert_close(bank.flatten(), cells.flatten(), rtol=0, atol=0)
+    # independent random cells: their |rfft2| fields are Rayleigh-like, whose mean cosine similarity is pi/4
+    assert response_similarity(frequency_responses(bank, "matrix")) == pytest.approx(math.pi / 4, abs=0.03)
+    with pytest.raises(ValueError, match="3-D cells"):
+        kernel_bank(KWConv3d.standalone(8, 8, 3))
+
+
+def test_kernel_responses_of_1x1_kernels_are_flat():
+    bank = torch.randn(3, 5, 4, 1, 1, dtype=torch.float64)
+    padded = torch.zeros(3, 5, 4, 9, 9, dtype=torch.float64)
+    padded[..., 0, 0] = bank[..., 0, 0]
+    expected = torch.fft.fft2(padded).abs().mean(dim=(1, 2))  # the FFT of the zero-padded kernels, computed
+    torch.testing.assert_close(frequency_responses(bank, "kernel", size=9), expected)
+
+
+def test_attention_spread_of_kw_is_the_share_on_each_positions_own_cell():
+    torch.manual_seed(0)
+    layer = KWConv2d.standalone(8, 8, 3, padding=1, cell_num_ratio=1)  # 9 positions (1x1 cells), 9 cells
+    x = torch.randn(2, 8, 6, 6)
+    for temperature in (1.0, 0.4):
+        set_warehouse_temperature(layer, temperature)
+        spread = attention_spread(nn.Sequential(layer), x)
+        weights = layer.attention(x.mean(dim=(2, 3))).abs().view(2, 9, 9)  # (B, positions, cells)
+        own = weights.diagonal(dim1=1, dim2=2).sum() / weights.sum()  # position m's own cell is cell m
+        assert spread == {"0": {"own_cell": pytest.approx(own.item(), abs=1e-6)}}
+        assert (own == 1.0) == (temperature == 1.0)
 
 
 def test_similarity_and_errors():
@@ -53,7 +102,9 @@ def test_cli_analyze_writes_plots(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     assert main(["analyze", "--out", str(tmp_path), "--size", "33", "--kernel-num", "8"]) == 0
     assert (tmp_path / "frequency_responses.png").stat().st_size > 0 and (tmp_path / "erf.png").stat().st_size > 0
-    assert "FDConv (K=8)    weight-matrix spectrum 0.000" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "FDConv (K=8)    weight-matrix spectrum 0.000" in out
+    assert "KW (4x)         weight-matrix spectrum 0.7" in out and "kernel spectrum flat (1x1)" in out
 
 
 @pytest.mark.slow  # ResNet-50 spectra, attention spread and ERF
@@ -73,6 +124,30 @@ def test_cli_analyze_a_users_model_and_checkpoint(tmp_path, capsys):
     assert out.count("weight-matrix spectrum 0.000") == 16
     assert (tmp_path / "frequency_responses.png").stat().st_size > 0 and (tmp_path / "erf.png").stat().st_size > 0
     assert main(["analyze", "--out", str(tmp_path), "--model", "resnet18"]) == 2  # nothing dynamic to analyse
+
+
+def test_cli_analyze_a_kw_network_and_its_checkpoint(tmp_path, capsys):
+    """A KW ResNet-18 trained past its temperature schedule (t = 0; random attentions stand in for trained ones):
+    its checkpoint, in the authors' key names, loads whole and its own-cell shares are the trained model's."""
+    pytest.importorskip("matplotlib")
+    torchvision = pytest.importorskip("torchvision")
+    from freqdyn import convert
+
+    torch.manual_seed(0)
+    trained = torchvision.models.resnet18()
+    convert(trained, "kw", cell_num_ratio=2)
+    set_warehouse_temperature(trained, 0.0)
+    path = tmp_path / "kw.pth"
+    torch.save(trained.state_dict(), path)
+    expected = attention_spread(trained.eval(), photo_of(32))  # the CLI's photo at --size 32
+    assert main(["analyze", "--out", str(tmp_path), "--size", "32", "--model", "resnet18", "--to", "kw",
+                 "--cell-num-ratio", "2", "--checkpoint", str(path), "--plot-layers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "0 missing, 0 unexpected keys" in out and "19 dynamic layers" in out
+    assert out.count("KWConv2d       weight-matrix spectrum") == 19 and out.count("kernel spectrum flat (1x1)") == 19
+    shares = {line.split()[0]: float(line.split()[2]) for line in out.splitlines() if " own_cell " in line}
+    assert shares == {name: pytest.approx(v["own_cell"], abs=1e-3) for name, v in expected.items()}
+    assert all(v < 0.5 for v in shares.values())  # mixed warehouses, not the one-hot start
 
 
 @pytest.mark.slow

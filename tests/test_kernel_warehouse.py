@@ -265,6 +265,8 @@ def test_invalid_settings_raise_value_errors() -> None:
     odd.warehouse_manager.store()
     with pytest.raises(ValueError, match="own 2 of its 3 cells"):
         odd.warehouse_manager.allocate(odd)
+    with pytest.raises(ValueError, match="claim more than its 4 cells"):  # 5 of 9 positions own one of 4 cells
+        KWConv2d.standalone(8, 8, 3, cell_num_ratio=0.5)
     lone = WarehouseManager().reserve(8, 8, 3)
     with pytest.raises(ValueError, match="allocate"):
         lone(torch.randn(1, 8, 4, 4))

@@ -24,16 +24,24 @@ from .layers._common.checks import ArgumentTypeError
 from .layers.catalog import dynamic_layers
 from .layers.fdconv.fourier_dynamic import FourierDynamicBase
 from .layers.fdconv.spectrum import weight_to_matrix
+from .layers.kernel_warehouse import KWConvNd
 
 HEADS = ("kernel", "channel", "filter", "spatial")
 
 
 def kernel_bank(layer: nn.Module) -> Tensor:
-    """The kernels a dynamic layer mixes, (K, O, I/groups, kh, kw): experts, or FDConv's frequency-group kernels."""
+    """The kernels a dynamic layer mixes, (K, O, I/groups, kh, kw): experts, FDConv's frequency-group kernels, or the
+    M cells of a KernelWarehouse conv's warehouse (M, cell_out, cell_in, kh, kw) (1-D cells as 1 x k; a 3x3 conv's
+    cells are 1x1 with the authors' spatial partition)."""
     if isinstance(layer, ExpertConv2d):
         return layer.kernels().detach()
     if isinstance(layer, FourierDynamicBase):  # FDConv, FDLinear
         return layer.frequency_kernels().detach().flatten(0, 1)
+    if isinstance(layer, KWConvNd):
+        cells = layer.cells().detach()
+        if cells.dim() > 5:
+            raise ValueError(f"{type(layer).__name__}'s 3-D cells have no 2-D frequency response")
+        return cells if cells.dim() == 5 else cells.unsqueeze(-2)
     raise ArgumentTypeError(f"no kernel bank for {type(layer).__name__} (expected a dynamic conv)")
 
 
@@ -47,6 +55,8 @@ def frequency_responses(kernels: Tensor, domain: str = "kernel", size: int = 32,
     kernels = kernels.to(torch.float64)
     if domain == "kernel":
         pairs = kernels.flatten(1, 2)  # (K, O * I, kh, kw)
+        if pairs.shape[-2:] == (1, 1):  # a zero-padded 1x1 kernel's FFT is flat: |k| at every frequency
+            return pairs.abs().mean(dim=1).expand(-1, size, size).contiguous()
         if pairs.shape[1] > max_pairs:  # evenly spaced (o, i) pairs: the mean is estimated, memory stays bounded
             pairs = pairs[:, torch.linspace(0, pairs.shape[1] - 1, max_pairs).long()]
         spectrum = torch.stack([torch.fft.fft2(bank, s=(size, size)).abs().mean(dim=0) for bank in pairs])
@@ -170,9 +180,13 @@ def attention_spread(model: nn.Module, x: Tensor) -> dict[str, dict[str, float]]
     """What training made of each dynamic layer's attentions on input ``x``: per layer and head (kernel, channel,
     filter, spatial), the coefficient of variation (std / mean) of the head's values over the samples of ``x``
     and the head's entries. Every head of a fresh or converted layer is constant (neutral), so 0 means untrained;
-    a trained layer selects, e.g. 0.3 = values spread by 30% around their mean."""
+    a trained layer selects, e.g. 0.3 = values spread by 30% around their mean.
+
+    A KernelWarehouse conv's signed cell weights start one-hot (temperature 1: each kernel position takes its own
+    cell, a static conv) instead: its one value, ``own_cell``, is the share of the weights' absolute sum on each
+    position's own cell, 1 at that start and lower as positions mix the warehouse's other cells."""
     layers = dynamic_layers(model)
-    seen: dict[str, Attentions] = {}
+    seen: dict[str, Attentions | Tensor] = {}
     handles = []
     for name, layer in layers.items():
         heads = cast(nn.Module, layer.KSM_Global if isinstance(layer, FourierDynamicBase) else layer.attention)
@@ -186,10 +200,22 @@ def attention_spread(model: nn.Module, x: Tensor) -> dict[str, dict[str, float]]
             handle.remove()
     spread = {}
     for name, att in seen.items():
+        if isinstance(att, Tensor):  # KW's cell weights (B * mixtures, M)
+            spread[name] = {"own_cell": _own_cell_share(cast(KWConvNd, layers[name]), att)}
+            continue
         values = {head: getattr(att, head) for head in HEADS}
         spread[name] = {head: (v.std(unbiased=False) / v.mean().abs().clamp_min(1e-12)).item()
                         for head, v in values.items() if v is not None and v.numel() > 1}
     return spread
+
+
+def _own_cell_share(layer: KWConvNd, weights: Tensor) -> float:
+    """Share of |cell weights| (B * mixtures, M) on each kernel position's own cell (its one-hot start)."""
+    attention = layer.attention
+    assert attention is not None  # it produced ``weights``
+    own = attention.temp_bias.view(attention.mixtures, -1)[:, : weights.shape[1]]
+    magnitude = weights.abs().view(-1, *own.shape)
+    return (magnitude * own).sum().div(magnitude.sum().clamp_min(1e-12)).item()
 
 
 def last_feature_map(model: nn.Module) -> Callable[[Tensor], Tensor]:

@@ -118,7 +118,8 @@ def _user_model(args: argparse.Namespace) -> nn.Module:
     checkpoint = load_file(args.checkpoint, args.trust_checkpoint) if args.checkpoint else None
     model = build_model(args.model).eval()
     if args.to != "none":
-        options = {"kernel_num": args.kernel_num} if args.to == "fdconv" else {}
+        options = ({"kernel_num": args.kernel_num} if args.to == "fdconv" else
+                   {"cell_num_ratio": args.cell_num_ratio} if args.to == KERNEL_WAREHOUSE else {})
         include = BOTTLENECK_CONVS if "resnet" in args.model and args.to in CONV_TARGETS else None
         print(f"{args.model} -> {args.to}: {convert(model, args.to, include=include, **options)}")
     if checkpoint is not None:
@@ -143,6 +144,15 @@ def _user_model(args: argparse.Namespace) -> nn.Module:
     return model
 
 
+def _spectra(layer: nn.Module) -> tuple[torch.Tensor, str]:
+    """The weight-matrix responses of a dynamic layer's kernel bank, and a line with both similarities."""
+    bank = analysis.kernel_bank(layer)
+    matrix = analysis.frequency_responses(bank, "matrix")
+    kernel = ("flat (1x1)" if bank.shape[-2:] == (1, 1) else
+              f"{analysis.response_similarity(analysis.frequency_responses(bank, 'kernel')):.3f}")
+    return matrix, f"weight-matrix spectrum {analysis.response_similarity(matrix):.3f}   kernel spectrum {kernel}"
+
+
 def analyze_model(args: argparse.Namespace, out: Path) -> int:
     from .layers.catalog import dynamic_layers
 
@@ -160,18 +170,16 @@ def analyze_model(args: argparse.Namespace, out: Path) -> int:
           "(mean pairwise cosine similarity; 1 = alike):")
     rows: dict[str, torch.Tensor] = {}
     for name, layer in layers.items():
-        bank = analysis.kernel_bank(layer)
-        matrix = analysis.frequency_responses(bank, "matrix")
-        kernel_sim = analysis.response_similarity(analysis.frequency_responses(bank, "kernel"))
-        print(f"  {name:<28} {type(layer).__name__:<14} weight-matrix spectrum "
-              f"{analysis.response_similarity(matrix):.3f}   kernel spectrum {kernel_sim:.3f}")
+        matrix, similarity = _spectra(layer)
+        print(f"  {name:<28} {type(layer).__name__:<14} {similarity}")
         if len(rows) < args.plot_layers:
             rows[name] = matrix
     print(f"  wrote {analysis.plot_frequency_responses(rows, out / 'frequency_responses.png')}")
     photo = analysis.photo(args.size)
     spread = analysis.attention_spread(model, photo)
     print("What training made of the attentions on skimage's astronaut: spread (std / mean) of each head's values, "
-          "0 = constant, as a fresh or converted layer:")
+          "0 = constant, as a fresh or converted layer (KW: own_cell, the weights' share on each position's own "
+          "cell, 1 = one-hot, as at temperature 1):")
     for name, heads in spread.items():
         print(f"  {name:<28} " + "   ".join(f"{head} {value:.3f}" for head, value in heads.items()))
     erf = analysis.effective_receptive_field(analysis.last_feature_map(model), photo)
@@ -190,15 +198,12 @@ def analyze(args: argparse.Namespace) -> int:
     torch.manual_seed(0)
     conv = nn.Conv2d(64, 64, 3, padding=1)
     k = args.kernel_num
-    layers = paper_layers(conv, k)
+    layers = {**paper_layers(conv, k), "KW (4x)": KWConv2d.standalone(64, 64, 3, padding=1, cell_num_ratio=4)}
     print("Frequency responses of the kernels each layer mixes (mean pairwise cosine similarity; 1 = alike):")
     rows = {}
     for name, layer in layers.items():
-        bank = analysis.kernel_bank(layer)
-        rows[name] = analysis.frequency_responses(bank, "matrix")
-        kernel_sim = analysis.response_similarity(analysis.frequency_responses(bank, "kernel"))
-        print(f"  {name:<15} weight-matrix spectrum {analysis.response_similarity(rows[name]):.3f}   "
-              f"kernel spectrum {kernel_sim:.3f}")
+        rows[name], similarity = _spectra(layer)
+        print(f"  {name:<15} {similarity}")
     print(f"  wrote {analysis.plot_frequency_responses(rows, out / 'frequency_responses.png')}")
     channels, size = 32, args.size
     lift = nn.Conv2d(3, channels, 1)
@@ -310,8 +315,11 @@ def main(argv: list[str] | None = None) -> int:
         "--kernel-num", type=int, default=64, help="FDConv kernel_num (random layers, or --to fdconv)"
     )
     p_analyze.add_argument("--model", help="analyse this torchvision / timm model instead of random layers")
-    p_analyze.add_argument("--to", default="none", choices=["none", *TARGETS],
-                           help="with --model: convert it first (ResNets: the bottleneck convs)")
+    p_analyze.add_argument("--to", default="none", choices=["none", *TARGETS, KERNEL_WAREHOUSE],
+                           help="with --model: convert it first (ResNets: the bottleneck convs; kw: every conv, "
+                           "as the authors' KW ResNets)")
+    p_analyze.add_argument("--cell-num-ratio", type=float, default=1.0, help="with --to kw: KW's cell_num_ratio "
+                           "(4 = the paper's KW (4x))")
     p_analyze.add_argument("--checkpoint", help="with --model: a state_dict (or a dict holding one: mmengine's "
                            "'state_dict', a detector's 'backbone.' keys) to load, e.g. a trained network's; alone: an "
                            "ultralytics .pt (with --trust-checkpoint)")

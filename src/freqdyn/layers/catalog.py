@@ -8,6 +8,7 @@ from .fdconv import FDConv, FDLinear, FDLinearQwen
 from .fdconv.fourier_dynamic import FourierDynamicBase
 from .freqfusion import FreqFusion, FreqFusionFPN
 from .kernel_bank import CondConv2d, DynamicConv2d, ExpertConv2d, ODConv2d
+from .kernel_warehouse import KWConvNd
 from .uniconvnet import MRFA, DCNv3, UniConvNetBlock
 
 FREQDYN_LAYERS: tuple[type[nn.Module], ...] = (
@@ -19,8 +20,9 @@ freqdyn (not thop) in ultralytics."""
 
 
 def is_dynamic(module: nn.Module) -> bool:
-    """Whether ``module`` mixes a kernel bank per sample: a DY-Conv / CondConv / ODConv, FDConv or FDLinear."""
-    return isinstance(module, ExpertConv2d | FourierDynamicBase)
+    """Whether ``module`` mixes a kernel bank per sample: a DY-Conv / CondConv / ODConv, FDConv or FDLinear, or a
+    KernelWarehouse conv (its bank: the cells of its warehouse)."""
+    return isinstance(module, ExpertConv2d | FourierDynamicBase | KWConvNd)
 
 
 def dynamic_layers(model: nn.Module) -> dict[str, nn.Module]:

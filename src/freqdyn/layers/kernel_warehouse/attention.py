@@ -16,6 +16,11 @@ MIN_HIDDEN = 16  # the authors' floor on the hidden width
 EPS = 1e-3  # added to the sum of absolute values that normalises each mixture
 
 
+CELL_RATIO_ADVICE = ("use a cell_num_ratio of at least max(cell_inplane_ratio, cell_outplane_ratio) that gives every "
+                     "cell position a whole number of cells (the authors' 1/4, 1/2, 1, 2, 4; 1/2 and 1/4 with "
+                     "cell_inplane_ratio = cell_outplane_ratio = 1/2)")
+
+
 def check_warehouse_temperature(value: float) -> float:
     """A KW temperature: the blend weight of the one-hot assignment, in [0, 1]."""
     value = check_real(value, "temperature", 0.0)
@@ -106,17 +111,26 @@ class WarehouseAttention(nn.Module):
         if cell_num_ratio >= 1.0:
             step = int(cell_num_ratio)
             for idx in range(self.mixtures):
+                self._check_owned(start_cell + step - 1, cell_num_ratio)
                 self.temp_bias[idx * width + start_cell] = 1
                 start_cell += step
             return start_cell
         share = int(1.0 / cell_num_ratio)
         for idx in range(self.mixtures):
             if idx % share == (idx // share) % share:
+                self._check_owned(start_cell, cell_num_ratio)
                 self.temp_bias[idx * width + start_cell] = 1
                 start_cell += 1
             else:
                 self.temp_bias[idx * width + width - 1] = 1
         return start_cell
+
+    def _check_owned(self, cell: int, cell_num_ratio: float) -> None:
+        """A clear error where the authors' code writes past ``temp_bias``: the layers' positions claim more cells
+        than the warehouse holds."""
+        if cell >= self.cells:
+            raise ValueError(f"the layers of this warehouse claim more than its {self.cells} cells (cell_num_ratio "
+                             f"{cell_num_ratio:g}): {CELL_RATIO_ADVICE}")
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         key = prefix + "temperature"

@@ -109,6 +109,14 @@ class KWConvNd(nn.Module):
         """(O, I / groups, *kernel_size): the kernel of the plain convolution this layer stands for."""
         return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
 
+    def is_plain_weight(self, weight: Tensor) -> bool:
+        """Always False: a plain kernel cannot become cells that other layers share (KW starts from its own init)."""
+        return False
+
+    def cells(self) -> Tensor:
+        """The warehouse cells this layer mixes, (M, cell_out, cell_in, *cell_k): shared with its stage's layers."""
+        return self.manager.weights[self.warehouse_id]
+
     @property
     def manager(self) -> WarehouseManager:
         return self._manager[0]
@@ -144,8 +152,7 @@ class KWConvNd(nn.Module):
 
     def kernels(self, att: Tensor) -> Tensor:
         """Per-sample kernels (B, O, I / groups, *k) from the cell weights ``att`` (B * mixtures, M)."""
-        cells = self.manager.weights[self.warehouse_id]
-        mixed = att @ as_dtype(cells, att.dtype).view(self.cell_shape[0], -1)
+        mixed = att @ as_dtype(self.cells(), att.dtype).view(self.cell_shape[0], -1)
         d = self.dimension
         mixed = mixed.view(-1, self.groups_spatial, self.groups_out, self.groups_in, *self.cell_shape[1:])
         # (B, spatial, out groups, in groups, cell_out, cell_in, *cell_k) -> (B, O, I / groups, *k)

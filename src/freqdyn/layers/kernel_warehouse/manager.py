@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from .._common.checks import ArgumentTypeError, check_bool, check_positive
+from .attention import CELL_RATIO_ADVICE
 from .conv import KWConv1d, KWConv2d, KWConv3d, KWConvNd, KWLinear
 
 LAYER_TYPES: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {  # layer_type -> (KW layer, plain layer)
@@ -215,9 +216,8 @@ class WarehouseManager(nn.Module):
                 setting = self._settings[idx]
                 raise ValueError(
                     f"warehouse {list(self.warehouses)[idx]!r}: its layers own {end} of its {cells.shape[0]} cells "
-                    f"(cell_num_ratio {setting['cell_num_ratio']:g}); use a cell_num_ratio of at least "
-                    f"max(cell_inplane_ratio, cell_outplane_ratio) that gives every cell position a whole number of "
-                    f"cells (the authors' 1/4, 1/2, 1, 2, 4), and allocate the network that holds all the layers")
+                    f"(cell_num_ratio {setting['cell_num_ratio']:g}); {CELL_RATIO_ADVICE}, and allocate the "
+                    "network that holds all the layers")
         self._init_cells(network)
 
     def layers(self, network: nn.Module) -> list[KWConvNd]:
@@ -228,7 +228,7 @@ class WarehouseManager(nn.Module):
     def _init_cells(self, network: nn.Module) -> None:
         for layer in self.layers(network):
             start, end = layer.cell_range
-            cells = self.weights[layer.warehouse_id]
+            cells = layer.cells()
             nn.init.kaiming_normal_(cells[start:end].view(-1, *cells.shape[2:]), mode="fan_out", nonlinearity="relu")
 
     @torch.no_grad()
