@@ -111,6 +111,30 @@ def _reassemble(base: Tensor, taps: Tensor, k: int) -> Tensor:
     return out
 
 
+def _reassemble_backward(base: Tensor, taps: Tensor, grad: Tensor, k: int, need_base: bool,
+                         need_taps: bool) -> tuple[Tensor | None, Tensor | None]:
+    """Gradients of :func:`_reassemble` for base and taps from ``grad`` (pixels, C/G, s*s), contiguous: a fixed
+    number of ops per kernel row."""
+    stride, pixels = _row_stride(base), taps.shape[0]
+    grad_taps = None
+    if need_taps:
+        grad_taps = torch.cat([_pixel_bmm(row.transpose(1, 2), grad) for row in _neighbour_rows(base, k, pixels)],
+                              dim=1)
+    if not need_base:
+        return None, grad_taps
+    # base pixel m gets sum_t spread[m - row * stride - t, :, t] from each row, spread = grad x taps^T. With the
+    # taps reversed (t' = k - 1 - t) and k - 1 zero pixels either side, that sum is one strided view's sum
+    channels = base.shape[-1]
+    flipped = taps.reshape(pixels, k, k, -1).flip(2).transpose(2, 3)  # (pixels, k rows, s*s, k reversed)
+    spread = grad.new_zeros(pixels + 2 * (k - 1), channels, k)
+    gather = spread.as_strided((pixels + k - 1, channels, k), (channels * k, k, channels * k + 1))
+    grad_base = base.new_zeros(base.shape).reshape(-1, channels)
+    for row in range(k):
+        _pixel_bmm(grad, flipped[:, row], out=spread[k - 1 : k - 1 + pixels])
+        grad_base[row * stride : row * stride + pixels + k - 1] += gather.sum(-1)
+    return grad_base.reshape(base.shape), grad_taps
+
+
 class _Reassemble(torch.autograd.Function):
     """:func:`_reassemble` with a backward of a fixed number of ops per kernel row that keeps only the inputs."""
 
@@ -124,26 +148,48 @@ class _Reassemble(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         base, taps = ctx.saved_tensors
-        k = ctx.k
-        grad = grad_out.contiguous()  # an expanded grad_out (zero strides) would make bmm go sample by sample
-        stride, pixels = _row_stride(base), taps.shape[0]
-        grad_taps = None
-        if ctx.needs_input_grad[1]:
-            grad_taps = torch.cat([_pixel_bmm(row.transpose(1, 2), grad) for row in _neighbour_rows(base, k, pixels)],
-                                  dim=1)
-        if not ctx.needs_input_grad[0]:
-            return None, grad_taps, None
-        # base pixel m gets sum_t spread[m - row * stride - t, :, t] from each row, spread = grad x taps^T. With the
-        # taps reversed (t' = k - 1 - t) and k - 1 zero pixels either side, that sum is one strided view's sum
-        channels = base.shape[-1]
-        flipped = taps.reshape(pixels, k, k, -1).flip(2).transpose(2, 3)  # (pixels, k rows, s*s, k reversed)
-        spread = grad.new_zeros(pixels + 2 * (k - 1), channels, k)
-        gather = spread.as_strided((pixels + k - 1, channels, k), (channels * k, k, channels * k + 1))
-        grad_base = base.new_zeros(base.shape).reshape(-1, channels)
-        for row in range(k):
-            _pixel_bmm(grad, flipped[:, row], out=spread[k - 1 : k - 1 + pixels])
-            grad_base[row * stride : row * stride + pixels + k - 1] += gather.sum(-1)
-        return grad_base.reshape(base.shape), grad_taps, None
+        # an expanded grad_out (zero strides) would make bmm go sample by sample
+        grads = _reassemble_backward(base, taps, grad_out.contiguous(), ctx.k, *ctx.needs_input_grad[:2])
+        return *grads, None
+
+
+class _Carafe(torch.autograd.Function):
+    """:func:`carafe` with zero borders and an output of exactly ``scale`` times x: the layouts in and out of
+    :func:`_reassemble` inside one Function, so that autograd records one node instead of a chain of copies, slices
+    and permutes, and keeps only the laid-out inputs (as :class:`_Reassemble`)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, kernels: Tensor, k: int, groups: int, scale: int) -> Tensor:
+        batch, channels, height, width = x.shape
+        pad_w = width + 2 * (k // 2)
+        base = _neighbourhood_base(x, groups, k // 2, "zeros")
+        taps = _pixel_taps(kernels, groups, k, scale, (height, width), pad_w)
+        ctx.save_for_backward(base, taps)
+        ctx.k, ctx.groups, ctx.scale = k, groups, scale
+        out = _reassemble(base, taps, k).view(height, batch, groups, pad_w, channels // groups, scale, scale)
+        return out[:, :, :, :width].permute(1, 2, 4, 0, 5, 3, 6).reshape(batch, channels, scale * height,
+                                                                          scale * width)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
+        base, taps = ctx.saved_tensors
+        k, groups, scale, pad = ctx.k, ctx.groups, ctx.scale, ctx.k // 2
+        batch, channels = grad_out.shape[:2]
+        height, width = grad_out.shape[2] // scale, grad_out.shape[3] // scale
+        grad = grad_out.new_zeros(height, batch, groups, base.shape[2], channels // groups, scale, scale)
+        grad[:, :, :, :width] = grad_out.view(batch, groups, channels // groups, height, scale, width,
+                                              scale).permute(3, 0, 1, 5, 2, 4, 6)
+        grad_base, grad_taps = _reassemble_backward(base, taps, grad.view(taps.shape[0], -1, scale * scale), k,
+                                                    *ctx.needs_input_grad[:2])
+        grad_x = grad_kernels = None
+        if grad_base is not None:  # (h + 2p + 1, B*G, w + 2p, C/G) -> its interior as (B, C, h, w)
+            inner = grad_base[pad : pad + height, :, pad : pad + width]
+            grad_x = inner.permute(1, 3, 0, 2).reshape(batch, channels, height, width)
+        if grad_taps is not None:  # (h * B*G * (w + 2p), k*k, s*s) -> (B, G * k*k, s*h, s*w)
+            blocks = grad_taps.view(height, batch * groups, -1, k * k, scale, scale)[:, :, :width]
+            grad_kernels = blocks.permute(1, 3, 0, 4, 2, 5).reshape(batch, groups * k * k, scale * height,
+                                                                     scale * width)
+        return grad_x, grad_kernels, None, None, None
 
 
 def _neighbourhood_base(x: Tensor, groups: int, pad: int, padding: str) -> Tensor:
@@ -196,13 +242,16 @@ def carafe(x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale:
         return (x.sum() * 0 + kernels.sum() * 0).expand(0, channels, out_h, out_w)
     k, pad = kernel_size, kernel_size // 2
     pad_w = src_w + 2 * pad
-    base = _neighbourhood_base(x, groups, pad, padding)
-    taps = _pixel_taps(kernels, groups, k, scale, (src_h, src_w), pad_w)
-    out = _Reassemble.apply(base, taps, k) if may_use_custom_kernels() else _reassemble(base, taps, k)
     # the profile reports 2 k*k FLOPs per output element; FlopCounterMode also counts the matmuls (those of
     # :func:`_pixel_bmm` with k, scale > 1), which run over the 2p wrapped columns of each row too: taken off here
     counted = 2 * k * k * batch * channels * scale * scale * src_h * pad_w if k > 1 and scale > 1 else 0
     record_flops(2 * k * k * batch * channels * out_h * out_w - counted)
+    custom = may_use_custom_kernels()
+    if custom and padding == "zeros" and (out_h, out_w) == (scale * height, scale * width):
+        return cast(Tensor, _Carafe.apply(x, kernels, k, groups, scale))
+    base = _neighbourhood_base(x, groups, pad, padding)
+    taps = _pixel_taps(kernels, groups, k, scale, (src_h, src_w), pad_w)
+    out = _Reassemble.apply(base, taps, k) if custom else _reassemble(base, taps, k)
     out = out.reshape(src_h, batch, groups, pad_w, channels // groups, scale, scale)[:, :, :, :src_w]
     out = out.permute(1, 2, 4, 0, 5, 3, 6).reshape(batch, channels, scale * src_h, scale * src_w)
     return out[..., :out_h, :out_w]
