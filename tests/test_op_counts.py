@@ -1,12 +1,14 @@
 """Dispatched op counts (every aten call, nested included) of a training step and an inference: deterministic, so
 asserted as ceilings. Each ceiling is today's count with ~8% headroom (torch releases move counts a little), so a
 change that multiplies ops fails here; issue 30's targets, where they are lower, are noted beside them."""
+import math
+
 import pytest
 import torch
 import torch.nn as nn
 
 from freqdyn import CondConv2d, DynamicConv2d, FDConv, FDLinear, FreqFusion, KWConv2d, ODConv2d
-from freqdyn.tools.op_count import step_calls
+from freqdyn.tools.op_count import step, step_calls
 
 CONV = (2, 64, 32, 32)
 # name: (builder, input shapes, training ceiling, inference ceiling, why)
@@ -47,3 +49,23 @@ def test_fdconv_op_count_does_not_grow_with_batch_width_or_map():
         counts.append((step_calls(layer, [x], True), step_calls(layer, [x], False)))
     trains, infers = zip(*counts, strict=True)
     assert max(trains) <= 1.1 * min(trains) and max(infers) <= 1.1 * min(infers), counts
+
+
+@pytest.mark.parametrize("size", [4, 32])  # the feature branch (small map) and the weight branch
+def test_fdconv_copies_its_per_sample_kernels_four_times_per_training_step(size):
+    """Per-sample kernels are the largest tensors of wide layers on small maps (B * O * I * kh * kw values). A
+    training step lays them out for the conv once in forward and once in the recompute, and takes their gradient
+    back to the synthesis' matrix layout and KSM-Local's in backward; a conv handed a permuted kernel copies it
+    again in each of its calls (it did, three times on the feature branch)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    layer = FDConv(64, 64, 3, padding=1)
+    run = step(layer, [torch.randn(2, 64, size, size)], True)
+    run()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        run()
+    kernel_values = 2 * 64 * 64 * 9
+    copies = [e for e in prof.events() if e.name == "aten::copy_" and e.input_shapes and e.input_shapes[0]
+              and math.prod(e.input_shapes[0]) == kernel_values]
+    assert len(copies) <= 4

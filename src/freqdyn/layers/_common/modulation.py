@@ -28,6 +28,8 @@ def apply_attentions(weight: Tensor, att: Attentions, groups: int, *, local: Ten
     B * (I + O) * H * W); without, both go into the kernel. ``inplace`` (no autograd) reuses ``local`` and writes
     the product into a fresh contiguous kernel, so that the conv needs no layout copy of it.
     """
+    if not inplace:  # the conv's layout: each product below (and its gradient) takes its first operand's
+        weight = weight.contiguous()
     factor = local
     if att.spatial is not None:
         spatial = att.spatial.view(att.spatial.shape[0], 1, 1, *weight.shape[-2:])
