@@ -18,12 +18,8 @@ import torch.nn as nn
 from torch import Tensor
 from torch.utils.hooks import RemovableHandle
 
-from .layers import ExpertConv2d
-from .layers._common.attention_heads import Attentions
-from .layers._common.checks import ArgumentTypeError
+from .layers import ArgumentTypeError, Attentions, ExpertConv2d, FourierDynamicBase, weight_to_matrix
 from .layers.catalog import dynamic_layers
-from .layers.fdconv.fourier_dynamic import FourierDynamicBase
-from .layers.fdconv.spectrum import weight_to_matrix
 from .layers.kernel_warehouse import KWConvNd
 
 HEADS = ("kernel", "channel", "filter", "spatial")

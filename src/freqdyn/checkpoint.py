@@ -20,8 +20,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .convert import CONVERTERS, SOURCES
 from .layers.catalog import is_dynamic
+from .targets import CONV_TARGETS, TARGETS
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def convert_checkpoint(
         >>> model.load_state_dict(state, strict=True)
         <All keys matched successfully>
     """
-    targets = sorted(name for name, source in SOURCES.items() if source is nn.Conv2d)
+    targets = sorted(CONV_TARGETS)
     if to not in targets:
         raise ValueError(f"unknown convolution target {to!r}; choose from {targets}")
     out = dict(state_dict)
@@ -111,7 +111,7 @@ def convert_checkpoint(
             conv.weight.copy_(weight)
             if conv.bias is not None and isinstance(bias, Tensor):
                 conv.bias.copy_(bias)
-        layer = CONVERTERS[to](conv, **kwargs)
+        layer = TARGETS[to].convert(conv, **kwargs)
         if not is_dynamic(layer):
             report.skipped[name] = "kept as a plain convolution by the target's gating"
             continue

@@ -23,8 +23,6 @@ from .targets import TARGETS
 logger = logging.getLogger(__name__)
 
 Selector = str | Callable[[str, nn.Module], bool] | None
-CONVERTERS: dict[str, Callable[..., nn.Module]] = {name: target.convert for name, target in TARGETS.items()}
-SOURCES: dict[str, type[nn.Module]] = {name: target.source for name, target in TARGETS.items()}
 KERNEL_WAREHOUSE = "kw"  # a network-level target: its layers share warehouses (to_kernel_warehouse)
 
 
@@ -167,11 +165,11 @@ def convert(
     """
     if to == KERNEL_WAREHOUSE:
         return _convert_kernel_warehouse(model, include, exclude, **kwargs)
-    if to not in CONVERTERS:
-        raise ValueError(f"unknown conversion target {to!r}; choose from {sorted([*CONVERTERS, KERNEL_WAREHOUSE])}")
+    if to not in TARGETS:
+        raise ValueError(f"unknown conversion target {to!r}; choose from {sorted([*TARGETS, KERNEL_WAREHOUSE])}")
     if type(model).__module__.startswith("ultralytics."):  # its guard: YOLO(...).train() would drop the conversion
         importlib.import_module("freqdyn.integrations.ultralytics").register()
-    factory, source = CONVERTERS[to], SOURCES[to]
+    factory, source = TARGETS[to].convert, TARGETS[to].source
     report = ConversionReport(model=model, params_before=count_parameters(model))
     built: dict[int, nn.Module] = {}
     for name, module in list(model.named_modules(remove_duplicate=False)):

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .layers._common.flop_record import ACTIVE
+from .layers import flop_recording
 from .layers.catalog import FREQDYN_LAYERS, is_dynamic
 
 
@@ -145,12 +145,11 @@ def profile(model: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int
         owner = stack[-1] if stack else ""
         extra[owner] = extra.get(owner, 0) + flops
 
-    token = ACTIVE.set(record)
     try:
-        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=EXTRA_FORMULAS) as counter:
+        with flop_recording(record), torch.no_grad(), FlopCounterMode(display=False,
+                                                                      custom_mapping=EXTRA_FORMULAS) as counter:
             model(*inputs)
     finally:
-        ACTIVE.reset(token)
         for handle in handles:
             handle.remove()
     counts = counter.get_flop_counts()

@@ -14,10 +14,13 @@ The number of kernels a dynamic conv mixes, K, is ``kernel_num`` in FDConv's sig
 from . import _legacy
 from ._common.attention_heads import Attentions
 from ._common.batched_conv import batched_conv2d
+from ._common.checks import ArgumentTypeError
+from ._common.flop_record import flop_recording
 from .fdconv import (
     FDConv,
     FDLinear,
     FDLinearQwen,
+    FourierDynamicBase,
     FrequencyBandModulation,
     KernelSpatialModulationGlobal,
     KernelSpatialModulationLocal,
@@ -45,8 +48,10 @@ from .uniconvnet import MRFA, DCNv3, DropPath, LayerNorm2d, UniConvNetBlock, dcn
 _legacy.install(__name__)
 
 __all__ = [
+    "ArgumentTypeError",
     "DCNv3",
     "dcnv3_sample",
+    "flop_recording",
     "CondConv2d",
     "DropPath",
     "DynamicConv2d",
@@ -55,6 +60,7 @@ __all__ = [
     "FDConv",
     "FDLinear",
     "FDLinearQwen",
+    "FourierDynamicBase",
     "FreqFusion",
     "FreqFusionFPN",
     "FrequencyBandModulation",

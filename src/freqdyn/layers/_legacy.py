@@ -1,4 +1,5 @@
-"""What pickles of the flat tree (freqdyn <= 7a37871) need: its module paths, and gated FDConvs as plain convs.
+"""What older pickles need: the module paths of the flat tree (freqdyn <= 7a37871) and of the UniConvNet networks
+(``freqdyn.models.uniconvnet``, <= 519b0d1), and gated FDConvs as plain convs.
 
 ``torch.save(model)`` and ultralytics' ``last.pt`` pickle each class with its module path; unpickling imports that
 path. Each old path is an alias in ``sys.modules`` of the module that holds the class now. ``freqdyn.layers.fdconv``
@@ -48,10 +49,16 @@ OLD_PATHS = {
 }
 
 
+NETWORK_PATHS = {"freqdyn.models.uniconvnet": "uniconvnet.network"}  # full old path -> path under the package
+
+
 def install(package: str) -> None:
-    """Alias ``{package}.{old}`` to ``{package}.{new}`` in ``sys.modules`` for every old path."""
+    """Alias ``{package}.{old}`` to ``{package}.{new}`` in ``sys.modules`` for every old path, and each of
+    :data:`NETWORK_PATHS` to its module under ``package``."""
     for old, new in OLD_PATHS.items():
         sys.modules.setdefault(f"{package}.{old}", importlib.import_module(f"{package}.{new}"))
+    for old, new in NETWORK_PATHS.items():
+        sys.modules.setdefault(old, importlib.import_module(f"{package}.{new}"))
 
 
 def become_plain_conv(layer: nn.Module, state: dict) -> None:

@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ...convert import CONVERTERS
 from ...layers import FreqFusion
+from ...targets import TARGETS
 
 
 class DynamicConvBNAct(nn.Module):
@@ -22,7 +22,7 @@ class DynamicConvBNAct(nn.Module):
     def from_conv_block(cls, block: Any, to: str, **kwargs) -> nn.Module:
         """Convert an ultralytics ``Conv`` (conv, bn, act), keeping its weights: equal output at neutral attention;
         ``block`` itself where the target's gating keeps its conv plain (FDConv: <= 16 channels)."""
-        conv = CONVERTERS[to](block.conv, **kwargs)
+        conv = TARGETS[to].convert(block.conv, **kwargs)
         return block if conv is block.conv else cls(conv, block.bn, block.act)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 from .program_mode import compiling
@@ -19,3 +20,14 @@ def record_flops(flops: int) -> None:
     recorder = ACTIVE.get()
     if recorder is not None:
         recorder(flops)
+
+
+@contextmanager
+def flop_recording(recorder: Callable[[int], None]) -> Iterator[None]:
+    """Within the block, every :func:`record_flops` of a layer reports to ``recorder`` (``freqdyn.profile``'s
+    hook: it attributes them to the module that runs)."""
+    token = ACTIVE.set(recorder)
+    try:
+        yield
+    finally:
+        ACTIVE.reset(token)

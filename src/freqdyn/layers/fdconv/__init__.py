@@ -2,6 +2,7 @@
 Spatial Modulation (``kernel_spatial_modulation``), Frequency Band Modulation (``frequency_band_modulation`` on the
 low-pass operators of ``low_pass``), and StarReLU."""
 from .conv import FDConv
+from .fourier_dynamic import FourierDynamicBase
 from .frequency_band_modulation import FrequencyBandModulation
 from .gating import gated_fdconv, gated_from_conv, uses_fdconv
 from .kernel_spatial_modulation import KernelSpatialModulationGlobal, KernelSpatialModulationLocal
@@ -14,6 +15,7 @@ __all__ = [
     "FDConv",
     "FDLinear",
     "FDLinearQwen",
+    "FourierDynamicBase",
     "FrequencyBandModulation",
     "KernelSpatialModulationGlobal",
     "KernelSpatialModulationLocal",

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from .._common.device_dtype import scalar
-from .._common.program_mode import compute_dtype, may_use_custom_kernels
+from .._common.program_mode import compiling, compute_dtype, exporting, may_use_custom_kernels
 
 MASK_RULES = ("official", "exact")
 M = TypeVar("M", Tensor, np.ndarray)
@@ -138,7 +138,7 @@ def band_plan(height: int, width: int, k_list: tuple[int, ...], rule: str, dtype
     ``torch.compile`` never sees them: it calls :func:`stacked_low_passes`, an opaque operator.
     """
     key = (int(height), int(width), tuple(k_list), rule)
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+    if compiling() or exporting():
         return _as_tensors(_band_arrays(*key), dtype, torch.device(device))
     return _band_tensors(*key, dtype, torch.device(device))
 

@@ -6,8 +6,9 @@ receptive-field aggregator, :class:`~freqdyn.layers.MRFA`), then on channels-las
 convs with LayerNorms; each later stage starts with a LayerNorm and a stride-2 3x3 conv. The classifier is a
 LayerNorm of the global average pool and a linear head.
 
-State dicts of the authors' code (``ai-paperwithcode/UniConvNet``, ``models_A-P2`` and ``models_N0-XL``) load with
-``strict=True`` and compute their function; nothing is downloaded (load released weights yourself).
+Public as :mod:`freqdyn.models`. State dicts of the authors' code (``ai-paperwithcode/UniConvNet``, ``models_A-P2``
+and ``models_N0-XL``) load with ``strict=True`` and compute their function; nothing is downloaded (load released
+weights yourself).
 """
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..layers import MRFA, DCNv3, DropPath, LayerNorm2d
-from ..layers._common.checks import check_int, check_ints, check_real
-from ..layers._common.device_dtype import factory_kwargs
+from .._common.checks import check_int, check_ints, check_real
+from .._common.device_dtype import factory_kwargs
+from .dcnv3 import DCNv3
+from .drop_path import DropPath
+from .layer_norm2d import LayerNorm2d
+from .mrfa import MRFA
 
 # scale -> (depths, dims, channels per DCNv3 group): the authors' models_A-P2 (8) and models_N0-XL (16) files
 SCALES: dict[str, tuple[tuple[int, ...], tuple[int, ...], int]] = {
