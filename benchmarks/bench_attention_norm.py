@@ -12,6 +12,7 @@ Accuracy is the mean over seeds, [min-max] in brackets; chance is 0.25. "T=16" r
 ``temp = kernel_temp = fbm_temp = 16``. ``'batch'`` is the official attention BatchNorm, ``'frozen'`` its fixed
 statistics and ``'layer'`` the batch-independent norm (:mod:`freqdyn.layers._common.attention_norm`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,11 @@ LAYERS: dict[str, Callable[[], nn.Module]] = {
         for n in ("batch", "frozen", "layer")
     },
     **{
-        f"FDConv T=16 '{n}'": (lambda n=n: FDConv(32, 32, 3, padding=1, kernel_num=8, attention_norm=n, temp=16.0,
-                                                  kernel_temp=16.0, fbm_temp=16.0))
+        f"FDConv T=16 '{n}'": (
+            lambda n=n: FDConv(
+                32, 32, 3, padding=1, kernel_num=8, attention_norm=n, temp=16.0, kernel_temp=16.0, fbm_temp=16.0
+            )
+        )
         for n in ("batch", "frozen", "layer")
     },
 }
@@ -75,7 +79,7 @@ def accuracy(layer: Callable[[], nn.Module], batch: int, lr: float, samples: int
     optimiser = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
     net.train()
     for start in range(0, samples, batch):
-        loss = F.cross_entropy(net(images[start:start + batch]), labels[start:start + batch])
+        loss = F.cross_entropy(net(images[start : start + batch]), labels[start : start + batch])
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

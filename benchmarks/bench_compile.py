@@ -11,6 +11,7 @@ recompilation). "Conv2d+Softmax" is plain PyTorch, a 1x1 conv, then a 3x3 conv w
 normalises (as FreqFusion's kernel generators do). ``--no-layout-optimization`` sets
 ``torch._inductor.config.layout_optimization = False`` (inductor's channels-last convs on CPU).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,6 +55,7 @@ def call(module: Callable[..., object], args: tuple[torch.Tensor, ...], train: b
         else:
             with torch.no_grad():
                 module(*args)
+
     return run
 
 
@@ -63,8 +65,11 @@ def main() -> None:
     parser.add_argument("--layers", default=",".join(LAYERS), help="comma-separated subset of the table")
     parser.add_argument("--modes", default="eval,train", help="comma-separated subset of eval,train")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
-    parser.add_argument("--no-layout-optimization", action="store_true",
-                        help="inductor without its channels-last conv layouts (default: inductor's own choice)")
+    parser.add_argument(
+        "--no-layout-optimization",
+        action="store_true",
+        help="inductor without its channels-last conv layouts (default: inductor's own choice)",
+    )
     args = parser.parse_args()
     names = ["nn.Conv2d", "FDConv"] if args.quick else args.layers.split(",")
     modes = [False] if args.quick else [mode == "train" for mode in args.modes.split(",")]
@@ -88,8 +93,9 @@ def main() -> None:
             call(compiled, inputs(name, *SHAPES[0]), train)()
             compile_s = time.perf_counter() - start
             x = inputs(name, *SHAPES[0])
-            times = interleaved_times_ms({"eager": call(layer, x, train), "compiled": call(compiled, x, train)},
-                                         args.rounds)
+            times = interleaved_times_ms(
+                {"eager": call(layer, x, train), "compiled": call(compiled, x, train)}, args.rounds
+            )
             eager, fast = (sorted(times[k])[len(times[k]) // 2] for k in ("eager", "compiled"))
             try:
                 for shape in SHAPES[1:]:
@@ -97,8 +103,11 @@ def main() -> None:
                 graphs = str(counters["stats"]["unique_graphs"])
             except Exception as err:  # report torch's own failures in the table instead of stopping
                 graphs = f"{counters['stats']['unique_graphs']}, then {type(err).__name__}"
-            print(f"| {name} | {'train' if train else 'eval'} | {compile_s:.0f} | {graphs} | {eager:.1f} | "
-                  f"{fast:.1f} | {fast / eager:.2f}x |", flush=True)
+            print(
+                f"| {name} | {'train' if train else 'eval'} | {compile_s:.0f} | {graphs} | {eager:.1f} | "
+                f"{fast:.1f} | {fast / eager:.2f}x |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Every layer is converted from the same 3x3 ``nn.Conv2d`` C -> C (padding 1) with
 mode forward + backward of ``out.sum()``. "naive" runs the same layer's maths one sample at a time
 (``freqdyn.tools.reference``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,11 @@ from freqdyn.targets import CONV_TARGETS, TARGETS, paper_layers
 from freqdyn.tools.reference import naive_expert_conv, naive_fdconv
 from freqdyn.tools.timing import best_ms, machine_line, saved_megabytes
 
-NAIVE = {kind.paper_label: naive_fdconv if name == "fdconv" else naive_expert_conv
-         for name, kind in TARGETS.items() if name in CONV_TARGETS}
+NAIVE = {
+    kind.paper_label: naive_fdconv if name == "fdconv" else naive_expert_conv
+    for name, kind in TARGETS.items()
+    if name in CONV_TARGETS
+}
 
 
 def main() -> None:
@@ -35,8 +39,10 @@ def main() -> None:
     if args.quick:
         grid = [(2, 64, 14)]
     print(f"{machine_line()}, device={device}, 3x3 conv C->C")
-    header = ("| layer | B | C | HxW | params vs conv | fwd ms | fwd vs conv | naive fwd vs layer | f+b ms | "
-              "f+b vs conv | saved MB vs conv |")
+    header = (
+        "| layer | B | C | HxW | params vs conv | fwd ms | fwd vs conv | naive fwd vs layer | f+b ms | "
+        "f+b vs conv | saved MB vs conv |"
+    )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for batch, channels, size in grid:
@@ -60,9 +66,19 @@ def main() -> None:
             layer.train()
             tb_layer = best_ms(step(layer), args.repeats, device)
             mem = saved_megabytes(step(layer), device)
-            row = [name, batch, channels, f"{size}x{size}", f"{count_parameters(layer) / count_parameters(conv):.1f}x",
-                   f"{t_layer:.1f}", f"{t_layer / t_conv:.2f}x", f"{t_naive / t_layer:.2f}x", f"{tb_layer:.1f}",
-                   f"{tb_layer / tb_conv:.2f}x", f"{mem / max(mem_conv, 1e-9):.1f}x"]
+            row = [
+                name,
+                batch,
+                channels,
+                f"{size}x{size}",
+                f"{count_parameters(layer) / count_parameters(conv):.1f}x",
+                f"{t_layer:.1f}",
+                f"{t_layer / t_conv:.2f}x",
+                f"{t_naive / t_layer:.2f}x",
+                f"{tb_layer:.1f}",
+                f"{tb_layer / tb_conv:.2f}x",
+                f"{mem / max(mem_conv, 1e-9):.1f}x",
+            ]
             print("| " + " | ".join(str(v) for v in row) + " |", flush=True)
 
 

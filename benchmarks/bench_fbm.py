@@ -8,6 +8,7 @@ the batched pruned FFTs (the default) and the separable matmuls (the CPU option)
 The reference computation ``naive`` is the definition: ``irfft2(mask * rfft2(x))`` per band, then the weighted
 sum. One interleaved run per row; medians with [min-max] of the ratio over rounds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,20 @@ from freqdyn.layers.fdconv.frequency_band_modulation import FrequencyBandModulat
 from freqdyn.tools.reference import naive_lowpass
 from freqdyn.tools.timing import interleaved_times_ms, machine_line, unsteady
 
-GRID = [(64, (200, 304)), (128, (200, 304)), (64, (128, 128)), (128, (100, 152)), (256, (100, 152)),
-        (64, (56, 56)), (256, (50, 76)), (512, (50, 76)), (128, (28, 28)), (512, (25, 38)), (256, (14, 14)),
-        (512, (14, 14))]
+GRID = [
+    (64, (200, 304)),
+    (128, (200, 304)),
+    (64, (128, 128)),
+    (128, (100, 152)),
+    (256, (100, 152)),
+    (64, (56, 56)),
+    (256, (50, 76)),
+    (512, (50, 76)),
+    (128, (28, 28)),
+    (512, (25, 38)),
+    (256, (14, 14)),
+    (512, (14, 14)),
+]
 QUICK = [(64, (56, 56)), (64, (100, 152))]
 
 
@@ -66,14 +78,18 @@ def main() -> None:
                 def run():
                     with torch.no_grad():
                         fn(x)
+
                 return run
 
             times = interleaved_times_ms({name: call(fn) for name, fn in fns.items()}, args.rounds)
             base = times["conv"]
             flag = " (unsteady)" if unsteady(times) else ""
-            print(f"| {channels} | {height} x {width} | {mode}{flag} | {base[len(base) // 2]:.1f} | "
-                  f"{spread(times['fft'], base)} | {spread(times['separable'], base)} | "
-                  f"{spread(times['naive'], base)} |", flush=True)
+            print(
+                f"| {channels} | {height} x {width} | {mode}{flag} | {base[len(base) // 2]:.1f} | "
+                f"{spread(times['fft'], base)} | {spread(times['separable'], base)} | "
+                f"{spread(times['naive'], base)} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ times in ms, their ratios to nn.Conv2d, FDConv without FBM against nn.Conv2d, th
 over FDConv's, and the memory saved for backward (CPU) or the peak CUDA memory. Times are medians over
 rounds that run every candidate in turn (:func:`freqdyn.tools.timing.interleaved_ms`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,10 @@ def main() -> None:
     if args.quick:
         grid = [(1, 64, 14), (8, 64, 56)]
     print(f"{machine_line()}, device={device}, kernel_num={args.kernel_num}, 3x3 conv C->C")
-    header = ("| B | C | HxW | conv fwd ms | FDConv fwd ms | fwd vs conv | no-FBM fwd vs conv | naive fwd vs FDConv | "
-              "conv f+b ms | FDConv f+b ms | f+b vs conv | naive f+b vs FDConv | saved MB conv / FDConv / naive |")
+    header = (
+        "| B | C | HxW | conv fwd ms | FDConv fwd ms | fwd vs conv | no-FBM fwd vs conv | naive fwd vs FDConv | "
+        "conv f+b ms | FDConv f+b ms | f+b vs conv | naive f+b vs FDConv | saved MB conv / FDConv / naive |"
+    )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for batch, channels, size in grid:
@@ -48,8 +51,14 @@ def main() -> None:
         with torch.no_grad():
             for m in (conv, fd, plain):
                 m.eval()
-            fwd = interleaved_ms({name: functools.partial(fn, x) for name, fn in
-                                  {"conv": conv, "fd": fd, "plain": plain, "naive": naive}.items()}, rounds, device)
+            fwd = interleaved_ms(
+                {
+                    name: functools.partial(fn, x)
+                    for name, fn in {"conv": conv, "fd": fd, "plain": plain, "naive": naive}.items()
+                },
+                rounds,
+                device,
+            )
         for m in (conv, fd):
             m.train()
 

@@ -8,6 +8,7 @@ unfold-based versions and against plain nearest / bilinear interpolation. "peak 
 memory a forward pass adds (measured in a forked process, Linux), "saved MB" what autograd keeps for
 backward.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,17 +54,32 @@ def rows_at(batch: int, channels: int, size: int) -> list[list[str]]:
     kernels = torch.softmax(torch.randn(batch, 25, 2 * size, 2 * size), 1).requires_grad_()
     layer = FreqFusion(channels, channels, feature_resample=True)
     return [
-        measure("nearest interpolation", lambda: F.interpolate(lr, scale_factor=2.0),
-                lambda: F.interpolate(lr, scale_factor=2.0).sum().backward()),
-        measure("bilinear interpolation", lambda: F.interpolate(lr, scale_factor=2.0, mode="bilinear"),
-                lambda: F.interpolate(lr, scale_factor=2.0, mode="bilinear").sum().backward()),
-        measure("CARAFE k=5, freqdyn", lambda: carafe(lr, kernels, 5, 1, 2),
-                lambda: carafe(lr, kernels, 5, 1, 2).sum().backward()),
-        measure("CARAFE k=5, unfold (reference)", lambda: naive_carafe(lr, kernels, 5, 1, 2),
-                lambda: naive_carafe(lr, kernels, 5, 1, 2).sum().backward()),
+        measure(
+            "nearest interpolation",
+            lambda: F.interpolate(lr, scale_factor=2.0),
+            lambda: F.interpolate(lr, scale_factor=2.0).sum().backward(),
+        ),
+        measure(
+            "bilinear interpolation",
+            lambda: F.interpolate(lr, scale_factor=2.0, mode="bilinear"),
+            lambda: F.interpolate(lr, scale_factor=2.0, mode="bilinear").sum().backward(),
+        ),
+        measure(
+            "CARAFE k=5, freqdyn",
+            lambda: carafe(lr, kernels, 5, 1, 2),
+            lambda: carafe(lr, kernels, 5, 1, 2).sum().backward(),
+        ),
+        measure(
+            "CARAFE k=5, unfold (reference)",
+            lambda: naive_carafe(lr, kernels, 5, 1, 2),
+            lambda: naive_carafe(lr, kernels, 5, 1, 2).sum().backward(),
+        ),
         measure("FreqFusion, freqdyn", lambda: layer(hr, lr), lambda: sum(layer(hr, lr)).sum().backward()),
-        measure("FreqFusion, unfold (reference)", lambda: naive_freq_fusion(layer, hr, lr),
-                lambda: sum(naive_freq_fusion(layer, hr, lr)).sum().backward()),
+        measure(
+            "FreqFusion, unfold (reference)",
+            lambda: naive_freq_fusion(layer, hr, lr),
+            lambda: sum(naive_freq_fusion(layer, hr, lr)).sum().backward(),
+        ),
     ]
 
 

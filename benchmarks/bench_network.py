@@ -14,6 +14,7 @@ Dense-prediction rows (a training step at B=2, 512^2 and inference at B=1, 800 x
 (stem to layer4, as a detector or segmentor uses it); the classification rows run the whole network. The
 per-stage table is ``benchmarks/bench_stages.py``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -152,14 +153,36 @@ def main() -> None:
     resnet_runs = [("eval", 1, (224, 224)), ("train", 4, (160, 160))]
     resnet_memory = [(4, 160)]
     if not args.quick:
-        resnet_runs = [("train", 2, (512, 512)), ("eval", 1, (800, 1216)), ("train", 8, (224, 224)),
-                       ("eval", 1, (224, 224))]
+        resnet_runs = [
+            ("train", 2, (512, 512)),
+            ("eval", 1, (800, 1216)),
+            ("train", 8, (224, 224)),
+            ("eval", 1, (224, 224)),
+        ]
         resnet_memory = [(2, 512), (8, 224)]
-    families = [] if args.no_resnet else [("resnet", "ResNet-50 (bottleneck convs -> FDConv)",
-                                           lambda: build(args.kernel_num), resnet_runs, resnet_memory)]
+    families = (
+        []
+        if args.no_resnet
+        else [
+            (
+                "resnet",
+                "ResNet-50 (bottleneck convs -> FDConv)",
+                lambda: build(args.kernel_num),
+                resnet_runs,
+                resnet_memory,
+            )
+        ]
+    )
     if args.yolo:
-        families.append(("yolo", "YOLOv8n-pose (the seed's C2f_FDConv YAML)", build_yolo,
-                         [("train", 2, (320, 320)), ("eval", 1, (640, 640))], [(2, 320)]))
+        families.append(
+            (
+                "yolo",
+                "YOLOv8n-pose (the seed's C2f_FDConv YAML)",
+                build_yolo,
+                [("train", 2, (320, 320)), ("eval", 1, (640, 640))],
+                [(2, 320)],
+            )
+        )
     for family, title, factory, runs, memory in families:
         models = factory()
         if args.no_naive:
@@ -174,8 +197,9 @@ def _dense(family: str, size: tuple[int, int]) -> bool:
     return family == "resnet" and max(size) > 224
 
 
-def run_family(family: str, title: str, models: dict[str, nn.Module], runs, memory: list[tuple[int, int]],
-               args) -> None:
+def run_family(
+    family: str, title: str, models: dict[str, nn.Module], runs, memory: list[tuple[int, int]], args
+) -> None:
     names = list(models)
     print(f"\n### {title}\n")
     print("| run | " + " | ".join(names) + f" | {names[0]} ms |")
@@ -195,10 +219,15 @@ def run_family(family: str, title: str, models: dict[str, nn.Module], runs, memo
 
         times = interleaved_times_ms({n: call(m) for n, m in models.items()}, args.rounds)
         base = times[names[0]]
-        label = (f"{'inference' if mode == 'eval' else 'train step'} B={batch} {size[0]}x{size[1]}"
-                 + (" (backbone)" if dense else "") + (" (unsteady)" if unsteady(times) else ""))
-        print(f"| {label} | " + " | ".join(spread(times[n], base) for n in names)
-              + f" | {base[len(base) // 2]:.0f} |", flush=True)
+        label = (
+            f"{'inference' if mode == 'eval' else 'train step'} B={batch} {size[0]}x{size[1]}"
+            + (" (backbone)" if dense else "")
+            + (" (unsteady)" if unsteady(times) else "")
+        )
+        print(
+            f"| {label} | " + " | ".join(spread(times[n], base) for n in names) + f" | {base[len(base) // 2]:.0f} |",
+            flush=True,
+        )
         for m in models.values():
             m.zero_grad(set_to_none=True)
         gc.collect()
@@ -219,8 +248,9 @@ def run_family(family: str, title: str, models: dict[str, nn.Module], runs, memo
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
-def memory_table(family: str, models: dict[str, nn.Module], batch: int, size: int,
-                 kernel_num: int) -> dict[str, dict[str, float]]:
+def memory_table(
+    family: str, models: dict[str, nn.Module], batch: int, size: int, kernel_num: int
+) -> dict[str, dict[str, float]]:
     """Print saved-for-backward and peak memory of one training step; return the saved MB per stage."""
     x = torch.randn(batch, 3, size, size)
     dense = _dense(family, (size, size))
@@ -243,8 +273,14 @@ def memory_table(family: str, models: dict[str, nn.Module], batch: int, size: in
         gc.collect()
         # a fresh process whose glibc returns every large block on free (fixed mmap threshold), so the
         # high-water mark is the peak of live memory, not of the heap glibc keeps after freeing
-        child = [sys.executable, __file__, "--peak-of", f"{family}:{batch}:{size}:{name}", "--kernel-num",
-                 str(kernel_num)]
+        child = [
+            sys.executable,
+            __file__,
+            "--peak-of",
+            f"{family}:{batch}:{size}:{name}",
+            "--kernel-num",
+            str(kernel_num),
+        ]
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
         peak = float(subprocess.run(child, capture_output=True, text=True, check=True, env=env).stdout.split()[-1])
         base_saved = base_saved or saved

@@ -9,6 +9,7 @@ The ratio is to ``nn.Conv2d`` 3x3 of the same width (``nn.Linear`` for FDLinear,
 Host time: the same layer on tiny tensors (B=2, 32 channels, 8x8), where the arithmetic is negligible and the time
 is the host's; interleaved rounds, median ratio to ``nn.Conv2d`` with the [min-max] spread.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,10 +58,16 @@ def layer_cases(channels: int = 64, size: int = 32, batch: int = 2) -> dict[str,
         "KW (1x)": (lambda: KWConv2d.standalone(channels, channels, 3, padding=1), [conv], "nn.Conv2d"),
         "nn.Linear": (lambda: nn.Linear(channels, channels), [(batch, 16, channels)], "nn.Linear"),
         "FDLinear": (lambda: FDLinear(channels, channels), [(batch, 16, channels)], "nn.Linear"),
-        "FreqFusion (hr 64, lr 128)": (lambda: FreqFusion(64, 128), [(batch, 64, 32, 32), (batch, 128, 16, 16)],
-                                       "nn.Conv2d"),
-        "FreqFusion naive": (lambda: Naive(FreqFusion(64, 128), naive_freq_fusion),
-                             [(batch, 64, 32, 32), (batch, 128, 16, 16)], "nn.Conv2d"),
+        "FreqFusion (hr 64, lr 128)": (
+            lambda: FreqFusion(64, 128),
+            [(batch, 64, 32, 32), (batch, 128, 16, 16)],
+            "nn.Conv2d",
+        ),
+        "FreqFusion naive": (
+            lambda: Naive(FreqFusion(64, 128), naive_freq_fusion),
+            [(batch, 64, 32, 32), (batch, 128, 16, 16)],
+            "nn.Conv2d",
+        ),
     }
 
 
@@ -114,8 +121,11 @@ def count_rows(cases: dict[str, Case]) -> list[str]:
 
 def host_rows(rounds: int) -> list[str]:
     """Host time of each layer kind on tiny tensors, training step and inference, as a ratio to nn.Conv2d."""
-    tiny = {name: case for name, case in layer_cases(32, 8, 2).items()
-            if name in ("nn.Conv2d", "FDConv", "DY-Conv", "CondConv", "ODConv")}
+    tiny = {
+        name: case
+        for name, case in layer_cases(32, 8, 2).items()
+        if name in ("nn.Conv2d", "FDConv", "DY-Conv", "CondConv", "ODConv")
+    }
     rows = []
     for training in (True, False):
         fns = {}
@@ -125,8 +135,10 @@ def host_rows(rounds: int) -> list[str]:
         times = interleaved_times_ms(fns, rounds)
         base = times["nn.Conv2d"]
         for name, t in times.items():
-            rows.append(f"| {name} | {'training step' if training else 'inference'} | {t[len(t) // 2]:.2f} | "
-                        f"{spread(t, base)} |")
+            rows.append(
+                f"| {name} | {'training step' if training else 'inference'} | {t[len(t) // 2]:.2f} | "
+                f"{spread(t, base)} |"
+            )
     return rows
 
 

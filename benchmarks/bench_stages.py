@@ -9,6 +9,7 @@ one forward (``freqdyn.profile``: convolutions, matmuls and FFTs, the floor that
 kernel values the stage's FDConvs build (each a pass over B x that many values per elementwise step of the
 synthesis and modulation), and the map values FBM filters (B x C x H x W summed over the stage's FBM layers).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,11 @@ RUNS = (("eval", 1, (800, 1216)), ("train", 2, (512, 512)))
 def fbm_values(stage: nn.Module, x: torch.Tensor) -> int:
     """Map values (B * C * H * W) entering the stage's FBM layers for input x."""
     sizes: list[int] = []
-    hooks = [m.register_forward_pre_hook(lambda m, i: sizes.append(i[0].numel()))
-             for m in stage.modules() if isinstance(m, FDConv) and m.FBM is not None]
+    hooks = [
+        m.register_forward_pre_hook(lambda m, i: sizes.append(i[0].numel()))
+        for m in stage.modules()
+        if isinstance(m, FDConv) and m.FBM is not None
+    ]
     with torch.no_grad():
         stage.eval()(x)
     for h in hooks:
@@ -74,8 +78,11 @@ def main() -> None:
         for name in BODY:
             a, b = times[f"{name}:plain"], times[f"{name}:fd"]
             kernels, fbm = notes[f"{name}:values"]
-            print(f"| {name} | {label} | {spread(b, a)} | {notes[f'{name}:fd'] / notes[f'{name}:plain']:.2f}x | "
-                  f"+{b[len(b) // 2] - a[len(a) // 2]:.0f} | {kernels / 1e6:.2f}M | {fbm / 1e6:.1f}M |", flush=True)
+            print(
+                f"| {name} | {label} | {spread(b, a)} | {notes[f'{name}:fd'] / notes[f'{name}:plain']:.2f}x | "
+                f"+{b[len(b) // 2] - a[len(a) // 2]:.0f} | {kernels / 1e6:.2f}M | {fbm / 1e6:.1f}M |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

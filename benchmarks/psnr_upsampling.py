@@ -14,6 +14,7 @@ features reach the high resolution differs:
 Each model trains for the same number of Adam steps on random 64x64 crops of the training photos (same
 seed, same crops) and is evaluated (PSNR over the full held-out photos, RGB in [0, 1]).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,12 +47,16 @@ class Upsampler(nn.Module):
     def __init__(self, fusion: str, channels: int = 32) -> None:
         super().__init__()
         self.fusion = fusion
-        self.lr_encoder = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.GELU(),
-                                        nn.Conv2d(channels, channels, 3, padding=1))
+        self.lr_encoder = nn.Sequential(
+            nn.Conv2d(3, channels, 3, padding=1), nn.GELU(), nn.Conv2d(channels, channels, 3, padding=1)
+        )
         self.hr_encoder = nn.Conv2d(3, channels, 3, padding=1)
         self.head = nn.Sequential(nn.GELU(), nn.Conv2d(channels, 3, 3, padding=1))
-        self.freq_fusion = (FreqFusion(channels, channels, compressed_channels=channels, feature_resample=True)
-                            if fusion == "freqfusion" else None)
+        self.freq_fusion = (
+            FreqFusion(channels, channels, compressed_channels=channels, feature_resample=True)
+            if fusion == "freqfusion"
+            else None
+        )
 
     def forward(self, low: torch.Tensor) -> torch.Tensor:
         base = F.interpolate(low, scale_factor=2.0, mode="bilinear", align_corners=False)
@@ -86,18 +91,24 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args()
     train, test = [load(n) for n in TRAIN], [load(n) for n in TEST]
-    print(f"{machine_line()}, "
-          f"{args.steps} Adam steps, batch {args.batch} x 64^2 crops; train {', '.join(TRAIN)}; test {', '.join(TEST)}")
+    print(
+        f"{machine_line()}, "
+        f"{args.steps} Adam steps, batch {args.batch} x 64^2 crops; train {', '.join(TRAIN)}; test {', '.join(TEST)}"
+    )
     print(
         "| upsampling of the lr features | params | train s | "
         + " | ".join(f"PSNR {n}" for n in TEST)
         + " | mean PSNR |"
     )
     print("|---|---|---|" + "---|" * (len(TEST) + 1))
-    bicubic = [psnr(F.interpolate(F.avg_pool2d(t, 2), scale_factor=2.0, mode="bicubic", align_corners=False), t)
-               for t in test]
-    print("| bicubic image, no model | 0 | 0 | " + " | ".join(f"{p:.2f}" for p in bicubic) +
-          f" | {np.mean(bicubic):.2f} |")
+    bicubic = [
+        psnr(F.interpolate(F.avg_pool2d(t, 2), scale_factor=2.0, mode="bicubic", align_corners=False), t) for t in test
+    ]
+    print(
+        "| bicubic image, no model | 0 | 0 | "
+        + " | ".join(f"{p:.2f}" for p in bicubic)
+        + f" | {np.mean(bicubic):.2f} |"
+    )
     for fusion in ("nearest", "bilinear", "freqfusion"):
         torch.manual_seed(0)
         model = Upsampler(fusion)
@@ -115,8 +126,12 @@ def main() -> None:
         with torch.no_grad():
             scores = [psnr(model(F.avg_pool2d(t, 2)), t) for t in test]
         params = sum(p.numel() for p in model.parameters())
-        print(f"| {fusion} | {params:,} | {seconds:.0f} | " + " | ".join(f"{p:.2f}" for p in scores) +
-              f" | {np.mean(scores):.2f} |", flush=True)
+        print(
+            f"| {fusion} | {params:,} | {seconds:.0f} | "
+            + " | ".join(f"{p:.2f}" for p in scores)
+            + f" | {np.mean(scores):.2f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ measured afterwards, all models in one interleaved run. Writes ``results.csv`` /
 means, paired differences and intervals, params, FLOPs, ms per step), ``accuracy_vs_cost.png`` and
 ``trained_frequency_responses.png`` (the FDConv paper's Fig. 1 on trained weights), and prints the tables.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,13 +70,45 @@ ENCODERS: dict[str, tuple[str | None, dict]] = {
     "kw": ("kw", {"cell_num_ratio": 1}),
 }
 VARIANTS = [(f"encoder {e}", e, "bilinear", "stack") for e in ENCODERS] + [
-    ("decoder FPN", "conv", "fpn", "stack"), ("decoder FreqFusion", "conv", "freqfusion", "stack"),
-    ("block MRFA", "conv", "bilinear", "mrfa")]
+    ("decoder FPN", "conv", "fpn", "stack"),
+    ("decoder FreqFusion", "conv", "freqfusion", "stack"),
+    ("block MRFA", "conv", "bilinear", "mrfa"),
+]
 PLAIN = "encoder conv"  # the plain model: every variant differs from it in one part
 PAIRED = [PLAIN, "encoder fdconv", "encoder dyconv", "encoder kw", "decoder FreqFusion", "block MRFA"]  # the default
 QUICK = [PLAIN, "encoder fdconv", "decoder FreqFusion"]
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 """Student's t 97.5% quantiles for 1..30 degrees of freedom (two-sided 95% intervals)."""
 
 
@@ -124,7 +157,7 @@ def textures() -> list[np.ndarray]:
 def mosaics(photos: list[np.ndarray], split: str, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` mosaics (count, 1, SIZE, SIZE) and labels (count, SIZE, SIZE) from the ``split`` half of each photo."""
     rng = np.random.default_rng(seed)
-    halves = [p[:, : p.shape[1] // 2] if split == "train" else p[:, p.shape[1] // 2:] for p in photos]
+    halves = [p[:, : p.shape[1] // 2] if split == "train" else p[:, p.shape[1] // 2 :] for p in photos]
     yy, xx = np.mgrid[0:SIZE, 0:SIZE]
     images = np.empty((count, 1, SIZE, SIZE), np.float32)
     labels = np.empty((count, SIZE, SIZE), np.int64)
@@ -134,14 +167,15 @@ def mosaics(photos: list[np.ndarray], split: str, count: int, seed: int) -> tupl
         classes = rng.choice(len(photos), size=regions, replace=regions > len(photos))
         warp = rng.normal(0, 6, (2, 4, 4))  # smooth jitter of the cell boundaries
         jitter = [np.kron(w, np.ones((SIZE // 4, SIZE // 4))) for w in warp]
-        dist = ((yy[None] + jitter[0] - centres[:, 0, None, None]) ** 2
-                + (xx[None] + jitter[1] - centres[:, 1, None, None]) ** 2)
+        dist = (yy[None] + jitter[0] - centres[:, 0, None, None]) ** 2 + (
+            xx[None] + jitter[1] - centres[:, 1, None, None]
+        ) ** 2
         label = classes[dist.argmin(0)]
         image = np.empty((SIZE, SIZE), np.float32)
         for c in np.unique(label):
             half = halves[c]
             y0, x0 = rng.integers(0, half.shape[0] - SIZE), rng.integers(0, half.shape[1] - SIZE)
-            crop = half[y0:y0 + SIZE, x0:x0 + SIZE]
+            crop = half[y0 : y0 + SIZE, x0 : x0 + SIZE]
             if split == "train":
                 crop = np.rot90(crop, int(rng.integers(4)))
             image[label == c] = crop[label == c]
@@ -161,9 +195,13 @@ class Block(nn.Module):
         if kind == "mrfa":
             self.body: nn.Module = nn.Sequential(MRFA(width), nn.BatchNorm2d(width))
         else:
-            self.body = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
-                                      nn.ReLU(), nn.Conv2d(width, width, 3, padding=1, bias=False),
-                                      nn.BatchNorm2d(width))
+            self.body = nn.Sequential(
+                nn.Conv2d(width, width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+                nn.Conv2d(width, width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(x + self.body(x))
@@ -248,8 +286,9 @@ def scores(pred: torch.Tensor, truth: torch.Tensor, tolerance: int = 2) -> tuple
     return statistics.fmean(ious), f_score
 
 
-def train_and_test(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
-                   steps: int) -> tuple[float, float, float]:
+def train_and_test(
+    model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], steps: int
+) -> tuple[float, float, float]:
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
     images, labels = train
     model.train()
@@ -294,8 +333,11 @@ def trained_spectra(models: dict[str, nn.Module], test: torch.Tensor, out: Path)
         kernel_sim = fa.response_similarity(fa.frequency_responses(bank, "kernel"))
         rows[name] = fa.frequency_responses(bank, "matrix")
         spread = fa.attention_spread(model.eval(), test[:16]).get("stages.1.body.0", {})
-        lines.append(f"| {name} | {bank.shape[0]} | {fa.response_similarity(rows[name]):.3f} | {kernel_sim:.3f} | "
-                     + ", ".join(f"{head} {value:.3f}" for head, value in spread.items()) + " |")
+        lines.append(
+            f"| {name} | {bank.shape[0]} | {fa.response_similarity(rows[name]):.3f} | {kernel_sim:.3f} | "
+            + ", ".join(f"{head} {value:.3f}" for head, value in spread.items())
+            + " |"
+        )
     if rows:
         fa.plot_frequency_responses(rows, out / "trained_frequency_responses.png")
     return lines
@@ -334,15 +376,25 @@ def plot(results: list[dict], out: Path) -> Path:
 def summarise(name: str, runs: list[tuple[float, float, float]], plain: list[tuple[float, float, float]]) -> dict:
     """Per-model numbers: the runs, their means and spreads, and the paired differences from the plain model."""
     miou, boundary_f, _ = zip(*runs, strict=True)
-    row = {"model": name, "seeds": len(miou), "miou_mean": statistics.fmean(miou),
-           "miou_std": statistics.pstdev(miou), "boundary_f_mean": statistics.fmean(boundary_f),
-           "boundary_f_std": statistics.pstdev(boundary_f), "miou_runs": list(miou),
-           "boundary_f_runs": list(boundary_f)}
+    row = {
+        "model": name,
+        "seeds": len(miou),
+        "miou_mean": statistics.fmean(miou),
+        "miou_std": statistics.pstdev(miou),
+        "boundary_f_mean": statistics.fmean(boundary_f),
+        "boundary_f_std": statistics.pstdev(boundary_f),
+        "miou_runs": list(miou),
+        "boundary_f_runs": list(boundary_f),
+    }
     for index, metric in ((0, "miou"), (1, "boundary_f")):
         diffs = [run[index] - base[index] for run, base in zip(runs, plain, strict=True)]
         mean, low, high = paired_interval(diffs)
-        row |= {f"{metric}_diff": mean, f"{metric}_diff_low": low, f"{metric}_diff_high": high,
-                f"{metric}_verdict": "plain" if name == PLAIN else verdict(low, high)}
+        row |= {
+            f"{metric}_diff": mean,
+            f"{metric}_diff_low": low,
+            f"{metric}_diff_high": high,
+            f"{metric}_verdict": "plain" if name == PLAIN else verdict(low, high),
+        }
     return row
 
 
@@ -350,9 +402,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"{len(QUICK)} models, 2 seeds, 20 steps (a smoke run)")
     parser.add_argument("--seeds", type=int, default=8, help="seeds 0..N-1 (each model trained once per seed)")
-    parser.add_argument("--variants", help=f"comma-separated models (default: {', '.join(PAIRED)}; the plain model is "
-                        f"always run, as every difference is paired with it); any of: "
-                        f"{', '.join(v[0] for v in VARIANTS)}")
+    parser.add_argument(
+        "--variants",
+        help=f"comma-separated models (default: {', '.join(PAIRED)}; the plain model is "
+        f"always run, as every difference is paired with it); any of: "
+        f"{', '.join(v[0] for v in VARIANTS)}",
+    )
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--test", type=int, default=64, help="test mosaics")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (results depend on it)")
@@ -389,8 +444,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         row = summarise(name, runs[name], runs[PLAIN])
         counted = profile(build(*spec[name], seed=0).eval(), (1, 1, SIZE, SIZE))
-        row |= {"params": counted.params, "gflops": counted.flops / 1e9, "step_ms": ms[name],
-                "step_ms_ratio": ms[name] / ms[PLAIN]}
+        row |= {
+            "params": counted.params,
+            "gflops": counted.flops / 1e9,
+            "step_ms": ms[name],
+            "step_ms_ratio": ms[name] / ms[PLAIN],
+        }
         results.append(row)
     if not all(math.isfinite(r["miou_mean"]) and math.isfinite(r["step_ms"]) for r in results):
         raise RuntimeError("non-finite results")
@@ -400,31 +459,54 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(results)
-    (out / "results.json").write_text(json.dumps({
-        "machine": machine, "seeds": seeds, "threads": args.threads, "deterministic": True, "steps": args.steps,
-        "batch": BATCH, "test_mosaics": args.test, "results": results}, indent=2))
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "machine": machine,
+                "seeds": seeds,
+                "threads": args.threads,
+                "deterministic": True,
+                "steps": args.steps,
+                "batch": BATCH,
+                "test_mosaics": args.test,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
     plot(results, out)
-    print(f"{machine}; seeds {seeds[0]}..{seeds[-1]}, {args.steps} steps of {BATCH} mosaics, {args.test} test "
-          f"mosaics\n")
-    print("Paired differences from the plain model (same seed, data order and init), mean and 95% t-interval over "
-          "the seeds; a gain or loss only where the interval excludes 0:\n")
-    print("| model | mIoU | Δ mIoU [95% CI] | Δ boundary F [95% CI] | verdict (mIoU / boundary F) | params | GFLOPs "
-          "| ms / step | vs plain |")
+    print(
+        f"{machine}; seeds {seeds[0]}..{seeds[-1]}, {args.steps} steps of {BATCH} mosaics, {args.test} test mosaics\n"
+    )
+    print(
+        "Paired differences from the plain model (same seed, data order and init), mean and 95% t-interval over "
+        "the seeds; a gain or loss only where the interval excludes 0:\n"
+    )
+    print(
+        "| model | mIoU | Δ mIoU [95% CI] | Δ boundary F [95% CI] | verdict (mIoU / boundary F) | params | GFLOPs "
+        "| ms / step | vs plain |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if r["model"] == PLAIN:
             deltas = "(plain) | (plain) | —"
         else:
-            deltas = (f"{r['miou_diff']:+.3f} [{r['miou_diff_low']:+.3f}, {r['miou_diff_high']:+.3f}] | "
-                      f"{r['boundary_f_diff']:+.3f} [{r['boundary_f_diff_low']:+.3f}, {r['boundary_f_diff_high']:+.3f}]"
-                      f" | {r['miou_verdict']} / {r['boundary_f_verdict']}")
-        print(f"| {r['model']} | {r['miou_mean']:.3f} ± {r['miou_std']:.3f} | {deltas} | {r['params'] / 1e6:.3f}M | "
-              f"{r['gflops']:.3f} | {r['step_ms']:.0f} | {r['step_ms_ratio']:.2f}x |")
+            deltas = (
+                f"{r['miou_diff']:+.3f} [{r['miou_diff_low']:+.3f}, {r['miou_diff_high']:+.3f}] | "
+                f"{r['boundary_f_diff']:+.3f} [{r['boundary_f_diff_low']:+.3f}, {r['boundary_f_diff_high']:+.3f}]"
+                f" | {r['miou_verdict']} / {r['boundary_f_verdict']}"
+            )
+        print(
+            f"| {r['model']} | {r['miou_mean']:.3f} ± {r['miou_std']:.3f} | {deltas} | {r['params'] / 1e6:.3f}M | "
+            f"{r['gflops']:.3f} | {r['step_ms']:.0f} | {r['step_ms_ratio']:.2f}x |"
+        )
     lines = trained_spectra({n: m for n, m in trained.items() if n.startswith("encoder")}, test[0], out)
     if lines:
-        print("\nTrained kernels of stages.1 (the FDConv paper's Fig. 1 on trained weights; cos = mean pairwise cosine "
-              "similarity of the mixed kernels' frequency responses, 1 = alike) and the spread of their attentions "
-              "over the test mosaics (std / mean; 0 = constant):\n")
+        print(
+            "\nTrained kernels of stages.1 (the FDConv paper's Fig. 1 on trained weights; cos = mean pairwise cosine "
+            "similarity of the mixed kernels' frequency responses, 1 = alike) and the spread of their attentions "
+            "over the test mosaics (std / mean; 0 = constant):\n"
+        )
         print("| model | kernels | weight-matrix spectrum cos | kernel spectrum cos | attention spread |")
         print("|---|---|---|---|---|")
         print("\n".join(lines))

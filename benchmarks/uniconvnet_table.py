@@ -8,6 +8,7 @@ FLOPs as 2 x multiply-accumulates (convolutions, linears, matmuls, and DCNv3's b
 value and point); the authors' counts are in multiply-accumulates (fvcore's convention), so the GMACs column
 (FLOPs / 2) is the one to compare.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,10 +18,21 @@ from freqdyn.models import SCALES
 from freqdyn.tools.timing import machine_line
 
 # the authors' README (ai-paperwithcode/UniConvNet): params (M), FLOPs (G), resolution
-AUTHORS = {"a": (3.4, 0.589, 224), "p0": (5.2, 0.932, 224), "p1": (6.1, 0.895, 224), "p2": (7.6, 1.25, 224),
-           "n0": (10.2, 1.65, 224), "n1": (13.1, 1.88, 224), "n2": (15.0, 2.47, 224), "n3": (19.7, 3.37, 224),
-           "t": (30.3, 5.1, 224), "s": (50.0, 8.48, 224), "b": (97.6, 15.9, 224), "l": (201.8, 100.1, 384),
-           "xl": (226.7, 115.2, 384)}
+AUTHORS = {
+    "a": (3.4, 0.589, 224),
+    "p0": (5.2, 0.932, 224),
+    "p1": (6.1, 0.895, 224),
+    "p2": (7.6, 1.25, 224),
+    "n0": (10.2, 1.65, 224),
+    "n1": (13.1, 1.88, 224),
+    "n2": (15.0, 2.47, 224),
+    "n3": (19.7, 3.37, 224),
+    "t": (30.3, 5.1, 224),
+    "s": (50.0, 8.48, 224),
+    "b": (97.6, 15.9, 224),
+    "l": (201.8, 100.1, 384),
+    "xl": (226.7, 115.2, 384),
+}
 
 
 def main() -> None:
@@ -33,8 +45,11 @@ def main() -> None:
         torch.manual_seed(0)
         model = uniconvnet(scale).eval()
         counted = profile(model, (1, 3, size, size))
-        print(f"| {scale.upper()} | {depths} | {dims} | {counted.params / 1e6:.1f} | {params_ref} | "
-              f"{counted.flops / 2e9:.3g} | {flops_ref} | {size}^2 |", flush=True)
+        print(
+            f"| {scale.upper()} | {depths} | {dims} | {counted.params / 1e6:.1f} | {params_ref} | "
+            f"{counted.flops / 2e9:.3g} | {flops_ref} | {size}^2 |",
+            flush=True,
+        )
         del model
 
 

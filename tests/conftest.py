@@ -3,8 +3,9 @@ import torch
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--device", default="cpu",
-                     help="device of the tests that take the `device` fixture, e.g. cuda (default: cpu)")
+    parser.addoption(
+        "--device", default="cpu", help="device of the tests that take the `device` fixture, e.g. cuda (default: cpu)"
+    )
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 """Shared test helpers: conv cases, builders, attention perturbation and a float64 gradcheck."""
+
 import torch
 import torch.nn as nn
 
@@ -52,16 +53,18 @@ def gradcheck_module(module: nn.Module, x: torch.Tensor, fast: bool = True) -> b
     def fn(inp, *ps):
         return torch.func.functional_call(module, dict(zip(names, ps, strict=True)), (inp,))
 
-    return torch.autograd.gradcheck(fn, (x.requires_grad_(), *params), eps=1e-6, atol=1e-5, rtol=1e-4,
-                                    fast_mode=fast)
+    return torch.autograd.gradcheck(fn, (x.requires_grad_(), *params), eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=fast)
 
 
 def public_layers() -> set[str]:
     """Names of every public ``nn.Module`` class of freqdyn (``freqdyn.__all__``)."""
     import freqdyn
 
-    return {name for name in freqdyn.__all__
-            if isinstance(getattr(freqdyn, name), type) and issubclass(getattr(freqdyn, name), nn.Module)}
+    return {
+        name
+        for name in freqdyn.__all__
+        if isinstance(getattr(freqdyn, name), type) and issubclass(getattr(freqdyn, name), nn.Module)
+    }
 
 
 def assert_covered(tested: set[str], opted_out: dict[str, str]) -> None:

@@ -117,8 +117,28 @@ def test_cli_analyze_a_users_model_and_checkpoint(tmp_path, capsys):
     convert(trained, "fdconv", include=r"layer\d\.\d+\.conv[123]$", kernel_num=8)
     path = tmp_path / "trained.pth"
     torch.save({"state_dict": trained.state_dict()}, path)
-    assert main(["analyze", "--out", str(tmp_path), "--size", "64", "--model", "resnet18", "--to", "fdconv",
-                 "--kernel-num", "8", "--checkpoint", str(path), "--plot-layers", "2"]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                "--out",
+                str(tmp_path),
+                "--size",
+                "64",
+                "--model",
+                "resnet18",
+                "--to",
+                "fdconv",
+                "--kernel-num",
+                "8",
+                "--checkpoint",
+                str(path),
+                "--plot-layers",
+                "2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "0 missing, 0 unexpected keys" in out and "16 dynamic layers" in out
     assert out.count("weight-matrix spectrum 0.000") == 16
@@ -140,8 +160,28 @@ def test_cli_analyze_a_kw_network_and_its_checkpoint(tmp_path, capsys):
     path = tmp_path / "kw.pth"
     torch.save(trained.state_dict(), path)
     expected = attention_spread(trained.eval(), photo_of(32))  # the CLI's photo at --size 32
-    assert main(["analyze", "--out", str(tmp_path), "--size", "32", "--model", "resnet18", "--to", "kw",
-                 "--cell-num-ratio", "2", "--checkpoint", str(path), "--plot-layers", "2"]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                "--out",
+                str(tmp_path),
+                "--size",
+                "32",
+                "--model",
+                "resnet18",
+                "--to",
+                "kw",
+                "--cell-num-ratio",
+                "2",
+                "--checkpoint",
+                str(path),
+                "--plot-layers",
+                "2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "0 missing, 0 unexpected keys" in out and "19 dynamic layers" in out
     assert out.count("KWConv2d       weight-matrix spectrum") == 19 and out.count("kernel spectrum flat (1x1)") == 19
@@ -169,8 +209,28 @@ def test_cli_analyze_foreign_checkpoints_and_what_training_changed(tmp_path, cap
     state["neck.lateral.weight"] = torch.zeros(3)
     path = tmp_path / "detector.pth"
     torch.save({"state_dict": state, "meta": {"epoch": 12}}, path)
-    assert main(["analyze", "--out", str(tmp_path), "--size", "48", "--model", "resnet18", "--to", "fdconv",
-                 "--kernel-num", "8", "--checkpoint", str(path), "--plot-layers", "1"]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                "--out",
+                str(tmp_path),
+                "--size",
+                "48",
+                "--model",
+                "resnet18",
+                "--to",
+                "fdconv",
+                "--kernel-num",
+                "8",
+                "--checkpoint",
+                str(path),
+                "--plot-layers",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "(the keys under 'backbone.'): " in out and "2 missing, 0 unexpected keys" in out  # fc skipped: missing
     assert "skipped 2 tensor(s) whose shape differs (another class count?): fc.weight: (10, 512)" in out
@@ -211,5 +271,6 @@ def test_plots_have_ticks_and_units(plot, tmp_path, monkeypatch):
     assert panels and colorbars
     for ax in panels:
         assert len(ax.get_xticks()) >= 2 and ("cycles" in ax.get_xlabel() or "pixels" in ax.get_xlabel())
-    assert any(len(ax.get_yticks()) >= 2 and ("cycles" in ax.get_ylabel() or "pixels" in ax.get_ylabel())
-               for ax in panels)
+    assert any(
+        len(ax.get_yticks()) >= 2 and ("cycles" in ax.get_ylabel() or "pixels" in ax.get_ylabel()) for ax in panels
+    )

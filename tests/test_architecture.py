@@ -3,6 +3,7 @@
 Each rule is a function of the import graph that returns its violations, so that a test of the test can show it
 failing on a graph with one deliberate violation.
 """
+
 from __future__ import annotations
 
 import ast
@@ -15,8 +16,18 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 FAMILIES = ("fdconv", "kernel_bank", "kernel_warehouse", "freqfusion", "uniconvnet")
-CORE = ("freqdyn", "freqdyn.layers", "freqdyn.models", "freqdyn.targets", "freqdyn.convert", "freqdyn.checkpoint",
-        "freqdyn.profile", "freqdyn.analysis", "freqdyn.version", "freqdyn.tools")  # and everything below them
+CORE = (
+    "freqdyn",
+    "freqdyn.layers",
+    "freqdyn.models",
+    "freqdyn.targets",
+    "freqdyn.convert",
+    "freqdyn.checkpoint",
+    "freqdyn.profile",
+    "freqdyn.analysis",
+    "freqdyn.version",
+    "freqdyn.tools",
+)  # and everything below them
 PROGRAM_MODE = SRC / "freqdyn" / "layers" / "_common" / "program_mode.py"
 QUERIES = ("exporting", "compiling", "functorch_active")
 
@@ -111,6 +122,7 @@ def core_imports_no_integration(graph: Graph) -> list[str]:
 def import_cycles(graph: Graph) -> list[str]:
     """Cycles among modules in an import-time graph (a package's ``__init__`` re-exporting its own modules is not
     one: only imports that leave a package can close a circle; a lazy import in a function cannot)."""
+
     def edges(module: str) -> set[str]:
         return {t for t in graph.get(module, ()) if not t.startswith(module + ".")}
 
@@ -167,9 +179,14 @@ def program_mode_askers() -> dict[str, set[str]]:
     return askers
 
 
-TORCH_QUERIES = ("torch.compiler.is_compiling", "torch.compiler.is_exporting", "torch.jit.is_tracing",
-                 "torch.onnx.is_in_onnx_export", "torch._dynamo.is_compiling",
-                 "torch._C._are_functorch_transforms_active")
+TORCH_QUERIES = (
+    "torch.compiler.is_compiling",
+    "torch.compiler.is_exporting",
+    "torch.jit.is_tracing",
+    "torch.onnx.is_in_onnx_export",
+    "torch._dynamo.is_compiling",
+    "torch._C._are_functorch_transforms_active",
+)
 
 
 def torch_mode_queries() -> list[str]:
@@ -220,14 +237,17 @@ def test_the_dispatch_table_names_exactly_the_files_that_ask():
     assert dispatch_table(DOCS.read_text()) == program_mode_askers()
 
 
-@pytest.mark.parametrize("rule,edge", [
-    (families_import_no_family, ("freqdyn.layers.fdconv.conv", "freqdyn.layers.kernel_bank.expert_conv")),
-    (families_import_no_family, ("freqdyn.layers._common.modulation", "freqdyn.layers.fdconv")),
-    (outside_reads_public_names, ("freqdyn.analysis", "freqdyn.layers._common.checks")),
-    (outside_reads_public_names, ("freqdyn.profile", "freqdyn.layers.fdconv.spectrum")),
-    (core_imports_no_integration, ("freqdyn.convert", "freqdyn.integrations.ultralytics")),
-    (import_cycles, ("freqdyn.targets", "freqdyn.convert")),
-])
+@pytest.mark.parametrize(
+    "rule,edge",
+    [
+        (families_import_no_family, ("freqdyn.layers.fdconv.conv", "freqdyn.layers.kernel_bank.expert_conv")),
+        (families_import_no_family, ("freqdyn.layers._common.modulation", "freqdyn.layers.fdconv")),
+        (outside_reads_public_names, ("freqdyn.analysis", "freqdyn.layers._common.checks")),
+        (outside_reads_public_names, ("freqdyn.profile", "freqdyn.layers.fdconv.spectrum")),
+        (core_imports_no_integration, ("freqdyn.convert", "freqdyn.integrations.ultralytics")),
+        (import_cycles, ("freqdyn.targets", "freqdyn.convert")),
+    ],
+)
 def test_each_rule_fails_on_a_deliberate_violation(rule, edge):
     graph = import_graph(import_time=rule is import_cycles)
     module, target = edge

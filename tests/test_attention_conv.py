@@ -1,4 +1,5 @@
 """The attention branches' 1-D channel conv: its sliding-window matmul and hand-written backward against F.conv1d."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """attention_norm ('batch', 'frozen', 'layer') of FDConv and ODConv, against the formulas; NaN isolation."""
+
 import pytest
 import torch
 
@@ -33,7 +34,7 @@ def test_matches_the_formulas(kind, norm, training):
 def test_batch_independent_norms_give_each_sample_its_own_output_in_training(kind, norm):
     layer = perturb_(LAYERS[kind][0](norm), seed=4).train()
     x = torch.randn(5, 24, 6, 6)
-    loop = torch.cat([layer(x[i:i + 1]) for i in range(5)])
+    loop = torch.cat([layer(x[i : i + 1]) for i in range(5)])
     torch.testing.assert_close(layer(x), loop, rtol=1e-5, atol=1e-5)
 
 

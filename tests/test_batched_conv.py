@@ -14,8 +14,12 @@ CASES = [  # (in, out, kernel, stride, padding, dilation, groups)
 
 
 def per_sample(x, weight, bias, stride, padding, dilation, groups):
-    return torch.cat([F.conv2d(x[b:b + 1], weight[b], None if bias is None else bias[b], stride, padding, dilation,
-                               groups) for b in range(x.shape[0])])
+    return torch.cat(
+        [
+            F.conv2d(x[b : b + 1], weight[b], None if bias is None else bias[b], stride, padding, dilation, groups)
+            for b in range(x.shape[0])
+        ]
+    )
 
 
 def transposed_view_kernels(batch, case, dtype):
@@ -48,8 +52,9 @@ def test_channels_last_float32_and_gradcheck(case):
     x = torch.randn(2, cin, 6, 5)
     weight = transposed_view_kernels(2, case, torch.float32)
     ref = per_sample(x, weight, None, stride, padding, dilation, groups)
-    out = batched_conv2d(x.contiguous(memory_format=torch.channels_last), weight, None, stride, padding, dilation,
-                         groups)
+    out = batched_conv2d(
+        x.contiguous(memory_format=torch.channels_last), weight, None, stride, padding, dilation, groups
+    )
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     x = torch.randn(2, cin, 5, 4, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     matrix = torch.randn(2, cout * k[0], cin // groups * k[1], dtype=torch.float64, requires_grad=True)

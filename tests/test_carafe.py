@@ -31,8 +31,9 @@ def _kernels(batch, groups, k, height, width, dtype=torch.float64):
 @pytest.mark.parametrize("path", ["autograd function", "plain ops"])
 def test_matches_unfold_formulation(h, w, scale, out_h, out_w, k, groups, padding, path, monkeypatch):
     if path == "plain ops":  # the formulation taken under export and torch.func
-        monkeypatch.setattr(importlib.import_module("freqdyn.layers.freqfusion.carafe"), "may_use_custom_kernels",
-                            lambda: False)
+        monkeypatch.setattr(
+            importlib.import_module("freqdyn.layers.freqfusion.carafe"), "may_use_custom_kernels", lambda: False
+        )
     x = torch.randn(2, 8, h, w, dtype=torch.float64)
     kernels = _kernels(2, groups, k, out_h, out_w)
     out = carafe(x, kernels, k, groups, scale, padding)
@@ -82,12 +83,15 @@ def test_autograd_keeps_no_unfold_tensor():
     assert naive >= unfold_mb and ours < unfold_mb / 5
 
 
-@pytest.mark.parametrize("kernels_shape,kernel_size,groups,scale,match", [
-    ((1, 9, 10, 10), 3, 1, 1, "not 1x"),
-    ((1, 9, 16, 16), 3, 2, 2, "groups\\*k\\*k"),
-    ((1, 16, 16, 16), 4, 1, 2, "odd"),
-    ((1, 9, 13, 16), 3, 1, 2, "not 2x"),
-])
+@pytest.mark.parametrize(
+    "kernels_shape,kernel_size,groups,scale,match",
+    [
+        ((1, 9, 10, 10), 3, 1, 1, "not 1x"),
+        ((1, 9, 16, 16), 3, 2, 2, "groups\\*k\\*k"),
+        ((1, 16, 16, 16), 4, 1, 2, "odd"),
+        ((1, 9, 13, 16), 3, 1, 2, "not 2x"),
+    ],
+)
 def test_bad_arguments_raise_value_error(kernels_shape, kernel_size, groups, scale, match):
     with pytest.raises(ValueError, match=match):
         carafe(torch.randn(1, 4, 8, 8), torch.rand(kernels_shape), kernel_size, groups, scale)

@@ -1,4 +1,5 @@
 """Checkpoint conversion: a plain network's file becomes one that loads strictly into the converted network."""
+
 import pytest
 import torch
 
@@ -9,8 +10,9 @@ from freqdyn.cli import main
 torchvision = pytest.importorskip("torchvision")
 
 
-@pytest.mark.parametrize("to,options", [("fdconv", dict(kernel_num=8)), ("dyconv", dict(num_experts=2)),
-                                        ("odconv", dict(num_experts=2))])
+@pytest.mark.parametrize(
+    "to,options", [("fdconv", dict(kernel_num=8)), ("dyconv", dict(num_experts=2)), ("odconv", dict(num_experts=2))]
+)
 def test_converted_checkpoint_loads_strictly_and_computes_the_plain_network(to, options):
     torch.manual_seed(0)
     plain = torchvision.models.resnet18().eval()
@@ -28,8 +30,9 @@ def test_converted_checkpoint_loads_strictly_and_computes_the_plain_network(to, 
 def test_gating_follows_the_layer_not_the_authors_threshold():
     # the authors' converter skips min(O, I) < 32; the layer is dynamic above 16 channels
     conv = torch.nn.Conv2d(24, 24, 3)
-    state, report = convert_checkpoint({"c.weight": conv.weight.detach(), "c.bias": conv.bias.detach()}, "fdconv",
-                                       kernel_num=8)
+    state, report = convert_checkpoint(
+        {"c.weight": conv.weight.detach(), "c.bias": conv.bias.detach()}, "fdconv", kernel_num=8
+    )
     assert report.converted == ["c"] and "c.dft_weight" in state and "c.weight" not in state
 
 

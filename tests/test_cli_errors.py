@@ -1,4 +1,5 @@
 """The command line says what is wrong with the user's files and installs in one line, with a non-zero exit."""
+
 import io
 import re
 
@@ -31,8 +32,11 @@ CASES = ["truncated", "random", "text", "missing", "folder"]
 @pytest.mark.parametrize("command", ["convert-checkpoint", "analyze"])
 def test_an_unreadable_checkpoint_is_one_line_naming_the_file(case, command, tmp_path, capsys):
     path = _bad_files(tmp_path)[case]
-    argv = ([command, path, str(tmp_path / "out.pth")] if command == "convert-checkpoint" else
-            [command, "--model", "resnet18", "--to", "dyconv", "--checkpoint", path, "--out", str(tmp_path / "a")])
+    argv = (
+        [command, path, str(tmp_path / "out.pth")]
+        if command == "convert-checkpoint"
+        else [command, "--model", "resnet18", "--to", "dyconv", "--checkpoint", path, "--out", str(tmp_path / "a")]
+    )
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and path in err and "Traceback" not in err
@@ -51,8 +55,22 @@ def test_analyze_refuses_a_checkpoint_of_another_architecture(tmp_path, capsys):
     torchvision = pytest.importorskip("torchvision")
     path = tmp_path / "mobilenet.pth"
     torch.save(torchvision.models.mobilenet_v3_small().state_dict(), path)
-    assert main(["analyze", "--model", "resnet18", "--to", "dyconv", "--checkpoint", str(path),
-                 "--out", str(tmp_path / "a")]) == 2
+    assert (
+        main(
+            [
+                "analyze",
+                "--model",
+                "resnet18",
+                "--to",
+                "dyconv",
+                "--checkpoint",
+                str(path),
+                "--out",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "does not fit resnet18 -> dyconv" in err and re.search(r"holds \d+ of the model's \d+ keys \(\d+%", err)
     assert not (tmp_path / "a" / "erf.png").exists()
@@ -62,7 +80,8 @@ def test_profile_reports_the_size_a_detector_computes(capsys):
     pytest.importorskip("torchvision")
     assert main(["profile", "--model", "fasterrcnn_mobilenet_v3_large_320_fpn", "--to", "none", "--size", "64"]) == 0
     assert "at (1, 3, 320, 320), the size fasterrcnn_mobilenet_v3_large_320_fpn resizes its (1, 3, 64, 64)" in (
-        capsys.readouterr().out)
+        capsys.readouterr().out
+    )
 
 
 def test_torchvision_pairs_follow_torch():

@@ -3,6 +3,7 @@
 Dynamo alone (CompileCounter) counts graphs; AOTAutograd (aot_eager) checks the compiled backward, including
 FBM's opaque low-pass operator. Inductor's code generation is not run here (minutes on 2 cores; see BENCHMARKS.md).
 """
+
 import copy
 
 import pytest
@@ -79,10 +80,13 @@ def test_compiled_training_step_matches_eager(kind):
 @pytest.mark.slow
 def test_freqfusion_compiled_training_is_one_graph_for_new_sizes():
     ff = perturb_(FreqFusion(16, 16, lowpass_kernel=3), seed=5).double().train()  # 3x3: a smaller trace
-    counter = _assert_compiled_training_matches_eager(ff, [
-        (torch.randn(b, 16, 2 * h, 2 * w, dtype=torch.float64), torch.randn(b, 16, h, w, dtype=torch.float64))
-        for b, h, w in [(2, 4, 5), (3, 6, 3)]
-    ])
+    counter = _assert_compiled_training_matches_eager(
+        ff,
+        [
+            (torch.randn(b, 16, 2 * h, 2 * w, dtype=torch.float64), torch.randn(b, 16, h, w, dtype=torch.float64))
+            for b, h, w in [(2, 4, 5), (3, 6, 3)]
+        ],
+    )
     assert counter.frame_count == 1
 
 
@@ -115,18 +119,25 @@ def test_fbm_low_pass_operator_gradient_is_its_adjoint():
 def test_every_public_layer_compiles_or_is_opted_out():
     from helpers import assert_covered
 
-    assert_covered({type(build()).__name__ for build in LAYERS.values()} | {"FDLinear", "FreqFusion"}, {
-        "FDLinearQwen": "FDLinear's synthesis; its packed (cu_seqlens) path loops over sequences",
-        "FreqFusionFPN": "FreqFusion (tested) plus plain convs",
-        "MRFA": "plain depthwise convs and LayerNorm: nothing size-dependent",
-        "UniConvNetBlock": "MRFA plus plain layers",
-        "UniConvNet": "its blocks; DCNv3 is grid_sample",
-        "DCNv3": "grid_sample and plain ops",
-        "FrequencyBandModulation": "inside FDConv (fdconv rows)",
-        "StarReLU": "elementwise", "DropPath": "elementwise", "LayerNorm2d": "nn.LayerNorm",
-        "KWConv1d": "KWConv2d's code with F.conv1d", "KWConv3d": "KWConv2d's code with F.conv3d",
-        "KWLinear": "a KWConv1d", "WarehouseManager": "holds the cells (the kw row's)",
-    })
+    assert_covered(
+        {type(build()).__name__ for build in LAYERS.values()} | {"FDLinear", "FreqFusion"},
+        {
+            "FDLinearQwen": "FDLinear's synthesis; its packed (cu_seqlens) path loops over sequences",
+            "FreqFusionFPN": "FreqFusion (tested) plus plain convs",
+            "MRFA": "plain depthwise convs and LayerNorm: nothing size-dependent",
+            "UniConvNetBlock": "MRFA plus plain layers",
+            "UniConvNet": "its blocks; DCNv3 is grid_sample",
+            "DCNv3": "grid_sample and plain ops",
+            "FrequencyBandModulation": "inside FDConv (fdconv rows)",
+            "StarReLU": "elementwise",
+            "DropPath": "elementwise",
+            "LayerNorm2d": "nn.LayerNorm",
+            "KWConv1d": "KWConv2d's code with F.conv1d",
+            "KWConv3d": "KWConv2d's code with F.conv3d",
+            "KWLinear": "a KWConv1d",
+            "WarehouseManager": "holds the cells (the kw row's)",
+        },
+    )
 
 
 @pytest.mark.slow  # dynamo traces a whole ResNet-18 twice (~20 s on 2 cores)

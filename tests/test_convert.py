@@ -4,8 +4,12 @@ import torch.nn as nn
 
 from freqdyn import CondConv2d, DynamicConv2d, FDConv, FDLinear, ODConv2d, convert, format_overhead, param_overhead
 
-TARGETS = {"fdconv": (FDConv, {"kernel_num": 8}), "dyconv": (DynamicConv2d, {"num_experts": 3}),
-           "condconv": (CondConv2d, {"num_experts": 3}), "odconv": (ODConv2d, {"num_experts": 3})}
+TARGETS = {
+    "fdconv": (FDConv, {"kernel_num": 8}),
+    "dyconv": (DynamicConv2d, {"num_experts": 3}),
+    "condconv": (CondConv2d, {"num_experts": 3}),
+    "odconv": (ODConv2d, {"num_experts": 3}),
+}
 
 
 @pytest.mark.slow  # five ResNet-50 conversions; FDConv's +3.6M row is the headline claim
@@ -70,8 +74,9 @@ def test_convert_selectors_and_shared_modules():
 
 def test_conv2d_subclasses_are_listed_as_skipped_with_the_reason():
     timm_layers = pytest.importorskip("timm.layers")
-    model = nn.Sequential(timm_layers.StdConv2d(24, 32, 3), timm_layers.Conv2dSame(32, 32, 3, stride=2),
-                          nn.Conv2d(32, 32, 3))
+    model = nn.Sequential(
+        timm_layers.StdConv2d(24, 32, 3), timm_layers.Conv2dSame(32, 32, 3, stride=2), nn.Conv2d(32, 32, 3)
+    )
     report = convert(model, "fdconv", kernel_num=8)
     assert report.replaced == ["2"]
     assert set(report.skipped) == {"0", "1"}
@@ -80,8 +85,16 @@ def test_conv2d_subclasses_are_listed_as_skipped_with_the_reason():
     assert isinstance(model[0], timm_layers.StdConv2d)
 
 
-@pytest.mark.parametrize("name,kwargs", [("StdConv2d", {}), ("ScaledStdConv2d", {}), ("StdConv2dSame", {}),
-                                         ("ScaledStdConv2dSame", {"stride": 1}), ("StdConv2d", {"stride": 2})])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("StdConv2d", {}),
+        ("ScaledStdConv2d", {}),
+        ("StdConv2dSame", {}),
+        ("ScaledStdConv2dSame", {"stride": 1}),
+        ("StdConv2d", {"stride": 2}),
+    ],
+)
 @pytest.mark.parametrize("target", sorted(TARGETS))
 def test_weight_standardised_convs_convert_by_opt_in(name, kwargs, target):
     """bake_standardization=True: the converted layer starts from the standardised kernel (same function, an
@@ -101,8 +114,13 @@ def test_weight_standardised_convs_convert_by_opt_in(name, kwargs, target):
     kernel = (w - mean) / torch.sqrt(var + conv.eps) * (conv.gain * conv.scale if hasattr(conv, "gain") else 1)
     x = torch.randn(2, 32, 9, 10)
     same = "Same" in name and conv.same_pad
-    expected = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 1, 1)) if same else x, kernel,
-                                          conv.bias, conv.stride, 0 if same else conv.padding)
+    expected = torch.nn.functional.conv2d(
+        torch.nn.functional.pad(x, (1, 1, 1, 1)) if same else x,
+        kernel,
+        conv.bias,
+        conv.stride,
+        0 if same else conv.padding,
+    )
     torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-4)
 
 

@@ -1,4 +1,5 @@
 """A DistributedDataParallel training step (gloo, 2 CPU processes) through every dynamic layer."""
+
 import os
 import socket
 
@@ -19,12 +20,18 @@ def _model() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
         DynamicConv2d.from_conv(nn.Conv2d(8, 24, 3, padding=1), num_experts=3, temperature=1.0),
-        nn.BatchNorm2d(24), nn.ReLU(),
-        ODConv2d(24, 24, 3, padding=1, groups=24), nn.ReLU(),
-        CondConv2d(24, 32, 1, num_experts=2), nn.ReLU(),
-        FDConv(32, 32, 3, padding=1, kernel_num=4), nn.ReLU(),
+        nn.BatchNorm2d(24),
+        nn.ReLU(),
+        ODConv2d(24, 24, 3, padding=1, groups=24),
+        nn.ReLU(),
+        CondConv2d(24, 32, 1, num_experts=2),
+        nn.ReLU(),
+        FDConv(32, 32, 3, padding=1, kernel_num=4),
+        nn.ReLU(),
         KWConv2d.standalone(32, 32, 3, padding=1, cell_num_ratio=2),  # its warehouse, temperature and statistics
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 3),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 3),
     )
 
 
@@ -45,8 +52,13 @@ def _worker(rank: int, port: int, queue) -> None:
         gathered = [torch.empty_like(grads) for _ in range(WORLD)]
         dist.all_gather(gathered, grads)
         if rank == 0:
-            queue.put((gathered[0].abs().sum().item(), (gathered[0] - gathered[1]).abs().max().item(),
-                       sum(p.grad is None for p in model.parameters())))
+            queue.put(
+                (
+                    gathered[0].abs().sum().item(),
+                    (gathered[0] - gathered[1]).abs().max().item(),
+                    sum(p.grad is None for p in model.parameters()),
+                )
+            )
         dist.barrier()  # both ranks done before either tears down (gloo can abort a rank whose peer left first)
         del model, optimizer  # DDP's reducer holds the process group
     finally:

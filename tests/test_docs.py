@@ -1,4 +1,5 @@
 """The documentation runs: README's quick start executes, and every relative link in README and docs/ resolves."""
+
 import re
 from pathlib import Path
 

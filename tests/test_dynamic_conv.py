@@ -123,23 +123,29 @@ def test_batch_of_one_trains(cls):
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=NAMES)
-@pytest.mark.parametrize("bad,match", [
-    (torch.randn(2, 8, 5, 5), "expected 16 input channels"),
-    (torch.randn(16, 5, 5), "4-D"),
-    (torch.ones(2, 16, 5, 5, dtype=torch.long), "floating-point"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (torch.randn(2, 8, 5, 5), "expected 16 input channels"),
+        (torch.randn(16, 5, 5), "4-D"),
+        (torch.ones(2, 16, 5, 5, dtype=torch.long), "floating-point"),
+    ],
+)
 def test_bad_input_raises_value_error(cls, bad, match):
     with pytest.raises(ValueError, match=match):
         cls(16, 24, 3)(bad)
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=NAMES)
-@pytest.mark.parametrize("kwargs,match", [
-    ({"num_experts": 0}, "num_experts"),
-    ({"groups": 5}, "groups"),
-    ({"padding": "full"}, "padding"),
-    ({"stride": 0}, "positive"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"num_experts": 0}, "num_experts"),
+        ({"groups": 5}, "groups"),
+        ({"padding": "full"}, "padding"),
+        ({"stride": 0}, "positive"),
+    ],
+)
 def test_bad_arguments_raise_value_error(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
         cls(16, 24, 3, **kwargs)
@@ -211,9 +217,13 @@ def test_temperature_sharpens_the_attention():
     assert (sharp.max(1).values > soft.max(1).values).all()
 
 
-LAYOUT_KINDS = {"fdconv": lambda c: FDConv.from_conv(c, kernel_num=4),
-                "fdconv-feature": lambda c: FDConv.from_conv(c, kernel_num=4, aggregation="feature"),
-                "dyconv": DynamicConv2d.from_conv, "condconv": CondConv2d.from_conv, "odconv": ODConv2d.from_conv}
+LAYOUT_KINDS = {
+    "fdconv": lambda c: FDConv.from_conv(c, kernel_num=4),
+    "fdconv-feature": lambda c: FDConv.from_conv(c, kernel_num=4, aggregation="feature"),
+    "dyconv": DynamicConv2d.from_conv,
+    "condconv": CondConv2d.from_conv,
+    "odconv": ODConv2d.from_conv,
+}
 
 
 def _layout(t: torch.Tensor) -> tuple[bool, bool]:

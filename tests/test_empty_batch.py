@@ -1,6 +1,7 @@
 """Empty batches (B = 0) behave as in nn.Conv2d / nn.Linear: an empty output, forward and backward, and a zero
 gradient for every parameter (as nn.Conv2d gives its weight); also through torchvision's Mask R-CNN, whose mask
 head runs on B = 0 when an image has no detections."""
+
 import pytest
 import torch
 import torch.nn as nn
@@ -62,12 +63,18 @@ def test_fdlinear_empty_input_matches_linear(shape, cls):
 
 
 MODULES = {
-    "freqfusion": (lambda: FreqFusion(16, 24, compressed_channels=16, feature_resample=True),
-                   lambda b: (torch.randn(b, 16, 8, 10), torch.randn(b, 24, 4, 5))),
-    "freqfusion-odd": (lambda: FreqFusion(16, 24, compressed_channels=16, semi_conv=False, hamming_window=False),
-                       lambda b: (torch.randn(b, 16, 9, 11), torch.randn(b, 24, 5, 6))),
-    "fpn": (lambda: FreqFusionFPN([8, 16, 16], 16, num_outs=4),
-            lambda b: ([torch.randn(b, 8, 16, 16), torch.randn(b, 16, 8, 8), torch.randn(b, 16, 4, 4)],)),
+    "freqfusion": (
+        lambda: FreqFusion(16, 24, compressed_channels=16, feature_resample=True),
+        lambda b: (torch.randn(b, 16, 8, 10), torch.randn(b, 24, 4, 5)),
+    ),
+    "freqfusion-odd": (
+        lambda: FreqFusion(16, 24, compressed_channels=16, semi_conv=False, hamming_window=False),
+        lambda b: (torch.randn(b, 16, 9, 11), torch.randn(b, 24, 5, 6)),
+    ),
+    "fpn": (
+        lambda: FreqFusionFPN([8, 16, 16], 16, num_outs=4),
+        lambda b: ([torch.randn(b, 8, 16, 16), torch.randn(b, 16, 8, 8), torch.randn(b, 16, 4, 4)],),
+    ),
     "fbm": (lambda: FrequencyBandModulation(16, spatial_group=2), lambda b: (torch.randn(b, 16, 9, 10),)),
     "mrfa": (lambda: MRFA(16), lambda b: (torch.randn(b, 16, 9, 9),)),
     "uniconvnet-block": (lambda: UniConvNetBlock(16, drop_path=0.1), lambda b: (torch.randn(b, 16, 9, 9),)),
@@ -96,16 +103,19 @@ def test_mask_rcnn_mask_head_with_no_detections(kind):
     positive (training on an image without objects)."""
     torchvision = pytest.importorskip("torchvision")
     model = torchvision.models.detection.maskrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=3, min_size=64, max_size=64,
-        box_score_thresh=1.0)  # no score reaches 1: no detections
+        weights=None, weights_backbone=None, num_classes=3, min_size=64, max_size=64, box_score_thresh=1.0
+    )  # no score reaches 1: no detections
     report = convert(model.roi_heads.mask_head, kind, **({"kernel_num": 8} if kind == "fdconv" else {}))
     assert len(report.replaced) == 4
     image = torch.rand(3, 64, 64)
     with torch.no_grad():
         (result,) = model.eval()([image])
     assert result["masks"].shape == (0, 1, 64, 64)
-    target = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
-              "masks": torch.zeros(0, 64, 64, dtype=torch.uint8)}
+    target = {
+        "boxes": torch.zeros(0, 4),
+        "labels": torch.zeros(0, dtype=torch.int64),
+        "masks": torch.zeros(0, 64, 64, dtype=torch.uint8),
+    }
     losses = model.train()([image], [target])
     sum(losses.values()).backward()
     assert_zero_gradients(model.roi_heads.mask_head)

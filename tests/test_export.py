@@ -1,4 +1,5 @@
 """Export paths: ONNX (dynamo exporter) run in onnxruntime, TorchScript trace, torch.compile without graph breaks."""
+
 import warnings
 
 import pytest
@@ -55,13 +56,20 @@ def test_torchscript_onnx_export_runs_at_other_batch_and_image_sizes(masks, spat
     from helpers import perturb_
 
     torch.manual_seed(1)
-    module = perturb_(FDConv(16, 24, 3, padding=1, kernel_num=4, fbm_masks=masks, fbm_spatial_group=spatial_group),
-                      scale=0.3).eval()
+    module = perturb_(
+        FDConv(16, 24, 3, padding=1, kernel_num=4, fbm_masks=masks, fbm_spatial_group=spatial_group), scale=0.3
+    ).eval()
     path = tmp_path / "fdconv.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.randn(1, 16, 32, 32),), str(path), dynamo=False, input_names=["x"],
-                          dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"}})
+        torch.onnx.export(
+            module,
+            (torch.randn(1, 16, 32, 32),),
+            str(path),
+            dynamo=False,
+            input_names=["x"],
+            dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"}},
+        )
     session = onnxruntime.InferenceSession(str(path))
     for shape in [(1, 16, 32, 32), (2, 16, 32, 32), (1, 16, 48, 40), (2, 16, 100, 66)]:
         inp = torch.randn(shape)
@@ -142,13 +150,23 @@ def test_jit_script_fails_with_a_message_that_says_to_trace(name):
 def test_every_public_layer_exports_or_is_opted_out():
     from helpers import assert_covered
 
-    assert_covered({type(m).__name__ for m in _modules().values()} | {"FreqFusion"}, {
-        "CondConv2d": "the kernel-bank path of DY-Conv (tested)",
-        "FDLinear": "FDConv's synthesis (tested) as a matmul", "FDLinearQwen": "FDLinear's",
-        "FreqFusionFPN": "FreqFusion (tested) plus plain convs",
-        "UniConvNetBlock": "MRFA (tested) plus plain layers", "UniConvNet": "its blocks", "DCNv3": "grid_sample",
-        "FrequencyBandModulation": "inside FDConv (tested)",
-        "StarReLU": "elementwise", "DropPath": "the identity in eval", "LayerNorm2d": "nn.LayerNorm",
-        "KWConv1d": "KWConv2d's code with F.conv1d", "KWConv3d": "KWConv2d's code with F.conv3d",
-        "KWLinear": "a KWConv1d", "WarehouseManager": "holds the cells (the kw row's)",
-    })
+    assert_covered(
+        {type(m).__name__ for m in _modules().values()} | {"FreqFusion"},
+        {
+            "CondConv2d": "the kernel-bank path of DY-Conv (tested)",
+            "FDLinear": "FDConv's synthesis (tested) as a matmul",
+            "FDLinearQwen": "FDLinear's",
+            "FreqFusionFPN": "FreqFusion (tested) plus plain convs",
+            "UniConvNetBlock": "MRFA (tested) plus plain layers",
+            "UniConvNet": "its blocks",
+            "DCNv3": "grid_sample",
+            "FrequencyBandModulation": "inside FDConv (tested)",
+            "StarReLU": "elementwise",
+            "DropPath": "the identity in eval",
+            "LayerNorm2d": "nn.LayerNorm",
+            "KWConv1d": "KWConv2d's code with F.conv1d",
+            "KWConv3d": "KWConv2d's code with F.conv3d",
+            "KWLinear": "a KWConv1d",
+            "WarehouseManager": "holds the cells (the kw row's)",
+        },
+    )

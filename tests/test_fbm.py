@@ -66,8 +66,9 @@ def test_neutral_state_is_identity_and_output_keeps_dtype():
     assert half.dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize("channels,groups,size", [(4, 2, (9, 10)), (16, 1, (9, 10)), (16, 2, (7, 5)), (24, 1, (1, 6)),
-                                                  (8, 1, (2, 2))])
+@pytest.mark.parametrize(
+    "channels,groups,size", [(4, 2, (9, 10)), (16, 1, (9, 10)), (16, 2, (7, 5)), (24, 1, (1, 6)), (8, 1, (2, 2))]
+)
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("transform", ["separable", "fft"])
 def test_modulated_bands_match_independent_sum(channels, groups, size, channels_last, transform):
@@ -95,9 +96,18 @@ def test_gradcheck(channels, groups, transform):
     assert gradcheck_module(fbm, x)
 
 
-@pytest.mark.parametrize("kwargs", [dict(k_list=()), dict(k_list=(4, 2)), dict(spatial_group=3), dict(act="relu"),
-                                    dict(spatial_kernel=2), dict(masks="box"),
-                                    dict(transform="dft")])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(k_list=()),
+        dict(k_list=(4, 2)),
+        dict(spatial_group=3),
+        dict(act="relu"),
+        dict(spatial_kernel=2),
+        dict(masks="box"),
+        dict(transform="dft"),
+    ],
+)
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         FrequencyBandModulation(8, **kwargs)
@@ -149,5 +159,4 @@ def test_low_passes_are_symmetric_and_the_band_sum_backward_matches_finite_diffe
         torch.testing.assert_close(matrix, matrix.t(), rtol=0, atol=1e-12)
     x = torch.randn(2, 2, 3, height, width, dtype=torch.float64, requires_grad=True)
     att = torch.rand(2, 2, 3, height, width, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: fft_band_modulation(a, b, (2, 4, 8), masks), (x, att),
-                                    fast_mode=True)
+    assert torch.autograd.gradcheck(lambda a, b: fft_band_modulation(a, b, (2, 4, 8), masks), (x, att), fast_mode=True)

@@ -28,8 +28,9 @@ def test_from_conv_equals_conv_at_neutral_attention(case, training, device):
 @pytest.mark.parametrize("synthesis", ["fft", "basis"])
 def test_neutral_for_every_spectrum_split(kernel_num, param_ratio, aggregation, synthesis):
     conv = nn.Conv2d(24, 36, 3, padding=1)
-    layer = FDConv.from_conv(conv, kernel_num=kernel_num, param_ratio=param_ratio,
-                             aggregation=aggregation, synthesis=synthesis)
+    layer = FDConv.from_conv(
+        conv, kernel_num=kernel_num, param_ratio=param_ratio, aggregation=aggregation, synthesis=synthesis
+    )
     x = torch.randn(2, 24, 8, 8)
     torch.testing.assert_close(layer(x), conv(x), rtol=0, atol=1e-5)
     torch.testing.assert_close(layer.spatial_weight(), conv.weight, rtol=0, atol=1e-6)
@@ -56,11 +57,13 @@ def test_matches_naive_reference_with_random_attention(case, device):
 @pytest.mark.parametrize("param_ratio", [1, 2])
 def test_paths_agree_and_match_per_sample_loop(aggregation, synthesis, param_ratio):
     conv = nn.Conv2d(32, 40, 3, padding=1, groups=2)
-    layer = perturb_(FDConv.from_conv(conv, kernel_num=8, param_ratio=param_ratio, aggregation=aggregation,
-                                      synthesis=synthesis), seed=2).eval()
+    layer = perturb_(
+        FDConv.from_conv(conv, kernel_num=8, param_ratio=param_ratio, aggregation=aggregation, synthesis=synthesis),
+        seed=2,
+    ).eval()
     x = torch.randn(5, 32, 10, 9)
     y = layer(x)
-    loop = torch.cat([layer(x[i:i + 1]) for i in range(5)])
+    loop = torch.cat([layer(x[i : i + 1]) for i in range(5)])
     torch.testing.assert_close(y, loop, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(y, naive_fdconv(layer, x), rtol=1e-4, atol=1e-4)
 
@@ -76,13 +79,28 @@ def test_eval_cache_follows_weight_updates():
     assert not torch.allclose(first, second)
 
 
-@pytest.mark.parametrize("aggregation,synthesis,groups,training", [
-    pytest.param("weight", "fft", 1, True, marks=pytest.mark.slow),  # the full Jacobian
-    ("feature", "basis", 1, False), ("weight", "basis", 2, False), ("feature", "fft", 2, True),
-])
+@pytest.mark.parametrize(
+    "aggregation,synthesis,groups,training",
+    [
+        pytest.param("weight", "fft", 1, True, marks=pytest.mark.slow),  # the full Jacobian
+        ("feature", "basis", 1, False),
+        ("weight", "basis", 2, False),
+        ("feature", "fft", 2, True),
+    ],
+)
 def test_gradcheck_every_branch(aggregation, synthesis, groups, training):
-    layer = FDConv(4, 6, 3, padding=1, groups=groups, kernel_num=3, param_ratio=2,
-                   aggregation=aggregation, synthesis=synthesis, dtype=torch.float64)
+    layer = FDConv(
+        4,
+        6,
+        3,
+        padding=1,
+        groups=groups,
+        kernel_num=3,
+        param_ratio=2,
+        aggregation=aggregation,
+        synthesis=synthesis,
+        dtype=torch.float64,
+    )
     perturb_(layer, seed=4).train(training)
     assert layer.FBM is not None and layer.KSM_Local is not None and layer.KSM_Global.kernel_fc is not None
     # the full (slow) Jacobian check once, the fast random-projection check elsewhere
@@ -90,8 +108,18 @@ def test_gradcheck_every_branch(aggregation, synthesis, groups, training):
 
 
 def test_gradcheck_tanh_acts_and_fbm_groups():
-    layer = FDConv(4, 4, 3, padding=1, kernel_num=2, ksm_act="tanh", fbm_act="tanh",
-                   fbm_spatial_group=2, stride=2, dtype=torch.float64)
+    layer = FDConv(
+        4,
+        4,
+        3,
+        padding=1,
+        kernel_num=2,
+        ksm_act="tanh",
+        fbm_act="tanh",
+        fbm_spatial_group=2,
+        stride=2,
+        dtype=torch.float64,
+    )
     assert gradcheck_module(perturb_(layer, seed=5), torch.randn(2, 4, 6, 5, dtype=torch.float64))
 
 
@@ -100,9 +128,15 @@ def test_every_parameter_gets_a_gradient():
     layer(torch.randn(2, 32, 8, 8)).square().mean().backward()
     missing = [n for n, p in layer.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     # heads and the local conv start at zero, so what feeds them sees zero gradient on the first step only
-    assert set(missing) <= {"KSM_Global.fc.weight", "KSM_Global.bn.weight", "KSM_Global.bn.bias",
-                            "KSM_Global.relu.scale", "KSM_Global.relu.bias", "KSM_Local.norm.weight",
-                            "KSM_Local.norm.bias"}, missing
+    assert set(missing) <= {
+        "KSM_Global.fc.weight",
+        "KSM_Global.bn.weight",
+        "KSM_Global.bn.bias",
+        "KSM_Global.relu.scale",
+        "KSM_Global.relu.bias",
+        "KSM_Local.norm.weight",
+        "KSM_Local.norm.bias",
+    }, missing
     perturb_(layer, seed=6).zero_grad()
     layer(torch.randn(2, 32, 8, 8)).square().mean().backward()
     for n, p in layer.named_parameters():
@@ -131,10 +165,16 @@ def test_checkpoint_without_group_buffer_loads_strictly():
     assert torch.equal(clone(x), layer(x))
 
 
-@pytest.mark.parametrize("args,dynamic", [
-    ((16, 32, 3), False), ((17, 17, 3), True), ((32, 32, 5), False), ((32, 32, (1, 3)), True),
-    ((32, 32, (3, 5)), False),
-])
+@pytest.mark.parametrize(
+    "args,dynamic",
+    [
+        ((16, 32, 3), False),
+        ((17, 17, 3), True),
+        ((32, 32, 5), False),
+        ((32, 32, (1, 3)), True),
+        ((32, 32, (3, 5)), False),
+    ],
+)
 def test_the_official_gating_is_a_policy_returning_fdconv_or_conv2d(args, dynamic):
     """min(in, out) <= 16 or a kernel side outside {1, 3}: nn.Conv2d with the authors' keys (weight, bias)."""
     built = gated_fdconv(*args, padding=0, kernel_num=4)
@@ -165,29 +205,35 @@ def test_batch_of_one_trains():
     torch.testing.assert_close(y, layer.eval()(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("bad,match", [
-    (lambda: torch.randn(2, 31, 8, 8), "32 input channels"),
-    (lambda: torch.randn(32, 8, 8), "4-D"),
-    (lambda: torch.ones(2, 32, 8, 8, dtype=torch.int64), "floating-point"),
-    (lambda: torch.randn(2, 32, 0, 8), "empty spatial"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (lambda: torch.randn(2, 31, 8, 8), "32 input channels"),
+        (lambda: torch.randn(32, 8, 8), "4-D"),
+        (lambda: torch.ones(2, 32, 8, 8, dtype=torch.int64), "floating-point"),
+        (lambda: torch.randn(2, 32, 0, 8), "empty spatial"),
+    ],
+)
 def test_bad_input_raises_value_error(bad, match):
     layer = FDConv(32, 32, 3, padding=1, kernel_num=8)
     with pytest.raises(ValueError, match=match):
         layer(bad())
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(groups=3), "groups"),
-    (dict(padding="same", stride=2), "same"),
-    (dict(padding_mode="mirror"), "padding_mode"),
-    (dict(kernel_num=10**7), "kernel_num"),
-    (dict(param_ratio=0), "param_ratio"),
-    (dict(aggregation="x"), "aggregation"),
-    (dict(ksm_act="relu"), "ksm_act"),
-    (dict(fbm_spatial_group=5), "spatial_group"),
-    (dict(kernel_size=(3, 3, 3)), "kernel_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(groups=3), "groups"),
+        (dict(padding="same", stride=2), "same"),
+        (dict(padding_mode="mirror"), "padding_mode"),
+        (dict(kernel_num=10**7), "kernel_num"),
+        (dict(param_ratio=0), "param_ratio"),
+        (dict(aggregation="x"), "aggregation"),
+        (dict(ksm_act="relu"), "ksm_act"),
+        (dict(fbm_spatial_group=5), "spatial_group"),
+        (dict(kernel_size=(3, 3, 3)), "kernel_size"),
+    ],
+)
 def test_bad_arguments_raise_value_error(kwargs, match):
     args = dict(in_channels=32, out_channels=32, kernel_size=3, padding=1)
     args.update(kwargs)
@@ -376,9 +422,15 @@ def test_high_learning_rate_collapse_and_the_temperature_remedy():
     def train(**temps) -> tuple[list[str], list[FDConv]]:
         torch.manual_seed(0)
         layers = [FDConv(32, 32, 3, padding=1, kernel_num=8, **temps) for _ in range(2)]
-        net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-                            *[m for layer in layers for m in (layer, nn.BatchNorm2d(32), nn.ReLU())],
-                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 4))
+        net = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            *[m for layer in layers for m in (layer, nn.BatchNorm2d(32), nn.ReLU())],
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(32, 4),
+        )
         watch_saturation(net)
         optimiser = torch.optim.SGD(net.parameters(), lr=0.3, momentum=0.9)
         data = torch.Generator().manual_seed(1)
@@ -412,8 +464,9 @@ def test_official_ratio_scaling_adds_the_copies(param_ratio, cls):
     def build(scaling: str) -> nn.Module:
         torch.manual_seed(5)
         if cls == "conv":
-            return FDConv(24, 32, 3, padding=1, kernel_num=4, param_ratio=param_ratio, ratio_scaling=scaling,
-                          dtype=torch.float64)
+            return FDConv(
+                24, 32, 3, padding=1, kernel_num=4, param_ratio=param_ratio, ratio_scaling=scaling, dtype=torch.float64
+            )
         return FDLinear(24, 32, kernel_num=4, param_ratio=param_ratio, ratio_scaling=scaling, dtype=torch.float64)
 
     mean, official = perturb_(build("mean"), seed=14).eval(), build("official").eval()

@@ -153,9 +153,17 @@ def test_fpn_builds_from_an_mmdet_neck_config():
     mm_registry = pytest.importorskip("mmengine.registry")
     import freqdyn.integrations.mmengine  # noqa: F401
 
-    neck = mm_registry.MODELS.build(dict(type="FreqFusionFPN", in_channels=[8, 16, 24, 32], out_channels=16,
-                                         start_level=0, add_extra_convs="on_input", num_outs=5,
-                                         init_cfg=dict(type="Xavier", layer="Conv2d", distribution="uniform")))
+    neck = mm_registry.MODELS.build(
+        dict(
+            type="FreqFusionFPN",
+            in_channels=[8, 16, 24, 32],
+            out_channels=16,
+            start_level=0,
+            add_extra_convs="on_input",
+            num_outs=5,
+            init_cfg=dict(type="Xavier", layer="Conv2d", distribution="uniform"),
+        )
+    )
     assert [o.shape[-1] for o in neck(_pyramid())] == [32, 16, 8, 4, 2]
 
 

@@ -143,24 +143,30 @@ def test_state_dict_round_trip():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"compressed_channels": 12, "feature_resample": True}, "GroupNorm"),
-    ({"compressed_channels": 16, "feature_resample": True, "feature_resample_group": 3}, "feature_resample_group"),
-    ({"up_group": 3}, "up_group"),
-    ({"scale_factor": 2}, "scale_factor"),
-    ({"lowpass_kernel": 4}, "odd"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"compressed_channels": 12, "feature_resample": True}, "GroupNorm"),
+        ({"compressed_channels": 16, "feature_resample": True, "feature_resample_group": 3}, "feature_resample_group"),
+        ({"up_group": 3}, "up_group"),
+        ({"scale_factor": 2}, "scale_factor"),
+        ({"lowpass_kernel": 4}, "odd"),
+    ],
+)
 def test_bad_arguments_raise_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         FreqFusion(16, 24, **kwargs)
 
 
-@pytest.mark.parametrize("hr,lr,match", [
-    (torch.randn(1, 16, 16, 16), torch.randn(1, 24, 4, 4), "not 2x"),
-    (torch.randn(1, 8, 16, 16), torch.randn(1, 24, 8, 8), "expected 16 input channels"),
-    (torch.randn(2, 16, 16, 16), torch.randn(1, 24, 8, 8), "batch sizes differ"),
-    (torch.randn(16, 16, 16), torch.randn(1, 24, 8, 8), "4-D"),
-])
+@pytest.mark.parametrize(
+    "hr,lr,match",
+    [
+        (torch.randn(1, 16, 16, 16), torch.randn(1, 24, 4, 4), "not 2x"),
+        (torch.randn(1, 8, 16, 16), torch.randn(1, 24, 8, 8), "expected 16 input channels"),
+        (torch.randn(2, 16, 16, 16), torch.randn(1, 24, 8, 8), "batch sizes differ"),
+        (torch.randn(16, 16, 16), torch.randn(1, 24, 8, 8), "4-D"),
+    ],
+)
 def test_bad_input_raises_value_error(hr, lr, match):
     with pytest.raises(ValueError, match=match):
         FreqFusion(16, 24, compressed_channels=16)(hr, lr)
@@ -170,8 +176,9 @@ def test_half_precision_and_channels_last():
     layer = perturbed(FreqFusion(16, 16, compressed_channels=16, feature_resample=True), scale=0.05).eval()
     hr, lr = torch.randn(1, 16, 12, 12), torch.randn(1, 16, 6, 6)
     ref = layer(hr, lr)
-    out = layer.to(memory_format=torch.channels_last)(hr.to(memory_format=torch.channels_last),
-                                                      lr.to(memory_format=torch.channels_last))
+    out = layer.to(memory_format=torch.channels_last)(
+        hr.to(memory_format=torch.channels_last), lr.to(memory_format=torch.channels_last)
+    )
     for a, b in zip(out, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     bf = layer.to(torch.bfloat16)(hr.bfloat16(), lr.bfloat16())

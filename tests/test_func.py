@@ -1,4 +1,5 @@
 """torch.func transforms: vmap, model ensembles, grad and jacrev agree with loops and autograd."""
+
 import copy
 
 import pytest
@@ -117,13 +118,22 @@ def test_freqfusion_under_vmap_and_grad():
 def test_every_public_layer_is_transformed_or_opted_out():
     from helpers import assert_covered
 
-    assert_covered({type(build()).__name__ for build in CONVS.values()} | {"FDLinear", "FreqFusion"}, {
-        "FDLinearQwen": "FDLinear's synthesis and attention code",
-        "FreqFusionFPN": "FreqFusion (tested) plus plain convs",
-        "MRFA": "no in-place work, no buffers written: plain torch ops",
-        "UniConvNetBlock": "MRFA plus plain layers", "UniConvNet": "its blocks", "DCNv3": "grid_sample",
-        "FrequencyBandModulation": "inside FDConv (fdconv rows)",
-        "StarReLU": "elementwise", "DropPath": "elementwise", "LayerNorm2d": "nn.LayerNorm",
-        "KWConv1d": "KWConv2d's code with F.conv1d", "KWConv3d": "KWConv2d's code with F.conv3d",
-        "KWLinear": "a KWConv1d", "WarehouseManager": "holds the cells (the kw row's)",
-    })
+    assert_covered(
+        {type(build()).__name__ for build in CONVS.values()} | {"FDLinear", "FreqFusion"},
+        {
+            "FDLinearQwen": "FDLinear's synthesis and attention code",
+            "FreqFusionFPN": "FreqFusion (tested) plus plain convs",
+            "MRFA": "no in-place work, no buffers written: plain torch ops",
+            "UniConvNetBlock": "MRFA plus plain layers",
+            "UniConvNet": "its blocks",
+            "DCNv3": "grid_sample",
+            "FrequencyBandModulation": "inside FDConv (fdconv rows)",
+            "StarReLU": "elementwise",
+            "DropPath": "elementwise",
+            "LayerNorm2d": "nn.LayerNorm",
+            "KWConv1d": "KWConv2d's code with F.conv1d",
+            "KWConv3d": "KWConv2d's code with F.conv3d",
+            "KWLinear": "a KWConv1d",
+            "WarehouseManager": "holds the cells (the kw row's)",
+        },
+    )

@@ -1,5 +1,6 @@
 """Golden data from running the authors' code (tests/golden/README.md): checkpoints load strictly and compute
 the authors' function to float64 rounding."""
+
 import re
 from pathlib import Path
 
@@ -12,10 +13,11 @@ from freqdyn.layers.fdconv.low_pass import band_masks
 from freqdyn.tools.reference import naive_lowpass
 
 GOLDEN = Path(__file__).parent / "golden"
-CASES = {"a": dict(in_channels=64, out_channels=64, kernel_size=3, padding=1, bias=False),
-         "b": dict(in_channels=128, out_channels=256, kernel_size=1, padding=0, bias=True)}
-SHAPES = ["o64_i64_k3", "o128_i256_k1", "o256_i64_k1", "o64_i256_k1", "o128_i128_k3", "o512_i512_k3",
-          "o256_i1024_k1"]
+CASES = {
+    "a": dict(in_channels=64, out_channels=64, kernel_size=3, padding=1, bias=False),
+    "b": dict(in_channels=128, out_channels=256, kernel_size=1, padding=0, bias=True),
+}
+SHAPES = ["o64_i64_k3", "o128_i256_k1", "o256_i64_k1", "o64_i256_k1", "o128_i128_k3", "o512_i512_k3", "o256_i1024_k1"]
 
 
 def load(name: str) -> dict:
@@ -68,9 +70,12 @@ def test_official_fbm_masks_and_low_passes():
         x = torch.randn(2, 3, height, width, dtype=torch.float64)
         for j, k in enumerate(k_list):
             spectrum = torch.fft.rfft2(x, norm="ortho") * expected[j]
-            torch.testing.assert_close(naive_lowpass(x, k, "official"),
-                                       torch.fft.irfft2(spectrum, s=(height, width), norm="ortho"),
-                                       rtol=0, atol=1e-12)
+            torch.testing.assert_close(
+                naive_lowpass(x, k, "official"),
+                torch.fft.irfft2(spectrum, s=(height, width), norm="ortho"),
+                rtol=0,
+                atol=1e-12,
+            )
 
 
 def official_layer(case: str) -> FDConv:
@@ -119,8 +124,14 @@ def test_exact_rules_are_reachable_and_differ():
 FREQFUSION = {  # golden file -> the constructor arguments of the authors' module that produced it
     "freqfusion_forward.pt": dict(hr_channels=64, lr_channels=128, feature_resample=True),
     # the SegNeXt copy, as its ham_head builds the head's last FreqFusion (the released SegNeXt + FreqFusion)
-    "freqfusion_segnext.pt": dict(hr_channels=160, lr_channels=256, compressed_channels=104, feature_resample=True,
-                                  hamming_window=False, direction_feat="sim"),
+    "freqfusion_segnext.pt": dict(
+        hr_channels=160,
+        lr_channels=256,
+        compressed_channels=104,
+        feature_resample=True,
+        hamming_window=False,
+        direction_feat="sim",
+    ),
 }
 
 
@@ -156,8 +167,11 @@ def test_official_qwen_fdlinear_checkpoint(setting):
     layer = FDLinearQwen(64, 96, use_ksm_local=setting == "local", dtype=torch.float64).eval()
     layer.load_state_dict(case["state_dict"], strict=True)
     with torch.no_grad():
-        outputs = {"y": layer(inputs["x"]), "y_packed": layer(inputs["x_packed"], cu_seqlens=inputs["cu_seqlens"]),
-                   "y_tokens2d": layer(inputs["x_tokens2d"])}
+        outputs = {
+            "y": layer(inputs["x"]),
+            "y_packed": layer(inputs["x_packed"], cu_seqlens=inputs["cu_seqlens"]),
+            "y_tokens2d": layer(inputs["x_tokens2d"]),
+        }
     for key, out in outputs.items():
         expected = case[key]
         torch.testing.assert_close(out, expected, rtol=0, atol=1e-10 * expected.abs().max().item(), msg=key)
@@ -169,4 +183,5 @@ def test_qwen_fdlinear_is_not_our_fdlinear():
 
     with pytest.raises(RuntimeError):
         FDLinear(64, 96, kernel_num=4, dtype=torch.float64).load_state_dict(
-            load("fdlinear_qwen.pt")["default"]["state_dict"])
+            load("fdlinear_qwen.pt")["default"]["state_dict"]
+        )

@@ -3,6 +3,7 @@
 The reference for a pruned head is the same layer with the pruned entries of that head zeroed by hand (no hooks,
 so the layer runs its fused path): an independent computation of what the mask must do.
 """
+
 import copy
 
 import pytest
@@ -13,22 +14,54 @@ from torch.nn.utils import parametrize, prune
 from freqdyn import CondConv2d, DynamicConv2d, FDConv, FDLinear, FDLinearQwen, ODConv2d
 from helpers import perturb_
 
-FDCONV_HEADS = ["KSM_Global.fc", "KSM_Global.channel_fc", "KSM_Global.filter_fc", "KSM_Global.spatial_fc",
-                "KSM_Global.kernel_fc", "KSM_Local.norm", "KSM_Local.conv", "FBM.freq_weight_conv_list.0",
-                "FBM.freq_weight_conv_list.1", "FBM.freq_weight_conv_list.2"]
+FDCONV_HEADS = [
+    "KSM_Global.fc",
+    "KSM_Global.channel_fc",
+    "KSM_Global.filter_fc",
+    "KSM_Global.spatial_fc",
+    "KSM_Global.kernel_fc",
+    "KSM_Local.norm",
+    "KSM_Local.conv",
+    "FBM.freq_weight_conv_list.0",
+    "FBM.freq_weight_conv_list.1",
+    "FBM.freq_weight_conv_list.2",
+]
 CASES = {
     "fdconv": (lambda: FDConv(24, 32, 3, padding=1, kernel_num=4), (2, 24, 9, 9), FDCONV_HEADS),
-    "fdconv_grouped_fbm": (lambda: FDConv(24, 32, 3, padding=1, kernel_num=4, fbm_spatial_group=3), (2, 24, 9, 9),
-                           ["FBM.freq_weight_conv_list.0", "FBM.freq_weight_conv_list.2"]),
-    "fdlinear": (lambda: FDLinear(24, 40, kernel_num=4), (2, 5, 24),
-                 ["KSM_Global.fc", "KSM_Global.channel_fc", "KSM_Global.filter_fc", "KSM_Global.kernel_fc",
-                  "KSM_Local.norm", "KSM_Local.conv"]),
-    "fdlinear_qwen": (lambda: FDLinearQwen(24, 40, use_ksm_local=True), (2, 5, 24),
-                      ["KSM_Global.fc", "KSM_Global.norm", "KSM_Global.channel_fc", "KSM_Global.filter_fc",
-                       "KSM_Global.kernel_fc", "local_conv"]),
-    "odconv": (lambda: ODConv2d(24, 32, 3, padding=1), (2, 24, 9, 9),
-               ["attention.fc", "attention.channel_fc", "attention.filter_fc", "attention.spatial_fc",
-                "attention.kernel_fc"]),
+    "fdconv_grouped_fbm": (
+        lambda: FDConv(24, 32, 3, padding=1, kernel_num=4, fbm_spatial_group=3),
+        (2, 24, 9, 9),
+        ["FBM.freq_weight_conv_list.0", "FBM.freq_weight_conv_list.2"],
+    ),
+    "fdlinear": (
+        lambda: FDLinear(24, 40, kernel_num=4),
+        (2, 5, 24),
+        [
+            "KSM_Global.fc",
+            "KSM_Global.channel_fc",
+            "KSM_Global.filter_fc",
+            "KSM_Global.kernel_fc",
+            "KSM_Local.norm",
+            "KSM_Local.conv",
+        ],
+    ),
+    "fdlinear_qwen": (
+        lambda: FDLinearQwen(24, 40, use_ksm_local=True),
+        (2, 5, 24),
+        [
+            "KSM_Global.fc",
+            "KSM_Global.norm",
+            "KSM_Global.channel_fc",
+            "KSM_Global.filter_fc",
+            "KSM_Global.kernel_fc",
+            "local_conv",
+        ],
+    ),
+    "odconv": (
+        lambda: ODConv2d(24, 32, 3, padding=1),
+        (2, 24, 9, 9),
+        ["attention.fc", "attention.channel_fc", "attention.filter_fc", "attention.spatial_fc", "attention.kernel_fc"],
+    ),
     "condconv": (lambda: CondConv2d(24, 32, 3, padding=1), (2, 24, 9, 9), ["attention.routing"]),
     "dyconv": (lambda: DynamicConv2d(24, 32, 3, padding=1), (2, 24, 9, 9), ["attention.fc1", "attention.fc2"]),
 }
@@ -46,8 +79,10 @@ def test_forward_hooks_fire_once_per_training_forward(case):
     layer, x = build(case)
     calls = dict.fromkeys(CASES[case][2], 0)
     for name in calls:
+
         def hook(module, args, out, name=name):
             calls[name] += 1
+
         layer.get_submodule(name).register_forward_hook(hook)
     layer(x).square().mean().backward()
     assert calls == dict.fromkeys(calls, 1)
@@ -78,9 +113,16 @@ class _Scale(nn.Module):
         return w * 0.5
 
 
-@pytest.mark.parametrize(("case", "name"), [("fdconv", "KSM_Global.channel_fc"), ("fdconv", "KSM_Local.conv"),
-                                            ("fdconv", "FBM.freq_weight_conv_list.1"), ("odconv", "attention.fc"),
-                                            ("condconv", "attention.routing")])
+@pytest.mark.parametrize(
+    ("case", "name"),
+    [
+        ("fdconv", "KSM_Global.channel_fc"),
+        ("fdconv", "KSM_Local.conv"),
+        ("fdconv", "FBM.freq_weight_conv_list.1"),
+        ("odconv", "attention.fc"),
+        ("condconv", "attention.routing"),
+    ],
+)
 def test_parametrized_head_computes_its_parametrization(case, name):
     layer, x = build(case)
     reference = copy.deepcopy(layer)

@@ -1,4 +1,5 @@
 """KernelWarehouse against the authors' code (tests/golden/kernelwarehouse.pt) and an independent recomputation."""
+
 from __future__ import annotations
 
 import copy
@@ -132,8 +133,9 @@ class AnyDimNet(nn.Module):
             self.second = manager.reserve(8, 16, bias=False, warehouse_name="s0", layer_type="linear")
         else:
             self.first = manager.reserve(12, 8, 3, padding=1, bias=True, warehouse_name="s0", layer_type=layer_type)
-            self.second = manager.reserve(8, 16, 3, stride=2, groups=2, bias=False, warehouse_name="s0",
-                                          layer_type=layer_type)
+            self.second = manager.reserve(
+                8, 16, 3, stride=2, groups=2, bias=False, warehouse_name="s0", layer_type=layer_type
+            )
         manager.store()
         manager.allocate(self)
 
@@ -157,14 +159,21 @@ def test_every_dimension_equals_a_per_sample_reference(layer_type: str, spatial_
     x = torch.randn(SHAPES[layer_type], dtype=torch.float64)
     for layer in (net.first, net.second):
         conv = layer.conv if layer_type == "linear" else layer
-        att = conv.attention(x.reshape(x.shape[0], -1, conv.in_channels).mean(1) if layer_type == "linear"
-                             else x.flatten(2).mean(2))
+        att = conv.attention(
+            x.reshape(x.shape[0], -1, conv.in_channels).mean(1) if layer_type == "linear" else x.flatten(2).mean(2)
+        )
         kernels = reference_kernels(conv, att)
         if layer_type == "linear":
             ref = torch.stack([x[b] @ kernels[b, :, :, 0].t() for b in range(x.shape[0])])
         else:
-            ref = torch.cat([CONVS[layer_type](x[b : b + 1], kernels[b], None, conv.stride, conv.padding,
-                                               conv.dilation, conv.groups) for b in range(x.shape[0])])
+            ref = torch.cat(
+                [
+                    CONVS[layer_type](
+                        x[b : b + 1], kernels[b], None, conv.stride, conv.padding, conv.dilation, conv.groups
+                    )
+                    for b in range(x.shape[0])
+                ]
+            )
         bias = conv.bias
         if bias is not None:
             ref = ref + (bias if layer_type == "linear" else bias.view(-1, *[1] * conv.dimension))
@@ -183,10 +192,12 @@ def test_gradcheck_of_a_kw_conv() -> None:
     x = torch.randn(2, 12, 5, 5, dtype=torch.float64, requires_grad=True)
     cells = net.warehouse_manager.weights[0]
     fc2 = net.first.attention.fc2.weight
+
     # a small step: the normalisation's |logit| has a kink at 0, and one logit here is 4e-7 from it
     def run(a: torch.Tensor, c: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return torch.func.functional_call(net, {"warehouse_manager.weights.0": c, "first.attention.fc2.weight": w},
-                                          (a,))
+        return torch.func.functional_call(
+            net, {"warehouse_manager.weights.0": c, "first.attention.fc2.weight": w}, (a,)
+        )
 
     assert torch.autograd.gradcheck(run, (x, cells, fc2), eps=1e-8, fast_mode=True)
 
@@ -328,8 +339,9 @@ def test_convert_kw_runs_trains_and_reports() -> None:
 def test_convert_kw_with_a_stage_mapping_for_another_model() -> None:
     from freqdyn import convert
 
-    model = nn.Sequential(nn.Conv1d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv1d(8, 8, 3, padding=1), nn.Flatten(),
-                          nn.Linear(40, 16))
+    model = nn.Sequential(
+        nn.Conv1d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv1d(8, 8, 3, padding=1), nn.Flatten(), nn.Linear(40, 16)
+    )
     with pytest.raises(ValueError, match="stages="):
         convert(model, "kw")
     report = convert(model, "kw", stages={"0": "a", "2": "a", "4": "b"})

@@ -44,8 +44,9 @@ def _backbone_pair():
             conv = MODELS.get(conv_type) if conv_type != "Conv2d" else nn.Conv2d
             extra = dict(kernel_num=8) if conv_type == "FDConv" else {}
             self.stem = nn.Conv2d(3, 24, 3, padding=1)
-            self.layer = nn.Sequential(conv(24, 32, 3, padding=1, **extra), nn.BatchNorm2d(32), nn.ReLU(),
-                                       conv(32, 32, 1, **extra))
+            self.layer = nn.Sequential(
+                conv(24, 32, 3, padding=1, **extra), nn.BatchNorm2d(32), nn.ReLU(), conv(32, 32, 1, **extra)
+            )
 
         def forward(self, x):
             return self.layer(self.stem(x))
@@ -126,11 +127,21 @@ class _Data(torch.utils.data.Dataset):
 def _runner(work_dir, epochs: int, **kwargs):
     from mmengine.runner import Runner
 
-    loader = dict(dataset=_Data(), sampler=dict(type="DefaultSampler", shuffle=False), batch_size=4,
-                  collate_fn=dict(type="default_collate"))
-    return Runner(model=_Toy(), work_dir=str(work_dir), train_dataloader=loader,
-                  optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.01)),
-                  train_cfg=dict(by_epoch=True, max_epochs=epochs), default_hooks=dict(logger=None), **kwargs)
+    loader = dict(
+        dataset=_Data(),
+        sampler=dict(type="DefaultSampler", shuffle=False),
+        batch_size=4,
+        collate_fn=dict(type="default_collate"),
+    )
+    return Runner(
+        model=_Toy(),
+        work_dir=str(work_dir),
+        train_dataloader=loader,
+        optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.01)),
+        train_cfg=dict(by_epoch=True, max_epochs=epochs),
+        default_hooks=dict(logger=None),
+        **kwargs,
+    )
 
 
 def test_runner_resume_and_load_from_work_with_weights_only_loading(tmp_path, monkeypatch):
@@ -159,14 +170,23 @@ def test_kw_resnet_backbone_builds_from_config_and_loads_the_authors_checkpoint(
 
     golden = torch.load(Path(__file__).parent / "golden" / "kernelwarehouse.pt", weights_only=True)
     torch.manual_seed(0)
-    theirs = {k: torch.randn(tuple(v.tolist())) if v.numel() else torch.tensor(0)
-              for k, v in golden["keys_kw1x_resnet18"].items()}  # the authors' kw1x_resnet18, classifier included
+    theirs = {
+        k: torch.randn(tuple(v.tolist())) if v.numel() else torch.tensor(0)
+        for k, v in golden["keys_kw1x_resnet18"].items()
+    }  # the authors' kw1x_resnet18, classifier included
     theirs = {k: t.long().abs() if k.endswith("num_batches_tracked") else t for k, t in theirs.items()}
     path = tmp_path / "kw1x_resnet18.pth"
     torch.save({"state_dict": theirs}, path)  # their main.py saves it under "model": rename the key for mmengine
     child = Registry("model", parent=MODELS, scope="kw_like")
-    backbone = child.build(dict(type="KWResNet", depth=18, cell_num_ratio=1, out_indices=(1, 3),
-                                init_cfg=dict(type="Pretrained", checkpoint=str(path))))
+    backbone = child.build(
+        dict(
+            type="KWResNet",
+            depth=18,
+            cell_num_ratio=1,
+            out_indices=(1, 3),
+            init_cfg=dict(type="Pretrained", checkpoint=str(path)),
+        )
+    )
     backbone.init_weights()
     state = backbone.state_dict()
     loaded = [k for k in theirs if k in state]

@@ -1,5 +1,6 @@
 """No layer's forward or backward syncs the host (Tensor.item, nonzero, a tensor's truth value): CUDA graphs and
 torch.compile capture them whole. Deterministic on the CPU: the profiler lists every aten call, syncing ones too."""
+
 import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile

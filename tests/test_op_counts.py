@@ -1,6 +1,7 @@
 """Dispatched op counts (every aten call, nested included) of a training step and an inference: deterministic, so
 asserted as ceilings. Each ceiling is today's count with ~8% headroom (torch releases move counts a little), so a
 change that multiplies ops fails here; issue 30's targets, where they are lower, are noted beside them."""
+
 import math
 
 import pytest
@@ -14,17 +15,37 @@ CONV = (2, 64, 32, 32)
 # name: (builder, input shapes, training ceiling, inference ceiling, why)
 CEILINGS = {
     "conv2d": (lambda: nn.Conv2d(64, 64, 3, padding=1), [CONV], 40, 9, "the reference"),
-    "fdconv": (lambda: FDConv(64, 64, 3, padding=1), [CONV], 800, 260,
-               "KSM trunk and heads, FBM (3 bands), synthesis, KSM-Local, one conv (issue 30 target: 450 / 220)"),
-    "fdlinear": (lambda: FDLinear(64, 64), [(2, 16, 64)], 440, 157,
-                 "FDConv's attentions and synthesis without FBM (issue 30 target: 300 / 120)"),
+    "fdconv": (
+        lambda: FDConv(64, 64, 3, padding=1),
+        [CONV],
+        800,
+        260,
+        "KSM trunk and heads, FBM (3 bands), synthesis, KSM-Local, one conv (issue 30 target: 450 / 220)",
+    ),
+    "fdlinear": (
+        lambda: FDLinear(64, 64),
+        [(2, 16, 64)],
+        440,
+        157,
+        "FDConv's attentions and synthesis without FBM (issue 30 target: 300 / 120)",
+    ),
     "dyconv": (lambda: DynamicConv2d(64, 64, 3, padding=1), [CONV], 158, 67, "two 1x1 convs, softmax, bank mix"),
     "condconv": (lambda: CondConv2d(64, 64, 3, padding=1), [CONV], 134, 49, "one linear routing, bank mix"),
     "odconv": (lambda: ODConv2d(64, 64, 3, padding=1), [CONV], 327, 109, "four heads on a BN trunk"),
-    "kw": (lambda: KWConv2d.standalone(64, 64, 3, padding=1), [CONV], 255, 84,
-           "a BN trunk, normalised cell weights, one cell-mixing matmul, one conv"),
-    "freqfusion": (lambda: FreqFusion(64, 128), [(2, 64, 32, 32), (2, 128, 16, 16)], 1450, 565,
-                   "five CARAFEs, one matmul per kernel row each (issue 30 target: 700 / 300)"),
+    "kw": (
+        lambda: KWConv2d.standalone(64, 64, 3, padding=1),
+        [CONV],
+        255,
+        84,
+        "a BN trunk, normalised cell weights, one cell-mixing matmul, one conv",
+    ),
+    "freqfusion": (
+        lambda: FreqFusion(64, 128),
+        [(2, 64, 32, 32), (2, 128, 16, 16)],
+        1450,
+        565,
+        "five CARAFEs, one matmul per kernel row each (issue 30 target: 700 / 300)",
+    ),
 }
 
 
@@ -66,6 +87,12 @@ def test_fdconv_copies_its_per_sample_kernels_four_times_per_training_step(size)
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         run()
     kernel_values = 2 * 64 * 64 * 9
-    copies = [e for e in prof.events() if e.name == "aten::copy_" and e.input_shapes and e.input_shapes[0]
-              and math.prod(e.input_shapes[0]) == kernel_values]
+    copies = [
+        e
+        for e in prof.events()
+        if e.name == "aten::copy_"
+        and e.input_shapes
+        and e.input_shapes[0]
+        and math.prod(e.input_shapes[0]) == kernel_values
+    ]
     assert len(copies) <= 4

@@ -1,4 +1,5 @@
 """Pickles made before the tree moved (tests/pickles, commit 7a37871) still load and compute what they computed."""
+
 import pickletools
 import zipfile
 from pathlib import Path

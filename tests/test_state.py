@@ -1,5 +1,6 @@
 """Checkpoints and caches: every layer round-trips exactly, weights loaded from plain layers and other
 implementations convert on load, model surgery keeps state, outputs always follow the current weights."""
+
 import copy
 import io
 import pickle
@@ -38,8 +39,10 @@ from helpers import perturb_
 LAYERS = {
     "fdconv": (lambda: FDConv(24, 32, 3, padding=1, kernel_num=8), lambda: (torch.randn(2, 24, 9, 7),)),
     "fdconv-k1-no-fbm": (lambda: FDConv(32, 24, 1, kernel_num=4, param_ratio=2), lambda: (torch.randn(2, 32, 5, 6),)),
-    "fdconv-exact": (lambda: FDConv(24, 24, 3, padding=1, kernel_num=8, fbm_masks="exact", freq_grouping="stable"),
-                     lambda: (torch.randn(2, 24, 9, 7),)),
+    "fdconv-exact": (
+        lambda: FDConv(24, 24, 3, padding=1, kernel_num=8, fbm_masks="exact", freq_grouping="stable"),
+        lambda: (torch.randn(2, 24, 9, 7),),
+    ),
     "fdconv-narrow": (lambda: FDConv(16, 16, 3, padding=1, kernel_num=4), lambda: (torch.randn(2, 16, 6, 6),)),
     "fdconv-5x5": (lambda: FDConv(32, 32, 5, padding=2, kernel_num=4), lambda: (torch.randn(2, 32, 6, 6),)),
     "fdlinear": (lambda: FDLinear(24, 40, kernel_num=4), lambda: (torch.randn(3, 5, 24),)),
@@ -49,15 +52,28 @@ LAYERS = {
     "odconv": (lambda: ODConv2d(8, 12, 3, padding=1, temperature=5.0), lambda: (torch.randn(2, 8, 7, 7),)),
     "kw": (lambda: KWConv2d.standalone(8, 12, 3, padding=1, bias=True), lambda: (torch.randn(2, 8, 7, 7),)),
     "kw-1d": (lambda: KWConv1d.standalone(8, 12, 3, padding=1), lambda: (torch.randn(2, 8, 9),)),
-    "kw-3d": (lambda: KWConv3d.standalone(8, 12, 3, padding=1, cell_num_ratio=0.5, cell_inplane_ratio=0.5,
-                                          cell_outplane_ratio=0.5, nonlocal_basis_ratio=0.5),
-              lambda: (torch.randn(2, 8, 4, 5, 3),)),
+    "kw-3d": (
+        lambda: KWConv3d.standalone(
+            8,
+            12,
+            3,
+            padding=1,
+            cell_num_ratio=0.5,
+            cell_inplane_ratio=0.5,
+            cell_outplane_ratio=0.5,
+            nonlocal_basis_ratio=0.5,
+        ),
+        lambda: (torch.randn(2, 8, 4, 5, 3),),
+    ),
     "fbm": (lambda: FrequencyBandModulation(8, spatial_group=2), lambda: (torch.randn(2, 8, 9, 10),)),
-    "freqfusion": (lambda: FreqFusion(16, 24, compressed_channels=16, feature_resample=True),
-                   lambda: (torch.randn(2, 16, 8, 10), torch.randn(2, 24, 4, 5))),
-    "freqfusion-no-window": (lambda: FreqFusion(16, 24, compressed_channels=8, hamming_window=False,
-                                                carafe_padding="reflect"),
-                             lambda: (torch.randn(2, 16, 8, 10), torch.randn(2, 24, 4, 5))),
+    "freqfusion": (
+        lambda: FreqFusion(16, 24, compressed_channels=16, feature_resample=True),
+        lambda: (torch.randn(2, 16, 8, 10), torch.randn(2, 24, 4, 5)),
+    ),
+    "freqfusion-no-window": (
+        lambda: FreqFusion(16, 24, compressed_channels=8, hamming_window=False, carafe_padding="reflect"),
+        lambda: (torch.randn(2, 16, 8, 10), torch.randn(2, 24, 4, 5)),
+    ),
     "fpn": (lambda: FreqFusionFPN([8, 16], 16), lambda: ((torch.randn(2, 8, 8, 8), torch.randn(2, 16, 4, 4)),)),
     "mrfa": (lambda: MRFA(16), lambda: (torch.randn(2, 16, 9, 9),)),
     "uniconvnet-block": (lambda: UniConvNetBlock(16, drop_path=0.1), lambda: (torch.randn(2, 16, 9, 9),)),
@@ -110,8 +126,11 @@ def test_round_trip_is_exact(name):
     whole = io.BytesIO()
     torch.save(module, whole)
     whole.seek(0)
-    copies = {"state_dict": fresh.eval(), "torch.save(model)": torch.load(whole, weights_only=False),
-              "deepcopy": copy.deepcopy(module)}
+    copies = {
+        "state_dict": fresh.eval(),
+        "torch.save(model)": torch.load(whole, weights_only=False),
+        "deepcopy": copy.deepcopy(module),
+    }
     for how, other in copies.items():
         for a, b in zip(outputs(other, inputs), expected, strict=True):
             assert torch.equal(a, b), how
@@ -149,9 +168,13 @@ def test_reference_checkpoint_without_temperature_keeps_the_current_one():
 def test_authors_and_our_gated_checkpoints_load_strictly_through_the_gating_policy():
     """The authors' (and freqdyn's before the policy) gated layers hold a plain conv's weight and bias: a model built
     through gated_fdconv has those keys where the gating says so, and the FDConv keys elsewhere."""
+
     def build():
-        return nn.Sequential(gated_fdconv(16, 32, 3, padding=1), gated_fdconv(32, 32, 3, padding=1, kernel_num=4),
-                             gated_fdconv(32, 32, 5, padding=2))
+        return nn.Sequential(
+            gated_fdconv(16, 32, 3, padding=1),
+            gated_fdconv(32, 32, 3, padding=1, kernel_num=4),
+            gated_fdconv(32, 32, 5, padding=2),
+        )
 
     source = build()
     state = source.state_dict()
@@ -226,8 +249,10 @@ def test_pickles_stay_small_after_eval():
 
 
 # ---- weights from plain layers and other implementations
-@pytest.mark.parametrize("cls,kwargs", [(FDConv, dict(kernel_num=8)), (DynamicConv2d, dict(temperature=1.0)),
-                                        (CondConv2d, {}), (ODConv2d, {})])
+@pytest.mark.parametrize(
+    "cls,kwargs",
+    [(FDConv, dict(kernel_num=8)), (DynamicConv2d, dict(temperature=1.0)), (CondConv2d, {}), (ODConv2d, {})],
+)
 @pytest.mark.parametrize("bias", [True, False])
 def test_plain_conv_weights_convert_on_load(cls, kwargs, bias):
     conv = nn.Conv2d(24, 32, 3, padding=1, bias=bias)
@@ -248,10 +273,12 @@ def test_linear_weights_convert_into_fdlinear():
 
 
 def test_pretrained_network_loads_into_a_network_built_with_fdconv():
-    plain = nn.Sequential(nn.Conv2d(3, 24, 3, padding=1), nn.ReLU(), nn.Conv2d(24, 32, 3, padding=1), nn.ReLU(),
-                          nn.Conv2d(32, 32, 1))
-    built = nn.Sequential(FDConv(3, 24, 3, padding=1), nn.ReLU(), FDConv(24, 32, 3, padding=1), nn.ReLU(),
-                          FDConv(32, 32, 1))
+    plain = nn.Sequential(
+        nn.Conv2d(3, 24, 3, padding=1), nn.ReLU(), nn.Conv2d(24, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 1)
+    )
+    built = nn.Sequential(
+        FDConv(3, 24, 3, padding=1), nn.ReLU(), FDConv(24, 32, 3, padding=1), nn.ReLU(), FDConv(32, 32, 1)
+    )
     missing = built.load_state_dict(plain.state_dict(), strict=False).missing_keys
     assert missing and all("KSM" in k or "FBM" in k for k in missing)
     x = torch.randn(2, 3, 10, 10)
@@ -274,6 +301,7 @@ def test_timm_condconv_state_loads_and_computes_timm_output():
 
 def _foreign_mrfa_forward(sd: dict, x: torch.Tensor, names: dict) -> torch.Tensor:
     """UniConvNet's ConvMod computation written from a state_dict with another implementation's names."""
+
     def conv(key, t, groups=1):
         w = sd[key + ".weight"]
         return F.conv2d(t, w, sd[key + ".bias"], padding=w.shape[-1] // 2, groups=groups)
@@ -296,13 +324,24 @@ def _foreign_mrfa_forward(sd: dict, x: torch.Tensor, names: dict) -> torch.Tenso
     return context
 
 
-SEED_NAMES = {"norm": lambda i: (f"ln_stage{i}.gamma", f"ln_stage{i}.beta"), "context": lambda i: f"ctx_branch_s{i}",
-              "gate": lambda i: f"gate_branch_s{i}", "proj": lambda i: f"post_gate_s{i}",
-              "prep": lambda i: f"prep_quarter{i + 1}", "refine": lambda i: f"refine3x3_s{i}",
-              "inject": lambda i: f"proj_ctx_to_q{i + 1}"}
-REPO_NAMES = {"norm": lambda i: (f"norm{i}.weight", f"norm{i}.bias"), "context": lambda i: f"a{i}",
-              "gate": lambda i: f"v{i}", "proj": lambda i: f"v{i}1", "prep": lambda i: f"v{i}2",
-              "refine": lambda i: f"conv3_{i}", "inject": lambda i: f"proj{i}"}
+SEED_NAMES = {
+    "norm": lambda i: (f"ln_stage{i}.gamma", f"ln_stage{i}.beta"),
+    "context": lambda i: f"ctx_branch_s{i}",
+    "gate": lambda i: f"gate_branch_s{i}",
+    "proj": lambda i: f"post_gate_s{i}",
+    "prep": lambda i: f"prep_quarter{i + 1}",
+    "refine": lambda i: f"refine3x3_s{i}",
+    "inject": lambda i: f"proj_ctx_to_q{i + 1}",
+}
+REPO_NAMES = {
+    "norm": lambda i: (f"norm{i}.weight", f"norm{i}.bias"),
+    "context": lambda i: f"a{i}",
+    "gate": lambda i: f"v{i}",
+    "proj": lambda i: f"v{i}1",
+    "prep": lambda i: f"v{i}2",
+    "refine": lambda i: f"conv3_{i}",
+    "inject": lambda i: f"proj{i}",
+}
 
 
 @pytest.mark.parametrize("names", [SEED_NAMES, REPO_NAMES], ids=["blog-copy", "uniconvnet-repo"])
@@ -313,8 +352,12 @@ def test_mrfa_loads_other_implementations(names):
     for i in (1, 2, 3):
         w = i * q
         shapes.update({names["norm"](i)[0]: (w if i > 1 else dim,), names["norm"](i)[1]: (w if i > 1 else dim,)})
-        for role, shape in (("gate", (w, w, 1, 1)), ("proj", (w, w, 1, 1)), ("prep", (q, q, 1, 1)),
-                            ("refine", (q, 1, 3, 3))):
+        for role, shape in (
+            ("gate", (w, w, 1, 1)),
+            ("proj", (w, w, 1, 1)),
+            ("prep", (q, q, 1, 1)),
+            ("refine", (q, 1, 3, 3)),
+        ):
             shapes[names[role](i) + ".weight"], shapes[names[role](i) + ".bias"] = shape, shape[:1]
         for part, shape in (("0", (w, w, 1, 1)), ("2", (w, 1, 5 + 2 * i, 5 + 2 * i))):
             shapes[f"{names['context'](i)}.{part}.weight"], shapes[f"{names['context'](i)}.{part}.bias"] = (
@@ -370,8 +413,12 @@ def test_mmengine_init_weights_keeps_fdconv_neutral():
 
     class Backbone(mmengine_model.BaseModule):
         def __init__(self):
-            super().__init__(init_cfg=[dict(type="Kaiming", layer="Conv2d"),
-                                       dict(type="Constant", val=1, layer=["_BatchNorm", "GroupNorm"])])
+            super().__init__(
+                init_cfg=[
+                    dict(type="Kaiming", layer="Conv2d"),
+                    dict(type="Constant", val=1, layer=["_BatchNorm", "GroupNorm"]),
+                ]
+            )
             self.conv = FDConv(24, 32, 3, padding=1, kernel_num=8)
             self.downsample = nn.Sequential(FDConv(32, 32, 1, kernel_num=8), nn.BatchNorm2d(32))
 
@@ -432,8 +479,12 @@ def test_meta_device_build_then_reset_equals_a_normal_build(name, every_module):
 def test_every_public_layer_round_trips_or_is_opted_out():
     from helpers import assert_covered
 
-    assert_covered({type(build(name, 0)).__name__ for name in LAYERS}, {
-        "UniConvNet": "test_uniconvnet.py (torch.save, deepcopy, state_dict) and tests/test_pickles.py",
-        "KWLinear": "a KWConv1d (kw-1d)", "WarehouseManager": "inside every kw row (the cells)",
-        "DCNv3": "inside UniConvNet (test_uniconvnet.py) and tests/test_pickles.py",
-    })
+    assert_covered(
+        {type(build(name, 0)).__name__ for name in LAYERS},
+        {
+            "UniConvNet": "test_uniconvnet.py (torch.save, deepcopy, state_dict) and tests/test_pickles.py",
+            "KWLinear": "a KWConv1d (kw-1d)",
+            "WarehouseManager": "inside every kw row (the cells)",
+            "DCNv3": "inside UniConvNet (test_uniconvnet.py) and tests/test_pickles.py",
+        },
+    )

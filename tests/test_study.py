@@ -1,4 +1,5 @@
 """The evidence study runs end to end: ``benchmarks/study_texture_seg.py --quick`` writes its table and files."""
+
 import csv
 import json
 import math
@@ -17,8 +18,9 @@ SCRIPT = Path(__file__).parent.parent / "benchmarks" / "study_texture_seg.py"
 
 @pytest.mark.slow
 def test_quick_study_writes_finite_results(tmp_path):
-    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)], capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| encoder conv |" in done.stdout and "| encoder fdconv |" in done.stdout
     assert "Δ mIoU [95% CI]" in done.stdout  # the paired-difference table

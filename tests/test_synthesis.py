@@ -1,4 +1,5 @@
 """The FDW synthesis routes (layers/fdconv/synthesis.py) against a per-sample, per-group loop of inverse FFTs."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """Every consumer reads the one registry of conversion targets (freqdyn.targets)."""
+
 import pytest
 import torch
 import torch.nn as nn

@@ -1,5 +1,6 @@
 """The temperature of DY-Conv / ODConv is one float buffer: every copy of the state (EMAs, DDP's buffer broadcast,
 functional_call, checkpoints) computes with the temperature it carries."""
+
 import copy
 
 import pytest
@@ -14,8 +15,10 @@ KEY = "attention.temperature"
 
 def annealable() -> nn.Sequential:
     torch.manual_seed(0)
-    model = nn.Sequential(DynamicConv2d(8, 8, 3, padding=1, temperature=30.0),
-                          ODConv2d(8, 8, 3, padding=1, temperature=30.0, attention_norm="layer"))
+    model = nn.Sequential(
+        DynamicConv2d(8, 8, 3, padding=1, temperature=30.0),
+        ODConv2d(8, 8, 3, padding=1, temperature=30.0, attention_norm="layer"),
+    )
     return perturb_(model, scale=1.0).eval()
 
 
@@ -25,8 +28,14 @@ def carried_function(model: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     for layer in model:
         state = layer.state_dict()
         temperature = float(state[KEY])
-        fresh = type(layer)(8, 8, 3, padding=1, temperature=temperature,
-                            **({"attention_norm": "layer"} if isinstance(layer, ODConv2d) else {}))
+        fresh = type(layer)(
+            8,
+            8,
+            3,
+            padding=1,
+            temperature=temperature,
+            **({"attention_norm": "layer"} if isinstance(layer, ODConv2d) else {}),
+        )
         fresh.load_state_dict({k: v for k, v in state.items() if k != KEY}, strict=False)
         assert fresh.temperature == temperature
         layers.append(fresh)

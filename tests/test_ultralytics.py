@@ -1,4 +1,5 @@
 """The seed's yolov8-pose-C2f_FDConv.yaml builds, runs, trains one short epoch and reloads, via register()."""
+
 import logging
 import subprocess
 import sys
@@ -49,8 +50,11 @@ def _dataset(root, task="pose", n_train=4, n_val=2, size=96):
                 label = box
             (root / "labels" / split / f"{i}.txt").write_text(f"0 {label}\n")
     data = root / "data.yaml"
-    pose = ("kpt_shape: [17, 3]\nflip_idx: [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]\n"
-            if task == "pose" else "")
+    pose = (
+        "kpt_shape: [17, 3]\nflip_idx: [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]\n"
+        if task == "pose"
+        else ""
+    )
     data.write_text(f"path: {root}\ntrain: images/train\nval: images/val\n{pose}names:\n  0: person\n")
     return data
 
@@ -79,9 +83,17 @@ def test_yaml_builds_at_scale_n_and_runs(registered):
 def test_conv_rows_convert_with_neutral_output(registered):
     from ultralytics.nn.tasks import parse_model
 
-    yaml = {"nc": 1, "backbone": [[-1, 1, "Conv", [32, 3, 2]], [-1, 1, "DynamicConv", [64, 3, 1]],
-                                  [-1, 1, "ODConv", [64, 3, 1]], [-1, 1, "CondConv", [64, 1, 1]],
-                                  [-1, 1, "FDConv", [64, 3, 2]]], "head": []}
+    yaml = {
+        "nc": 1,
+        "backbone": [
+            [-1, 1, "Conv", [32, 3, 2]],
+            [-1, 1, "DynamicConv", [64, 3, 1]],
+            [-1, 1, "ODConv", [64, 3, 1]],
+            [-1, 1, "CondConv", [64, 1, 1]],
+            [-1, 1, "FDConv", [64, 3, 2]],
+        ],
+        "head": [],
+    }
     model, _ = parse_model(yaml, ch=3, verbose=False)
     assert [m.type for m in model] == [
         "ultralytics.nn.modules.conv.Conv",
@@ -97,9 +109,23 @@ def test_conv_rows_convert_with_neutral_output(registered):
 def test_trains_one_epoch_and_checkpoint_reloads(registered, tmp_path):
     data = _dataset(tmp_path / "pose")
     model = ultralytics.YOLO(fu.model_yaml("n"))
-    model.train(data=str(data), epochs=1, imgsz=64, batch=2, device="cpu", workers=0, plots=False, amp=False,
-                optimizer="SGD", lr0=0.01, project=str(tmp_path / "runs"), name="t", exist_ok=True, verbose=False,
-                val=False)
+    model.train(
+        data=str(data),
+        epochs=1,
+        imgsz=64,
+        batch=2,
+        device="cpu",
+        workers=0,
+        plots=False,
+        amp=False,
+        optimizer="SGD",
+        lr0=0.01,
+        project=str(tmp_path / "runs"),
+        name="t",
+        exist_ok=True,
+        verbose=False,
+        val=False,
+    )
     weights = tmp_path / "runs" / "t" / "weights" / "last.pt"
     assert weights.exists()
     fu.unregister()  # loading a checkpoint unpickles the model: no YAML parsing, no registration needed
@@ -242,9 +268,30 @@ def test_freqdyn_yolo_cli_trains_every_yaml(tmp_path, version, task):
 
     data = _dataset(tmp_path / task, task)
     try:
-        assert main(["yolo", task, "train", f"model={fu.model_yaml('n', task, version)}", f"data={data}", "epochs=1",
-                     "imgsz=64", "batch=2", "device=cpu", "workers=0", "plots=False", "amp=False", "optimizer=SGD",
-                     "val=False", f"project={tmp_path / 'runs'}", "name=cli", "exist_ok=True"]) == 0
+        assert (
+            main(
+                [
+                    "yolo",
+                    task,
+                    "train",
+                    f"model={fu.model_yaml('n', task, version)}",
+                    f"data={data}",
+                    "epochs=1",
+                    "imgsz=64",
+                    "batch=2",
+                    "device=cpu",
+                    "workers=0",
+                    "plots=False",
+                    "amp=False",
+                    "optimizer=SGD",
+                    "val=False",
+                    f"project={tmp_path / 'runs'}",
+                    "name=cli",
+                    "exist_ok=True",
+                ]
+            )
+            == 0
+        )
     finally:
         fu.unregister()
     weights = tmp_path / "runs" / "cli" / "weights" / "last.pt"
@@ -293,16 +340,32 @@ def test_plain_yolo_cli_resumes_without_register(tmp_path):
 
         model.add_callback("on_fit_epoch_end", stop_after_first_epoch)
         with pytest.raises(KeyboardInterrupt):
-            model.train(data=str(data), epochs=2, imgsz=64, batch=2, device="cpu", workers=0, plots=False,
-                        amp=False, optimizer="SGD", project=str(tmp_path / "runs"), name="r", exist_ok=True,
-                        val=False, verbose=False)
+            model.train(
+                data=str(data),
+                epochs=2,
+                imgsz=64,
+                batch=2,
+                device="cpu",
+                workers=0,
+                plots=False,
+                amp=False,
+                optimizer="SGD",
+                project=str(tmp_path / "runs"),
+                name="r",
+                exist_ok=True,
+                val=False,
+                verbose=False,
+            )
     finally:
         fu.unregister()
     last = tmp_path / "runs" / "r" / "weights" / "last.pt"
     assert last.exists()
     yolo = Path(sys.executable).with_name("yolo")
-    command = [str(yolo), "pose", "train", "resume", f"model={last}"] if yolo.exists() else [
-        sys.executable, "-c", f"from ultralytics import YOLO; YOLO({str(last)!r}).train(resume=True)"]
+    command = (
+        [str(yolo), "pose", "train", "resume", f"model={last}"]
+        if yolo.exists()
+        else [sys.executable, "-c", f"from ultralytics import YOLO; YOLO({str(last)!r}).train(resume=True)"]
+    )
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "KeyError" not in done.stderr
@@ -354,8 +417,11 @@ def test_gated_rows_say_they_are_plain_in_the_layer_table(registered):
 
     from ultralytics.nn.tasks import ClassificationModel
 
-    cfg = {"nc": 2, "backbone": [[-1, 1, "FDConv", [32, 3, 2]], [-1, 1, "FDConv", [64, 3, 1]]],
-           "head": [[-1, 1, "Classify", [2]]]}
+    cfg = {
+        "nc": 2,
+        "backbone": [[-1, 1, "FDConv", [32, 3, 2]], [-1, 1, "FDConv", [64, 3, 1]]],
+        "head": [[-1, 1, "Classify", [2]]],
+    }
     lines: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
@@ -379,8 +445,23 @@ def test_freqdyn_analyze_takes_an_ultralytics_checkpoint(registered, tmp_path, c
     torch.save({"model": model, "epoch": 3}, path)
     assert main(["analyze", "--out", str(tmp_path), "--size", "64", "--checkpoint", str(path)]) == 2
     assert "--trust-checkpoint" in capsys.readouterr().err
-    assert main(["analyze", "--out", str(tmp_path), "--size", "64", "--checkpoint", str(path), "--trust-checkpoint",
-                 "--plot-layers", "1"]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                "--out",
+                str(tmp_path),
+                "--size",
+                "64",
+                "--checkpoint",
+                str(path),
+                "--trust-checkpoint",
+                "--plot-layers",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "loaded the model" in out and "dynamic layers mixes" in out and "kernel 0.000" in out
     assert "Effective receptive field of best.pt's last feature map" in out

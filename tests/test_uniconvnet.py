@@ -1,4 +1,5 @@
 """DCNv3 against a per-point computation, UniConvNet against the authors' golden model, and its timm / mmengine fit."""
+
 import math
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def per_point_dcnv3(value, offset, mask, kernel, pad, dilation, group):
                     for a in range(kernel):
                         for b in range(kernel):
                             p = a * kernel + b
-                            dx, dy = offset[n, i, j, (g * kernel * kernel + p) * 2:(g * kernel * kernel + p) * 2 + 2]
+                            dx, dy = offset[n, i, j, (g * kernel * kernel + p) * 2 : (g * kernel * kernel + p) * 2 + 2]
                             y = i + reach * dilation + (b - reach) * dilation + dy.item()
                             x = j + reach * dilation + (a - reach) * dilation + dx.item()
                             weight = mask[n, i, j, g * kernel * kernel + p]
@@ -57,8 +58,9 @@ def test_dcnv3_sampling_equals_the_per_point_definition(kernel, dilation, group,
     mask = torch.randn(2, *size, group * points, generator=gen, dtype=torch.float64)
     out = dcnv3_sample(value, offset, mask, kernel, 1, pad, dilation, group, base_grid=base_grid)
     tol = 1e-5 if base_grid == "official" else 1e-10  # the official regular points carry float32 rounding
-    torch.testing.assert_close(out, per_point_dcnv3(value, offset, mask, kernel, pad, dilation, group),
-                               rtol=tol, atol=tol)
+    torch.testing.assert_close(
+        out, per_point_dcnv3(value, offset, mask, kernel, pad, dilation, group), rtol=tol, atol=tol
+    )
 
 
 def test_dcnv3_gradcheck():
@@ -70,8 +72,12 @@ def test_dcnv3_gradcheck():
     x = torch.randn(1, 3, 4, 8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(layer, (x,))
     params = [p for p in layer.parameters()]
-    assert torch.autograd.gradcheck(lambda *ps: torch.func.functional_call(
-        layer, dict(zip([n for n, _ in layer.named_parameters()], ps, strict=True)), (x,)), params)
+    assert torch.autograd.gradcheck(
+        lambda *ps: torch.func.functional_call(
+            layer, dict(zip([n for n, _ in layer.named_parameters()], ps, strict=True)), (x,)
+        ),
+        params,
+    )
 
 
 def test_dcnv3_rejects_bad_arguments_and_inputs():
@@ -202,8 +208,9 @@ def test_timm_pretrained_says_where_the_weights_are_and_loads_a_downloaded_file(
     torch.save({"model": authors, "epoch": 299}, path)
     model = timm.create_model("uniconvnet_a", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
     assert all(torch.equal(model.state_dict()[k], v) for k, v in authors.items())
-    fine_tune = timm.create_model("uniconvnet_a", pretrained=True, num_classes=7,
-                                  pretrained_cfg_overlay=dict(file=str(path)))
+    fine_tune = timm.create_model(
+        "uniconvnet_a", pretrained=True, num_classes=7, pretrained_cfg_overlay=dict(file=str(path))
+    )
     assert fine_tune.head.out_features == 7
     assert torch.equal(fine_tune.norm.weight, authors["norm.weight"])
 
@@ -218,8 +225,9 @@ def test_mmengine_backbone_with_pretrained_init_cfg(tmp_path):
     source = uniconvnet("a", num_classes=10)
     path = tmp_path / "uniconvnet_a.pth"
     torch.save({"state_dict": source.state_dict()}, path)
-    backbone = MODELS.build(dict(type="UniConvNet", arch="a", out_indices=(1, 2, 3),
-                                 init_cfg=dict(type="Pretrained", checkpoint=str(path))))
+    backbone = MODELS.build(
+        dict(type="UniConvNet", arch="a", out_indices=(1, 2, 3), init_cfg=dict(type="Pretrained", checkpoint=str(path)))
+    )
     backbone.init_weights()
     assert isinstance(backbone, nn.Module)
     torch.testing.assert_close(backbone.stages[2][0].dcn.offset.weight, source.stages[2][0].dcn.offset.weight)
@@ -249,8 +257,9 @@ def test_no_classes_returns_the_pooled_features_as_timm_models_do():
     model = uniconvnet("a", num_classes=0).eval()
     x = torch.randn(2, 3, 64, 64)
     last = model.forward_intermediates(x, indices=1, intermediates_only=True)[0]
-    pooled = torch.nn.functional.layer_norm(last.mean((-2, -1)), (model.num_features,), model.norm.weight,
-                                            model.norm.bias, model.norm.eps)
+    pooled = torch.nn.functional.layer_norm(
+        last.mean((-2, -1)), (model.num_features,), model.norm.weight, model.norm.bias, model.norm.eps
+    )
     torch.testing.assert_close(model(x), pooled)
     model.reset_classifier(5)
     assert model(x).shape == (2, 5) and model.get_classifier().out_features == 5

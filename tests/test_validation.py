@@ -45,8 +45,12 @@ BAD = [
     (lambda: FreqFusion(16, 16, encoder_kernel=0), "encoder_kernel"),
     (lambda: FreqFusion(16, 18, feature_resample=True), "feature_resample_group"),
     (lambda: FreqFusionFPN([8, 16], 7), "out_channels"),
-    (lambda: FreqFusionFPN([8, 16], 16)([torch.zeros(1, 8, 8, 8, dtype=torch.long),
-                                         torch.zeros(1, 16, 4, 4, dtype=torch.long)]), "floating-point"),
+    (
+        lambda: FreqFusionFPN([8, 16], 16)(
+            [torch.zeros(1, 8, 8, 8, dtype=torch.long), torch.zeros(1, 16, 4, 4, dtype=torch.long)]
+        ),
+        "floating-point",
+    ),
     (lambda: FDConv(32, 32, 2.5), "kernel_size"),
     (lambda: FDConv(32, 32, 3, reduction="0.1"), "reduction"),
     (lambda: FDConv(32, 32, 3, reduction=math.nan), "reduction"),
@@ -153,16 +157,50 @@ def test_the_pyramid_takes_its_largest_num_outs():
 
 
 # every constructor argument but the flags (which follow truthiness, as nn.Conv2d's ``bias``)
-SWEEP = {FDConv: (32, 32, 3), FDLinear: (32, 32), FDLinearQwen: (32, 32), DynamicConv2d: (32, 32, 3),
-         CondConv2d: (32, 32, 3), ODConv2d: (32, 32, 3), FreqFusion: (32, 32), FreqFusionFPN: ([16, 32], 32),
-         MRFA: (16,), UniConvNetBlock: (16,), DCNv3: (16,), FrequencyBandModulation: (16,), StarReLU: (), DropPath: (),
-         WarehouseManager: ()}
-FLAGS = {"bias", "use_ksm_local", "recompute_kernels", "use_fbm_for_stride", "align_corners", "feature_resample",
-         "comp_feat_upsample", "use_high_pass", "use_low_pass", "hr_residual", "semi_conv", "hamming_window",
-         "feature_resample_norm", "relu_before_extra_convs", "device", "dtype", "extra_blocks", "init_cfg",
-         "sharing_range"}  # any string is a sharing range (the authors iterate its characters)
-SWEPT = [(cls, name) for cls in SWEEP for name, p in inspect.signature(cls).parameters.items()
-         if name not in FLAGS and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+SWEEP = {
+    FDConv: (32, 32, 3),
+    FDLinear: (32, 32),
+    FDLinearQwen: (32, 32),
+    DynamicConv2d: (32, 32, 3),
+    CondConv2d: (32, 32, 3),
+    ODConv2d: (32, 32, 3),
+    FreqFusion: (32, 32),
+    FreqFusionFPN: ([16, 32], 32),
+    MRFA: (16,),
+    UniConvNetBlock: (16,),
+    DCNv3: (16,),
+    FrequencyBandModulation: (16,),
+    StarReLU: (),
+    DropPath: (),
+    WarehouseManager: (),
+}
+FLAGS = {
+    "bias",
+    "use_ksm_local",
+    "recompute_kernels",
+    "use_fbm_for_stride",
+    "align_corners",
+    "feature_resample",
+    "comp_feat_upsample",
+    "use_high_pass",
+    "use_low_pass",
+    "hr_residual",
+    "semi_conv",
+    "hamming_window",
+    "feature_resample_norm",
+    "relu_before_extra_convs",
+    "device",
+    "dtype",
+    "extra_blocks",
+    "init_cfg",
+    "sharing_range",
+}  # any string is a sharing range (the authors iterate its characters)
+SWEPT = [
+    (cls, name)
+    for cls in SWEEP
+    for name, p in inspect.signature(cls).parameters.items()
+    if name not in FLAGS and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+]
 
 
 @pytest.mark.parametrize("bad", ["3", object(), math.nan, math.inf], ids=["str", "object", "nan", "inf"])
@@ -184,23 +222,31 @@ def test_every_bad_argument_raises_an_error_naming_it(cls, name, bad):
 def test_every_public_layer_is_swept_or_opted_out():
     from helpers import assert_covered
 
-    assert_covered({cls.__name__ for cls in SWEEP}, {
-        "UniConvNet": "its arguments go to the blocks (swept) and scale_args (test_uniconvnet.py)",
-        "LayerNorm2d": "nn.LayerNorm's own checks",
-        "KWConv1d": "built by WarehouseManager.reserve; shapes checked there and in store() (test_kernel_warehouse.py)",
-        "KWConv2d": "built by WarehouseManager.reserve (swept); see test_kernel_warehouse.py",
-        "KWConv3d": "built by WarehouseManager.reserve (swept); see test_kernel_warehouse.py",
-        "KWLinear": "built by WarehouseManager.reserve (swept); see test_kernel_warehouse.py",
-    })
+    assert_covered(
+        {cls.__name__ for cls in SWEEP},
+        {
+            "UniConvNet": "its arguments go to the blocks (swept) and scale_args (test_uniconvnet.py)",
+            "LayerNorm2d": "nn.LayerNorm's own checks",
+            "KWConv1d": "built by WarehouseManager.reserve; shapes checked there and in store() "
+            "(test_kernel_warehouse.py)",
+            "KWConv2d": "built by WarehouseManager.reserve (swept); see test_kernel_warehouse.py",
+            "KWConv3d": "built by WarehouseManager.reserve (swept); see test_kernel_warehouse.py",
+            "KWLinear": "built by WarehouseManager.reserve (swept); see test_kernel_warehouse.py",
+        },
+    )
 
 
-@pytest.mark.parametrize("build", [
-    lambda: FDConv.from_conv(nn.Linear(32, 32)),
-    lambda: DynamicConv2d.from_conv(nn.Linear(32, 32)),
-    lambda: FDLinear.from_linear(nn.Conv2d(32, 32, 1)),
-    lambda: FDConv(32, 32, 3)(torch.zeros(1, 32, 4, 4, dtype=torch.long)),
-    lambda: FreqFusionFPN([8, 16], 16)(torch.zeros(2, 8, 8, 8)),
-], ids=["fdconv-from-linear", "dyconv-from-linear", "fdlinear-from-conv", "integer-input", "fpn-one-tensor"])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: FDConv.from_conv(nn.Linear(32, 32)),
+        lambda: DynamicConv2d.from_conv(nn.Linear(32, 32)),
+        lambda: FDLinear.from_linear(nn.Conv2d(32, 32, 1)),
+        lambda: FDConv(32, 32, 3)(torch.zeros(1, 32, 4, 4, dtype=torch.long)),
+        lambda: FreqFusionFPN([8, 16], 16)(torch.zeros(2, 8, 8, 8)),
+    ],
+    ids=["fdconv-from-linear", "dyconv-from-linear", "fdlinear-from-conv", "integer-input", "fpn-one-tensor"],
+)
 def test_a_wrong_type_raises_a_type_error(build):
     with pytest.raises(TypeError):
         build()

@@ -1,4 +1,5 @@
 """freqdyn: frequency-aware and dynamic convolution blocks for dense image prediction."""
+
 from .convert import ConversionReport, convert, count_parameters
 from .layers import (
     MRFA,

@@ -6,6 +6,7 @@
 * :func:`effective_receptive_field`: the RepLKNet / UniConvNet measurement, |d centre output / d input|.
 * :func:`plot_frequency_responses` / :func:`plot_erf` write PNGs (needs matplotlib: ``freqdyn[analysis]``).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -112,14 +113,16 @@ def _pyplot():
     return plt
 
 
-def plot_frequency_responses(rows: dict[str, Tensor], path: str | Path, max_kernels: int = 8,
-                             domain: str = "matrix") -> Path:
+def plot_frequency_responses(
+    rows: dict[str, Tensor], path: str | Path, max_kernels: int = 8, domain: str = "matrix"
+) -> Path:
     """One row of |FFT| panels per entry of ``rows`` (name -> (K, h, w) responses), the first ``max_kernels`` of
     each bank, with a shared colour bar per row and the mean pairwise cosine similarity; writes a PNG."""
     plt = _pyplot()
     cols = min(max_kernels, max(r.shape[0] for r in rows.values()))
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.7 * cols + 1.2, 2.0 * len(rows) + 0.9), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(1.7 * cols + 1.2, 2.0 * len(rows) + 0.9), squeeze=False, layout="constrained"
+    )
     # after fftshift: rows from -1/2 to 1/2 cycle per row (or pixel); the matrix's rfft keeps columns 0 to 1/2
     unit = ("cycles / column", "cycles / row") if domain == "matrix" else ("cycles / pixel (x)", "cycles / pixel (y)")
     extent = (0.0, 0.5, -0.5, 0.5) if domain == "matrix" else (-0.5, 0.5, -0.5, 0.5)
@@ -130,8 +133,15 @@ def plot_frequency_responses(rows: dict[str, Tensor], path: str | Path, max_kern
         for col in range(cols):
             ax = axes[row][col]
             if col < responses.shape[0]:
-                image = ax.imshow(responses[col].numpy(), cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto",
-                                  origin="lower", extent=extent)
+                image = ax.imshow(
+                    responses[col].numpy(),
+                    cmap="viridis",
+                    vmin=0.0,
+                    vmax=vmax,
+                    aspect="auto",
+                    origin="lower",
+                    extent=extent,
+                )
                 ax.set_title(f"kernel {col + 1}", fontsize=7)
                 ax.set_xticks([extent[0], 0.5] if domain == "matrix" else [-0.5, 0.0, 0.5])
                 ax.set_yticks([-0.5, 0.0, 0.5] if col == 0 else [])
@@ -141,10 +151,16 @@ def plot_frequency_responses(rows: dict[str, Tensor], path: str | Path, max_kern
                 ax.axis("off")
         axes[row][0].set_ylabel(f"{name}\n(of {responses.shape[0]}; cos {similarity:.2f})\n{unit[1]}", fontsize=8)
         fig.colorbar(image, ax=list(axes[row]), shrink=0.9, label="|FFT| (weight units)")
-    where = "the (O*kh) x (I*kw) weight matrix, FDConv's Fourier domain" if domain == "matrix" else \
-        "each kh x kw kernel zero-padded"
-    fig.suptitle(f"Frequency responses of the kernels each layer mixes ({where}); "
-                 "cos = mean pairwise cosine similarity, 1 = alike, 0 = disjoint", fontsize=9)
+    where = (
+        "the (O*kh) x (I*kw) weight matrix, FDConv's Fourier domain"
+        if domain == "matrix"
+        else "each kh x kw kernel zero-padded"
+    )
+    fig.suptitle(
+        f"Frequency responses of the kernels each layer mixes ({where}); "
+        "cos = mean pairwise cosine similarity, 1 = alike, 0 = disjoint",
+        fontsize=9,
+    )
     path = Path(path)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -164,8 +180,11 @@ def plot_erf(maps: dict[str, Tensor], path: str | Path) -> Path:
         ax.set_xlabel("x offset from the output pixel (pixels)", fontsize=8)
         ax.set_ylabel("y offset (pixels)", fontsize=8)
         fig.colorbar(image, ax=ax, shrink=0.8, label="log10 of |gradient| / its maximum")
-    fig.suptitle("Effective receptive fields: |d centre output / d input|,\nnormalised to 1, log scale "
-                 "(bright = most contribution)", fontsize=9)
+    fig.suptitle(
+        "Effective receptive fields: |d centre output / d input|,\nnormalised to 1, log scale "
+        "(bright = most contribution)",
+        fontsize=9,
+    )
     path = Path(path)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -186,8 +205,7 @@ def attention_spread(model: nn.Module, x: Tensor) -> dict[str, dict[str, float]]
     handles = []
     for name, layer in layers.items():
         heads = cast(nn.Module, layer.KSM_Global if isinstance(layer, FourierDynamicBase) else layer.attention)
-        handles.append(heads.register_forward_hook(
-            lambda module, args, out, name=name: seen.setdefault(name, out)))
+        handles.append(heads.register_forward_hook(lambda module, args, out, name=name: seen.setdefault(name, out)))
     try:
         with torch.no_grad():
             model(x)
@@ -200,8 +218,11 @@ def attention_spread(model: nn.Module, x: Tensor) -> dict[str, dict[str, float]]
             spread[name] = {"own_cell": _own_cell_share(cast(KWConvNd, layers[name]), att)}
             continue
         values = {head: getattr(att, head) for head in HEADS}
-        spread[name] = {head: (v.std(unbiased=False) / v.mean().abs().clamp_min(1e-12)).item()
-                        for head, v in values.items() if v is not None and v.numel() > 1}
+        spread[name] = {
+            head: (v.std(unbiased=False) / v.mean().abs().clamp_min(1e-12)).item()
+            for head, v in values.items()
+            if v is not None and v.numel() > 1
+        }
     return spread
 
 
@@ -219,6 +240,7 @@ def last_feature_map(model: nn.Module) -> Callable[[Tensor], Tensor]:
 
     def run(x: Tensor) -> Tensor:
         found: list[Tensor] = []
+
         def keep(module: nn.Module, inputs: tuple, out: object) -> None:
             if isinstance(out, Tensor) and out.dim() == 4 and min(out.shape[-2:]) > 1:  # not a pooled 1x1 map
                 found.append(out)
@@ -272,10 +294,14 @@ class _SaturationWatch:
         heads = saturated(att, self.share)  # one host sync (KSM-Global's own test)
         if heads:
             self.warned = True
-            warnings.warn(f"FDConv {self.name}: the KSM attention head(s) {', '.join(heads)} saturated (most values "
-                          "at a bound of their sigmoid, where gradients vanish): the layer's output and gradients "
-                          "fade. This happens at high learning rates; build the layers with temp=16, kernel_temp=16, "
-                          "fbm_temp=16 (see FDConv's docstring).", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"FDConv {self.name}: the KSM attention head(s) {', '.join(heads)} saturated (most values "
+                "at a bound of their sigmoid, where gradients vanish): the layer's output and gradients "
+                "fade. This happens at high learning rates; build the layers with temp=16, kernel_temp=16, "
+                "fbm_temp=16 (see FDConv's docstring).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
 
 def watch_saturation(model: nn.Module, every: int = 50, share: float = 0.5) -> list[RemovableHandle]:
@@ -303,6 +329,7 @@ def watch_saturation(model: nn.Module, every: int = 50, share: float = 0.5) -> l
     for name, layer in dynamic_layers(model).items():
         attention = getattr(layer, "KSM_Global", None)
         if isinstance(attention, nn.Module) and callable(getattr(attention, "saturated", None)):
-            handles.append(attention.register_forward_hook(_SaturationWatch(name or type(layer).__name__, every,
-                                                                             share)))
+            handles.append(
+                attention.register_forward_hook(_SaturationWatch(name or type(layer).__name__, every, share))
+            )
     return handles

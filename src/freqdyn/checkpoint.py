@@ -6,6 +6,7 @@ pretrained function. :func:`load_plain_weights` applies that to a model whose ho
 does not recognise (ultralytics' ``intersect_dicts``); :func:`convert_checkpoint` rewrites a checkpoint's
 convolution weights into the state of the target layers, which then load with ``strict=True``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,7 +61,11 @@ class CheckpointReport:
 
 
 def convert_checkpoint(
-    state_dict: Mapping[str, Any], to: str = "fdconv", *, include: str | None = None, exclude: str | None = None,
+    state_dict: Mapping[str, Any],
+    to: str = "fdconv",
+    *,
+    include: str | None = None,
+    exclude: str | None = None,
     **kwargs,
 ) -> tuple[dict[str, Any], CheckpointReport]:
     """Rewrite every 4-D ``<name>.weight`` (an ``nn.Conv2d`` kernel, groups = 1) into the state of ``to``'s layer.
@@ -105,8 +110,13 @@ def convert_checkpoint(
         prefix = f"{name}." if name else ""
         bias = state_dict.get(prefix + "bias")
         work = torch.float32 if weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype
-        conv = nn.Conv2d(weight.shape[1], weight.shape[0], (weight.shape[2], weight.shape[3]),
-                         bias=isinstance(bias, Tensor), dtype=work)
+        conv = nn.Conv2d(
+            weight.shape[1],
+            weight.shape[0],
+            (weight.shape[2], weight.shape[3]),
+            bias=isinstance(bias, Tensor),
+            dtype=work,
+        )
         with torch.no_grad():
             conv.weight.copy_(weight)
             if conv.bias is not None and isinstance(bias, Tensor):
@@ -117,8 +127,9 @@ def convert_checkpoint(
             continue
         out.pop(prefix + "weight")
         out.pop(prefix + "bias", None)
-        out.update({prefix + k: v.to(weight.dtype) if v.is_floating_point() else v
-                    for k, v in layer.state_dict().items()})
+        out.update(
+            {prefix + k: v.to(weight.dtype) if v.is_floating_point() else v for k, v in layer.state_dict().items()}
+        )
         report.converted.append(name)
     logger.info("convert_checkpoint(to=%r): %s", to, report)
     return out, report
@@ -141,7 +152,8 @@ def load_file(path: str, trust: bool) -> Any:
         if "Unsupported global" in str(error):
             raise CheckpointFileError(
                 f"{path} holds pickled objects besides tensors (an ultralytics .pt, or an mmengine checkpoint with "
-                "its training state); rerun with --trust-checkpoint if you trust the file") from error
+                "its training state); rerun with --trust-checkpoint if you trust the file"
+            ) from error
         raise CheckpointFileError(_unreadable(path, error)) from error
     except (RuntimeError, EOFError, KeyError, ValueError, OSError, AttributeError, ImportError) as error:
         raise CheckpointFileError(_unreadable(path, error)) from error
@@ -155,8 +167,10 @@ def _unreadable(path: str, error: Exception) -> str:
         text = text.split("WeightsUnpickler error:", 1)[1]
     found = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
     found = found.split(". This is an internal", 1)[0][:160]
-    return (f"{path} is not a readable torch checkpoint: truncated, corrupt or another format "
-            f"({type(error).__name__}: {found})")
+    return (
+        f"{path} is not a readable torch checkpoint: truncated, corrupt or another format "
+        f"({type(error).__name__}: {found})"
+    )
 
 
 def held_module(checkpoint: Any) -> nn.Module | None:
@@ -176,11 +190,14 @@ def fitted_state(state: dict, model: nn.Module) -> tuple[dict, str, list[str]]:
     own = model.state_dict()
     best, prefix = state, ""
     for candidate in sorted({key.split(".", 1)[0] + "." for key in state if "." in key}):
-        stripped = {k[len(candidate):]: v for k, v in state.items() if k.startswith(candidate)}
+        stripped = {k[len(candidate) :]: v for k, v in state.items() if k.startswith(candidate)}
         if sum(k in own for k in stripped) > sum(k in own for k in best):
             best, prefix = stripped, candidate
-    skipped = [f"{k}: {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} here" for k, v in best.items()
-               if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
+    skipped = [
+        f"{k}: {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} here"
+        for k, v in best.items()
+        if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape
+    ]
     return {k: v for k, v in best.items() if k not in own or v.shape == own[k].shape}, prefix, skipped
 
 

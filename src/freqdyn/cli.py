@@ -1,4 +1,5 @@
 """``freqdyn`` command line: ``freqdyn demo`` is the project's main job."""
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,11 @@ def _time_layers(kernel_num: int, batch: int, channels: int, size: int, train: b
     kw = KWConv2d.standalone(channels, channels, 3, padding=1, cell_num_ratio=4)
     layers = {"nn.Conv2d": conv, **paper_layers(conv, kernel_num), "KW (4x)": kw}
     mode = "forward + backward (train)" if train else "inference"
-    print(f"\nOne 3x3 layer, {channels} -> {channels} channels, batch {batch} at {size}x{size}, {mode} on this "
-          f"machine ({torch.get_num_threads()} threads):")
+    print(
+        f"\nOne 3x3 layer, {channels} -> {channels} channels, batch {batch} at {size}x{size}, {mode} on this "
+        f"machine ({torch.get_num_threads()} threads):"
+    )
+
     def call(layer: nn.Module):
         layer.train(train)
         if train:
@@ -65,11 +69,15 @@ def _time_layers(kernel_num: int, batch: int, channels: int, size: int, train: b
     base = times["nn.Conv2d"]
     for name, t in times.items():
         median = t[len(t) // 2]
-        print(f"  {name:<16}{median:>8.1f} ms  ({median / base[len(base) // 2]:.2f}x nn.Conv2d, "
-              f"rounds {t[0] / base[len(base) // 2]:.2f}x-{t[-1] / base[len(base) // 2]:.2f}x)")
+        print(
+            f"  {name:<16}{median:>8.1f} ms  ({median / base[len(base) // 2]:.2f}x nn.Conv2d, "
+            f"rounds {t[0] / base[len(base) // 2]:.2f}x-{t[-1] / base[len(base) // 2]:.2f}x)"
+        )
     for name, spread in unsteady(times).items():
-        print(f"  warning: the rounds of {name} differ by {spread:.1f}x: the machine's load changed during the run, "
-              "so these ratios are unreliable; rerun on a quiet machine (or with more rounds)")
+        print(
+            f"  warning: the rounds of {name} differ by {spread:.1f}x: the machine's load changed during the run, "
+            "so these ratios are unreliable; rerun on a quiet machine (or with more rounds)"
+        )
 
 
 def _no_grad_call(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -99,8 +107,10 @@ def demo(args: argparse.Namespace) -> int:
     print(f"\nResNet-50 -> FDConv (kernel_num={args.kernel_num}): {report}")
     with torch.no_grad():
         out = model(image)
-    print(f"Neutral-attention check on skimage's astronaut photo (224x224): max |logit difference| vs the original "
-          f"ResNet-50 = {(out - reference).abs().max().item():.2e}")
+    print(
+        f"Neutral-attention check on skimage's astronaut photo (224x224): max |logit difference| vs the original "
+        f"ResNet-50 = {(out - reference).abs().max().item():.2e}"
+    )
     _time_layers(args.kernel_num, 8, 64, 56, train=False)
     print()
     return analyze(args)
@@ -118,8 +128,13 @@ def _user_model(args: argparse.Namespace) -> nn.Module:
     checkpoint = load_file(args.checkpoint, args.trust_checkpoint) if args.checkpoint else None
     model = build_model(args.model).eval()
     if args.to != "none":
-        options = ({"kernel_num": args.kernel_num} if args.to == "fdconv" else
-                   {"cell_num_ratio": args.cell_num_ratio} if args.to == KERNEL_WAREHOUSE else {})
+        options = (
+            {"kernel_num": args.kernel_num}
+            if args.to == "fdconv"
+            else {"cell_num_ratio": args.cell_num_ratio}
+            if args.to == KERNEL_WAREHOUSE
+            else {}
+        )
         include = BOTTLENECK_CONVS if "resnet" in args.model and args.to in CONV_TARGETS else None
         print(f"{args.model} -> {args.to}: {convert(model, args.to, include=include, **options)}")
     if checkpoint is not None:
@@ -132,15 +147,21 @@ def _user_model(args: argparse.Namespace) -> nn.Module:
         own = [k for k in model.state_dict() if k not in attention]
         found = len(own) - sum(k not in attention for k in result.missing_keys)
         if found < MIN_FIT * len(own):
-            raise ValueError(f"{args.checkpoint}{where} does not fit {args.model}"
-                             f"{'' if args.to == 'none' else ' -> ' + args.to}: it holds {found} of the model's "
-                             f"{len(own)} keys ({found / len(own):.0%}; {len(result.unexpected_keys)} of its keys are "
-                             "not the model's); check --model and --to")
-        print(f"loaded {args.checkpoint}{where}: {found} of the model's {len(own)} keys ({found / len(own):.0%}), "
-              f"{len(result.missing_keys)} missing, {len(result.unexpected_keys)} unexpected keys")
+            raise ValueError(
+                f"{args.checkpoint}{where} does not fit {args.model}"
+                f"{'' if args.to == 'none' else ' -> ' + args.to}: it holds {found} of the model's "
+                f"{len(own)} keys ({found / len(own):.0%}; {len(result.unexpected_keys)} of its keys are "
+                "not the model's); check --model and --to"
+            )
+        print(
+            f"loaded {args.checkpoint}{where}: {found} of the model's {len(own)} keys ({found / len(own):.0%}), "
+            f"{len(result.missing_keys)} missing, {len(result.unexpected_keys)} unexpected keys"
+        )
         if skipped:
-            print(f"  skipped {len(skipped)} tensor(s) whose shape differs (another class count?): {skipped[0]}"
-                  + (f", and {len(skipped) - 1} more" if len(skipped) > 1 else ""))
+            print(
+                f"  skipped {len(skipped)} tensor(s) whose shape differs (another class count?): {skipped[0]}"
+                + (f", and {len(skipped) - 1} more" if len(skipped) > 1 else "")
+            )
     return model
 
 
@@ -148,8 +169,11 @@ def _spectra(layer: nn.Module) -> tuple[torch.Tensor, str]:
     """The weight-matrix responses of a dynamic layer's kernel bank, and a line with both similarities."""
     bank = analysis.kernel_bank(layer)
     matrix = analysis.frequency_responses(bank, "matrix")
-    kernel = ("flat (1x1)" if bank.shape[-2:] == (1, 1) else
-              f"{analysis.response_similarity(analysis.frequency_responses(bank, 'kernel')):.3f}")
+    kernel = (
+        "flat (1x1)"
+        if bank.shape[-2:] == (1, 1)
+        else f"{analysis.response_similarity(analysis.frequency_responses(bank, 'kernel')):.3f}"
+    )
     return matrix, f"weight-matrix spectrum {analysis.response_similarity(matrix):.3f}   kernel spectrum {kernel}"
 
 
@@ -166,8 +190,10 @@ def analyze_model(args: argparse.Namespace, out: Path) -> int:
     if not layers:
         print(f"freqdyn analyze: {title} has no dynamic layers; convert it with --to", file=sys.stderr)
         return 2
-    print(f"Frequency responses of the kernels each of the {len(layers)} dynamic layers mixes "
-          "(mean pairwise cosine similarity; 1 = alike):")
+    print(
+        f"Frequency responses of the kernels each of the {len(layers)} dynamic layers mixes "
+        "(mean pairwise cosine similarity; 1 = alike):"
+    )
     rows: dict[str, torch.Tensor] = {}
     for name, layer in layers.items():
         matrix, similarity = _spectra(layer)
@@ -177,9 +203,11 @@ def analyze_model(args: argparse.Namespace, out: Path) -> int:
     print(f"  wrote {analysis.plot_frequency_responses(rows, out / 'frequency_responses.png')}")
     photo = analysis.photo(args.size)
     spread = analysis.attention_spread(model, photo)
-    print("What training made of the attentions on skimage's astronaut: spread (std / mean) of each head's values, "
-          "0 = constant, as a fresh or converted layer (KW: own_cell, the weights' share on each position's own "
-          "cell, 1 = one-hot, as at temperature 1):")
+    print(
+        "What training made of the attentions on skimage's astronaut: spread (std / mean) of each head's values, "
+        "0 = constant, as a fresh or converted layer (KW: own_cell, the weights' share on each position's own "
+        "cell, 1 = one-hot, as at temperature 1):"
+    )
     for name, heads in spread.items():
         print(f"  {name:<28} " + "   ".join(f"{head} {value:.3f}" for head, value in heads.items()))
     erf = analysis.effective_receptive_field(analysis.last_feature_map(model), photo)
@@ -208,8 +236,11 @@ def analyze(args: argparse.Namespace) -> int:
     channels, size = 32, args.size
     lift = nn.Conv2d(3, channels, 1)
     photo = lift(analysis.photo(size)).detach()
-    models = {"3x3 conv": nn.Conv2d(channels, channels, 3, padding=1, groups=channels),
-              "11x11 conv": nn.Conv2d(channels, channels, 11, padding=5, groups=channels), "MRFA": MRFA(channels)}
+    models = {
+        "3x3 conv": nn.Conv2d(channels, channels, 3, padding=1, groups=channels),
+        "11x11 conv": nn.Conv2d(channels, channels, 11, padding=5, groups=channels),
+        "MRFA": MRFA(channels),
+    }
     maps = {name: analysis.effective_receptive_field(m, photo) for name, m in models.items()}
     print("Effective receptive fields on skimage's astronaut (radius holding 50% of the contribution):")
     for name, erf in maps.items():
@@ -230,21 +261,31 @@ def profile_command(args: argparse.Namespace) -> int:
     shape = (1, 3, args.size, args.size)
     before = profile(model, shape)
     computed = before.first_conv_input or shape
-    at = f"at {computed}" if computed[2:] == shape[2:] else (
-        f"at {computed}, the size {args.model} resizes its {shape} input to")
-    print(f"{args.model}: {before.flops / 1e9:.3f} GFLOPs, {before.params / 1e6:.3f}M params {at} "
-          "(FLOPs = 2 x multiply-accumulates, FFTs and CARAFE included)")
+    at = (
+        f"at {computed}"
+        if computed[2:] == shape[2:]
+        else (f"at {computed}, the size {args.model} resizes its {shape} input to")
+    )
+    print(
+        f"{args.model}: {before.flops / 1e9:.3f} GFLOPs, {before.params / 1e6:.3f}M params {at} "
+        "(FLOPs = 2 x multiply-accumulates, FFTs and CARAFE included)"
+    )
     if args.to != "none":
         include = BOTTLENECK_CONVS if "resnet" in args.model and args.to in CONV_TARGETS else None
         report = convert(model, args.to, include=include)
         print(f"{args.model} -> {args.to}: {report}")
         if not report.replaced:
-            print(f"freqdyn profile: no layer of {args.model} was converted to {args.to} (the target's gating or "
-                  "source type matched none), so there is nothing to compare", file=sys.stderr)
+            print(
+                f"freqdyn profile: no layer of {args.model} was converted to {args.to} (the target's gating or "
+                "source type matched none), so there is nothing to compare",
+                file=sys.stderr,
+            )
             return 1
         after = profile(model, shape)
-        print(f"  {after.flops / 1e9:.3f} GFLOPs ({(after.flops - before.flops) / 1e9:+.3f}), "
-              f"{after.params / 1e6:.3f}M params ({(after.params - before.params) / 1e6:+.3f}M)")
+        print(
+            f"  {after.flops / 1e9:.3f} GFLOPs ({(after.flops - before.flops) / 1e9:+.3f}), "
+            f"{after.params / 1e6:.3f}M params ({(after.params - before.params) / 1e6:+.3f}M)"
+        )
         if args.layers:
             print(after)
     return 0
@@ -256,7 +297,8 @@ def convert_checkpoint_command(args: argparse.Namespace) -> int:
     checkpoint = load_file(args.input, trust=False)
     state, key = checkpoint_state(checkpoint)
     options = {"fdconv": {"kernel_num": args.kernel_num, "param_ratio": args.param_ratio}}.get(
-        args.to, {"num_experts": args.num_experts} if args.num_experts else {})
+        args.to, {"num_experts": args.num_experts} if args.num_experts else {}
+    )
     converted, report = convert_checkpoint(state, args.to, include=args.include, exclude=args.exclude, **options)
     if key is None:
         checkpoint = converted
@@ -315,17 +357,28 @@ def main(argv: list[str] | None = None) -> int:
         "--kernel-num", type=int, default=64, help="FDConv kernel_num (random layers, or --to fdconv)"
     )
     p_analyze.add_argument("--model", help="analyse this torchvision / timm model instead of random layers")
-    p_analyze.add_argument("--to", default="none", choices=["none", *TARGETS, KERNEL_WAREHOUSE],
-                           help="with --model: convert it first (ResNets: the bottleneck convs; kw: every conv, "
-                           "as the authors' KW ResNets)")
-    p_analyze.add_argument("--cell-num-ratio", type=float, default=1.0, help="with --to kw: KW's cell_num_ratio "
-                           "(4 = the paper's KW (4x))")
-    p_analyze.add_argument("--checkpoint", help="with --model: a state_dict (or a dict holding one: mmengine's "
-                           "'state_dict', a detector's 'backbone.' keys) to load, e.g. a trained network's; alone: an "
-                           "ultralytics .pt (with --trust-checkpoint)")
-    p_analyze.add_argument("--trust-checkpoint", action="store_true",
-                           help="load pickled objects from --checkpoint (ultralytics .pt, mmengine training state): "
-                           "only for files you trust")
+    p_analyze.add_argument(
+        "--to",
+        default="none",
+        choices=["none", *TARGETS, KERNEL_WAREHOUSE],
+        help="with --model: convert it first (ResNets: the bottleneck convs; kw: every conv, "
+        "as the authors' KW ResNets)",
+    )
+    p_analyze.add_argument(
+        "--cell-num-ratio", type=float, default=1.0, help="with --to kw: KW's cell_num_ratio (4 = the paper's KW (4x))"
+    )
+    p_analyze.add_argument(
+        "--checkpoint",
+        help="with --model: a state_dict (or a dict holding one: mmengine's "
+        "'state_dict', a detector's 'backbone.' keys) to load, e.g. a trained network's; alone: an "
+        "ultralytics .pt (with --trust-checkpoint)",
+    )
+    p_analyze.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="load pickled objects from --checkpoint (ultralytics .pt, mmengine training state): "
+        "only for files you trust",
+    )
     p_analyze.add_argument("--plot-layers", type=int, default=6, help="with --model: layers in the frequency plot")
     p_analyze.set_defaults(func=analyze)
     p_profile = sub.add_parser(
@@ -333,10 +386,14 @@ def main(argv: list[str] | None = None) -> int:
         name="profile",
         help="FLOPs and parameters of a torchvision or timm model, plain and converted (ResNets: bottleneck convs)",
     )
-    p_profile.add_argument("--model", default="resnet50", help="a torchvision model (classification, detection, "
-                           "segmentation) or a timm model name")
-    p_profile.add_argument("--to", default="fdconv", choices=["none", *TARGETS, KERNEL_WAREHOUSE],
-                           help="conversion target")
+    p_profile.add_argument(
+        "--model",
+        default="resnet50",
+        help="a torchvision model (classification, detection, segmentation) or a timm model name",
+    )
+    p_profile.add_argument(
+        "--to", default="fdconv", choices=["none", *TARGETS, KERNEL_WAREHOUSE], help="conversion target"
+    )
     p_profile.add_argument("--size", type=int, default=224, help="input height and width")
     p_profile.add_argument("--layers", action="store_true", help="list every converted layer")
     p_profile.set_defaults(func=profile_command)
@@ -348,8 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_ckpt.add_argument("input", help="a state_dict, or a dict holding one under 'state_dict' or 'model'")
     p_ckpt.add_argument("output", help="where to write the converted checkpoint")
-    p_ckpt.add_argument("--to", default="fdconv", choices=list(CONV_TARGETS),
-                        help="target layer")
+    p_ckpt.add_argument("--to", default="fdconv", choices=list(CONV_TARGETS), help="target layer")
     p_ckpt.add_argument("--include", help="regex: convert only convs whose name matches (default: all convs)")
     p_ckpt.add_argument(
         "--exclude", help="regex: keep convs whose name matches, e.g. 'downsample' (default: none kept)"

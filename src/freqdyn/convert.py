@@ -46,8 +46,10 @@ class ConversionReport:
         return self.params_after - self.params_before
 
     def __str__(self) -> str:
-        return (f"replaced {len(self.replaced)} layer(s), skipped {len(self.skipped)}; params "
-                f"{self.params_before:,} -> {self.params_after:,} ({self.param_delta:+,})")
+        return (
+            f"replaced {len(self.replaced)} layer(s), skipped {len(self.skipped)}; params "
+            f"{self.params_before:,} -> {self.params_after:,} ({self.param_delta:+,})"
+        )
 
 
 def _matches(selector: Selector, name: str, module: nn.Module) -> bool:
@@ -75,8 +77,9 @@ def _standardised_weight(conv: nn.Conv2d) -> Tensor:
     if scale is not None:
         scale = (scale * getattr(conv, "scale", 1.0)).reshape(-1)
     flat = conv.weight.reshape(1, conv.out_channels, -1)
-    return F.batch_norm(flat, None, None, weight=scale, training=True, momentum=0.0,
-                        eps=getattr(conv, "eps", 1e-6)).reshape_as(conv.weight)
+    return F.batch_norm(
+        flat, None, None, weight=scale, training=True, momentum=0.0, eps=getattr(conv, "eps", 1e-6)
+    ).reshape_as(conv.weight)
 
 
 def _static_equivalent(module: nn.Module, bake_standardization: bool = False) -> nn.Conv2d | None:
@@ -99,8 +102,17 @@ def _static_equivalent(module: nn.Module, bake_standardization: bool = False) ->
         return None
     pair = tuple[int, int]
     padding = "same" if dynamic_same else cast(pair, conv.padding)
-    plain = nn.Conv2d(conv.in_channels, conv.out_channels, cast(pair, conv.kernel_size), cast(pair, conv.stride),
-                      padding, cast(pair, conv.dilation), conv.groups, conv.bias is not None, device="meta")
+    plain = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        cast(pair, conv.kernel_size),
+        cast(pair, conv.stride),
+        padding,
+        cast(pair, conv.dilation),
+        conv.groups,
+        conv.bias is not None,
+        device="meta",
+    )
     if name in _STANDARDISED:
         with torch.no_grad():
             plain.weight = nn.Parameter(_standardised_weight(conv).clone(), conv.weight.requires_grad)
@@ -120,15 +132,27 @@ def _carry_state(old: nn.Conv2d | nn.Linear, new: nn.Module) -> None:
     bias = getattr(new, "bias", None)
     for p in new.parameters():
         p.requires_grad_(old.bias.requires_grad if p is bias and old.bias is not None else old.weight.requires_grad)
-    for name in ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
-                 "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks"):
+    for name in (
+        "_forward_hooks",
+        "_forward_hooks_with_kwargs",
+        "_forward_hooks_always_called",
+        "_forward_pre_hooks",
+        "_forward_pre_hooks_with_kwargs",
+        "_backward_hooks",
+        "_backward_pre_hooks",
+    ):
         getattr(new, name).update(getattr(old, name))
     new._is_full_backward_hook = old._is_full_backward_hook
 
 
 def convert(
-    model: nn.Module, to: str = "fdconv", *, include: Selector = None, exclude: Selector = None,
-    bake_standardization: bool = False, **kwargs
+    model: nn.Module,
+    to: str = "fdconv",
+    *,
+    include: Selector = None,
+    exclude: Selector = None,
+    bake_standardization: bool = False,
+    **kwargs,
 ) -> ConversionReport:
     """Replace every ``nn.Conv2d`` (``nn.Linear`` for ``to="fdlinear"``) selected by ``include`` / ``exclude`` in place.
 
@@ -176,10 +200,15 @@ def convert(
         static = _static_equivalent(module, bake_standardization) if source is nn.Conv2d else None
         if type(module) is not source and static is None:
             if isinstance(module, source):
-                opt_in = (" (convert(..., bake_standardization=True) converts it with its standardised kernel)"
-                          if type(module).__name__ in _STANDARDISED and not bake_standardization else "")
-                report.skipped[name] = (f"{type(module).__name__} subclasses {source.__name__} and changes its "
-                                        f"computation (e.g. weight standardisation, dynamic 'same' padding){opt_in}")
+                opt_in = (
+                    " (convert(..., bake_standardization=True) converts it with its standardised kernel)"
+                    if type(module).__name__ in _STANDARDISED and not bake_standardization
+                    else ""
+                )
+                report.skipped[name] = (
+                    f"{type(module).__name__} subclasses {source.__name__} and changes its "
+                    f"computation (e.g. weight standardisation, dynamic 'same' padding){opt_in}"
+                )
             continue
         unselected = _unselected(include, exclude, name, module)
         if unselected:

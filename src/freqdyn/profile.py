@@ -15,6 +15,7 @@ itself) are the base. Added on top, because FlopCounterMode reports 0 for them o
 Other element-wise work (activations, attention products, normalisation) is not counted, as in
 FlopCounterMode and fvcore.
 """
+
 from __future__ import annotations
 
 import math
@@ -85,8 +86,10 @@ class Profile:
     first_conv_input: tuple[int, ...] | None = None  # what the first convolution saw (a detector resizes inside)
 
     def __str__(self) -> str:
-        lines = [f"input {', '.join(str(s) for s in self.input_shapes)}: {self.flops / 1e9:.3f} GFLOPs, "
-                 f"{self.params / 1e6:.3f}M params"]
+        lines = [
+            f"input {', '.join(str(s) for s in self.input_shapes)}: {self.flops / 1e9:.3f} GFLOPs, "
+            f"{self.params / 1e6:.3f}M params"
+        ]
         if self.layers:
             lines.append(f"  {'layer':<40}{'kind':<18}{'params':>12}{'GFLOPs':>10}")
             lines += [f"  {c.name:<40}{c.kind:<18}{c.params:>12,}{c.flops / 1e9:>10.4f}" for c in self.layers]
@@ -141,13 +144,17 @@ def profile(model: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int
 
     handles = [m.register_forward_pre_hook(push) for m in model.modules()]
     handles += [m.register_forward_hook(pop) for m in model.modules()]
+
     def record(flops: int) -> None:
         owner = stack[-1] if stack else ""
         extra[owner] = extra.get(owner, 0) + flops
 
     try:
-        with flop_recording(record), torch.no_grad(), FlopCounterMode(display=False,
-                                                                      custom_mapping=EXTRA_FORMULAS) as counter:
+        with (
+            flop_recording(record),
+            torch.no_grad(),
+            FlopCounterMode(display=False, custom_mapping=EXTRA_FORMULAS) as counter,
+        ):
             model(*inputs)
     finally:
         for handle in handles:
@@ -168,5 +175,6 @@ def profile(model: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int
             params = sum(p.numel() for p in module.parameters())
             layers.append(LayerCost(name or root, type(module).__name__, params, counted(name)))
     total = counter.get_total_flops() + sum(extra.values())
-    return Profile(shapes, total, sum(p.numel() for p in model.parameters()), layers,
-                   first_conv[0] if first_conv else None)
+    return Profile(
+        shapes, total, sum(p.numel() for p in model.parameters()), layers, first_conv[0] if first_conv else None
+    )

@@ -1,6 +1,7 @@
 """The targets freqdyn converts ``nn.Conv2d`` / ``nn.Linear`` layers into: the one registry that
 :func:`freqdyn.convert`, the CLI, the ultralytics and mmengine integrations, the profiler, the overhead table
 and the benchmarks read."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -44,19 +45,48 @@ class Target:
         return f"{self.label} ({self.paper['num_experts']}x)" if "num_experts" in self.paper else self.label
 
 
-TARGETS: dict[str, Target] = {target.name: target for target in (
-    Target("fdconv", FDConv, "FDConv", nn.Conv2d, gated_from_conv, {"kernel_num": 64}, "FDConv",
-              {"kernel_num": 16}),  # the YOLO re-implementations' setting (the paper's 64 is for ResNet-50)
-    Target("dyconv", DynamicConv2d, "DY-Conv", nn.Conv2d, DynamicConv2d.from_conv, {"num_experts": 4},
-              "DynamicConv", {"num_experts": 4}),
-    Target("condconv", CondConv2d, "CondConv", nn.Conv2d, CondConv2d.from_conv, {"num_experts": 8}, "CondConv",
-              {"num_experts": 8}),
-    Target("odconv", ODConv2d, "ODConv", nn.Conv2d, ODConv2d.from_conv, {"num_experts": 4}, "ODConv",
-              {"num_experts": 4}),
-    Target("fdlinear", FDLinear, "FDLinear", nn.Linear, FDLinear.from_linear, {"kernel_num": 64}),
-    Target("fdlinear_qwen", FDLinearQwen, "FDLinear (Qwen)", nn.Linear, FDLinearQwen.from_linear,
-              {"kernel_num": 4}),  # the authors' FDLinear4Qwen module and default
-)}
+TARGETS: dict[str, Target] = {
+    target.name: target
+    for target in (
+        Target(
+            "fdconv", FDConv, "FDConv", nn.Conv2d, gated_from_conv, {"kernel_num": 64}, "FDConv", {"kernel_num": 16}
+        ),  # the YOLO re-implementations' setting (the paper's 64 is for ResNet-50)
+        Target(
+            "dyconv",
+            DynamicConv2d,
+            "DY-Conv",
+            nn.Conv2d,
+            DynamicConv2d.from_conv,
+            {"num_experts": 4},
+            "DynamicConv",
+            {"num_experts": 4},
+        ),
+        Target(
+            "condconv",
+            CondConv2d,
+            "CondConv",
+            nn.Conv2d,
+            CondConv2d.from_conv,
+            {"num_experts": 8},
+            "CondConv",
+            {"num_experts": 8},
+        ),
+        Target(
+            "odconv",
+            ODConv2d,
+            "ODConv",
+            nn.Conv2d,
+            ODConv2d.from_conv,
+            {"num_experts": 4},
+            "ODConv",
+            {"num_experts": 4},
+        ),
+        Target("fdlinear", FDLinear, "FDLinear", nn.Linear, FDLinear.from_linear, {"kernel_num": 64}),
+        Target(
+            "fdlinear_qwen", FDLinearQwen, "FDLinear (Qwen)", nn.Linear, FDLinearQwen.from_linear, {"kernel_num": 4}
+        ),  # the authors' FDLinear4Qwen module and default
+    )
+}
 CONV_TARGETS: tuple[str, ...] = tuple(name for name, target in TARGETS.items() if target.source is nn.Conv2d)
 
 

@@ -4,6 +4,7 @@ ultralytics ``last.pt`` holding every row of the integration, each with inputs a
 They name the module paths of the commit they were made at (see README.md); later commits must keep loading them.
 Run from the repository root: ``python tests/pickles/make_pickles.py``.
 """
+
 import subprocess
 import sys
 from pathlib import Path
@@ -78,13 +79,26 @@ def yolo_last(root: Path) -> Path:
             kpts = " ".join(f"{0.2 + 0.03 * j:.3f} {0.2 + 0.02 * j:.3f} 2" for j in range(17))
             (root / "labels" / split / f"{i}.txt").write_text(f"0 0.4375 0.3906 0.5 0.4688 {kpts}\n")
     data = root / "data.yaml"
-    data.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nkpt_shape: [17, 3]\n"
-                    "flip_idx: [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]\nnames:\n  0: person\n")
+    data.write_text(
+        f"path: {root}\ntrain: images/train\nval: images/val\nkpt_shape: [17, 3]\n"
+        "flip_idx: [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]\nnames:\n  0: person\n"
+    )
     cfg = root / "tiny-pose.yaml"
     cfg.write_text(TINY_YOLO)
-    ultralytics.YOLO(str(cfg)).train(data=str(data), epochs=1, imgsz=64, batch=2, device="cpu", workers=0,
-                                     plots=False, amp=False, project=str(root / "runs"), name="t", val=False,
-                                     verbose=False)
+    ultralytics.YOLO(str(cfg)).train(
+        data=str(data),
+        epochs=1,
+        imgsz=64,
+        batch=2,
+        device="cpu",
+        workers=0,
+        plots=False,
+        amp=False,
+        project=str(root / "runs"),
+        name="t",
+        val=False,
+        verbose=False,
+    )
     return root / "runs" / "t" / "weights" / "last.pt"
 
 
@@ -92,11 +106,20 @@ def main() -> None:
     import shutil
     import tempfile
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     model, inputs = layer_model()
-    torch.save({"model": model, "inputs": inputs, "outputs": outputs(model, inputs), "commit": commit,
-                "version": freqdyn.__version__}, HERE / "layers.pt")
+    torch.save(
+        {
+            "model": model,
+            "inputs": inputs,
+            "outputs": outputs(model, inputs),
+            "commit": commit,
+            "version": freqdyn.__version__,
+        },
+        HERE / "layers.pt",
+    )
     with tempfile.TemporaryDirectory() as tmp:
         last = yolo_last(Path(tmp))
         shutil.copy(last, HERE / "yolo_last.pt")

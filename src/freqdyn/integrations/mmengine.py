@@ -23,6 +23,7 @@ mmengine's ``HistoryBuffer`` (the message hub's logs) and numpy arrays and scala
 (``CheckpointLoader.load_checkpoint``, which all three call) also take ``getattr``: a ``HistoryBuffer`` pickles its
 statistics methods as ``getattr(HistoryBuffer, 'mean')``. ``getattr`` stays refused in every other ``torch.load``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -49,8 +50,9 @@ class UniConvNetBackbone(UniConvNet, BaseModule):
     (B, dims[i], H / 2^(i+2), W / 2^(i+2)); no classifier. The authors' checkpoints load by ``init_cfg`` (their
     keys are ours; the head's are reported unused)."""
 
-    def __init__(self, arch: str = "t", out_indices: Sequence[int] = (0, 1, 2, 3), init_cfg: dict | None = None,
-                 **kwargs) -> None:
+    def __init__(
+        self, arch: str = "t", out_indices: Sequence[int] = (0, 1, 2, 3), init_cfg: dict | None = None, **kwargs
+    ) -> None:
         super().__init__(**{**scale_args(arch, "arch"), "num_classes": 0, **kwargs}, out_indices=out_indices)
         self.init_cfg = copy.deepcopy(init_cfg)
 
@@ -64,8 +66,9 @@ class KWResNetBackbone(BaseModule):
     checkpoint=...)`` (the classifier's keys reported unused). Needs torchvision. Other keywords go to
     :class:`~freqdyn.layers.kernel_warehouse.WarehouseManager`."""
 
-    def __init__(self, depth: int = 50, out_indices: Sequence[int] = (0, 1, 2, 3), init_cfg: dict | None = None,
-                 **options: Any) -> None:
+    def __init__(
+        self, depth: int = 50, out_indices: Sequence[int] = (0, 1, 2, 3), init_cfg: dict | None = None, **options: Any
+    ) -> None:
         super().__init__(init_cfg=copy.deepcopy(init_cfg))
         try:
             import torchvision
@@ -110,22 +113,25 @@ def summarise_missing(message: str, attention: dict[str, str]) -> str:
     for i, line in enumerate(lines):
         if not line.startswith(_MISSING):
             continue
-        keys = line[len(_MISSING):].split(", ")
+        keys = line[len(_MISSING) :].split(", ")
         ours = [k for k in keys if k in attention]
         if not ours:
             return message
         rest = [k for k in keys if k not in attention]
         layers = {attention[k] for k in ours}
-        note = (f"freqdyn: {len(ours)} attention parameter(s) of {len(layers)} dynamic layer(s) are not in the "
-                f"checkpoint (e.g. {ours[0]}); they start neutral, so those layers compute the checkpoint's "
-                "convolutions, whose kernels they took from its 'weight' keys")
-        lines[i:i + 1] = ([_MISSING + ", ".join(rest)] if rest else []) + [note]
+        note = (
+            f"freqdyn: {len(ours)} attention parameter(s) of {len(layers)} dynamic layer(s) are not in the "
+            f"checkpoint (e.g. {ours[0]}); they start neutral, so those layers compute the checkpoint's "
+            "convolutions, whose kernels they took from its 'weight' keys"
+        )
+        lines[i : i + 1] = ([_MISSING + ", ".join(rest)] if rest else []) + [note]
         return "\n".join(lines)
     return message
 
 
-def _load_state_dict(original: Any, module: nn.Module, state_dict: Any, strict: bool = False,
-                     logger: Any = None) -> Any:
+def _load_state_dict(
+    original: Any, module: nn.Module, state_dict: Any, strict: bool = False, logger: Any = None
+) -> Any:
     """mmengine's ``load_state_dict``, its mismatch warning passed through :func:`summarise_missing`."""
     attention = attention_keys(module)
     printer = checkpoint.print_log
@@ -147,15 +153,22 @@ def _safe_globals() -> list[Any]:
     from mmengine.logging import HistoryBuffer
 
     dtypes = [getattr(np.dtypes, name) for name in np.dtypes.__all__]
-    return [HistoryBuffer, np.ndarray, np.dtype, np.ndarray((0,)).__reduce__()[0], np.float64(0).__reduce__()[0],
-            *dtypes]
+    return [
+        HistoryBuffer,
+        np.ndarray,
+        np.dtype,
+        np.ndarray((0,)).__reduce__()[0],
+        np.float64(0).__reduce__()[0],
+        *dtypes,
+    ]
 
 
 SAFE_GLOBALS = _safe_globals()
 
 
-def _load_with_getattr(original: Callable[..., Any], filename: str, map_location: Any = None,
-                       logger: Any = "current") -> Any:
+def _load_with_getattr(
+    original: Callable[..., Any], filename: str, map_location: Any = None, logger: Any = "current"
+) -> Any:
     """mmengine's ``CheckpointLoader.load_checkpoint`` with ``getattr`` allowed (HistoryBuffer's methods)."""
     with torch.serialization.safe_globals([getattr]):
         return original(filename, map_location, logger)

@@ -11,6 +11,7 @@ downloaded file with ``pretrained=True, pretrained_cfg_overlay=dict(file=path)``
 as they are, and another ``num_classes`` drops their head) or ``model.load_state_dict(sd)`` (their keys load
 strictly).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,29 +21,46 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from ..models import SCALES, UniConvNet, scale_args
 
 __all__: list[str] = []
-default_cfgs = generate_default_cfgs({
-    f"uniconvnet_{scale}": {"num_classes": 1000, "input_size": (3, 224, 224), "crop_pct": 0.875,
-                            "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-                            "first_conv": "downsample_layers.0.0", "classifier": "head"}
-    for scale in SCALES
-})
+default_cfgs = generate_default_cfgs(
+    {
+        f"uniconvnet_{scale}": {
+            "num_classes": 1000,
+            "input_size": (3, 224, 224),
+            "crop_pct": 0.875,
+            "interpolation": "bicubic",
+            "mean": (0.485, 0.456, 0.406),
+            "std": (0.229, 0.224, 0.225),
+            "first_conv": "downsample_layers.0.0",
+            "classifier": "head",
+        }
+        for scale in SCALES
+    }
+)
 
 
-WEIGHTS = ("the authors' ImageNet weights are files such as uniconvnet_t_1k_224_ema.pth (uniconvnet_a_1k_224.pth, "
-           "uniconvnet_l_22k_224.pth: the names are in their README, github.com/ai-paperwithcode/UniConvNet) on "
-           "Hugging Face (ai-modelwithcode/UniConvNet) and Baidu")
+WEIGHTS = (
+    "the authors' ImageNet weights are files such as uniconvnet_t_1k_224_ema.pth (uniconvnet_a_1k_224.pth, "
+    "uniconvnet_l_22k_224.pth: the names are in their README, github.com/ai-paperwithcode/UniConvNet) on "
+    "Hugging Face (ai-modelwithcode/UniConvNet) and Baidu"
+)
 
 
 def _create(scale: str, pretrained: bool = False, **kwargs: Any) -> UniConvNet:
     given = {**(kwargs.get("pretrained_cfg") or {}), **(kwargs.get("pretrained_cfg_overlay") or {})}
     if pretrained and not any(given.get(key) for key in ("file", "url", "hf_hub_id")):
-        raise RuntimeError(f"timm has no download for uniconvnet_{scale}: {WEIGHTS}. Download one, then "
-                           f"timm.create_model('uniconvnet_{scale}', pretrained=True, "
-                           "pretrained_cfg_overlay=dict(file='path/to/the.pth')) (their keys load as they are, "
-                           "another num_classes drops their head)")
-    return build_model_with_cfg(UniConvNet, f"uniconvnet_{scale}", pretrained,
-                                feature_cfg={"out_indices": (0, 1, 2, 3), "feature_cls": "getter"},
-                                **{**scale_args(scale), **kwargs})
+        raise RuntimeError(
+            f"timm has no download for uniconvnet_{scale}: {WEIGHTS}. Download one, then "
+            f"timm.create_model('uniconvnet_{scale}', pretrained=True, "
+            "pretrained_cfg_overlay=dict(file='path/to/the.pth')) (their keys load as they are, "
+            "another num_classes drops their head)"
+        )
+    return build_model_with_cfg(
+        UniConvNet,
+        f"uniconvnet_{scale}",
+        pretrained,
+        feature_cfg={"out_indices": (0, 1, 2, 3), "feature_cls": "getter"},
+        **{**scale_args(scale), **kwargs},
+    )
 
 
 def _entrypoint(scale: str):

@@ -11,6 +11,7 @@
 The number of kernels a dynamic conv mixes, K, is ``kernel_num`` in FDConv's signature (the official name) and
 ``num_experts`` in DY-Conv / CondConv / ODConv's (timm's); every internal helper calls it ``num_kernels``.
 """
+
 from . import _legacy
 from ._common.attention_heads import Attentions
 from ._common.batched_conv import batched_conv2d

@@ -5,6 +5,7 @@
 path. Each old path is an alias in ``sys.modules`` of the module that holds the class now. ``freqdyn.layers.fdconv``
 needs none: it is now the FDConv package, which exports ``FDConv``.
 """
+
 import importlib
 import sys
 
@@ -66,10 +67,25 @@ def become_plain_conv(layer: nn.Module, state: dict) -> None:
     ``nn.Conv2d`` that :func:`~freqdyn.layers.fdconv.gating.gated_fdconv` builds for it now."""
     params = {"bias": state.get("bias"), **state["_parameters"]}  # a None bias was a plain attribute
     with torch.device("meta"):
-        plain = nn.Conv2d(state["in_channels"], state["out_channels"], state["kernel_size"], state["stride"],
-                          state["padding"], state["dilation"], state["groups"], params["bias"] is not None,
-                          state["padding_mode"])
+        plain = nn.Conv2d(
+            state["in_channels"],
+            state["out_channels"],
+            state["kernel_size"],
+            state["stride"],
+            state["padding"],
+            state["dilation"],
+            state["groups"],
+            params["bias"] is not None,
+            state["padding_mode"],
+        )
     kept = {key: state[key] for key in plain.__dict__ if "hook" in key and key in state}
     layer.__class__ = nn.Conv2d
-    layer.__dict__.update({**plain.__dict__, **kept, "training": state["training"], "_parameters": params,
-                           "_buffers": dict(state["_buffers"])})
+    layer.__dict__.update(
+        {
+            **plain.__dict__,
+            **kept,
+            "training": state["training"],
+            "_parameters": params,
+            "_buffers": dict(state["_buffers"]),
+        }
+    )

@@ -1,5 +1,6 @@
 """What counts as a freqdyn layer: the one list that the profiler, the analysis tools, checkpoint loading and the
 mmengine and ultralytics integrations read."""
+
 from __future__ import annotations
 
 import torch.nn as nn
@@ -12,8 +13,17 @@ from .kernel_warehouse import KWConvNd
 from .uniconvnet import MRFA, DCNv3, UniConvNetBlock
 
 FREQDYN_LAYERS: tuple[type[nn.Module], ...] = (
-    FDConv, FDLinear, FDLinearQwen, DynamicConv2d, CondConv2d, ODConv2d,
-    FreqFusion, FreqFusionFPN, MRFA, UniConvNetBlock, DCNv3,
+    FDConv,
+    FDLinear,
+    FDLinearQwen,
+    DynamicConv2d,
+    CondConv2d,
+    ODConv2d,
+    FreqFusion,
+    FreqFusionFPN,
+    MRFA,
+    UniConvNetBlock,
+    DCNv3,
 )
 """The public layers: one row each in :func:`freqdyn.profile`, each registered with mmengine, each counted by
 freqdyn (not thop) in ultralytics."""

@@ -1,4 +1,5 @@
 """Models by name, for the command line and the benchmarks: torchvision's and timm's, randomly initialised."""
+
 from __future__ import annotations
 
 import importlib
@@ -26,18 +27,22 @@ def import_torchvision() -> ModuleType | None:
     if importlib.util.find_spec("torchvision") is None:
         return None
     wanted, release = paired_torchvision(torch.__version__), torch.__version__.split("+")[0]
-    advice = (f"install the torchvision built for your torch {torch.__version__}: pip install "
-              f"'torchvision=={wanted}.*' (or move both: pip install torch=={release} 'torchvision=={wanted}.*')")
+    advice = (
+        f"install the torchvision built for your torch {torch.__version__}: pip install "
+        f"'torchvision=={wanted}.*' (or move both: pip install torch=={release} 'torchvision=={wanted}.*')"
+    )
     try:
         torchvision = importlib.import_module("torchvision")
     except Exception as error:  # a CUDA / CPU or version mismatch fails inside torchvision's own import
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TorchvisionPairError(f"torchvision does not import beside torch {torch.__version__} ({first}): "
-                                   f"{advice}") from error
+        raise TorchvisionPairError(
+            f"torchvision does not import beside torch {torch.__version__} ({first}): {advice}"
+        ) from error
     found = ".".join(torchvision.__version__.split("+")[0].split(".")[:2])
     if found != wanted:
-        raise TorchvisionPairError(f"torchvision {torchvision.__version__} was built for another torch than "
-                                   f"{torch.__version__}: {advice}")
+        raise TorchvisionPairError(
+            f"torchvision {torchvision.__version__} was built for another torch than {torch.__version__}: {advice}"
+        )
     return torchvision
 
 
@@ -53,5 +58,7 @@ def build_model(name: str) -> nn.Module:
     timm = importlib.import_module("timm") if importlib.util.find_spec("timm") else None
     if timm is not None and timm.is_model(name):
         return timm.create_model(name, pretrained=False)
-    raise ValueError(f"unknown model {name!r}: give a torchvision name (torchvision.models.list_models()) or a "
-                     "timm name (timm.list_models()); install them with pip install 'freqdyn[vision,timm]'")
+    raise ValueError(
+        f"unknown model {name!r}: give a torchvision name (torchvision.models.list_models()) or a "
+        "timm name (timm.list_models()); install them with pip install 'freqdyn[vision,timm]'"
+    )

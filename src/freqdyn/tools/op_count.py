@@ -4,6 +4,7 @@ In eager PyTorch each dispatched op costs host time (dispatcher, autograd bookke
 arithmetic runs, so a layer of many small ops is bound by the host on a GPU whatever its FLOPs. The count is
 deterministic on any machine, so tests assert ceilings on it and ``benchmarks/bench_ops.py`` tabulates it.
 """
+
 from __future__ import annotations
 
 from collections import Counter

@@ -1,4 +1,5 @@
 """The FDConv paper's parameter-overhead comparison on ResNet-50 (Table 1), reproduced by conversion."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -76,6 +77,8 @@ def format_overhead(rows: list[OverheadRow]) -> str:
     """A text table: method, convs replaced, measured overhead, published overhead, relative difference."""
     lines = [f"{'method':<16}{'convs':>6}{'measured':>12}{'paper':>10}{'diff':>8}"]
     for row in rows:
-        lines.append(f"{row.label:<16}{row.replaced:>6}{row.measured / 1e6:>+11.3f}M{row.paper / 1e6:>+9.1f}M"
-                     f"{row.relative_error:>+8.2%}")
+        lines.append(
+            f"{row.label:<16}{row.replaced:>6}{row.measured / 1e6:>+11.3f}M{row.paper / 1e6:>+9.1f}M"
+            f"{row.relative_error:>+8.2%}"
+        )
     return "\n".join(lines)

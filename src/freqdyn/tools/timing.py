@@ -1,4 +1,5 @@
 """Wall-clock timing and autograd memory shared by the demo and the benchmarks."""
+
 from __future__ import annotations
 
 import ctypes
@@ -33,8 +34,9 @@ def best_ms(fn: Callable[[], object], repeats: int = 3, device: torch.device | s
     return min((_elapsed_s(fn, device) for _ in range(repeats)), default=float("inf")) * 1e3
 
 
-def interleaved_times_ms(fns: dict[str, Callable[[], object]], rounds: int = 5,
-                         device: torch.device | str = "cpu") -> dict[str, list[float]]:
+def interleaved_times_ms(
+    fns: dict[str, Callable[[], object]], rounds: int = 5, device: torch.device | str = "cpu"
+) -> dict[str, list[float]]:
     """Wall times (ms, sorted) of each ``fns[name]()`` over ``rounds`` rounds that call every function in turn.
 
     Interleaving exposes all candidates to the same machine state, so their ratios stay stable on hosts whose
@@ -55,8 +57,9 @@ def unsteady(times: dict[str, list[float]], factor: float = 2.0) -> dict[str, fl
     return {name: t[-1] / t[0] for name, t in times.items() if t and t[0] > 0 and t[-1] / t[0] > factor}
 
 
-def interleaved_ms(fns: dict[str, Callable[[], object]], rounds: int = 5,
-                   device: torch.device | str = "cpu") -> dict[str, float]:
+def interleaved_ms(
+    fns: dict[str, Callable[[], object]], rounds: int = 5, device: torch.device | str = "cpu"
+) -> dict[str, float]:
     """Median of :func:`interleaved_times_ms` for each function."""
     return {name: t[len(t) // 2] for name, t in interleaved_times_ms(fns, rounds, device).items()}
 

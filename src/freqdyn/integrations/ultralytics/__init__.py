@@ -29,6 +29,7 @@ Note that ultralytics applies weight decay to every non-norm, non-bias parameter
 and, with ``optimizer='auto'`` on long runs, MuSGD to 2-D / 4-D parameters; pass ``optimizer='SGD'`` or
 ``'AdamW'`` to keep the spectral weights out of Muon.
 """
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,6 +1,7 @@
 """The patches :func:`register` applies to ultralytics (private): its ``parse_model`` (our rows, built as stock
 rows and converted), ``BaseModel.load`` (stock conv weights into dynamic layers), ``get_flops`` (freqdyn's count)
 and ``Model.train`` (refuses a converted model its YAML cannot rebuild)."""
+
 from __future__ import annotations
 
 import copy
@@ -23,8 +24,13 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     **{name: target.yolo for name, target in TARGETS.items() if target.yolo_row is not None},
     "freqfusion": {"feature_resample": True},
 }
-_STATE: dict[str, Any] = {"original": None, "load": None, "get_flops": None, "train": None,
-                          "kwargs": copy.deepcopy(_DEFAULTS)}
+_STATE: dict[str, Any] = {
+    "original": None,
+    "load": None,
+    "get_flops": None,
+    "train": None,
+    "kwargs": copy.deepcopy(_DEFAULTS),
+}
 logger = logging.getLogger(__name__)
 
 
@@ -39,7 +45,6 @@ class _ChannelProbe(nn.Module):
         lr, hr = x
         self.channels = (lr.shape[1], hr.shape[1])
         return torch.cat([nn.functional.interpolate(lr, size=hr.shape[-2:]), hr], 1)
-
 
 
 def _fusion_from_probe(probe: nn.Module) -> nn.Module:
@@ -77,8 +82,11 @@ def _convert_csp(module: nn.Module, row: type[C2f_FDConv]) -> nn.Module:
 ROWS: dict[str, tuple[str, Callable[[nn.Module], nn.Module] | None]] = {
     "C2f_FDConv": ("C2f", functools.partial(_convert_csp, row=C2f_FDConv)),
     "C3k2_FDConv": ("C3k2", functools.partial(_convert_csp, row=C3k2_FDConv)),
-    **{target.yolo_row: ("Conv", functools.partial(_convert_conv, to=name))
-       for name, target in TARGETS.items() if target.yolo_row is not None},
+    **{
+        target.yolo_row: ("Conv", functools.partial(_convert_conv, to=name))
+        for name, target in TARGETS.items()
+        if target.yolo_row is not None
+    },
     "FreqFusionConcat": ("Concat", None),  # needs its input channels: converted after a probing pass
 }
 
@@ -186,7 +194,9 @@ def _load(self, weights, verbose: bool = True) -> None:
         logging.getLogger("ultralytics").info(
             "freqdyn: converted %d pretrained convolution(s) into dynamic layers, attention neutral, so the model "
             "computes the pretrained function (the 'Transferred' count above covers only tensors whose names and "
-            "shapes match; these layers hold their kernels in other tensors)", len(loaded))
+            "shapes match; these layers hold their kernels in other tensors)",
+            len(loaded),
+        )
 
 
 def _get_flops(model: nn.Module, imgsz: int | tuple[int, int] | list[int] = 640) -> float:
@@ -222,7 +232,8 @@ def _train(self, *args: Any, **kwargs: Any) -> Any:
                 f"ultralytics' trainer rebuilds the model from model.yaml, which names none of freqdyn's rows, so "
                 f"training would drop the {len(ours)} freqdyn layer(s) of this model (e.g. {ours[0]}). Train a YAML "
                 f"with freqdyn's rows instead ({', '.join(ROWS)}; model_yaml() gives the seed's C2f_FDConv model): "
-                "YOLO(yaml).train(...) in Python, or 'freqdyn yolo ... model=<yaml>' from the shell.")
+                "YOLO(yaml).train(...) in Python, or 'freqdyn yolo ... model=<yaml>' from the shell."
+            )
     return _STATE["train"](self, *args, **kwargs)
 
 

@@ -1,4 +1,5 @@
 """The modules freqdyn's ultralytics rows build (public, pickled into every checkpoint of a model using them)."""
+
 from __future__ import annotations
 
 from typing import Any

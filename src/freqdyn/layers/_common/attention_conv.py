@@ -4,6 +4,7 @@ Every attention branch calls these as modules, so forward hooks and pre-hooks on
 (``torch.nn.utils.prune``, activation capture, FLOP counters) see them; they compute in their input's dtype
 (attentions of half-precision layers run in float32).
 """
+
 from __future__ import annotations
 
 import math
@@ -61,8 +62,10 @@ class AttentionConv(nn.Module):
         weight = as_dtype(self.weight, x.dtype)
         if x.dim() == 2:
             if self.kernel_size != (1, 1) or self.groups != 1:
-                raise ValueError(f"{type(self).__name__}: a 2-D (B, C) input needs a 1x1 conv without groups, this "
-                                 f"one has kernel_size={self.kernel_size}, groups={self.groups}")
+                raise ValueError(
+                    f"{type(self).__name__}: a 2-D (B, C) input needs a 1x1 conv without groups, this "
+                    f"one has kernel_size={self.kernel_size}, groups={self.groups}"
+                )
             return F.linear(x, weight.flatten(1), bias)
         return F.conv2d(x, weight, bias, 1, self.padding, 1, self.groups)
 
@@ -118,7 +121,8 @@ class _SlidingTaps(torch.autograd.Function):
             rows = length + size - 1
             padded = grad.new_zeros(size, batch, rows)
             padded.narrow(2, size - 1 - ctx.pad, length).copy_(
-                torch.mm(weight.view(out, size).transpose(0, 1), grad.transpose(0, 1)).view(size, batch, length))
+                torch.mm(weight.view(out, size).transpose(0, 1), grad.transpose(0, 1)).view(size, batch, length)
+            )
             grad_x = padded.as_strided((batch, length, size), (rows, 1, batch * rows - 1), size - 1).sum(2)
         if ctx.needs_input_grad[1]:
             grad_weight = torch.mm(windows.transpose(0, 1), grad).transpose(0, 1).view_as(weight)

@@ -1,4 +1,5 @@
 """The four-head attention trunk shared by ODConv's omni-dimensional attention and FDConv's KSM-Global."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -88,8 +89,10 @@ class AttentionHeads(nn.Module):
         reduction, min_hidden = check_real(reduction, "reduction", 0.0), check_int(min_hidden, "min_hidden", 0)
         hidden = max(int(in_channels * reduction), min_hidden)
         if hidden < 1:
-            raise ValueError(f"attention hidden width max(int(in_channels * reduction), min_hidden) is {hidden}: "
-                             f"raise reduction ({reduction}) or min_hidden ({min_hidden})")
+            raise ValueError(
+                f"attention hidden width max(int(in_channels * reduction), min_hidden) is {hidden}: "
+                f"raise reduction ({reduction}) or min_hidden ({min_hidden})"
+            )
         self.num_kernels = num_kernels
         self.fc = AttentionConv(in_channels, hidden, 1, bias=False, **kw)
         self.bn = attention_norm(norm, hidden, **kw)

@@ -18,6 +18,7 @@ Recommendation (``benchmarks/bench_attention_norm.py``, BENCHMARKS.md): keep ``'
 the official code and large per-device batches; with small per-device batches (B <= 4, common in detection
 and segmentation) train new layers with ``'layer'``, or fine-tune pretrained ones with ``'frozen'``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,8 +39,13 @@ class AttentionBatchNorm(nn.BatchNorm2d):
     running_var: Tensor
     num_batches_tracked: Tensor
 
-    def __init__(self, num_features: int, frozen: bool = False, device: torch.device | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        num_features: int,
+        frozen: bool = False,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__(num_features, device=device, dtype=dtype)
         self.frozen = frozen
 
@@ -50,10 +56,12 @@ class AttentionBatchNorm(nn.BatchNorm2d):
             mean, var = as_dtype(self.running_mean, z.dtype), as_dtype(self.running_var, z.dtype)
             return F.batch_norm(z, mean, var, weight, bias, False, 0.0, self.eps)
         if functorch_active() and not torch._C._functorch.is_functorch_wrapped_tensor(self.running_mean):
-            raise ValueError("a torch.func transform (vmap, grad, ...) cannot update the running statistics of a "
-                             "train-mode attention BatchNorm it does not own: call .eval(), pass the buffers "
-                             "through torch.func.functional_call / stack_module_state, or build the layer with "
-                             "attention_norm='frozen' or 'layer'")
+            raise ValueError(
+                "a torch.func transform (vmap, grad, ...) cannot update the running statistics of a "
+                "train-mode attention BatchNorm it does not own: call .eval(), pass the buffers "
+                "through torch.func.functional_call / stack_module_state, or build the layer with "
+                "attention_norm='frozen' or 'layer'"
+            )
         self.num_batches_tracked.add_(1)
         factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
         mean, var = self.running_mean.to(z.dtype, copy=True), self.running_var.to(z.dtype, copy=True)  # updated
@@ -93,8 +101,9 @@ class AttentionLayerNorm(nn.LayerNorm):
         return F.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
 
 
-def attention_norm(kind: str, channels: int, device: torch.device | None = None,
-                   dtype: torch.dtype | None = None) -> AttentionGroupNorm | AttentionBatchNorm:
+def attention_norm(
+    kind: str, channels: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+) -> AttentionGroupNorm | AttentionBatchNorm:
     """The norm of an attention trunk, (B, channels, 1, 1) -> same shape; ``kind`` in :data:`ATTENTION_NORMS`."""
     if kind not in ATTENTION_NORMS:
         raise ValueError(f"attention_norm must be one of {ATTENTION_NORMS}, got {kind!r}")

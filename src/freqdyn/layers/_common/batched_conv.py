@@ -2,6 +2,7 @@
 
 This is the shared engine of every dynamic convolution in freqdyn (FDConv, DY-Conv, CondConv, ODConv).
 """
+
 from __future__ import annotations
 
 import torch
@@ -72,8 +73,9 @@ def batched_conv2d(
     return _plus_bias(y.view(batch, out_channels, y.shape[-2], y.shape[-1]), bias)
 
 
-def unfold_conv2d(x: Tensor, weight: Tensor, stride: tuple[int, int], padding: Padding,
-                   dilation: tuple[int, int], groups: int) -> Tensor:
+def unfold_conv2d(
+    x: Tensor, weight: Tensor, stride: tuple[int, int], padding: Padding, dilation: tuple[int, int], groups: int
+) -> Tensor:
     """Per-sample convolution as unfold + bmm: x (B, C, H, W), weight (B, O, C // groups, kh, kw) -> (B, O, H', W')."""
     kh, kw = int(weight.shape[-2]), int(weight.shape[-1])  # constants for F.unfold (the TorchScript exporter)
     if isinstance(padding, str):

@@ -1,4 +1,5 @@
 """Eager input validation shared by every layer: clear ``ValueError`` instead of errors deep inside torch."""
+
 from __future__ import annotations
 
 import math
@@ -82,4 +83,3 @@ def check_features_last(x: Tensor, features: int, layer: str) -> None:
         raise ArgumentTypeError(f"{layer}: expected a floating-point input, got dtype {x.dtype}")
     if x.shape[-1] != features:
         raise ValueError(f"{layer}: expected {features} input features, got {x.shape[-1]} (shape {tuple(x.shape)})")
-

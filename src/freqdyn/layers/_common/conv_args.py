@@ -1,4 +1,5 @@
 """``nn.Conv2d`` argument normalisation and padding shared by the dynamic convolutions."""
+
 from __future__ import annotations
 
 import numbers

@@ -4,6 +4,7 @@ Argument normalisation and checks, the ``nn.Conv2d`` attributes that host librar
 ``kernel_size``, ``stride``, ``padding``, ``transposed`` ...), construction from an ``nn.Conv2d``, explicit
 non-zero padding modes, ``init_weights`` (the name mmcv's ``ConvModule`` calls) and the ``extra_repr`` prefix.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,12 +43,22 @@ class ConvContract(nn.Module):
     bias: Tensor | None
     channels_last = False  # whether .to(memory_format=torch.channels_last) converted the layer (see _apply)
 
-    def _set_conv_args(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair,
-                       padding: Padding, dilation: IntPair, groups: int, padding_mode: str) -> None:
+    def _set_conv_args(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair,
+        padding: Padding,
+        dilation: IntPair,
+        groups: int,
+        padding_mode: str,
+    ) -> None:
         """Check the ``nn.Conv2d`` arguments (``ValueError`` naming the bad one) and set its attributes."""
         kernel, step, spacing = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(dilation, "dilation")
         in_channels, out_channels, groups, padding = check_conv_args(
-            in_channels, out_channels, kernel, step, padding, spacing, groups, padding_mode)
+            in_channels, out_channels, kernel, step, padding, spacing, groups, padding_mode
+        )
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel
         self.stride, self.padding, self.dilation, self.groups = step, padding, spacing, groups
         self.padding_mode = padding_mode
@@ -58,9 +69,20 @@ class ConvContract(nn.Module):
         """A layer with ``conv``'s arguments, device and dtype (weights not copied)."""
         if not isinstance(conv, nn.Conv2d):
             raise ArgumentTypeError(f"from_conv expects an nn.Conv2d, got {type(conv).__name__}")
-        return cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                   conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
-                   device=conv.weight.device, dtype=conv.weight.dtype, **kwargs)
+        return cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            conv.bias is not None,
+            conv.padding_mode,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+            **kwargs,
+        )
 
     def _apply(self, fn, recurse: bool = True):
         """Record a ``.to(memory_format=...)`` conversion: ``nn.Conv2d`` keeps it in its weight's strides (and then
@@ -101,4 +123,3 @@ class ConvContract(nn.Module):
 
     def extra_repr(self) -> str:
         return conv_repr(self)
-

@@ -1,5 +1,6 @@
 """Typed factory keyword arguments (``device``, ``dtype``) that every layer forwards to its parameters, and the
 dtype helpers that keep no-op conversions off the dispatcher."""
+
 from __future__ import annotations
 
 import contextlib

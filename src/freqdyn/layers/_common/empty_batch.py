@@ -4,6 +4,7 @@ Detectors run heads on B = 0 (Mask R-CNN's mask head on an image without detecti
 returns an empty output and gives its weight a zero gradient; a dynamic layer must do the same for its
 attention parameters too, or DDP (which expects every rank to reduce the same parameters) stalls.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """The one place where per-sample attentions meet a kernel and the features: every dynamic layer builds its
 per-sample kernels (FDConv by synthesis, DY-Conv / CondConv / ODConv by mixing a bank) and hands them here."""
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -18,8 +19,15 @@ class Modulated(NamedTuple):
     out_scale: Tensor | None  # (B, O) the filter attention when it goes to the output
 
 
-def apply_attentions(weight: Tensor, att: Attentions, groups: int, *, local: Tensor | None = None,
-                     features: Tensor | None = None, inplace: bool = False) -> Modulated:
+def apply_attentions(
+    weight: Tensor,
+    att: Attentions,
+    groups: int,
+    *,
+    local: Tensor | None = None,
+    features: Tensor | None = None,
+    inplace: bool = False,
+) -> Modulated:
     """Apply ``att``'s spatial (B, kh * kw), channel (B, I) and filter (B, O) attentions and a per-element ``local``
     factor (broadcastable to ``weight``) to per-sample kernels ``weight`` (B or 1, O, I / groups, kh, kw).
 
@@ -46,8 +54,11 @@ def apply_attentions(weight: Tensor, att: Attentions, groups: int, *, local: Ten
             if groups == 1:  # views: one dispatched op each way
                 channel = att.channel.view(batch, 1, per_group, 1, 1)
             else:
-                channel = att.channel.reshape(batch, groups, 1, per_group).expand(
-                    batch, groups, out_channels // groups, per_group).reshape(batch, out_channels, per_group, 1, 1)
+                channel = (
+                    att.channel.reshape(batch, groups, 1, per_group)
+                    .expand(batch, groups, out_channels // groups, per_group)
+                    .reshape(batch, out_channels, per_group, 1, 1)
+                )
             weight = weight * channel
         else:
             features = features * att.channel[:, :, None, None].to(features.dtype)

@@ -1,4 +1,5 @@
 """The global average pooling that feeds every attention branch: (B, C, H, W) or (B, N, C) -> (B, C)."""
+
 from __future__ import annotations
 
 import math

@@ -4,6 +4,7 @@ The layers pick export-friendly formulations while tracing or exporting, avoid i
 hooks and layout queries under ``torch.func`` transforms (``vmap``, ``grad``, ``jacrev`` ...), and run
 size-dependent constant construction outside ``torch.compile`` graphs.
 """
+
 from __future__ import annotations
 
 import torch
@@ -53,9 +54,16 @@ def may_checkpoint() -> bool:
 def has_hooks(module: nn.Module) -> bool:
     """Whether calling ``module`` runs any hook: its own or a global one (``nn.Module.__call__``'s own test)."""
     hooks = nn.modules.module
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                or module._backward_pre_hooks or hooks._global_forward_hooks or hooks._global_forward_pre_hooks
-                or hooks._global_backward_hooks or hooks._global_backward_pre_hooks)
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+        or hooks._global_forward_hooks
+        or hooks._global_forward_pre_hooks
+        or hooks._global_backward_hooks
+        or hooks._global_backward_pre_hooks
+    )
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -1,4 +1,5 @@
 """A clear ``torch.jit.script`` error for layers that TorchScript cannot compile (they trace and export)."""
+
 from __future__ import annotations
 
 
@@ -12,4 +13,5 @@ class TraceOnly:
     def __prepare_scriptable__(self):  # called by torch.jit.script on every submodule
         raise RuntimeError(
             f"{type(self).__name__} cannot be compiled with torch.jit.script; use torch.jit.trace(model, "
-            "example_inputs) (tested, with its default checks), torch.export / torch.onnx.export, or torch.compile")
+            "example_inputs) (tested, with its default checks), torch.export / torch.onnx.export, or torch.compile"
+        )

@@ -1,4 +1,5 @@
 """FDConv: Frequency Dynamic Convolution (Chen et al., CVPR 2025, arXiv:2503.18783)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -46,7 +47,8 @@ class _Recompute(contextlib.AbstractContextManager):
                     f"one of the variables needed for gradient computation has been modified by an inplace "
                     f"operation: [{type(p).__name__} of shape {list(p.shape)}] of {type(self.layer).__name__} is at "
                     f"version {p._version}; expected version {version} instead (recompute_kernels=True rebuilds the "
-                    "kernels from the parameters in backward)")
+                    "kernels from the parameters in backward)"
+                )
         self.layer.bypass_hooks = True
 
     def __exit__(self, *exc: object) -> None:
@@ -208,14 +210,25 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         kernel_size = self.kernel_size
         kw = factory_kwargs(device, dtype)
         options = FourierOptions(
-            kernel_num=kernel_num, param_ratio=param_ratio, reduction=reduction, kernel_temp=kernel_temp,
-            temp=temp, att_multi=att_multi, ksm_act=ksm_act, use_ksm_local=use_ksm_local, synthesis=synthesis,
-            freq_grouping=freq_grouping, attention_norm=attention_norm, ratio_scaling=ratio_scaling)
+            kernel_num=kernel_num,
+            param_ratio=param_ratio,
+            reduction=reduction,
+            kernel_temp=kernel_temp,
+            temp=temp,
+            att_multi=att_multi,
+            ksm_act=ksm_act,
+            use_ksm_local=use_ksm_local,
+            synthesis=synthesis,
+            freq_grouping=freq_grouping,
+            attention_norm=attention_norm,
+            ratio_scaling=ratio_scaling,
+        )
         self._build_fourier(in_channels, out_channels, kernel_size, groups, options, device, dtype)
         use_fbm = max(kernel_size) in use_fbm_if_k_in or (use_fbm_for_stride and max(self.stride) > 1)
         self.FBM = (
-            FrequencyBandModulation(in_channels, tuple(fbm_k_list), fbm_act, fbm_spatial_group, masks=fbm_masks,
-                                    temp=fbm_temp, **kw)
+            FrequencyBandModulation(
+                in_channels, tuple(fbm_k_list), fbm_act, fbm_spatial_group, masks=fbm_masks, temp=fbm_temp, **kw
+            )
             if use_fbm
             else None
         )
@@ -273,15 +286,19 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         # hooks on KSM-Local (which runs inside the recompute) would fire again in backward, and any autograd work
         # they do would upset the checkpoint: with hooks there, the kernels are kept instead
         hooked = self.KSM_Local is not None and any(has_hooks(m) for m in self.KSM_Local.modules())
-        if (hooked or not (self.recompute_kernels and may_checkpoint())
-                or (not compiling() and self._kernels_are_small(x))):
+        if (
+            hooked
+            or not (self.recompute_kernels and may_checkpoint())
+            or (not compiling() and self._kernels_are_small(x))
+        ):
             return self._per_sample_conv(x, pooled, att)  # torch.func transforms do not take checkpoints' hooks
         # the per-sample kernels (B*O*I*kh*kw values) are not saved for backward but rebuilt there, for the whole
         # batch in one call: the op count stays independent of the batch (a loop over chunks of samples grew with it)
         if compiling():
             return checkpoint(self._per_sample_conv, x, pooled, att, use_reentrant=False)
-        return checkpoint(self._per_sample_conv, x, pooled, att, use_reentrant=False,
-                          context_fn=self._recompute_contexts)
+        return checkpoint(
+            self._per_sample_conv, x, pooled, att, use_reentrant=False, context_fn=self._recompute_contexts
+        )
 
     def _kernels_are_small(self, x: Tensor) -> bool:
         """Whether the tensors a kept kernel adds for backward (the kernel and its ~3 factors, B * O * I/g * kh *
@@ -302,8 +319,9 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         weight, features, out_scale = self.modulated(pooled, att, self.groups, None if on_kernel else x)
         x, padding = self._pad(x if features is None else features)
         bias = as_dtype(self.bias, x.dtype) if self.bias is not None else None
-        return batched_conv2d(x, as_dtype(weight, x.dtype), bias, self.stride, padding, self.dilation, self.groups,
-                              out_scale=out_scale)
+        return batched_conv2d(
+            x, as_dtype(weight, x.dtype), bias, self.stride, padding, self.dilation, self.groups, out_scale=out_scale
+        )
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self._fourier_repr()}, fbm={self.FBM is not None}"

@@ -1,4 +1,5 @@
 """Shared core of FDConv and FDLinear: a Fourier Disjoint Weight mixed per sample by KSM attentions."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,8 +53,10 @@ class FourierOptions:
             raise ValueError(f"ratio_scaling must be one of {RATIO_SCALINGS}, got {self.ratio_scaling!r}")
         att_multi = check_positive(self.att_multi, "att_multi")
         if att_multi > MAX_ATT_MULTI:
-            raise ValueError(f"att_multi must be at most {MAX_ATT_MULTI:g} (up to four such gates multiply the kernel: "
-                             f"{MAX_ATT_MULTI:g}**4 times it at most; the official value is 2), got {att_multi!r}")
+            raise ValueError(
+                f"att_multi must be at most {MAX_ATT_MULTI:g} (up to four such gates multiply the kernel: "
+                f"{MAX_ATT_MULTI:g}**4 times it at most; the official value is 2), got {att_multi!r}"
+            )
         return dataclasses.replace(
             self,
             kernel_num=None if self.kernel_num is None else check_int(self.kernel_num, "kernel_num"),
@@ -112,8 +115,16 @@ class FourierDynamicBase(nn.Module):
     bypass_hooks = False  # set while a checkpoint recomputes the kernels in backward: submodule hooks stay silent
     official_ratio_power = 1  # 'official' scales the kernel by P ** this beside 'mean' (the authors' alpha has P)
 
-    def _build_fourier(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], groups: int,
-                       options: FourierOptions, device: torch.device | None, dtype: torch.dtype | None) -> None:
+    def _build_fourier(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: tuple[int, int],
+        groups: int,
+        options: FourierOptions,
+        device: torch.device | None,
+        dtype: torch.dtype | None,
+    ) -> None:
         """Create ``dft_weight``, ``freq_group``, ``KSM_Global`` and ``KSM_Local`` for an (O, I // groups, kh, kw)
         kernel."""
         o = options.validated()
@@ -125,9 +136,18 @@ class FourierDynamicBase(nn.Module):
         self._build_spectrum(in_channels, out_channels, kernel_size, groups, o, device, dtype)
         kw_ = factory_kwargs(device, dtype)
         self.KSM_Global = KernelSpatialModulationGlobal(
-            in_channels, out_channels, kernel_size, groups, self.num_mixed, reduction=o.reduction,
-            temp=kernel_temp if o.temp is None else o.temp, kernel_temp=kernel_temp, att_multi=o.att_multi,
-            act=o.ksm_act, norm=o.attention_norm, **kw_,
+            in_channels,
+            out_channels,
+            kernel_size,
+            groups,
+            self.num_mixed,
+            reduction=o.reduction,
+            temp=kernel_temp if o.temp is None else o.temp,
+            kernel_temp=kernel_temp,
+            att_multi=o.att_multi,
+            act=o.ksm_act,
+            norm=o.attention_norm,
+            **kw_,
         )
         self.KSM_Local = (
             KernelSpatialModulationLocal(in_channels, out_channels, kernel_size, groups, o.att_multi, o.ksm_act, **kw_)
@@ -135,8 +155,16 @@ class FourierDynamicBase(nn.Module):
             else None
         )
 
-    def _build_spectrum(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], groups: int,
-                        o: FourierOptions, device: torch.device | None, dtype: torch.dtype | None) -> None:
+    def _build_spectrum(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: tuple[int, int],
+        groups: int,
+        o: FourierOptions,
+        device: torch.device | None,
+        dtype: torch.dtype | None,
+    ) -> None:
         """Create ``dft_weight`` and ``freq_group`` (and the constants of the synthesis) from validated options
         with a set ``kernel_num``; the attentions are the caller's."""
         kernel_num = cast(int, o.kernel_num)
@@ -148,12 +176,13 @@ class FourierDynamicBase(nn.Module):
         self.kernel_shape = (out_channels, in_channels // groups, kh, kw)
         self.ratio_scaling = o.ratio_scaling
         # the authors' alpha also multiplies by P (by P ** 2 in effect in their Qwen file: official_ratio_power)
-        copies = o.param_ratio ** self.official_ratio_power if o.ratio_scaling == "official" else 1
+        copies = o.param_ratio**self.official_ratio_power if o.ratio_scaling == "official" else 1
         self.spectral_scale = max(min(in_channels, out_channels) // 2, 1) * copies
         self.alpha = self.spectral_scale * kernel_num
         kw_ = factory_kwargs(device, dtype)
-        self.register_buffer("freq_group", torch.empty(rows, cols // 2 + 1, dtype=group_index_dtype(kernel_num),
-                                                       device=device))  # filled by _reset_fourier
+        self.register_buffer(
+            "freq_group", torch.empty(rows, cols // 2 + 1, dtype=group_index_dtype(kernel_num), device=device)
+        )  # filled by _reset_fourier
         self.dft_weight = nn.Parameter(torch.empty(o.param_ratio, rows, cols // 2 + 1, 2, **kw_))
 
     def _reset_fourier(self, bias: Tensor | None) -> None:
@@ -210,8 +239,7 @@ class FourierDynamicBase(nn.Module):
         Attention kappa[p, g] on group g of copy p contributes kappa[p, g] times that kernel.
         """
         basis = self._basis(compute_dtype(self.dft_weight.dtype)) * self.alpha
-        return matrix_to_weight(basis.reshape(self.param_ratio, self.kernel_num, *self.spectrum_shape),
-                                self.kernel_hw)
+        return matrix_to_weight(basis.reshape(self.param_ratio, self.kernel_num, *self.spectrum_shape), self.kernel_hw)
 
     @property
     def num_mixed(self) -> int:
@@ -254,8 +282,14 @@ class FourierDynamicBase(nn.Module):
             matrix = synthesise(kappa, dft, self.freq_group, self.kernel_num, self.spectrum_shape, basis)
         return matrix_to_weight(matrix, self.kernel_hw)
 
-    def modulated(self, pooled: Tensor, att: Attentions, groups: int = 1, features: Tensor | None = None,
-                  local: Tensor | None = None) -> Modulated:
+    def modulated(
+        self,
+        pooled: Tensor,
+        att: Attentions,
+        groups: int = 1,
+        features: Tensor | None = None,
+        local: Tensor | None = None,
+    ) -> Modulated:
         """The per-sample kernels synthesised from the kernel attention, with KSM-Local (or ``local``, a factor
         broadcastable to the kernel) and the other attentions applied by :func:`apply_attentions`.
 

@@ -5,6 +5,7 @@ Band j lies between two box low-passes L_{j-1} and L_j of the input (L_0 = x; ma
 ``'official'`` / ``'exact'`` rules in :mod:`freqdyn.layers.fdconv.low_pass`); the output is
 sum_j a_j * (L_{j-1} - L_j) + L_last, which telescopes to x when every a_j = 1 (the zero-initialised state).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -89,8 +90,9 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         in_channels, spatial_group = check_int(in_channels, "in_channels"), check_int(spatial_group, "spatial_group")
         k_list = check_ints(k_list, "k_list (FDConv's fbm_k_list)")
         if not k_list or list(k_list) != sorted(k_list):
-            raise ValueError(f"k_list (FDConv's fbm_k_list) must be a non-empty increasing list of ints >= 1, "
-                             f"got {k_list!r}")
+            raise ValueError(
+                f"k_list (FDConv's fbm_k_list) must be a non-empty increasing list of ints >= 1, got {k_list!r}"
+            )
         if check_int(spatial_kernel, "spatial_kernel") % 2 == 0:
             raise ValueError(f"spatial_kernel must be a positive odd int, got {spatial_kernel}")
         if transform not in TRANSFORMS:
@@ -99,14 +101,22 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
             raise ValueError(f"fbm_masks must be one of {MASK_RULES}, got {masks!r}")
         groups = in_channels if spatial_group > 64 else spatial_group
         if groups < 1 or in_channels % groups:
-            raise ValueError(f"spatial_group (FDConv's fbm_spatial_group) = {spatial_group} must divide "
-                             f"in_channels={in_channels}")
+            raise ValueError(
+                f"spatial_group (FDConv's fbm_spatial_group) = {spatial_group} must divide in_channels={in_channels}"
+            )
         self.in_channels, self.k_list, self.act, self.spatial_group = in_channels, tuple(k_list), act, groups
         self.masks, self.temp = masks, check_positive(temp, "temp (FDConv's fbm_temp)")
         self.transform = transform
         self.freq_weight_conv_list = nn.ModuleList(
-            AttentionConv(in_channels, groups, spatial_kernel, padding=spatial_kernel // 2, groups=groups,
-                          device=device, dtype=dtype)
+            AttentionConv(
+                in_channels,
+                groups,
+                spatial_kernel,
+                padding=spatial_kernel // 2,
+                groups=groups,
+                device=device,
+                dtype=dtype,
+            )
             for _ in k_list
         )
         self.reset_parameters()
@@ -187,10 +197,12 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
                     bands = bands.baddbmm_(synth, part) if in_place else torch.baddbmm(bands, synth, part)
                 bands = bands.reshape(batch, height, width, 1, channels)
             else:
-                bands = torch.stack([
-                    (plan.basis_w[:, :w] @ part).reshape(batch, height, width, g, per_group) * coef[..., j, None]
-                    for j, (part, w) in enumerate(zip(proj, plan.widths, strict=True))
-                ]).sum(0)
+                bands = torch.stack(
+                    [
+                        (plan.basis_w[:, :w] @ part).reshape(batch, height, width, g, per_group) * coef[..., j, None]
+                        for j, (part, w) in enumerate(zip(proj, plan.widths, strict=True))
+                    ]
+                ).sum(0)
             xg = xl.reshape(batch, height, width, g, per_group)
             gate = att[..., :1]
             out = bands.addcmul_(xg, gate) if in_place else torch.addcmul(bands, xg, gate)

@@ -6,6 +6,7 @@ not 1 or 3. Here that rule is not a mode of :class:`FDConv` (which is always dyn
 :func:`gated_fdconv`) and the ultralytics rows. A model built through them has the authors' keys, so their
 checkpoints load with ``strict=True``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -22,20 +23,36 @@ USE_FDCONV_IF_C_GT = 16
 USE_FDCONV_IF_K_IN = (1, 3)
 
 
-def uses_fdconv(in_channels: int, out_channels: int, kernel_size: IntPair,
-                use_fdconv_if_c_gt: int = USE_FDCONV_IF_C_GT,
-                use_fdconv_if_k_in: Sequence[int] = USE_FDCONV_IF_K_IN) -> bool:
+def uses_fdconv(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: IntPair,
+    use_fdconv_if_c_gt: int = USE_FDCONV_IF_C_GT,
+    use_fdconv_if_k_in: Sequence[int] = USE_FDCONV_IF_K_IN,
+) -> bool:
     """Whether the official gating makes an (in -> out, kernel_size) convolution an FDConv."""
     threshold = check_int(use_fdconv_if_c_gt, "use_fdconv_if_c_gt", 0)
     sizes = check_ints(use_fdconv_if_k_in, "use_fdconv_if_k_in")
     return min(in_channels, out_channels) > threshold and all(k in sizes for k in pair(kernel_size, "kernel_size"))
 
 
-def gated_fdconv(in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
-                 padding: Padding = 0, dilation: IntPair = 1, groups: int = 1, bias: bool = True,
-                 padding_mode: str = "zeros", *, use_fdconv_if_c_gt: int = USE_FDCONV_IF_C_GT,
-                 use_fdconv_if_k_in: Sequence[int] = USE_FDCONV_IF_K_IN, device: torch.device | None = None,
-                 dtype: torch.dtype | None = None, **fdconv_kwargs: Any) -> FDConv | nn.Conv2d:
+def gated_fdconv(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: IntPair,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    bias: bool = True,
+    padding_mode: str = "zeros",
+    *,
+    use_fdconv_if_c_gt: int = USE_FDCONV_IF_C_GT,
+    use_fdconv_if_k_in: Sequence[int] = USE_FDCONV_IF_K_IN,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    **fdconv_kwargs: Any,
+) -> FDConv | nn.Conv2d:
     """An :class:`FDConv`, or an ``nn.Conv2d`` with the same arguments where the official gating keeps the layer
     plain: the authors' ``FDConv(...)``.
 
@@ -49,8 +66,13 @@ def gated_fdconv(in_channels: int, out_channels: int, kernel_size: IntPair, stri
     return cast(Any, nn.Conv2d)(*conv_args, padding_mode, device=device, dtype=dtype)  # IntPair: torch types pairs
 
 
-def gated_from_conv(conv: nn.Conv2d, *, use_fdconv_if_c_gt: int = USE_FDCONV_IF_C_GT,
-                    use_fdconv_if_k_in: Sequence[int] = USE_FDCONV_IF_K_IN, **fdconv_kwargs: Any) -> nn.Module:
+def gated_from_conv(
+    conv: nn.Conv2d,
+    *,
+    use_fdconv_if_c_gt: int = USE_FDCONV_IF_C_GT,
+    use_fdconv_if_k_in: Sequence[int] = USE_FDCONV_IF_K_IN,
+    **fdconv_kwargs: Any,
+) -> nn.Module:
     """:meth:`FDConv.from_conv` where the official gating makes ``conv`` an FDConv; ``conv`` itself elsewhere.
 
     Examples:

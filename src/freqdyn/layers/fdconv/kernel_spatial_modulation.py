@@ -3,6 +3,7 @@
 Both branches read the globally pooled input (B, I) and produce multiplicative factors that are neutral
 (exactly 1) at initialisation, because every head's last layer starts at zero (see :class:`FDConv`).
 """
+
 from __future__ import annotations
 
 import math
@@ -56,8 +57,9 @@ class KernelSpatialModulationGlobal(AttentionHeads):
         norm: str = "batch",
     ) -> None:
         check_activation(act, "ksm_act")
-        super().__init__(in_channels, out_channels, kernel_size, groups, num_kernels, reduction, min_hidden,
-                         device, dtype, norm)
+        super().__init__(
+            in_channels, out_channels, kernel_size, groups, num_kernels, reduction, min_hidden, device, dtype, norm
+        )
         self.temp, self.kernel_temp, self.att_multi, self.act = temp, kernel_temp, att_multi, act
         self.relu = StarReLU(device=device, dtype=dtype)
         self.reset_parameters()
@@ -81,8 +83,9 @@ class KernelSpatialModulationGlobal(AttentionHeads):
             kernel = parts.get("kernel")
             if kernel is not None:
                 kernel = kernel * scalar(2.0 / (self.num_kernels * self.att_multi), kernel)
-            return Attentions(channel=parts.get("channel"), filter=parts.get("filter"), spatial=parts.get("spatial"),
-                              kernel=kernel)
+            return Attentions(
+                channel=parts.get("channel"), filter=parts.get("filter"), spatial=parts.get("spatial"), kernel=kernel
+            )
         logits = self.head_logits(z)
 
         def head(name: str) -> Tensor | None:

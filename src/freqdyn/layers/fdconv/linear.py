@@ -1,4 +1,5 @@
 """FDLinear: the linear mode of FDConv, for ``nn.Linear`` and the 1x1 convolutions of transformer MLPs."""
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,14 @@ class LinearFourierBase(FourierDynamicBase):
         """Convert an ``nn.Linear``; the result at neutral attention equals ``linear``."""
         if not isinstance(linear, nn.Linear):
             raise ArgumentTypeError(f"from_linear expects an nn.Linear, got {type(linear).__name__}")
-        layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
-                    device=linear.weight.device, dtype=linear.weight.dtype, **kwargs)
+        layer = cls(
+            linear.in_features,
+            linear.out_features,
+            linear.bias is not None,
+            device=linear.weight.device,
+            dtype=linear.weight.dtype,
+            **kwargs,
+        )
         with torch.no_grad():
             layer.set_spatial_weight(linear.weight[:, :, None, None])
             if linear.bias is not None and layer.bias is not None:
@@ -50,7 +57,6 @@ class LinearFourierBase(FourierDynamicBase):
         """``nn.Linear``'s empty output for an input without samples or tokens, every parameter with a zero
         gradient (:mod:`freqdyn.layers._common.empty_batch`)."""
         return tie_to_parameters(F.linear(x, x.new_zeros(self.out_features, self.in_features)), self)
-
 
 
 class FDLinear(TraceOnly, LinearFourierBase):
@@ -101,9 +107,19 @@ class FDLinear(TraceOnly, LinearFourierBase):
         super().__init__()
         in_features, out_features = self._set_features(in_features, out_features)
         options = FourierOptions(
-            kernel_num=kernel_num, param_ratio=param_ratio, reduction=reduction, kernel_temp=kernel_temp, temp=temp,
-            att_multi=att_multi, ksm_act=ksm_act, use_ksm_local=use_ksm_local, synthesis=synthesis,
-            freq_grouping=freq_grouping, attention_norm=attention_norm, ratio_scaling=ratio_scaling)
+            kernel_num=kernel_num,
+            param_ratio=param_ratio,
+            reduction=reduction,
+            kernel_temp=kernel_temp,
+            temp=temp,
+            att_multi=att_multi,
+            ksm_act=ksm_act,
+            use_ksm_local=use_ksm_local,
+            synthesis=synthesis,
+            freq_grouping=freq_grouping,
+            attention_norm=attention_norm,
+            ratio_scaling=ratio_scaling,
+        )
         self._build_fourier(in_features, out_features, (1, 1), 1, options, device, dtype)
         self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
         self.reset_parameters()
@@ -128,5 +144,7 @@ class FDLinear(TraceOnly, LinearFourierBase):
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, {self._fourier_repr()}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, {self._fourier_repr()}"
+        )

@@ -5,6 +5,7 @@ fc -> RMSNorm -> ReLU with ``nn.Linear`` heads (no BatchNorm, no StarReLU), its 
 over the pooled input without a LayerNorm (``local_conv``, off by default), ``kernel_num`` is 4, and its forward
 takes packed sequences (``cu_seqlens``) with one synthesised weight per segment.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -28,8 +29,9 @@ from .linear import LinearFourierBase
 class RMSNorm(nn.Module):
     """Qwen2's RMSNorm over the last dimension: x / sqrt(mean(x^2) + eps) * weight (no mean subtraction)."""
 
-    def __init__(self, features: int, eps: float = 1e-6, device: torch.device | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self, features: int, eps: float = 1e-6, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(features, device=device, dtype=dtype))
@@ -49,15 +51,30 @@ class LinearKernelAttention(nn.Module):
     authors' alpha lacks the K that :class:`FourierDynamicBase`'s has). The heads start at zero (neutral).
     """
 
-    def __init__(self, in_features: int, out_features: int, num_kernels: int, reduction: float, temp: float,
-                 kernel_temp: float, att_multi: float, act: str, device: torch.device | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        num_kernels: int,
+        reduction: float,
+        temp: float,
+        kernel_temp: float,
+        att_multi: float,
+        act: str,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         check_activation(act, "ksm_act")
         kw = factory_kwargs(device, dtype)
         hidden = max(int(in_features * reduction), 16)
         self.num_kernels, self.temp, self.kernel_temp, self.att_multi, self.act = (
-            num_kernels, temp, kernel_temp, att_multi, act)
+            num_kernels,
+            temp,
+            kernel_temp,
+            att_multi,
+            act,
+        )
         self.fc = AttentionLinear(in_features, hidden, bias=False, **kw)
         self.norm = RMSNorm(hidden, **kw)
         self.channel_fc = AttentionLinear(hidden, in_features, **kw)
@@ -84,8 +101,11 @@ class LinearKernelAttention(nn.Module):
             z = F.relu(self.norm(self.fc(as_dtype(pooled, compute_dtype(pooled.dtype)))))
             channel = modulation(self.channel_fc(z), self.act, self.att_multi, temp=self.temp)
             filter_ = modulation(self.filter_fc(z), self.act, self.att_multi, temp=self.temp)
-            kernel = None if self.kernel_fc is None else (
-                kernel_modulation(self.kernel_fc(z), self.act, self.num_kernels, self.kernel_temp))
+            kernel = (
+                None
+                if self.kernel_fc is None
+                else (kernel_modulation(self.kernel_fc(z), self.act, self.num_kernels, self.kernel_temp))
+            )
         return Attentions(kernel=kernel, channel=channel, filter=filter_)
 
 
@@ -148,17 +168,38 @@ class FDLinearQwen(TraceOnly, LinearFourierBase):
         super().__init__()
         in_features, out_features = self._set_features(in_features, out_features)
         o = FourierOptions(
-            kernel_num=check_int(kernel_num, "kernel_num"), param_ratio=param_ratio, reduction=reduction,
-            kernel_temp=kernel_temp, temp=temp, att_multi=att_multi, ksm_act=ksm_act, use_ksm_local=use_ksm_local,
-            synthesis=synthesis, freq_grouping=freq_grouping, ratio_scaling=ratio_scaling).validated()
+            kernel_num=check_int(kernel_num, "kernel_num"),
+            param_ratio=param_ratio,
+            reduction=reduction,
+            kernel_temp=kernel_temp,
+            temp=temp,
+            att_multi=att_multi,
+            ksm_act=ksm_act,
+            use_ksm_local=use_ksm_local,
+            synthesis=synthesis,
+            freq_grouping=freq_grouping,
+            ratio_scaling=ratio_scaling,
+        ).validated()
         self._build_spectrum(in_features, out_features, (1, 1), 1, o, device, dtype)
         self.KSM_Global = LinearKernelAttention(
-            in_features, out_features, self.num_mixed, o.reduction,
-            o.kernel_temp if o.temp is None else o.temp, o.kernel_temp, o.att_multi, o.ksm_act, device, dtype)
+            in_features,
+            out_features,
+            self.num_mixed,
+            o.reduction,
+            o.kernel_temp if o.temp is None else o.temp,
+            o.kernel_temp,
+            o.att_multi,
+            o.ksm_act,
+            device,
+            dtype,
+        )
         self.KSM_Local = None
         size = local_kernel_size(in_features)
-        self.local_conv = (AttentionConv1d(1, out_features, size, padding=size // 2, bias=False, device=device,
-                                           dtype=dtype) if use_ksm_local else None)
+        self.local_conv = (
+            AttentionConv1d(1, out_features, size, padding=size // 2, bias=False, device=device, dtype=dtype)
+            if use_ksm_local
+            else None
+        )
         self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
         self.reset_parameters()
 
@@ -205,8 +246,10 @@ class FDLinearQwen(TraceOnly, LinearFourierBase):
         return y if self.bias is None else y + as_dtype(self.bias, y.dtype)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"{self._fourier_repr()}, local_conv={self.local_conv is not None}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"{self._fourier_repr()}, local_conv={self.local_conv is not None}"
+        )
 
 
 def _segment_bounds(cu_seqlens: Tensor | Sequence[int], x: Tensor, layer: str) -> list[int]:
@@ -221,10 +264,15 @@ def _segment_bounds(cu_seqlens: Tensor | Sequence[int], x: Tensor, layer: str) -
     elif isinstance(cu_seqlens, Sequence) and not isinstance(cu_seqlens, str | bytes):
         values = list(cu_seqlens)
     else:
-        raise ArgumentTypeError(f"{layer}: cu_seqlens must be an int tensor or a sequence of ints, got "
-                                f"{type(cu_seqlens).__name__}")
+        raise ArgumentTypeError(
+            f"{layer}: cu_seqlens must be an int tensor or a sequence of ints, got {type(cu_seqlens).__name__}"
+        )
     bounds = [check_int(b, "cu_seqlens element", 0) for b in values]
-    if len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != x.shape[0] or any(
-            b > c for b, c in zip(bounds[:-1], bounds[1:], strict=True)):
+    if (
+        len(bounds) < 2
+        or bounds[0] != 0
+        or bounds[-1] != x.shape[0]
+        or any(b > c for b, c in zip(bounds[:-1], bounds[1:], strict=True))
+    ):
         raise ValueError(f"{layer}: cu_seqlens must rise from 0 to the {x.shape[0]} tokens, got {bounds}")
     return [bounds[0]] + [c for b, c in zip(bounds[:-1], bounds[1:], strict=True) if c > b]

@@ -30,6 +30,7 @@ any H, W, works in any dtype and device, and exports to ONNX without FFT operato
 H + W and its op count with the bands; eager FBM takes :func:`fft_band_modulation`, the same low-passes for all
 bands at once by FFTs pruned to the kept frequencies (O(log HW) per value, a fixed short sequence of ops).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -128,8 +129,9 @@ class BandPlan(NamedTuple, Generic[M]):
     widths: tuple[int, ...]
 
 
-def band_plan(height: int, width: int, k_list: tuple[int, ...], rule: str, dtype: torch.dtype,
-              device: torch.device) -> BandPlan[Tensor]:
+def band_plan(
+    height: int, width: int, k_list: tuple[int, ...], rule: str, dtype: torch.dtype, device: torch.device
+) -> BandPlan[Tensor]:
     """Operators of the low-passes at size (height, width) in ``dtype`` on ``device``.
 
     They depend on the size only, never on weights, so they cannot go stale: they are built once per size
@@ -144,8 +146,9 @@ def band_plan(height: int, width: int, k_list: tuple[int, ...], rule: str, dtype
 
 
 @functools.lru_cache(maxsize=32)
-def _band_tensors(height: int, width: int, k_list: tuple[int, ...], rule: str, dtype: torch.dtype,
-                  device: torch.device) -> BandPlan[Tensor]:
+def _band_tensors(
+    height: int, width: int, k_list: tuple[int, ...], rule: str, dtype: torch.dtype, device: torch.device
+) -> BandPlan[Tensor]:
     building = torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
     with building:  # normal tensors, so that a later training forward can save them for backward
         return _as_tensors(_band_arrays(height, width, k_list, rule), dtype, device)
@@ -158,8 +161,13 @@ def _as_tensors(arrays: BandPlan[np.ndarray], dtype: torch.dtype, device: torch.
     def optional(a: np.ndarray | None) -> Tensor | None:
         return None if a is None else tensor(a)
 
-    return BandPlan(tuple(tensor(p) for p in arrays.proj_h), tuple(optional(q) for q in arrays.quad_h),
-                    tuple(optional(t) for t in arrays.turn_w), tensor(arrays.basis_w), arrays.widths)
+    return BandPlan(
+        tuple(tensor(p) for p in arrays.proj_h),
+        tuple(optional(q) for q in arrays.quad_h),
+        tuple(optional(t) for t in arrays.turn_w),
+        tensor(arrays.basis_w),
+        arrays.widths,
+    )
 
 
 @functools.lru_cache(maxsize=32)
@@ -204,8 +212,9 @@ def filter_rows(plan: BandPlan[Tensor], rows: Tensor) -> list[Tensor]:
 
 
 @functools.lru_cache(maxsize=32)
-def _spectral_masks(height: int, width: int, k_list: tuple[int, ...], rule: str, dtype: torch.dtype,
-                    device: torch.device) -> Tensor:
+def _spectral_masks(
+    height: int, width: int, k_list: tuple[int, ...], rule: str, dtype: torch.dtype, device: torch.device
+) -> Tensor:
     """Masks (n, H, kept) of the low-passes on the first ``kept`` rfft columns, those of the widest band (the column
     masks are prefixes), as the complex dtype of the spectrum of a ``dtype`` map (float32 or float64): a real mask
     would be converted on every product."""
@@ -214,8 +223,9 @@ def _spectral_masks(height: int, width: int, k_list: tuple[int, ...], rule: str,
     masks = [[[r and c for c in col[:kept]] for r in row] for row, col in zip(rows, cols, strict=True)]
     building = torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
     with building:
-        return torch.tensor(masks, dtype=dtype, device=device).to(torch.complex128 if dtype == torch.float64
-                                                                    else torch.complex64)
+        return torch.tensor(masks, dtype=dtype, device=device).to(
+            torch.complex128 if dtype == torch.float64 else torch.complex64
+        )
 
 
 def _pruned_spectrum(x: Tensor, kept: int) -> Tensor:
@@ -274,8 +284,9 @@ class _BandModulation(torch.autograd.Function):
             grad_att = torch.cat([gate, grad_coef[:, :, :-1]], dim=2) - grad_coef
         if ctx.needs_input_grad[0]:
             weighted = _pruned_spectrum(coef[:, :, :, None] * grad[:, :, None], masks.shape[-1])
-            grad_x = torch.addcmul(_from_pruned_spectrum((weighted * masks[:, None]).sum(2), x.shape[-1]), grad,
-                                   att[:, :, :1])
+            grad_x = torch.addcmul(
+                _from_pruned_spectrum((weighted * masks[:, None]).sum(2), x.shape[-1]), grad, att[:, :, :1]
+            )
         return grad_x, grad_att, None
 
 
@@ -315,8 +326,13 @@ def _apply(x: Tensor, plan: BandPlan[Tensor]) -> list[Tensor]:
 def _transposed_band(plan: BandPlan[Tensor], j: int) -> BandPlan[Tensor]:
     """The plan of L_j^T alone: with L_j X = P X V V^T + Q X V J^T V^T per channel, P, Q and J transposed."""
     quad, turn = plan.quad_h[j], plan.turn_w[j]
-    return BandPlan((plan.proj_h[j].t(),), (None if quad is None else quad.t(),),
-                    (None if turn is None else turn.t(),), plan.basis_w, (plan.widths[j],))
+    return BandPlan(
+        (plan.proj_h[j].t(),),
+        (None if quad is None else quad.t(),),
+        (None if turn is None else turn.t(),),
+        plan.basis_w,
+        (plan.widths[j],),
+    )
 
 
 @torch.library.custom_op("freqdyn::fbm_low_passes", mutates_args=())

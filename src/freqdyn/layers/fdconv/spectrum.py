@@ -4,6 +4,7 @@ A conv weight W (O, I, kh, kw) is laid out as the matrix M[o*kh + a, i*kw + b] =
 layout). Its ``rfft2`` coefficients are sorted by radial frequency and split into K disjoint groups; each group,
 inverse-transformed alone, is one of the K frequency-diverse kernels that the kernel attention mixes.
 """
+
 from __future__ import annotations
 
 import functools
@@ -50,8 +51,9 @@ def inverse_spectrum(spectrum: Tensor, size: tuple[int, int]) -> Tensor:
     rows, cols = size
     if not exporting():
         return torch.fft.irfft2(torch.view_as_complex(spectrum.contiguous()), s=size)
-    a_re, a_im, c_re, c_im = (torch.from_numpy(m).to(device=spectrum.device, dtype=spectrum.dtype)
-                              for m in _inverse_dft(rows, cols))
+    a_re, a_im, c_re, c_im = (
+        torch.from_numpy(m).to(device=spectrum.device, dtype=spectrum.dtype) for m in _inverse_dft(rows, cols)
+    )
     z_re, z_im = spectrum[..., 0], spectrum[..., 1]
     t_re = a_re @ z_re - a_im @ z_im
     t_im = a_re @ z_im + a_im @ z_re

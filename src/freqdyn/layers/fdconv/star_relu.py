@@ -1,4 +1,5 @@
 """StarReLU: ``s * relu(x) ** 2 + b`` with learnable scalars (MetaFormer baselines, Yu et al. 2022)."""
+
 from __future__ import annotations
 
 import torch

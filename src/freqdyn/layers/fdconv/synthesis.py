@@ -13,6 +13,7 @@ routes compute it:
 
 :func:`use_basis` picks the cheaper by shape and batch (by shape alone under ``torch.compile``).
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,9 @@ def use_basis(synthesis: str, batch: int, num_mixed: int, size: tuple[int, int],
     return batch * num_mixed * elements / 4 + num_mixed * fft < batch * fft
 
 
-def synthesise(kappa: Tensor, dft_weight: Tensor, freq_group: Tensor, kernel_num: int, size: tuple[int, int],
-               basis: bool) -> Tensor:
+def synthesise(
+    kappa: Tensor, dft_weight: Tensor, freq_group: Tensor, kernel_num: int, size: tuple[int, int], basis: bool
+) -> Tensor:
     """Kernel matrices (B, rows, cols) from the scaled kernel attention ``kappa`` (B, P * K), by the basis route
     (``basis``) or the FFT route (module docstring); in kappa's dtype, which dft_weight must share."""
     rows, cols = size

@@ -12,6 +12,7 @@ Borders: ``padding='zeros'`` (default) is mmcv's ``carafe`` op, which the author
 models use: taps outside the map contribute nothing. ``padding='reflect'`` reflects the map, as the
 mmcv-less fallback in the FreqFusion source does.
 """
+
 from __future__ import annotations
 
 from typing import cast
@@ -50,8 +51,9 @@ def source_size(out_size: tuple[int, int], size: tuple[int, int], scale: int) ->
     An exact multiple gives the input size itself, in integer arithmetic: under ``torch.compile`` the sizes then
     stay plain symbols, whose strides inductor can order (it cannot for a ceiling of a symbolic ratio).
     """
-    need = cast(tuple[int, int], tuple(s if o == scale * s else -(-o // scale)
-                                       for o, s in zip(out_size, size, strict=True)))
+    need = cast(
+        tuple[int, int], tuple(s if o == scale * s else -(-o // scale) for o, s in zip(out_size, size, strict=True))
+    )
     for o, s in zip(out_size, size, strict=True):
         if not scale * s - (scale - 1) <= o <= scale * s + (scale - 1):
             raise ValueError(f"output size {out_size} is not {scale}x the input size {size} (up to rounding)")
@@ -66,8 +68,9 @@ def check_kernels(x: Tensor, kernels: Tensor, kernel_size: int, groups: int, pad
     if x.shape[1] % groups:
         raise ValueError(f"{x.shape[1]} channels cannot be split into {groups} groups")
     if kernels.dim() != 4 or kernels.shape[0] != x.shape[0] or kernels.shape[1] != groups * kernel_size**2:
-        raise ValueError(f"kernels must be (B={x.shape[0]}, groups*k*k={groups * kernel_size**2}, H, W), "
-                         f"got {tuple(kernels.shape)}")
+        raise ValueError(
+            f"kernels must be (B={x.shape[0]}, groups*k*k={groups * kernel_size**2}, H, W), got {tuple(kernels.shape)}"
+        )
 
 
 def _row_stride(base: Tensor) -> int:
@@ -111,15 +114,17 @@ def _reassemble(base: Tensor, taps: Tensor, k: int) -> Tensor:
     return out
 
 
-def _reassemble_backward(base: Tensor, taps: Tensor, grad: Tensor, k: int, need_base: bool,
-                         need_taps: bool) -> tuple[Tensor | None, Tensor | None]:
+def _reassemble_backward(
+    base: Tensor, taps: Tensor, grad: Tensor, k: int, need_base: bool, need_taps: bool
+) -> tuple[Tensor | None, Tensor | None]:
     """Gradients of :func:`_reassemble` for base and taps from ``grad`` (pixels, C/G, s*s), contiguous: a fixed
     number of ops per kernel row."""
     stride, pixels = _row_stride(base), taps.shape[0]
     grad_taps = None
     if need_taps:
-        grad_taps = torch.cat([_pixel_bmm(row.transpose(1, 2), grad) for row in _neighbour_rows(base, k, pixels)],
-                              dim=1)
+        grad_taps = torch.cat(
+            [_pixel_bmm(row.transpose(1, 2), grad) for row in _neighbour_rows(base, k, pixels)], dim=1
+        )
     if not need_base:
         return None, grad_taps
     # base pixel m gets sum_t spread[m - row * stride - t, :, t] from each row, spread = grad x taps^T. With the
@@ -167,8 +172,7 @@ class _Carafe(torch.autograd.Function):
         ctx.save_for_backward(base, taps)
         ctx.k, ctx.groups, ctx.scale = k, groups, scale
         out = _reassemble(base, taps, k).view(height, batch, groups, pad_w, channels // groups, scale, scale)
-        return out[:, :, :, :width].permute(1, 2, 4, 0, 5, 3, 6).reshape(batch, channels, scale * height,
-                                                                          scale * width)
+        return out[:, :, :, :width].permute(1, 2, 4, 0, 5, 3, 6).reshape(batch, channels, scale * height, scale * width)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
@@ -177,18 +181,21 @@ class _Carafe(torch.autograd.Function):
         batch, channels = grad_out.shape[:2]
         height, width = grad_out.shape[2] // scale, grad_out.shape[3] // scale
         grad = grad_out.new_zeros(height, batch, groups, base.shape[2], channels // groups, scale, scale)
-        grad[:, :, :, :width] = grad_out.view(batch, groups, channels // groups, height, scale, width,
-                                              scale).permute(3, 0, 1, 5, 2, 4, 6)
-        grad_base, grad_taps = _reassemble_backward(base, taps, grad.view(taps.shape[0], -1, scale * scale), k,
-                                                    *ctx.needs_input_grad[:2])
+        grad[:, :, :, :width] = grad_out.view(batch, groups, channels // groups, height, scale, width, scale).permute(
+            3, 0, 1, 5, 2, 4, 6
+        )
+        grad_base, grad_taps = _reassemble_backward(
+            base, taps, grad.view(taps.shape[0], -1, scale * scale), k, *ctx.needs_input_grad[:2]
+        )
         grad_x = grad_kernels = None
         if grad_base is not None:  # (h + 2p + 1, B*G, w + 2p, C/G) -> its interior as (B, C, h, w)
             inner = grad_base[pad : pad + height, :, pad : pad + width]
             grad_x = inner.permute(1, 3, 0, 2).reshape(batch, channels, height, width)
         if grad_taps is not None:  # (h * B*G * (w + 2p), k*k, s*s) -> (B, G * k*k, s*h, s*w)
             blocks = grad_taps.view(height, batch * groups, -1, k * k, scale, scale)[:, :, :width]
-            grad_kernels = blocks.permute(1, 3, 0, 4, 2, 5).reshape(batch, groups * k * k, scale * height,
-                                                                     scale * width)
+            grad_kernels = blocks.permute(1, 3, 0, 4, 2, 5).reshape(
+                batch, groups * k * k, scale * height, scale * width
+            )
         return grad_x, grad_kernels, None, None, None
 
 
@@ -222,8 +229,9 @@ def _pixel_taps(kernels: Tensor, groups: int, k: int, scale: int, source: tuple[
     return kernels.permute(2, 0, 4, 1, 3, 5).reshape(-1, k * k, scale * scale)
 
 
-def carafe(x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale: int = 1,
-           padding: str = "zeros") -> Tensor:
+def carafe(
+    x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale: int = 1, padding: str = "zeros"
+) -> Tensor:
     """Content-aware reassembly of x (B, C, h, w) with kernels (B, groups * k * k, Ho, Wo) -> (B, C, Ho, Wo).
 
     ``Ho, Wo`` is ``scale * (h, w)`` up to rounding (one pixel less or more per dim); output pixel (i, j)

@@ -1,4 +1,5 @@
 """FreqFusionFPN: a feature-pyramid neck whose top-down upsampling is FreqFusion (TPAMI 2024)."""
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -77,26 +78,33 @@ class FreqFusionFPN(TraceOnly, nn.Module):
         end = len(in_channels) if end_level in (-1, len(in_channels) - 1) else end_level + 1
         start_level = check_int(start_level, "start_level", 0)
         if not start_level < end <= len(in_channels) or end - start_level < 2:
-            raise ValueError(f"an FPN needs at least two levels: in_channels={list(in_channels)}, "
-                             f"start_level={start_level}, end_level={end_level}")
+            raise ValueError(
+                f"an FPN needs at least two levels: in_channels={list(in_channels)}, "
+                f"start_level={start_level}, end_level={end_level}"
+            )
         used = end - start_level
         num_outs = used if num_outs is None else check_int(num_outs, "num_outs")
         if num_outs < used:
             raise ValueError(f"num_outs={num_outs} is fewer than the {used} levels used")
         if num_outs - used > MAX_EXTRA_LEVELS:
-            raise ValueError(f"num_outs={num_outs} asks for {num_outs - used} extra levels beyond the {used} used; "
-                             f"each halves the last map, so after {MAX_EXTRA_LEVELS} even a "
-                             f"{2 ** MAX_EXTRA_LEVELS}-pixel map is 1x1: num_outs must be at most "
-                             f"{used + MAX_EXTRA_LEVELS}")
+            raise ValueError(
+                f"num_outs={num_outs} asks for {num_outs - used} extra levels beyond the {used} used; "
+                f"each halves the last map, so after {MAX_EXTRA_LEVELS} even a "
+                f"{2**MAX_EXTRA_LEVELS}-pixel map is 1x1: num_outs must be at most "
+                f"{used + MAX_EXTRA_LEVELS}"
+            )
         if add_extra_convs is True:
             add_extra_convs = "on_input"
         if add_extra_convs not in (False, "on_input", "on_lateral", "on_output"):
-            raise ValueError(f"add_extra_convs must be a bool or 'on_input' / 'on_lateral' / 'on_output', "
-                             f"got {add_extra_convs!r}")
+            raise ValueError(
+                f"add_extra_convs must be a bool or 'on_input' / 'on_lateral' / 'on_output', got {add_extra_convs!r}"
+            )
         group = fusion_kwargs.get("feature_resample_group", 4)
         if fusion_kwargs.get("feature_resample", True) and out_channels % group:
-            raise ValueError(f"out_channels={out_channels} must be divisible by feature_resample_group={group} "
-                             "(the offset generator resamples the fused map in groups)")
+            raise ValueError(
+                f"out_channels={out_channels} must be divisible by feature_resample_group={group} "
+                "(the offset generator resamples the fused map in groups)"
+            )
         self.in_channels, self.out_channels = in_channels, out_channels
         self.start_level, self.end, self.num_outs = start_level, end, num_outs
         self.add_extra_convs, self.relu_before_extra_convs = add_extra_convs, relu_before_extra_convs
@@ -130,15 +138,17 @@ class FreqFusionFPN(TraceOnly, nn.Module):
     def forward(self, features: Features) -> tuple[Tensor, ...] | OrderedDict[str, Tensor]:
         """Features (B, in_channels[i], H_i, W_i) -> ``num_outs`` maps (B, out_channels, ., .), plus extra blocks'."""
         if not isinstance(features, Mapping | list | tuple):
-            raise ArgumentTypeError(f"{type(self).__name__} takes a list / tuple or a dict of feature maps (one per "
-                                    f"level), got {type(features).__name__}")
+            raise ArgumentTypeError(
+                f"{type(self).__name__} takes a list / tuple or a dict of feature maps (one per "
+                f"level), got {type(features).__name__}"
+            )
         keys = list(features.keys()) if isinstance(features, Mapping) else None
         maps = list(features.values()) if isinstance(features, Mapping) else list(features)
         if len(maps) != len(self.in_channels):
             raise ValueError(f"{type(self).__name__}: expected {len(self.in_channels)} feature maps, got {len(maps)}")
         for level, (x, channels) in enumerate(zip(maps, self.in_channels, strict=True)):
             check_feature_map(x, channels, f"{type(self).__name__} level {level}")
-        inputs = maps[self.start_level:self.end]
+        inputs = maps[self.start_level : self.end]
         laterals = [conv(x) for conv, x in zip(self.lateral_convs, inputs, strict=True)]
         for i in range(len(laterals) - 2, -1, -1):
             hr_out, lr_out = self.fusions[i](laterals[i], laterals[i + 1])
@@ -152,8 +162,11 @@ class FreqFusionFPN(TraceOnly, nn.Module):
             for i, conv in enumerate(self.extra_convs):
                 x = source if i == 0 else outs[-1]
                 outs.append(conv(F.relu(x) if self.relu_before_extra_convs and i > 0 else x))
-        names = [str(i) for i in range(len(outs))] if keys is None else (
-            keys[self.start_level:self.end] + [f"extra{i}" for i in range(len(outs) - len(inputs))])
+        names = (
+            [str(i) for i in range(len(outs))]
+            if keys is None
+            else (keys[self.start_level : self.end] + [f"extra{i}" for i in range(len(outs) - len(inputs))])
+        )
         if self.extra_blocks is not None:  # torchvision's ExtraFPNBlock contract
             outs, names = self.extra_blocks(outs, inputs, names)
         return OrderedDict(zip(names, outs, strict=True)) if keys is not None else tuple(outs)

@@ -1,4 +1,5 @@
 """FreqFusion: Frequency-aware Feature Fusion for Dense Image Prediction (Chen et al., TPAMI 2024, arXiv:2408.12879)."""
+
 from __future__ import annotations
 
 import torch
@@ -121,16 +122,24 @@ class FreqFusion(TraceOnly, nn.Module):
         up_group = check_int(up_group, "up_group")
         if check_int(scale_factor, "scale_factor") != 1:
             raise ValueError("scale_factor must be 1: the reference forward never uses other values")
-        for name, k in (("lowpass_kernel", lowpass_kernel), ("highpass_kernel", highpass_kernel),
-                        ("encoder_kernel", encoder_kernel)):
+        for name, k in (
+            ("lowpass_kernel", lowpass_kernel),
+            ("highpass_kernel", highpass_kernel),
+            ("encoder_kernel", encoder_kernel),
+        ):
             if check_int(k, name) % 2 == 0:  # an even encoder kernel would not keep the map's size
                 raise ValueError(f"{name} must be odd and positive, got {k}")
         check_int(encoder_dilation, "encoder_dilation")
         if lr_channels % check_int(feature_resample_group, "feature_resample_group") and feature_resample:
-            raise ValueError(f"lr_channels={lr_channels} (the resampled feature) is not divisible by "
-                             f"feature_resample_group={feature_resample_group}")
-        for name, c in (("hr_channels", hr_channels), ("lr_channels", lr_channels),
-                        ("compressed_channels", compressed_channels)):
+            raise ValueError(
+                f"lr_channels={lr_channels} (the resampled feature) is not divisible by "
+                f"feature_resample_group={feature_resample_group}"
+            )
+        for name, c in (
+            ("hr_channels", hr_channels),
+            ("lr_channels", lr_channels),
+            ("compressed_channels", compressed_channels),
+        ):
             if c % up_group:
                 raise ValueError(f"{name}={c} is not divisible by up_group={up_group}")
         if carafe_padding not in CARAFE_PADDINGS:
@@ -150,15 +159,28 @@ class FreqFusion(TraceOnly, nn.Module):
         padding = (encoder_kernel - 1) * encoder_dilation // 2
 
         def encoder(kernel: int) -> nn.Conv2d:
-            return nn.Conv2d(compressed_channels, kernel * kernel * up_group, encoder_kernel, padding=padding,
-                             dilation=encoder_dilation, **kw)
+            return nn.Conv2d(
+                compressed_channels,
+                kernel * kernel * up_group,
+                encoder_kernel,
+                padding=padding,
+                dilation=encoder_dilation,
+                **kw,
+            )
 
         self.content_encoder = encoder(lowpass_kernel)  # ALPF generator
         self.content_encoder2 = encoder(highpass_kernel) if use_high_pass else None  # AHPF generator
         self.dysampler = (
-            LocalSimGuidedSampler(compressed_channels, feature_resample_group, encoder_kernel,
-                                  norm=feature_resample_norm, direction_feat=direction_feat, **kw)
-            if feature_resample else None
+            LocalSimGuidedSampler(
+                compressed_channels,
+                feature_resample_group,
+                encoder_kernel,
+                norm=feature_resample_norm,
+                direction_feat=direction_feat,
+                **kw,
+            )
+            if feature_resample
+            else None
         )
         if hamming_window:  # (1, 1, k, k) as in the reference state_dict; filled by reset_parameters
             self.register_buffer("hamming_lowpass", torch.empty(1, 1, lowpass_kernel, lowpass_kernel, **kw))
@@ -265,8 +287,9 @@ class FreqFusion(TraceOnly, nn.Module):
             lr_out = self.dysampler(comp_hr, comp_lr, lr_out)
         return hr_feat, lr_out
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs) -> None:
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
         for name in ("hamming_lowpass", "hamming_highpass"):
             value = state_dict.get(prefix + name)
             if getattr(self, name) is None and isinstance(value, Tensor):  # the official hamming_window=False
@@ -274,8 +297,9 @@ class FreqFusion(TraceOnly, nn.Module):
                     del state_dict[prefix + name]
                 else:
                     error_msgs.append(f"{prefix + name}: a window was saved but this layer has hamming_window=False")
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def _resize(self, x: Tensor, size: torch.Size) -> Tensor:
         align = None if self.upsample_mode == "nearest" else self.align_corners

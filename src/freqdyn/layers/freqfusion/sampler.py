@@ -1,4 +1,5 @@
 """FreqFusion's offset generator: a local-similarity guided sampler (FreqFusion §3.3, Chen et al., TPAMI 2024)."""
+
 from __future__ import annotations
 
 import torch
@@ -101,8 +102,9 @@ class LocalSimGuidedSampler(nn.Module):
         if groups < 1 or channels % groups:
             raise ValueError(f"feature_resample_group={groups} must divide the compressed channels ({channels})")
         if norm and (channels < 8 or channels % 8):
-            raise ValueError(f"the sampler's GroupNorm(channels // 8, channels) needs channels divisible by 8, "
-                             f"got {channels}")
+            raise ValueError(
+                f"the sampler's GroupNorm(channels // 8, channels) needs channels divisible by 8, got {channels}"
+            )
         if direction_feat not in DIRECTION_FEATS:
             raise ValueError(f"direction_feat must be one of {DIRECTION_FEATS}, got {direction_feat!r}")
         kw = factory_kwargs(device, dtype)
@@ -142,8 +144,9 @@ class LocalSimGuidedSampler(nn.Module):
         grid = torch.stack(torch.meshgrid(h, h, indexing="ij")).transpose(1, 2)
         return grid.repeat(1, self.groups, 1).reshape(1, -1, 1, 1)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs) -> None:
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
         init_pos = state_dict.get(prefix + "init_pos")
         if isinstance(init_pos, Tensor):  # reference checkpoints carry the fixed grid as a buffer
             expected = self.official_init_pos()
@@ -151,8 +154,9 @@ class LocalSimGuidedSampler(nn.Module):
                 del state_dict[prefix + "init_pos"]
             else:
                 error_msgs.append(f"{prefix}init_pos: expected the fixed sub-pixel grid {expected.flatten().tolist()}")
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def offsets(self, hr_x: Tensor, lr_x: Tensor) -> Tensor:
         """Displacements (B, 2 (x, y), groups, Ho, Wo) in low-resolution pixel units for an hr_x-sized output."""

@@ -1,4 +1,5 @@
 """CondConv: Conditionally Parameterized Convolutions (Yang et al., NeurIPS 2019, arXiv:1904.04971)."""
+
 from __future__ import annotations
 
 import math
@@ -18,7 +19,10 @@ class CondConvRouting(nn.Module):
     """Pooled (B, I) -> sigmoid(routing(pooled)), shape (B, K): independent per-expert weights."""
 
     def __init__(
-        self, in_channels: int, num_experts: int, device: torch.device | None = None,
+        self,
+        in_channels: int,
+        num_experts: int,
+        device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
@@ -76,8 +80,20 @@ class CondConv2d(ExpertConv2d):
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         padding_mode, num_experts, device, dtype)
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            num_experts,
+            device,
+            dtype,
+        )
         self.attention = CondConvRouting(in_channels, num_experts, device, dtype)
         self.reset_parameters()
 

@@ -1,4 +1,5 @@
 """DY-Conv: Dynamic Convolution, attention over K convolution kernels (Chen et al., CVPR 2020, arXiv:1912.03458)."""
+
 from __future__ import annotations
 
 import torch
@@ -102,8 +103,20 @@ class DynamicConv2d(TemperatureMixin, ExpertConv2d):
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         padding_mode, num_experts, device, dtype)
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            num_experts,
+            device,
+            dtype,
+        )
         self.attention = DynamicConvAttention(self.in_channels, self.num_experts, ratio, temperature, device, dtype)
         self.reset_parameters()
 

@@ -4,6 +4,7 @@ A layer holds K kernels and K biases; an attention module reads the globally poo
 per-sample mixing weights (and, for ODConv, channel / filter / spatial factors). The mixed kernels are
 applied with :func:`batched_conv2d`, the engine FDConv uses too.
 """
+
 from __future__ import annotations
 
 import math
@@ -119,8 +120,9 @@ class ExpertConv2d(TraceOnly, ConvContract):
         return layer.train(conv.training)
 
     @torch.no_grad()
-    def experts_from_conv(self, weight: Tensor, bias: Tensor | None,
-                          expert_noise: float = 0.1) -> tuple[Tensor, Tensor | None]:
+    def experts_from_conv(
+        self, weight: Tensor, bias: Tensor | None, expert_noise: float = 0.1
+    ) -> tuple[Tensor, Tensor | None]:
         """Neutralise the attention and return the (K, O*I/g*kh*kw) bank and (K, O) biases of a plain conv.
 
         Each kernel is the weight divided by the neutral gain plus zero-mean noise across the kernels, so
@@ -161,15 +163,19 @@ class ExpertConv2d(TraceOnly, ConvContract):
         bias = None if self.bias is None else (att.kernel @ as_dtype(self.bias, work)).to(dtype)
         weight, features, out_scale = apply_attentions(bank, att, self.groups, features=x)
         x, padding = self._pad(x if features is None else features)
-        return self._layout_output(batched_conv2d(x, weight.to(dtype), bias, self.stride, padding, self.dilation,
-                                                  self.groups, out_scale=out_scale))
+        return self._layout_output(
+            batched_conv2d(
+                x, weight.to(dtype), bias, self.stride, padding, self.dilation, self.groups, out_scale=out_scale
+            )
+        )
 
     def is_plain_weight(self, weight: Tensor) -> bool:
         """Whether ``weight`` is the (O, I/groups, kh, kw) kernel of the plain conv this layer replaces."""
         return tuple(weight.shape) == self.kernel_shape
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs) -> None:
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
         key = prefix + "weight"
         weight = state_dict.get(key)
         if isinstance(weight, Tensor) and weight.dim() == 5:  # the reference implementations' bank
@@ -180,8 +186,9 @@ class ExpertConv2d(TraceOnly, ConvContract):
             state_dict[key], converted = self.experts_from_conv(weight, plain_bias)
             if converted is not None:
                 state_dict[prefix + "bias"] = converted
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", num_experts={self.num_experts}"

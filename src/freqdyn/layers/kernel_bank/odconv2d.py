@@ -1,4 +1,5 @@
 """ODConv: Omni-Dimensional Dynamic Convolution (Li et al., ICLR 2022, arXiv:2209.07947)."""
+
 from __future__ import annotations
 
 import torch
@@ -33,8 +34,9 @@ class OmniAttention(TemperatureBuffer, AttentionHeads):
         dtype: torch.dtype | None = None,
         norm: str = "batch",
     ) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, groups, num_experts, reduction, min_hidden,
-                         device, dtype, norm)
+        super().__init__(
+            in_channels, out_channels, kernel_size, groups, num_experts, reduction, min_hidden, device, dtype, norm
+        )
         self._register_temperature(temperature, device, dtype)
         self.reset_parameters()
 
@@ -110,11 +112,33 @@ class ODConv2d(TemperatureMixin, ExpertConv2d):
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         padding_mode, num_experts, device, dtype)
-        self.attention = OmniAttention(self.in_channels, self.out_channels, self.kernel_size, self.groups,
-                                       self.num_experts, reduction, min_hidden, temperature, device, dtype,
-                                       attention_norm)
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            num_experts,
+            device,
+            dtype,
+        )
+        self.attention = OmniAttention(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.groups,
+            self.num_experts,
+            reduction,
+            min_hidden,
+            temperature,
+            device,
+            dtype,
+            attention_norm,
+        )
         self.reset_parameters()
 
     def _init_expert(self, kernel: Tensor, bias: Tensor | None) -> None:

@@ -1,4 +1,5 @@
 """Softmax temperature of dynamic layers and its annealing schedule (DY-Conv §3.3)."""
+
 from __future__ import annotations
 
 import struct
@@ -106,7 +107,11 @@ class TemperatureSchedule:
     """
 
     def __init__(
-        self, model: nn.Module, start: float = 30.0, end: float = 1.0, epochs: int = 10,
+        self,
+        model: nn.Module,
+        start: float = 30.0,
+        end: float = 1.0,
+        epochs: int = 10,
         step_size: float | None = None,
     ) -> None:
         start, end, epochs = check_positive(start, "start"), check_positive(end, "end"), check_int(epochs, "epochs")

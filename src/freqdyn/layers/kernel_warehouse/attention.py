@@ -1,5 +1,6 @@
 """The attention of a KernelWarehouse layer (Li et al., ICML 2024, §3): for each cell position of its kernel, a
 signed mixture of the warehouse's shared cells, blended towards a one-hot assignment by a temperature."""
+
 from __future__ import annotations
 
 import torch
@@ -16,9 +17,11 @@ MIN_HIDDEN = 16  # the authors' floor on the hidden width
 EPS = 1e-3  # added to the sum of absolute values that normalises each mixture
 
 
-CELL_RATIO_ADVICE = ("use a cell_num_ratio of at least max(cell_inplane_ratio, cell_outplane_ratio) that gives every "
-                     "cell position a whole number of cells (the authors' 1/4, 1/2, 1, 2, 4; 1/2 and 1/4 with "
-                     "cell_inplane_ratio = cell_outplane_ratio = 1/2)")
+CELL_RATIO_ADVICE = (
+    "use a cell_num_ratio of at least max(cell_inplane_ratio, cell_outplane_ratio) that gives every "
+    "cell position a whole number of cells (the authors' 1/4, 1/2, 1, 2, 4; 1/2 and 1/4 with "
+    "cell_inplane_ratio = cell_outplane_ratio = 1/2)"
+)
 
 
 def check_warehouse_temperature(value: float) -> float:
@@ -129,8 +132,10 @@ class WarehouseAttention(nn.Module):
         """A clear error where the authors' code writes past ``temp_bias``: the layers' positions claim more cells
         than the warehouse holds."""
         if cell >= self.cells:
-            raise ValueError(f"the layers of this warehouse claim more than its {self.cells} cells (cell_num_ratio "
-                             f"{cell_num_ratio:g}): {CELL_RATIO_ADVICE}")
+            raise ValueError(
+                f"the layers of this warehouse claim more than its {self.cells} cells (cell_num_ratio "
+                f"{cell_num_ratio:g}): {CELL_RATIO_ADVICE}"
+            )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         key = prefix + "temperature"
@@ -159,8 +164,9 @@ class WarehouseAttention(nn.Module):
             rows = self._cell_logits(self.fc2(torch.relu(self.norm1(self.fc1(z)))))
             rows = rows / (rows.abs().sum(dim=1, keepdim=True) + scalar(EPS, rows))
             target = as_dtype(self.temp_bias, rows.dtype).view(self.mixtures, self.planes_per_mixture)
-            blended = torch.lerp(rows.view(-1, self.mixtures, self.planes_per_mixture), target,
-                                 as_dtype(self.temperature, rows.dtype))  # (1 - t) * rows + t * target
+            blended = torch.lerp(
+                rows.view(-1, self.mixtures, self.planes_per_mixture), target, as_dtype(self.temperature, rows.dtype)
+            )  # (1 - t) * rows + t * target
         return blended.view(-1, self.planes_per_mixture)[:, :-1]
 
     def extra_repr(self) -> str:

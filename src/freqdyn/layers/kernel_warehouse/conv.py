@@ -1,5 +1,6 @@
 """KernelWarehouse convolutions (1-D, 2-D, 3-D) and the linear layer: each kernel is assembled per sample from the
 cells of a warehouse shared with the other layers of its stage (:class:`~.manager.WarehouseManager`)."""
+
 from __future__ import annotations
 
 import math
@@ -66,12 +67,15 @@ class KWConvNd(nn.Module):
     ) -> None:
         super().__init__()
         d = self.dimension
-        self.in_channels, self.out_channels = check_int(in_channels, "in_channels"), check_int(out_channels,
-                                                                                              "out_channels")
+        self.in_channels, self.out_channels = (
+            check_int(in_channels, "in_channels"),
+            check_int(out_channels, "out_channels"),
+        )
         self.groups = check_int(groups, "groups")
         if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by "
-                             f"groups ({groups})")
+            raise ValueError(
+                f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})"
+            )
         self.kernel_size = _tuple(kernel_size, d, "kernel_size", 1)
         self.stride = _tuple(stride, d, "stride", 1)
         self.padding = _tuple(padding, d, "padding", 0)
@@ -84,11 +88,20 @@ class KWConvNd(nn.Module):
         self.cell_range, self.cell_num_ratio = (0, 0), 1.0
 
     @classmethod
-    def standalone(cls, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
-                   stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
-                   dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = False,
-                   device: torch.device | None = None, dtype: torch.dtype | None = None,
-                   **options: Any) -> KWConvNd:
+    def standalone(
+        cls,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] = 0,
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        bias: bool = False,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        **options: Any,
+    ) -> KWConvNd:
         """A layer with a warehouse of its own, held as its ``warehouse_manager`` submodule (its state_dict,
         ``.to()``, copies and ``parameters()`` include the cells): for a single dynamic conv. In a network, layers
         share warehouses: ``freqdyn.convert(model, "kw")``. ``options`` go to the manager."""
@@ -96,8 +109,20 @@ class KWConvNd(nn.Module):
 
         manager = WarehouseManager(**options)
         layer_type = f"conv{cls.dimension}d"
-        layer = manager.reserve(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                                warehouse_name="own", layer_type=layer_type, device=device, dtype=dtype)
+        layer = manager.reserve(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            warehouse_name="own",
+            layer_type=layer_type,
+            device=device,
+            dtype=dtype,
+        )
         assert isinstance(layer, cls)
         manager.store(device=device, dtype=dtype)
         layer.warehouse_manager = manager
@@ -121,8 +146,9 @@ class KWConvNd(nn.Module):
     def manager(self) -> WarehouseManager:
         return self._manager[0]
 
-    def init_attention(self, cells: Tensor, start_cell: int, reduction: float, cell_num_ratio: float,
-                       nonlocal_basis_ratio: float) -> int:
+    def init_attention(
+        self, cells: Tensor, start_cell: int, reduction: float, cell_num_ratio: float, nonlocal_basis_ratio: float
+    ) -> int:
         """Build the attention for a warehouse ``cells`` (M, cell_out, cell_in, *cell_k) from ``start_cell`` on;
         returns the cell after this layer's own (the manager's ``allocate`` calls it)."""
         self.cell_shape = tuple(cells.shape)
@@ -131,8 +157,17 @@ class KWConvNd(nn.Module):
         self.groups_spatial = math.prod(k // c for k, c in zip(self.kernel_size, self.cell_shape[3:], strict=True))
         self.groups_out, self.groups_in = groups_out, groups_in
         mixtures = groups_out * groups_in * self.groups_spatial
-        self.attention = WarehouseAttention(self.in_channels, reduction, self.cell_shape[0], mixtures, cell_num_ratio,
-                                            nonlocal_basis_ratio, start_cell, device=cells.device, dtype=cells.dtype)
+        self.attention = WarehouseAttention(
+            self.in_channels,
+            reduction,
+            self.cell_shape[0],
+            mixtures,
+            cell_num_ratio,
+            nonlocal_basis_ratio,
+            start_cell,
+            device=cells.device,
+            dtype=cells.dtype,
+        )
         self.cell_num_ratio = cell_num_ratio
         end = self.attention.init_temperature(start_cell, cell_num_ratio)
         self.cell_range = (start_cell, end)
@@ -162,11 +197,14 @@ class KWConvNd(nn.Module):
     def _check_input(self, x: Tensor) -> None:
         name = type(self).__name__
         if x.dim() != self.dimension + 2 or x.shape[1] != self.in_channels:
-            raise ValueError(f"{name} expects a (B, {self.in_channels}, {'*' * self.dimension}) input, got "
-                             f"{tuple(x.shape)}")
+            raise ValueError(
+                f"{name} expects a (B, {self.in_channels}, {'*' * self.dimension}) input, got {tuple(x.shape)}"
+            )
         if self.attention is None:
-            raise ValueError(f"{name} has no warehouse cells yet: call store() and allocate(network) on its "
-                             f"WarehouseManager (freqdyn.convert(model, 'kw') does both)")
+            raise ValueError(
+                f"{name} has no warehouse cells yet: call store() and allocate(network) on its "
+                f"WarehouseManager (freqdyn.convert(model, 'kw') does both)"
+            )
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
@@ -182,14 +220,23 @@ class KWConvNd(nn.Module):
         if self.dimension == 2:
             return batched_conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)  # type: ignore[arg-type]
         folded = x.reshape(1, batch * self.in_channels, *x.shape[2:])
-        y = _CONVS[self.dimension](folded, weight.reshape(-1, *weight.shape[2:]), None, self.stride, self.padding,
-                                   self.dilation, self.groups * batch)
+        y = _CONVS[self.dimension](
+            folded,
+            weight.reshape(-1, *weight.shape[2:]),
+            None,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups * batch,
+        )
         y = y.view(batch, self.out_channels, *y.shape[2:])
         return y if bias is None else y + bias.view(-1, *([1] * self.dimension))
 
     def extra_repr(self) -> str:
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-             f"padding={self.padding}")
+        s = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}"
+        )
         if self.dilation != (1,) * self.dimension:
             s += f", dilation={self.dilation}"
         if self.groups != 1:

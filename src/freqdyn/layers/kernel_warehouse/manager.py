@@ -1,5 +1,6 @@
 """The warehouse manager of a KernelWarehouse network: it reserves the KW layers, sizes one warehouse of shared
 cells per stage and hands each layer its cells (Li et al., ICML 2024)."""
+
 from __future__ import annotations
 
 import math
@@ -86,8 +87,10 @@ class WarehouseManager(nn.Module):
         self.spatial_partition = _checked(spatial_partition, "spatial_partition", check_bool)
         parts_ok = isinstance(sharing_range, Sequence) and all(isinstance(part, str) for part in sharing_range)
         if not parts_ok:  # a string is a sequence of one-character parts, as the authors' code reads it
-            raise ArgumentTypeError(f"sharing_range must be a sequence of name parts (or a string), got "
-                                    f"{type(sharing_range).__name__} {sharing_range!r}")
+            raise ArgumentTypeError(
+                f"sharing_range must be a sequence of name parts (or a string), got "
+                f"{type(sharing_range).__name__} {sharing_range!r}"
+            )
         self.sharing_range = sharing_range
         self.nonlocal_basis_ratio = check_positive(nonlocal_basis_ratio, "nonlocal_basis_ratio")
         self.warehouses: dict[str, list[tuple[int, ...]]] = {}  # name -> the kernel shapes of its layers
@@ -131,8 +134,18 @@ class WarehouseManager(nn.Module):
         if not check_bool(enabled, "enabled"):
             if plain_type is nn.Linear:
                 return nn.Linear(in_planes, out_planes, bias=bias, device=device, dtype=dtype)
-            return plain_type(in_planes, out_planes, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                              groups=groups, bias=bias, device=device, dtype=dtype)
+            return plain_type(
+                in_planes,
+                out_planes,
+                kernel_size,
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=groups,
+                bias=bias,
+                device=device,
+                dtype=dtype,
+            )
         name = self.fuse_warehouse_name(warehouse_name)
         index = list(self.warehouses).index(name) if name in self.warehouses else len(self.warehouses)
         options: dict[str, Any] = dict(warehouse_id=index, manager=self, device=device, dtype=dtype)
@@ -142,8 +155,9 @@ class WarehouseManager(nn.Module):
             linear = KWLinear(in_planes, out_planes, bias=bias, **options)
             layer, conv = linear, linear.conv
         else:
-            conv = cast(type[KWConvNd], kw_type)(in_planes, out_planes, kernel_size, stride, padding, dilation,
-                                                 groups, bias, **options)
+            conv = cast(type[KWConvNd], kw_type)(
+                in_planes, out_planes, kernel_size, stride, padding, dilation, groups, bias, **options
+            )
             layer = conv
         self.warehouses.setdefault(name, []).append(conv.weight_shape)
         return layer
@@ -184,8 +198,9 @@ class WarehouseManager(nn.Module):
         if len({len(k) for k in kernels}) > 1:
             raise ValueError(f"warehouse {name!r} mixes layers of different dimensions: {sorted(kernels)}")
         if not setting["spatial_partition"] and len(kernels) > 1:
-            raise ValueError(f"warehouse {name!r} without spatial_partition needs one kernel size, got "
-                             f"{sorted(kernels)}")
+            raise ValueError(
+                f"warehouse {name!r} without spatial_partition needs one kernel size, got {sorted(kernels)}"
+            )
         cell_in = max(int(in_gcd * setting["cell_inplane_ratio"]), 1)
         cell_out = max(int(out_gcd * setting["cell_outplane_ratio"]), 1)
         kernel = next(iter(kernels))
@@ -196,7 +211,8 @@ class WarehouseManager(nn.Module):
                     f"warehouse {name!r}: cells of {cell_out} output x {cell_in} input channels do not tile a "
                     f"{shape[0]} x {shape[1]} (out x in / groups) kernel; the channels' common divisors are "
                     f"{out_gcd} and {in_gcd}: choose cell_outplane_ratio / cell_inplane_ratio so that the cells "
-                    f"divide every layer")
+                    f"divide every layer"
+                )
         return (cell_out, cell_in, *cell_kernel)
 
     def allocate(self, network: nn.Module) -> None:
@@ -209,15 +225,17 @@ class WarehouseManager(nn.Module):
             idx = layer.warehouse_id
             setting = self._settings[idx]
             start = ends[idx]
-            ends[idx] = layer.init_attention(self.weights[idx], start, setting["reduction"],
-                                             setting["cell_num_ratio"], self.nonlocal_basis_ratio)
+            ends[idx] = layer.init_attention(
+                self.weights[idx], start, setting["reduction"], setting["cell_num_ratio"], self.nonlocal_basis_ratio
+            )
         for idx, (end, cells) in enumerate(zip(ends, self.weights, strict=True)):
             if end != cells.shape[0]:
                 setting = self._settings[idx]
                 raise ValueError(
                     f"warehouse {list(self.warehouses)[idx]!r}: its layers own {end} of its {cells.shape[0]} cells "
                     f"(cell_num_ratio {setting['cell_num_ratio']:g}); {CELL_RATIO_ADVICE}, and allocate the "
-                    "network that holds all the layers")
+                    "network that holds all the layers"
+                )
         self._init_cells(network)
 
     def layers(self, network: nn.Module) -> list[KWConvNd]:
@@ -247,4 +265,3 @@ class WarehouseManager(nn.Module):
     def extra_repr(self) -> str:
         shapes = ", ".join(f"{name}: {tuple(w.shape)}" for name, w in zip(self.warehouses, self.weights, strict=False))
         return f"warehouses=[{shapes}]"
-

@@ -1,5 +1,6 @@
 """A network turned into KernelWarehouse: its convolutions grouped into stages (one warehouse each), reserved from
 one :class:`~.manager.WarehouseManager` that the network holds as ``warehouse_manager`` (the authors' names)."""
+
 from __future__ import annotations
 
 import logging
@@ -102,24 +103,46 @@ def to_kernel_warehouse(
         weight = module.weight
         conv: Any = module
         if layer_type == "linear":
-            new = manager.reserve(conv.in_features, conv.out_features, bias=conv.bias is not None,
-                                  warehouse_name=warehouse, layer_type=layer_type, device=weight.device,
-                                  dtype=weight.dtype)
+            new = manager.reserve(
+                conv.in_features,
+                conv.out_features,
+                bias=conv.bias is not None,
+                warehouse_name=warehouse,
+                layer_type=layer_type,
+                device=weight.device,
+                dtype=weight.dtype,
+            )
         else:
-            new = manager.reserve(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                                  conv.dilation, conv.groups, conv.bias is not None, warehouse_name=warehouse,
-                                  layer_type=layer_type, device=weight.device, dtype=weight.dtype)
+            new = manager.reserve(
+                conv.in_channels,
+                conv.out_channels,
+                conv.kernel_size,
+                conv.stride,
+                conv.padding,
+                conv.dilation,
+                conv.groups,
+                conv.bias is not None,
+                warehouse_name=warehouse,
+                layer_type=layer_type,
+                device=weight.device,
+                dtype=weight.dtype,
+            )
         parent, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(parent), leaf, new.train(module.training))
         replaced.append(name)
         source = weight if source is None else source
     if source is None:
-        raise ValueError("no layer of the model is in a KernelWarehouse stage: pass stages= (name -> warehouse) for "
-                         "a model that is not a torchvision or timm ResNet")
+        raise ValueError(
+            "no layer of the model is in a KernelWarehouse stage: pass stages= (name -> warehouse) for "
+            "a model that is not a torchvision or timm ResNet"
+        )
     manager.store(device=source.device, dtype=source.dtype)
     model.warehouse_manager = manager
     manager.allocate(model)
-    logger.warning("KernelWarehouse: %d layers now share %d warehouses; their cells are initialised as the authors' "
-                   "networks are (shared cells cannot start from pretrained plain weights)", len(replaced),
-                   len(manager.weights))
+    logger.warning(
+        "KernelWarehouse: %d layers now share %d warehouses; their cells are initialised as the authors' "
+        "networks are (shared cells cannot start from pretrained plain weights)",
+        len(replaced),
+        len(manager.weights),
+    )
     return replaced, skipped

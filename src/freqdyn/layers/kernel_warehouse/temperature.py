@@ -1,5 +1,6 @@
 """KernelWarehouse's temperature schedule: the one-hot blend of every KW attention, from 1 down to 0 (linearly, per
 iteration in the authors' training) over the first ``epochs`` epochs."""
+
 from __future__ import annotations
 
 import torch
@@ -34,8 +35,9 @@ class KWTemperatureSchedule:
         [0.875, 0.75, 0.625]
     """
 
-    def __init__(self, model: nn.Module, start: float = 1.0, end: float = 0.0, epochs: int = 10,
-                 steps_per_epoch: int = 1) -> None:
+    def __init__(
+        self, model: nn.Module, start: float = 1.0, end: float = 0.0, epochs: int = 10, steps_per_epoch: int = 1
+    ) -> None:
         self.start, self.end = check_warehouse_temperature(start), check_warehouse_temperature(end)
         if self.start < self.end:
             raise ValueError(f"start ({start}) must be >= end ({end}): the temperature anneals downwards")

@@ -1,4 +1,5 @@
 """A UniConvNet-style residual block around MRFA (UniConvNet, ICCV 2025), for use in backbones."""
+
 from __future__ import annotations
 
 import torch

@@ -5,6 +5,7 @@ Each of G channel groups samples its value map at P = k * k points per output pi
 them weighted by a learned per-point modulation. Offsets and modulations are linear maps of a depthwise-convolved
 input; the value map and the output go through linear projections.
 """
+
 from __future__ import annotations
 
 from typing import cast
@@ -21,8 +22,16 @@ from .._common.flop_record import record_flops
 BASE_GRIDS = ("official", "exact")
 
 
-def _base_locations(out_hw: tuple[int, int], padded_hw: tuple[int, int], kernel: int, stride: int, dilation: int,
-                    offset_scale: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+def _base_locations(
+    out_hw: tuple[int, int],
+    padded_hw: tuple[int, int],
+    kernel: int,
+    stride: int,
+    dilation: int,
+    offset_scale: float,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Tensor:
     """Regular sampling points (H', W', P, 2) as (x, y) fractions of the padded map, points x-major.
 
     Output pixel (i, j) and kernel point (a, b) sit at ((c + j * stride + (b - r) * dilation) / W_p, (c + i * stride +
@@ -42,8 +51,18 @@ def _base_locations(out_hw: tuple[int, int], padded_hw: tuple[int, int], kernel:
     return torch.stack(torch.broadcast_tensors(x, y), dim=-1)
 
 
-def dcnv3_sample(value: Tensor, offset: Tensor, mask: Tensor, kernel: int, stride: int, pad: int, dilation: int,
-                 group: int, offset_scale: float = 1.0, base_grid: str = "official") -> Tensor:
+def dcnv3_sample(
+    value: Tensor,
+    offset: Tensor,
+    mask: Tensor,
+    kernel: int,
+    stride: int,
+    pad: int,
+    dilation: int,
+    group: int,
+    offset_scale: float = 1.0,
+    base_grid: str = "official",
+) -> Tensor:
     """The DCNv3 core: value (B, H, W, C) channels-last, offset (B, H', W', G * P * 2) as (x, y) pixel shifts per
     group and point, mask (B, H', W', G * P) -> (B, H', W', C), P = kernel ** 2.
 
@@ -57,8 +76,9 @@ def dcnv3_sample(value: Tensor, offset: Tensor, mask: Tensor, kernel: int, strid
     out_h, out_w = offset.shape[1:3]
     points = kernel * kernel
     base_dtype = torch.float32 if base_grid == "official" else value.dtype
-    base = _base_locations((out_h, out_w), (padded_h, padded_w), kernel, stride, dilation, offset_scale, base_dtype,
-                           value.device).to(value.dtype)
+    base = _base_locations(
+        (out_h, out_w), (padded_h, padded_w), kernel, stride, dilation, offset_scale, base_dtype, value.device
+    ).to(value.dtype)
     norm = torch.tensor([padded_w, padded_h], dtype=value.dtype, device=value.device)
     shifts = offset.reshape(batch, out_h, out_w, group, points, 2) * offset_scale / norm
     grid = 2 * (base[:, :, None] + shifts) - 1  # (B, H', W', G, P, 2) in grid_sample's [-1, 1]
@@ -94,9 +114,18 @@ class DCNv3(nn.Module):
         torch.Size([1, 14, 14, 32])
     """
 
-    def __init__(self, channels: int, kernel_size: int = 3, pad: int = 1, dilation: int = 1,
-                 group: int = 4, offset_scale: float = 1.0, base_grid: str = "official",
-                 device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 3,
+        pad: int = 1,
+        dilation: int = 1,
+        group: int = 4,
+        offset_scale: float = 1.0,
+        base_grid: str = "official",
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         kw = factory_kwargs(device, dtype)
         channels, group = check_int(channels, "channels"), check_int(group, "group")
@@ -108,8 +137,10 @@ class DCNv3(nn.Module):
         self.kernel_size, self.dilation = check_int(kernel_size, "kernel_size"), check_int(dilation, "dilation")
         self.pad = check_int(pad, "pad", 0)
         if 2 * self.pad != self.dilation * (self.kernel_size - 1):
-            raise ValueError(f"pad must keep the size: 2 * pad == dilation * (kernel_size - 1), got pad={pad}, "
-                             f"kernel_size={kernel_size}, dilation={dilation}")
+            raise ValueError(
+                f"pad must keep the size: 2 * pad == dilation * (kernel_size - 1), got pad={pad}, "
+                f"kernel_size={kernel_size}, dilation={dilation}"
+            )
         self.offset_scale, self.base_grid = check_positive(offset_scale, "offset_scale"), base_grid
         points = self.kernel_size**2
         k = self.kernel_size
@@ -135,12 +166,23 @@ class DCNv3(nn.Module):
             raise ValueError(f"DCNv3 expects a channels-last (B, H, W, {self.channels}) input, got {tuple(x.shape)}")
         value = self.input_proj(x)
         context = self.dw_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        out = dcnv3_sample(value, self.offset(context), self.mask(context), self.kernel_size, 1, self.pad,
-                           self.dilation, self.group, self.offset_scale, self.base_grid)
+        out = dcnv3_sample(
+            value,
+            self.offset(context),
+            self.mask(context),
+            self.kernel_size,
+            1,
+            self.pad,
+            self.dilation,
+            self.group,
+            self.offset_scale,
+            self.base_grid,
+        )
         return self.output_proj(out)
 
     def extra_repr(self) -> str:
-        return (f"channels={self.channels}, kernel_size={self.kernel_size}, pad={self.pad}, "
-                f"dilation={self.dilation}, group={self.group}, offset_scale={self.offset_scale}, "
-                f"base_grid={self.base_grid!r}")
-
+        return (
+            f"channels={self.channels}, kernel_size={self.kernel_size}, pad={self.pad}, "
+            f"dilation={self.dilation}, group={self.group}, offset_scale={self.offset_scale}, "
+            f"base_grid={self.base_grid!r}"
+        )

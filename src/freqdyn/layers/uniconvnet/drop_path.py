@@ -1,4 +1,5 @@
 """Stochastic depth (Huang et al., ECCV 2016): drop whole residual branches per sample in training."""
+
 from __future__ import annotations
 
 import torch.nn as nn

@@ -1,4 +1,5 @@
 """LayerNorm over the channels of a (B, C, H, W) map (ConvNeXt's channels_first LayerNorm)."""
+
 from __future__ import annotations
 
 import torch.nn as nn

@@ -6,6 +6,7 @@ into the next quarter after that quarter's local 1x1 + 3x3 processing ("discrimi
 width grows C/4 -> C/2 -> 3C/4 -> C, so the receptive field grows 7 -> 15 -> 25 pixels while every
 stage keeps the pixels near the centre the most influential.
 """
+
 from __future__ import annotations
 
 from typing import cast
@@ -27,7 +28,8 @@ class AggregationStage(nn.Module):
         super().__init__()
         self.norm = LayerNorm2d(width, eps=1e-6, **kw) if normalise else nn.Identity()
         self.context = nn.Sequential(
-            nn.Conv2d(width, width, 1, **kw), nn.GELU(),
+            nn.Conv2d(width, width, 1, **kw),
+            nn.GELU(),
             nn.Conv2d(width, width, kernel_size, padding=kernel_size // 2, groups=width, **kw),
         )
         self.gate = nn.Conv2d(width, width, 1, **kw)
@@ -50,12 +52,31 @@ def _foreign_names() -> dict[str, str]:
     for i in (1, 2, 3):
         stage = f"stages.{i - 1}."
         norm = "norm." if i == 1 else stage + "norm."
-        ours = {"norm": norm, "context": stage + "context.", "gate": stage + "gate.", "proj": stage + "proj.",
-                "prep": stage + "prep.", "refine": stage + "refine.", "inject": stage + "inject."}
-        seed = {f"ln_stage{i}.": "norm", f"ctx_branch_s{i}.": "context", f"gate_branch_s{i}.": "gate",
-                f"post_gate_s{i}.": "proj", f"prep_quarter{i + 1}.": "prep", f"refine3x3_s{i}.": "refine"}
-        repo = {f"norm{i}.": "norm", f"a{i}.": "context", f"v{i}.": "gate", f"v{i}1.": "proj", f"v{i}2.": "prep",
-                f"conv3_{i}.": "refine"}
+        ours = {
+            "norm": norm,
+            "context": stage + "context.",
+            "gate": stage + "gate.",
+            "proj": stage + "proj.",
+            "prep": stage + "prep.",
+            "refine": stage + "refine.",
+            "inject": stage + "inject.",
+        }
+        seed = {
+            f"ln_stage{i}.": "norm",
+            f"ctx_branch_s{i}.": "context",
+            f"gate_branch_s{i}.": "gate",
+            f"post_gate_s{i}.": "proj",
+            f"prep_quarter{i + 1}.": "prep",
+            f"refine3x3_s{i}.": "refine",
+        }
+        repo = {
+            f"norm{i}.": "norm",
+            f"a{i}.": "context",
+            f"v{i}.": "gate",
+            f"v{i}1.": "proj",
+            f"v{i}2.": "prep",
+            f"conv3_{i}.": "refine",
+        }
         if i > 1:  # stage 1's context already has the quarter's width
             seed[f"proj_ctx_to_q{i + 1}."] = repo[f"proj{i}."] = "inject"
         for table in (seed, repo):
@@ -119,7 +140,7 @@ class MRFA(TraceOnly, nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         for key in [k for k in state_dict if k.startswith(prefix)]:
-            local = key[len(prefix):]
+            local = key[len(prefix) :]
             head, dot, rest = local.partition(".")
             if head + dot in _FOREIGN_NAMES:
                 leaf = _FOREIGN_LEAVES.get(rest, rest) if head.startswith("ln_stage") else rest

@@ -10,6 +10,7 @@ Public as :mod:`freqdyn.models`. State dicts of the authors' code (``ai-paperwit
 and ``models_N0-XL``) load with ``strict=True`` and compute their function; nothing is downloaded (load released
 weights yourself).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -60,8 +61,17 @@ class UniConvNetStageBlock(nn.Module):
     """x (B, C, H, W) -> (B, C, H, W), the authors' ``Block``:
     x + layer_scale * MRFA(x); then, channels-last, x + gamma1 * DCNv3(LN(x)) and x + gamma2 * MLP(LN(x))."""
 
-    def __init__(self, dim: int, group_channels: int = 8, mlp_ratio: float = 4.0, drop: float = 0.0,
-                 drop_path: float = 0.0, layer_scale_init: float = 1e-6, base_grid: str = "official", **kw) -> None:
+    def __init__(
+        self,
+        dim: int,
+        group_channels: int = 8,
+        mlp_ratio: float = 4.0,
+        drop: float = 0.0,
+        drop_path: float = 0.0,
+        layer_scale_init: float = 1e-6,
+        base_grid: str = "official",
+        **kw,
+    ) -> None:
         super().__init__()
         if dim % group_channels:
             raise ValueError(f"dim ({dim}) must be divisible by group_channels ({group_channels})")
@@ -105,11 +115,22 @@ class UniConvNet(nn.Module):
         [torch.Size([16, 16, 16]), torch.Size([32, 8, 8]), torch.Size([48, 4, 4]), torch.Size([64, 2, 2])]
     """
 
-    def __init__(self, depths: Sequence[int], dims: Sequence[int], in_chans: int = 3, num_classes: int = 1000,
-                 group_channels: int = 8, drop_path_rate: float = 0.0, layer_scale_init_value: float = 1e-6,
-                 head_init_scale: float = 1.0, drop: float = 0.0, base_grid: str = "official",
-                 out_indices: Sequence[int] | None = None, device: torch.device | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        depths: Sequence[int],
+        dims: Sequence[int],
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        group_channels: int = 8,
+        drop_path_rate: float = 0.0,
+        layer_scale_init_value: float = 1e-6,
+        head_init_scale: float = 1.0,
+        drop: float = 0.0,
+        base_grid: str = "official",
+        out_indices: Sequence[int] | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         kw = factory_kwargs(device, dtype)
         depths, dims = check_ints(depths, "depths"), check_ints(dims, "dims")
@@ -122,22 +143,40 @@ class UniConvNet(nn.Module):
         if self.out_indices is not None and not all(i < 4 for i in self.out_indices):
             raise ValueError(f"out_indices must be stage indices 0..3, got {out_indices}")
         stem = nn.Sequential(
-            nn.Conv2d(in_chans, dims[0] // 2, 3, stride=2, padding=1, **kw), LayerNorm2d(dims[0] // 2, eps=1e-6, **kw),
-            nn.GELU(), nn.Conv2d(dims[0] // 2, dims[0], 3, stride=2, padding=1, **kw),
-            LayerNorm2d(dims[0], eps=1e-6, **kw), nn.Dropout(drop),
+            nn.Conv2d(in_chans, dims[0] // 2, 3, stride=2, padding=1, **kw),
+            LayerNorm2d(dims[0] // 2, eps=1e-6, **kw),
+            nn.GELU(),
+            nn.Conv2d(dims[0] // 2, dims[0], 3, stride=2, padding=1, **kw),
+            LayerNorm2d(dims[0], eps=1e-6, **kw),
+            nn.Dropout(drop),
         )
         self.downsample_layers = nn.ModuleList([stem])
         for i in range(3):
-            self.downsample_layers.append(nn.Sequential(
-                LayerNorm2d(dims[i], eps=1e-6, **kw), nn.Conv2d(dims[i], dims[i + 1], 3, stride=2, padding=1, **kw)))
+            self.downsample_layers.append(
+                nn.Sequential(
+                    LayerNorm2d(dims[i], eps=1e-6, **kw), nn.Conv2d(dims[i], dims[i + 1], 3, stride=2, padding=1, **kw)
+                )
+            )
         rates = torch.linspace(0, check_real(drop_path_rate, "drop_path_rate", 0.0), sum(depths)).tolist()
         self.stages = nn.ModuleList()
         for i, depth in enumerate(depths):
             start = sum(depths[:i])
-            self.stages.append(nn.Sequential(*(
-                UniConvNetStageBlock(dims[i], group_channels, drop=drop, drop_path=rates[start + j],
-                                     layer_scale_init=layer_scale_init_value, base_grid=base_grid, **kw)
-                for j in range(depth))))
+            self.stages.append(
+                nn.Sequential(
+                    *(
+                        UniConvNetStageBlock(
+                            dims[i],
+                            group_channels,
+                            drop=drop,
+                            drop_path=rates[start + j],
+                            layer_scale_init=layer_scale_init_value,
+                            base_grid=base_grid,
+                            **kw,
+                        )
+                        for j in range(depth)
+                    )
+                )
+            )
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6, **kw)
         self.head: nn.Module = nn.Linear(dims[-1], num_classes, **kw) if num_classes else nn.Identity()
         self.feature_info = [dict(num_chs=dims[i], reduction=2 ** (i + 2), module=f"stages.{i}") for i in range(4)]
@@ -159,16 +198,23 @@ class UniConvNet(nn.Module):
                 self.head.weight.mul_(head_init_scale)
                 self.head.bias.mul_(head_init_scale)
 
-    def forward_intermediates(self, x: Tensor, indices: int | Sequence[int] | None = None, norm: bool = False,
-                              stop_early: bool = False, output_fmt: str = "NCHW",
-                              intermediates_only: bool = False) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
         """timm's feature API: the outputs of stages ``indices`` (an int n: the last n), NCHW; with
         ``intermediates_only=False`` also the final features (B, dims[-1], H / 32, W / 32). ``norm`` is not
         supported (the final norm acts on pooled features)."""
         if output_fmt != "NCHW" or norm:
             raise ValueError("UniConvNet.forward_intermediates supports output_fmt='NCHW' and norm=False only")
-        wanted = list(range(4 - indices, 4)) if isinstance(indices, int) else list(range(4) if indices is None
-                                                                                      else indices)
+        wanted = (
+            list(range(4 - indices, 4)) if isinstance(indices, int) else list(range(4) if indices is None else indices)
+        )
         if not all(0 <= i < 4 for i in wanted):
             raise ValueError(f"indices must be stage indices 0..3, got {indices}")
         features = []

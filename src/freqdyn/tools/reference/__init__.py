@@ -1,4 +1,5 @@
 """Slow, straightforward reference computations used to validate and benchmark the fast layers."""
+
 from .naive_carafe import naive_carafe
 from .naive_dynamic import naive_expert_conv
 from .naive_fdconv import naive_fdconv, naive_lowpass

@@ -2,6 +2,7 @@
 upsamples them by nearest indexing. The tests compare it with :func:`freqdyn.layers.freqfusion.carafe.carafe` (the view
 loop, and the stacked views used under export and torch.func), both independent formulations.
 """
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -11,8 +12,9 @@ from ...layers.freqfusion.carafe import pad_neighbourhood
 __all__ = ["naive_carafe"]
 
 
-def naive_carafe(x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale: int = 1,
-                 padding: str = "zeros") -> Tensor:
+def naive_carafe(
+    x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale: int = 1, padding: str = "zeros"
+) -> Tensor:
     """CARAFE of x (B, C, h, w) with kernels (B, groups * k * k, Ho, Wo) -> (B, C, Ho, Wo), materialising the
     (B, C * k * k, Ho, Wo) neighbourhoods."""
     batch, channels, height, width = x.shape

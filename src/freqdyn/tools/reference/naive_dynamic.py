@@ -4,6 +4,7 @@ The attentions are recomputed from the layer's parameters with explicit matrix p
 summed expert by expert from the 5-D bank, and every sample gets its own ``F.conv2d``. It shares only the
 parameters with the fast layers (no batch folding, no attention modules).
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -5,6 +5,7 @@ zero map, FBM through rfft2 / mask / irfft2, the KSM-Local mapping by explicit i
 ``F.conv2d`` per sample with the fully modulated kernel. It shares only the parameters and the stored
 frequency-group assignment with :class:`freqdyn.FDConv`.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -99,12 +100,12 @@ def naive_fdconv(layer: FDConv, x: Tensor) -> Tensor:
         weight = matrix.reshape(o, kh, ig, kw).permute(0, 2, 1, 3)
         if layer.KSM_Local is not None:
             loc = layer.KSM_Local
-            normed = F.layer_norm(pooled[s:s + 1], (i,), loc.norm.weight, loc.norm.bias, loc.norm.eps)
+            normed = F.layer_norm(pooled[s : s + 1], (i,), loc.norm.weight, loc.norm.bias, loc.norm.eps)
             logits = F.conv1d(normed[:, None], loc.conv.weight, padding=loc.conv.padding)[0]
             weight = weight * _act(logits[q_index, p_index], loc.act, loc.att_multi)
         weight = weight * spatial[s].reshape(1, 1, kh, kw) if ksm.spatial_fc is not None else weight
         weight = weight * channel[s][p_index[:, :, 0, 0]][..., None, None] * filt[s].reshape(-1, 1, 1, 1)
-        x_s = x_in[s:s + 1]
+        x_s = x_in[s : s + 1]
         padding = layer.padding
         if layer.padding_mode != "zeros":
             x_s = F.pad(x_s, explicit_padding(padding, layer.kernel_size, layer.dilation), mode=layer.padding_mode)

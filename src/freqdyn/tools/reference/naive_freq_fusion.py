@@ -4,6 +4,7 @@ Reassembly through the unfold formulation (:func:`naive_carafe`) followed by nea
 normalisation by softmax / window / renormalisation, and the offset generator with the reference's
 ``init_pos`` and lr-normalised sampling grid. It shares only the parameters with :class:`FreqFusion`.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -46,7 +47,8 @@ def _naive_sample(s: LocalSimGuidedSampler, hr_x: Tensor, lr_x: Tensor, feat: Te
         torch.stack(torch.meshgrid([h, h], indexing="ij")).transpose(1, 2).repeat(1, s.groups, 1).reshape(1, -1, 1, 1)
     )
     offset = (s.offset(lr_sim) + F.pixel_unshuffle(s.hr_offset(hr_sim), 2)) * torch.sigmoid(
-        s.direct_scale(lr_scale) + F.pixel_unshuffle(s.hr_direct_scale(hr_scale), 2)) + init_pos.to(feat)
+        s.direct_scale(lr_scale) + F.pixel_unshuffle(s.hr_direct_scale(hr_scale), 2)
+    ) + init_pos.to(feat)
     b, _, hh, ww = offset.shape
     offset = offset.view(b, 2, -1, hh, ww)
     coords = torch.stack(torch.meshgrid([torch.arange(ww) + 0.5, torch.arange(hh) + 0.5], indexing="ij"))
@@ -55,8 +57,13 @@ def _naive_sample(s: LocalSimGuidedSampler, hr_x: Tensor, lr_x: Tensor, feat: Te
     coords = 2 * (coords + offset) / normaliser - 1
     coords = F.pixel_shuffle(coords.view(b, -1, hh, ww), 2).view(b, 2, -1, 2 * hh, 2 * ww)
     coords = coords.permute(0, 2, 3, 4, 1).flatten(0, 1)
-    out = F.grid_sample(feat.reshape(b * s.groups, -1, feat.shape[-2], feat.shape[-1]), coords, mode="bilinear",
-                        align_corners=False, padding_mode="border")
+    out = F.grid_sample(
+        feat.reshape(b * s.groups, -1, feat.shape[-2], feat.shape[-1]),
+        coords,
+        mode="bilinear",
+        align_corners=False,
+        padding_mode="border",
+    )
     return out.view(b, -1, 2 * hh, 2 * ww)
 
 

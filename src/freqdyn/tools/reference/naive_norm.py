@@ -1,4 +1,5 @@
 """The attention-trunk norms of FDConv / ODConv from their formulas (one sample statistic at a time)."""
+
 from __future__ import annotations
 
 from typing import Any
