@@ -473,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             indent=2,
         )
+        + "\n"
     )
     plot(results, out)
     print(
