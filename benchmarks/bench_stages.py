@@ -1,6 +1,6 @@
 """Per stage of a ResNet-50 backbone with FDConv: time against the plain stage, beside FLOPs and the values moved.
 
-    python benchmarks/bench_stages.py [--rounds 3] [--kernel-num 64]
+    python benchmarks/bench_stages.py [--rounds 3] [--kernel-num 64] [--quick]
 
 The network of ``bench_network.py`` (conv1/conv2/conv3 of every bottleneck converted, K=64). Each stage (layer1..4)
 runs on the plain stem's output at the dense sizes: inference at B=1, 800 x 1216 and a training step (forward +
@@ -45,13 +45,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--kernel-num", type=int, default=64)
+    parser.add_argument("--quick", action="store_true", help="small maps and one round: checks that it runs")
     args = parser.parse_args()
+    runs = (("eval", 1, (128, 192)), ("train", 1, (96, 96))) if args.quick else RUNS
+    args.rounds = 1 if args.quick else args.rounds
     models = build(args.kernel_num)
     plain, fd = models["ResNet-50"], models["FDConv (freqdyn)"]
     print(machine_line() + f", kernel_num={args.kernel_num}\n")
     print("| stage | run | time vs plain | FLOPs vs plain | added ms | kernel values / sample | FBM map values |")
     print("|---|---|---|---|---|---|---|")
-    for mode, batch, size in RUNS:
+    for mode, batch, size in runs:
         torch.manual_seed(1)
         stem = nn.Sequential(plain.conv1, plain.bn1, plain.relu, plain.maxpool).eval()
         with torch.no_grad():

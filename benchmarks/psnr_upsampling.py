@@ -1,6 +1,6 @@
 """Real-image check of FreqFusion: a tiny 2x upsampling head trained for a fixed CPU budget, PSNR on held-out photos.
 
-    python benchmarks/psnr_upsampling.py [--steps 300]
+    python benchmarks/psnr_upsampling.py [--steps 300] [--quick]
 
 Photos come from ``skimage.data`` (scikit-image; ``pip install scikit-image``). The low-resolution input is
 the 2x2 average of the photo. Every model has the same encoders and head; only the way the low-resolution
@@ -89,7 +89,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--quick", action="store_true", help="3 steps of batch 2: checks that it runs")
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.batch = 3, 2
     train, test = [load(n) for n in TRAIN], [load(n) for n in TEST]
     print(
         f"{machine_line()}, "

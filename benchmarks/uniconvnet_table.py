@@ -1,6 +1,6 @@
 """Parameters and FLOPs of every UniConvNet scale beside the authors' README table.
 
-    python benchmarks/uniconvnet_table.py
+    python benchmarks/uniconvnet_table.py [--quick]
 
 Each scale is built randomly initialised (1000 classes) and counted by ``freqdyn.profile`` at the resolution of
 the authors' row (224^2; 384^2 for L and XL, whose 1k rows are 384^2 fine-tunes). ``freqdyn.profile`` counts
@@ -10,6 +10,8 @@ value and point); the authors' counts are in multiply-accumulates (fvcore's conv
 """
 
 from __future__ import annotations
+
+import argparse
 
 import torch
 
@@ -36,10 +38,13 @@ AUTHORS = {
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the smallest scale only: checks that it runs")
+    scales = list(SCALES)[:1] if parser.parse_args().quick else list(SCALES)
     print(machine_line() + ", 1000 classes, batch 1\n")
     print("| scale | depths | dims | params (M) | authors' params (M) | GMACs | authors' GFLOPs | resolution |")
     print("|---|---|---|---|---|---|---|---|")
-    for scale in SCALES:
+    for scale in scales:
         depths, dims, _ = SCALES[scale]
         params_ref, flops_ref, size = AUTHORS[scale]
         torch.manual_seed(0)
