@@ -22,13 +22,13 @@ from collections.abc import Callable
 os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "0")
 os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "0")
 
-import torch  # noqa: E402
-import torch._dynamo as dynamo  # noqa: E402
-import torch.nn as nn  # noqa: E402
-from torch._dynamo.utils import counters  # noqa: E402
+import torch
+import torch._dynamo as dynamo
+import torch.nn as nn
+from torch._dynamo.utils import counters
 
-from freqdyn import DynamicConv2d, FDConv, FreqFusion, ODConv2d  # noqa: E402
-from freqdyn.tools.timing import interleaved_times_ms, machine_line  # noqa: E402
+from freqdyn import DynamicConv2d, FDConv, FreqFusion, ODConv2d
+from freqdyn.tools.timing import interleaved_times_ms, machine_line
 
 LAYERS: dict[str, Callable[[], nn.Module]] = {
     "nn.Conv2d": lambda: nn.Conv2d(64, 64, 3, padding=1),

@@ -27,7 +27,7 @@ from freqdyn.tools.reference import naive_fdconv, naive_freq_fusion
 from freqdyn.tools.timing import interleaved_times_ms, machine_line
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_network import spread  # noqa: E402
+from bench_network import spread
 
 Case = tuple[Callable[[], nn.Module], list[tuple[int, ...]], str]
 

@@ -32,7 +32,7 @@ def transposed_view_kernels(batch, case, dtype):
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_matches_per_sample_conv(case, channels_last):
-    cin, cout, k, stride, padding, dilation, groups = case
+    cin, cout, _k, stride, padding, dilation, groups = case
     x = torch.randn(3, cin, 9, 7, dtype=torch.float64)
     weight = transposed_view_kernels(3, case, torch.float64)
     bias = torch.randn(3, cout, dtype=torch.float64)

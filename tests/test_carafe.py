@@ -52,7 +52,7 @@ def test_uniform_kernel_is_a_box_filter_then_nearest_upsampling(padding):
     torch.testing.assert_close(carafe(x, kernels, 3, 1, 2, padding), expected)
 
 
-@pytest.mark.parametrize("h,w,scale,out_h,out_w,k,groups", CASES + [(3, 4, 3, 8, 13, 3, 1), (4, 3, 1, 4, 3, 1, 2)])
+@pytest.mark.parametrize("h,w,scale,out_h,out_w,k,groups", [*CASES, (3, 4, 3, 8, 13, 3, 1), (4, 3, 1, 4, 3, 1, 2)])
 @pytest.mark.parametrize("padding", ["zeros", "reflect"])
 def test_gradcheck(h, w, scale, out_h, out_w, k, groups, padding):
     """The custom backward (rows folded back through a strided view) against float64 finite differences."""

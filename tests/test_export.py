@@ -143,7 +143,7 @@ def test_freqfusion_trace_runs_at_another_size():
 @pytest.mark.parametrize("name", ["fdconv", "dyconv", "odconv", "mrfa"])
 def test_jit_script_fails_with_a_message_that_says_to_trace(name):
     model = torch.nn.Sequential(torch.nn.Identity(), _modules()[name])
-    with pytest.raises(RuntimeError, match="torch.jit.trace"):
+    with pytest.raises(RuntimeError, match=r"torch\.jit\.trace"):
         torch.jit.script(model)
 
 

@@ -143,7 +143,7 @@ def test_freqfusion_concat_row_replaces_upsample_and_concat(registered):
         "backbone": [[-1, 1, "Conv", [16, 3, 2]], [-1, 1, "Conv", [32, 3, 2]], [-1, 1, "Conv", [48, 3, 2]]],
         "head": [[[-1, 1], 1, "FreqFusionConcat", [1]], [-1, 1, "Conv", [16, 3, 1]]],
     }
-    model, save = parse_model(yaml, ch=3, verbose=False)
+    model, _save = parse_model(yaml, ch=3, verbose=False)
     fuse = model[3]
     assert isinstance(fuse, fu.FreqFusionConcat) and fuse.type == "FreqFusionConcat"
     assert (fuse.fusion.lr_channels, fuse.fusion.hr_channels) == (48, 32) and model[4].conv.in_channels == 80
@@ -407,7 +407,7 @@ def test_training_a_convert_ed_model_is_refused_with_the_fix():
     model = ultralytics.YOLO("yolov8n-pose.yaml")
     report = convert(model.model, "dyconv", include=r"^model\.[0-9]\.conv$")
     assert report.replaced
-    with pytest.raises(ValueError, match="rebuilds the model from model.yaml"):
+    with pytest.raises(ValueError, match=r"rebuilds the model from model\.yaml"):
         model.train(data="coco8-pose.yaml", epochs=1)
 
 

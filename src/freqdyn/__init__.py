@@ -34,11 +34,10 @@ from .tools.overhead import format_overhead, param_overhead
 from .version import __version__
 
 __all__ = [
+    "MRFA",
     "CondConv2d",
-    "DCNv3",
-    "UniConvNet",
-    "uniconvnet",
     "ConversionReport",
+    "DCNv3",
     "DropPath",
     "DynamicConv2d",
     "FDConv",
@@ -53,11 +52,11 @@ __all__ = [
     "KWLinear",
     "KWTemperatureSchedule",
     "LayerNorm2d",
-    "MRFA",
     "ODConv2d",
     "Profile",
     "StarReLU",
     "TemperatureSchedule",
+    "UniConvNet",
     "UniConvNetBlock",
     "WarehouseManager",
     "__version__",
@@ -69,4 +68,5 @@ __all__ = [
     "profile",
     "set_temperature",
     "set_warehouse_temperature",
+    "uniconvnet",
 ]

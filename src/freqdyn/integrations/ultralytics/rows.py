@@ -30,7 +30,7 @@ class DynamicConvBNAct(nn.Module):
         return self.act(self.bn(self.conv(x)))
 
 
-class C2f_FDConv(nn.Module):  # noqa: N801 - the name YAMLs use
+class C2f_FDConv(nn.Module):
     """Ultralytics ``C2f`` whose bottleneck 3x3 convs (``m[i].cv2``) are FDConv + BN + act; same forward."""
 
     def __init__(self, c2f: Any, **fdconv_kwargs) -> None:
@@ -49,7 +49,7 @@ class C2f_FDConv(nn.Module):  # noqa: N801 - the name YAMLs use
         return self.cv2(torch.cat(y, 1))
 
 
-class C3k2_FDConv(C2f_FDConv):  # noqa: N801 - the name YAMLs use
+class C3k2_FDConv(C2f_FDConv):
     """Ultralytics ``C3k2`` (YOLO11's C2f) whose bottleneck 3x3 convs are FDConv + BN + act, at any depth: in its
     ``Bottleneck`` blocks, inside its ``C3k`` blocks (``c3k=True``, the m/l/x scales) and beside its attention
     blocks; the forward is C2f's, as C3k2's."""

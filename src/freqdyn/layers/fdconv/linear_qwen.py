@@ -9,6 +9,7 @@ takes packed sequences (``cu_seqlens``) with one synthesised weight per segment.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 import torch.nn as nn
@@ -233,7 +234,7 @@ class FDLinearQwen(TraceOnly, LinearFourierBase):
         work = compute_dtype(x.dtype)
         if cu_seqlens is not None:
             bounds = _segment_bounds(cu_seqlens, x, name)
-            segments = [x[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            segments = [x[a:b] for a, b in pairwise(bounds)]
             pooled = torch.stack([s.mean(0, dtype=work) for s in segments])
             weights = as_dtype(self.sample_weights(pooled), x.dtype).expand(len(segments), -1, -1)
             y = torch.cat([s @ w.t() for s, w in zip(segments, weights, strict=True)])
@@ -268,11 +269,6 @@ def _segment_bounds(cu_seqlens: Tensor | Sequence[int], x: Tensor, layer: str) -
             f"{layer}: cu_seqlens must be an int tensor or a sequence of ints, got {type(cu_seqlens).__name__}"
         )
     bounds = [check_int(b, "cu_seqlens element", 0) for b in values]
-    if (
-        len(bounds) < 2
-        or bounds[0] != 0
-        or bounds[-1] != x.shape[0]
-        or any(b > c for b, c in zip(bounds[:-1], bounds[1:], strict=True))
-    ):
+    if len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != x.shape[0] or any(b > c for b, c in pairwise(bounds)):
         raise ValueError(f"{layer}: cu_seqlens must rise from 0 to the {x.shape[0]} tokens, got {bounds}")
-    return [bounds[0]] + [c for b, c in zip(bounds[:-1], bounds[1:], strict=True) if c > b]
+    return [bounds[0]] + [c for b, c in pairwise(bounds) if c > b]

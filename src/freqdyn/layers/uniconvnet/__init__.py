@@ -10,9 +10,9 @@ from .mrfa import MRFA
 from .network import SCALES, UniConvNet, UniConvNetStageBlock, scale_args, uniconvnet
 
 __all__ = [
-    "DCNv3",
     "MRFA",
     "SCALES",
+    "DCNv3",
     "DropPath",
     "LayerNorm2d",
     "UniConvNet",

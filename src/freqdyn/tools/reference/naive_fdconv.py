@@ -42,7 +42,7 @@ def _fbm(layer: FDConv, x: Tensor) -> Tensor:
     if fbm is None:
         raise ValueError("the layer has no FBM")
     g = fbm.spatial_group
-    b, c, h, w = x.shape
+    _b, c, _h, _w = x.shape
     previous, out = x, torch.zeros_like(x)
     convs: list[Any] = list(fbm.freq_weight_conv_list)
     for conv, k in zip(convs, fbm.k_list, strict=True):
