@@ -29,7 +29,8 @@ HEADS = ("kernel", "channel", "filter", "spatial")
 def kernel_bank(layer: nn.Module) -> Tensor:
     """The kernels a dynamic layer mixes, (K, O, I/groups, kh, kw): experts, FDConv's frequency-group kernels, or the
     M cells of a KernelWarehouse conv's warehouse (M, cell_out, cell_in, kh, kw) (1-D cells as 1 x k; a 3x3 conv's
-    cells are 1x1 with the authors' spatial partition)."""
+    cells are 1x1 with the authors' spatial partition).
+    """
     if isinstance(layer, ExpertConv2d):
         return layer.kernels().detach()
     if isinstance(layer, FourierDynamicBase):  # FDConv, FDLinear
@@ -117,7 +118,8 @@ def plot_frequency_responses(
     rows: dict[str, Tensor], path: str | Path, max_kernels: int = 8, domain: str = "matrix"
 ) -> Path:
     """One row of |FFT| panels per entry of ``rows`` (name -> (K, h, w) responses), the first ``max_kernels`` of
-    each bank, with a shared colour bar per row and the mean pairwise cosine similarity; writes a PNG."""
+    each bank, with a shared colour bar per row and the mean pairwise cosine similarity; writes a PNG.
+    """
     plt = _pyplot()
     cols = min(max_kernels, max(r.shape[0] for r in rows.values()))
     fig, axes = plt.subplots(
@@ -199,7 +201,8 @@ def attention_spread(model: nn.Module, x: Tensor) -> dict[str, dict[str, float]]
 
     A KernelWarehouse conv's signed cell weights start one-hot (temperature 1: each kernel position takes its own
     cell, a static conv) instead: its one value, ``own_cell``, is the share of the weights' absolute sum on each
-    position's own cell, 1 at that start and lower as positions mix the warehouse's other cells."""
+    position's own cell, 1 at that start and lower as positions mix the warehouse's other cells.
+    """
     layers = dynamic_layers(model)
     seen: dict[str, Attentions | Tensor] = {}
     handles = []
@@ -279,7 +282,8 @@ def photo(size: int) -> torch.Tensor:
 
 class _SaturationWatch:
     """The forward hook of :func:`watch_saturation` on one KSM-Global module: a check every ``every`` training calls,
-    one warning per layer."""
+    one warning per layer.
+    """
 
     def __init__(self, name: str, every: int, share: float) -> None:
         self.name, self.every, self.share, self.calls, self.warned = name, every, share, 0, False

@@ -78,7 +78,8 @@ def convert_checkpoint(
     Args:
         state_dict: a plain network's state_dict.
         to: the target (as :func:`freqdyn.convert`).
-        include, exclude: regular expressions selecting the convs.
+        include: a regular expression selecting the convs to convert (all by default).
+        exclude: a regular expression of convs to leave plain, applied after ``include``.
         **kwargs: the target layer's options, as the model is built.
 
     Returns:
@@ -137,12 +138,14 @@ def convert_checkpoint(
 
 class CheckpointFileError(ValueError):
     """A checkpoint file that cannot be read, said in one line: missing, not a torch file (truncated or corrupt), or
-    holding pickled objects that ``trust`` did not allow."""
+    holding pickled objects that ``trust`` did not allow.
+    """
 
 
 def load_file(path: str, trust: bool) -> Any:
     """``torch.load`` of a checkpoint: tensors only unless ``trust`` (pickled objects run code when loaded); a file
-    that cannot be read raises :class:`CheckpointFileError` naming it and the problem."""
+    that cannot be read raises :class:`CheckpointFileError` naming it and the problem.
+    """
     file = Path(path)
     if not file.is_file():
         raise CheckpointFileError(f"{path}: {'a folder, not a file' if file.is_dir() else 'no such file'}")
@@ -161,7 +164,8 @@ def load_file(path: str, trust: bool) -> Any:
 
 def _unreadable(path: str, error: Exception) -> str:
     """One line for a file torch cannot read: what torch found, without its advice (weights_only=False would not
-    help a corrupt file)."""
+    help a corrupt file).
+    """
     text = str(error)
     if "WeightsUnpickler error:" in text:
         text = text.split("WeightsUnpickler error:", 1)[1]
@@ -186,7 +190,8 @@ def held_module(checkpoint: Any) -> nn.Module | None:
 
 def fitted_state(state: dict, model: nn.Module) -> tuple[dict, str, list[str]]:
     """``state`` under the key prefix that matches ``model`` best (mmdet's 'backbone.', DDP's 'module.' ...), without
-    the tensors whose shape differs from the model's (another class count): (state, prefix, skipped)."""
+    the tensors whose shape differs from the model's (another class count): (state, prefix, skipped).
+    """
     own = model.state_dict()
     best, prefix = state, ""
     for candidate in sorted({key.split(".", 1)[0] + "." for key in state if "." in key}):

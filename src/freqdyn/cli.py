@@ -46,7 +46,8 @@ def progress(items: Sequence[T], label: str) -> Iterator[T]:
 
 def _time_layers(kernel_num: int, batch: int, channels: int, size: int, train: bool, rounds: int = 5) -> None:
     """Print the time of one 3x3 C -> C layer of each kind against ``nn.Conv2d`` on this machine: medians of
-    ``rounds`` rounds that run every layer in turn, as ratios with their [min-max] over the rounds."""
+    ``rounds`` rounds that run every layer in turn, as ratios with their [min-max] over the rounds.
+    """
     torch.manual_seed(0)
     conv = nn.Conv2d(channels, channels, 3, padding=1)
     x = torch.randn(batch, channels, size, size)
@@ -86,11 +87,13 @@ def _no_grad_call(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def bench(args: argparse.Namespace) -> int:
+    """``freqdyn bench``: time one layer of each kind against ``nn.Conv2d``."""
     _time_layers(args.kernel_num, args.batch, args.channels, args.size, args.train)
     return 0
 
 
 def demo(args: argparse.Namespace) -> int:
+    """``freqdyn demo``: the paper's overhead table, the neutral-attention check, layer timings and the plots."""
     torchvision = import_torchvision()
     if torchvision is None:
         print("freqdyn demo needs torchvision: pip install 'freqdyn[dev]'", file=sys.stderr)
@@ -118,7 +121,8 @@ def demo(args: argparse.Namespace) -> int:
 
 def _user_model(args: argparse.Namespace) -> nn.Module:
     """The model of ``freqdyn analyze``: ``--model`` built by name, converted with ``--to``, ``--checkpoint`` loaded
-    into it; or, without ``--model``, the model an ultralytics ``--checkpoint`` holds."""
+    into it; or, without ``--model``, the model an ultralytics ``--checkpoint`` holds.
+    """
     if not args.model:
         held = held_module(load_file(args.checkpoint, args.trust_checkpoint))
         if held is None:
@@ -178,6 +182,7 @@ def _spectra(layer: nn.Module) -> tuple[torch.Tensor, str]:
 
 
 def analyze_model(args: argparse.Namespace, out: Path) -> int:
+    """``freqdyn analyze --model / --checkpoint``: spectra, attention spread and ERF of a user's network."""
     from .layers.catalog import dynamic_layers
 
     try:
@@ -217,6 +222,7 @@ def analyze_model(args: argparse.Namespace, out: Path) -> int:
 
 
 def analyze(args: argparse.Namespace) -> int:
+    """``freqdyn analyze``: a user's network (:func:`analyze_model`), or random layers of each kind and MRFA's ERF."""
     from .layers import MRFA
 
     out = Path(args.out)
@@ -251,6 +257,7 @@ def analyze(args: argparse.Namespace) -> int:
 
 
 def profile_command(args: argparse.Namespace) -> int:
+    """``freqdyn profile``: FLOPs and parameters of a model, plain and converted."""
     from .profile import profile
 
     try:
@@ -292,6 +299,7 @@ def profile_command(args: argparse.Namespace) -> int:
 
 
 def convert_checkpoint_command(args: argparse.Namespace) -> int:
+    """``freqdyn convert-checkpoint``: a plain checkpoint's state_dict as a converted network's."""
     from .checkpoint import convert_checkpoint
 
     checkpoint = load_file(args.input, trust=False)
@@ -325,6 +333,7 @@ def yolo_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``freqdyn`` command: parse ``argv`` and run its subcommand; returns the exit status."""
     parser = argparse.ArgumentParser(prog="freqdyn", description="Frequency-aware dynamic convolution blocks.")
     parser.add_argument("--version", action="version", version=f"freqdyn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

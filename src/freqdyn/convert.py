@@ -1,5 +1,6 @@
 """Model surgery: replace eligible ``nn.Conv2d`` (or ``nn.Linear``) layers of any model by a freqdyn layer,
-keeping weights."""
+keeping weights.
+"""
 
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ _STANDARDISED = ("StdConv2d", "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv
 
 def _standardised_weight(conv: nn.Conv2d) -> Tensor:
     """The kernel a timm (Scaled)StdConv2d convolves with: each output channel's weights standardised (biased
-    variance, its ``eps``), times ``gain * scale`` for the scaled variant."""
+    variance, its ``eps``), times ``gain * scale`` for the scaled variant.
+    """
     scale = getattr(conv, "gain", None)
     if scale is not None:
         scale = (scale * getattr(conv, "scale", 1.0)).reshape(-1)
@@ -173,7 +175,8 @@ def convert(
         to: a target of :data:`freqdyn.targets.TARGETS`: ``'fdconv'``, ``'dyconv'``, ``'condconv'``, ``'odconv'``,
             ``'fdlinear'``, ``'fdlinear_qwen'``; or ``'kw'``, KernelWarehouse, which converts a whole network
             (:func:`_convert_kernel_warehouse`).
-        include, exclude: which layers (above).
+        include: which layers to convert (above); all by default.
+        exclude: which layers to leave (above), applied after ``include``.
         bake_standardization: convert weight-standardised convs too (above).
         **kwargs: options of the target layer.
 

@@ -69,6 +69,8 @@ EXTRA_FORMULAS = {
 
 @dataclass
 class LayerCost:
+    """One outermost freqdyn layer of a profile: its name, class, parameters and FLOPs of the forward pass."""
+
     name: str
     kind: str
     params: int

@@ -1,6 +1,7 @@
 """The targets freqdyn converts ``nn.Conv2d`` / ``nn.Linear`` layers into: the one registry that
 :func:`freqdyn.convert`, the CLI, the ultralytics and mmengine integrations, the profiler, the overhead table
-and the benchmarks read."""
+and the benchmarks read.
+"""
 
 from __future__ import annotations
 

@@ -48,7 +48,8 @@ class UniConvNetBackbone(UniConvNet, BaseModule):
     ``backbone=dict(type="UniConvNet", arch="t", out_indices=(0, 1, 2, 3), drop_path_rate=0.2,
     init_cfg=dict(type="Pretrained", checkpoint="uniconvnet_t_1k_224_ema.pth"))`` returns the stage outputs
     (B, dims[i], H / 2^(i+2), W / 2^(i+2)); no classifier. The authors' checkpoints load by ``init_cfg`` (their
-    keys are ours; the head's are reported unused)."""
+    keys are ours; the head's are reported unused).
+    """
 
     def __init__(
         self, arch: str = "t", out_indices: Sequence[int] = (0, 1, 2, 3), init_cfg: dict | None = None, **kwargs
@@ -64,7 +65,8 @@ class KWResNetBackbone(BaseModule):
     outputs (B, C_i, H / 2^(i+2), W / 2^(i+2)); no classifier. Keys are the authors' (``warehouse_manager.weights.{i}``,
     ``layer2.0.conv2.attention.fc1.weight`` ...): their ImageNet checkpoints load by ``init_cfg=dict(type="Pretrained",
     checkpoint=...)`` (the classifier's keys reported unused). Needs torchvision. Other keywords go to
-    :class:`~freqdyn.layers.kernel_warehouse.WarehouseManager`."""
+    :class:`~freqdyn.layers.kernel_warehouse.WarehouseManager`.
+    """
 
     def __init__(
         self, depth: int = 50, out_indices: Sequence[int] = (0, 1, 2, 3), init_cfg: dict | None = None, **options: Any
@@ -108,7 +110,8 @@ _MISSING = "missing keys in source state_dict: "
 
 def summarise_missing(message: str, attention: dict[str, str]) -> str:
     """mmengine's mismatch warning with the dynamic layers' attention keys taken out of the missing-keys line and
-    summarised in one line."""
+    summarised in one line.
+    """
     lines = message.split("\n")
     for i, line in enumerate(lines):
         if not line.startswith(_MISSING):
@@ -148,7 +151,8 @@ def _load_state_dict(
 
 def _safe_globals() -> list[Any]:
     """The data classes of an mmengine checkpoint: ``HistoryBuffer`` and numpy's arrays, scalars and dtypes (the
-    functions numpy pickles them with, found from numpy itself so that numpy 1 and 2 both work)."""
+    functions numpy pickles them with, found from numpy itself so that numpy 1 and 2 both work).
+    """
     import numpy as np
     from mmengine.logging import HistoryBuffer
 

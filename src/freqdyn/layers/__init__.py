@@ -1,4 +1,4 @@
-"""Layers, re-exported flat (timm ``layers`` style) from five families on a private floor:
+"""Layers, re-exported flat (timm ``layers`` style) from five families on a private floor.
 
 - :mod:`.fdconv`: FDConv, FDLinear, FDLinearQwen and their parts (FDW, KSM, FBM), StarReLU;
 - :mod:`.kernel_bank`: DY-Conv (``DynamicConv2d``), CondConv, ODConv and the temperature schedule;

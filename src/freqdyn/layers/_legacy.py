@@ -55,7 +55,8 @@ NETWORK_PATHS = {"freqdyn.models.uniconvnet": "uniconvnet.network"}  # full old 
 
 def install(package: str) -> None:
     """Alias ``{package}.{old}`` to ``{package}.{new}`` in ``sys.modules`` for every old path, and each of
-    :data:`NETWORK_PATHS` to its module under ``package``."""
+    :data:`NETWORK_PATHS` to its module under ``package``.
+    """
     for old, new in OLD_PATHS.items():
         sys.modules.setdefault(f"{package}.{old}", importlib.import_module(f"{package}.{new}"))
     for old, new in NETWORK_PATHS.items():
@@ -64,7 +65,8 @@ def install(package: str) -> None:
 
 def become_plain_conv(layer: nn.Module, state: dict) -> None:
     """Unpickle ``state``, a gated FDConv pickled by freqdyn <= 7a37871 (a plain ``weight`` / ``bias`` conv), as the
-    ``nn.Conv2d`` that :func:`~freqdyn.layers.fdconv.gating.gated_fdconv` builds for it now."""
+    ``nn.Conv2d`` that :func:`~freqdyn.layers.fdconv.gating.gated_fdconv` builds for it now.
+    """
     params = {"bias": state.get("bias"), **state["_parameters"]}  # a None bias was a plain attribute
     with torch.device("meta"):
         plain = nn.Conv2d(

@@ -1,5 +1,6 @@
 """What counts as a freqdyn layer: the one list that the profiler, the analysis tools, checkpoint loading and the
-mmengine and ultralytics integrations read."""
+mmengine and ultralytics integrations read.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ freqdyn (not thop) in ultralytics."""
 
 def is_dynamic(module: nn.Module) -> bool:
     """Whether ``module`` mixes a kernel bank per sample: a DY-Conv / CondConv / ODConv, FDConv or FDLinear, or a
-    KernelWarehouse conv (its bank: the cells of its warehouse)."""
+    KernelWarehouse conv (its bank: the cells of its warehouse).
+    """
     return isinstance(module, ExpertConv2d | FourierDynamicBase | KWConvNd)
 
 
@@ -45,7 +47,8 @@ _KERNEL_KEYS = {"weight", "bias", "dft_weight", "freq_group"}  # what a plain ch
 
 def attention_keys(module: nn.Module) -> dict[str, str]:
     """State-dict keys of the attention parameters (and buffers) of every dynamic layer in ``module``, to its layer's
-    name: the keys a plain checkpoint cannot hold (its layers start neutral without them)."""
+    name: the keys a plain checkpoint cannot hold (its layers start neutral without them).
+    """
     keys = {}
     for name, layer in dynamic_layers(module).items():
         prefix = f"{name}." if name else ""

@@ -23,7 +23,8 @@ def paired_torchvision(torch_version: str) -> str:
 
 def import_torchvision() -> ModuleType | None:
     """torchvision, or None where it is not installed; a torchvision that fails to import beside this torch, or was
-    built for another torch, raises :class:`TorchvisionPairError` saying which one to install."""
+    built for another torch, raises :class:`TorchvisionPairError` saying which one to install.
+    """
     if importlib.util.find_spec("torchvision") is None:
         return None
     wanted, release = paired_torchvision(torch.__version__), torch.__version__.split("+")[0]

@@ -36,7 +36,8 @@ def _total(out: object) -> Tensor:
 
 def step(module: nn.Module, inputs: Sequence[Tensor], training: bool) -> Callable[[], None]:
     """A training step (train mode, forward and backward of the summed output) or an inference (eval mode, no grad)
-    of ``module`` on ``inputs``, as a function to call, count or time."""
+    of ``module`` on ``inputs``, as a function to call, count or time.
+    """
     module.train(training)
 
     def run() -> None:

@@ -44,6 +44,8 @@ PAPER_SETTINGS: tuple[OverheadSetting, ...] = (
 
 @dataclass(frozen=True)
 class OverheadRow:
+    """One row of the paper's overhead table: parameters added (measured) against the paper's, in millions."""
+
     label: str
     measured: int
     paper: float
@@ -55,6 +57,7 @@ class OverheadRow:
 
 
 def resnet50() -> nn.Module:
+    """torchvision's ResNet-50 (randomly initialised), or an ``ImportError`` that names the extra to install."""
     try:
         import torchvision
     except ImportError as err:

@@ -53,7 +53,8 @@ def interleaved_times_ms(
 
 def unsteady(times: dict[str, list[float]], factor: float = 2.0) -> dict[str, float]:
     """The entries of :func:`interleaved_times_ms` whose slowest round took over ``factor`` times the fastest, with
-    that ratio: a sign that the host's load changed during the run, so the ratios between entries are unreliable."""
+    that ratio: a sign that the host's load changed during the run, so the ratios between entries are unreliable.
+    """
     return {name: t[-1] / t[0] for name, t in times.items() if t and t[0] > 0 and t[-1] / t[0] > factor}
 
 

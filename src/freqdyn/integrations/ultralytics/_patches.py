@@ -1,6 +1,7 @@
 """The patches :func:`register` applies to ultralytics (private): its ``parse_model`` (our rows, built as stock
 rows and converted), ``BaseModel.load`` (stock conv weights into dynamic layers), ``get_flops`` (freqdyn's count)
-and ``Model.train`` (refuses a converted model its YAML cannot rebuild)."""
+and ``Model.train`` (refuses a converted model its YAML cannot rebuild).
+"""
 
 from __future__ import annotations
 
@@ -93,7 +94,8 @@ ROWS: dict[str, tuple[str, Callable[[nn.Module], nn.Module] | None]] = {
 
 def _gated_note(row: nn.Module) -> str:
     """' (plain: gated)' for a row whose every freqdyn conv the official gating kept plain (FDConv: <= 16 channels
-    or another kernel size), so the layer table does not pass it off as dynamic."""
+    or another kernel size), so the layer table does not pass it off as dynamic.
+    """
     return "" if dynamic_layers(row) else " (plain: gated)"
 
 
@@ -123,7 +125,8 @@ class _HeldRecords(logging.Filter):
 
 def _swap(line: str, start: int, old: str, new: str, right: bool = False) -> str:
     """``line`` with ``old`` (printed at ``start``) replaced by ``new``, which takes the spaces that padded ``old``
-    (after it, or before it when ``right``-aligned) as far as it needs, so the other columns stay in place."""
+    (after it, or before it when ``right``-aligned) as far as it needs, so the other columns stay in place.
+    """
     begin, end = start, start + len(old)
     while right and begin > 0 and line[begin - 1] == " " and end - begin < len(new):
         begin -= 1
@@ -136,7 +139,8 @@ def _swap(line: str, start: int, old: str, new: str, right: bool = False) -> str
 def _retitled(lines: list[str], stock: dict[int, tuple[str, int]], model: nn.Sequential) -> list[str]:
     """ultralytics' layer table with the rows it printed for stock modules (``stock[i]``: their type and parameter
     count) showing the modules those rows finally hold. The values are swapped where ultralytics printed them, row
-    by row in order (the count is the number printed last before the type), without reading its column layout."""
+    by row in order (the count is the number printed last before the type), without reading its column layout.
+    """
     pending = sorted(stock)
     out = []
     for line in lines:
@@ -202,7 +206,8 @@ def _load(self, weights, verbose: bool = True) -> None:
 def _get_flops(model: nn.Module, imgsz: int | tuple[int, int] | list[int] = 640) -> float:
     """ultralytics' ``get_flops`` (GFLOPs of ``model.info()``), counted by :func:`freqdyn.profile` for a model
     with freqdyn layers: thop has no rule for them, and its extrapolation from small proxy images assumes costs
-    proportional to the image area, which the per-sample kernel synthesis is not."""
+    proportional to the image area, which the per-sample kernel synthesis is not.
+    """
     if not any(isinstance(m, FREQDYN_LAYERS) for m in model.modules()):
         return _STATE["get_flops"](model, imgsz)
     height, width = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
@@ -239,7 +244,8 @@ def _train(self, *args: Any, **kwargs: Any) -> Any:
 
 def register(**kwargs: dict[str, Any]) -> None:
     """Make the :data:`ROWS` names usable in YAMLs (idempotent). ``register(fdconv={"kernel_num": 64})`` sets
-    the keyword arguments of a target for every row built afterwards."""
+    the keyword arguments of a target for every row built afterwards.
+    """
     from ultralytics.engine.model import Model
     from ultralytics.nn import tasks
     from ultralytics.utils import torch_utils

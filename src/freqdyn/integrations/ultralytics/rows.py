@@ -22,7 +22,8 @@ class DynamicConvBNAct(nn.Module):
     @classmethod
     def from_conv_block(cls, block: Any, to: str, **kwargs) -> nn.Module:
         """Convert an ultralytics ``Conv`` (conv, bn, act), keeping its weights: equal output at neutral attention;
-        ``block`` itself where the target's gating keeps its conv plain (FDConv: <= 16 channels)."""
+        ``block`` itself where the target's gating keeps its conv plain (FDConv: <= 16 channels).
+        """
         conv = TARGETS[to].convert(block.conv, **kwargs)
         return block if conv is block.conv else cls(conv, block.bn, block.act)
 
@@ -52,12 +53,14 @@ class C2f_FDConv(nn.Module):
 class C3k2_FDConv(C2f_FDConv):
     """Ultralytics ``C3k2`` (YOLO11's C2f) whose bottleneck 3x3 convs are FDConv + BN + act, at any depth: in its
     ``Bottleneck`` blocks, inside its ``C3k`` blocks (``c3k=True``, the m/l/x scales) and beside its attention
-    blocks; the forward is C2f's, as C3k2's."""
+    blocks; the forward is C2f's, as C3k2's.
+    """
 
 
 class FreqFusionConcat(nn.Module):
     """Replaces an ``nn.Upsample`` + ``Concat`` pair: inputs [lr (B, c_lr, h, w), hr (B, c_hr, H, W)], H = 2h
-    (up to rounding) -> cat(FreqFusion's lr_out, hr_out), (B, c_lr + c_hr, H, W): Concat's channel layout."""
+    (up to rounding) -> cat(FreqFusion's lr_out, hr_out), (B, c_lr + c_hr, H, W): Concat's channel layout.
+    """
 
     def __init__(self, lr_channels: int, hr_channels: int, **fusion_kwargs) -> None:
         super().__init__()

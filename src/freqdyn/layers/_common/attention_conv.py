@@ -57,7 +57,8 @@ class AttentionConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, in, H, W) -> (B, out, H, W), or a pooled x (B, in) -> (B, out) for a 1x1 conv without groups (the
-        conv of a (B, in, 1, 1) map, as one matmul); in x's dtype."""
+        conv of a (B, in, 1, 1) map, as one matmul); in x's dtype.
+        """
         bias = None if self.bias is None else as_dtype(self.bias, x.dtype)
         weight = as_dtype(self.weight, x.dtype)
         if x.dim() == 2:
@@ -80,7 +81,8 @@ class AttentionConv(nn.Module):
 
 class AttentionLinear(nn.Linear):
     """``nn.Linear`` of an attention branch, (..., in_features) -> (..., out_features) in the input's dtype (the
-    attentions of half-precision layers run in float32); same parameters, keys and initialisation."""
+    attentions of half-precision layers run in float32); same parameters, keys and initialisation.
+    """
 
     def forward(self, x: Tensor) -> Tensor:
         bias = None if self.bias is None else as_dtype(self.bias, x.dtype)
@@ -91,7 +93,8 @@ class _SlidingTaps(torch.autograd.Function):
     """x (B, L), weight (Q, 1, S), bias (Q,) or None -> (B, L, Q), out[b, i, q] = sum_t x[b, i + t - pad] weight[q,
     0, t] (+ bias[q]), zero padded (``pad`` in front, S - 1 - pad behind): one matmul over sliding windows. Its
     backward is two matmuls and one strided sum (the windows are saved: B * L * S values), where autograd's of the
-    window view took four times the ops."""
+    window view took four times the ops.
+    """
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, pad: int) -> Tensor:
@@ -136,7 +139,8 @@ class AttentionConv1d(nn.Conv1d):
     (B, out_channels, L), or in the channels-last form that KSM-Local reads, x (B, L) -> (B, L, out_channels); in
     x's dtype. One matmul over sliding windows (oneDNN is slow for this shape) with a short hand-written backward;
     a plain conv1d while tracing, exporting or under ``torch.func`` transforms. Same parameters, keys and
-    initialisation as ``nn.Conv1d``; stride 1, odd kernel, 'same' zero padding."""
+    initialisation as ``nn.Conv1d``; stride 1, odd kernel, 'same' zero padding.
+    """
 
     def forward(self, x: Tensor) -> Tensor:
         weight = as_dtype(self.weight, x.dtype)

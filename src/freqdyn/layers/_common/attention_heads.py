@@ -49,7 +49,8 @@ def modulation(logits: Tensor, act: str, multiplier: float, inplace: bool = Fals
 
 def kernel_modulation(logits: Tensor, act: str, num_kernels: int, temp: float) -> Tensor:
     """The kernel attention of FDConv's KSM: ``2 * sigmoid(logits / temp) / num_kernels`` (one multiplier) or
-    ``(1 + tanh(logits / temp)) / num_kernels``: 1 / num_kernels each at zero logits."""
+    ``(1 + tanh(logits / temp)) / num_kernels``: 1 / num_kernels each at zero logits.
+    """
     if act == "sigmoid":
         return modulation(logits, act, 2.0 / num_kernels, temp=temp)
     return modulation(logits, act, 2.0, temp=temp) / num_kernels
@@ -119,7 +120,8 @@ class AttentionHeads(nn.Module):
 
     def hidden(self, pooled: Tensor) -> Tensor:
         """(B, I) -> (B, hidden), the input of every head; float32 for half dtypes (FDConv's StarReLU squares
-        its input), with autocast off."""
+        its input), with autocast off.
+        """
         with torch.autocast(pooled.device.type, enabled=False):
             # the norms take (B, hidden) as they take (B, hidden, 1, 1): no reshapes around them
             return self.activation(self.bn(self.fc(as_dtype(pooled, compute_dtype(pooled.dtype)))))
@@ -131,7 +133,8 @@ class AttentionHeads(nn.Module):
     def joint_logits(self, z: Tensor) -> tuple[Tensor, dict[str, int]] | None:
         """The logits of every head side by side, (B, sum of head widths), from one matmul of their stacked
         weights, with each present head's width in column order; ``None`` when any head has a hook (a pruning
-        mask, an activation probe), which must then run as its module."""
+        mask, an activation probe), which must then run as its module.
+        """
         heads = self._named_heads()
         if any(has_hooks(h) for _, h in heads):
             return None
@@ -142,7 +145,8 @@ class AttentionHeads(nn.Module):
 
     def head_logits(self, z: Tensor) -> dict[str, Tensor | None]:
         """Logits of the channel, filter, spatial and kernel heads (None where skipped), in z's dtype: split from
-        :meth:`joint_logits`, or with a hooked head, each head called as its module. Same function."""
+        :meth:`joint_logits`, or with a hooked head, each head called as its module. Same function.
+        """
         joint = self.joint_logits(z)
         if joint is None:
             with torch.autocast(z.device.type, enabled=False):

@@ -83,7 +83,8 @@ class AttentionBatchNorm(nn.BatchNorm2d):
 
 class AttentionGroupNorm(nn.GroupNorm):
     """``nn.GroupNorm`` (``'layer'``) whose affine weights follow the input's dtype (the trunk may run above the
-    layer's dtype)."""
+    layer's dtype).
+    """
 
     def forward(self, z: Tensor) -> Tensor:
         weight = None if self.weight is None else as_dtype(self.weight, z.dtype)
@@ -93,7 +94,8 @@ class AttentionGroupNorm(nn.GroupNorm):
 
 class AttentionLayerNorm(nn.LayerNorm):
     """``nn.LayerNorm`` whose affine weights follow the input's dtype (KSM-Local normalises in float32 for half
-    layers); same parameters, keys and initialisation."""
+    layers); same parameters, keys and initialisation.
+    """
 
     def forward(self, x: Tensor) -> Tensor:
         weight = None if self.weight is None else as_dtype(self.weight, x.dtype)

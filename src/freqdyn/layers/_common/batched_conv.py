@@ -30,7 +30,12 @@ def batched_conv2d(
         x: input (B, C, H, W).
         weight: per-sample kernels (B, O, C // groups, kh, kw), or a shared (1, O, C // groups, kh, kw).
         bias: per-sample (B, O), shared (O,), or None.
+        stride: the conv's stride.
+        padding: the conv's padding (its pairs, or ``'same'`` / ``'valid'``).
+        dilation: the conv's dilation.
+        groups: the conv's groups (per sample).
         out_scale: optional per-sample output-channel factors (B, O), applied before the bias.
+
     Returns:
         (B, O, H', W').
 

@@ -12,7 +12,8 @@ from torch import Tensor
 
 class ArgumentTypeError(TypeError, ValueError):
     """An argument of the wrong type: a ``TypeError``, as torch raises, and a ``ValueError``, as freqdyn's other
-    argument errors (so code that catches either keeps working)."""
+    argument errors (so code that catches either keeps working).
+    """
 
 
 def _wrong_type(name: str, expected: str, value: object) -> ArgumentTypeError:
@@ -21,7 +22,8 @@ def _wrong_type(name: str, expected: str, value: object) -> ArgumentTypeError:
 
 def check_int(value: object, name: str, minimum: int = 1) -> int:
     """``value`` as an int >= ``minimum`` (numpy integers accepted; bools are not ints here), else an error naming
-    ``name``: :class:`ArgumentTypeError` for another type, ``ValueError`` below the minimum."""
+    ``name``: :class:`ArgumentTypeError` for another type, ``ValueError`` below the minimum.
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise _wrong_type(name, f"an int >= {minimum}", value)
     if value < minimum:

@@ -87,7 +87,8 @@ class ConvContract(nn.Module):
     def _apply(self, fn, recurse: bool = True):
         """Record a ``.to(memory_format=...)`` conversion: ``nn.Conv2d`` keeps it in its weight's strides (and then
         returns channels-last outputs for any input), but these layers hold their kernels in other layouts, so
-        a probe tensor goes through the same conversion (``.half()``, ``.cuda()``, ``to_empty()`` keep its layout)."""
+        a probe tensor goes through the same conversion (``.half()``, ``.cuda()``, ``to_empty()`` keep its layout).
+        """
         layout = torch.channels_last if self.channels_last else torch.contiguous_format
         self.channels_last = memory_format_of(fn(torch.empty(1, 2, 1, 2, memory_format=layout))) == torch.channels_last
         return super()._apply(fn, recurse)
@@ -99,7 +100,8 @@ class ConvContract(nn.Module):
     def _layout_output(self, out: Tensor) -> Tensor:
         """``out`` in ``nn.Conv2d``'s memory format: it is already channels-last for a channels-last (padded) input;
         this makes it channels-last also when the layer was converted, as a channels-last weight does in
-        ``nn.Conv2d``."""
+        ``nn.Conv2d``.
+        """
         return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
     def _pad(self, x: Tensor) -> tuple[Tensor, Padding]:
@@ -108,7 +110,8 @@ class ConvContract(nn.Module):
 
     def _empty_batch(self, x: Tensor) -> Tensor:
         """The (0, O, H', W') output of an empty batch x (0, I, H, W), as ``nn.Conv2d`` gives it, every parameter
-        with a zero gradient (:mod:`freqdyn.layers._common.empty_batch`)."""
+        with a zero gradient (:mod:`freqdyn.layers._common.empty_batch`).
+        """
         x, padding = self._pad(x)
         kernel = x.new_zeros(self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         out = F.conv2d(x, kernel, None, self.stride, padding, self.dilation, self.groups)

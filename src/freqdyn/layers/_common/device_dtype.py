@@ -1,5 +1,6 @@
 """Typed factory keyword arguments (``device``, ``dtype``) that every layer forwards to its parameters, and the
-dtype helpers that keep no-op conversions off the dispatcher."""
+dtype helpers that keep no-op conversions off the dispatcher.
+"""
 
 from __future__ import annotations
 
@@ -25,14 +26,16 @@ def factory_kwargs(device: torch.device | None, dtype: torch.dtype | None) -> Fa
 
 def as_dtype(tensor: Tensor, dtype: torch.dtype) -> Tensor:
     """``tensor.to(dtype)``, without dispatching an op when it already has that dtype (a no-op ``to`` still costs
-    a dispatch, and the layers call it on every forward for mixed-precision safety)."""
+    a dispatch, and the layers call it on every forward for mixed-precision safety).
+    """
     return tensor if tensor.dtype == dtype else tensor.to(dtype)
 
 
 def scalar(value: float, like: Tensor) -> Tensor | float:
     """``value`` as a cached 0-dim tensor in ``like``'s dtype and device, for arithmetic with ``like``: a Python
     number operand is wrapped into a tensor and converted on every call (four more dispatched ops). While compiling
-    or exporting the number itself (a graph constant either way)."""
+    or exporting the number itself (a graph constant either way).
+    """
     if compiling() or exporting():
         return value
     return _cached_scalar(float(value), like.dtype, like.device)

@@ -1,5 +1,6 @@
 """Hook for FLOPs that ``torch.utils.flop_counter`` cannot see (element-wise reassembly); used by
-``freqdyn.profile``."""
+``freqdyn.profile``.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ ACTIVE: ContextVar[Callable[[int], None] | None] = ContextVar("freqdyn_flop_reco
 
 def record_flops(flops: int) -> None:
     """Report ``flops`` (2 x multiply-accumulates) to the active profiler, if any (never under ``torch.compile``:
-    the profiler runs eagerly, and torch 2.13's dynamo cannot trace ``ContextVar.get``)."""
+    the profiler runs eagerly, and torch 2.13's dynamo cannot trace ``ContextVar.get``).
+    """
     if compiling():
         return
     recorder = ACTIVE.get()
@@ -25,7 +27,8 @@ def record_flops(flops: int) -> None:
 @contextmanager
 def flop_recording(recorder: Callable[[int], None]) -> Iterator[None]:
     """Within the block, every :func:`record_flops` of a layer reports to ``recorder`` (``freqdyn.profile``'s
-    hook: it attributes them to the module that runs)."""
+    hook: it attributes them to the module that runs).
+    """
     token = ACTIVE.set(recorder)
     try:
         yield

@@ -1,5 +1,6 @@
 """The one place where per-sample attentions meet a kernel and the features: every dynamic layer builds its
-per-sample kernels (FDConv by synthesis, DY-Conv / CondConv / ODConv by mixing a bank) and hands them here."""
+per-sample kernels (FDConv by synthesis, DY-Conv / CondConv / ODConv by mixing a bank) and hands them here.
+"""
 
 from __future__ import annotations
 

@@ -14,7 +14,8 @@ from .program_mode import compiling, exporting
 
 def mean_pool(x: Tensor, dims: Sequence[int], dtype: torch.dtype) -> Tensor:
     """The mean of x over ``dims``, accumulated and returned in ``dtype``: a sum times a cached 1 / N (``torch.mean``
-    divides by a wrapped Python number, which dispatches six more ops)."""
+    divides by a wrapped Python number, which dispatches six more ops).
+    """
     if compiling() or exporting():  # a graph: torch.mean keeps the sizes symbolic, and dispatch costs nothing there
         return x.mean(dim=tuple(dims), dtype=dtype)
     total = x.sum(dim=tuple(dims), dtype=dtype)

@@ -29,25 +29,29 @@ def functorch_active() -> bool:
 
 def may_overwrite() -> bool:
     """Whether a layer may overwrite intermediates in place: autograd records nothing, and neither a ``torch.func``
-    transform nor a trace runs (``jit.trace``'s check re-runs the forward with grad enabled)."""
+    transform nor a trace runs (``jit.trace``'s check re-runs the forward with grad enabled).
+    """
     return not (torch.is_grad_enabled() or functorch_active() or exporting())
 
 
 def may_accumulate_in_place() -> bool:
     """Whether autograd-safe in-place accumulation into a fresh tensor (``baddbmm_``, ``addcmul_``) may run: not under
-    a ``torch.func`` transform, which has no batching rule for those ops."""
+    a ``torch.func`` transform, which has no batching rule for those ops.
+    """
     return not functorch_active()
 
 
 def may_use_custom_kernels() -> bool:
     """Whether a layer may run its own ``autograd.Function`` or write into fresh buffers by slices: neither a trace or
-    export (whose graph must hold plain ops) nor a ``torch.func`` transform (no batching rules for those) runs."""
+    export (whose graph must hold plain ops) nor a ``torch.func`` transform (no batching rules for those) runs.
+    """
     return not (exporting() or functorch_active())
 
 
 def may_checkpoint() -> bool:
     """Whether activation checkpointing may run: autograd records, and neither a ``torch.func`` transform (the
-    checkpoint's hooks are not transform-safe) nor a trace or export runs."""
+    checkpoint's hooks are not transform-safe) nor a trace or export runs.
+    """
     return torch.is_grad_enabled() and not (functorch_active() or exporting())
 
 

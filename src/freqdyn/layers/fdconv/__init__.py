@@ -1,6 +1,7 @@
 """FDConv (CVPR 2025) and its linear modes: Fourier Disjoint Weights (``spectrum``, ``fourier_dynamic``), Kernel
 Spatial Modulation (``kernel_spatial_modulation``), Frequency Band Modulation (``frequency_band_modulation`` on the
-low-pass operators of ``low_pass``), and StarReLU."""
+low-pass operators of ``low_pass``), and StarReLU.
+"""
 
 from .conv import FDConv
 from .fourier_dynamic import FourierDynamicBase

@@ -303,13 +303,15 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
     def _kernels_are_small(self, x: Tensor) -> bool:
         """Whether the tensors a kept kernel adds for backward (the kernel and its ~3 factors, B * O * I/g * kh *
         kw values each) are smaller than the input map (B * I * H * W) that the conv saves anyway: then
-        recomputing them in backward would cost a second synthesis and conv forward to save little memory."""
+        recomputing them in backward would cost a second synthesis and conv forward to save little memory.
+        """
         kernel = math.prod(self.kernel_shape)
         return _KEPT_TENSORS * kernel <= self.in_channels * x.shape[2] * x.shape[3]
 
     def _recompute_contexts(self) -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
         """``checkpoint``'s contexts: the forward as is; the recompute in backward checks that the parameters it
-        reads are unchanged and runs without module hooks (any registered after the forward)."""
+        reads are unchanged and runs without module hooks (any registered after the forward).
+        """
         read = [self.dft_weight, *([] if self.KSM_Local is None else self.KSM_Local.parameters())]
         return contextlib.nullcontext(), _Recompute(self, read)
 

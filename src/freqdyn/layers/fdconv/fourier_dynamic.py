@@ -30,7 +30,8 @@ MAX_ATT_MULTI = 16.0  # the largest att_multi: channel, filter, spatial and loca
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FourierOptions:
     """The Fourier-weight and KSM options shared by :class:`FDConv` and :class:`FDLinear` (see FDConv's Args),
-    by keyword only; its defaults (:data:`DEFAULTS`) are the layers' signature defaults."""
+    by keyword only; its defaults (:data:`DEFAULTS`) are the layers' signature defaults.
+    """
 
     kernel_num: int | None = 64
     param_ratio: int = 1
@@ -73,7 +74,8 @@ DEFAULTS = FourierOptions()
 
 class GlobalAttention(Protocol):
     """What :class:`FourierDynamicBase` needs of its ``KSM_Global``: pooled (B, I) -> :class:`Attentions`, with
-    the kernel attention normalised to sum to 1 at neutral (alpha carries the rest)."""
+    the kernel attention normalised to sum to 1 at neutral (alpha carries the rest).
+    """
 
     @property
     def kernel_fc(self) -> nn.Module | None: ...
@@ -126,7 +128,8 @@ class FourierDynamicBase(nn.Module):
         dtype: torch.dtype | None,
     ) -> None:
         """Create ``dft_weight``, ``freq_group``, ``KSM_Global`` and ``KSM_Local`` for an (O, I // groups, kh, kw)
-        kernel."""
+        kernel.
+        """
         o = options.validated()
         kernel_num, kernel_temp = o.kernel_num, o.kernel_temp
         if kernel_num is None:
@@ -166,7 +169,8 @@ class FourierDynamicBase(nn.Module):
         dtype: torch.dtype | None,
     ) -> None:
         """Create ``dft_weight`` and ``freq_group`` (and the constants of the synthesis) from validated options
-        with a set ``kernel_num``; the attentions are the caller's."""
+        with a set ``kernel_num``; the attentions are the caller's.
+        """
         kernel_num = cast(int, o.kernel_num)
         kh, kw = kernel_size
         rows, cols = out_channels * kh, in_channels // groups * kw
@@ -187,7 +191,8 @@ class FourierDynamicBase(nn.Module):
 
     def _reset_fourier(self, bias: Tensor | None) -> None:
         """``nn.Conv2d`` / ``nn.Linear`` init of the kernel (as a spectrum) and bias; KSM heads to zero; the
-        frequency groups computed (also after a meta-device build)."""
+        frequency groups computed (also after a meta-device build).
+        """
         self.freq_group.copy_(frequency_groups(*self.spectrum_shape, self.kernel_num, self.freq_grouping))
         weight = torch.empty(self.kernel_shape, device=self.dft_weight.device)
         nn.init.kaiming_uniform_(weight, a=math.sqrt(5))

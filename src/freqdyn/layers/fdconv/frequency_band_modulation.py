@@ -229,7 +229,8 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         work dtype: those a trace or export builds in its graph
         (:func:`~freqdyn.layers.fdconv.low_pass.graph_low_passes`), or, for ``torch.compile``, one opaque operator
         (:func:`~freqdyn.layers.fdconv.low_pass.stacked_low_passes`); either way batch and spatial sizes stay
-        dynamic."""
+        dynamic.
+        """
         per_group = self.in_channels // self.spatial_group
         with torch.autocast(x.device.type, enabled=False):
             xw = as_dtype(x, compute_dtype(x.dtype))

@@ -100,7 +100,8 @@ class KernelSpatialModulationGlobal(AttentionHeads):
     @torch.no_grad()
     def saturated(self, att: Attentions, share: float = 0.5) -> list[str]:
         """Heads of ``att`` (this module's output) with more than ``share`` of their values within 1e-3 of a bound
-        of their sigmoid (0 or the top), where the gradients through them vanish."""
+        of their sigmoid (0 or the top), where the gradients through them vanish.
+        """
         top = self.att_multi if self.act == "sigmoid" else 2.0
         bounds = {"channel": top, "filter": top, "spatial": top, "kernel": 2.0 / self.num_kernels}
         names = []
@@ -160,7 +161,8 @@ class KernelSpatialModulationLocal(nn.Module):
 
     def forward(self, pooled: Tensor, with_gain: bool = True) -> Tensor:
         """(B, I) -> (B, O, I // groups, kh, kw); ``with_gain=False`` leaves out :attr:`gain` (the caller
-        applies it elsewhere)."""
+        applies it elsewhere).
+        """
         batch, channels = pooled.shape
         kh, kw = self.kernel_size
         g = self.groups

@@ -22,7 +22,8 @@ from .kernel_spatial_modulation import KernelSpatialModulationGlobal
 
 class LinearFourierBase(FourierDynamicBase):
     """What the Fourier linear layers (:class:`FDLinear`, ``FDLinearQwen``) share: an (out_features, in_features)
-    kernel seen as a 1x1 one, and conversion from an ``nn.Linear``."""
+    kernel seen as a 1x1 one, and conversion from an ``nn.Linear``.
+    """
 
     in_features: int
     out_features: int
@@ -55,7 +56,8 @@ class LinearFourierBase(FourierDynamicBase):
 
     def _empty_input(self, x: Tensor) -> Tensor:
         """``nn.Linear``'s empty output for an input without samples or tokens, every parameter with a zero
-        gradient (:mod:`freqdyn.layers._common.empty_batch`)."""
+        gradient (:mod:`freqdyn.layers._common.empty_batch`).
+        """
         return tie_to_parameters(F.linear(x, x.new_zeros(self.out_features, self.in_features)), self)
 
 

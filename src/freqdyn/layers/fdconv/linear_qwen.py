@@ -218,7 +218,8 @@ class FDLinearQwen(TraceOnly, LinearFourierBase):
 
     def sample_weights(self, pooled: Tensor) -> Tensor:
         """Per-sample weights (S, out_features, in_features) (or (1, ...) without a kernel mixture) from pooled
-        inputs (S, in_features)."""
+        inputs (S, in_features).
+        """
         att = self.KSM_Global(pooled)
         local = None
         if self.local_conv is not None:
@@ -255,7 +256,8 @@ class FDLinearQwen(TraceOnly, LinearFourierBase):
 
 def _segment_bounds(cu_seqlens: Tensor | Sequence[int], x: Tensor, layer: str) -> list[int]:
     """``cu_seqlens`` (a tensor or a sequence of ints) as the boundaries of the non-empty segments of the packed
-    (T, C) x, or an error naming it; empty segments are skipped, as in the authors' forward (they hold no token)."""
+    (T, C) x, or an error naming it; empty segments are skipped, as in the authors' forward (they hold no token).
+    """
     if x.dim() != 2:
         raise ValueError(f"{layer}: packed sequences (cu_seqlens) need a 2-D (T, C) input, got {tuple(x.shape)}")
     if isinstance(cu_seqlens, Tensor):

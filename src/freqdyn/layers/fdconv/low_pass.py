@@ -65,7 +65,8 @@ def _nearest_source(dst: int, size_in: int, size_out: int) -> int:
 
 def _official_grid_masks(k: int) -> tuple[list[bool], list[bool]]:
     """The official row (64) and column (33) masks of cut-off 0.5 / k on the 64 x 64 rfft grid, before resizing:
-    |fftfreq(64)| and rfftfreq(64) are exact in float32, the threshold 0.5 / k + 1e-8 is rounded to float32."""
+    |fftfreq(64)| and rfftfreq(64) are exact in float32, the threshold 0.5 / k + 1e-8 is rounded to float32.
+    """
     n, limit = OFFICIAL_MASK_GRID, _f32(0.5 / k + 1e-8)
     return [min(r, n - r) / n < limit for r in range(n)], [c / n < limit for c in range(n // 2 + 1)]
 
@@ -217,7 +218,8 @@ def _spectral_masks(
 ) -> Tensor:
     """Masks (n, H, kept) of the low-passes on the first ``kept`` rfft columns, those of the widest band (the column
     masks are prefixes), as the complex dtype of the spectrum of a ``dtype`` map (float32 or float64): a real mask
-    would be converted on every product."""
+    would be converted on every product.
+    """
     rows, cols = _mask_lists(height, width, k_list, rule)
     kept = max(sum(c) for c in cols)
     masks = [[[r and c for c in col[:kept]] for r in row] for row, col in zip(rows, cols, strict=True)]
@@ -249,7 +251,8 @@ def _band_sum(x: Tensor, coef: Tensor, masks: Tensor) -> Tensor:
 
 def band_coefficients(att: Tensor, dim: int) -> Tensor:
     """The coefficients of the low-passes L_1 .. L_n from the band attentions a_1 .. a_n along ``dim``: a_{j+1} - a_j,
-    and 1 - a_n for the last (sum_j a_j (L_{j-1} - L_j) + L_n = a_1 x + sum_j coefficient_j L_j)."""
+    and 1 - a_n for the last (sum_j a_j (L_{j-1} - L_j) + L_n = a_1 x + sum_j coefficient_j L_j).
+    """
     lead = (slice(None),) * (dim % att.dim())  # indexing, not narrow: the same slices with fewer dispatched ops
     rest = att[(*lead, slice(1, None))] - att[(*lead, slice(None, -1))]
     return torch.cat([rest, scalar(1.0, att) - att[(*lead, slice(-1, None))]], dim=dim)
@@ -264,7 +267,8 @@ class _BandModulation(torch.autograd.Function):
     """:func:`_band_modulation` whose backward keeps only x and the attentions. Every low-pass L_j is symmetric
     (tested: its Hermitian completion is a real even filter), so the gradient of x is a_1 grad + sum_j L_j (c_j grad):
     one more batched transform with the band sum taken in the frequency domain; that of the coefficients c rebuilds
-    the low-passes, and the attentions' follows from c_j = a_{j+1} - a_j, c_n = 1 - a_n in two ops."""
+    the low-passes, and the attentions' follows from c_j = a_{j+1} - a_j, c_n = 1 - a_n in two ops.
+    """
 
     @staticmethod
     def forward(ctx, x: Tensor, att: Tensor, masks: Tensor) -> Tensor:

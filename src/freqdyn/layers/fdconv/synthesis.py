@@ -42,7 +42,8 @@ def fixed_matrix(dft_weight: Tensor, size: tuple[int, int]) -> Tensor:
 def use_basis(synthesis: str, batch: int, num_mixed: int, size: tuple[int, int], compiling: bool) -> bool:
     """Whether the ``'basis'`` route is taken: as asked, or for ``'auto'`` where its cost (a basis of ``num_mixed``
     group kernels from as many inverse FFTs, then a matmul) undercuts one inverse FFT per sample. Compiled, the
-    large-batch choice, so that one graph serves every batch size."""
+    large-batch choice, so that one graph serves every batch size.
+    """
     if synthesis != "auto":
         return synthesis == "basis"
     elements = size[0] * size[1]
@@ -58,7 +59,8 @@ def synthesise(
     kappa: Tensor, dft_weight: Tensor, freq_group: Tensor, kernel_num: int, size: tuple[int, int], basis: bool
 ) -> Tensor:
     """Kernel matrices (B, rows, cols) from the scaled kernel attention ``kappa`` (B, P * K), by the basis route
-    (``basis``) or the FFT route (module docstring); in kappa's dtype, which dft_weight must share."""
+    (``basis``) or the FFT route (module docstring); in kappa's dtype, which dft_weight must share.
+    """
     rows, cols = size
     if basis:
         return (kappa @ group_basis(dft_weight, freq_group, kernel_num, size)).reshape(-1, rows, cols)

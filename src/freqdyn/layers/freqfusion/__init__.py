@@ -1,5 +1,6 @@
 """FreqFusion (TPAMI 2024): the fusion layer (ALPF, AHPF, offset generator), its CARAFE reassembly, the
-local-similarity guided sampler and the feature-pyramid neck built from it."""
+local-similarity guided sampler and the feature-pyramid neck built from it.
+"""
 
 from .carafe import carafe
 from .fpn import FreqFusionFPN

@@ -33,7 +33,8 @@ def _pad_mode(size: int, pad: int) -> str:
 
 def pad_neighbourhood(x: Tensor, pad: int, padding: str = "zeros", extra_row: bool = False) -> Tensor:
     """Pad the last two dims by ``pad``: zeros, or reflection (replicate along a dim too small to reflect);
-    ``extra_row`` adds one zero row at the bottom."""
+    ``extra_row`` adds one zero row at the bottom.
+    """
     extra = int(extra_row)
     if padding == "zeros" or pad == 0:
         return F.pad(x, [pad, pad, pad, pad + extra])
@@ -61,6 +62,7 @@ def source_size(out_size: tuple[int, int], size: tuple[int, int], scale: int) ->
 
 
 def check_kernels(x: Tensor, kernels: Tensor, kernel_size: int, groups: int, padding: str = "zeros") -> None:
+    """A ``ValueError`` unless x (B, C, h, w) and kernels (B, groups * k * k, Ho, Wo) fit :func:`carafe`'s call."""
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
     if kernel_size < 1 or kernel_size % 2 == 0:
@@ -82,14 +84,16 @@ def _neighbour_rows(base: Tensor, k: int, pixels: int) -> list[Tensor]:
     """The k kernel rows of every pixel's neighbourhood, each a strided view (pixels, C/G, k) of base
     (h + 2p + 1, B*G, w + 2p, C/G) read as one sequence of pixels: row a of pixel (y, g, x) is the run of k pixels
     from (y + a) * B*G*(w + 2p) + g * (w + 2p) + x. For x >= w a run wraps into the next padded row (ignored), and
-    the extra bottom row keeps the last row's runs inside the tensor."""
+    the extra bottom row keeps the last row's runs inside the tensor.
+    """
     windows, stride = base.reshape(-1, base.shape[-1]).unfold(0, k, 1), _row_stride(base)
     return [windows[row * stride : row * stride + pixels] for row in range(k)]
 
 
 def _pixel_bmm(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
     """``torch.bmm`` of the small per-pixel matrices a (N, i, j) and b (N, j, l). With j == 1 or l == 1 (scale 1)
-    a broadcast product runs several times faster than bmm's one call per matrix."""
+    a broadcast product runs several times faster than bmm's one call per matrix.
+    """
     if a.shape[-1] == 1:
         return torch.mul(a, b, out=out)
     if b.shape[-1] == 1:  # the product written (N, j, i), so that the sum runs over whole rows of i (left to
@@ -118,7 +122,8 @@ def _reassemble_backward(
     base: Tensor, taps: Tensor, grad: Tensor, k: int, need_base: bool, need_taps: bool
 ) -> tuple[Tensor | None, Tensor | None]:
     """Gradients of :func:`_reassemble` for base and taps from ``grad`` (pixels, C/G, s*s), contiguous: a fixed
-    number of ops per kernel row."""
+    number of ops per kernel row.
+    """
     stride, pixels = _row_stride(base), taps.shape[0]
     grad_taps = None
     if need_taps:
@@ -161,7 +166,8 @@ class _Reassemble(torch.autograd.Function):
 class _Carafe(torch.autograd.Function):
     """:func:`carafe` with zero borders and an output of exactly ``scale`` times x: the layouts in and out of
     :func:`_reassemble` inside one Function, so that autograd records one node instead of a chain of copies, slices
-    and permutes, and keeps only the laid-out inputs (as :class:`_Reassemble`)."""
+    and permutes, and keeps only the laid-out inputs (as :class:`_Reassemble`).
+    """
 
     @staticmethod
     def forward(ctx, x: Tensor, kernels: Tensor, k: int, groups: int, scale: int) -> Tensor:
@@ -202,7 +208,8 @@ class _Carafe(torch.autograd.Function):
 def _neighbourhood_base(x: Tensor, groups: int, pad: int, padding: str) -> Tensor:
     """x (B, C, h, w) -> (h + 2p + 1, B*G, w + 2p, C/G): padded by ``padding`` and one more zero row, the layout whose
     neighbourhood rows are strided views (:func:`_neighbour_rows`). Zero padding writes x into zeros: one copy pads and
-    changes the layout (not under export or ``torch.func``, which take the plain pad)."""
+    changes the layout (not under export or ``torch.func``, which take the plain pad).
+    """
     batch, channels, height, width = x.shape
     if padding == "zeros" and may_use_custom_kernels():
         base = x.new_zeros(height + 2 * pad + 1, batch * groups, width + 2 * pad, channels // groups)
@@ -216,7 +223,8 @@ def _neighbourhood_base(x: Tensor, groups: int, pad: int, padding: str) -> Tenso
 def _pixel_taps(kernels: Tensor, groups: int, k: int, scale: int, source: tuple[int, int], pad_w: int) -> Tensor:
     """kernels (B, G * k*k, Ho, Wo) -> taps (h*B*G*(w + 2p), k*k, s*s) in :func:`_reassemble`'s pixel order, zero
     beyond the output (rounded sizes) and in the wrapped columns (whose gradients would otherwise pick up garbage).
-    For an output of exactly s times the source, the kernels are written into zeros (one copy)."""
+    For an output of exactly s times the source, the kernels are written into zeros (one copy).
+    """
     batch, _, out_h, out_w = kernels.shape
     src_h, src_w = source
     if (out_h, out_w) == (scale * src_h, scale * src_w) and may_use_custom_kernels():

@@ -192,7 +192,8 @@ class FreqFusion(TraceOnly, nn.Module):
 
     def reset_parameters(self) -> None:
         """Xavier-uniform compressors, N(0, 0.001) filter generators, zero biases (reference init); the Hamming
-        windows computed (also after a meta-device build)."""
+        windows computed (also after a meta-device build).
+        """
         for window in (self.hamming_lowpass, self.hamming_highpass):
             if window is not None:
                 with torch.no_grad():

@@ -183,7 +183,8 @@ class LocalSimGuidedSampler(nn.Module):
 
     def forward(self, hr_x: Tensor, lr_x: Tensor, feature: Tensor) -> Tensor:
         """Resample ``feature`` (B, C', Ho, Wo), at hr_x's size, with offsets from hr_x (B, C, Ho, Wo) and
-        lr_x (B, C, h, w)."""
+        lr_x (B, C, h, w).
+        """
         batch, channels, out_h, out_w = feature.shape
         if channels % self.groups:
             raise ValueError(f"{channels} feature channels cannot be split into {self.groups} resampling groups")

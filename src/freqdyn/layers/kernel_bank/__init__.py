@@ -1,5 +1,6 @@
 """Convolutions that mix a bank of K kernels per sample: DY-Conv (CVPR 2020) with its temperature schedule, and its
-peers CondConv and ODConv, on one base (``expert_conv.ExpertConv2d``)."""
+peers CondConv and ODConv, on one base (``expert_conv.ExpertConv2d``).
+"""
 
 from .cond_conv2d import CondConv2d
 from .dynamic_conv2d import DynamicConv2d

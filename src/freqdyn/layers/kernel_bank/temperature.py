@@ -13,6 +13,7 @@ from .._common.checks import check_int, check_positive
 
 
 def check_temperature(value: float) -> float:
+    """``value`` if it is a positive real temperature, else a ``ValueError``."""
     return check_positive(value, "temperature")
 
 

@@ -1,5 +1,6 @@
 """KernelWarehouse (Li et al., ICML 2024): dynamic convolutions whose kernels mix cells of a warehouse shared by a
-stage's layers; the manager that sizes and allocates the warehouses, and the temperature schedule."""
+stage's layers; the manager that sizes and allocates the warehouses, and the temperature schedule.
+"""
 
 from .attention import WarehouseAttention
 from .conv import KWConv1d, KWConv2d, KWConv3d, KWConvNd, KWLinear

@@ -1,5 +1,6 @@
 """The attention of a KernelWarehouse layer (Li et al., ICML 2024, §3): for each cell position of its kernel, a
-signed mixture of the warehouse's shared cells, blended towards a one-hot assignment by a temperature."""
+signed mixture of the warehouse's shared cells, blended towards a one-hot assignment by a temperature.
+"""
 
 from __future__ import annotations
 
@@ -89,7 +90,8 @@ class WarehouseAttention(nn.Module):
 
     def reset_parameters(self) -> None:
         """The authors' init: linear layers Kaiming normal (fan out), biases 0, BatchNorm (1, 0); the temperature
-        and the norm's statistics back to their construction values."""
+        and the norm's statistics back to their construction values.
+        """
         with torch.no_grad():
             self.temperature.zero_()
         for fc in (self.fc1, self.fc2, self.fc3):
@@ -130,7 +132,8 @@ class WarehouseAttention(nn.Module):
 
     def _check_owned(self, cell: int, cell_num_ratio: float) -> None:
         """A clear error where the authors' code writes past ``temp_bias``: the layers' positions claim more cells
-        than the warehouse holds."""
+        than the warehouse holds.
+        """
         if cell >= self.cells:
             raise ValueError(
                 f"the layers of this warehouse claim more than its {self.cells} cells (cell_num_ratio "

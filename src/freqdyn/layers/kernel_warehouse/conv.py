@@ -1,5 +1,6 @@
 """KernelWarehouse convolutions (1-D, 2-D, 3-D) and the linear layer: each kernel is assembled per sample from the
-cells of a warehouse shared with the other layers of its stage (:class:`~.manager.WarehouseManager`)."""
+cells of a warehouse shared with the other layers of its stage (:class:`~.manager.WarehouseManager`).
+"""
 
 from __future__ import annotations
 
@@ -104,7 +105,8 @@ class KWConvNd(nn.Module):
     ) -> KWConvNd:
         """A layer with a warehouse of its own, held as its ``warehouse_manager`` submodule (its state_dict,
         ``.to()``, copies and ``parameters()`` include the cells): for a single dynamic conv. In a network, layers
-        share warehouses: ``freqdyn.convert(model, "kw")``. ``options`` go to the manager."""
+        share warehouses: ``freqdyn.convert(model, "kw")``. ``options`` go to the manager.
+        """
         from .manager import WarehouseManager
 
         manager = WarehouseManager(**options)
@@ -150,7 +152,8 @@ class KWConvNd(nn.Module):
         self, cells: Tensor, start_cell: int, reduction: float, cell_num_ratio: float, nonlocal_basis_ratio: float
     ) -> int:
         """Build the attention for a warehouse ``cells`` (M, cell_out, cell_in, *cell_k) from ``start_cell`` on;
-        returns the cell after this layer's own (the manager's ``allocate`` calls it)."""
+        returns the cell after this layer's own (the manager's ``allocate`` calls it).
+        """
         self.cell_shape = tuple(cells.shape)
         groups_out = self.out_channels // self.cell_shape[1]
         groups_in = self.in_channels // self.cell_shape[2] // self.groups
@@ -176,7 +179,8 @@ class KWConvNd(nn.Module):
     def reset_parameters(self) -> None:
         """The authors' init of this layer's parts: the attention (its one-hot targets rebuilt), the bias at 0, and
         for a :meth:`standalone` layer its warehouse; shared warehouses are their manager's
-        (:meth:`WarehouseManager.reset_warehouses`)."""
+        (:meth:`WarehouseManager.reset_warehouses`).
+        """
         if self.attention is not None:
             self.attention.reset_parameters()
             self.attention.init_temperature(self.cell_range[0], self.cell_num_ratio)
@@ -264,7 +268,8 @@ class KWConv3d(KWConvNd):
 
 class KWLinear(nn.Module):
     """KernelWarehouse ``nn.Linear``: (B, ..., in_features) -> (B, ..., out_features), a 1x1 :class:`KWConv1d` over
-    the tokens (``conv``, as in the authors' code: keys ``conv.attention...``), attentions pooled per sample."""
+    the tokens (``conv``, as in the authors' code: keys ``conv.attention...``), attentions pooled per sample.
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False, **kwargs: Any) -> None:
         super().__init__()

@@ -1,5 +1,6 @@
 """The warehouse manager of a KernelWarehouse network: it reserves the KW layers, sizes one warehouse of shared
-cells per stage and hands each layer its cells (Li et al., ICML 2024)."""
+cells per stage and hands each layer its cells (Li et al., ICML 2024).
+"""
 
 from __future__ import annotations
 
@@ -99,7 +100,8 @@ class WarehouseManager(nn.Module):
 
     def fuse_warehouse_name(self, name: str) -> str:
         """The warehouse of a layer named ``name``: each ``_``-separated part that starts with a shared name
-        becomes that name."""
+        becomes that name.
+        """
         parts = []
         for part in name.split("_"):
             for shared in self.sharing_range:
@@ -125,7 +127,8 @@ class WarehouseManager(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> nn.Module:
         """A KW layer of warehouse ``fuse_warehouse_name(warehouse_name)`` (its cells come with :meth:`store` and
-        :meth:`allocate`), or with ``enabled=False`` the plain ``nn.Conv{1,2,3}d`` / ``nn.Linear``."""
+        :meth:`allocate`), or with ``enabled=False`` the plain ``nn.Conv{1,2,3}d`` / ``nn.Linear``.
+        """
         if layer_type not in LAYER_TYPES:
             raise ValueError(f"layer_type must be one of {sorted(LAYER_TYPES)}, got {layer_type!r}")
         if self._settings:
@@ -164,7 +167,8 @@ class WarehouseManager(nn.Module):
 
     def store(self, device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
         """Create the warehouses: cells of (gcd(out) * cell_outplane_ratio, gcd(in) * cell_inplane_ratio, 1, ...)
-        channels and positions, int(cell_num_ratio * the cells its layers divide into) of them (at least one)."""
+        channels and positions, int(cell_num_ratio * the cells its layers divide into) of them (at least one).
+        """
         names = list(self.warehouses)
         count = len(names)
         if not count:
@@ -217,7 +221,8 @@ class WarehouseManager(nn.Module):
 
     def allocate(self, network: nn.Module) -> None:
         """Give every KW layer of ``network`` (module order) its attention and its own cells, initialised as the
-        authors do (each layer's cells Kaiming normal, fan out); every cell must be owned exactly once."""
+        authors do (each layer's cells Kaiming normal, fan out); every cell must be owned exactly once.
+        """
         if not self._settings:
             raise ValueError("store() the warehouses before allocate()")
         ends = [0] * len(self.weights)
@@ -252,14 +257,16 @@ class WarehouseManager(nn.Module):
     @torch.no_grad()
     def reset_warehouses(self, network: nn.Module) -> None:
         """Re-initialise the warehouses as :meth:`allocate` did (after a meta-device build and ``to_empty``, for
-        example); each KW layer's own parts are its ``reset_parameters``'."""
+        example); each KW layer's own parts are its ``reset_parameters``'.
+        """
         for cells in self.weights:
             cells.normal_()
         self._init_cells(network)
 
     def forward(self, x: Any) -> Any:
         """Its input, unchanged: an ``nn.Sequential`` that holds the manager (``convert`` attaches it to the model)
-        calls every child in turn."""
+        calls every child in turn.
+        """
         return x
 
     def extra_repr(self) -> str:

@@ -1,5 +1,6 @@
 """A network turned into KernelWarehouse: its convolutions grouped into stages (one warehouse each), reserved from
-one :class:`~.manager.WarehouseManager` that the network holds as ``warehouse_manager`` (the authors' names)."""
+one :class:`~.manager.WarehouseManager` that the network holds as ``warehouse_manager`` (the authors' names).
+"""
 
 from __future__ import annotations
 

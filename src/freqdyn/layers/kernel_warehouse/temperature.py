@@ -1,5 +1,6 @@
 """KernelWarehouse's temperature schedule: the one-hot blend of every KW attention, from 1 down to 0 (linearly, per
-iteration in the authors' training) over the first ``epochs`` epochs."""
+iteration in the authors' training) over the first ``epochs`` epochs.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from .attention import WarehouseAttention, check_warehouse_temperature
 
 def set_warehouse_temperature(model: nn.Module, value: float) -> int:
     """Set the temperature of every KW attention in ``model`` (the authors' ``net_update_temperature``); returns how
-    many were set."""
+    many were set.
+    """
     value = check_warehouse_temperature(value)
     attentions = [m for m in model.modules() if isinstance(m, WarehouseAttention)]
     with torch.no_grad():

@@ -1,6 +1,7 @@
 """UniConvNet (ICCV 2025): the multi-stage receptive field aggregator MRFA, its block, DCNv3 (the stem and
 downsampling of the networks), DropPath, LayerNorm2d, and the networks of scales A to XL (``network``, public as
-:mod:`freqdyn.models`)."""
+:mod:`freqdyn.models`).
+"""
 
 from .block import UniConvNetBlock
 from .dcnv3 import DCNv3, dcnv3_sample

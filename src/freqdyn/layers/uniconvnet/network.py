@@ -59,7 +59,8 @@ class MLP(nn.Module):
 
 class UniConvNetStageBlock(nn.Module):
     """x (B, C, H, W) -> (B, C, H, W), the authors' ``Block``:
-    x + layer_scale * MRFA(x); then, channels-last, x + gamma1 * DCNv3(LN(x)) and x + gamma2 * MLP(LN(x))."""
+    x + layer_scale * MRFA(x); then, channels-last, x + gamma1 * DCNv3(LN(x)) and x + gamma2 * MLP(LN(x)).
+    """
 
     def __init__(
         self,
@@ -184,7 +185,8 @@ class UniConvNet(nn.Module):
 
     def reset_parameters(self, head_init_scale: float = 1.0) -> None:
         """The authors' init: conv and linear weights truncated-normal (std 0.02), biases 0, DCNv3's own init,
-        the head scaled by ``head_init_scale``."""
+        the head scaled by ``head_init_scale``.
+        """
         for module in self.modules():
             if isinstance(module, nn.Conv2d | nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
@@ -209,7 +211,8 @@ class UniConvNet(nn.Module):
     ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
         """timm's feature API: the outputs of stages ``indices`` (an int n: the last n), NCHW; with
         ``intermediates_only=False`` also the final features (B, dims[-1], H / 32, W / 32). ``norm`` is not
-        supported (the final norm acts on pooled features)."""
+        supported (the final norm acts on pooled features).
+        """
         if output_fmt != "NCHW" or norm:
             raise ValueError("UniConvNet.forward_intermediates supports output_fmt='NCHW' and norm=False only")
         wanted = (
@@ -237,7 +240,8 @@ class UniConvNet(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """timm's classifier API: a new head of ``num_classes`` (0: none, ``forward`` returns the pooled features
-        (B, dims[-1])), initialised as the authors' head."""
+        (B, dims[-1])), initialised as the authors' head.
+        """
         self.num_classes = check_int(num_classes, "num_classes", 0)
         weight = self.norm.weight
         if not self.num_classes:
@@ -258,7 +262,8 @@ class UniConvNet(nn.Module):
 
 def scale_args(scale: str, what: str = "scale") -> dict[str, Any]:
     """UniConvNet's ``depths``, ``dims`` and ``group_channels`` at the authors' ``scale`` (:data:`SCALES`); ``what``
-    names the argument in the error for an unknown scale."""
+    names the argument in the error for an unknown scale.
+    """
     key = scale.lower()
     if key not in SCALES:
         raise ValueError(f"{what} must be one of {', '.join(SCALES)}, got {scale!r}")
@@ -268,5 +273,6 @@ def scale_args(scale: str, what: str = "scale") -> dict[str, Any]:
 
 def uniconvnet(scale: str, **kwargs) -> UniConvNet:
     """UniConvNet at the authors' ``scale`` (a, p0, p1, p2, n0, n1, n2, n3, t, s, b, l, xl), randomly initialised;
-    ``kwargs`` go to :class:`UniConvNet` (and may override ``group_channels``)."""
+    ``kwargs`` go to :class:`UniConvNet` (and may override ``group_channels``).
+    """
     return UniConvNet(**{**scale_args(scale), **kwargs})

@@ -16,7 +16,8 @@ def naive_carafe(
     x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale: int = 1, padding: str = "zeros"
 ) -> Tensor:
     """CARAFE of x (B, C, h, w) with kernels (B, groups * k * k, Ho, Wo) -> (B, C, Ho, Wo), materialising the
-    (B, C * k * k, Ho, Wo) neighbourhoods."""
+    (B, C * k * k, Ho, Wo) neighbourhoods.
+    """
     batch, channels, height, width = x.shape
     out_h, out_w = kernels.shape[-2:]
     src_h, src_w = -(-out_h // scale), -(-out_w // scale)
