@@ -12,7 +12,7 @@ The number of kernels a dynamic conv mixes, K, is ``kernel_num`` in FDConv's sig
 ``num_experts`` in DY-Conv / CondConv / ODConv's (timm's); every internal helper calls it ``num_kernels``.
 """
 
-from . import _legacy
+from . import _compat
 from ._common.attention_heads import Attentions
 from ._common.batched_conv import batched_conv2d
 from ._common.checks import ArgumentTypeError
@@ -46,7 +46,7 @@ from .kernel_warehouse import (
 )
 from .uniconvnet import MRFA, DCNv3, DropPath, LayerNorm2d, UniConvNetBlock, dcnv3_sample
 
-_legacy.install(__name__)
+_compat.install(__name__)
 
 __all__ = [
     "MRFA",

@@ -20,7 +20,7 @@ from .._common.device_dtype import as_dtype, factory_kwargs
 from .._common.pooling import mean_pool
 from .._common.program_mode import compiling, compute_dtype, has_hooks, may_checkpoint
 from .._common.trace_only import TraceOnly
-from .._legacy import become_plain_conv
+from .._compat import become_plain_conv
 from .fourier_dynamic import DEFAULTS, FourierDynamicBase, FourierOptions
 from .frequency_band_modulation import FrequencyBandModulation
 from .kernel_spatial_modulation import KernelSpatialModulationGlobal

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 import torch
 import torch.nn as nn
@@ -16,6 +16,7 @@ from .._common.conv_contract import reset_bias
 from .._common.device_dtype import as_dtype, factory_kwargs, scalar
 from .._common.modulation import Modulated, apply_attentions
 from .._common.program_mode import compiling, compute_dtype, may_overwrite
+from .._compat import restore_kernel_shape
 from .kernel_spatial_modulation import (
     KernelSpatialModulationGlobal,
     KernelSpatialModulationLocal,
@@ -258,12 +259,7 @@ class FourierDynamicBase(nn.Module):
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
-        if "kernel_shape" not in self.__dict__ and "dft_weight" in self._parameters:  # pickled before it was data
-            layer: Any = self  # an FDConv (Conv2d attributes) or a linear layer (in/out_features)
-            if hasattr(layer, "kernel_size"):
-                self.kernel_shape = (layer.out_channels, layer.in_channels // layer.groups, *layer.kernel_size)
-            else:
-                self.kernel_shape = (layer.out_features, layer.in_features, 1, 1)
+        restore_kernel_shape(self)
 
     def _basis(self, work: torch.dtype) -> Tensor:
         """(P*K, rows*cols): the inverse FFT of each frequency group of each copy on its own."""

@@ -23,6 +23,7 @@ from .._common.attention_heads import (
 from .._common.attention_norm import AttentionLayerNorm, reset_norm
 from .._common.device_dtype import as_dtype, factory_kwargs, scalar
 from .._common.program_mode import compute_dtype, may_overwrite
+from .._compat import restore_local_conv
 from .star_relu import StarReLU
 
 
@@ -151,8 +152,7 @@ class KernelSpatialModulationLocal(nn.Module):
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
-        if type(self.conv) is nn.Conv1d:  # pickled by freqdyn <= 7a37871: the same conv, without the 2-D form
-            self.conv.__class__ = AttentionConv1d
+        restore_local_conv(self)
 
     @property
     def gain(self) -> float:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 import torch
@@ -10,16 +9,12 @@ import torch.nn as nn
 from torch import Tensor
 
 from .._common.checks import check_int, check_positive
+from .._compat import temperature_from_bits
 
 
 def check_temperature(value: float) -> float:
     """``value`` if it is a positive real temperature, else a ``ValueError``."""
     return check_positive(value, "temperature")
-
-
-def _from_bits(bits: int) -> float:
-    """The float64 whose bit pattern is ``bits`` (the ``temperature_bits`` buffer of older freqdyn checkpoints)."""
-    return struct.unpack("<d", struct.pack("<q", bits))[0]
 
 
 class TemperatureBuffer(nn.Module):
@@ -62,10 +57,9 @@ class TemperatureMixin:
             self.attention.temperature.fill_(check_temperature(value))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        key, bits = prefix + "attention.temperature", state_dict.pop(prefix + "temperature_bits", None)
+        key, older = prefix + "attention.temperature", temperature_from_bits(state_dict, prefix)
         if key not in state_dict:
-            current = self.attention.temperature
-            state_dict[key] = current.clone() if bits is None else torch.tensor(_from_bits(int(bits)))
+            state_dict[key] = self.attention.temperature.clone() if older is None else older
         value = state_dict[key]
         if isinstance(value, torch.Tensor) and not value.is_meta:
             check_temperature(float(value))

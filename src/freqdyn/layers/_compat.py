@@ -1,5 +1,9 @@
-"""What older pickles need: the module paths of the flat tree (freqdyn <= 7a37871) and of the UniConvNet networks
-(``freqdyn.models.uniconvnet``, <= 519b0d1), and gated FDConvs as plain convs.
+"""Every shim that lets pickles and checkpoints of earlier freqdyn versions load, each with the release in which
+it goes (the policy: CHANGELOG.md). ``tests/test_compat.py`` fails once the package version reaches a shim's
+release, so none outlives its date unnoticed.
+
+Walls that face other people's files (the authors' checkpoints, timm's and ultralytics' names) are not shims: they
+stay in the layers that meet them, for good.
 
 ``torch.save(model)`` and ultralytics' ``last.pt`` pickle each class with its module path; unpickling imports that
 path. Each old path is an alias in ``sys.modules`` of the module that holds the class now. ``freqdyn.layers.fdconv``
@@ -7,10 +11,23 @@ needs none: it is now the FDConv package, which exports ``FDConv``.
 """
 
 import importlib
+import struct
 import sys
+from typing import Any
 
 import torch
 import torch.nn as nn
+from torch import Tensor
+
+from ._common.attention_conv import AttentionConv1d
+
+SHIMS = {  # shim -> (what it serves, the release in which it goes)
+    "install": ("module paths of the flat tree (<= 7a37871) and freqdyn.models.uniconvnet (<= 519b0d1)", "0.2.0"),
+    "become_plain_conv": ("gated FDConvs pickled as plain convs (<= 7a37871)", "0.2.0"),
+    "restore_kernel_shape": ("FDConv / FDLinear pickled before kernel_shape was data", "0.2.0"),
+    "restore_local_conv": ("KSM-Local pickled with an nn.Conv1d (<= 7a37871)", "0.2.0"),
+    "temperature_from_bits": ("the temperature_bits buffer of DY-Conv / CondConv / ODConv checkpoints", "0.2.0"),
+}
 
 OLD_PATHS = {
     "_checks": "_common.checks",
@@ -91,3 +108,29 @@ def become_plain_conv(layer: nn.Module, state: dict) -> None:
             "_buffers": dict(state["_buffers"]),
         }
     )
+
+
+def restore_kernel_shape(layer: Any) -> None:
+    """Unpickled ``layer`` (an FDConv or a linear mode) saved before ``kernel_shape`` was data: set it."""
+    if "kernel_shape" in layer.__dict__ or "dft_weight" not in layer._parameters:
+        return
+    if hasattr(layer, "kernel_size"):
+        layer.kernel_shape = (layer.out_channels, layer.in_channels // layer.groups, *layer.kernel_size)
+    else:
+        layer.kernel_shape = (layer.out_features, layer.in_features, 1, 1)
+
+
+def restore_local_conv(local: nn.Module) -> None:
+    """Unpickled KSM-Local whose conv is an ``nn.Conv1d``: the same conv as :class:`AttentionConv1d` (2-D form)."""
+    if type(local.conv) is nn.Conv1d:
+        local.conv.__class__ = AttentionConv1d
+
+
+def temperature_from_bits(state_dict: dict[str, Any], prefix: str) -> Tensor | None:
+    """Pop the ``temperature_bits`` buffer (the float64 temperature's bit pattern) of an older checkpoint from
+    ``state_dict``: its temperature, or None where there is none.
+    """
+    bits = state_dict.pop(prefix + "temperature_bits", None)
+    if bits is None:
+        return None
+    return torch.tensor(struct.unpack("<d", struct.pack("<q", int(bits)))[0])
