@@ -1,7 +1,15 @@
-"""Shared test helpers: conv cases, builders, attention perturbation and a float64 gradcheck."""
+"""Shared test helpers: the repository's folders, conv cases, builders, attention perturbation and a float64
+gradcheck."""
+
+from pathlib import Path
 
 import torch
 import torch.nn as nn
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+GOLDEN = TESTS / "golden"
+PICKLES = TESTS / "pickles"
 
 # (in, out, kernel, stride, padding, dilation, groups, bias, padding_mode, H, W)
 CONV_CASES = [

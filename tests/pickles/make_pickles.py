@@ -14,11 +14,12 @@ import torch
 import torch.nn as nn
 
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE.parent))
+sys.path[:0] = [str(HERE.parent), str(HERE.parent / "properties")]
+
+from test_state import LAYERS, trained_state  # noqa: E402
 
 import freqdyn  # noqa: E402
 from freqdyn import DCNv3, FDConv, UniConvNet  # noqa: E402
-from test_state import LAYERS, trained_state  # noqa: E402
 
 TINY_YOLO = """nc: 1
 kpt_shape: [17, 3]

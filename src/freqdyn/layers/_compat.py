@@ -1,5 +1,5 @@
 """Every shim that lets pickles and checkpoints of earlier freqdyn versions load, each with the release in which
-it goes (the policy: CHANGELOG.md). ``tests/test_compat.py`` fails once the package version reaches a shim's
+it goes (the policy: CHANGELOG.md). ``tests/project/test_compat.py`` fails once the package version reaches a shim's
 release, so none outlives its date unnoticed.
 
 Walls that face other people's files (the authors' checkpoints, timm's and ultralytics' names) are not shims: they

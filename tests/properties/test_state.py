@@ -482,9 +482,9 @@ def test_every_public_layer_round_trips_or_is_opted_out():
     assert_covered(
         {type(build(name, 0)).__name__ for name in LAYERS},
         {
-            "UniConvNet": "test_uniconvnet.py (torch.save, deepcopy, state_dict) and tests/test_pickles.py",
+            "UniConvNet": "test_uniconvnet.py (torch.save, deepcopy, state_dict) and tests/project/test_pickles.py",
             "KWLinear": "a KWConv1d (kw-1d)",
             "WarehouseManager": "inside every kw row (the cells)",
-            "DCNv3": "inside UniConvNet (test_uniconvnet.py) and tests/test_pickles.py",
+            "DCNv3": "inside UniConvNet (test_uniconvnet.py) and tests/project/test_pickles.py",
         },
     )

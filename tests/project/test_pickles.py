@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-PICKLES = Path(__file__).parent / "pickles"
+from helpers import PICKLES
 
 
 def pickled_globals(path: Path) -> set[tuple[str, str]]:

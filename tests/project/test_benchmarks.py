@@ -3,12 +3,13 @@ the runs that fill BENCHMARKS.md."""
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPTS = sorted((Path(__file__).parent.parent / "benchmarks").glob("*.py"))
-ELSEWHERE = {"study_texture_seg": "tests/test_study.py runs it with --quick and checks the files it writes"}
+from helpers import ROOT
+
+SCRIPTS = sorted((ROOT / "benchmarks").glob("*.py"))
+ELSEWHERE = {"study_texture_seg": "tests/project/test_study.py runs it with --quick and checks the files it writes"}
 LIGHTER = {"bench_network": ["--no-naive", "--rounds", "1"]}  # 160 s with the naive network's three rounds, 60 s so
 
 

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+from helpers import ROOT
+
+SRC = ROOT / "src"
+DOCS = ROOT / "docs" / "architecture.md"
 FAMILIES = ("fdconv", "kernel_bank", "kernel_warehouse", "freqfusion", "uniconvnet")
 CORE = (
     "freqdyn",

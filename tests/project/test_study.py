@@ -5,15 +5,16 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+
+from helpers import ROOT
 
 pytest.importorskip("skimage")
 pytest.importorskip("matplotlib")
 pytest.importorskip("tqdm")
 
-SCRIPT = Path(__file__).parent.parent / "benchmarks" / "study_texture_seg.py"
+SCRIPT = ROOT / "benchmarks" / "study_texture_seg.py"
 
 
 @pytest.mark.slow

@@ -1,7 +1,6 @@
 """DCNv3 against a per-point computation, UniConvNet against the authors' golden model, and its timm / mmengine fit."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,8 +9,9 @@ import torch.nn as nn
 from freqdyn import DCNv3, UniConvNet, profile, uniconvnet
 from freqdyn.layers import dcnv3_sample
 from freqdyn.models import SCALES
+from helpers import GOLDEN as GOLDEN_DIR
 
-GOLDEN = Path(__file__).parent / "golden" / "uniconvnet_a.pt"
+GOLDEN = GOLDEN_DIR / "uniconvnet_a.pt"
 
 
 def per_point_dcnv3(value, offset, mask, kernel, pad, dilation, group):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,8 +20,9 @@ from freqdyn.layers.kernel_warehouse import (
     WarehouseManager,
     set_warehouse_temperature,
 )
+from helpers import GOLDEN as GOLDEN_DIR
 
-GOLDEN = torch.load(Path(__file__).parent / "golden" / "kernelwarehouse.pt", weights_only=True)
+GOLDEN = torch.load(GOLDEN_DIR / "kernelwarehouse.pt", weights_only=True)
 CASES = GOLDEN["module_cases"]
 
 

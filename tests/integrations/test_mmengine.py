@@ -8,6 +8,7 @@ from mmengine.registry import MODELS, Registry  # noqa: E402
 
 from freqdyn import DynamicConv2d, FDConv, FreqFusionFPN  # noqa: E402
 from freqdyn.integrations import mmengine as fm  # noqa: E402
+from helpers import GOLDEN  # noqa: E402
 
 
 def test_registration_is_idempotent_and_visible_from_a_child_registry():
@@ -166,9 +167,8 @@ def test_runner_resume_and_load_from_work_with_weights_only_loading(tmp_path, mo
 
 def test_kw_resnet_backbone_builds_from_config_and_loads_the_authors_checkpoint(tmp_path):
     pytest.importorskip("torchvision")
-    from pathlib import Path
 
-    golden = torch.load(Path(__file__).parent / "golden" / "kernelwarehouse.pt", weights_only=True)
+    golden = torch.load(GOLDEN / "kernelwarehouse.pt", weights_only=True)
     torch.manual_seed(0)
     theirs = {
         k: torch.randn(tuple(v.tolist())) if v.numel() else torch.tensor(0)

@@ -12,6 +12,16 @@ from freqdyn import CondConv2d, DynamicConv2d, FDConv, FDLinear, FreqFusion, KWC
 from freqdyn.tools.op_count import step, step_calls
 
 CONV = (2, 64, 32, 32)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Counts at one thread, as benchmarks/bench_ops.py takes them: some ops dispatch differently by thread count
+    (DY-Conv: 161 calls at one thread, 146 at two), and other tests (ultralytics') change the process's count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 # name: (builder, input shapes, training ceiling, inference ceiling, why)
 CEILINGS = {
     "conv2d": (lambda: nn.Conv2d(64, 64, 3, padding=1), [CONV], 40, 9, "the reference"),
@@ -29,7 +39,7 @@ CEILINGS = {
         157,
         "FDConv's attentions and synthesis without FBM (issue 30 target: 300 / 120)",
     ),
-    "dyconv": (lambda: DynamicConv2d(64, 64, 3, padding=1), [CONV], 158, 67, "two 1x1 convs, softmax, bank mix"),
+    "dyconv": (lambda: DynamicConv2d(64, 64, 3, padding=1), [CONV], 174, 77, "two 1x1 convs, softmax, bank mix"),
     "condconv": (lambda: CondConv2d(64, 64, 3, padding=1), [CONV], 134, 49, "one linear routing, bank mix"),
     "odconv": (lambda: ODConv2d(64, 64, 3, padding=1), [CONV], 327, 109, "four heads on a BN trunk"),
     "kw": (

@@ -1,14 +1,11 @@
 """The compatibility policy (CHANGELOG.md): every shim that loads files of earlier freqdyn versions lives in
 ``freqdyn.layers._compat`` with the release in which it goes, and fails here once the version reaches that release."""
 
-from pathlib import Path
-
 import pytest
 
 from freqdyn.layers import _compat
 from freqdyn.version import __version__
-
-ROOT = Path(__file__).parent.parent
+from helpers import ROOT
 
 
 def _release(text: str) -> tuple[int, ...]:

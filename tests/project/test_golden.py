@@ -2,7 +2,6 @@
 the authors' function to float64 rounding."""
 
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +10,8 @@ from freqdyn import FDConv, FreqFusion
 from freqdyn.layers import frequency_groups
 from freqdyn.layers.fdconv.low_pass import band_masks
 from freqdyn.tools.reference import naive_lowpass
+from helpers import GOLDEN
 
-GOLDEN = Path(__file__).parent / "golden"
 CASES = {
     "a": dict(in_channels=64, out_channels=64, kernel_size=3, padding=1, bias=False),
     "b": dict(in_channels=128, out_channels=256, kernel_size=1, padding=0, bias=True),
