@@ -22,6 +22,8 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
 # name: (builder, input shapes, training ceiling, inference ceiling, why)
 CEILINGS = {
     "conv2d": (lambda: nn.Conv2d(64, 64, 3, padding=1), [CONV], 40, 9, "the reference"),
