@@ -58,57 +58,12 @@ class _Recompute(contextlib.AbstractContextManager):
 class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
     """Drop-in ``nn.Conv2d`` replacement with Fourier Disjoint Weights, KSM (global + local) and FBM.
 
-    Input (B, in_channels, H, W) -> output (B, out_channels, H', W') with ``nn.Conv2d``'s H', W'.
-
-    An FDConv is always dynamic. The official gating, which keeps layers with <= 16 channels or a kernel side
-    other than 1 or 3 plain convolutions (``weight``/``bias``), is a policy applied where layers are chosen:
-    :func:`~freqdyn.layers.fdconv.gating.gated_fdconv` (the authors' ``FDConv(...)``, and ``dict(type="FDConv")`` in
-    mmengine configs), :func:`freqdyn.convert` and checkpoint conversion. FBM is
-    built when the larger kernel side is in ``use_fbm_if_k_in`` (or for strided layers with
-    ``use_fbm_for_stride``).
-
-    Compatibility with the authors' checkpoints (``FDConv_detection/mmdet_custom/FDConv.py``): their
-    state_dict keys and shapes load with ``strict=True`` and, with P = 1, compute their function to float
-    rounding. Two official rules that a cleaner definition would change are the defaults, each with an
-    option for the clean rule:
-
-      * ``freq_grouping='official'``: coefficients ordered by the float32 radius with torch's unstable
-        sort (:func:`freqdyn.layers.frequency_groups`); ``'stable'`` orders exact integer radii stably.
-        The order is stored in the ``freq_group`` buffer, so a saved layer reloads with its own groups on
-        any platform; a checkpoint without it (the authors') keeps the order computed at construction.
-      * ``fbm_masks='official'``: FBM masks evaluated in float32 on a 64 x 64 grid and nearest-resized
-        to the input size (the k = 2 edge excluded); ``'exact'`` builds them at the input size with every
-        edge included (:mod:`freqdyn.layers.fdconv.frequency_band_modulation`).
-
-    Deviations from the official implementation, each a fix that leaves P = 1 checkpoints exact:
-      * every attention head (filter head included: its official re-init never runs), the KSM-Local conv
-        and the FBM convs start at exactly zero, so a fresh layer and :meth:`from_conv` are neutral: the
-        output equals the source conv's;
-      * groups / depthwise, non-square kernels, odd ``in_channels * kw``, any ``kernel_num`` up to the
-        spectrum size, ``kernel_num * param_ratio == 1`` and ``param_ratio > 1`` work (the official
-        alpha multiplies by P, making a P > 1 layer's initial kernel P times the source: here it is not);
-      * ``param_ratio > 1`` computes 1/P of the official kernel for the same weights unless
-        ``ratio_scaling='official'`` (the default keeps a converted layer equal to its source);
-      * FFTs run in float32 for half / bfloat16 and the output keeps the input dtype; ``padding_mode`` is
-        honoured; a batch of one trains (see :class:`KernelSpatialModulationGlobal`).
-
-    Numeric range: the attentions run in float32 for float32 and half layers and square their trunk's values
-    (StarReLU; BatchNorm's variance in training), so they compute the function to float rounding for inputs up to
-    about 1e18 (tested there, against a float64 copy); beyond about 1e19 they overflow (docs/fdconv.md).
-
-    Memory: with ``recompute_kernels`` (default), a training forward keeps only the conv input and the small
-    attention tensors for backward and rebuilds the per-sample kernels (B * O * I * kh * kw values, the largest
-    tensors of wide layers on small maps) in backward, at the cost of one more kernel synthesis and conv forward, so
-    between forward and backward no layer holds its kernels; the rebuild takes the whole batch at once (a fixed
-    number of ops for any batch size). A layer keeps them anyway where they are small beside its input map (4 * O *
-    I/g * kh * kw <= I * H * W, as in the early stages of a detector at 512^2 and more): there the conv input
-    dominates the memory and the recompute would only cost time. ``recompute_kernels=False`` keeps them always (as
-    does a layer whose KSM-Local, or its norm or conv, has hooks: they fire once per forward, with the whole batch).
-    Outputs and gradients are the same; an in-place change of a parameter between forward and backward raises
-    autograd's error either way, as for ``nn.Conv2d``.
-
-    A plain ``nn.Conv2d`` state_dict (``weight``, ``bias``) loads into a dynamic layer by conversion
-    (see :class:`FourierDynamicBase`), so pretrained networks load into FDConv models built from configs.
+    Always dynamic: the official gating (plain convolutions for <= 16 channels or a kernel side other than 1 and 3)
+    is :func:`~freqdyn.layers.fdconv.gating.gated_fdconv`'s, which :func:`freqdyn.convert`, checkpoint conversion and
+    mmengine's ``type="FDConv"`` apply. FBM is built when the larger kernel side is in ``use_fbm_if_k_in`` (or for
+    strided layers with ``use_fbm_for_stride``). A plain ``nn.Conv2d`` state_dict (``weight``, ``bias``) loads by
+    conversion (:class:`FourierDynamicBase`). Memory, numeric range and high learning rates (build with ``temp=16,
+    kernel_temp=16, fbm_temp=16`` there): docs/fdconv.md, "Drop-in details".
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode:
@@ -125,7 +80,8 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         use_fbm_if_k_in, use_fbm_for_stride: which layers get FBM; ``fbm_k_list``, ``fbm_act``,
             ``fbm_spatial_group``, ``fbm_masks``, ``fbm_temp``: its cut-offs, activation, attention groups, mask
             rule and temperature (:class:`FrequencyBandModulation`).
-        freq_grouping: ``'official'`` or ``'stable'`` frequency order (above).
+        freq_grouping: ``'official'`` (float32 radius, torch's unstable sort: the authors' order) or ``'stable'``
+        (exact integer radius, stable sort); the order is stored in the ``freq_group`` buffer.
         aggregation: where the channel and filter attentions go: ``'weight'`` multiplies them into the
             per-sample kernels (B x O x I/g x kh x kw values), ``'feature'`` scales the input and output maps
             instead (B x (I + O) x H x W values); ``'auto'`` takes the smaller (``'weight'`` under
@@ -136,19 +92,20 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
             cheaper by shape and batch (under ``torch.compile``, by shape alone). Same function.
         attention_norm: ``'batch'`` (the official BatchNorm), ``'frozen'`` or ``'layer'``
             (:mod:`freqdyn.layers._common.attention_norm`).
-        recompute_kernels: rebuild the per-sample kernels in backward instead of saving them (above).
+        recompute_kernels: rebuild large per-sample kernels in backward instead of saving them (docs/fdconv.md,
+        "Memory").
         ratio_scaling: ``'mean'`` (default: the P copies average, so a neutral layer equals its source) or
             ``'official'`` (the authors' alpha times P, for their P > 1 checkpoints; :class:`FourierDynamicBase`).
 
-    High learning rates: every attention is a sigmoid gate that multiplies the kernel (or the FBM bands), and
-    a head's logits move by about lr * |hidden|^2 per step (StarReLU squares the trunk), so with SGD at lr 0.3
-    the heads saturate within ten steps: the kernel and spatial heads first, then filter, channel and FBM
-    (``benchmarks/bench_attention_norm.py``). A gate at 0 zeroes its kernel entries and, the factors being
-    multiplied, the gradients of every other factor on its path: the layer's output and gradients vanish for
-    good. ``temp = kernel_temp = fbm_temp = 16`` divides the logit steps by 256 (as DY-Conv's temperature of
-    30 does) and trains there as ``nn.Conv2d`` does, at no cost at ordinary learning rates; the official 1 stays
-    the default (authors' checkpoints). :func:`freqdyn.analysis.watch_saturation` (opt-in: each check syncs the host
-    once, so ``forward`` itself never does) warns when most values of a KSM head sit at a sigmoid bound.
+    Shape:
+        - Input: (B, in_channels, H, W), floating, contiguous or channels-last.
+        - Output: (B, out_channels, H', W') with ``nn.Conv2d``'s H' and W', in the input's dtype and layout.
+
+    Differs from the authors' (docs/fdconv.md, "Differences from the official code"), whose checkpoints still load
+    with ``strict=True`` and compute their function:
+        - neutral start: every attention head, KSM-Local and the FBM convs at zero, so :meth:`from_conv` is exact;
+        - groups, non-square kernels, odd sizes, any ``kernel_num``, batch size 1, fp16 / bf16, padding modes work;
+        - ``param_ratio > 1`` averages the P copies unless ``ratio_scaling='official'``.
 
     Examples:
         >>> conv = torch.nn.Conv2d(32, 64, 3, padding=1)

@@ -77,6 +77,10 @@ class FDLinear(TraceOnly, LinearFourierBase):
             freq_grouping, attention_norm, ratio_scaling: as :class:`FDConv` (keyword only).
         device, dtype: factory arguments.
 
+    Shape:
+        - Input: (B, ..., in_features); the first dimension is the sample.
+        - Output: (B, ..., out_features), in the input's dtype.
+
     Examples:
         >>> layer = FDLinear(64, 32, kernel_num=4)
         >>> layer(torch.randn(2, 10, 64)).shape

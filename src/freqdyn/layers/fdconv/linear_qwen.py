@@ -134,6 +134,11 @@ class FDLinearQwen(TraceOnly, LinearFourierBase):
         use_ksm_local: the local attention ``2 * sigmoid(local_conv(pooled))`` (a Conv1d along the input
             features, one output channel per output feature, no LayerNorm), off by default as in the authors' file.
 
+    Shape:
+        - Input: (..., in_features): (B, L, I) sequences, (N, I) rows (each its own sample), or packed (N, I)
+            tokens with ``cu_seqlens`` (each segment a sample).
+        - Output: (..., out_features), in the input's dtype.
+
     Examples:
         >>> layer = FDLinearQwen(64, 32)
         >>> layer(torch.randn(2, 10, 64)).shape

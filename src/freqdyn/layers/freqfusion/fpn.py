@@ -49,6 +49,10 @@ class FreqFusionFPN(TraceOnly, nn.Module):
         device, dtype: factory arguments.
         **fusion_kwargs: options of every :class:`FreqFusion`.
 
+    Shape:
+        - Input: a list, tuple or dict of maps (B, in_channels[i], H_i, W_i), each level twice the next.
+        - Output: a tuple (or an OrderedDict with the input's keys) of ``num_outs`` maps (B, out_channels, H_i, W_i).
+
     Examples:
         >>> fpn = FreqFusionFPN([16, 32], 16)
         >>> [p.shape for p in fpn([torch.randn(1, 16, 32, 32), torch.randn(1, 32, 16, 16)])]

@@ -79,6 +79,10 @@ class FreqFusion(TraceOnly, nn.Module):
         direction_feat: what the offset generator's convs read: ``'sim_concat'`` (the root ``FreqFusion.py``) or
             ``'sim'`` (the SegNeXt copy, whose released checkpoint needs it; :class:`LocalSimGuidedSampler`).
 
+    Shape:
+        - Input: hr (B, hr_channels, H, W) and lr (B, lr_channels, h, w), H and W twice h and w (up to one).
+        - Output: ``(hr_out, lr_out)``: (B, hr_channels, H, W) and (B, lr_channels, H, W).
+
     Examples:
         >>> fusion = FreqFusion(hr_channels=32, lr_channels=64)
         >>> hr_out, lr_out = fusion(torch.randn(1, 32, 32, 32), torch.randn(1, 64, 16, 16))

@@ -59,6 +59,10 @@ class CondConv2d(ExpertConv2d):
             as ``nn.Conv2d``.
         num_experts: K, the kernels mixed per sample by independent sigmoid routing weights.
 
+    Shape:
+        - Input: (B, in_channels, H, W).
+        - Output: (B, out_channels, H', W') with ``nn.Conv2d``'s H' and W'.
+
     Examples:
         >>> CondConv2d(16, 32, 3, padding=1, num_experts=8)(torch.randn(2, 16, 8, 8)).shape
         torch.Size([2, 32, 8, 8])

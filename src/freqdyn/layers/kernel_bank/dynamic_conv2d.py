@@ -75,6 +75,10 @@ class DynamicConv2d(TemperatureMixin, ExpertConv2d):
         ratio: hidden width of the attention MLP as a fraction of ``in_channels``.
         temperature: T of the softmax (the paper starts at 30 and anneals to 1).
 
+    Shape:
+        - Input: (B, in_channels, H, W).
+        - Output: (B, out_channels, H', W') with ``nn.Conv2d``'s H' and W'.
+
     Examples:
         >>> layer = DynamicConv2d(16, 32, 3, padding=1, num_experts=4, temperature=30.0)
         >>> layer(torch.randn(2, 16, 8, 8)).shape

@@ -87,6 +87,10 @@ class ODConv2d(TemperatureMixin, ExpertConv2d):
         attention_norm: ``'batch'`` (the official BatchNorm), ``'frozen'`` or ``'layer'``
             (:mod:`freqdyn.layers._common.attention_norm`).
 
+    Shape:
+        - Input: (B, in_channels, H, W).
+        - Output: (B, out_channels, H', W') with ``nn.Conv2d``'s H' and W'.
+
     Examples:
         >>> ODConv2d(16, 32, 3, padding=1, num_experts=4)(torch.randn(1, 16, 8, 8)).shape  # a batch of one trains too
         torch.Size([1, 32, 8, 8])

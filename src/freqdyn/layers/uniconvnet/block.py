@@ -28,6 +28,10 @@ class UniConvNetBlock(TraceOnly, nn.Module):
         kernel_sizes: MRFA's depthwise kernels.
         device, dtype: factory arguments.
 
+    Shape:
+        - Input: (B, dim, H, W).
+        - Output: (B, dim, H, W).
+
     Examples:
         >>> UniConvNetBlock(32, drop_path=0.1)(torch.randn(2, 32, 14, 14)).shape
         torch.Size([2, 32, 14, 14])

@@ -109,6 +109,10 @@ class DCNv3(nn.Module):
         offset_scale: multiplier of the offsets (and of the grid's spread, as in the authors' code).
         base_grid: ``'official'`` (float32 regular points, as the authors' code) or ``'exact'`` (:func:`dcnv3_sample`).
 
+    Shape:
+        - Input: (B, H, W, C), channels-last.
+        - Output: (B, H, W, C).
+
     Examples:
         >>> DCNv3(32, group=4)(torch.randn(1, 14, 14, 32)).shape  # channels last, as InternImage
         torch.Size([1, 14, 14, 32])

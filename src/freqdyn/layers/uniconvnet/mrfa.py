@@ -104,6 +104,10 @@ class MRFA(TraceOnly, nn.Module):
         kernel_sizes: the depthwise kernels of the three stages.
         device, dtype: factory arguments.
 
+    Shape:
+        - Input: (B, dim, H, W).
+        - Output: (B, dim, H, W).
+
     Examples:
         >>> MRFA(32)(torch.randn(1, 32, 20, 20)).shape
         torch.Size([1, 32, 20, 20])

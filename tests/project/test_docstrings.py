@@ -1,0 +1,19 @@
+"""Docstrings as contracts: every public layer says what it is in one line, then its arguments, the shapes it takes
+and returns, and a runnable example (run by pytest's doctest collection over src/freqdyn)."""
+
+import inspect
+
+import pytest
+
+from freqdyn.layers.catalog import FREQDYN_LAYERS
+
+
+@pytest.mark.parametrize("layer", FREQDYN_LAYERS, ids=lambda layer: layer.__name__)
+def test_a_public_layers_docstring_is_a_contract(layer):
+    doc = inspect.getdoc(layer) or ""
+    summary, _, rest = doc.partition("\n")
+    assert summary.strip() and rest.startswith("\n"), f"{layer.__name__}: a one-line summary, then a blank line"
+    for section in ("Args:", "Shape:", "Examples:"):
+        assert f"\n{section}\n" in doc, f"{layer.__name__} has no {section} section"
+    for line in doc.split("\nShape:\n", 1)[1].split("\n\n", 1)[0].splitlines():
+        assert line.startswith(("    - Input", "    - Output", "        ")), f"{layer.__name__}: {line!r}"
