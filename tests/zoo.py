@@ -1,5 +1,6 @@
 """The layer zoo: every public layer, in the configurations the property tests sweep, each with a builder and its
-example inputs. tests/properties/ reads it (state, host syncs), so a layer added here is swept by each of them."""
+example inputs. tests/properties/ reads it (state, host syncs, empty batches), so a layer added here is swept by
+each of them."""
 
 from collections.abc import Callable
 
@@ -65,6 +66,10 @@ ZOO: dict[str, tuple[Callable[[], nn.Module], Callable[[], tuple]]] = {
     "freqfusion-no-window": (
         lambda: FreqFusion(16, 24, compressed_channels=8, hamming_window=False, carafe_padding="reflect"),
         lambda: (torch.randn(2, 16, 8, 10), torch.randn(2, 24, 4, 5)),
+    ),
+    "freqfusion-odd": (
+        lambda: FreqFusion(16, 24, compressed_channels=16, semi_conv=False, hamming_window=False),
+        lambda: (torch.randn(2, 16, 9, 11), torch.randn(2, 24, 5, 6)),
     ),
     "fpn": (lambda: FreqFusionFPN([8, 16], 16), lambda: ((torch.randn(2, 8, 8, 8), torch.randn(2, 16, 4, 4)),)),
     "mrfa": (lambda: MRFA(16), lambda: (torch.randn(2, 16, 9, 9),)),

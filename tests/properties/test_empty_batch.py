@@ -7,20 +7,16 @@ import torch
 import torch.nn as nn
 
 from freqdyn import (
-    MRFA,
     CondConv2d,
     DynamicConv2d,
     FDConv,
     FDLinear,
     FDLinearQwen,
-    FreqFusion,
-    FreqFusionFPN,
-    FrequencyBandModulation,
     ODConv2d,
-    UniConvNetBlock,
     convert,
 )
 from helpers import CONV_CASES, IDS, make_conv
+from zoo import ZOO
 
 CONVS = {
     "fdconv": lambda conv: FDConv.from_conv(conv, kernel_num=4),
@@ -62,39 +58,29 @@ def test_fdlinear_empty_input_matches_linear(shape, cls):
     assert_zero_gradients(layer)
 
 
-MODULES = {
-    "freqfusion": (
-        lambda: FreqFusion(16, 24, compressed_channels=16, feature_resample=True),
-        lambda b: (torch.randn(b, 16, 8, 10), torch.randn(b, 24, 4, 5)),
-    ),
-    "freqfusion-odd": (
-        lambda: FreqFusion(16, 24, compressed_channels=16, semi_conv=False, hamming_window=False),
-        lambda b: (torch.randn(b, 16, 9, 11), torch.randn(b, 24, 5, 6)),
-    ),
-    "fpn": (
-        lambda: FreqFusionFPN([8, 16, 16], 16, num_outs=4),
-        lambda b: ([torch.randn(b, 8, 16, 16), torch.randn(b, 16, 8, 8), torch.randn(b, 16, 4, 4)],),
-    ),
-    "fbm": (lambda: FrequencyBandModulation(16, spatial_group=2), lambda b: (torch.randn(b, 16, 9, 10),)),
-    "mrfa": (lambda: MRFA(16), lambda b: (torch.randn(b, 16, 9, 9),)),
-    "uniconvnet-block": (lambda: UniConvNetBlock(16, drop_path=0.1), lambda b: (torch.randn(b, 16, 9, 9),)),
-}
-
-
 def _flat(out) -> list[torch.Tensor]:
     return list(out) if isinstance(out, tuple | list) else [out]
 
 
-@pytest.mark.parametrize("name", sorted(MODULES))
+def _empty(value):
+    """The same inputs with a batch of 0 (tensors nested in lists and tuples too)."""
+    if isinstance(value, torch.Tensor):
+        return value[:0]
+    return type(value)(_empty(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
 @pytest.mark.parametrize("training", [True, False])
-def test_modules_take_an_empty_batch(name, training):
-    build, inputs = MODULES[name]
+def test_every_zoo_layer_takes_an_empty_batch(name, training):
+    build, inputs = ZOO[name]
     module = build().train(training)
-    expected = [t.shape[1:] for t in _flat(module(*inputs(2)))]  # every output of a batch of 2, less the batch
-    module.zero_grad()
-    outs = _flat(module(*inputs(0)))
+    args = inputs()
+    expected = [t.shape[1:] for t in _flat(module(*args))]  # every output of the example batch, less the batch
+    outs = _flat(module(*_empty(args)))
     assert [t.shape[1:] for t in outs] == expected and all(t.shape[0] == 0 for t in outs)
-    sum(t.sum() for t in outs).backward()
+    if any(p.requires_grad for p in module.parameters()):
+        module.zero_grad()
+        sum(t.sum() for t in outs).backward()
 
 
 @pytest.mark.parametrize("kind", ["fdconv", "dyconv", "condconv", "odconv"])
