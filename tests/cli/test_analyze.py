@@ -18,6 +18,13 @@ def test_cli_analyze_writes_plots(tmp_path, capsys):
     assert "KW (4x)         weight-matrix spectrum 0.7" in out and "kernel spectrum flat (1x1)" in out
 
 
+def _analyze_resnet18_checkpoint(tmp_path, capsys, path, size: str, to: str, *options: str) -> str:
+    """``freqdyn analyze`` of a ResNet-18 converted with ``--to`` and loaded from ``path``: its printed report."""
+    command = ["analyze", "--out", str(tmp_path), "--size", size, "--model", "resnet18", "--to", to, *options]
+    assert main([*command, "--checkpoint", str(path), "--plot-layers", "2"]) == 0
+    return capsys.readouterr().out
+
+
 @pytest.mark.slow  # ResNet-50 spectra, attention spread and ERF
 def test_cli_analyze_a_users_model_and_checkpoint(tmp_path, capsys):
     pytest.importorskip("matplotlib")
@@ -28,29 +35,7 @@ def test_cli_analyze_a_users_model_and_checkpoint(tmp_path, capsys):
     convert(trained, "fdconv", include=r"layer\d\.\d+\.conv[123]$", kernel_num=8)
     path = tmp_path / "trained.pth"
     torch.save({"state_dict": trained.state_dict()}, path)
-    assert (
-        main(
-            [
-                "analyze",
-                "--out",
-                str(tmp_path),
-                "--size",
-                "64",
-                "--model",
-                "resnet18",
-                "--to",
-                "fdconv",
-                "--kernel-num",
-                "8",
-                "--checkpoint",
-                str(path),
-                "--plot-layers",
-                "2",
-            ]
-        )
-        == 0
-    )
-    out = capsys.readouterr().out
+    out = _analyze_resnet18_checkpoint(tmp_path, capsys, path, "64", "fdconv", "--kernel-num", "8")
     assert "0 missing, 0 unexpected keys" in out and "16 dynamic layers" in out
     assert out.count("weight-matrix spectrum 0.000") == 16
     assert (tmp_path / "frequency_responses.png").stat().st_size > 0 and (tmp_path / "erf.png").stat().st_size > 0
@@ -71,29 +56,7 @@ def test_cli_analyze_a_kw_network_and_its_checkpoint(tmp_path, capsys):
     path = tmp_path / "kw.pth"
     torch.save(trained.state_dict(), path)
     expected = attention_spread(trained.eval(), photo_of(32))  # the CLI's photo at --size 32
-    assert (
-        main(
-            [
-                "analyze",
-                "--out",
-                str(tmp_path),
-                "--size",
-                "32",
-                "--model",
-                "resnet18",
-                "--to",
-                "kw",
-                "--cell-num-ratio",
-                "2",
-                "--checkpoint",
-                str(path),
-                "--plot-layers",
-                "2",
-            ]
-        )
-        == 0
-    )
-    out = capsys.readouterr().out
+    out = _analyze_resnet18_checkpoint(tmp_path, capsys, path, "32", "kw", "--cell-num-ratio", "2")
     assert "0 missing, 0 unexpected keys" in out and "19 dynamic layers" in out
     assert out.count("KWConv2d       weight-matrix spectrum") == 19 and out.count("kernel spectrum flat (1x1)") == 19
     shares = {line.split()[0]: float(line.split()[2]) for line in out.splitlines() if " own_cell " in line}
