@@ -81,6 +81,12 @@ class FDLinear(TraceOnly, LinearFourierBase):
         - Input: (B, ..., in_features); the first dimension is the sample.
         - Output: (B, ..., out_features), in the input's dtype.
 
+    Differs from the authors' (docs/fdconv.md, "Differences from the official code"), whose checkpoints still load
+    with ``strict=True``:
+        - neutral start: every attention head at zero, so :meth:`from_linear` is exact;
+        - ``param_ratio > 1`` averages the P copies unless ``ratio_scaling='official'``;
+        - the attentions run in float32 for half and bfloat16 layers, and a batch of one trains.
+
     Examples:
         >>> layer = FDLinear(64, 32, kernel_num=4)
         >>> layer(torch.randn(2, 10, 64)).shape

@@ -139,6 +139,12 @@ class FDLinearQwen(TraceOnly, LinearFourierBase):
             tokens with ``cu_seqlens`` (each segment a sample).
         - Output: (..., out_features), in the input's dtype.
 
+    Differs from the authors' (docs/fdconv.md, "Checkpoints"), whose checkpoints load with ``strict=True`` and
+    compute their function:
+        - neutral start: the channel, filter and kernel heads at zero, so :meth:`from_linear` is exact;
+        - ``param_ratio > 1`` averages the P copies unless ``ratio_scaling='official'`` (their P**2 scaling);
+        - a malformed ``cu_seqlens`` raises a ``ValueError`` that names it.
+
     Examples:
         >>> layer = FDLinearQwen(64, 32)
         >>> layer(torch.randn(2, 10, 64)).shape

@@ -47,13 +47,8 @@ class FreqFusion(TraceOnly, nn.Module):
     and, with ``feature_resample``, resampled by the offset generator. In an FPN the fused map is
     ``hr_out + lr_out`` (:class:`FreqFusionFPN`). H, W may be 2h, 2w or one less / more (odd sizes).
 
-    Options and defaults follow the reference code. Deviations, each a fix: ``up_group > 1`` works (the
-    reference reassembly ignored groups); ``use_high_pass=False`` with ``comp_feat_upsample`` works;
-    ``use_low_pass=False`` upsamples lr with ``upsample_mode`` instead of being ignored; odd sizes work;
-    the offset generator starts as the identity; the reassembly never materialises the unfold tensor;
-    no prints. ``carafe_padding='zeros'`` (default) treats taps outside the map as mmcv's CARAFE op does,
-    which the authors' released models use; ``'reflect'`` is the source file's mmcv-less fallback.
-    Checkpoints of the authors' code load with ``strict=True``: their inert ``dysampler.init_pos`` (the fixed
+    Options and defaults follow the reference code (its fixes: "Differs from the authors'" below). Checkpoints of the
+    authors' code load with ``strict=True``: their inert ``dysampler.init_pos`` (the fixed
     sub-pixel grid, built in here) and, with ``hamming_window=False``, their ``hamming_*`` = [1.0] buffers
     are checked and dropped. With zero filter generators (:meth:`neutralise_`) the layer is a fixed filter:
     ``hr_out = 2 hr - hamming_blur(hr)`` and ``lr_out = nearest_up(hamming_blur(lr))``.
@@ -82,6 +77,12 @@ class FreqFusion(TraceOnly, nn.Module):
     Shape:
         - Input: hr (B, hr_channels, H, W) and lr (B, lr_channels, h, w), H and W twice h and w (up to one).
         - Output: ``(hr_out, lr_out)``: (B, hr_channels, H, W) and (B, lr_channels, H, W).
+
+    Differs from the authors' (docs/freqfusion.md), whose checkpoints load with ``strict=True``:
+        - ``up_group > 1``, ``use_high_pass=False`` with ``comp_feat_upsample``, ``use_low_pass=False`` and odd
+          sizes work (the reference ignored groups and ``use_low_pass``);
+        - the offset generator starts as the identity, and the reassembly never materialises the unfold tensor;
+        - ``carafe_padding='zeros'`` is mmcv's CARAFE (the released models'); ``'reflect'`` the mmcv-less fallback.
 
     Examples:
         >>> fusion = FreqFusion(hr_channels=32, lr_channels=64)

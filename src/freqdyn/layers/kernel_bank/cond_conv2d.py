@@ -63,6 +63,10 @@ class CondConv2d(ExpertConv2d):
         - Input: (B, in_channels, H, W).
         - Output: (B, out_channels, H', W') with ``nn.Conv2d``'s H' and W'.
 
+    Differs from timm's ``CondConv2d`` (docs/kernel_bank.md), whose state loads with ``strict=True``:
+        - the routing lives in ``attention.routing``; timm's ``routing_fn`` keys load into it;
+        - :meth:`from_conv` stores 2 / K times the source kernel in every expert, so a converted layer is exact.
+
     Examples:
         >>> CondConv2d(16, 32, 3, padding=1, num_experts=8)(torch.randn(2, 16, 8, 8)).shape
         torch.Size([2, 32, 8, 8])

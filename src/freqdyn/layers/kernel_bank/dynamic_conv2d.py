@@ -79,6 +79,11 @@ class DynamicConv2d(TemperatureMixin, ExpertConv2d):
         - Input: (B, in_channels, H, W).
         - Output: (B, out_channels, H', W') with ``nn.Conv2d``'s H' and W'.
 
+    Differs from the reference implementations (docs/kernel_bank.md):
+        - the K kernels are one 2-D bank (K, O * I/g * kh * kw); the references' 5-D bank loads into it;
+        - :meth:`from_conv` is exact: every expert holds the kernel, plus zero-mean noise the neutral mixture cancels;
+        - the temperature is a buffer, so checkpoints, EMA copies and DDP carry it.
+
     Examples:
         >>> layer = DynamicConv2d(16, 32, 3, padding=1, num_experts=4, temperature=30.0)
         >>> layer(torch.randn(2, 16, 8, 8)).shape

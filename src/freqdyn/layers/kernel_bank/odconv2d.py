@@ -91,6 +91,11 @@ class ODConv2d(TemperatureMixin, ExpertConv2d):
         - Input: (B, in_channels, H, W).
         - Output: (B, out_channels, H', W') with ``nn.Conv2d``'s H' and W'.
 
+    Differs from the reference ODConv (docs/kernel_bank.md):
+        - the bias is optional (the reference has none) and mixed by the kernel attention;
+        - the attention's BatchNorm trains with a batch of one (it normalises it with the running statistics);
+        - :meth:`from_conv` stores 2**n times the source kernel, so a converted layer is exact.
+
     Examples:
         >>> ODConv2d(16, 32, 3, padding=1, num_experts=4)(torch.randn(1, 16, 8, 8)).shape  # a batch of one trains too
         torch.Size([1, 32, 8, 8])

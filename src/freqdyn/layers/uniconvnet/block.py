@@ -32,6 +32,9 @@ class UniConvNetBlock(TraceOnly, nn.Module):
         - Input: (B, dim, H, W).
         - Output: (B, dim, H, W).
 
+    Differs from the authors' (docs/uniconvnet.md): in nothing it computes (their UniConvNet-A checkpoint computes
+    their function: ``tests/golden/uniconvnet_a.pt``).
+
     Examples:
         >>> UniConvNetBlock(32, drop_path=0.1)(torch.randn(2, 32, 14, 14)).shape
         torch.Size([2, 32, 14, 14])

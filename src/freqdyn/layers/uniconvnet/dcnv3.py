@@ -113,6 +113,9 @@ class DCNv3(nn.Module):
         - Input: (B, H, W, C), channels-last.
         - Output: (B, H, W, C).
 
+    Differs from the authors' (docs/uniconvnet.md): in nothing it computes by default; ``base_grid='exact'`` builds
+    the sampling grid in the model's dtype where theirs (``'official'``) is float32.
+
     Examples:
         >>> DCNv3(32, group=4)(torch.randn(1, 14, 14, 32)).shape  # channels last, as InternImage
         torch.Size([1, 14, 14, 32])

@@ -108,6 +108,9 @@ class MRFA(TraceOnly, nn.Module):
         - Input: (B, dim, H, W).
         - Output: (B, dim, H, W).
 
+    Differs from the authors' (docs/uniconvnet.md): in nothing it computes; the state dicts of their ``ConvMod`` and
+    of the blog copy load with ``strict=True``.
+
     Examples:
         >>> MRFA(32)(torch.randn(1, 32, 20, 20)).shape
         torch.Size([1, 32, 20, 20])
