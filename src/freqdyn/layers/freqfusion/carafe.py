@@ -171,14 +171,13 @@ class _Carafe(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, kernels: Tensor, k: int, groups: int, scale: int) -> Tensor:
-        batch, channels, height, width = x.shape
+        batch, _, height, width = x.shape
         pad_w = width + 2 * (k // 2)
         base = _neighbourhood_base(x, groups, k // 2, "zeros")
         taps = _pixel_taps(kernels, groups, k, scale, (height, width), pad_w)
         ctx.save_for_backward(base, taps)
         ctx.k, ctx.groups, ctx.scale = k, groups, scale
-        out = _reassemble(base, taps, k).view(height, batch, groups, pad_w, channels // groups, scale, scale)
-        return out[:, :, :, :width].permute(1, 2, 4, 0, 5, 3, 6).reshape(batch, channels, scale * height, scale * width)
+        return _output_map(_reassemble(base, taps, k), batch, groups, scale, (height, width))
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
@@ -203,6 +202,13 @@ class _Carafe(torch.autograd.Function):
                 batch, groups * k * k, scale * height, scale * width
             )
         return grad_x, grad_kernels, None, None, None
+
+
+def _output_map(out: Tensor, batch: int, groups: int, scale: int, source: tuple[int, int]) -> Tensor:
+    """:func:`_reassemble`'s output (h*B*G*(w + 2p), C/G, s*s) -> (B, C, s*h, s*w), the wrapped columns dropped."""
+    height, width = source
+    rows = out.view(height, batch, groups, -1, out.shape[1], scale, scale)[:, :, :, :width]
+    return rows.permute(1, 2, 4, 0, 5, 3, 6).reshape(batch, groups * out.shape[1], scale * height, scale * width)
 
 
 def _neighbourhood_base(x: Tensor, groups: int, pad: int, padding: str) -> Tensor:
@@ -268,6 +274,4 @@ def carafe(
     base = _neighbourhood_base(x, groups, pad, padding)
     taps = _pixel_taps(kernels, groups, k, scale, (src_h, src_w), pad_w)
     out = _Reassemble.apply(base, taps, k) if custom else _reassemble(base, taps, k)
-    out = out.reshape(src_h, batch, groups, pad_w, channels // groups, scale, scale)[:, :, :, :src_w]
-    out = out.permute(1, 2, 4, 0, 5, 3, 6).reshape(batch, channels, scale * src_h, scale * src_w)
-    return out[..., :out_h, :out_w]
+    return _output_map(out, batch, groups, scale, (src_h, src_w))[..., :out_h, :out_w]
