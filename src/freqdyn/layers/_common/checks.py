@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from torch import Tensor
@@ -85,3 +85,17 @@ def check_features_last(x: Tensor, features: int, layer: str) -> None:
         raise ArgumentTypeError(f"{layer}: expected a floating-point input, got dtype {x.dtype}")
     if x.shape[-1] != features:
         raise ValueError(f"{layer}: expected {features} input features, got {x.shape[-1]} (shape {tuple(x.shape)})")
+
+
+def load_checked_temperature(
+    state_dict: dict, key: str, current: Tensor, check: Callable[[float], float], older: Tensor | None = None
+) -> None:
+    """Prepare ``state_dict[key]``, a temperature buffer, for loading: a state_dict without it (reference code, whose
+    temperature is not state) takes ``older`` (an earlier freqdyn format's value) or keeps ``current``; the value is
+    then ``check``-ed (a ``ValueError`` for an invalid one), except on the meta device.
+    """
+    if key not in state_dict:
+        state_dict[key] = current.clone() if older is None else older
+    value = state_dict[key]
+    if isinstance(value, Tensor) and not value.is_meta:
+        check(float(value))

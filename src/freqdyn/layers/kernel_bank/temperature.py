@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._common.checks import check_int, check_positive
+from .._common.checks import check_int, check_positive, load_checked_temperature
 from .._compat import temperature_from_bits
 
 
@@ -57,12 +57,9 @@ class TemperatureMixin:
             self.attention.temperature.fill_(check_temperature(value))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        key, older = prefix + "attention.temperature", temperature_from_bits(state_dict, prefix)
-        if key not in state_dict:
-            state_dict[key] = self.attention.temperature.clone() if older is None else older
-        value = state_dict[key]
-        if isinstance(value, torch.Tensor) and not value.is_meta:
-            check_temperature(float(value))
+        older = temperature_from_bits(state_dict, prefix)
+        key = prefix + "attention.temperature"
+        load_checked_temperature(state_dict, key, self.attention.temperature, check_temperature, older)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[misc]
 
     def extra_repr(self) -> str:

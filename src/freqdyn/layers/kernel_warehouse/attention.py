@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .._common.attention_conv import AttentionLinear
 from .._common.attention_norm import attention_norm, reset_norm
-from .._common.checks import check_real
+from .._common.checks import check_real, load_checked_temperature
 from .._common.device_dtype import as_dtype, factory_kwargs, scalar
 from .._common.program_mode import compute_dtype
 
@@ -141,12 +141,8 @@ class WarehouseAttention(nn.Module):
             )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        key = prefix + "temperature"
-        if key not in state_dict:  # the authors' state_dict: the temperature is a plain attribute there
-            state_dict[key] = self.temperature.clone()
-        value = state_dict[key]
-        if isinstance(value, Tensor) and not value.is_meta:
-            check_warehouse_temperature(float(value))
+        # the authors' state_dict has none: the temperature is a plain attribute there
+        load_checked_temperature(state_dict, prefix + "temperature", self.temperature, check_warehouse_temperature)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _cell_logits(self, logits: Tensor) -> Tensor:
