@@ -45,7 +45,7 @@ def layer_model() -> tuple[nn.Module, dict]:
     model["dcnv3"] = DCNv3(16, group=2).eval()
     model["fdconv_layer_norm"] = FDConv(24, 24, 3, padding=1, kernel_num=4, attention_norm="layer").eval()
     torch.manual_seed(6)
-    inputs = {name: LAYERS[name][1]() for name in LAYERS}
+    inputs = {name: LAYERS[name].inputs() for name in LAYERS}
     inputs["uniconvnet"] = (torch.randn(1, 3, 64, 64),)
     inputs["dcnv3"] = (torch.randn(1, 9, 9, 16),)
     inputs["fdconv_layer_norm"] = (torch.randn(1, 24, 7, 7),)

@@ -11,18 +11,12 @@ import torch
 import torch._dynamo as dynamo
 from torch._dynamo.testing import CompileCounter, CompileCounterWithBackend
 
-from freqdyn import CondConv2d, DynamicConv2d, FDConv, FDLinear, FreqFusion, KWConv2d, ODConv2d
+from freqdyn import FreqFusion
 from helpers import perturb_
+from zoo import ZOO
 
-LAYERS = {
-    "fdconv": lambda: FDConv(24, 24, 3, padding=1, kernel_num=4),
-    "fdconv-fbm-groups": lambda: FDConv(24, 24, 3, padding=1, kernel_num=4, fbm_spatial_group=4, fbm_masks="exact"),
-    "fdconv-stride": lambda: FDConv(24, 32, 3, stride=2, padding=1, kernel_num=4, aggregation="feature"),
-    "odconv": lambda: ODConv2d(24, 24, 3, padding=1),
-    "dyconv": lambda: DynamicConv2d(24, 24, 3, padding=1),
-    "condconv": lambda: CondConv2d(24, 24, 3, padding=1),
-    "kw": lambda: KWConv2d.standalone(24, 24, 3, padding=1, cell_num_ratio=2),
-}
+# the zoo's layers whose graphs hold size-dependent work (FBM's operators, per-sample kernels, attention pooling)
+COMPILED = ["fdconv", "fdconv-fbm-groups", "fdconv-stride-feature", "odconv", "dyconv", "condconv", "kw"]
 SHAPES = [(2, 7, 9), (3, 7, 9), (5, 10, 6), (4, 13, 12)]
 
 
@@ -33,15 +27,16 @@ def _fresh_dynamo():
     dynamo.reset()
 
 
-@pytest.mark.parametrize("kind", LAYERS)
+@pytest.mark.parametrize("kind", COMPILED)
 @pytest.mark.parametrize("training", [False, True])
 def test_one_graph_for_every_batch_and_size(kind, training):
-    layer = perturb_(LAYERS[kind](), seed=1).double().train(training)
+    build, inputs = ZOO[kind]
+    layer = perturb_(build(), seed=1).double().train(training)
     reference = copy.deepcopy(layer)
     counter = CompileCounter()
     compiled = torch.compile(layer, backend=counter, dynamic=True, fullgraph=True)
     for batch, height, width in SHAPES:
-        x = torch.randn(batch, 24, height, width, dtype=torch.float64)
+        (x,) = (t.double() for t in inputs(batch, (height, width)))
         torch.testing.assert_close(compiled(x), reference(x), rtol=1e-4, atol=1e-5)
     assert counter.frame_count == 1
 
@@ -71,9 +66,10 @@ def _assert_compiled_training_matches_eager(layer, steps) -> CompileCounterWithB
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["fdconv", "fdconv-fbm-groups", "odconv"])
 def test_compiled_training_step_matches_eager(kind):
-    layer = perturb_(LAYERS[kind](), seed=2).double().train()
+    build, inputs = ZOO[kind]
+    layer = perturb_(build(), seed=2).double().train()
     _assert_compiled_training_matches_eager(
-        layer, [(torch.randn(b, 24, h, w, dtype=torch.float64),) for b, h, w in SHAPES[1:3]]
+        layer, [tuple(t.double() for t in inputs(b, (h, w))) for b, h, w in SHAPES[1:3]]
     )
 
 
@@ -90,21 +86,20 @@ def test_freqfusion_compiled_training_is_one_graph_for_new_sizes():
     assert counter.frame_count == 1
 
 
-@pytest.mark.slow  # inductor compiles both layers (40 s on 2 cores)
-def test_fdlinear_and_freqfusion_compile_once():
+@pytest.mark.slow  # dynamo traces both layers (40 s on 2 cores)
+@pytest.mark.parametrize(
+    "kind,sizes", [("fdlinear", [(2, (5,)), (3, (9,)), (6, (4,))]), ("freqfusion", [(2, (8, 10)), (3, (12, 6))])]
+)
+def test_fdlinear_and_freqfusion_compile_once(kind, sizes):
+    build, inputs = ZOO[kind]
+    layer = perturb_(build(), seed=3).eval()
     counter = CompileCounter()
-    fdl = torch.compile(perturb_(FDLinear(24, 20, kernel_num=4), seed=3), backend=counter, dynamic=True, fullgraph=True)
-    for batch, tokens in [(2, 5), (3, 9), (6, 4)]:
-        fdl(torch.randn(batch, tokens, 24))
-    assert counter.frame_count == 1
-    dynamo.reset()
-    counter = CompileCounter()
-    ff = perturb_(FreqFusion(16, 16), seed=4).eval()
-    compiled = torch.compile(ff, backend=counter, dynamic=True, fullgraph=True)
-    for batch, h, w in [(2, 4, 5), (3, 6, 3)]:
-        hr, lr = torch.randn(batch, 16, 2 * h, 2 * w), torch.randn(batch, 16, h, w)
-        for got, want in zip(compiled(hr, lr), ff(hr, lr), strict=True):
-            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    compiled = torch.compile(layer, backend=counter, dynamic=True, fullgraph=True)
+    for batch, size in sizes:
+        args = inputs(batch, size)
+        got, want = compiled(*args), layer(*args)
+        for a, b in zip(*((t,) if isinstance(t, torch.Tensor) else t for t in (got, want)), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert counter.frame_count == 1
 
 
@@ -120,7 +115,7 @@ def test_every_public_layer_compiles_or_is_opted_out():
     from helpers import assert_covered
 
     assert_covered(
-        {type(build()).__name__ for build in LAYERS.values()} | {"FDLinear", "FreqFusion"},
+        {type(ZOO[kind].build()).__name__ for kind in COMPILED} | {"FDLinear", "FreqFusion"},
         {
             "FDLinearQwen": "FDLinear's synthesis; its packed (cu_seqlens) path loops over sequences",
             "FreqFusionFPN": "FreqFusion (tested) plus plain convs",

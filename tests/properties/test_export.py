@@ -5,7 +5,8 @@ import warnings
 import pytest
 import torch
 
-from freqdyn import MRFA, DynamicConv2d, FDConv, FreqFusion, KWConv2d, ODConv2d
+from freqdyn import FDConv
+from zoo import ZOO
 
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -13,23 +14,20 @@ pytest.importorskip("onnxscript")
 pytestmark = pytest.mark.slow  # a quick run: python -m pytest -m 'not slow'
 
 
-def _modules():
+EXPORTED = ["fdconv", "dyconv", "odconv-stride", "mrfa", "kw"]  # the zoo's layers with size-dependent graphs
+
+
+def _module(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    return {
-        "fdconv": FDConv(32, 32, 3, padding=1, kernel_num=8).eval(),
-        "dyconv": DynamicConv2d(32, 32, 3, padding=1, temperature=1.0).eval(),
-        "odconv": ODConv2d(32, 48, 3, stride=2, padding=1).eval(),
-        "mrfa": MRFA(32).eval(),
-        "kw": KWConv2d.standalone(32, 32, 3, padding=1).eval(),
-    }
+    return ZOO[name].build().eval()
 
 
-@pytest.mark.parametrize("name", ["fdconv", "dyconv", "odconv", "mrfa", "kw"])
+@pytest.mark.parametrize("name", EXPORTED)
 def test_onnx_export_matches_pytorch(name, tmp_path):
     """Dynamic batch (per-sample convs export as unfold + bmm, not groups=B) and dynamic H, W (FDConv's FBM builds
     its band operators in the graph from the input's shape)."""
-    module = _modules()[name]
-    x = torch.randn(2, 32, 16, 16)
+    module, inputs = _module(name), ZOO[name].inputs
+    (x,) = inputs(2, (16, 16))
     path = tmp_path / f"{name}.onnx"
     spatial = True
     dims = ({0: torch.export.Dim.AUTO, **({2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO} if spatial else {})},)
@@ -38,7 +36,7 @@ def test_onnx_export_matches_pytorch(name, tmp_path):
         torch.onnx.export(module, (x,), str(path), dynamo=True, dynamic_shapes=dims, verbose=False)
     session = onnxruntime.InferenceSession(str(path))
     feed = session.get_inputs()[0].name
-    shapes = (x, torch.randn(3, 32, 20, 12), torch.randn(1, 32, 96, 80))  # 96 > 64: an official mask upsampled
+    shapes = (x, *inputs(3, (20, 12)), *inputs(1, (96, 80)))  # 96 > 64: an official mask upsampled
     for inp in shapes:  # a second batch / spatial shape catches silent specialisation
         (out,) = session.run(None, {feed: inp.numpy()})
         with torch.no_grad():
@@ -84,27 +82,26 @@ def test_torchscript_onnx_export_runs_at_other_batch_and_image_sizes(masks, spat
 def test_torchscript_trace_with_default_checks(name, grad):
     """``check_trace`` (the default) re-runs the trace, with grad enabled or not; the traced graph runs at another
     batch and spatial size (FDConv's FBM builds its operators in the graph from the input's shape)."""
-    module = _modules()[name]
+    module, inputs = _module(name), ZOO[name].inputs
     with torch.set_grad_enabled(grad):
-        traced = torch.jit.trace(module, torch.randn(2, 32, 16, 16))
-    x = torch.randn(3, 32, 20, 12)
+        traced = torch.jit.trace(module, inputs(2, (16, 16)))
+    (x,) = inputs(3, (20, 12))
     with torch.no_grad():
         torch.testing.assert_close(traced(x), module(x))
 
 
-@pytest.mark.parametrize("name", ["fdconv", "dyconv", "odconv", "mrfa"])
+@pytest.mark.parametrize("name", EXPORTED)
 def test_compile_has_no_graph_break(name):
-    module = _modules()[name]
+    module = _module(name)
     compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
-    x = torch.randn(2, 32, 16, 16)
+    (x,) = ZOO[name].inputs(2, (16, 16))
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), module(x), rtol=1e-5, atol=1e-5)
 
 
 def test_freqfusion_onnx_export_with_dynamic_sizes(tmp_path):
-    torch.manual_seed(0)
-    module = FreqFusion(16, 16, compressed_channels=16, feature_resample=True).eval()
-    inputs = (torch.randn(1, 16, 16, 16), torch.randn(1, 16, 8, 8))
+    module = _module("freqfusion")
+    inputs = ZOO["freqfusion"].inputs(1, (16, 16))
     path = tmp_path / "freqfusion.onnx"
     dims = tuple({2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO} for _ in inputs)
     with warnings.catch_warnings():
@@ -112,7 +109,7 @@ def test_freqfusion_onnx_export_with_dynamic_sizes(tmp_path):
         torch.onnx.export(module, inputs, str(path), dynamo=True, dynamic_shapes=dims, verbose=False)
     session = onnxruntime.InferenceSession(str(path))
     names = [i.name for i in session.get_inputs()]
-    for hr, lr in (inputs, (torch.randn(1, 16, 24, 20), torch.randn(1, 16, 12, 10))):
+    for hr, lr in (inputs, ZOO["freqfusion"].inputs(1, (24, 20))):
         outs = session.run(None, dict(zip(names, (hr.numpy(), lr.numpy()), strict=True)))
         with torch.no_grad():
             refs = module(hr, lr)
@@ -121,28 +118,26 @@ def test_freqfusion_onnx_export_with_dynamic_sizes(tmp_path):
 
 
 def test_freqfusion_compiles_without_graph_break():
-    torch.manual_seed(0)
-    module = FreqFusion(16, 16, compressed_channels=16, feature_resample=True).eval()
+    module = _module("freqfusion")
     compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
-    hr, lr = torch.randn(1, 16, 12, 10), torch.randn(1, 16, 6, 5)
+    hr, lr = ZOO["freqfusion"].inputs(1, (12, 10))
     with torch.no_grad():
         for a, b in zip(compiled(hr, lr), module(hr, lr), strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_freqfusion_trace_runs_at_another_size():
-    torch.manual_seed(0)
-    module = FreqFusion(16, 16, compressed_channels=16, feature_resample=True).eval()
+    module = _module("freqfusion")
     with torch.no_grad():
-        traced = torch.jit.trace(module, (torch.randn(1, 16, 16, 16), torch.randn(1, 16, 8, 8)), check_trace=False)
-        hr, lr = torch.randn(1, 16, 24, 20), torch.randn(1, 16, 12, 10)
+        traced = torch.jit.trace(module, ZOO["freqfusion"].inputs(1, (16, 16)), check_trace=False)
+        hr, lr = ZOO["freqfusion"].inputs(1, (24, 20))
         for a, b in zip(traced(hr, lr), module(hr, lr), strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["fdconv", "dyconv", "odconv", "mrfa"])
 def test_jit_script_fails_with_a_message_that_says_to_trace(name):
-    model = torch.nn.Sequential(torch.nn.Identity(), _modules()[name])
+    model = torch.nn.Sequential(torch.nn.Identity(), _module(name))
     with pytest.raises(RuntimeError, match=r"torch\.jit\.trace"):
         torch.jit.script(model)
 
@@ -151,7 +146,7 @@ def test_every_public_layer_exports_or_is_opted_out():
     from helpers import assert_covered
 
     assert_covered(
-        {type(m).__name__ for m in _modules().values()} | {"FreqFusion"},
+        {type(_module(name)).__name__ for name in EXPORTED} | {"FreqFusion"},
         {
             "CondConv2d": "the kernel-bank path of DY-Conv (tested)",
             "FDLinear": "FDConv's synthesis (tested) as a matmul",

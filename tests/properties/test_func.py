@@ -6,43 +6,34 @@ import pytest
 import torch
 from torch.func import functional_call, grad, jacrev, stack_module_state, vmap
 
-from freqdyn import CondConv2d, DynamicConv2d, FDConv, FDLinear, FreqFusion, KWConv2d, ODConv2d
+from freqdyn import FDConv, FreqFusion, ODConv2d
 from helpers import perturb_
+from zoo import ZOO
 
-CONVS = {
-    "fdconv": lambda: FDConv(24, 24, 3, padding=1, kernel_num=4),
-    "odconv": lambda: ODConv2d(24, 24, 3, padding=1),
-    "dyconv": lambda: DynamicConv2d(24, 24, 3, padding=1),
-    "condconv": lambda: CondConv2d(24, 24, 3, padding=1),
-    "kw": lambda: KWConv2d.standalone(24, 24, 3, padding=1),
-}
+# the zoo's dynamic layers: per-sample kernels and attention statistics are what a transform could get wrong
+TRANSFORMED = ["fdconv", "fdconv-stride-feature", "fdlinear", "odconv", "dyconv", "condconv", "kw"]
+NORMED = {"fdconv": FDConv, "odconv": ODConv2d}  # attentions with a BatchNorm, which vmap and grad must not update
 
 
-@pytest.mark.parametrize("kind", CONVS)
+@pytest.mark.parametrize("kind", TRANSFORMED)
 @pytest.mark.parametrize("no_grad", [False, True])
 def test_vmap_equals_a_loop(kind, no_grad):
-    layer = perturb_(CONVS[kind](), seed=1).eval()
-    x = torch.randn(3, 2, 24, 7, 6)
+    build, inputs = ZOO[kind]
+    layer = perturb_(build(), seed=1).eval()
+    x = torch.stack([inputs()[0] for _ in range(3)])
     with torch.set_grad_enabled(not no_grad):
         out = vmap(layer)(x)
         loop = torch.stack([layer(xi) for xi in x])
     torch.testing.assert_close(out, loop, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("no_grad", [False, True])
-def test_vmap_fdlinear_equals_a_loop(no_grad):
-    layer = perturb_(FDLinear(24, 20, kernel_num=4), seed=2).eval()
-    x = torch.randn(3, 2, 5, 24)
-    with torch.set_grad_enabled(not no_grad):
-        torch.testing.assert_close(vmap(layer)(x), torch.stack([layer(xi) for xi in x]), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("kind", CONVS)
+@pytest.mark.parametrize("kind", TRANSFORMED)
 def test_vmap_over_a_stacked_ensemble_equals_each_model(kind):
-    models = [perturb_(CONVS[kind](), seed=s).eval() for s in range(3)]
+    build, inputs = ZOO[kind]
+    models = [perturb_(build(), seed=s).eval() for s in range(3)]
     params, buffers = stack_module_state(models)
     base = copy.deepcopy(models[0]).to("meta")
-    x = torch.randn(2, 24, 6, 7)
+    (x,) = inputs()
     out = vmap(lambda p, b: functional_call(base, (p, b), (x,)))(params, buffers)
     torch.testing.assert_close(out, torch.stack([m(x) for m in models]), rtol=1e-5, atol=1e-5)
 
@@ -59,7 +50,7 @@ def test_vmap_of_a_training_batchnorm_names_the_fix():
 @pytest.mark.parametrize("kind", ["fdconv", "odconv"])
 @pytest.mark.parametrize("norm", ["frozen", "layer"])
 def test_func_grad_equals_autograd_in_training(kind, norm):
-    layer = perturb_(CONVS[kind]().__class__(24, 24, 3, padding=1, attention_norm=norm), seed=4).train()
+    layer = perturb_(NORMED[kind](24, 24, 3, padding=1, attention_norm=norm), seed=4).train()
     x = torch.randn(3, 24, 6, 6)
     params = {n: p.detach() for n, p in layer.named_parameters()}
     grads = grad(lambda p: functional_call(layer, p, (x,)).square().sum())(params)
@@ -70,14 +61,14 @@ def test_func_grad_equals_autograd_in_training(kind, norm):
 
 @pytest.mark.parametrize("kind", ["fdconv", "odconv"])
 def test_func_grad_of_a_training_batchnorm_names_the_fix(kind):
-    layer = CONVS[kind]().train()
+    layer = NORMED[kind](24, 24, 3, padding=1).train()
     params = {n: p.detach() for n, p in layer.named_parameters()}
     with pytest.raises(ValueError, match="attention_norm='frozen' or 'layer'"):
         grad(lambda p: functional_call(layer, p, (torch.randn(3, 24, 6, 6),)).sum())(params)
 
 
 def test_vmap_over_a_training_ensemble_updates_each_models_statistics():
-    models = [perturb_(CONVS["odconv"](), seed=s).train() for s in range(3)]
+    models = [perturb_(ODConv2d(24, 24, 3, padding=1), seed=s).train() for s in range(3)]
     params, buffers = stack_module_state(models)
     base = copy.deepcopy(models[0]).to("meta")
     x = torch.randn(4, 24, 6, 7)
@@ -119,7 +110,7 @@ def test_every_public_layer_is_transformed_or_opted_out():
     from helpers import assert_covered
 
     assert_covered(
-        {type(build()).__name__ for build in CONVS.values()} | {"FDLinear", "FreqFusion"},
+        {type(ZOO[kind].build()).__name__ for kind in TRANSFORMED} | {"FreqFusion"},
         {
             "FDLinearQwen": "FDLinear's synthesis and attention code",
             "FreqFusionFPN": "FreqFusion (tested) plus plain convs",

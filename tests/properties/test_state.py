@@ -31,7 +31,7 @@ LAYERS = ZOO  # name -> (builder, example inputs); the names are those the pickl
 
 def build(name: str, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    module = LAYERS[name][0]()
+    module = LAYERS[name].build()
     return module
 
 
@@ -45,7 +45,7 @@ def trained_state(name: str) -> nn.Module:
         module.set_temperature(7.3)
     module.train()
     for _ in range(2):  # BN running statistics move
-        out = module(*LAYERS[name][1]())
+        out = module(*LAYERS[name].inputs())
         del out
     return module.eval()
 
@@ -62,7 +62,7 @@ def outputs(module: nn.Module, inputs: tuple) -> list[torch.Tensor]:
 def test_round_trip_is_exact(name):
     module = trained_state(name)
     torch.manual_seed(11)
-    inputs = LAYERS[name][1]()
+    inputs = LAYERS[name].inputs()
     expected = outputs(module, inputs)
     buffer = io.BytesIO()
     torch.save(module.state_dict(), buffer)
@@ -417,7 +417,7 @@ def test_meta_device_build_then_reset_equals_a_normal_build(name, every_module):
     with torch.no_grad():
         for p, q in zip(meta.parameters(), normal.parameters(), strict=True):
             p.copy_(q)
-    args = LAYERS[name][1]()
+    args = LAYERS[name].inputs()
     for a, b in zip(outputs(perturb_(meta).eval(), args), outputs(perturb_(normal).eval(), args), strict=True):
         assert torch.equal(a, b)
 

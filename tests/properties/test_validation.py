@@ -28,6 +28,7 @@ from freqdyn import (
     UniConvNetBlock,
     WarehouseManager,
 )
+from zoo import ZOO
 
 BAD = [
     (lambda: FDConv(32, 32, 3, kernel_temp=0), "kernel_temp"),
@@ -103,18 +104,10 @@ def test_autocast_output_dtype_follows_conv2d(cls, bias):
     torch.testing.assert_close(out.float(), expected.float(), rtol=0.05, atol=0.05)
 
 
-HALF_LAYERS = {
-    "fdconv": (lambda: FDConv(32, 32, 3, padding=1, kernel_num=8), (2, 32, 9, 9)),
-    "fdconv-feature": (lambda: FDConv(32, 32, 3, padding=1, kernel_num=8, aggregation="feature"), (2, 32, 9, 9)),
-    "fdconv-layer-norm": (lambda: FDConv(32, 32, 3, padding=1, kernel_num=8, attention_norm="layer"), (2, 32, 9, 9)),
-    "fdlinear": (lambda: FDLinear(32, 48, kernel_num=8), (2, 5, 32)),
-    "odconv": (lambda: ODConv2d(32, 32, 3, padding=1), (2, 32, 9, 9)),
-    "dyconv": (lambda: DynamicConv2d(32, 32, 3, padding=1), (2, 32, 9, 9)),
-    "condconv": (lambda: CondConv2d(32, 32, 3, padding=1), (2, 32, 9, 9)),
-}
+HALF_LAYERS = ["fdconv", "fdconv-stride-feature", "fdconv-layer-norm", "fdlinear", "odconv", "dyconv", "condconv"]
 
 
-@pytest.mark.parametrize("name", sorted(HALF_LAYERS))
+@pytest.mark.parametrize("name", HALF_LAYERS)
 @pytest.mark.parametrize("dtype,tol", [(torch.float16, 5e-3), (torch.bfloat16, 3e-2)])
 @pytest.mark.parametrize("scale", [1.0, 64.0, 1024.0])
 @pytest.mark.parametrize("training", [False, True])
@@ -123,29 +116,48 @@ def test_half_precision_stays_finite_at_large_inputs(name, dtype, tol, scale, tr
     half layer computes what a float32 layer with the same (rounded) parameters computes, where the output fits."""
     from helpers import perturb_
 
-    build, shape = HALF_LAYERS[name]
+    build, inputs = ZOO[name]
     half = perturb_(build(), scale=0.3).to(dtype).train(training)
     wide = copy.deepcopy(half).float()
-    x = (torch.randn(shape) * scale).to(dtype)
+    x = (inputs()[0] * scale).to(dtype)
     out, ref = half(x), wide(x.float())
     assert out.dtype == dtype and torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol * ref.abs().max().item())
 
 
-@pytest.mark.parametrize("name", sorted(HALF_LAYERS))
+@pytest.mark.parametrize("name", HALF_LAYERS)
 @pytest.mark.parametrize("training", [False, True])
 def test_float32_layers_are_exact_up_to_the_documented_input_range(name, training):
     """docs/fdconv.md, numeric range: a float32 layer computes what a float64 copy computes for inputs up to 1e18
     (the attention trunks square their values; float32 holds squares up to about 1.8e19 ** 2)."""
     from helpers import perturb_
 
-    build, shape = HALF_LAYERS[name]
+    build, inputs = ZOO[name]
     layer = perturb_(build(), scale=0.3).train(training)
     wide = copy.deepcopy(layer).double()
-    x = torch.randn(shape) * 1e18
+    x = inputs()[0] * 1e18
     out, ref = layer(x), wide(x.double())
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
+CHANNELS_LAST = {"fdlinear", "fdlinear-qwen", "dcnv3"}
+ANY_CHANNELS = {"star-relu": "elementwise", "drop-path": "per-sample scaling"}
+
+
+@pytest.mark.parametrize("name", sorted(set(ZOO) - set(ANY_CHANNELS)))
+def test_every_zoo_layer_names_a_wrong_channel_count(name):
+    """One channel too many in the first input (the finest level of a pyramid): a ValueError that names the channel
+    count expected, never an error from inside torch."""
+    build, inputs = ZOO[name]
+    layer, args = build(), list(inputs())
+    levels = args[0] if isinstance(args[0], list) else args
+    shape = list(levels[0].shape)
+    shape[-1 if name in CHANNELS_LAST else 1] += 1
+    levels[0] = torch.randn(shape)
+    channels = shape[-1 if name in CHANNELS_LAST else 1] - 1
+    with pytest.raises(ValueError, match=rf"expect.*\b{channels}\b"):
+        layer(*args)
 
 
 def test_the_pyramid_takes_its_largest_num_outs():

@@ -19,7 +19,7 @@ from torch import Tensor
 from .._common.attention_conv import AttentionConv
 from .._common.attention_heads import check_activation, modulation
 from .._common.batched_conv import unfold_conv2d
-from .._common.checks import check_int, check_ints, check_positive
+from .._common.checks import check_feature_map, check_int, check_ints, check_positive
 from .._common.device_dtype import as_dtype
 from .._common.program_mode import (
     compiling,
@@ -163,6 +163,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
 
         The separable route runs channels-last, where both of its transforms are plain matmuls over pixel rows.
         """
+        check_feature_map(x, self.in_channels, type(self).__name__)
         # sum_j a_j (L_{j-1} - L_j) + L_n  ==  a_1 x + sum_{j<n} (a_{j+1} - a_j) L_j + (1 - a_n) L_n
         if exporting():  # the operators are built in the graph from x's shape: it runs at any H, W
             return self._stacked_forward(x, lambda xw: graph_low_passes(xw, self.k_list, self.masks))
