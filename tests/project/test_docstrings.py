@@ -6,11 +6,13 @@ import inspect
 
 import pytest
 
-from freqdyn.layers.catalog import FREQDYN_LAYERS
+import freqdyn
+from helpers import public_layers
 
 
-@pytest.mark.parametrize("layer", FREQDYN_LAYERS, ids=lambda layer: layer.__name__)
-def test_a_public_layers_docstring_is_a_contract(layer):
+@pytest.mark.parametrize("name", sorted(public_layers()))
+def test_a_public_layers_docstring_is_a_contract(name):
+    layer = getattr(freqdyn, name)
     doc = inspect.getdoc(layer) or ""
     summary, _, rest = doc.partition("\n")
     assert summary.strip() and rest.startswith("\n"), f"{layer.__name__}: a one-line summary, then a blank line"

@@ -65,6 +65,15 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
             A trace or export always builds the operators in its graph from the input's shape (no FFT operators in
             ONNX; any H, W).
 
+    Shape:
+        - Input: (B, C, H, W).
+        - Output: (B, C, H, W), in the input's memory format.
+
+    Differs from the authors' FBM (docs/fdconv.md):
+        - its attention convs start at zero, so a fresh FBM is the identity (the bands add up to x);
+        - ``masks='exact'`` builds the band masks at the input size (the default ``'official'`` is theirs);
+        - FFTs run in float32 for half inputs; a temperature ``temp`` slows the maps at high learning rates.
+
     Examples:
         >>> fbm = FrequencyBandModulation(16)
         >>> x = torch.randn(1, 16, 24, 24)

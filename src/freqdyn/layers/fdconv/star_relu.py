@@ -12,7 +12,20 @@ from .._common.device_dtype import factory_kwargs
 
 
 class StarReLU(nn.Module):
-    """``scale * relu(x) ** 2 + bias``; input and output of any shape.
+    """StarReLU, ``scale * relu(x) ** 2 + bias`` with learnable scalars (FDConv's attention trunks use it).
+
+    Args:
+        scale_value, bias_value: the initial scale and bias.
+        scale_learnable, bias_learnable: whether each is trained.
+        device, dtype: of the two parameters.
+
+    Shape:
+        - Input: any shape.
+        - Output: the input's shape.
+
+    Differs from MetaFormer's StarReLU (docs/fdconv.md):
+        - no ``inplace`` option: ``relu(x)`` is used twice, so the input is never overwritten;
+        - computed as ``relu(x) * scale * relu(x) + bias``: the same function up to float rounding.
 
     Examples:
         >>> StarReLU()(torch.tensor([-1.0, 0.0, 2.0])).detach()

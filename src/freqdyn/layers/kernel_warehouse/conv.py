@@ -249,26 +249,111 @@ class KWConvNd(nn.Module):
 
 
 class KWConv1d(KWConvNd):
-    """KernelWarehouse ``nn.Conv1d``: (B, I, L) -> (B, O, L')."""
+    """KernelWarehouse ``nn.Conv1d``: a convolution whose kernel is a per-sample mixture of shared cells.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias: as ``nn.Conv1d``
+            (zero padding only; ``bias`` starts at 0, as the authors' init).
+        warehouse_id, manager: set by :meth:`WarehouseManager.reserve`, which builds KW layers in a network;
+            :meth:`standalone` builds one with a warehouse of its own.
+
+    Shape:
+        - Input: (B, I, L).
+        - Output: (B, O, L') with ``nn.Conv1d``'s sizes.
+
+    Differs from the authors' KernelWarehouse (docs/kernel_warehouse.md):
+        - the one-hot blend term follows the model's dtype (theirs is float32 in a float64 model);
+        - a train-mode batch of one normalises the attention with the running statistics (theirs raises);
+        - cells that do not tile the layer, or a bad input, raise a ``ValueError`` (theirs assert).
+
+    Examples:
+        >>> conv = KWConv1d.standalone(8, 16, 3, padding=1, cell_num_ratio=2)
+        >>> conv(torch.randn(2, 8, 10)).shape
+        torch.Size([2, 16, 10])
+    """
 
     dimension = 1
 
 
 class KWConv2d(KWConvNd):
-    """KernelWarehouse ``nn.Conv2d``: (B, I, H, W) -> (B, O, H', W')."""
+    """KernelWarehouse ``nn.Conv2d``: a convolution whose kernel is a per-sample mixture of shared cells.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias: as ``nn.Conv2d``
+            (zero padding only; ``bias`` starts at 0, as the authors' init).
+        warehouse_id, manager: set by :meth:`WarehouseManager.reserve`, which builds KW layers in a network;
+            :meth:`standalone` builds one with a warehouse of its own.
+
+    Shape:
+        - Input: (B, I, H, W).
+        - Output: (B, O, H', W') with ``nn.Conv2d``'s sizes.
+
+    Differs from the authors' KernelWarehouse (docs/kernel_warehouse.md):
+        - the one-hot blend term follows the model's dtype (theirs is float32 in a float64 model);
+        - a train-mode batch of one normalises the attention with the running statistics (theirs raises);
+        - cells that do not tile the layer, or a bad input, raise a ``ValueError`` (theirs assert).
+
+    Examples:
+        >>> conv = KWConv2d.standalone(8, 16, 3, padding=1, cell_num_ratio=2)
+        >>> conv(torch.randn(2, 8, 9, 9)).shape
+        torch.Size([2, 16, 9, 9])
+    """
 
     dimension = 2
 
 
 class KWConv3d(KWConvNd):
-    """KernelWarehouse ``nn.Conv3d``: (B, I, D, H, W) -> (B, O, D', H', W')."""
+    """KernelWarehouse ``nn.Conv3d``: a convolution whose kernel is a per-sample mixture of shared cells.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias: as ``nn.Conv3d``
+            (zero padding only; ``bias`` starts at 0, as the authors' init).
+        warehouse_id, manager: set by :meth:`WarehouseManager.reserve`, which builds KW layers in a network;
+            :meth:`standalone` builds one with a warehouse of its own.
+
+    Shape:
+        - Input: (B, I, D, H, W).
+        - Output: (B, O, D', H', W') with ``nn.Conv3d``'s sizes.
+
+    Differs from the authors' KernelWarehouse (docs/kernel_warehouse.md):
+        - the one-hot blend term follows the model's dtype (theirs is float32 in a float64 model);
+        - a train-mode batch of one normalises the attention with the running statistics (theirs raises);
+        - cells that do not tile the layer, or a bad input, raise a ``ValueError`` (theirs assert).
+
+    Examples:
+        >>> conv = KWConv3d.standalone(8, 16, 3, padding=1, cell_num_ratio=2)
+        >>> conv(torch.randn(2, 8, 4, 5, 5)).shape
+        torch.Size([2, 16, 4, 5, 5])
+    """
 
     dimension = 3
 
 
 class KWLinear(nn.Module):
-    """KernelWarehouse ``nn.Linear``: (B, ..., in_features) -> (B, ..., out_features), a 1x1 :class:`KWConv1d` over
-    the tokens (``conv``, as in the authors' code: keys ``conv.attention...``), attentions pooled per sample.
+    """KernelWarehouse ``nn.Linear``: a 1x1 :class:`KWConv1d` over the tokens, attentions pooled per sample.
+
+    Args:
+        in_features, out_features, bias: as ``nn.Linear`` (``bias`` starts at 0).
+        kwargs: the warehouse arguments of :class:`KWConv1d`, set by :meth:`WarehouseManager.reserve` with
+            ``layer_type="linear"``.
+
+    Shape:
+        - Input: (B, ..., in_features).
+        - Output: (B, ..., out_features).
+
+    Differs from the authors' KernelWarehouse (docs/kernel_warehouse.md):
+        - an input whose last dim is not ``in_features`` raises a ``ValueError`` (theirs fails in a reshape);
+        - the same state_dict keys (``conv.attention...``), the temperature buffer optional when loading.
+
+    Examples:
+        >>> from freqdyn import WarehouseManager
+        >>> manager = WarehouseManager()
+        >>> layer = manager.reserve(16, 32, 1, warehouse_name="fc", layer_type="linear")
+        >>> model = torch.nn.ModuleDict({"fc": layer, "warehouse_manager": manager})
+        >>> manager.store()
+        >>> manager.allocate(model)
+        >>> layer(torch.randn(2, 5, 16)).shape
+        torch.Size([2, 5, 32])
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False, **kwargs: Any) -> None:

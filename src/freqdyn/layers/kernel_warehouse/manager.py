@@ -68,6 +68,25 @@ class WarehouseManager(nn.Module):
 
     Each of ``reduction``, ``cell_num_ratio``, ``cell_inplane_ratio``, ``cell_outplane_ratio`` and
     ``spatial_partition`` is one value or one per warehouse.
+
+    Shape:
+        - Input: anything; ``forward`` returns it unchanged, so that an ``nn.Sequential`` may hold the manager.
+        - Output: the input.
+
+    Differs from the authors' Warehouse_Manager (docs/kernel_warehouse.md):
+        - a ``cell_num_ratio`` that leaves cells unowned raises a ``ValueError`` (theirs an ``IndexError``);
+        - :meth:`reset_warehouses` re-initialises the cells after a meta-device build.
+
+    Examples:
+        >>> manager = WarehouseManager(cell_num_ratio=2, sharing_range=("layer", "conv"))
+        >>> convs = [manager.reserve(8, 8, 3, padding=1, warehouse_name=f"stage0_layer{i}_conv1") for i in (1, 2)]
+        >>> net = torch.nn.Sequential(*convs, manager)
+        >>> manager.store()
+        >>> manager.allocate(net)
+        >>> [tuple(cells.shape) for cells in manager.weights]  # one warehouse, shared by both convs
+        [(36, 8, 8, 1, 1)]
+        >>> net(torch.randn(2, 8, 6, 6)).shape
+        torch.Size([2, 8, 6, 6])
     """
 
     def __init__(

@@ -9,7 +9,17 @@ from .._common.checks import check_real
 
 
 class DropPath(nn.Module):
-    """Zeroes the branch x (B, ...) for a random ``drop_prob`` fraction of samples and rescales the rest.
+    """Stochastic depth: zeroes the branch x for a random ``drop_prob`` fraction of samples, rescales the rest.
+
+    Args:
+        drop_prob: the chance that a sample's branch is dropped in training, in [0, 1).
+
+    Shape:
+        - Input: (B, ...).
+        - Output: the input's shape; in eval, the input itself.
+
+    Differs from timm's DropPath (docs/uniconvnet.md):
+        - ``drop_prob`` must be below 1 (timm's zeroes every branch at 1); kept branches are always scaled.
 
     Examples:
         >>> layer = DropPath(0.5).eval()

@@ -10,7 +10,19 @@ from .._common.checks import check_feature_map
 
 
 class LayerNorm2d(nn.LayerNorm):
-    """``nn.LayerNorm(C)`` applied at every pixel of x (B, C, H, W); same parameters, state_dict and eps.
+    """``nn.LayerNorm(C)`` over the channels at every pixel of a (B, C, H, W) map.
+
+    Args:
+        normalized_shape, eps, elementwise_affine, bias, device, dtype: as ``nn.LayerNorm``, with
+            ``normalized_shape`` the channel count C.
+
+    Shape:
+        - Input: (B, C, H, W).
+        - Output: (B, C, H, W).
+
+    Differs from ConvNeXt's channels-first LayerNorm (docs/uniconvnet.md):
+        - ``eps`` defaults to ``nn.LayerNorm``'s 1e-5 (theirs 1e-6; freqdyn's UniConvNet passes 1e-6);
+        - ``F.layer_norm`` on the permuted map: their formula up to float rounding; a wrong C is a ``ValueError``.
 
     Examples:
         >>> y = LayerNorm2d(8)(torch.randn(2, 8, 5, 5))

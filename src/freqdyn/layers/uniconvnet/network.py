@@ -95,8 +95,7 @@ class UniConvNetStageBlock(nn.Module):
 
 
 class UniConvNet(nn.Module):
-    """(B, in_chans, H, W) -> logits (B, num_classes), or with ``out_indices`` the stage outputs
-    (B, dims[i], H / 2^(i+2), W / 2^(i+2)) for i in ``out_indices`` (a backbone for detection / segmentation necks).
+    """UniConvNet: four stages of MRFA, DCNv3 and MLP blocks; a classifier, or a backbone with ``out_indices``.
 
     Args:
         depths, dims: blocks and channels of the four stages (:data:`SCALES` holds the authors' scales).
@@ -106,6 +105,15 @@ class UniConvNet(nn.Module):
         layer_scale_init_value, head_init_scale, drop: the authors' options.
         base_grid: DCNv3's regular sampling points, ``'official'`` (float32, as the authors' code) or ``'exact'``.
         out_indices: stages whose outputs ``forward`` returns, as a tuple (None: classify).
+
+    Shape:
+        - Input: (B, in_chans, H, W).
+        - Output: logits (B, num_classes), or with ``out_indices`` the stage outputs
+            (B, dims[i], H / 2^(i+2), W / 2^(i+2)) for i in ``out_indices``.
+
+    Differs from the authors' UniConvNet (docs/uniconvnet.md):
+        - DCNv3 runs on ``grid_sample`` in PyTorch (theirs is a compiled CUDA op), so the models run anywhere;
+        - ``out_indices`` makes it a backbone; ``base_grid='exact'`` builds DCNv3's grid in the model's dtype.
 
     Examples:
         >>> model = UniConvNet(depths=(1, 1, 1, 1), dims=(16, 32, 48, 64), num_classes=10)
