@@ -141,7 +141,7 @@ def test_official_freqfusion_checkpoint(name):
     layer.load_state_dict(data["state_dict"], strict=True)
     hr, lr = layer.eval()(data["hr_feat"], data["lr_feat"])
     comp_hr = layer.hr_channel_compressor(data["hr_feat"])
-    mask = layer._filters(comp_hr, layer.lr_channel_compressor(data["lr_feat"]))[0]
+    mask = layer._filters(comp_hr, layer.lr_channel_compressor(data["lr_feat"]), data["lr_feat"])[0]
     torch.testing.assert_close(mask, data["mask_lr"], rtol=1e-12, atol=1e-13)
     torch.testing.assert_close(hr, data["hr_feat_out"], rtol=1e-12, atol=1e-13)
     torch.testing.assert_close(lr, data["lr_feat_out"], rtol=1e-12, atol=1e-13)

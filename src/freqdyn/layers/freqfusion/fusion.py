@@ -11,7 +11,7 @@ from .._common.checks import check_feature_map, check_int
 from .._common.device_dtype import factory_kwargs
 from .._common.trace_only import TraceOnly
 from .carafe import PADDINGS as CARAFE_PADDINGS
-from .carafe import carafe, source_size
+from .carafe import carafe, carafe_together, source_size
 from .sampler import DIRECTION_FEATS, LocalSimGuidedSampler
 
 
@@ -239,8 +239,12 @@ class FreqFusion(TraceOnly, nn.Module):
     def _highpass(self, logits: Tensor) -> Tensor:
         return normalise_kernels(logits, self.highpass_kernel, self.hamming_highpass)
 
-    def _filters(self, comp_hr: Tensor, comp_lr: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
-        """Normalised ALPF and AHPF kernels at the hr size, and the (possibly high-pass enhanced) compressed hr."""
+    def _filters(
+        self, comp_hr: Tensor, comp_lr: Tensor, lr_feat: Tensor
+    ) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+        """Normalised ALPF and AHPF kernels at the hr size, the (possibly high-pass enhanced) compressed hr, and
+        lr_feat low-passed to the hr size where the ALPF reassembles it together with the AHPF's lr logits.
+        """
         size = comp_hr.shape[-2:]
         lk, g = self.lowpass_kernel, self.up_group
         enc_lp, enc_hp = self.content_encoder, self.content_encoder2
@@ -261,11 +265,15 @@ class FreqFusion(TraceOnly, nn.Module):
             mask_lr_hr = enc_lp(comp_hr)
             lowpass = self._lowpass(mask_lr_hr + self._carafe(enc_lp(comp_lr), self._lowpass(mask_lr_hr), lk, g, 2))
             if enc_hp is None or mask_hr_hr is None:
-                return lowpass, None, comp_hr
-            # the reference normalises these ALPF logits twice (here and for the output); once is enough
-            mask_hr = mask_hr_hr + self._carafe(enc_hp(comp_lr), lowpass, lk, g, 2)
-            return lowpass, self._highpass(mask_hr), comp_hr
-        return self._lowpass(mask_lr), None if mask_hr is None else self._highpass(mask_hr), comp_hr
+                return lowpass, None, comp_hr, None
+            # the reference normalises these ALPF logits twice (here and for the output); once is enough. The same
+            # kernels reassemble lr_feat for the output: both in one pass
+            if self.use_low_pass:
+                mask_lr_up, lr_out = carafe_together((enc_hp(comp_lr), lr_feat), lowpass, lk, g, 2, self.carafe_padding)
+            else:
+                mask_lr_up, lr_out = self._carafe(enc_hp(comp_lr), lowpass, lk, g, 2), None
+            return lowpass, self._highpass(mask_hr_hr + mask_lr_up), comp_hr, lr_out
+        return self._lowpass(mask_lr), None if mask_hr is None else self._highpass(mask_hr), comp_hr, None
 
     def forward(self, hr_feat: Tensor, lr_feat: Tensor) -> tuple[Tensor, Tensor]:
         """hr_feat (B, hr_channels, H, W), lr_feat (B, lr_channels, h, w) -> (hr_out, lr_out), both (·, H, W)."""
@@ -278,20 +286,26 @@ class FreqFusion(TraceOnly, nn.Module):
         source_size((size[0], size[1]), (lr_feat.shape[-2], lr_feat.shape[-1]), 2)
         comp_hr = self.hr_channel_compressor(hr_feat)
         comp_lr = self.lr_channel_compressor(lr_feat)
-        lowpass, highpass, comp_hr = self._filters(comp_hr, comp_lr)
+        lowpass, highpass, comp_hr, lr_out = self._filters(comp_hr, comp_lr, lr_feat)
         g = self.up_group
-        if not self.use_low_pass:
-            lr_out = self._resize(lr_feat, size)
-        elif self.semi_conv:
-            lr_out = self._carafe(lr_feat, lowpass, self.lowpass_kernel, g, 2)
-        else:
-            lr_out = self._carafe(self._resize(lr_feat, size), lowpass, self.lowpass_kernel, g)
+        if lr_out is None:
+            lr_out = self._upsample(lr_feat, lowpass, size)
         if highpass is not None:
             high = hr_feat - self._carafe(hr_feat, highpass, self.highpass_kernel, g)
             hr_feat = high + hr_feat if self.hr_residual else high
         if self.dysampler is not None:
             lr_out = self.dysampler(comp_hr, comp_lr, lr_out)
         return hr_feat, lr_out
+
+    def _upsample(self, lr_feat: Tensor, lowpass: Tensor, size: torch.Size) -> Tensor:
+        """lr_feat at the hr size: low-passed by the ALPF (reassembled, or resized first without ``semi_conv``), or
+        resized alone without ``use_low_pass``.
+        """
+        if not self.use_low_pass:
+            return self._resize(lr_feat, size)
+        if self.semi_conv:
+            return self._carafe(lr_feat, lowpass, self.lowpass_kernel, self.up_group, 2)
+        return self._carafe(self._resize(lr_feat, size), lowpass, self.lowpass_kernel, self.up_group)
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
