@@ -99,11 +99,13 @@ class _SlidingTaps(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, pad: int) -> Tensor:
         batch, length = x.shape
-        size = weight.shape[-1]
-        padded = x.new_zeros(batch, length + size - 1)
-        padded.narrow(1, pad, length).copy_(x)
-        windows = padded.as_strided((batch, length, size), (length + size - 1, 1, 1)).reshape(batch * length, size)
-        taps = weight.view(weight.shape[0], size).t()
+        size, options = weight.shape[-1], factory_kwargs(x.device, x.dtype)
+        rows = length + size - 1
+        padded = torch.zeros(batch, rows, **options)
+        padded.as_strided((batch, length), (rows, 1), pad).copy_(x)
+        windows = torch.empty(batch * length, size, **options)  # laid out for the matmul and saved: one copy
+        windows.view(batch, length, size).copy_(padded.as_strided((batch, length, size), (rows, 1, 1)))
+        taps = weight.as_strided((size, weight.shape[0]), (weight.stride(2), weight.stride(0)))  # (S, Q)
         out = torch.mm(windows, taps) if bias is None else torch.addmm(bias, windows, taps)
         ctx.save_for_backward(windows, weight)
         ctx.pad, ctx.has_bias = pad, bias is not None
@@ -117,18 +119,20 @@ class _SlidingTaps(torch.autograd.Function):
         # both matmuls are taken transposed, with the S taps as their rows: BLAS runs a product with S (= 3..7)
         # columns several times slower (MKL: 2-7x at 256-512 channels)
         grad = grad.reshape(batch * length, out)
+        grad_t = grad.as_strided((out, batch * length), (grad.stride(1), grad.stride(0)))
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             # x[b, j] collects the window gradients (j + pad - t, t): in a buffer front-padded by S - 1 - pad
             # columns, taps first, the entries (S - 1 - u, j + u) for u = S - 1 - t, which are a strided view
             rows = length + size - 1
-            padded = grad.new_zeros(size, batch, rows)
-            padded.narrow(2, size - 1 - ctx.pad, length).copy_(
-                torch.mm(weight.view(out, size).transpose(0, 1), grad.transpose(0, 1)).view(size, batch, length)
-            )
+            padded = torch.zeros(size, batch, rows, dtype=grad.dtype, device=grad.device)
+            taps_t = weight.as_strided((size, out), (weight.stride(2), weight.stride(0)))  # (S, Q)
+            spread = torch.mm(taps_t, grad_t).view(size, batch, length)
+            padded.as_strided((size, batch, length), (batch * rows, rows, 1), size - 1 - ctx.pad).copy_(spread)
             grad_x = padded.as_strided((batch, length, size), (rows, 1, batch * rows - 1), size - 1).sum(2)
         if ctx.needs_input_grad[1]:
-            grad_weight = torch.mm(windows.transpose(0, 1), grad).transpose(0, 1).view_as(weight)
+            product = torch.mm(windows.as_strided((size, batch * length), (1, size)), grad)  # (S, Q)
+            grad_weight = product.as_strided(weight.shape, (1, 1, product.shape[1]))
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad.sum(0)
         return grad_x, grad_weight, grad_bias, None

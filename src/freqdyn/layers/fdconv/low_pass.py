@@ -231,8 +231,10 @@ def _spectral_masks(
 
 
 def _pruned_spectrum(x: Tensor, kept: int) -> Tensor:
-    """(..., H, W) -> (..., H, kept): rfft along W with the first ``kept`` columns kept, then an FFT along H."""
-    return torch.fft.fft(torch.fft.rfft(x, dim=-1)[..., :kept], dim=-2)
+    """(..., H, W) -> (..., H, kept): the first ``kept`` columns of rfft2. One 2-D transform dispatches 11 calls
+    where an rfft along W, a slice and an FFT along H over the kept columns dispatch 24, and runs as fast here (MKL).
+    """
+    return torch.fft.rfft2(x)[..., :kept]
 
 
 def _from_pruned_spectrum(spectrum: Tensor, width: int) -> Tensor:
@@ -298,11 +300,12 @@ def fft_band_modulation(x: Tensor, att: Tensor, k_list: tuple[int, ...], rule: s
     """a_1 x + sum_j c_j L_j x (``c`` = :func:`band_coefficients`) for x (B, G, C/G, H, W) (float32 or float64) and
     the band attentions ``att`` (B, G, n, H, W): (B, G, C/G, H, W).
 
-    ``L_j x = irfft2(mask_j * rfft2(x))`` for all n bands at once, pruned to the kept frequencies: one real FFT along
-    W (the widest band's columns kept), one FFT along H, one masked product, one batched inverse FFT along H and
-    inverse real FFT along W (zero-filled beyond the kept columns), one weighted sum. A fixed sequence of ops for
-    any batch, size and band count; O(log HW) per value. Autograd keeps only x and the attentions (its backward
-    rebuilds the low-passes), except under ``torch.func`` transforms and traces, which differentiate the plain ops.
+    ``L_j x = irfft2(mask_j * rfft2(x))`` for all n bands at once, pruned to the kept frequencies: one rfft2 (the
+    widest band's columns kept), one masked product, one batched inverse FFT along H and inverse real FFT along W
+    (zero-filled beyond the kept columns; faster than irfft2, which transforms every column), one weighted sum. A
+    fixed sequence of ops for any batch, size and band count; O(log HW) per value. Autograd keeps only x and the
+    attentions (its backward rebuilds the low-passes), except under ``torch.func`` transforms and traces, which
+    differentiate the plain ops.
     """
     height, width = x.shape[-2:]
     masks = _spectral_masks(int(height), int(width), tuple(k_list), rule, x.dtype, x.device)
