@@ -151,3 +151,23 @@ def test_converted_resnet18_traces_as_one_graph(training):
     with torch.set_grad_enabled(training):
         explained = dynamo.explain(lambda inp: model(inp).sum())(x)
     assert explained.graph_count == 1 and explained.graph_break_count == 0, explained.break_reasons
+
+
+@pytest.mark.slow  # aot_eager traces FreqFusion's forward and backward (~10 s on 2 cores)
+def test_freqfusion_checkpointed_under_compile_trains_as_eager():
+    """Activation checkpointing around FreqFusion under torch.compile: AOTAutograd cannot functionalise a write
+    into an as_strided view, which CARAFE's layouts are in eager; compiled, they are scattered copies."""
+    from torch.utils.checkpoint import checkpoint
+
+    build, inputs = ZOO["freqfusion"]
+    layer = perturb_(build(), seed=6).double().train()
+    reference = copy.deepcopy(layer)
+    compiled = torch.compile(
+        lambda hr, lr: checkpoint(layer, hr, lr, use_reentrant=False), backend="aot_eager", fullgraph=True
+    )
+    args = [t.double().requires_grad_() for t in inputs()]
+    args_ref = [t.detach().clone().requires_grad_() for t in args]
+    sum(o.square().sum() for o in compiled(*args)).backward()
+    sum(o.square().sum() for o in reference(*args_ref)).backward()
+    for t, t_ref in zip(args, args_ref, strict=True):
+        torch.testing.assert_close(t.grad, t_ref.grad, rtol=1e-6, atol=1e-8)

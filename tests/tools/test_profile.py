@@ -57,11 +57,11 @@ def test_fdconv_adds_its_fft_synthesis_and_fbm_ffts_and_equals_flopcounter_elsew
     n = rows * cols
     assert synthesis >= int(2 * 2.5 * n * math.log2(n))  # at least one inverse FFT per sample
     basis = FDConv(32, 32, 3, padding=1, kernel_num=8, synthesis="basis").eval()
-    # FBM's batched pruned FFTs (B * C = 64 signals of 16 x 16, 3 bands): a real FFT along W, an FFT along H of the
-    # kept columns (5 at 16 px: the k = 2 band's), the inverse FFT along H of every band, an inverse real FFT along W
+    # FBM's batched pruned FFTs (B * C = 64 signals of 16 x 16, 3 bands): one 2-D real FFT, then per band the
+    # inverse FFT along H of the kept columns (5 at 16 px: the k = 2 band's) and an inverse real FFT along W
     kept = int(band_masks(16, 16, (2, 4, 8), "official")[1].sum(1).max())
     per_signal = 16 * math.log2(16)
-    fbm_ffts = 64 * 16 * 2.5 * per_signal + 64 * kept * 5 * per_signal * (1 + 3) + 3 * 64 * 16 * 2.5 * per_signal
+    fbm_ffts = 64 * 2.5 * 256 * math.log2(256) + 64 * kept * 5 * per_signal * 3 + 3 * 64 * 16 * 2.5 * per_signal
     # the basis of the K = 8 group kernels is synthesised from the current weights at every call
     basis_fft = int(8 * 2.5 * n * math.log2(n))
     assert profile(basis, tuple(x.shape)).flops == _plain_count(basis, x) + int(fbm_ffts) + basis_fft

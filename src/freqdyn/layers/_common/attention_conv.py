@@ -102,7 +102,7 @@ class _SlidingTaps(torch.autograd.Function):
         size, options = weight.shape[-1], factory_kwargs(x.device, x.dtype)
         rows = length + size - 1
         padded = torch.zeros(batch, rows, **options)
-        padded.as_strided((batch, length), (rows, 1), pad).copy_(x)
+        padded.narrow(1, pad, length).copy_(x)  # (not into an as_strided view: compile bans mutating one)
         windows = torch.empty(batch * length, size, **options)  # laid out for the matmul and saved: one copy
         windows.view(batch, length, size).copy_(padded.as_strided((batch, length, size), (rows, 1, 1)))
         taps = weight.as_strided((size, weight.shape[0]), (weight.stride(2), weight.stride(0)))  # (S, Q)
@@ -128,7 +128,7 @@ class _SlidingTaps(torch.autograd.Function):
             padded = torch.zeros(size, batch, rows, dtype=grad.dtype, device=grad.device)
             taps_t = weight.as_strided((size, out), (weight.stride(2), weight.stride(0)))  # (S, Q)
             spread = torch.mm(taps_t, grad_t).view(size, batch, length)
-            padded.as_strided((size, batch, length), (batch * rows, rows, 1), size - 1 - ctx.pad).copy_(spread)
+            padded.narrow(2, size - 1 - ctx.pad, length).copy_(spread)
             grad_x = padded.as_strided((batch, length, size), (rows, 1, batch * rows - 1), size - 1).sum(2)
         if ctx.needs_input_grad[1]:
             product = torch.mm(windows.as_strided((size, batch * length), (1, size)), grad)  # (S, Q)

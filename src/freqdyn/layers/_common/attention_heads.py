@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import cast
 
@@ -14,6 +15,7 @@ from .attention_conv import AttentionConv
 from .attention_norm import attention_norm
 from .checks import check_int, check_real
 from .device_dtype import as_dtype, factory_kwargs, scalar
+from .joined import joined
 from .program_mode import compute_dtype, has_hooks
 
 
@@ -139,8 +141,9 @@ class AttentionHeads(nn.Module):
         if any(has_hooks(h) for _, h in heads):
             return None
         with torch.autocast(z.device.type, enabled=False):
-            weight = as_dtype(torch.cat([h.weight for _, h in heads]).flatten(1), z.dtype)
-            bias = as_dtype(torch.cat([cast(Tensor, h.bias) for _, h in heads]), z.dtype)  # heads have biases
+            weights = [h.weight for _, h in heads]
+            weight = as_dtype(joined(weights, (-1, math.prod(weights[0].shape[1:]))), z.dtype)
+            bias = as_dtype(joined([cast(Tensor, h.bias) for _, h in heads]), z.dtype)  # heads have biases
             return F.linear(z, weight, bias), {n: h.out_channels for n, h in heads}
 
     def head_logits(self, z: Tensor) -> dict[str, Tensor | None]:

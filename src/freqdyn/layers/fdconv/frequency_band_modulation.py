@@ -21,6 +21,7 @@ from .._common.attention_heads import check_activation, modulation
 from .._common.batched_conv import unfold_conv2d
 from .._common.checks import check_feature_map, check_int, check_ints, check_positive
 from .._common.device_dtype import as_dtype
+from .._common.joined import joined
 from .._common.program_mode import (
     compiling,
     compute_dtype,
@@ -151,7 +152,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         weights: list[Tensor] = [c.weight for c in convs]
         biases: list[Tensor] = [c.bias for c in convs if c.bias is not None]
         if g == 1:
-            weight, bias = torch.cat(weights), torch.cat(biases)
+            weight, bias = joined(weights), joined(biases)
         else:
             weight, bias = torch.stack(weights, dim=1).flatten(0, 1), torch.stack(biases, dim=1).flatten()
         weight, bias, pad = as_dtype(weight, x.dtype), as_dtype(bias, x.dtype), convs[0].padding[0]

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .._common.device_dtype import factory_kwargs
 from .._common.flop_record import record_flops
-from .._common.program_mode import may_use_custom_kernels
+from .._common.program_mode import compiling, may_use_custom_kernels
 
 PADDINGS = ("zeros", "reflect")
 
@@ -179,6 +179,17 @@ def _pixel_grad_view(spread_grad: Tensor, stride: int, k: int) -> Tensor:
     return spread_grad.as_strided((pixels, channels, k, block), (width, k * block, stride * width + block, 1))
 
 
+def _write(buffer: Tensor, target: Tensor, src: Tensor, offset: int = 0) -> Tensor:
+    """``src`` written into ``target``, a strided view of ``buffer`` from element ``offset``: the buffer, written in
+    place, or under ``torch.compile`` (which cannot functionalise a write into an ``as_strided`` view) a written copy
+    of it.
+    """
+    if compiling():
+        return torch.as_strided_scatter(buffer, src, target.shape, target.stride(), offset)
+    target.copy_(src)
+    return buffer
+
+
 class _Reassemble(torch.autograd.Function):
     """:func:`_reassemble` by :func:`_shifted_reassemble`: a fixed number of ops, autograd keeps base and the
     shifted taps.
@@ -188,7 +199,7 @@ class _Reassemble(torch.autograd.Function):
     def forward(ctx, base: Tensor, taps: Tensor, k: int) -> Tensor:
         stride = _row_stride(base)
         shifted = taps.new_zeros(_shifted_rows(base, k), k, taps.shape[1] * taps.shape[2] // k)
-        _pixel_tap_view(shifted, stride, k).copy_(taps.view(taps.shape[0], k, k, -1))
+        shifted = _write(shifted, _pixel_tap_view(shifted, stride, k), taps.view(taps.shape[0], k, k, -1))
         ctx.save_for_backward(base, shifted)
         ctx.k = k
         return _shifted_reassemble(base, shifted, k)
@@ -199,7 +210,7 @@ class _Reassemble(torch.autograd.Function):
         k, stride = ctx.k, _row_stride(base)
         spread_grad = grad_out.new_zeros(shifted.shape[0], base.shape[-1], shifted.shape[-1])
         view = _pixel_grad_view(spread_grad, stride, k)
-        view.copy_(grad_out.unsqueeze(2).expand(view.shape))
+        spread_grad = _write(spread_grad, view, grad_out.unsqueeze(2).expand(view.shape))
         grad_base, grad_shifted = _shifted_reassemble_backward(base, shifted, spread_grad, k, *ctx.needs_input_grad[:2])
         grad_taps = None
         if grad_shifted is not None:
@@ -297,9 +308,9 @@ class _Carafe(torch.autograd.Function):
         interior = (pad * batch * groups * pad_w + pad) * total  # the first element of pixel (pad, 0, 0, pad)
         for x, (start, end) in zip(xs, _channel_splits(widths), strict=True):
             target = _layout_grid(base, grid, pad_w, total, (end - start, 1, 1, 0, 1, 0), interior + start)
-            target.copy_(_map_grid(x, groups, 1))
+            base = _write(base, target, _map_grid(x, groups, 1), interior + start)
         shifted = torch.zeros(_shifted_rows(base, k), k, k * scale * scale, **options)
-        _kernel_tap_view(shifted, grid, k, scale).copy_(_kernel_grid(kernels, groups, k, scale))
+        shifted = _write(shifted, _kernel_tap_view(shifted, grid, k, scale), _kernel_grid(kernels, groups, k, scale))
         ctx.save_for_backward(base, shifted)
         ctx.k, ctx.groups, ctx.scale, ctx.widths = k, groups, scale, widths
         out, block = _shifted_reassemble(base, shifted, k), scale * scale
@@ -307,7 +318,8 @@ class _Carafe(torch.autograd.Function):
         for start, end in _channel_splits(widths):
             result = torch.empty(batch, groups * (end - start), scale * height, scale * width, **options)
             inner = (end - start, block, scale, scale, scale, 1)
-            _map_grid(result, groups, scale).copy_(_layout_grid(out, grid, pad_w, total * block, inner, start * block))
+            source = _layout_grid(out, grid, pad_w, total * block, inner, start * block)
+            result = _write(result, _map_grid(result, groups, scale), source)
             outputs.append(result)
         return tuple(outputs)
 
@@ -324,20 +336,22 @@ class _Carafe(torch.autograd.Function):
         for grad, (start, end) in zip(grads, splits, strict=True):
             inner = (end - start, k * block, k, stride * per_pixel + block, scale, scale, scale, 1)
             target = _layout_grid(spread_grad, grid, pad_w, per_pixel, inner, start * k * block)
-            target.copy_(_map_grid(grad, groups, scale, repeat=k))
+            spread_grad = _write(spread_grad, target, _map_grid(grad, groups, scale, repeat=k), start * k * block)
         need_taps, need_xs = ctx.needs_input_grad[0], any(ctx.needs_input_grad[4:6])
         grad_base, grad_shifted = _shifted_reassemble_backward(base, shifted, spread_grad, k, need_xs, need_taps)
         grad_kernels = None
         if grad_shifted is not None:
             grad_kernels = torch.empty(batch, groups * k * k, scale * height, scale * width, **options)
-            _kernel_grid(grad_kernels, groups, k, scale).copy_(_kernel_tap_view(grad_shifted, grid, k, scale))
+            source = _kernel_tap_view(grad_shifted, grid, k, scale)
+            grad_kernels = _write(grad_kernels, _kernel_grid(grad_kernels, groups, k, scale), source)
         grad_xs: list[Tensor | None] = [None, None]
         if grad_base is not None:
             interior = (pad * batch * groups * pad_w + pad) * total
             for i, (start, end) in enumerate(splits):
                 grad_x = torch.empty(batch, groups * (end - start), height, width, **options)
                 pixel = (end - start, 1, 1, 0, 1, 0)
-                _map_grid(grad_x, groups, 1).copy_(_layout_grid(grad_base, grid, pad_w, total, pixel, interior + start))
+                source = _layout_grid(grad_base, grid, pad_w, total, pixel, interior + start)
+                grad_x = _write(grad_x, _map_grid(grad_x, groups, 1), source)
                 grad_xs[i] = grad_x
         return grad_kernels, None, None, None, *grad_xs
 
