@@ -22,12 +22,15 @@ class _Joined(torch.autograd.Function):
     @staticmethod
     def forward(ctx, shape: tuple[int, ...] | None, *parts: Tensor) -> Tensor:
         joined = torch.cat(parts)
-        ctx.joined_shape, ctx.sizes = joined.shape, [part.shape[0] for part in parts]
+        ctx.joined_shape = None if shape is None else joined.shape
+        ctx.sizes = [part.shape[0] for part in parts]
         return joined if shape is None else joined.view(shape)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        return None, *grad.reshape(ctx.joined_shape).split_with_sizes(ctx.sizes)
+        if ctx.joined_shape is not None:  # a view where it can be (one call), else a copy
+            grad = grad.view(ctx.joined_shape) if grad.is_contiguous() else grad.reshape(ctx.joined_shape)
+        return None, *grad.split_with_sizes(ctx.sizes)
 
 
 def joined(parts: Sequence[Tensor], shape: tuple[int, ...] | None = None) -> Tensor:
