@@ -64,21 +64,29 @@ class AttentionBatchNorm(nn.BatchNorm2d):
             )
         self.num_batches_tracked.add_(1)
         factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-        mean, var = self.running_mean.to(z.dtype, copy=True), self.running_var.to(z.dtype, copy=True)  # updated
+        mean, var = _updated(self.running_mean, z.dtype), _updated(self.running_var, z.dtype)
         out = F.batch_norm(z, mean, var, weight, bias, True, factor, self.eps)
         with torch.no_grad():  # a non-finite batch (NaN / inf input) must not poison the running statistics
-            # one check of all: their sum is finite iff every one is (it overflows only for inputs beyond about
-            # 1e19, where the trunk overflows anyway: see FDConv's numeric range); t - t is 0 for a finite t, NaN
-            # (unequal to itself) otherwise
-            total = (mean + var).sum()
+            # one check of all: the variances' sum is finite iff every statistic is (a non-finite mean makes its
+            # variance NaN; the sum overflows only for inputs beyond about 1e19, where the trunk overflows anyway:
+            # see FDConv's numeric range); t - t is 0 for a finite t, NaN (unequal to itself) otherwise
+            total = var.sum()
             zero = total - total
             finite = zero == zero
-            self.running_mean.copy_(torch.where(finite, mean, self.running_mean))
-            self.running_var.copy_(torch.where(finite, var, self.running_var))
+            for running, updated in ((self.running_mean, mean), (self.running_var, var)):
+                if functorch_active():  # (no out= under torch.func transforms)
+                    running.copy_(torch.where(finite, updated, running))
+                else:
+                    torch.where(finite, updated, running, out=running)
         return out
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", frozen=True" if self.frozen else "")
+
+
+def _updated(running: Tensor, dtype: torch.dtype) -> Tensor:
+    """A copy of a running statistic in ``dtype``, for ``F.batch_norm`` to update (one call fewer than ``to``)."""
+    return running.clone() if running.dtype == dtype else running.to(dtype)
 
 
 class AttentionGroupNorm(nn.GroupNorm):
