@@ -74,7 +74,7 @@ class AttentionBatchNorm(nn.BatchNorm2d):
             zero = total - total
             finite = zero == zero
             for running, updated in ((self.running_mean, mean), (self.running_var, var)):
-                if functorch_active():  # (no out= under torch.func transforms)
+                if functorch_active() or updated.dtype != running.dtype:  # (out= takes no cast, nor torch.func)
                     running.copy_(torch.where(finite, updated, running))
                 else:
                     torch.where(finite, updated, running, out=running)
