@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .device_dtype import as_dtype, factory_kwargs
+from .device_dtype import as_dtype, factory_kwargs, reshaped
 from .program_mode import may_use_custom_kernels
 
 
@@ -67,7 +67,7 @@ class AttentionConv(nn.Module):
                     f"{type(self).__name__}: a 2-D (B, C) input needs a 1x1 conv without groups, this "
                     f"one has kernel_size={self.kernel_size}, groups={self.groups}"
                 )
-            return F.linear(x, weight.flatten(1), bias)
+            return F.linear(x, reshaped(weight, weight.shape[0], -1), bias)
         return F.conv2d(x, weight, bias, 1, self.padding, 1, self.groups)
 
     def extra_repr(self) -> str:

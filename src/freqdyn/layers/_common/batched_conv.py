@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .conv_args import Padding, explicit_padding, pair
-from .device_dtype import as_dtype
+from .device_dtype import as_dtype, reshaped
 from .program_mode import compiling, exporting, memory_format_of
 
 
@@ -48,7 +48,7 @@ def batched_conv2d(
     """
     if out_scale is not None:
         y = batched_conv2d(x, weight, None, stride, padding, dilation, groups)
-        return _plus_bias(y * as_dtype(out_scale[:, :, None, None], y.dtype), bias)
+        return _plus_bias(y * as_dtype(out_scale.view(*out_scale.shape, 1, 1), y.dtype), bias)
     batch, channels, height, width = x.shape
     out_channels = weight.shape[1]
     if exporting():  # traced at batch 1, a (1, ...) kernel may be that sample's own: expand it to the batch
@@ -71,8 +71,8 @@ def batched_conv2d(
         out_h, out_w = y.shape[-2:]
         y = y[0].permute(1, 2, 0).reshape(out_h, out_w, batch, out_channels).permute(2, 3, 0, 1)
         return _plus_bias(y, bias).contiguous(memory_format=torch.channels_last)
-    folded = x.reshape(1, batch * channels, height, width)
-    kernels = weight.reshape(batch * out_channels, *weight.shape[2:])
+    folded = reshaped(x, 1, batch * channels, height, width)
+    kernels = reshaped(weight, batch * out_channels, *weight.shape[2:])
     # the bias added to the output: fewer ops than one folded to the batch (B * O) for the conv
     y = F.conv2d(folded, kernels, None, stride, padding, dilation, groups * batch)
     return _plus_bias(y.view(batch, out_channels, y.shape[-2], y.shape[-1]), bias)
@@ -99,4 +99,4 @@ def unfold_conv2d(
 
 def _plus_bias(y: Tensor, bias: Tensor | None) -> Tensor:
     """y (B, O, H', W') plus a per-sample (B, O) or shared (O,) bias, in y's dtype."""
-    return y if bias is None else y + as_dtype(bias.reshape(-1, y.shape[1], 1, 1), y.dtype)
+    return y if bias is None else y + as_dtype(reshaped(bias, -1, y.shape[1], 1, 1), y.dtype)

@@ -31,6 +31,13 @@ def as_dtype(tensor: Tensor, dtype: torch.dtype) -> Tensor:
     return tensor if tensor.dtype == dtype else tensor.to(dtype)
 
 
+def reshaped(tensor: Tensor, *shape: int) -> Tensor:
+    """``tensor.reshape(*shape)``: one ``view`` where the tensor is contiguous (``reshape`` dispatches a ``view``
+    under it, two calls), else the reshape.
+    """
+    return tensor.view(*shape) if tensor.is_contiguous() else tensor.reshape(*shape)
+
+
 def scalar(value: float, like: Tensor) -> Tensor | float:
     """``value`` as a cached 0-dim tensor in ``like``'s dtype and device, for arithmetic with ``like``: a Python
     number operand is wrapped into a tensor and converted on every call (four more dispatched ops). While compiling

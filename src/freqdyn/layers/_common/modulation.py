@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from .attention_heads import Attentions
+from .device_dtype import as_dtype
 
 
 class Modulated(NamedTuple):
@@ -62,7 +63,7 @@ def apply_attentions(
                 )
             weight = weight * channel
         else:
-            features = features * att.channel[:, :, None, None].to(features.dtype)
+            features = features * as_dtype(att.channel.view(*att.channel.shape, 1, 1), features.dtype)
     if att.filter is not None:
         if features is None:
             weight = weight * att.filter.view(*att.filter.shape, 1, 1, 1)

@@ -20,7 +20,7 @@ from .._common.attention_conv import AttentionConv
 from .._common.attention_heads import check_activation, modulation
 from .._common.batched_conv import unfold_conv2d
 from .._common.checks import check_feature_map, check_int, check_ints, check_positive
-from .._common.device_dtype import as_dtype
+from .._common.device_dtype import as_dtype, reshaped
 from .._common.joined import joined
 from .._common.program_mode import (
     compiling,
@@ -161,7 +161,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
             logits = unfold_conv2d(x, batched, (1, 1), (pad, pad), (1, 1), g) + bias[:, None, None]
         else:
             logits = F.conv2d(x, weight, bias, padding=pad, groups=g)
-        logits = logits.reshape(x.shape[0], g, len(convs), *x.shape[2:])
+        logits = reshaped(logits, x.shape[0], g, len(convs), *x.shape[2:])
         return self._maps(logits)
 
     def _maps(self, logits: Tensor) -> Tensor:
@@ -230,9 +230,9 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             xw = as_dtype(x, compute_dtype(x.dtype))
             att = self.attention(xw)  # (B, G, n, H, W)
-            xg = xw.reshape(batch, g, channels // g, height, width)
+            xg = reshaped(xw, batch, g, channels // g, height, width)
             # keeps only xg and att for backward
-            out = fft_band_modulation(xg, att, self.k_list, self.masks).reshape(batch, channels, height, width)
+            out = reshaped(fft_band_modulation(xg, att, self.k_list, self.masks), batch, channels, height, width)
         return as_dtype(out, x.dtype).contiguous(memory_format=memory_format_of(x))
 
     def _stacked_forward(self, x: Tensor, low_passes: Callable[[Tensor], Tensor]) -> Tensor:
