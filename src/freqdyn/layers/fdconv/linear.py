@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._common.checks import ArgumentTypeError, check_features_last, check_int
-from .._common.device_dtype import as_dtype
+from .._common.device_dtype import as_dtype, reshaped
 from .._common.empty_batch import tie_to_parameters
 from .._common.pooling import mean_pool
 from .._common.program_mode import compute_dtype
@@ -145,15 +145,17 @@ class FDLinear(TraceOnly, LinearFourierBase):
         if not x.numel():  # no sample, or samples without tokens: nn.Linear's empty output
             return self._empty_input(x)
         batch = x.shape[0]
-        tokens = x.reshape(batch, math.prod(x.shape[1:-1]), self.in_features)
+        tokens = reshaped(x, batch, math.prod(x.shape[1:-1]), self.in_features)
         pooled = mean_pool(tokens, (1,), compute_dtype(x.dtype))  # the attentions run in float32 for half
         att = self.KSM_Global(pooled)
-        weight = self.modulated(pooled, att).weight.flatten(2)  # (B or 1, O, I): a view, where [..., 0, 0] selects
-        # one bmm (torch.matmul of 3-D operands dispatches ten more ops)
-        y = torch.bmm(tokens, as_dtype(weight, x.dtype).transpose(1, 2).expand(batch, -1, -1))
+        weight = self.modulated(pooled, att).weight  # (B or 1, O, I, 1, 1)
+        weight = as_dtype(reshaped(weight, weight.shape[0], self.out_features, self.in_features), x.dtype)
+        # one bmm (torch.matmul of 3-D operands dispatches ten more ops), of the kernels transposed
+        transposed = weight.transpose(1, 2)
+        y = torch.bmm(tokens, transposed if weight.shape[0] == batch else transposed.expand(batch, -1, -1))
         if self.bias is not None:
             y = y + as_dtype(self.bias, y.dtype)
-        return y.reshape(*x.shape[:-1], self.out_features)
+        return reshaped(y, *x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return (
