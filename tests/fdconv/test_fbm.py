@@ -160,3 +160,21 @@ def test_low_passes_are_symmetric_and_the_band_sum_backward_matches_finite_diffe
     x = torch.randn(2, 2, 3, height, width, dtype=torch.float64, requires_grad=True)
     att = torch.rand(2, 2, 3, height, width, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, b: fft_band_modulation(a, b, (2, 4, 8), masks), (x, att), fast_mode=True)
+
+
+@pytest.mark.parametrize("wanted", ["x", "att", "both"])
+def test_band_modulation_gradients_of_either_input_alone(wanted, monkeypatch):
+    """The custom backward's three routes (x only, the attentions only, both from one pair of transforms) against
+    autograd through the plain differentiable ops."""
+    import importlib
+
+    low_pass = importlib.import_module("freqdyn.layers.fdconv.low_pass")
+    x = torch.randn(2, 2, 3, 9, 10, dtype=torch.float64, requires_grad=wanted in ("x", "both"))
+    att = torch.rand(2, 2, 3, 9, 10, dtype=torch.float64, requires_grad=wanted in ("att", "both"))
+    inputs = [t for t in (x, att) if t.requires_grad]
+    weight = torch.randn(2, 2, 3, 9, 10, dtype=torch.float64)
+    ours = torch.autograd.grad((low_pass.fft_band_modulation(x, att, (2, 4, 8), "official") * weight).sum(), inputs)
+    monkeypatch.setattr(low_pass, "may_use_custom_kernels", lambda: False)
+    plain = torch.autograd.grad((low_pass.fft_band_modulation(x, att, (2, 4, 8), "official") * weight).sum(), inputs)
+    for a, b in zip(ours, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -37,7 +37,7 @@ import contextlib
 import functools
 import math
 import struct
-from typing import Generic, NamedTuple, TypeVar
+from typing import Generic, NamedTuple, TypeVar, cast
 
 import numpy as np
 import torch
@@ -282,17 +282,26 @@ class _BandModulation(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         x, att, coef = ctx.saved_tensors
-        masks = ctx.masks
-        grad_x = grad_att = None
-        if ctx.needs_input_grad[1]:
-            grad_coef = (_band_low_passes(x, masks) * grad[:, :, None]).sum(3)  # (B, G, n, H, W)
+        masks, (need_x, need_att) = ctx.masks, ctx.needs_input_grad[:2]
+        kept, width, bands = masks.shape[-1], x.shape[-1], masks.shape[0]
+        grad_x = grad_att = lows = None
+        weighted = coef[:, :, :, None] * grad[:, :, None] if need_x else None  # (B, G, n, C/G, H, W)
+        if need_x and need_att:  # both gradients from one forward and one inverse transform: x rides along
+            spectra = _pruned_spectrum(torch.cat([x[:, :, None], cast(Tensor, weighted)], dim=2), kept)
+            filtered = spectra[:, :, :1] * masks[:, None], (spectra[:, :, 1:] * masks[:, None]).sum(2, keepdim=True)
+            spatial = _from_pruned_spectrum(torch.cat(filtered, dim=2), width)  # (B, G, n + 1, C/G, H, W)
+            lows, back = spatial[:, :, :bands], spatial[:, :, bands]
+        elif need_x:
+            spectra = _pruned_spectrum(cast(Tensor, weighted), kept)
+            back = _from_pruned_spectrum((spectra * masks[:, None]).sum(2), width)
+        elif need_att:
+            lows = _band_low_passes(x, masks)
+        if need_att:
+            grad_coef = (cast(Tensor, lows) * grad[:, :, None]).sum(3)  # (B, G, n, H, W)
             gate = (grad * x).sum(2, keepdim=True)  # a_1's own term, a_1 x
             grad_att = torch.cat([gate, grad_coef[:, :, :-1]], dim=2) - grad_coef
-        if ctx.needs_input_grad[0]:
-            weighted = _pruned_spectrum(coef[:, :, :, None] * grad[:, :, None], masks.shape[-1])
-            grad_x = torch.addcmul(
-                _from_pruned_spectrum((weighted * masks[:, None]).sum(2), x.shape[-1]), grad, att[:, :, :1]
-            )
+        if need_x:
+            grad_x = torch.addcmul(back, grad, att[:, :, :1])
         return grad_x, grad_att, None
 
 
