@@ -10,6 +10,9 @@ CASES = [  # (in, out, kernel, stride, padding, dilation, groups)
     (6, 4, (3, 1), (1, 1), (1, 0), (1, 1), 1),
     (6, 4, (1, 3), (2, 1), (0, 1), (1, 1), 2),
     (4, 4, (3, 3), (1, 1), (2, 2), (2, 2), 4),
+    (6, 5, (1, 1), (1, 1), (0, 0), (1, 1), 1),  # 1x1: one bmm
+    (6, 5, (1, 1), (2, 2), (0, 0), (1, 1), 1),
+    (6, 4, (1, 1), (1, 1), (0, 0), (1, 1), 2),  # grouped 1x1: the conv
 ]
 
 
@@ -64,3 +67,24 @@ def test_channels_last_float32_and_gradcheck(case):
         return batched_conv2d(inp, matrix_to_weight(mat, k), b, stride, padding, dilation, groups)
 
     assert torch.autograd.gradcheck(fn, (x.requires_grad_(), matrix, bias))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pointwise_op_count_does_not_grow_with_the_batch(channels_last):
+    """Per-sample 1x1 kernels run as one bmm: the groups=B 1x1 conv took the CPU's slow path, one conv per sample
+    (31 dispatched calls at B=2, 109 at B=8)."""
+    from freqdyn.tools.op_count import aten_calls
+
+    counts = []
+    for batch in (2, 8):
+        x = torch.randn(batch, 16, 5, 5, requires_grad=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        weight = torch.randn(batch, 8, 16, 1, 1, requires_grad=True)
+        grad = torch.randn(batch, 8, 5, 5)  # a dense gradient, as a network's (an expanded one makes bmm loop)
+
+        def step(x=x, w=weight, grad=grad):
+            torch.autograd.grad(batched_conv2d(x, w, None, (1, 1), (0, 0), (1, 1), 1), (x, w), grad)
+
+        counts.append(sum(aten_calls(step).values()))
+    assert counts[0] == counts[1] and counts[0] < 40, counts

@@ -60,6 +60,8 @@ def batched_conv2d(
         return y if shared_bias is not None else _plus_bias(y, bias)
     if compiling():  # a groups=B conv would fix B (inductor's conv lowering)
         return _plus_bias(unfold_conv2d(x, weight, stride, padding, dilation, groups), bias)
+    if groups == 1 and weight.shape[-2:] == (1, 1) and explicit_padding(padding, (1, 1), dilation) == [0, 0, 0, 0]:
+        return _plus_bias(_pointwise(x, weight, stride), bias)
     if memory_format_of(x) == torch.channels_last:
         # channels-last: fold to (1, B*C, H, W) with (H, W, B, C) memory, the layout a channels-last grouped
         # conv reads; the output comes back as (B, O, H', W') channels-last. The kernels are copied to plain
@@ -76,6 +78,22 @@ def batched_conv2d(
     # the bias added to the output: fewer ops than one folded to the batch (B * O) for the conv
     y = F.conv2d(folded, kernels, None, stride, padding, dilation, groups * batch)
     return _plus_bias(y.view(batch, out_channels, y.shape[-2], y.shape[-1]), bias)
+
+
+def _pointwise(x: Tensor, weight: Tensor, stride: tuple[int, int]) -> Tensor:
+    """Per-sample 1x1 convolution as one bmm: x (B, C, H, W), weight (B, O, C, 1, 1) -> (B, O, H', W'), in x's
+    memory format. A ``groups=B`` 1x1 conv takes the CPU's slow path, one conv per sample (its op count grows with
+    B: 31 calls at B=2, 109 at B=8), and the bmm ran 1.2-2.3x faster (issue 30).
+    """
+    channels_last = memory_format_of(x) == torch.channels_last
+    if stride != (1, 1):
+        x = x[:, :, :: stride[0], :: stride[1]]
+    batch, channels, height, width = x.shape
+    kernels = reshaped(weight, batch, weight.shape[1], channels)  # (B, O, C)
+    if channels_last:  # pixels as rows: (B, HW, C) @ (B, C, O), a channels-last output
+        rows = torch.bmm(reshaped(x.permute(0, 2, 3, 1), batch, height * width, channels), kernels.transpose(1, 2))
+        return rows.view(batch, height, width, -1).permute(0, 3, 1, 2)
+    return torch.bmm(kernels, reshaped(x, batch, channels, height * width)).view(batch, -1, height, width)
 
 
 def unfold_conv2d(
