@@ -87,6 +87,7 @@ ZOO: dict[str, Case] = {
     ),
     "fdconv-narrow": Case(lambda: FDConv(16, 16, 3, padding=1, kernel_num=4), maps(16, 6, 6)),
     "fdconv-5x5": Case(lambda: FDConv(32, 32, 5, padding=2, kernel_num=4), maps(32, 6, 6)),
+    "fdconv-basis": Case(lambda: FDConv(16, 16, 3, padding=1, kernel_num=4, synthesis="basis"), maps(16, 6, 6)),
     "fdconv-layer-norm": Case(
         lambda: FDConv(24, 24, 3, padding=1, kernel_num=8, attention_norm="layer"), maps(24, 9, 9)
     ),

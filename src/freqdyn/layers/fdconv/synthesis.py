@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-import torch.nn.functional as F
+import torch
 from torch import Tensor
 
 from .spectrum import inverse_spectrum
@@ -28,8 +28,13 @@ BASIS_MAX_ELEMENTS = 2**24  # the largest basis (P * K * rows * cols values) the
 
 
 def group_basis(dft_weight: Tensor, freq_group: Tensor, kernel_num: int, size: tuple[int, int]) -> Tensor:
-    """(P * K, rows * cols): the inverse FFT of each frequency group of each copy on its own, in dft_weight's dtype."""
-    onehot = F.one_hot(freq_group.long(), kernel_num).permute(2, 0, 1).to(dft_weight.dtype)
+    """(P * K, rows * cols): the inverse FFT of each frequency group of each copy on its own, in dft_weight's dtype.
+
+    The group masks are a comparison with the group numbers: ``F.one_hot`` checks its input's range on the host
+    (two syncs per call), which CUDA-graph capture cannot take.
+    """
+    groups = torch.arange(kernel_num, device=freq_group.device)
+    onehot = (freq_group[None] == groups[:, None, None]).to(dft_weight.dtype)  # (K, rows, width)
     masked = dft_weight[:, None] * onehot[None, :, :, :, None]
     return inverse_spectrum(masked, size).reshape(dft_weight.shape[0] * kernel_num, -1)
 
