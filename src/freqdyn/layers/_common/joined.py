@@ -13,6 +13,7 @@ from typing import cast
 import torch
 from torch import Tensor
 
+from .device_dtype import reshaped
 from .program_mode import compiling, may_use_custom_kernels
 
 
@@ -28,8 +29,8 @@ class _Joined(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        if ctx.joined_shape is not None:  # a view where it can be (one call), else a copy
-            grad = grad.view(ctx.joined_shape) if grad.is_contiguous() else grad.reshape(ctx.joined_shape)
+        if ctx.joined_shape is not None:
+            grad = reshaped(grad, *ctx.joined_shape)
         return None, *grad.split_with_sizes(ctx.sizes)
 
 

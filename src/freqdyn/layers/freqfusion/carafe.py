@@ -279,9 +279,7 @@ def _kernel_grid(kernels: Tensor, groups: int, k: int, scale: int) -> Tensor:
 
 
 def _channel_splits(widths: list[int]) -> list[tuple[int, int]]:
-    """(start, end) of each input's channels within a group of the joint layout (a plain loop: dynamo traces the
-    builtin ``sum`` of shape symbols as a tensor op).
-    """
+    """(start, end) of each input's channels within a group of the joint layout."""
     splits, start = [], 0
     for width in widths:
         splits.append((start, start + width))
@@ -303,10 +301,11 @@ class _Carafe(torch.autograd.Function):
         xs = (first,) if second is None else (first, second)  # (not *xs: dynamo cannot trace a Function's varargs)
         batch, _, height, width = first.shape
         pad, widths, options = k // 2, [x.shape[1] // groups for x in xs], factory_kwargs(xs[0].device, xs[0].dtype)
-        pad_w, total, grid = width + 2 * pad, _channel_splits(widths)[-1][1], (height, batch, groups, width)
+        pad_w, total, grid = width + 2 * pad, sum(widths), (height, batch, groups, width)
+        splits = _channel_splits(widths)
         base = torch.zeros(height + 2 * pad + 1, batch * groups, pad_w, total, **options)
         interior = (pad * batch * groups * pad_w + pad) * total  # the first element of pixel (pad, 0, 0, pad)
-        for x, (start, end) in zip(xs, _channel_splits(widths), strict=True):
+        for x, (start, end) in zip(xs, splits, strict=True):
             target = _layout_grid(base, grid, pad_w, total, (end - start, 1, 1, 0, 1, 0), interior + start)
             base = _write(base, target, _map_grid(x, groups, 1), interior + start)
         shifted = torch.zeros(_shifted_rows(base, k), k, k * scale * scale, **options)
@@ -315,7 +314,7 @@ class _Carafe(torch.autograd.Function):
         ctx.k, ctx.groups, ctx.scale, ctx.widths = k, groups, scale, widths
         out, block = _shifted_reassemble(base, shifted, k), scale * scale
         outputs = []
-        for start, end in _channel_splits(widths):
+        for start, end in splits:
             result = torch.empty(batch, groups * (end - start), scale * height, scale * width, **options)
             inner = (end - start, block, scale, scale, scale, 1)
             source = _layout_grid(out, grid, pad_w, total * block, inner, start * block)
@@ -389,6 +388,14 @@ def _pixel_taps(kernels: Tensor, groups: int, k: int, scale: int, source: tuple[
     return kernels.permute(2, 0, 4, 1, 3, 5).reshape(-1, k * k, scale * scale)
 
 
+def _record_flops(k: int, maps: int, outputs: int, matmul_outputs: int) -> None:
+    """Report 2 k*k FLOPs per output element of ``maps`` (B * C) maps of ``outputs`` pixels each. FlopCounterMode
+    also counts the reassembly's matmuls, which run over ``matmul_outputs`` pixels per map (the 2p wrapped columns of
+    each row too, and in the one-matmul form k - 1 more rows): those are taken off.
+    """
+    record_flops(2 * k * k * maps * (outputs - matmul_outputs))
+
+
 def carafe(
     x: Tensor, kernels: Tensor, kernel_size: int, groups: int = 1, scale: int = 1, padding: str = "zeros"
 ) -> Tensor:
@@ -410,13 +417,11 @@ def carafe(
         return (x.sum() * 0 + kernels.sum() * 0).expand(0, channels, out_h, out_w)
     k, pad = kernel_size, kernel_size // 2
     pad_w = src_w + 2 * pad
-    # the profile reports 2 k*k FLOPs per output element; FlopCounterMode also counts the matmuls, which run over
-    # the 2p wrapped columns of each row too (and, in one matmul, over k - 1 more rows): taken off here
     custom = may_use_custom_kernels()
     if custom and padding == "zeros" and (out_h, out_w) == (scale * height, scale * width):
         return carafe_together((x,), kernels, k, groups, scale)[0]
     matmul_rows = src_h + k - 1 if custom else src_h if k > 1 and scale > 1 else 0
-    record_flops(2 * k * k * batch * channels * (out_h * out_w - scale * scale * matmul_rows * pad_w))
+    _record_flops(k, batch * channels, out_h * out_w, scale * scale * matmul_rows * pad_w)
     base = _neighbourhood_base(x, groups, pad, padding)
     taps = _pixel_taps(kernels, groups, k, scale, (src_h, src_w), pad_w)
     out = _Reassemble.apply(base, taps, k) if custom else _reassemble(base, taps, k)
@@ -439,7 +444,8 @@ def carafe_together(
     exact = all(x.shape[-2:] == xs[0].shape[-2:] for x in xs) and kernels.shape[-2:] == (scale * height, scale * width)
     if not (exact and padding == "zeros" and xs[0].shape[0] and may_use_custom_kernels()):
         return tuple(carafe(x, kernels, kernel_size, groups, scale, padding) for x in xs)
-    batch = xs[0].shape[0]
-    k, pad_w, channels = kernel_size, width + 2 * (kernel_size // 2), _channel_splits([x.shape[1] for x in xs])[-1][1]
-    record_flops(2 * k * k * batch * channels * scale * scale * (height * width - (height + k - 1) * pad_w))
+    k, pad_w, channels = kernel_size, width + 2 * (kernel_size // 2), sum(x.shape[1] for x in xs)
+    _record_flops(
+        k, xs[0].shape[0] * channels, scale * scale * height * width, scale * scale * (height + k - 1) * pad_w
+    )
     return cast(tuple[Tensor, ...], _Carafe.apply(kernels, k, groups, scale, xs[0], xs[1] if len(xs) > 1 else None))
