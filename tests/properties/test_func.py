@@ -56,7 +56,9 @@ def test_func_grad_equals_autograd_in_training(kind, norm):
     grads = grad(lambda p: functional_call(layer, p, (x,)).square().sum())(params)
     layer(x).square().sum().backward()
     for n, p in layer.named_parameters():
-        torch.testing.assert_close(grads[n], p.grad, rtol=1e-4, atol=1e-5)
+        # two float32 computations in different orders (FDConv's training Function, the plain ops under torch.func):
+        # their rounding is relative to the gradient's scale, not to each element's
+        torch.testing.assert_close(grads[n], p.grad, rtol=1e-4, atol=1e-5 * max(1.0, float(p.grad.abs().max())))
 
 
 @pytest.mark.parametrize("kind", ["fdconv", "odconv"])

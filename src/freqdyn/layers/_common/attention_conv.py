@@ -89,6 +89,52 @@ class AttentionLinear(nn.Linear):
         return F.linear(x, as_dtype(self.weight, x.dtype), bias)
 
 
+def sliding_windows(x: Tensor, size: int, pad: int) -> Tensor:
+    """x (B, L) -> its zero-padded windows (B * L, S), row (b, i) = x[b, i - pad .. i - pad + S - 1] (``pad`` zeros
+    in front, S - 1 - pad behind), laid out for a matmul with the (S, Q) taps: one copy.
+    """
+    batch, length = x.shape
+    options = factory_kwargs(x.device, x.dtype)
+    rows = length + size - 1
+    padded = torch.zeros(batch, rows, **options)
+    padded.narrow(1, pad, length).copy_(x)  # (not into an as_strided view: compile bans mutating one)
+    windows = torch.empty(batch * length, size, **options)
+    windows.view(batch, length, size).copy_(padded.as_strided((batch, length, size), (rows, 1, 1)))
+    return windows
+
+
+def taps_matrix(weight: Tensor) -> Tensor:
+    """The (S, Q) view of a (Q, 1, S) conv1d weight."""
+    return weight.as_strided((weight.shape[-1], weight.shape[0]), (weight.stride(2), weight.stride(0)))
+
+
+def sliding_taps_grads(
+    grad: Tensor, windows: Tensor, weight: Tensor, batch: int, pad: int, need_x: bool, need_weight: bool
+) -> tuple[Tensor | None, Tensor | None]:
+    """Gradients of x (B, L) and weight (Q, 1, S) from ``grad`` (B * L, Q) (any strides), that of
+    ``windows @ taps_matrix(weight)`` with the ``windows`` of :func:`sliding_windows`: two matmuls and one strided
+    sum.
+    """
+    count, out = grad.shape
+    size, length = weight.shape[-1], grad.shape[0] // batch
+    # both matmuls are taken transposed, with the S taps as their rows: BLAS runs a product with S (= 3..7)
+    # columns several times slower (MKL: 2-7x at 256-512 channels)
+    grad_t = grad.as_strided((out, count), (grad.stride(1), grad.stride(0)))
+    grad_x = grad_weight = None
+    if need_x:
+        # x[b, j] collects the window gradients (j + pad - t, t): in a buffer front-padded by S - 1 - pad
+        # columns, taps first, the entries (S - 1 - u, j + u) for u = S - 1 - t, which are a strided view
+        rows = length + size - 1
+        padded = torch.zeros(size, batch, rows, dtype=grad.dtype, device=grad.device)
+        spread = torch.mm(taps_matrix(weight), grad_t).view(size, batch, length)
+        padded.narrow(2, size - 1 - pad, length).copy_(spread)
+        grad_x = padded.as_strided((batch, length, size), (rows, 1, batch * rows - 1), size - 1).sum(2)
+    if need_weight:
+        product = torch.mm(windows.as_strided((size, count), (1, size)), grad)  # (S, Q)
+        grad_weight = product.as_strided(weight.shape, (1, 1, product.shape[1]))
+    return grad_x, grad_weight
+
+
 class _SlidingTaps(torch.autograd.Function):
     """x (B, L), weight (Q, 1, S), bias (Q,) or None -> (B, L, Q), out[b, i, q] = sum_t x[b, i + t - pad] weight[q,
     0, t] (+ bias[q]), zero padded (``pad`` in front, S - 1 - pad behind): one matmul over sliding windows. Its
@@ -98,43 +144,21 @@ class _SlidingTaps(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, pad: int) -> Tensor:
-        batch, length = x.shape
-        size, options = weight.shape[-1], factory_kwargs(x.device, x.dtype)
-        rows = length + size - 1
-        padded = torch.zeros(batch, rows, **options)
-        padded.narrow(1, pad, length).copy_(x)  # (not into an as_strided view: compile bans mutating one)
-        windows = torch.empty(batch * length, size, **options)  # laid out for the matmul and saved: one copy
-        windows.view(batch, length, size).copy_(padded.as_strided((batch, length, size), (rows, 1, 1)))
-        taps = weight.as_strided((size, weight.shape[0]), (weight.stride(2), weight.stride(0)))  # (S, Q)
+        windows = sliding_windows(x, weight.shape[-1], pad)
+        taps = taps_matrix(weight)
         out = torch.mm(windows, taps) if bias is None else torch.addmm(bias, windows, taps)
         ctx.save_for_backward(windows, weight)
         ctx.pad, ctx.has_bias = pad, bias is not None
-        return out.view(batch, length, -1)
+        return out.view(x.shape[0], x.shape[1], -1)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
         windows, weight = ctx.saved_tensors
         batch, length, out = grad.shape
-        size = weight.shape[-1]
-        # both matmuls are taken transposed, with the S taps as their rows: BLAS runs a product with S (= 3..7)
-        # columns several times slower (MKL: 2-7x at 256-512 channels)
         grad = grad.reshape(batch * length, out)
-        grad_t = grad.as_strided((out, batch * length), (grad.stride(1), grad.stride(0)))
-        grad_x = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            # x[b, j] collects the window gradients (j + pad - t, t): in a buffer front-padded by S - 1 - pad
-            # columns, taps first, the entries (S - 1 - u, j + u) for u = S - 1 - t, which are a strided view
-            rows = length + size - 1
-            padded = torch.zeros(size, batch, rows, dtype=grad.dtype, device=grad.device)
-            taps_t = weight.as_strided((size, out), (weight.stride(2), weight.stride(0)))  # (S, Q)
-            spread = torch.mm(taps_t, grad_t).view(size, batch, length)
-            padded.narrow(2, size - 1 - ctx.pad, length).copy_(spread)
-            grad_x = padded.as_strided((batch, length, size), (rows, 1, batch * rows - 1), size - 1).sum(2)
-        if ctx.needs_input_grad[1]:
-            product = torch.mm(windows.as_strided((size, batch * length), (1, size)), grad)  # (S, Q)
-            grad_weight = product.as_strided(weight.shape, (1, 1, product.shape[1]))
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad.sum(0)
+        need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
+        grad_x, grad_weight = sliding_taps_grads(grad, windows, weight, batch, ctx.pad, need_x, need_weight)
+        grad_bias = grad.sum(0) if ctx.has_bias and need_bias else None
         return grad_x, grad_weight, grad_bias, None
 
 

@@ -96,6 +96,60 @@ def _pointwise(x: Tensor, weight: Tensor, stride: tuple[int, int]) -> Tensor:
     return torch.bmm(kernels, reshaped(x, batch, channels, height * width)).view(batch, -1, height, width)
 
 
+def batched_conv2d_grads(
+    grad: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    stride: tuple[int, int],
+    padding: Padding,
+    dilation: tuple[int, int],
+    need_x: bool,
+    need_weight: bool,
+) -> tuple[Tensor | None, Tensor | None]:
+    """Gradients of x (B, C, H, W) and of the per-sample kernels weight (B, O, C, kh, kw) from ``grad`` (B, O, H',
+    W'), that of ``batched_conv2d(x, weight, None, stride, padding, dilation, 1)``, without running that forward
+    again: two bmm for a stride-1 1x1 kernel, one convolution backward over the folded batch for a contiguous x
+    with numeric padding; other layouts (channels-last, ``'same'``) differentiate a rerun of the forward.
+    """
+    batch, channels, height, width = x.shape
+    out_channels = weight.shape[1]
+    contiguous = memory_format_of(x) == torch.contiguous_format and not isinstance(padding, str)
+    pointwise = weight.shape[-2:] == (1, 1) and explicit_padding(padding, (1, 1), dilation) == [0, 0, 0, 0]
+    if contiguous and pointwise and stride == (1, 1):
+        kernels = reshaped(weight, batch, out_channels, channels)
+        rows, grad_rows = reshaped(x, batch, channels, height * width), reshaped(grad, batch, out_channels, -1)
+        grad_x = torch.bmm(kernels.transpose(1, 2), grad_rows).view(x.shape) if need_x else None
+        grad_w = torch.bmm(grad_rows, rows.transpose(1, 2)).view(weight.shape) if need_weight else None
+        return grad_x, grad_w
+    if contiguous:
+        folded = reshaped(x, 1, batch * channels, height, width)
+        kernels = reshaped(weight, batch * out_channels, *weight.shape[2:])
+        folded_grad = reshaped(grad, 1, batch * out_channels, *grad.shape[2:])
+        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+            folded_grad,
+            folded,
+            kernels,
+            None,
+            stride,
+            padding,
+            dilation,
+            False,
+            (0, 0),
+            batch,
+            (need_x, need_weight, False),
+        )
+        return (
+            grad_x.view(x.shape) if need_x else None,
+            grad_w.view(weight.shape) if need_weight else None,
+        )
+    with torch.enable_grad():
+        inputs = (x.detach().requires_grad_(need_x), weight.detach().requires_grad_(need_weight))
+        y = batched_conv2d(inputs[0], inputs[1], None, stride, padding, dilation, 1)
+        wanted = [t for t, need in zip(inputs, (need_x, need_weight), strict=True) if need]
+        found = iter(torch.autograd.grad(y, wanted, grad))
+    return (next(found) if need_x else None), (next(found) if need_weight else None)
+
+
 def unfold_conv2d(
     x: Tensor, weight: Tensor, stride: tuple[int, int], padding: Padding, dilation: tuple[int, int], groups: int
 ) -> Tensor:

@@ -69,11 +69,51 @@ def synthesise(
     rows, cols = size
     if basis:
         return (kappa @ group_basis(dft_weight, freq_group, kernel_num, size)).reshape(-1, rows, cols)
-    copies, batch, width = dft_weight.shape[0], kappa.shape[0], cols // 2 + 1
+    return spectral_synthesis(group_map(kappa, freq_group.view(-1).long(), kernel_num), dft_weight, size)
+
+
+def group_map(kappa: Tensor, index: Tensor, kernel_num: int) -> Tensor:
+    """(B * P, rows * width): each coefficient's attention, kappa (B, P * K) gathered by its group ``index``
+    (rows * width,) (``freq_group`` flattened, int64).
+    """
     # views, not reshapes or indexing: one dispatched op each, forward and backward
-    kmap = kappa.view(batch * copies, kernel_num).index_select(1, freq_group.view(-1).long())
+    return kappa.view(-1, kernel_num).index_select(1, index)
+
+
+def spectral_synthesis(kmap: Tensor, dft_weight: Tensor, size: tuple[int, int]) -> Tensor:
+    """The FFT route: kernel matrices (B, rows, cols) from the group map ``kmap`` (B * P, rows * width) of
+    :func:`group_map`.
+    """
+    rows, cols = size
+    copies, width = dft_weight.shape[0], cols // 2 + 1
+    batch = kmap.shape[0] // copies
     if copies == 1:
         spectrum = kmap.view(batch, rows, width, 1) * dft_weight  # (B, rows, width, 2)
     else:
         spectrum = (kmap.view(batch, copies, rows, width, 1) * dft_weight).sum(1)
     return inverse_spectrum(spectrum, size)
+
+
+def spectral_synthesis_grads(
+    grad: Tensor, kmap: Tensor, dft_weight: Tensor, index: Tensor, kernel_num: int, need_kappa: bool, need_dft: bool
+) -> tuple[Tensor | None, Tensor | None]:
+    """Gradients of kappa (B, P * K) and dft_weight (P, rows, width, 2) from ``grad`` (B, rows, cols), that of
+    :func:`spectral_synthesis` of ``group_map(kappa, index, kernel_num)`` (= ``kmap``).
+
+    The adjoint of ``irfft2`` is ``rfft2`` with the forward normalisation, the columns whose mirror lies outside
+    the one-sided spectrum counted twice (torch's own rule for the c2r backward).
+    """
+    batch, _, cols = grad.shape
+    copies, rows, width, _ = dft_weight.shape
+    adjoint = torch.fft.rfft2(grad, norm="forward")
+    if cols > width:
+        adjoint.narrow(-1, 1, cols - width).mul_(2.0)
+    spectral = torch.view_as_real(adjoint).view(batch, 1, rows, width, 2)  # (B, 1, rows, width, 2)
+    grad_kappa = grad_dft = None
+    if need_kappa:
+        grad_map = (spectral * dft_weight).sum(-1).view(batch * copies, rows * width)
+        grad_kappa = kmap.new_zeros(batch * copies, kernel_num).index_add_(1, index, grad_map)
+        grad_kappa = grad_kappa.view(batch, copies * kernel_num)
+    if need_dft:
+        grad_dft = (kmap.view(batch, copies, rows, width, 1) * spectral).sum(0)
+    return grad_kappa, grad_dft

@@ -1,0 +1,290 @@
+"""FDConv's training forward as one ``autograd.Function``: the per-sample kernels synthesised from the Fourier
+weight, modulated by KSM-Local and the spatial, channel and filter attentions, and applied to the input (on the
+feature branch the channel attention scales the input and the filter attention the output instead).
+
+Autograd of the same ops either keeps every kernel-sized factor for backward (B * O * I * kh * kw values each)
+or, under a checkpoint, replays the whole forward in backward, the conv included. This Function saves only the
+small inputs (the input map, the attentions, the KSM-Local windows) and, in backward, rebuilds the synthesised
+kernel and the local factor (or keeps those two where they are small: ``keep``), takes the conv's gradients
+without running it again, and the factors' gradients as a few products and batched matmuls: a fixed short
+sequence of ops whatever the batch, width or map size (issue 30).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import cast
+
+import torch
+from torch import Tensor
+
+from .._common.attention_conv import sliding_taps_grads, sliding_windows, taps_matrix
+from .._common.batched_conv import batched_conv2d, batched_conv2d_grads
+from .._common.conv_args import Padding
+from .._common.device_dtype import as_dtype, reshaped, scalar
+from .spectrum import matrix_to_weight
+from .synthesis import group_map, spectral_synthesis, spectral_synthesis_grads
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """What :func:`kernel_conv` needs besides tensors that take gradients."""
+
+    index: Tensor  # (rows * width,) int64: freq_group flattened
+    kernel_num: int
+    size: tuple[int, int]  # the kernel matrix (O * kh, I * kw)
+    kernel_hw: tuple[int, int]
+    local_pad: int  # KSM-Local's conv1d padding
+    local_act: str  # 'sigmoid' or 'tanh' (1 + tanh); the gain is in kappa
+    stride: tuple[int, int]
+    padding: Padding
+    dilation: tuple[int, int]
+    keep: bool  # keep the synthesised kernel and local factor for backward instead of rebuilding them
+    on_features: bool  # the channel attention scales the input and the filter attention the output
+
+
+def kernel_conv(
+    x: Tensor,
+    kappa: Tensor,
+    dft_weight: Tensor,
+    normed: Tensor | None,
+    taps: Tensor | None,
+    spatial: Tensor | None,
+    channel: Tensor | None,
+    filter_: Tensor | None,
+    plan: KernelPlan,
+) -> Tensor:
+    """conv(x, W_b) per sample b, without bias: x (B, I, H, W) padded as the conv needs -> (B, O, H', W'), in the
+    dtype autocast gives a conv (else x's).
+
+    W = S * L * spatial * channel * filter, with S the FFT-route synthesis of kappa (B, P * K) (scaled; the work
+    dtype, to which dft_weight is converted), L the KSM-Local factor ``act(windows(normed) @ taps)`` (``normed``
+    (B, I) the layer-normed pooled input, ``taps`` (Q, 1, S) its conv1d weight; both ``None`` without KSM-Local)
+    and the attentions spatial (B, kh * kw), channel (B, I), filter (B, O) (each ``None`` when off). With
+    ``plan.on_features`` the channel attention scales x and the filter attention the output instead. One group only.
+    """
+    return _KernelConv.apply(x, kappa, dft_weight, normed, taps, spatial, channel, filter_, plan)
+
+
+def _conv_dtype(x: Tensor) -> torch.dtype:
+    """The dtype of the conv of x: autocast's where it is on (and x is not float64), else x's."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device) and x.dtype != torch.float64:
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
+def _local(windows: Tensor, taps: Tensor, act: str) -> Tensor:
+    """The KSM-Local factor (B * I, O * kh * kw) from its windows."""
+    logits = torch.mm(windows, taps_matrix(taps))
+    if act == "sigmoid":
+        return logits.sigmoid_()
+    return logits.tanh_().add_(scalar(1.0, logits))
+
+
+def _factor(spatial: Tensor | None, fc: Tensor | None, shape: torch.Size) -> Tensor | None:
+    """spatial (B, kh * kw) times fc (B, O, I), broadcast to ``shape`` (B, O, I, kh, kw)."""
+    batch, out_channels, in_channels, kh, kw = shape
+    s = None if spatial is None else spatial.view(batch, 1, 1, kh, kw)
+    f = None if fc is None else fc.view(batch, out_channels, in_channels, 1, 1)
+    if s is None or f is None:
+        return s if f is None else f
+    return f * s
+
+
+def _filter_channel(channel: Tensor | None, filter_: Tensor | None, shape: torch.Size) -> Tensor | None:
+    """filter (B, O) times channel (B, I) as a (B, O, I) tensor (an expanded view where one is off), or None."""
+    batch, out_channels, in_channels = shape[:3]
+    if filter_ is None:
+        return None if channel is None else channel.view(batch, 1, in_channels).expand(batch, out_channels, -1)
+    if channel is None:
+        return filter_.view(batch, out_channels, 1).expand(batch, -1, in_channels)
+    return filter_.view(batch, out_channels, 1) * channel.view(batch, 1, in_channels)
+
+
+def _local_view(local: Tensor, shape: torch.Size) -> Tensor:
+    """The KSM-Local factor (B * I, O * kh * kw) as a (B, O, I, kh, kw) view."""
+    batch, out_channels, in_channels, kh, kw = shape
+    return local.view(batch, in_channels, out_channels, kh, kw).transpose(1, 2)
+
+
+def _channels(channel: Tensor, like: Tensor) -> Tensor:
+    """channel (B, I) as a (B, I, 1, 1) factor of a map, in the map's dtype."""
+    return as_dtype(channel, like.dtype).view(*channel.shape, 1, 1)
+
+
+class _KernelConv(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx,
+        x: Tensor,
+        kappa: Tensor,
+        dft_weight: Tensor,
+        normed: Tensor | None,
+        taps: Tensor | None,
+        spatial: Tensor | None,
+        channel: Tensor | None,
+        filter_: Tensor | None,
+        plan: KernelPlan,
+    ) -> Tensor:
+        conv_dtype = _conv_dtype(x)
+        with torch.autocast(x.device.type, enabled=False):
+            windows = (
+                None if normed is None or taps is None else sliding_windows(normed, taps.shape[-1], plan.local_pad)
+            )
+            spectrum = as_dtype(dft_weight, kappa.dtype)
+            matrix = spectral_synthesis(group_map(kappa, plan.index, plan.kernel_num), spectrum, plan.size)
+            synth = matrix_to_weight(matrix, plan.kernel_hw)  # (B, O, I, kh, kw), a view
+            batch, out_channels, in_channels, kh, kw = synth.shape
+            local = None if windows is None or taps is None else _local(windows, taps, plan.local_act)
+            kernel = synth.new_empty(synth.shape)  # the conv's contiguous layout
+            if local is None:
+                kernel.copy_(synth)
+            else:
+                torch.mul(synth, _local_view(local, synth.shape), out=kernel)
+            if spatial is not None:
+                kernel.mul_(spatial.view(batch, 1, 1, kh, kw))
+            features = x
+            if plan.on_features:  # channel on the input, filter on the output
+                if channel is not None:
+                    features = x * _channels(channel, x)
+            else:
+                if channel is not None:
+                    kernel.mul_(channel.view(batch, 1, in_channels, 1, 1))
+                if filter_ is not None:
+                    kernel.mul_(filter_.view(batch, out_channels, 1, 1, 1))
+            y = batched_conv2d(
+                as_dtype(features, conv_dtype),
+                as_dtype(kernel, conv_dtype),
+                None,
+                plan.stride,
+                plan.padding,
+                plan.dilation,
+                1,
+            )
+            if plan.on_features and filter_ is not None:
+                y = y * _channels(filter_, y)
+        kept = (matrix, local) if plan.keep else (None, None)
+        ctx.save_for_backward(x, kappa, windows, taps, spatial, channel, filter_, *kept)
+        # the parameter itself, not saved: saved tensors count as memory kept for backward, and it is there anyway
+        # (its float32 copy for a half layer is remade in backward); autograd's version check, by hand
+        ctx.dft_weight, ctx.dft_version = dft_weight, dft_weight._version
+        ctx.plan, ctx.conv_dtype = plan, conv_dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, kappa, windows, taps, spatial, channel, filter_, matrix, local = ctx.saved_tensors
+        if ctx.dft_weight._version != ctx.dft_version:
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an inplace operation: "
+                f"FDConv's dft_weight is at version {ctx.dft_weight._version}; expected version {ctx.dft_version}"
+            )
+        dft_weight = as_dtype(ctx.dft_weight, kappa.dtype)
+        plan: KernelPlan = ctx.plan
+        need = ctx.needs_input_grad
+        if any(step == 0 and size > 1 for step, size in zip(grad.stride(), grad.shape, strict=True)):
+            grad = grad.contiguous()  # an expanded gradient (a summed output's) would make bmm loop over samples
+        with torch.autocast(x.device.type, enabled=False):
+            kmap = group_map(kappa, plan.index, plan.kernel_num)
+            if matrix is None:
+                matrix = spectral_synthesis(kmap, dft_weight, plan.size)
+                local = None if windows is None or taps is None else _local(windows, taps, plan.local_act)
+            synth = matrix_to_weight(matrix, plan.kernel_hw)
+            shape = synth.shape
+            batch, out_channels, in_channels, kh, kw = shape
+            local_view = None if local is None else _local_view(local, shape)
+            # on the feature branch, the filter attention on the output is that factor of the kernel in backward:
+            # the conv's kernel gradient then holds what its gradient needs (no output map kept for it)
+            on_input = channel if plan.on_features else None
+            fc = _filter_channel(None if plan.on_features else channel, filter_, shape)
+            factor = _factor(spatial, fc, shape)
+            if local_view is None:
+                product = synth.contiguous()
+            else:
+                product = torch.mul(synth, local_view, out=synth.new_empty(shape))  # S * L, contiguous
+            kernel = product if factor is None else product * factor
+            features = x if on_input is None else x * _channels(on_input, x)
+            grad_features, grad_kernel = batched_conv2d_grads(
+                grad,
+                as_dtype(features, ctx.conv_dtype),
+                as_dtype(kernel, ctx.conv_dtype),
+                plan.stride,
+                plan.padding,
+                plan.dilation,
+                need[0] or (on_input is not None and need[6]),
+                True,
+            )
+            grad_kernel = as_dtype(cast(Tensor, grad_kernel), kernel.dtype)
+            grad_product = grad_kernel if factor is None else grad_kernel * factor
+            grad_spatial, grad_channel, grad_filter = _factor_grads(
+                grad_kernel, product, spatial, None if plan.on_features else channel, filter_, fc, need[5:8]
+            )
+            grad_x = None if grad_features is None else as_dtype(grad_features, x.dtype)
+            if on_input is not None and grad_x is not None:
+                grad_channel = (grad_x * x).sum((2, 3)) if need[6] else None
+                grad_x = grad_x * _channels(on_input, x) if need[0] else None
+            # S's gradient straight into the kernel-matrix layout, L's into the (B, I, O, kh, kw) layout of its taps
+            grad_matrix = matrix.new_empty(batch, out_channels, kh, in_channels, kw)
+            if local_view is None:
+                grad_matrix.transpose(2, 3).copy_(grad_product)
+            else:
+                torch.mul(grad_product, local_view, out=grad_matrix.transpose(2, 3))
+            grad_kappa, grad_dft = spectral_synthesis_grads(
+                grad_matrix.view(batch, *plan.size), kmap, dft_weight, plan.index, plan.kernel_num, need[1], need[2]
+            )
+            grad_normed = grad_taps = None
+            if local is not None and windows is not None and taps is not None and (need[3] or need[4]):
+                grad_local = synth.new_empty(batch, in_channels, out_channels, kh, kw)
+                torch.mul(grad_product, synth, out=grad_local.transpose(1, 2))
+                flat = grad_local.view(batch * in_channels, -1)
+                if plan.local_act == "sigmoid":
+                    grad_logits = torch.ops.aten.sigmoid_backward(flat, local)
+                else:
+                    grad_logits = torch.ops.aten.tanh_backward(flat, local - scalar(1.0, local))
+                grad_normed, grad_taps = sliding_taps_grads(
+                    grad_logits, windows, taps, batch, plan.local_pad, need[3], need[4]
+                )
+        return grad_x, grad_kappa, grad_dft, grad_normed, grad_taps, grad_spatial, grad_channel, grad_filter, None
+
+
+def _factor_grads(
+    grad_kernel: Tensor,
+    product: Tensor,
+    spatial: Tensor | None,
+    channel: Tensor | None,
+    filter_: Tensor | None,
+    fc: Tensor | None,
+    need: tuple[bool, ...],
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """Gradients of spatial (B, kh * kw), channel (B, I) and filter (B, O) from that of the kernel
+    ``product * spatial * channel * filter`` (B, O, I, kh, kw): contractions as batched matmuls.
+    """
+    if not any(need):
+        return None, None, None
+    batch, out_channels, in_channels, kh, kw = product.shape
+    taps = kh * kw
+    grad_factor = reshaped(grad_kernel * product, batch, out_channels * in_channels, taps)
+    grad_spatial = grad_channel = grad_filter = None
+    if spatial is not None and need[0]:
+        if fc is None:
+            grad_spatial = grad_factor.sum(1)
+        else:
+            grad_spatial = torch.bmm(fc.reshape(batch, 1, -1), grad_factor).view(batch, taps)
+    if fc is not None and (need[1] or need[2]):
+        if spatial is None:
+            grad_fc = grad_factor.view(batch, out_channels, in_channels) if taps == 1 else grad_factor.sum(2)
+            grad_fc = grad_fc.view(batch, out_channels, in_channels)
+        else:
+            grad_fc = torch.bmm(grad_factor, spatial.view(batch, taps, 1)).view(batch, out_channels, in_channels)
+        if channel is not None and need[1]:
+            if filter_ is None:
+                grad_channel = grad_fc.sum(1)
+            else:
+                grad_channel = torch.bmm(filter_.view(batch, 1, out_channels), grad_fc).view(batch, in_channels)
+        if filter_ is not None and need[2]:
+            if channel is None:
+                grad_filter = grad_fc.sum(2)
+            else:
+                grad_filter = torch.bmm(grad_fc, channel.view(batch, in_channels, 1)).view(batch, out_channels)
+    return grad_spatial, grad_channel, grad_filter

@@ -1,0 +1,76 @@
+"""FDConv's training forward as one autograd Function (``layers/fdconv/kernel_conv.py``): its hand-written backward
+against finite differences, over both aggregation branches and the options that change its sequence."""
+
+import pytest
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from freqdyn import FDConv
+from freqdyn.tools.op_count import step
+from helpers import gradcheck_module, perturb_
+
+CASES = {
+    "default": {},
+    "stride-dilation": dict(stride=2, dilation=2, padding=2),
+    "1x1": dict(kernel_size=1, padding=0),
+    "1x1-stride": dict(kernel_size=1, padding=0, stride=2),
+    "3x5": dict(kernel_size=(3, 5), padding=(1, 2)),
+    "no-local": dict(use_ksm_local=False),
+    "tanh": dict(ksm_act="tanh"),
+    "copies": dict(param_ratio=2),
+    "reflect": dict(padding_mode="reflect"),
+    "same": dict(padding="same"),
+    "kept-kernels": dict(recompute_kernels=False),
+    "no-bias": dict(bias=False),
+}
+
+
+def _graph_names(root: torch.Tensor) -> set[str]:
+    names, todo = set(), [root.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and type(node).__name__ not in names:
+            names.add(type(node).__name__)
+            todo.extend(n for n, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("aggregation", ["weight", "feature"])
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_gradients_match_finite_differences(case, aggregation, memory_format):
+    options = dict(kernel_size=3, padding=1, kernel_num=3, aggregation=aggregation)
+    options.update(CASES[case])
+    layer = perturb_(FDConv(4, 6, dtype=torch.float64, **options), seed=7)
+    x = torch.randn(2, 4, 5, 6, dtype=torch.float64).to(memory_format=memory_format)
+    assert "_KernelConvBackward" in _graph_names(layer(x.requires_grad_()))
+    assert gradcheck_module(layer, x.detach())
+
+
+def _function_calls(layer: FDConv, x: torch.Tensor) -> int:
+    """aten calls of one training step inside the Function's forward and backward."""
+    run = step(layer, [x], True)
+    run()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+
+    def inside(event) -> bool:
+        while event is not None:
+            if event.name in ("_KernelConv", "_KernelConvBackward"):
+                return True
+            event = event.cpu_parent
+        return False
+
+    return sum(1 for e in prof.events() if e.name.startswith("aten::") and inside(e))
+
+
+@pytest.mark.parametrize("aggregation", ["weight", "feature"])
+def test_op_count_is_independent_of_the_batch_and_width(aggregation):
+    counts = {
+        (batch, width): _function_calls(
+            FDConv(width, width, 3, padding=1, kernel_num=4, aggregation=aggregation, synthesis="fft"),
+            torch.randn(batch, width, 6, 6),
+        )
+        for batch, width in ((2, 16), (5, 16), (2, 32))
+    }
+    assert len(set(counts.values())) == 1, counts
