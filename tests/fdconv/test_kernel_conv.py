@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from freqdyn import FDConv
+from freqdyn import FDConv, FDLinear
 from freqdyn.tools.op_count import step
 from helpers import gradcheck_module, perturb_
 
@@ -74,3 +74,12 @@ def test_op_count_is_independent_of_the_batch_and_width(aggregation):
         for batch, width in ((2, 16), (5, 16), (2, 32))
     }
     assert len(set(counts.values())) == 1, counts
+
+
+@pytest.mark.parametrize("tokens", [3, 40], ids=["rebuilt", "kept"])
+@pytest.mark.parametrize("options", [{}, dict(use_ksm_local=False, param_ratio=2), dict(ksm_act="tanh", bias=False)])
+def test_linear_gradients_match_finite_differences(tokens, options):
+    layer = perturb_(FDLinear(5, 6, kernel_num=3, dtype=torch.float64, **options), seed=8)
+    x = torch.randn(2, tokens, 5, dtype=torch.float64)
+    assert "_KernelConvBackward" in _graph_names(layer(x.requires_grad_()))
+    assert gradcheck_module(layer, x.detach())

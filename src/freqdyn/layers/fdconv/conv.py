@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
-from typing import cast
 
 import torch
 import torch.nn as nn
@@ -17,19 +16,18 @@ from .._common.batched_conv import batched_conv2d
 from .._common.checks import check_feature_map, check_int, check_ints
 from .._common.conv_args import IntPair, Padding
 from .._common.conv_contract import ConvContract
-from .._common.device_dtype import as_dtype, factory_kwargs, scalar
+from .._common.device_dtype import as_dtype, factory_kwargs
 from .._common.pooling import mean_pool
 from .._common.program_mode import compiling, compute_dtype, has_hooks, may_checkpoint
 from .._common.trace_only import TraceOnly
 from .._compat import become_plain_conv
 from .fourier_dynamic import DEFAULTS, FourierDynamicBase, FourierOptions
 from .frequency_band_modulation import FrequencyBandModulation
-from .kernel_conv import KernelPlan, kernel_conv
+from .kernel_conv import KEPT_BY_FUNCTION
 from .kernel_spatial_modulation import KernelSpatialModulationGlobal
-from .synthesis import use_basis
 
 AGGREGATIONS = ("auto", "weight", "feature")
-_KEPT_TENSORS = 4  # kernel-sized tensors a training forward keeps per sample without the recompute
+_KEPT_TENSORS = 4  # kernel-sized tensors autograd keeps per sample without the recompute
 
 
 class _Recompute(contextlib.AbstractContextManager):
@@ -246,7 +244,7 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         # hooks on KSM-Local (which runs inside the recompute) would fire again in backward, and any autograd work
         # they do would upset the checkpoint: with hooks there, the kernels are kept instead
         hooked = self.KSM_Local is not None and any(has_hooks(m) for m in self.KSM_Local.modules())
-        if not hooked and may_checkpoint() and not compiling() and self._takes_kernel_conv(x, att):
+        if self.groups == 1 and self._takes_kernel_function(x.shape[0], att):
             return self._kernel_conv(x, pooled, att)
         if (
             hooked
@@ -262,58 +260,32 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
             self._per_sample_conv, x, pooled, att, use_reentrant=False, context_fn=self._recompute_contexts
         )
 
-    def _takes_kernel_conv(self, x: Tensor, att: Attentions) -> bool:
-        """Whether a training forward takes :func:`~freqdyn.layers.fdconv.kernel_conv.kernel_conv`: a one-group
-        layer with a kernel attention, synthesised by the FFT route.
-        """
-        return (
-            self.groups == 1
-            and att.kernel is not None
-            and not use_basis(self.synthesis, x.shape[0], self.num_mixed, self.spectrum_shape, False)
-        )
-
     def _kernel_conv(self, x: Tensor, pooled: Tensor, att: Attentions) -> Tensor:
         """:meth:`_per_sample_conv` as one autograd Function whose backward rebuilds the kernels (or keeps them
         where they are small) without replaying the conv.
         """
-        work = compute_dtype(self.dft_weight.dtype)
-        local = self.KSM_Local
-        kappa = as_dtype(cast(Tensor, att.kernel), work)
-        kappa = kappa * scalar(self.alpha * (1.0 if local is None else local.gain), kappa)
-        normed = taps = None
-        if local is not None:
-            with torch.autocast(pooled.device.type, enabled=False):
-                normed = as_dtype(local.norm(as_dtype(pooled, compute_dtype(pooled.dtype))), work)
-            taps = as_dtype(local.conv.weight, work)
-        keep = not self.recompute_kernels or self._kernels_are_small(x)
+        keep = not self.recompute_kernels or self._kernels_are_small(x, KEPT_BY_FUNCTION)
         on_features = not self._use_weight_branch(x.shape[2], x.shape[3])
         x, padding = self._pad(x)
-        plan = KernelPlan(
-            index=self.freq_group.view(-1).long(),
-            kernel_num=self.kernel_num,
-            size=self.spectrum_shape,
-            kernel_hw=self.kernel_hw,
-            local_pad=0 if local is None else cast(int, local.conv.padding[0]),
-            local_act="sigmoid" if local is None else local.act,
+        y = self._kernel_function(
+            x,
+            pooled,
+            att,
             stride=self.stride,
             padding=padding,
             dilation=self.dilation,
             keep=keep,
             on_features=on_features,
         )
-        spatial, channel, filter_ = (
-            None if a is None else as_dtype(a, work) for a in (att.spatial, att.channel, att.filter)
-        )
-        y = kernel_conv(x, kappa, self.dft_weight, normed, taps, spatial, channel, filter_, plan)
         return y if self.bias is None else y + as_dtype(self.bias, y.dtype).view(1, -1, 1, 1)
 
-    def _kernels_are_small(self, x: Tensor) -> bool:
-        """Whether the tensors a kept kernel adds for backward (the kernel and its ~3 factors, B * O * I/g * kh *
-        kw values each) are smaller than the input map (B * I * H * W) that the conv saves anyway: then
-        recomputing them in backward would cost a second synthesis and conv forward to save little memory.
+    def _kernels_are_small(self, x: Tensor, kept: int = _KEPT_TENSORS) -> bool:
+        """Whether the ``kept`` kernel-sized tensors (B * O * I/g * kh * kw values each) that backward would keep
+        without the recompute are smaller than the input map (B * I * H * W) that the conv saves anyway: then
+        recomputing them in backward would cost a second synthesis to save little memory.
         """
         kernel = math.prod(self.kernel_shape)
-        return _KEPT_TENSORS * kernel <= self.in_channels * x.shape[2] * x.shape[3]
+        return kept * kernel <= self.in_channels * x.shape[2] * x.shape[3]
 
     def _recompute_contexts(self) -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
         """``checkpoint``'s contexts: the forward as is; the recompute in backward checks that the parameters it

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn as nn
@@ -15,8 +15,9 @@ from .._common.checks import check_int, check_positive, check_real
 from .._common.conv_contract import reset_bias
 from .._common.device_dtype import as_dtype, factory_kwargs, scalar
 from .._common.modulation import Modulated, apply_attentions
-from .._common.program_mode import compiling, compute_dtype, may_overwrite
+from .._common.program_mode import compiling, compute_dtype, has_hooks, may_checkpoint, may_overwrite
 from .._compat import restore_kernel_shape
+from .kernel_conv import KernelPlan, kernel_conv
 from .kernel_spatial_modulation import (
     KernelSpatialModulationGlobal,
     KernelSpatialModulationLocal,
@@ -305,6 +306,52 @@ class FourierDynamicBase(nn.Module):
         if ksm_local is not None:
             local = (ksm_local.forward if self.bypass_hooks else ksm_local)(pooled, with_gain=False)
         return apply_attentions(weight, att, groups, local=local, features=features, inplace=inplace)
+
+    def _takes_kernel_function(self, batch: int, att: Attentions) -> bool:
+        """Whether a training forward takes :func:`~freqdyn.layers.fdconv.kernel_conv.kernel_conv`: autograd records
+        outside ``torch.compile``, ``torch.func`` transforms and traces; a kernel attention synthesised by the FFT
+        route; no hook on KSM-Local (whose modules the Function does not call).
+        """
+        local = self.KSM_Local
+        return (
+            may_checkpoint()
+            and not compiling()
+            and att.kernel is not None
+            and not use_basis(self.synthesis, batch, self.num_mixed, self.spectrum_shape, False)
+            and not (local is not None and any(has_hooks(m) for m in local.modules()))
+        )
+
+    def _kernel_function(
+        self, x: Tensor, pooled: Tensor, att: Attentions, *, keep: bool, on_features: bool, **conv: Any
+    ) -> Tensor:
+        """:func:`~freqdyn.layers.fdconv.kernel_conv.kernel_conv` of x with this layer's kernels, from the pooled
+        input (B, I) and the KSM-Global attentions; ``conv`` holds the plan's stride, padding, dilation (and
+        ``linear``). Without bias.
+        """
+        work = compute_dtype(self.dft_weight.dtype)
+        local = self.KSM_Local
+        kappa = as_dtype(cast(Tensor, att.kernel), work)
+        kappa = kappa * scalar(self.alpha * (1.0 if local is None else local.gain), kappa)
+        normed = taps = None
+        if local is not None:
+            with torch.autocast(pooled.device.type, enabled=False):
+                normed = as_dtype(local.norm(as_dtype(pooled, compute_dtype(pooled.dtype))), work)
+            taps = as_dtype(local.conv.weight, work)
+        plan = KernelPlan(
+            index=self.freq_group.view(-1).long(),
+            kernel_num=self.kernel_num,
+            size=self.spectrum_shape,
+            kernel_hw=self.kernel_hw,
+            local_pad=0 if local is None else cast(int, local.conv.padding[0]),
+            local_act="sigmoid" if local is None else local.act,
+            keep=keep,
+            on_features=on_features,
+            **conv,
+        )
+        spatial, channel, filter_ = (
+            None if a is None else as_dtype(a, work) for a in (att.spatial, att.channel, att.filter)
+        )
+        return kernel_conv(x, kappa, self.dft_weight, normed, taps, spatial, channel, filter_, plan)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         if getattr(self, "dft_weight", None) is not None:

@@ -25,6 +25,8 @@ from .._common.device_dtype import as_dtype, reshaped, scalar
 from .spectrum import matrix_to_weight
 from .synthesis import group_map, spectral_synthesis, spectral_synthesis_grads
 
+KEPT_BY_FUNCTION = 2  # kernel-sized tensors the Function keeps per sample with ``keep``: the synthesis, KSM-Local
+
 
 @dataclass(frozen=True)
 class KernelPlan:
@@ -41,6 +43,7 @@ class KernelPlan:
     dilation: tuple[int, int]
     keep: bool  # keep the synthesised kernel and local factor for backward instead of rebuilding them
     on_features: bool  # the channel attention scales the input and the filter attention the output
+    linear: bool = False  # x is tokens (B, N, I), the kernel (B, O, I, 1, 1) a per-sample linear map
 
 
 def kernel_conv(
@@ -102,6 +105,27 @@ def _filter_channel(channel: Tensor | None, filter_: Tensor | None, shape: torch
     return filter_.view(batch, out_channels, 1) * channel.view(batch, 1, in_channels)
 
 
+def _apply(x: Tensor, kernel: Tensor, plan: KernelPlan) -> Tensor:
+    """The per-sample conv of x (B, I, H, W) with kernel (B, O, I, kh, kw), or with ``plan.linear`` the per-sample
+    linear map of tokens x (B, N, I) by kernel (B, O, I, 1, 1): (B, N, O).
+    """
+    if plan.linear:
+        return torch.bmm(x, kernel.view(kernel.shape[:3]).transpose(1, 2))
+    return batched_conv2d(x, kernel, None, plan.stride, plan.padding, plan.dilation, 1)
+
+
+def _apply_grads(
+    grad: Tensor, x: Tensor, kernel: Tensor, plan: KernelPlan, need_x: bool
+) -> tuple[Tensor | None, Tensor]:
+    """Gradients of x and kernel from that of :func:`_apply`'s output."""
+    if plan.linear:
+        matrix = kernel.view(kernel.shape[:3])
+        grad_x = torch.bmm(grad, matrix) if need_x else None
+        return grad_x, torch.bmm(grad.transpose(1, 2), x).view(kernel.shape)
+    grad_x, grad_kernel = batched_conv2d_grads(grad, x, kernel, plan.stride, plan.padding, plan.dilation, need_x, True)
+    return grad_x, cast(Tensor, grad_kernel)
+
+
 def _local_view(local: Tensor, shape: torch.Size) -> Tensor:
     """The KSM-Local factor (B * I, O * kh * kw) as a (B, O, I, kh, kw) view."""
     batch, out_channels, in_channels, kh, kw = shape
@@ -153,15 +177,7 @@ class _KernelConv(torch.autograd.Function):
                     kernel.mul_(channel.view(batch, 1, in_channels, 1, 1))
                 if filter_ is not None:
                     kernel.mul_(filter_.view(batch, out_channels, 1, 1, 1))
-            y = batched_conv2d(
-                as_dtype(features, conv_dtype),
-                as_dtype(kernel, conv_dtype),
-                None,
-                plan.stride,
-                plan.padding,
-                plan.dilation,
-                1,
-            )
+            y = _apply(as_dtype(features, conv_dtype), as_dtype(kernel, conv_dtype), plan)
             if plan.on_features and filter_ is not None:
                 y = y * _channels(filter_, y)
         kept = (matrix, local) if plan.keep else (None, None)
@@ -205,17 +221,14 @@ class _KernelConv(torch.autograd.Function):
                 product = torch.mul(synth, local_view, out=synth.new_empty(shape))  # S * L, contiguous
             kernel = product if factor is None else product * factor
             features = x if on_input is None else x * _channels(on_input, x)
-            grad_features, grad_kernel = batched_conv2d_grads(
+            grad_features, grad_kernel = _apply_grads(
                 grad,
                 as_dtype(features, ctx.conv_dtype),
                 as_dtype(kernel, ctx.conv_dtype),
-                plan.stride,
-                plan.padding,
-                plan.dilation,
+                plan,
                 need[0] or (on_input is not None and need[6]),
-                True,
             )
-            grad_kernel = as_dtype(cast(Tensor, grad_kernel), kernel.dtype)
+            grad_kernel = as_dtype(grad_kernel, kernel.dtype)
             grad_product = grad_kernel if factor is None else grad_kernel * factor
             grad_spatial, grad_channel, grad_filter = _factor_grads(
                 grad_kernel, product, spatial, None if plan.on_features else channel, filter_, fc, need[5:8]

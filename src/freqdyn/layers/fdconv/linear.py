@@ -17,6 +17,7 @@ from .._common.pooling import mean_pool
 from .._common.program_mode import compute_dtype
 from .._common.trace_only import TraceOnly
 from .fourier_dynamic import DEFAULTS, FourierDynamicBase, FourierOptions
+from .kernel_conv import KEPT_BY_FUNCTION
 from .kernel_spatial_modulation import KernelSpatialModulationGlobal
 
 
@@ -148,11 +149,26 @@ class FDLinear(TraceOnly, LinearFourierBase):
         tokens = reshaped(x, batch, math.prod(x.shape[1:-1]), self.in_features)
         pooled = mean_pool(tokens, (1,), compute_dtype(x.dtype))  # the attentions run in float32 for half
         att = self.KSM_Global(pooled)
-        weight = self.modulated(pooled, att).weight  # (B or 1, O, I, 1, 1)
-        weight = as_dtype(reshaped(weight, weight.shape[0], self.out_features, self.in_features), x.dtype)
-        # one bmm (torch.matmul of 3-D operands dispatches ten more ops), of the kernels transposed
-        transposed = weight.transpose(1, 2)
-        y = torch.bmm(tokens, transposed if weight.shape[0] == batch else transposed.expand(batch, -1, -1))
+        if self._takes_kernel_function(batch, att):
+            # the kernel's factors (B * O * I values each) are rebuilt in backward unless they fit in the tokens' size
+            keep = KEPT_BY_FUNCTION * self.out_features <= tokens.shape[1]
+            y = self._kernel_function(
+                tokens,
+                pooled,
+                att,
+                keep=keep,
+                on_features=False,
+                stride=(1, 1),
+                padding=(0, 0),
+                dilation=(1, 1),
+                linear=True,
+            )
+        else:
+            weight = self.modulated(pooled, att).weight  # (B or 1, O, I, 1, 1)
+            weight = as_dtype(reshaped(weight, weight.shape[0], self.out_features, self.in_features), x.dtype)
+            # one bmm (torch.matmul of 3-D operands dispatches ten more ops), of the kernels transposed
+            transposed = weight.transpose(1, 2)
+            y = torch.bmm(tokens, transposed if weight.shape[0] == batch else transposed.expand(batch, -1, -1))
         if self.bias is not None:
             y = y + as_dtype(self.bias, y.dtype)
         return reshaped(y, *x.shape[:-1], self.out_features)

@@ -21,6 +21,7 @@ import math
 import torch
 from torch import Tensor
 
+from .._common.device_dtype import scalar
 from .spectrum import inverse_spectrum
 
 SYNTHESES = ("auto", "fft", "basis")
@@ -107,12 +108,13 @@ def spectral_synthesis_grads(
     copies, rows, width, _ = dft_weight.shape
     adjoint = torch.fft.rfft2(grad, norm="forward")
     if cols > width:
-        adjoint.narrow(-1, 1, cols - width).mul_(2.0)
+        adjoint.narrow(-1, 1, cols - width).mul_(scalar(2.0, adjoint))
     spectral = torch.view_as_real(adjoint).view(batch, 1, rows, width, 2)  # (B, 1, rows, width, 2)
     grad_kappa = grad_dft = None
     if need_kappa:
         grad_map = (spectral * dft_weight).sum(-1).view(batch * copies, rows * width)
-        grad_kappa = kmap.new_zeros(batch * copies, kernel_num).index_add_(1, index, grad_map)
+        grad_kappa = torch.zeros(batch * copies, kernel_num, dtype=kmap.dtype, device=kmap.device)
+        grad_kappa = grad_kappa.index_add_(1, index, grad_map)
         grad_kappa = grad_kappa.view(batch, copies * kernel_num)
     if need_dft:
         grad_dft = (kmap.view(batch, copies, rows, width, 1) * spectral).sum(0)
