@@ -99,7 +99,8 @@ def test_pruned_head_computes_its_mask_and_trains(case, name):
     torch.manual_seed(0)
     expected = reference(x)
     torch.manual_seed(0)
-    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-6)
+    # the hooked layer runs its attention modules one by one, the reference FDConv its fused trunk: float32 rounding
+    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
     opt = torch.optim.SGD(layer.parameters(), lr=0.01)
     for _ in range(2):  # the second step failed when the pruned weight was read without its pre-hook
         opt.zero_grad()

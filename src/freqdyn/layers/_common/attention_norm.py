@@ -21,6 +21,8 @@ and segmentation) train new layers with ``'layer'``, or fine-tune pretrained one
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -52,7 +54,7 @@ class AttentionBatchNorm(nn.BatchNorm2d):
     def forward(self, z: Tensor) -> Tensor:
         # the trunk may run above the layer's dtype
         weight, bias = as_dtype(self.weight, z.dtype), as_dtype(self.bias, z.dtype)
-        if not self.training or self.frozen or z.shape[0] == 1:
+        if self._running_only(z):
             mean, var = as_dtype(self.running_mean, z.dtype), as_dtype(self.running_var, z.dtype)
             return F.batch_norm(z, mean, var, weight, bias, False, 0.0, self.eps)
         if functorch_active() and not torch._C._functorch.is_functorch_wrapped_tensor(self.running_mean):
@@ -62,26 +64,86 @@ class AttentionBatchNorm(nn.BatchNorm2d):
                 "through torch.func.functional_call / stack_module_state, or build the layer with "
                 "attention_norm='frozen' or 'layer'"
             )
+        mean, var, factor = self._next_statistics(z.dtype)
+        out = F.batch_norm(z, mean, var, weight, bias, True, factor, self.eps)
+        self._commit(mean, var)
+        return out
+
+    def normalized(self, z: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, NormSaved]:
+        """:meth:`forward` of z (B, C) with ``weight`` and ``bias`` in z's dtype, for an ``autograd.Function``
+        (no autograd here; the running statistics are updated as forward does), and what :func:`norm_grads` needs.
+        """
+        if self._running_only(z):
+            mean, var = as_dtype(self.running_mean, z.dtype), as_dtype(self.running_var, z.dtype)
+            out = torch.ops.aten.native_batch_norm(z, weight, bias, mean, var, False, 0.0, self.eps)[0]
+            return out, NormSaved(False, mean, var, None, None, self.eps)
+        mean, var, factor = self._next_statistics(z.dtype)
+        out, batch_mean, batch_invstd = torch.ops.aten.native_batch_norm(
+            z, weight, bias, mean, var, True, factor, self.eps
+        )
+        self._commit(mean, var)
+        return out, NormSaved(True, None, None, batch_mean, batch_invstd, self.eps)
+
+    def _running_only(self, z: Tensor) -> bool:
+        """Whether z is normalised with the running statistics (eval, ``'frozen'``, or a batch of one)."""
+        return not self.training or self.frozen or z.shape[0] == 1
+
+    def _next_statistics(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, float]:
+        """Copies of the running statistics in ``dtype`` for a train-mode batch norm to update, and its momentum
+        (a cumulative average without one); counts the batch.
+        """
         self.num_batches_tracked.add_(1)
         factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-        mean, var = _updated(self.running_mean, z.dtype), _updated(self.running_var, z.dtype)
-        out = F.batch_norm(z, mean, var, weight, bias, True, factor, self.eps)
-        with torch.no_grad():  # a non-finite batch (NaN / inf input) must not poison the running statistics
-            # one check of all: the variances' sum is finite iff every statistic is (a non-finite mean makes its
-            # variance NaN; the sum overflows only for inputs beyond about 1e19, where the trunk overflows anyway:
-            # see FDConv's numeric range); t - t is 0 for a finite t, NaN (unequal to itself) otherwise
-            total = var.sum()
-            zero = total - total
-            finite = zero == zero
-            for running, updated in ((self.running_mean, mean), (self.running_var, var)):
-                if functorch_active() or updated.dtype != running.dtype:  # (out= takes no cast, nor torch.func)
-                    running.copy_(torch.where(finite, updated, running))
-                else:
-                    torch.where(finite, updated, running, out=running)
-        return out
+        return _updated(self.running_mean, dtype), _updated(self.running_var, dtype), factor
+
+    @torch.no_grad()
+    def _commit(self, mean: Tensor, var: Tensor) -> None:
+        """Store updated statistics, unless the batch's are not finite (a NaN / inf input must not poison them).
+
+        One check of all: the variances' sum is finite iff every statistic is (a non-finite mean makes its
+        variance NaN; the sum overflows only for inputs beyond about 1e19, where the trunk overflows anyway: see
+        FDConv's numeric range); t - t is 0 for a finite t, NaN (unequal to itself) otherwise.
+        """
+        total = var.sum()
+        zero = total - total
+        finite = zero == zero
+        for running, updated in ((self.running_mean, mean), (self.running_var, var)):
+            if functorch_active() or updated.dtype != running.dtype:  # (out= takes no cast, nor torch.func)
+                running.copy_(torch.where(finite, updated, running))
+            else:
+                torch.where(finite, updated, running, out=running)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", frozen=True" if self.frozen else "")
+
+
+class NormSaved(NamedTuple):
+    """What :func:`norm_grads` needs of :meth:`AttentionBatchNorm.normalized`."""
+
+    train: bool
+    running_mean: Tensor | None  # the statistics it normalised with (running_only), else None
+    running_var: Tensor | None
+    batch_mean: Tensor | None  # the batch's mean and inverse std (train mode), else None
+    batch_invstd: Tensor | None
+    eps: float
+
+
+def norm_grads(
+    grad: Tensor, z: Tensor, weight: Tensor, saved: NormSaved, need: tuple[bool, bool, bool]
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """Gradients of z, weight and bias of :meth:`AttentionBatchNorm.normalized` from that of its output."""
+    return torch.ops.aten.native_batch_norm_backward(
+        grad,
+        z,
+        weight,
+        saved.running_mean,
+        saved.running_var,
+        saved.batch_mean,
+        saved.batch_invstd,
+        saved.train,
+        saved.eps,
+        list(need),
+    )
 
 
 def _updated(running: Tensor, dtype: torch.dtype) -> Tensor:

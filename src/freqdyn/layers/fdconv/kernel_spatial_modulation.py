@@ -7,6 +7,7 @@ Both branches read the globally pooled input (B, I) and produce multiplicative f
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -20,10 +21,11 @@ from .._common.attention_heads import (
     kernel_modulation,
     modulation,
 )
-from .._common.attention_norm import AttentionLayerNorm, reset_norm
+from .._common.attention_norm import AttentionBatchNorm, AttentionLayerNorm, reset_norm
 from .._common.device_dtype import as_dtype, factory_kwargs, scalar
-from .._common.program_mode import compute_dtype, may_overwrite
+from .._common.program_mode import compiling, compute_dtype, has_hooks, may_overwrite, may_use_custom_kernels
 from .._compat import restore_local_conv
+from .global_trunk import global_trunk
 from .star_relu import StarReLU
 
 
@@ -68,6 +70,46 @@ class KernelSpatialModulationGlobal(AttentionHeads):
     def activation(self, z: Tensor) -> Tensor:
         return self.relu(z)
 
+    def _takes_trunk_function(self) -> bool:
+        """Whether :meth:`forward` takes :func:`~freqdyn.layers.fdconv.global_trunk.global_trunk`: one activation
+        for every head, the BatchNorm, no hook on any part, outside ``torch.compile``, traces and ``torch.func``.
+        """
+        return (
+            self.act == "sigmoid"
+            and self.temp == self.kernel_temp
+            and isinstance(self.bn, AttentionBatchNorm)
+            and may_use_custom_kernels()
+            and not compiling()
+            and not any(has_hooks(m) for m in self.modules() if m is not self)
+        )
+
+    def _fused_forward(self, pooled: Tensor) -> Attentions:
+        """:meth:`forward` by :func:`~freqdyn.layers.fdconv.global_trunk.global_trunk`: the same function."""
+        heads = self._named_heads()
+        with torch.autocast(pooled.device.type, enabled=False):
+            work = compute_dtype(pooled.dtype)
+            bn = cast(AttentionBatchNorm, self.bn)
+            att = global_trunk(
+                as_dtype(pooled, work),
+                as_dtype(self.fc.weight, work),
+                bn,
+                as_dtype(bn.weight, work),
+                as_dtype(bn.bias, work),
+                as_dtype(self.relu.scale, work),
+                as_dtype(self.relu.bias, work),
+                [as_dtype(h.weight, work) for _, h in heads],
+                [as_dtype(cast(Tensor, h.bias), work) for _, h in heads],
+                self.att_multi,
+                self.temp,
+            )
+        parts = dict(zip([n for n, _ in heads], att.split([h.out_channels for _, h in heads], dim=1), strict=True))
+        kernel = parts.get("kernel")
+        if kernel is not None:  # the kernel head's 2 / K replaces att_multi
+            kernel = kernel * scalar(2.0 / (self.num_kernels * self.att_multi), kernel)
+        return Attentions(
+            channel=parts.get("channel"), filter=parts.get("filter"), spatial=parts.get("spatial"), kernel=kernel
+        )
+
     def reset_parameters(self) -> None:
         nn.init.kaiming_normal_(self.fc.weight, mode="fan_out", nonlinearity="relu")
         reset_norm(self.bn)
@@ -75,6 +117,8 @@ class KernelSpatialModulationGlobal(AttentionHeads):
         self.zero_heads_()
 
     def forward(self, pooled: Tensor) -> Attentions:
+        if self._takes_trunk_function():
+            return self._fused_forward(pooled)
         z = self.hidden(pooled)
         joint = self.joint_logits(z) if self.act == "sigmoid" and self.temp == self.kernel_temp else None
         if joint is not None:  # one activation for every head; the kernel head's 2 / K replaces att_multi

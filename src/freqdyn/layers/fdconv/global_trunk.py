@@ -1,0 +1,111 @@
+"""KSM-Global's trunk and heads as one ``autograd.Function``: pooled (B, I) -> fc -> BatchNorm -> StarReLU -> the
+heads' joined 1x1 convs -> ``att_multi * sigmoid(logits / temp)``, (B, N).
+
+Autograd of these small ops dispatches about 140 calls per training step (the linear layers' transposes, the
+StarReLU's scalar products and sums, the heads' joined weights); this Function's forward and hand-written backward
+about half as many, and its forward serves inference too (issue 30). The BatchNorm keeps its module semantics
+(:meth:`~freqdyn.layers._common.attention_norm.AttentionBatchNorm.normalized`: running statistics, their
+non-finite guard, a batch of one) and its native backward.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._common.attention_norm import AttentionBatchNorm, norm_grads
+from .._common.device_dtype import scalar
+
+
+def _transposed(matrix: Tensor) -> Tensor:
+    """The transpose of a contiguous 2-D tensor as one ``as_strided`` (``t()`` dispatches three calls)."""
+    return matrix.as_strided((matrix.shape[1], matrix.shape[0]), (1, matrix.shape[1]))
+
+
+def global_trunk(
+    pooled: Tensor,
+    fc_weight: Tensor,
+    norm: AttentionBatchNorm,
+    norm_weight: Tensor,
+    norm_bias: Tensor,
+    star_scale: Tensor,
+    star_bias: Tensor,
+    head_weights: list[Tensor],
+    head_biases: list[Tensor],
+    att_multi: float,
+    temp: float,
+) -> Tensor:
+    """The heads' attentions side by side, (B, sum of head widths), from pooled (B, I); every tensor in pooled's
+    dtype. ``fc_weight`` (hidden, I, 1, 1), ``head_weights`` (width, hidden, 1, 1) each, ``head_biases`` (width,).
+    """
+    count = len(head_weights)
+    return cast(
+        Tensor,
+        _GlobalTrunk.apply(
+            pooled, fc_weight, norm_weight, norm_bias, star_scale, star_bias, norm, att_multi, temp, count,
+            *head_weights, *head_biases,
+        ),
+    )  # fmt: skip
+
+
+class _GlobalTrunk(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx,
+        pooled: Tensor,
+        fc_weight: Tensor,
+        norm_weight: Tensor,
+        norm_bias: Tensor,
+        star_scale: Tensor,
+        star_bias: Tensor,
+        norm: AttentionBatchNorm,
+        att_multi: float,
+        temp: float,
+        count: int,
+        *heads: Tensor,
+    ) -> Tensor:
+        weights, biases = heads[:count], heads[count:]
+        hidden = fc_weight.shape[0]
+        fc = fc_weight.view(hidden, -1)
+        z = torch.mm(pooled, _transposed(fc))
+        normed, saved = norm.normalized(z, norm_weight, norm_bias)
+        positive = F.relu(normed)
+        # StarReLU as its module computes it: positive * scale * positive + bias
+        act = torch.addcmul(star_bias, positive * star_scale, positive)
+        joint = torch.cat(weights).view(-1, hidden)
+        logits = torch.addmm(torch.cat(biases), act, _transposed(joint))
+        if temp != 1.0:
+            logits.div_(scalar(temp, logits))
+        gate = logits.sigmoid_()
+        ctx.save_for_backward(pooled, fc, z, norm_weight, positive, star_scale, act, joint, gate)
+        ctx.saved_norm = saved
+        ctx.att_multi, ctx.temp, ctx.sizes = att_multi, temp, [w.shape[0] for w in weights]
+        return gate * scalar(att_multi, gate)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        pooled, fc, z, norm_weight, positive, star_scale, act, joint, gate = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        sizes = ctx.sizes
+        scale = ctx.att_multi / ctx.temp
+        grad_logits = torch.ops.aten.sigmoid_backward(grad * scalar(scale, grad), gate)
+        grad_joint = torch.mm(_transposed(grad_logits), act)  # (N, hidden)
+        grad_weights = grad_joint.view(-1, joint.shape[1], 1, 1).split_with_sizes(sizes)
+        grad_biases = grad_logits.sum(0).split_with_sizes(sizes)
+        grad_act = torch.mm(grad_logits, joint)
+        # StarReLU: d/dp (p * s * p + b) = 2 s p (0 where the relu is off, as p is)
+        weighted = grad_act * positive
+        grad_scale = (weighted * positive).sum().view(1) if need[4] else None
+        grad_bias = grad_act.sum().view(1) if need[5] else None
+        grad_normed = weighted * (star_scale * scalar(2.0, star_scale))
+        grads_norm = norm_grads(grad_normed, z, norm_weight, ctx.saved_norm, (True, need[2], need[3]))
+        grad_z, grad_norm_weight, grad_norm_bias = cast(Tensor, grads_norm[0]), grads_norm[1], grads_norm[2]
+        grad_fc = torch.mm(_transposed(grad_z), pooled).view(fc.shape[0], -1, 1, 1) if need[1] else None
+        grad_pooled = torch.mm(grad_z, fc) if need[0] else None
+        return (
+            grad_pooled, grad_fc, grad_norm_weight, grad_norm_bias, grad_scale, grad_bias, None, None, None, None,
+            *grad_weights, *grad_biases,
+        )  # fmt: skip
