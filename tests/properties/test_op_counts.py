@@ -30,16 +30,17 @@ CEILINGS = {
     "fdconv": (
         lambda: FDConv(64, 64, 3, padding=1),
         [CONV],
-        711,
-        234,
-        "KSM trunk and heads, FBM (3 bands), synthesis, KSM-Local, one conv (issue 30 target: 450 / 220)",
+        613,
+        221,
+        "KSM trunk and heads (one Function), FBM (3 bands), the kernels and the conv as one Function whose backward "
+        "rebuilds the synthesis and KSM-Local (issue 30 target: 450 / 220)",
     ),
     "fdlinear": (
         lambda: FDLinear(64, 64),
         [(2, 16, 64)],
-        403,
-        142,
-        "FDConv's attentions and synthesis without FBM (issue 30 target: 300 / 120)",
+        402,
+        130,
+        "FDConv's attentions and kernel Function (a bmm for the conv) without FBM (issue 30 target: 300 / 120)",
     ),
     "dyconv": (lambda: DynamicConv2d(64, 64, 3, padding=1), [CONV], 171, 74, "two 1x1 convs, softmax, bank mix"),
     "condconv": (lambda: CondConv2d(64, 64, 3, padding=1), [CONV], 125, 46, "one linear routing, bank mix"),
