@@ -85,14 +85,13 @@ def _local(windows: Tensor, taps: Tensor, act: str) -> Tensor:
     return logits.tanh_().add_(scalar(1.0, logits))
 
 
-def _factor(spatial: Tensor | None, fc: Tensor | None, shape: torch.Size) -> Tensor | None:
-    """spatial (B, kh * kw) times fc (B, O, I), broadcast to ``shape`` (B, O, I, kh, kw)."""
+def _scales(spatial: Tensor | None, fc: Tensor | None, shape: torch.Size) -> list[Tensor]:
+    """The kernel's factors besides S and L, broadcastable to ``shape`` (B, O, I, kh, kw): fc (B, O, I) (the filter
+    times the channel attention, :func:`_filter_channel`) and spatial (B, kh * kw), where present.
+    """
     batch, out_channels, in_channels, kh, kw = shape
-    s = None if spatial is None else spatial.view(batch, 1, 1, kh, kw)
-    f = None if fc is None else fc.view(batch, out_channels, in_channels, 1, 1)
-    if s is None or f is None:
-        return s if f is None else f
-    return f * s
+    scales = [] if fc is None else [fc.view(batch, out_channels, in_channels, 1, 1)]
+    return scales if spatial is None else [*scales, spatial.view(batch, 1, 1, kh, kw)]
 
 
 def _filter_channel(channel: Tensor | None, filter_: Tensor | None, shape: torch.Size) -> Tensor | None:
@@ -159,24 +158,14 @@ class _KernelConv(torch.autograd.Function):
             spectrum = as_dtype(dft_weight, kappa.dtype)
             matrix = spectral_synthesis(group_map(kappa, plan.index, plan.kernel_num), spectrum, plan.size)
             synth = matrix_to_weight(matrix, plan.kernel_hw)  # (B, O, I, kh, kw), a view
-            batch, out_channels, in_channels, kh, kw = synth.shape
             local = None if windows is None or taps is None else _local(windows, taps, plan.local_act)
-            kernel = synth.new_empty(synth.shape)  # the conv's contiguous layout
-            if local is None:
-                kernel.copy_(synth)
-            else:
-                torch.mul(synth, _local_view(local, synth.shape), out=kernel)
-            if spatial is not None:
-                kernel.mul_(spatial.view(batch, 1, 1, kh, kw))
-            features = x
+            local_view = None if local is None else _local_view(local, synth.shape)
             if plan.on_features:  # channel on the input, filter on the output
-                if channel is not None:
-                    features = x * _channels(channel, x)
+                fc = None
+                features = x if channel is None else x * _channels(channel, x)
             else:
-                if channel is not None:
-                    kernel.mul_(channel.view(batch, 1, in_channels, 1, 1))
-                if filter_ is not None:
-                    kernel.mul_(filter_.view(batch, out_channels, 1, 1, 1))
+                fc, features = _filter_channel(channel, filter_, synth.shape), x
+            kernel = _modulated(synth, local_view, _scales(spatial, fc, synth.shape))
             y = _apply(as_dtype(features, conv_dtype), as_dtype(kernel, conv_dtype), plan)
             if plan.on_features and filter_ is not None:
                 y = y * _channels(filter_, y)
@@ -214,12 +203,10 @@ class _KernelConv(torch.autograd.Function):
             # the conv's kernel gradient then holds what its gradient needs (no output map kept for it)
             on_input = channel if plan.on_features else None
             fc = _filter_channel(None if plan.on_features else channel, filter_, shape)
-            factor = _factor(spatial, fc, shape)
-            if local_view is None:
-                product = synth.contiguous()
-            else:
-                product = torch.mul(synth, local_view, out=synth.new_empty(shape))  # S * L, contiguous
-            kernel = product if factor is None else product * factor
+            scales = _scales(spatial, fc, shape)
+            # kernel-sized tensors (B * O * I * kh * kw values) are made one at a time and dropped as soon as they are
+            # used: with the synthesis and the local factor, at most four are alive (the peak memory of a step)
+            kernel = _modulated(synth, local_view, scales)
             features = x if on_input is None else x * _channels(on_input, x)
             grad_features, grad_kernel = _apply_grads(
                 grad,
@@ -228,42 +215,62 @@ class _KernelConv(torch.autograd.Function):
                 plan,
                 need[0] or (on_input is not None and need[6]),
             )
-            grad_kernel = as_dtype(grad_kernel, kernel.dtype)
-            grad_product = grad_kernel if factor is None else grad_kernel * factor
+            del kernel, features
+            grad_kernel = as_dtype(grad_kernel, synth.dtype)  # a fresh tensor: updated in place below
             grad_spatial, grad_channel, grad_filter = _factor_grads(
-                grad_kernel, product, spatial, None if plan.on_features else channel, filter_, fc, need[5:8]
+                grad_kernel, synth, local_view, spatial, None if plan.on_features else channel, filter_, fc, need[5:8]
             )
             grad_x = None if grad_features is None else as_dtype(grad_features, x.dtype)
             if on_input is not None and grad_x is not None:
                 grad_channel = (grad_x * x).sum((2, 3)) if need[6] else None
                 grad_x = grad_x * _channels(on_input, x) if need[0] else None
-            # S's gradient straight into the kernel-matrix layout, L's into the (B, I, O, kh, kw) layout of its taps
-            grad_matrix = matrix.new_empty(batch, out_channels, kh, in_channels, kw)
-            if local_view is None:
-                grad_matrix.transpose(2, 3).copy_(grad_product)
-            else:
-                torch.mul(grad_product, local_view, out=grad_matrix.transpose(2, 3))
-            grad_kappa, grad_dft = spectral_synthesis_grads(
-                grad_matrix.view(batch, *plan.size), kmap, dft_weight, plan.index, plan.kernel_num, need[1], need[2]
-            )
+            for factor in scales:  # the gradient of S * L
+                grad_kernel.mul_(factor)
             grad_normed = grad_taps = None
             if local is not None and windows is not None and taps is not None and (need[3] or need[4]):
+                # L's gradient in the (B, I, O, kh, kw) layout of its taps
                 grad_local = synth.new_empty(batch, in_channels, out_channels, kh, kw)
-                torch.mul(grad_product, synth, out=grad_local.transpose(1, 2))
+                torch.mul(grad_kernel, synth, out=grad_local.transpose(1, 2))
                 flat = grad_local.view(batch * in_channels, -1)
                 if plan.local_act == "sigmoid":
                     grad_logits = torch.ops.aten.sigmoid_backward(flat, local)
                 else:
                     grad_logits = torch.ops.aten.tanh_backward(flat, local - scalar(1.0, local))
+                del grad_local, flat
                 grad_normed, grad_taps = sliding_taps_grads(
                     grad_logits, windows, taps, batch, plan.local_pad, need[3], need[4]
                 )
+                del grad_logits
+            del synth, matrix
+            # S's gradient straight into the kernel-matrix layout
+            grad_matrix = grad_kernel.new_empty(batch, out_channels, kh, in_channels, kw)
+            if local_view is None:
+                grad_matrix.transpose(2, 3).copy_(grad_kernel)
+            else:
+                torch.mul(grad_kernel, local_view, out=grad_matrix.transpose(2, 3))
+            del grad_kernel, local_view, local
+            grad_kappa, grad_dft = spectral_synthesis_grads(
+                grad_matrix.view(batch, *plan.size), kmap, dft_weight, plan.index, plan.kernel_num, need[1], need[2]
+            )
         return grad_x, grad_kappa, grad_dft, grad_normed, grad_taps, grad_spatial, grad_channel, grad_filter, None
+
+
+def _modulated(synth: Tensor, local_view: Tensor | None, scales: list[Tensor]) -> Tensor:
+    """S * L * scales as a fresh contiguous kernel (B, O, I, kh, kw), the conv's layout."""
+    kernel = synth.new_empty(synth.shape)
+    if local_view is None:
+        kernel.copy_(synth)
+    else:
+        torch.mul(synth, local_view, out=kernel)
+    for factor in scales:
+        kernel.mul_(factor)
+    return kernel
 
 
 def _factor_grads(
     grad_kernel: Tensor,
-    product: Tensor,
+    synth: Tensor,
+    local_view: Tensor | None,
     spatial: Tensor | None,
     channel: Tensor | None,
     filter_: Tensor | None,
@@ -271,13 +278,16 @@ def _factor_grads(
     need: tuple[bool, ...],
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """Gradients of spatial (B, kh * kw), channel (B, I) and filter (B, O) from that of the kernel
-    ``product * spatial * channel * filter`` (B, O, I, kh, kw): contractions as batched matmuls.
+    ``S * L * spatial * channel * filter`` (B, O, I, kh, kw): contractions as batched matmuls.
     """
     if not any(need):
         return None, None, None
-    batch, out_channels, in_channels, kh, kw = product.shape
+    batch, out_channels, in_channels, kh, kw = synth.shape
     taps = kh * kw
-    grad_factor = reshaped(grad_kernel * product, batch, out_channels * in_channels, taps)
+    product = grad_kernel * synth
+    if local_view is not None:
+        product.mul_(local_view)
+    grad_factor = reshaped(product, batch, out_channels * in_channels, taps)
     grad_spatial = grad_channel = grad_filter = None
     if spatial is not None and need[0]:
         if fc is None:
