@@ -93,8 +93,8 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
             cheaper by shape and batch (under ``torch.compile``, by shape alone). Same function.
         attention_norm: ``'batch'`` (the official BatchNorm), ``'frozen'`` or ``'layer'``
             (:mod:`freqdyn.layers._common.attention_norm`).
-        recompute_kernels: rebuild large per-sample kernels in backward instead of saving them (docs/fdconv.md,
-        "Memory").
+        recompute_kernels: rebuild large per-sample kernels in backward instead of keeping them (docs/fdconv.md,
+        "Memory"; small ones are kept either way).
         ratio_scaling: ``'mean'`` (default: the P copies average, so a neutral layer equals its source) or
             ``'official'`` (the authors' alpha times P, for their P > 1 checkpoints; :class:`FourierDynamicBase`).
 
