@@ -7,6 +7,7 @@ Every attention branch calls these as modules, so forward hooks and pre-hooks on
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import cast
 
@@ -17,6 +18,7 @@ from torch import Tensor
 
 from .device_dtype import as_dtype, factory_kwargs, reshaped
 from .program_mode import may_use_custom_kernels
+from .second_order import differentiable_backward, plain_grads
 
 
 class AttentionConv(nn.Module):
@@ -147,19 +149,28 @@ class _SlidingTaps(torch.autograd.Function):
         windows = sliding_windows(x, weight.shape[-1], pad)
         taps = taps_matrix(weight)
         out = torch.mm(windows, taps) if bias is None else torch.addmm(bias, windows, taps)
-        ctx.save_for_backward(windows, weight)
+        ctx.save_for_backward(windows, x, weight, bias)
         ctx.pad, ctx.has_bias = pad, bias is not None
         return out.view(x.shape[0], x.shape[1], -1)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
-        windows, weight = ctx.saved_tensors
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        windows, x, weight, bias = ctx.saved_tensors
+        if differentiable_backward():
+            pad = ctx.pad
+            plain = functools.partial(_plain_sliding_taps, pad=pad)
+            return (*plain_grads(plain, (x, weight, bias), ctx.needs_input_grad[:3], [grad]), None)
         batch, length, out = grad.shape
         grad = grad.reshape(batch * length, out)
         need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
         grad_x, grad_weight = sliding_taps_grads(grad, windows, weight, batch, ctx.pad, need_x, need_weight)
         grad_bias = grad.sum(0) if ctx.has_bias and need_bias else None
         return grad_x, grad_weight, grad_bias, None
+
+
+def _plain_sliding_taps(x: Tensor, weight: Tensor, bias: Tensor | None, pad: int) -> Tensor:
+    """:class:`_SlidingTaps` as a plain conv1d (for a backward that is differentiated again): (B, L, Q)."""
+    return F.conv1d(x[:, None], weight, bias, padding=pad).transpose(1, 2)
 
 
 class AttentionConv1d(nn.Conv1d):

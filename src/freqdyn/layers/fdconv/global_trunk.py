@@ -10,14 +10,16 @@ non-finite guard, a batch of one) and its native backward.
 
 from __future__ import annotations
 
+import functools
 from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._common.attention_norm import AttentionBatchNorm, norm_grads
+from .._common.attention_norm import AttentionBatchNorm, NormSaved, norm_grads
 from .._common.device_dtype import scalar
+from .._common.second_order import differentiable_backward, plain_grads
 
 
 def _transposed(matrix: Tensor) -> Tensor:
@@ -80,15 +82,24 @@ class _GlobalTrunk(torch.autograd.Function):
         if temp != 1.0:
             logits.div_(scalar(temp, logits))
         gate = logits.sigmoid_()
-        ctx.save_for_backward(pooled, fc, z, norm_weight, positive, star_scale, act, joint, gate)
+        inputs = (pooled, fc_weight, norm_weight, norm_bias, star_scale, star_bias, *heads)
+        ctx.save_for_backward(z, positive, act, joint, gate, *inputs)
         ctx.saved_norm = saved
-        ctx.att_multi, ctx.temp, ctx.sizes = att_multi, temp, [w.shape[0] for w in weights]
+        ctx.att_multi, ctx.temp, ctx.count, ctx.sizes = att_multi, temp, count, [w.shape[0] for w in weights]
         return gate * scalar(att_multi, gate)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        pooled, fc, z, norm_weight, positive, star_scale, act, joint, gate = ctx.saved_tensors
+        z, positive, act, joint, gate, *inputs = ctx.saved_tensors
+        pooled, fc_weight, norm_weight, _, star_scale = inputs[:5]
+        fc = fc_weight.view(fc_weight.shape[0], -1)
         need = ctx.needs_input_grad
+        if differentiable_backward():
+            plain = functools.partial(
+                _plain, saved=ctx.saved_norm, count=ctx.count, att_multi=ctx.att_multi, temp=ctx.temp
+            )
+            found = plain_grads(plain, inputs, [*need[:6], *need[10:]], [grad])
+            return (*found[:6], None, None, None, None, *found[6:])
         sizes = ctx.sizes
         scale = ctx.att_multi / ctx.temp
         grad_logits = torch.ops.aten.sigmoid_backward(grad * scalar(scale, grad), gate)
@@ -109,3 +120,29 @@ class _GlobalTrunk(torch.autograd.Function):
             grad_pooled, grad_fc, grad_norm_weight, grad_norm_bias, grad_scale, grad_bias, None, None, None, None,
             *grad_weights, *grad_biases,
         )  # fmt: skip
+
+
+def _plain(
+    pooled: Tensor,
+    fc_weight: Tensor,
+    norm_weight: Tensor,
+    norm_bias: Tensor,
+    star_scale: Tensor,
+    star_bias: Tensor,
+    *heads: Tensor,
+    saved: NormSaved,
+    count: int,
+    att_multi: float,
+    temp: float,
+) -> Tensor:
+    """:func:`global_trunk` as plain differentiable ops (for a backward that is differentiated again), its
+    BatchNorm with the statistics the forward normalised with.
+    """
+    hidden = fc_weight.shape[0]
+    z = F.linear(pooled, fc_weight.view(hidden, -1))
+    mean, var = (None, None) if saved.train else (saved.running_mean, saved.running_var)
+    normed = F.batch_norm(z, mean, var, norm_weight, norm_bias, saved.train, 0.0, saved.eps)
+    positive = F.relu(normed)
+    act = positive * star_scale * positive + star_bias
+    logits = F.linear(act, torch.cat(heads[:count]).view(-1, hidden), torch.cat(heads[count:]))
+    return torch.sigmoid(logits / temp) * att_multi

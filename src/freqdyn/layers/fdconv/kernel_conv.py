@@ -12,6 +12,7 @@ sequence of ops whatever the batch, width or map size (issue 30).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import cast
 
@@ -22,6 +23,7 @@ from .._common.attention_conv import sliding_taps_grads, sliding_windows, taps_m
 from .._common.batched_conv import batched_conv2d, batched_conv2d_grads
 from .._common.conv_args import Padding
 from .._common.device_dtype import as_dtype, reshaped, scalar
+from .._common.second_order import differentiable_backward, plain_grads
 from .spectrum import matrix_to_weight
 from .synthesis import group_map, spectral_synthesis, spectral_synthesis_grads
 
@@ -77,9 +79,11 @@ def _conv_dtype(x: Tensor) -> torch.dtype:
     return x.dtype
 
 
-def _local(windows: Tensor, taps: Tensor, act: str) -> Tensor:
-    """The KSM-Local factor (B * I, O * kh * kw) from its windows."""
+def _local(windows: Tensor, taps: Tensor, act: str, inplace: bool = True) -> Tensor:
+    """The KSM-Local factor (B * I, O * kh * kw) from its windows (``inplace=False``: differentiable ops)."""
     logits = torch.mm(windows, taps_matrix(taps))
+    if not inplace:
+        return torch.sigmoid(logits) if act == "sigmoid" else torch.tanh(logits) + scalar(1.0, logits)
     if act == "sigmoid":
         return logits.sigmoid_()
     return logits.tanh_().add_(scalar(1.0, logits))
@@ -151,26 +155,10 @@ class _KernelConv(torch.autograd.Function):
         plan: KernelPlan,
     ) -> Tensor:
         conv_dtype = _conv_dtype(x)
-        with torch.autocast(x.device.type, enabled=False):
-            windows = (
-                None if normed is None or taps is None else sliding_windows(normed, taps.shape[-1], plan.local_pad)
-            )
-            spectrum = as_dtype(dft_weight, kappa.dtype)
-            matrix = spectral_synthesis(group_map(kappa, plan.index, plan.kernel_num), spectrum, plan.size)
-            synth = matrix_to_weight(matrix, plan.kernel_hw)  # (B, O, I, kh, kw), a view
-            local = None if windows is None or taps is None else _local(windows, taps, plan.local_act)
-            local_view = None if local is None else _local_view(local, synth.shape)
-            if plan.on_features:  # channel on the input, filter on the output
-                fc = None
-                features = x if channel is None else x * _channels(channel, x)
-            else:
-                fc, features = _filter_channel(channel, filter_, synth.shape), x
-            kernel = _modulated(synth, local_view, _scales(spatial, fc, synth.shape))
-            y = _apply(as_dtype(features, conv_dtype), as_dtype(kernel, conv_dtype), plan)
-            if plan.on_features and filter_ is not None:
-                y = y * _channels(filter_, y)
+        windows = None if normed is None or taps is None else sliding_windows(normed, taps.shape[-1], plan.local_pad)
+        y, matrix, local = _forward(x, kappa, dft_weight, windows, taps, spatial, channel, filter_, plan, conv_dtype)
         kept = (matrix, local) if plan.keep else (None, None)
-        ctx.save_for_backward(x, kappa, windows, taps, spatial, channel, filter_, *kept)
+        ctx.save_for_backward(x, kappa, normed, windows, taps, spatial, channel, filter_, *kept)
         # the parameter itself, not saved: saved tensors count as memory kept for backward, and it is there anyway
         # (its float32 copy for a half layer is remade in backward); autograd's version check, by hand
         ctx.dft_weight, ctx.dft_version = dft_weight, dft_weight._version
@@ -179,14 +167,18 @@ class _KernelConv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, kappa, windows, taps, spatial, channel, filter_, matrix, local = ctx.saved_tensors
+        x, kappa, normed, windows, taps, spatial, channel, filter_, matrix, local = ctx.saved_tensors
         if ctx.dft_weight._version != ctx.dft_version:
             raise RuntimeError(
                 "one of the variables needed for gradient computation has been modified by an inplace operation: "
                 f"FDConv's dft_weight is at version {ctx.dft_weight._version}; expected version {ctx.dft_version}"
             )
-        dft_weight = as_dtype(ctx.dft_weight, kappa.dtype)
         plan: KernelPlan = ctx.plan
+        if differentiable_backward():
+            inputs = (x, kappa, ctx.dft_weight, normed, taps, spatial, channel, filter_)
+            plain = functools.partial(_plain, plan=plan, conv_dtype=ctx.conv_dtype)
+            return (*plain_grads(plain, inputs, ctx.needs_input_grad[:8], [grad]), None)
+        dft_weight = as_dtype(ctx.dft_weight, kappa.dtype)
         need = ctx.needs_input_grad
         if any(step == 0 and size > 1 for step, size in zip(grad.stride(), grad.shape, strict=True)):
             grad = grad.contiguous()  # an expanded gradient (a summed output's) would make bmm loop over samples
@@ -255,8 +247,15 @@ class _KernelConv(torch.autograd.Function):
         return grad_x, grad_kappa, grad_dft, grad_normed, grad_taps, grad_spatial, grad_channel, grad_filter, None
 
 
-def _modulated(synth: Tensor, local_view: Tensor | None, scales: list[Tensor]) -> Tensor:
-    """S * L * scales as a fresh contiguous kernel (B, O, I, kh, kw), the conv's layout."""
+def _modulated(synth: Tensor, local_view: Tensor | None, scales: list[Tensor], inplace: bool = True) -> Tensor:
+    """S * L * scales as a contiguous kernel (B, O, I, kh, kw), the conv's layout: a fresh tensor updated in place,
+    or (``inplace=False``) plain differentiable products.
+    """
+    if not inplace:
+        kernel = synth.contiguous() if local_view is None else synth.contiguous() * local_view
+        for factor in scales:
+            kernel = kernel * factor
+        return kernel
     kernel = synth.new_empty(synth.shape)
     if local_view is None:
         kernel.copy_(synth)
@@ -265,6 +264,58 @@ def _modulated(synth: Tensor, local_view: Tensor | None, scales: list[Tensor]) -
     for factor in scales:
         kernel.mul_(factor)
     return kernel
+
+
+def _forward(
+    x: Tensor,
+    kappa: Tensor,
+    dft_weight: Tensor,
+    windows: Tensor | None,
+    taps: Tensor | None,
+    spatial: Tensor | None,
+    channel: Tensor | None,
+    filter_: Tensor | None,
+    plan: KernelPlan,
+    conv_dtype: torch.dtype,
+    inplace: bool = True,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The output of :func:`kernel_conv`, the kernel matrix S (B, rows, cols) and the local factor L (B * I,
+    O * kh * kw) or None, from KSM-Local's ``windows``; ``inplace=False``: plain differentiable ops.
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        spectrum = as_dtype(dft_weight, kappa.dtype)
+        matrix = spectral_synthesis(group_map(kappa, plan.index, plan.kernel_num), spectrum, plan.size)
+        synth = matrix_to_weight(matrix, plan.kernel_hw)  # (B, O, I, kh, kw), a view
+        local = None if windows is None or taps is None else _local(windows, taps, plan.local_act, inplace)
+        local_view = None if local is None else _local_view(local, synth.shape)
+        if plan.on_features:  # channel on the input, filter on the output
+            fc = None
+            features = x if channel is None else x * _channels(channel, x)
+        else:
+            fc, features = _filter_channel(channel, filter_, synth.shape), x
+        kernel = _modulated(synth, local_view, _scales(spatial, fc, synth.shape), inplace)
+        y = _apply(as_dtype(features, conv_dtype), as_dtype(kernel, conv_dtype), plan)
+        if plan.on_features and filter_ is not None:
+            y = y * _channels(filter_, y)
+    return y, matrix, local
+
+
+def _plain(
+    x: Tensor,
+    kappa: Tensor,
+    dft_weight: Tensor,
+    normed: Tensor | None,
+    taps: Tensor | None,
+    spatial: Tensor | None,
+    channel: Tensor | None,
+    filter_: Tensor | None,
+    *,
+    plan: KernelPlan,
+    conv_dtype: torch.dtype,
+) -> Tensor:
+    """:func:`kernel_conv` as plain differentiable ops (for a backward that is differentiated again)."""
+    windows = None if normed is None or taps is None else sliding_windows(normed, taps.shape[-1], plan.local_pad)
+    return _forward(x, kappa, dft_weight, windows, taps, spatial, channel, filter_, plan, conv_dtype, inplace=False)[0]
 
 
 def _factor_grads(

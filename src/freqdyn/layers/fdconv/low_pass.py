@@ -45,6 +45,7 @@ from torch import Tensor
 
 from .._common.device_dtype import scalar
 from .._common.program_mode import compiling, compute_dtype, exporting, may_use_custom_kernels
+from .._common.second_order import differentiable_backward, plain_grads
 
 MASK_RULES = ("official", "exact")
 M = TypeVar("M", Tensor, np.ndarray)
@@ -280,9 +281,12 @@ class _BandModulation(torch.autograd.Function):
         return _band_modulation(x, att, coef, masks)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, att, coef = ctx.saved_tensors
         masks, (need_x, need_att) = ctx.masks, ctx.needs_input_grad[:2]
+        if differentiable_backward():
+            plain = functools.partial(_plain_band_modulation, masks=masks)
+            return (*plain_grads(plain, (x, att), (need_x, need_att), [grad]), None)
         kept, width, bands = masks.shape[-1], x.shape[-1], masks.shape[0]
         grad_x = grad_att = lows = None
         weighted = coef[:, :, :, None] * grad[:, :, None] if need_x else None  # (B, G, n, C/G, H, W)
@@ -303,6 +307,11 @@ class _BandModulation(torch.autograd.Function):
         if need_x:
             grad_x = torch.addcmul(back, grad, att[:, :, :1])
         return grad_x, grad_att, None
+
+
+def _plain_band_modulation(x: Tensor, att: Tensor, masks: Tensor) -> Tensor:
+    """:func:`_band_modulation` as plain differentiable ops (for a backward that is differentiated again)."""
+    return _band_modulation(x, att, band_coefficients(att, 2), masks)
 
 
 def fft_band_modulation(x: Tensor, att: Tensor, k_list: tuple[int, ...], rule: str) -> Tensor:

@@ -26,6 +26,7 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .._common.device_dtype import factory_kwargs
 from .._common.flop_record import record_flops
@@ -205,6 +206,7 @@ class _Reassemble(torch.autograd.Function):
         return _shifted_reassemble(base, shifted, k)
 
     @staticmethod
+    @once_differentiable  # its backward reads the laid-out taps, not the input: no second derivatives
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         base, shifted = ctx.saved_tensors
         k, stride = ctx.k, _row_stride(base)
@@ -323,6 +325,7 @@ class _Carafe(torch.autograd.Function):
         return tuple(outputs)
 
     @staticmethod
+    @once_differentiable  # its backward reads the laid-out inputs, not the inputs: no second derivatives
     def backward(ctx, *grads: Tensor) -> tuple[Tensor | None, ...]:
         base, shifted = ctx.saved_tensors
         k, groups, scale, widths = ctx.k, ctx.groups, ctx.scale, ctx.widths
