@@ -6,6 +6,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from freqdyn import FDConv, FDLinear
+from freqdyn.layers.fdconv import kernel_conv
 from freqdyn.tools.op_count import step
 from helpers import gradcheck_module, perturb_
 
@@ -35,10 +36,18 @@ def _graph_names(root: torch.Tensor) -> set[str]:
     return names
 
 
+@pytest.fixture(params=[False, True], ids=["kept", "rebuilt"])
+def rebuild(request, monkeypatch):
+    """Both backward routes: these small kernels are kept unless the outright allowance is off."""
+    if request.param:
+        monkeypatch.setattr(kernel_conv, "KEPT_ANYWAY", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("aggregation", ["weight", "feature"])
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_gradients_match_finite_differences(case, aggregation, memory_format):
+def test_gradients_match_finite_differences(case, aggregation, memory_format, rebuild):
     options = dict(kernel_size=3, padding=1, kernel_num=3, aggregation=aggregation)
     options.update(CASES[case])
     layer = perturb_(FDConv(4, 6, dtype=torch.float64, **options), seed=7)
@@ -76,9 +85,9 @@ def test_op_count_is_independent_of_the_batch_and_width(aggregation):
     assert len(set(counts.values())) == 1, counts
 
 
-@pytest.mark.parametrize("tokens", [3, 40], ids=["rebuilt", "kept"])
+@pytest.mark.parametrize("tokens", [3, 40])
 @pytest.mark.parametrize("options", [{}, dict(use_ksm_local=False, param_ratio=2), dict(ksm_act="tanh", bias=False)])
-def test_linear_gradients_match_finite_differences(tokens, options):
+def test_linear_gradients_match_finite_differences(tokens, options, rebuild):
     layer = perturb_(FDLinear(5, 6, kernel_num=3, dtype=torch.float64, **options), seed=8)
     x = torch.randn(2, tokens, 5, dtype=torch.float64)
     assert "_KernelConvBackward" in _graph_names(layer(x.requires_grad_()))

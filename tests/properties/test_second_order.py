@@ -5,20 +5,30 @@ error where a Function's backward cannot be differentiated (CARAFE's): never sil
 import pytest
 import torch
 import torch.nn as nn
-from helpers import perturb_
 
 from freqdyn import FDConv, FDLinear, FreqFusion, ODConv2d
+from freqdyn.layers.fdconv import kernel_conv
 from freqdyn.layers.fdconv.frequency_band_modulation import FrequencyBandModulation
+from helpers import perturb_
 
 F64 = torch.float64
+MAP = (2, 4, 5, 6)
+
+
+def _fdconv(**options) -> FDConv:
+    return FDConv(
+        4, 6, options.pop("kernel_size", 3), padding=options.pop("padding", 1), kernel_num=3, dtype=F64, **options
+    )
+
+
 CASES = {
-    "fdconv-weight": (lambda: FDConv(4, 6, 3, padding=1, kernel_num=3, aggregation="weight", dtype=F64), (2, 4, 5, 6)),
-    "fdconv-feature": (lambda: FDConv(4, 6, 3, padding=1, kernel_num=3, aggregation="feature", dtype=F64), (2, 4, 5, 6)),
-    "fdconv-kept": (lambda: FDConv(4, 6, 3, padding=1, kernel_num=3, recompute_kernels=False, dtype=F64), (2, 4, 5, 6)),
-    "fdconv-1x1": (lambda: FDConv(4, 6, 1, kernel_num=3, dtype=F64), (2, 4, 5, 6)),
+    "fdconv-weight": (lambda: _fdconv(aggregation="weight"), MAP),
+    "fdconv-feature": (lambda: _fdconv(aggregation="feature"), MAP),
+    "fdconv-kept": (lambda: _fdconv(recompute_kernels=False), MAP),
+    "fdconv-1x1": (lambda: _fdconv(kernel_size=1), MAP),
     "fdlinear": (lambda: FDLinear(5, 6, kernel_num=3, dtype=F64), (2, 3, 5)),
     "fbm": (lambda: FrequencyBandModulation(4, dtype=F64), (2, 4, 6, 5)),
-    "odconv": (lambda: ODConv2d(4, 6, 3, padding=1, num_experts=2, dtype=F64), (2, 4, 5, 6)),
+    "odconv": (lambda: ODConv2d(4, 6, 3, padding=1, num_experts=2, dtype=F64), MAP),
 }
 
 
@@ -33,8 +43,11 @@ def _second_order_check(module: nn.Module, x: torch.Tensor) -> bool:
     return torch.autograd.gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=True)
 
 
+@pytest.mark.parametrize("rebuild", [False, True], ids=["kept", "rebuilt"])
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_second_derivatives_match_finite_differences(case):
+def test_second_derivatives_match_finite_differences(case, rebuild, monkeypatch):
+    if rebuild:  # these small kernels are kept for backward unless the outright allowance is off
+        monkeypatch.setattr(kernel_conv, "KEPT_ANYWAY", 0)
     build, shape = CASES[case]
     module = perturb_(build(), seed=6).train()
     assert _second_order_check(module, torch.randn(shape, dtype=F64))

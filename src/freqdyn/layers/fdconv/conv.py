@@ -23,7 +23,7 @@ from .._common.trace_only import TraceOnly
 from .._compat import become_plain_conv
 from .fourier_dynamic import DEFAULTS, FourierDynamicBase, FourierOptions
 from .frequency_band_modulation import FrequencyBandModulation
-from .kernel_conv import KEPT_BY_FUNCTION
+from .kernel_conv import keeps_kernels
 from .kernel_spatial_modulation import KernelSpatialModulationGlobal
 
 AGGREGATIONS = ("auto", "weight", "feature")
@@ -264,7 +264,8 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         """:meth:`_per_sample_conv` as one autograd Function whose backward rebuilds the kernels (or keeps them
         where they are small) without replaying the conv.
         """
-        keep = not self.recompute_kernels or self._kernels_are_small(x, KEPT_BY_FUNCTION)
+        kernel_values, input_values = math.prod(self.kernel_shape), self.in_channels * x.shape[2] * x.shape[3]
+        keep = not self.recompute_kernels or keeps_kernels(x.shape[0], kernel_values, input_values)
         on_features = not self._use_weight_branch(x.shape[2], x.shape[3])
         x, padding = self._pad(x)
         y = self._kernel_function(
@@ -279,13 +280,13 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         )
         return y if self.bias is None else y + as_dtype(self.bias, y.dtype).view(1, -1, 1, 1)
 
-    def _kernels_are_small(self, x: Tensor, kept: int = _KEPT_TENSORS) -> bool:
-        """Whether the ``kept`` kernel-sized tensors (B * O * I/g * kh * kw values each) that backward would keep
-        without the recompute are smaller than the input map (B * I * H * W) that the conv saves anyway: then
-        recomputing them in backward would cost a second synthesis to save little memory.
+    def _kernels_are_small(self, x: Tensor) -> bool:
+        """Whether the tensors autograd keeps for backward without the recompute (the kernel and its ~3 factors,
+        B * O * I/g * kh * kw values each) are smaller than the input map (B * I * H * W) that the conv saves anyway:
+        then recomputing them in backward would cost a second synthesis and conv forward to save little memory.
         """
         kernel = math.prod(self.kernel_shape)
-        return kept * kernel <= self.in_channels * x.shape[2] * x.shape[3]
+        return _KEPT_TENSORS * kernel <= self.in_channels * x.shape[2] * x.shape[3]
 
     def _recompute_contexts(self) -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
         """``checkpoint``'s contexts: the forward as is; the recompute in backward checks that the parameters it

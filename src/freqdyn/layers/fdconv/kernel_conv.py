@@ -28,6 +28,17 @@ from .spectrum import matrix_to_weight
 from .synthesis import group_map, spectral_synthesis, spectral_synthesis_grads
 
 KEPT_BY_FUNCTION = 2  # kernel-sized tensors the Function keeps per sample with ``keep``: the synthesis, KSM-Local
+KEPT_ANYWAY = 2**20  # values (4 MB in float32) small enough to keep for backward whatever the input's size
+
+
+def keeps_kernels(batch: int, kernel_values: int, input_values: int) -> bool:
+    """Whether the Function keeps the synthesised kernel and the local factor for backward (``keep``) rather than
+    rebuild them: when those B * 2 * ``kernel_values`` values are no more than the input (B * ``input_values``),
+    which the conv keeps anyway, or than :data:`KEPT_ANYWAY` (a rebuild costs a synthesis and about 40 dispatched
+    ops to save a few MB).
+    """
+    kept = KEPT_BY_FUNCTION * batch * kernel_values
+    return kept <= batch * input_values or kept <= KEPT_ANYWAY
 
 
 @dataclass(frozen=True)

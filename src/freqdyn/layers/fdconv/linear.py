@@ -17,7 +17,7 @@ from .._common.pooling import mean_pool
 from .._common.program_mode import compute_dtype
 from .._common.trace_only import TraceOnly
 from .fourier_dynamic import DEFAULTS, FourierDynamicBase, FourierOptions
-from .kernel_conv import KEPT_BY_FUNCTION
+from .kernel_conv import keeps_kernels
 from .kernel_spatial_modulation import KernelSpatialModulationGlobal
 
 
@@ -150,8 +150,7 @@ class FDLinear(TraceOnly, LinearFourierBase):
         pooled = mean_pool(tokens, (1,), compute_dtype(x.dtype))  # the attentions run in float32 for half
         att = self.KSM_Global(pooled)
         if self._takes_kernel_function(batch, att):
-            # the kernel's factors (B * O * I values each) are rebuilt in backward unless they fit in the tokens' size
-            keep = KEPT_BY_FUNCTION * self.out_features <= tokens.shape[1]
+            keep = keeps_kernels(batch, self.out_features * self.in_features, tokens.shape[1] * self.in_features)
             y = self._kernel_function(
                 tokens,
                 pooled,
