@@ -1,5 +1,5 @@
 """KSM-Global's trunk and heads as one ``autograd.Function``: pooled (B, I) -> fc -> BatchNorm -> StarReLU -> the
-heads' joined 1x1 convs -> ``att_multi * sigmoid(logits / temp)``, (B, N).
+heads' joined 1x1 convs -> ``multiplier * sigmoid(logits / temp)``, one (B, width) attention per head.
 
 Autograd of these small ops dispatches about 140 calls per training step (the linear layers' transposes, the
 StarReLU's scalar products and sums, the heads' joined weights); this Function's forward and hand-written backward
@@ -10,6 +10,7 @@ non-finite guard, a batch of one) and its native backward.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import cast
 
@@ -37,20 +38,32 @@ def global_trunk(
     star_bias: Tensor,
     head_weights: list[Tensor],
     head_biases: list[Tensor],
-    att_multi: float,
+    multipliers: tuple[float, ...],
     temp: float,
-) -> Tensor:
-    """The heads' attentions side by side, (B, sum of head widths), from pooled (B, I); every tensor in pooled's
-    dtype. ``fc_weight`` (hidden, I, 1, 1), ``head_weights`` (width, hidden, 1, 1) each, ``head_biases`` (width,).
+) -> tuple[Tensor, ...]:
+    """Each head's attention ``multiplier * sigmoid(logits / temp)``, (B, width) each, from pooled (B, I); every
+    tensor in pooled's dtype. ``fc_weight`` (hidden, I, 1, 1), ``head_weights`` (width, hidden, 1, 1) each,
+    ``head_biases`` (width,), one multiplier per head.
     """
     count = len(head_weights)
     return cast(
-        Tensor,
+        tuple[Tensor, ...],
         _GlobalTrunk.apply(
-            pooled, fc_weight, norm_weight, norm_bias, star_scale, star_bias, norm, att_multi, temp, count,
+            pooled, fc_weight, norm_weight, norm_bias, star_scale, star_bias, norm, multipliers, temp, count,
             *head_weights, *head_biases,
         ),
     )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def _column_scales(
+    widths: tuple[int, ...], multipliers: tuple[float, ...], dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """Each head's multiplier repeated over its columns, (sum of widths,), cached (a constant of the layer)."""
+    building = torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
+    with building:  # a normal tensor, so that a later training step may use it
+        values = [m for w, m in zip(widths, multipliers, strict=True) for _ in range(w)]
+        return torch.tensor(values, dtype=dtype, device=device)
 
 
 class _GlobalTrunk(torch.autograd.Function):
@@ -64,11 +77,11 @@ class _GlobalTrunk(torch.autograd.Function):
         star_scale: Tensor,
         star_bias: Tensor,
         norm: AttentionBatchNorm,
-        att_multi: float,
+        multipliers: tuple[float, ...],
         temp: float,
         count: int,
         *heads: Tensor,
-    ) -> Tensor:
+    ) -> tuple[Tensor, ...]:
         weights, biases = heads[:count], heads[count:]
         hidden = fc_weight.shape[0]
         fc = fc_weight.view(hidden, -1)
@@ -85,24 +98,25 @@ class _GlobalTrunk(torch.autograd.Function):
         inputs = (pooled, fc_weight, norm_weight, norm_bias, star_scale, star_bias, *heads)
         ctx.save_for_backward(z, positive, act, joint, gate, *inputs)
         ctx.saved_norm = saved
-        ctx.att_multi, ctx.temp, ctx.count, ctx.sizes = att_multi, temp, count, [w.shape[0] for w in weights]
-        return gate * scalar(att_multi, gate)
+        sizes = tuple(w.shape[0] for w in weights)
+        ctx.multipliers, ctx.temp, ctx.count, ctx.sizes = multipliers, temp, count, sizes
+        return (gate * _column_scales(sizes, multipliers, gate.dtype, gate.device)).split_with_sizes(sizes, dim=1)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(ctx, *grads: Tensor) -> tuple[Tensor | None, ...]:
         z, positive, act, joint, gate, *inputs = ctx.saved_tensors
         pooled, fc_weight, norm_weight, _, star_scale = inputs[:5]
         fc = fc_weight.view(fc_weight.shape[0], -1)
         need = ctx.needs_input_grad
         if differentiable_backward():
             plain = functools.partial(
-                _plain, saved=ctx.saved_norm, count=ctx.count, att_multi=ctx.att_multi, temp=ctx.temp
+                _plain, saved=ctx.saved_norm, count=ctx.count, multipliers=ctx.multipliers, temp=ctx.temp
             )
-            found = plain_grads(plain, inputs, [*need[:6], *need[10:]], [grad])
+            found = plain_grads(plain, inputs, [*need[:6], *need[10:]], grads)
             return (*found[:6], None, None, None, None, *found[6:])
         sizes = ctx.sizes
-        scale = ctx.att_multi / ctx.temp
-        grad_logits = torch.ops.aten.sigmoid_backward(grad * scalar(scale, grad), gate)
+        scales = _column_scales(sizes, tuple(m / ctx.temp for m in ctx.multipliers), gate.dtype, gate.device)
+        grad_logits = torch.ops.aten.sigmoid_backward(torch.cat(grads, dim=1) * scales, gate)
         grad_joint = torch.mm(_transposed(grad_logits), act)  # (N, hidden)
         grad_weights = grad_joint.view(-1, joint.shape[1], 1, 1).split_with_sizes(sizes)
         grad_biases = grad_logits.sum(0).split_with_sizes(sizes)
@@ -132,9 +146,9 @@ def _plain(
     *heads: Tensor,
     saved: NormSaved,
     count: int,
-    att_multi: float,
+    multipliers: tuple[float, ...],
     temp: float,
-) -> Tensor:
+) -> tuple[Tensor, ...]:
     """:func:`global_trunk` as plain differentiable ops (for a backward that is differentiated again), its
     BatchNorm with the statistics the forward normalised with.
     """
@@ -145,4 +159,6 @@ def _plain(
     positive = F.relu(normed)
     act = positive * star_scale * positive + star_bias
     logits = F.linear(act, torch.cat(heads[:count]).view(-1, hidden), torch.cat(heads[count:]))
-    return torch.sigmoid(logits / temp) * att_multi
+    sizes = [w.shape[0] for w in heads[:count]]
+    gates = torch.sigmoid(logits / temp).split_with_sizes(sizes, dim=1)
+    return tuple(g * m for g, m in zip(gates, multipliers, strict=True))

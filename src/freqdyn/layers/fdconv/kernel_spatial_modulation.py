@@ -89,7 +89,9 @@ class KernelSpatialModulationGlobal(AttentionHeads):
         with torch.autocast(pooled.device.type, enabled=False):
             work = compute_dtype(pooled.dtype)
             bn = cast(AttentionBatchNorm, self.bn)
-            att = global_trunk(
+            # the kernel head's 2 / K in place of att_multi: the mixture is neutral at zero logits
+            multipliers = tuple(2.0 / self.num_kernels if n == "kernel" else self.att_multi for n, _ in heads)
+            outputs = global_trunk(
                 as_dtype(pooled, work),
                 as_dtype(self.fc.weight, work),
                 bn,
@@ -99,15 +101,15 @@ class KernelSpatialModulationGlobal(AttentionHeads):
                 as_dtype(self.relu.bias, work),
                 [as_dtype(h.weight, work) for _, h in heads],
                 [as_dtype(cast(Tensor, h.bias), work) for _, h in heads],
-                self.att_multi,
+                multipliers,
                 self.temp,
             )
-        parts = dict(zip([n for n, _ in heads], att.split([h.out_channels for _, h in heads], dim=1), strict=True))
-        kernel = parts.get("kernel")
-        if kernel is not None:  # the kernel head's 2 / K replaces att_multi
-            kernel = kernel * scalar(2.0 / (self.num_kernels * self.att_multi), kernel)
+        parts = dict(zip([n for n, _ in heads], outputs, strict=True))
         return Attentions(
-            channel=parts.get("channel"), filter=parts.get("filter"), spatial=parts.get("spatial"), kernel=kernel
+            channel=parts.get("channel"),
+            filter=parts.get("filter"),
+            spatial=parts.get("spatial"),
+            kernel=parts.get("kernel"),
         )
 
     def reset_parameters(self) -> None:
