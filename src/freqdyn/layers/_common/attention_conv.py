@@ -169,7 +169,9 @@ class _SlidingTaps(torch.autograd.Function):
 
 
 def _plain_sliding_taps(x: Tensor, weight: Tensor, bias: Tensor | None, pad: int) -> Tensor:
-    """:class:`_SlidingTaps` as a plain conv1d (for a backward that is differentiated again): (B, L, Q)."""
+    """:class:`_SlidingTaps` as a plain conv1d (traces, ``torch.func``, and a backward that is differentiated
+    again): (B, L, Q).
+    """
     return F.conv1d(x[:, None], weight, bias, padding=pad).transpose(1, 2)
 
 
@@ -188,7 +190,7 @@ class AttentionConv1d(nn.Conv1d):
         if x.dim() == 2:
             if may_use_custom_kernels():
                 return _SlidingTaps.apply(x, weight, bias, pad)
-            return F.conv1d(x[:, None], weight, bias, padding=pad).transpose(1, 2)
+            return _plain_sliding_taps(x, weight, bias, pad)
         if x.shape[1] != 1 or not may_use_custom_kernels():
             return F.conv1d(x, weight, bias, padding=pad)
         return _SlidingTaps.apply(x.reshape(x.shape[0], x.shape[2]), weight, bias, pad).transpose(1, 2)

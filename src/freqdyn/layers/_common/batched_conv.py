@@ -60,7 +60,7 @@ def batched_conv2d(
         return y if shared_bias is not None else _plus_bias(y, bias)
     if compiling():  # a groups=B conv would fix B (inductor's conv lowering)
         return _plus_bias(unfold_conv2d(x, weight, stride, padding, dilation, groups), bias)
-    if groups == 1 and weight.shape[-2:] == (1, 1) and explicit_padding(padding, (1, 1), dilation) == [0, 0, 0, 0]:
+    if groups == 1 and _unpadded_pointwise(weight, padding, dilation):
         return _plus_bias(_pointwise(x, weight, stride), bias)
     if memory_format_of(x) == torch.channels_last:
         # channels-last: fold to (1, B*C, H, W) with (H, W, B, C) memory, the layout a channels-last grouped
@@ -73,11 +73,23 @@ def batched_conv2d(
         out_h, out_w = y.shape[-2:]
         y = y[0].permute(1, 2, 0).reshape(out_h, out_w, batch, out_channels).permute(2, 3, 0, 1)
         return _plus_bias(y, bias).contiguous(memory_format=torch.channels_last)
-    folded = reshaped(x, 1, batch * channels, height, width)
-    kernels = reshaped(weight, batch * out_channels, *weight.shape[2:])
+    folded, kernels = _folded(x, weight)
     # the bias added to the output: fewer ops than one folded to the batch (B * O) for the conv
     y = F.conv2d(folded, kernels, None, stride, padding, dilation, groups * batch)
     return _plus_bias(y.view(batch, out_channels, y.shape[-2], y.shape[-1]), bias)
+
+
+def _unpadded_pointwise(weight: Tensor, padding: Padding, dilation: tuple[int, int]) -> bool:
+    """Whether the per-sample kernels (B, O, C, kh, kw) are 1x1 with no padding."""
+    return weight.shape[-2:] == (1, 1) and explicit_padding(padding, (1, 1), dilation) == [0, 0, 0, 0]
+
+
+def _folded(x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """x (B, C, H, W) as (1, B * C, H, W) and weight (B, O, C, kh, kw) as (B * O, C, kh, kw): the input and the
+    kernels of the ``groups=B`` conv.
+    """
+    batch, channels, height, width = x.shape
+    return reshaped(x, 1, batch * channels, height, width), reshaped(weight, -1, *weight.shape[2:])
 
 
 def _pointwise(x: Tensor, weight: Tensor, stride: tuple[int, int]) -> Tensor:
@@ -114,16 +126,14 @@ def batched_conv2d_grads(
     batch, channels, height, width = x.shape
     out_channels = weight.shape[1]
     contiguous = memory_format_of(x) == torch.contiguous_format and not isinstance(padding, str)
-    pointwise = weight.shape[-2:] == (1, 1) and explicit_padding(padding, (1, 1), dilation) == [0, 0, 0, 0]
-    if contiguous and pointwise and stride == (1, 1):
+    if contiguous and stride == (1, 1) and _unpadded_pointwise(weight, padding, dilation):
         kernels = reshaped(weight, batch, out_channels, channels)
         rows, grad_rows = reshaped(x, batch, channels, height * width), reshaped(grad, batch, out_channels, -1)
         grad_x = torch.bmm(kernels.transpose(1, 2), grad_rows).view(x.shape) if need_x else None
         grad_w = torch.bmm(grad_rows, rows.transpose(1, 2)).view(weight.shape) if need_weight else None
         return grad_x, grad_w
     if contiguous:
-        folded = reshaped(x, 1, batch * channels, height, width)
-        kernels = reshaped(weight, batch * out_channels, *weight.shape[2:])
+        folded, kernels = _folded(x, weight)
         folded_grad = reshaped(grad, 1, batch * out_channels, *grad.shape[2:])
         grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
             folded_grad,

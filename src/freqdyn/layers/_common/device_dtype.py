@@ -48,8 +48,14 @@ def scalar(value: float, like: Tensor) -> Tensor | float:
     return _cached_scalar(float(value), like.dtype, like.device)
 
 
+def normal_tensors() -> contextlib.AbstractContextManager:
+    """A context in which tensors made for a cache are normal tensors, also when the caller runs under
+    ``torch.inference_mode`` (an inference tensor cannot be saved for backward by a later training step).
+    """
+    return torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
+
+
 @functools.lru_cache(maxsize=256)
 def _cached_scalar(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    building = torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
-    with building:  # a normal tensor, so that a later training forward may save it for backward
+    with normal_tensors():
         return torch.full((), value, dtype=dtype, device=device)

@@ -241,11 +241,11 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         att = self.KSM_Global(pooled)
         if self.FBM is not None:
             x = self.FBM(x)
+        if self.groups == 1 and self._takes_kernel_function(x.shape[0], att):
+            return self._kernel_conv(x, pooled, att)
         # hooks on KSM-Local (which runs inside the recompute) would fire again in backward, and any autograd work
         # they do would upset the checkpoint: with hooks there, the kernels are kept instead
         hooked = self.KSM_Local is not None and any(has_hooks(m) for m in self.KSM_Local.modules())
-        if self.groups == 1 and self._takes_kernel_function(x.shape[0], att):
-            return self._kernel_conv(x, pooled, att)
         if (
             hooked
             or not (self.recompute_kernels and may_checkpoint())

@@ -334,9 +334,7 @@ class FourierDynamicBase(nn.Module):
         kappa = kappa * scalar(self.alpha * (1.0 if local is None else local.gain), kappa)
         normed = taps = None
         if local is not None:
-            with torch.autocast(pooled.device.type, enabled=False):
-                normed = as_dtype(local.norm(as_dtype(pooled, compute_dtype(pooled.dtype))), work)
-            taps = as_dtype(local.conv.weight, work)
+            normed, taps = as_dtype(local.normed(pooled), work), as_dtype(local.conv.weight, work)
         plan = KernelPlan(
             index=self.freq_group.view(-1).long(),
             kernel_num=self.kernel_num,

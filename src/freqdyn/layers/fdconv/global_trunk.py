@@ -10,7 +10,6 @@ non-finite guard, a batch of one) and its native backward.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import cast
 
@@ -19,8 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._common.attention_norm import AttentionBatchNorm, NormSaved, norm_grads
-from .._common.device_dtype import scalar
+from .._common.device_dtype import normal_tensors, scalar
 from .._common.second_order import differentiable_backward, plain_grads
+from .star_relu import star_relu
 
 
 def _transposed(matrix: Tensor) -> Tensor:
@@ -60,8 +60,7 @@ def _column_scales(
     widths: tuple[int, ...], multipliers: tuple[float, ...], dtype: torch.dtype, device: torch.device
 ) -> Tensor:
     """Each head's multiplier repeated over its columns, (sum of widths,), cached (a constant of the layer)."""
-    building = torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
-    with building:  # a normal tensor, so that a later training step may use it
+    with normal_tensors():
         values = [m for w, m in zip(widths, multipliers, strict=True) for _ in range(w)]
         return torch.tensor(values, dtype=dtype, device=device)
 
@@ -99,7 +98,7 @@ class _GlobalTrunk(torch.autograd.Function):
         ctx.save_for_backward(z, positive, act, joint, gate, *inputs)
         ctx.saved_norm = saved
         sizes = tuple(w.shape[0] for w in weights)
-        ctx.multipliers, ctx.temp, ctx.count, ctx.sizes = multipliers, temp, count, sizes
+        ctx.multipliers, ctx.temp, ctx.sizes = multipliers, temp, sizes
         return (gate * _column_scales(sizes, multipliers, gate.dtype, gate.device)).split_with_sizes(sizes, dim=1)
 
     @staticmethod
@@ -110,7 +109,7 @@ class _GlobalTrunk(torch.autograd.Function):
         need = ctx.needs_input_grad
         if differentiable_backward():
             plain = functools.partial(
-                _plain, saved=ctx.saved_norm, count=ctx.count, multipliers=ctx.multipliers, temp=ctx.temp
+                _plain, saved=ctx.saved_norm, count=len(ctx.sizes), multipliers=ctx.multipliers, temp=ctx.temp
             )
             found = plain_grads(plain, inputs, [*need[:6], *need[10:]], grads)
             return (*found[:6], None, None, None, None, *found[6:])
@@ -156,8 +155,7 @@ def _plain(
     z = F.linear(pooled, fc_weight.view(hidden, -1))
     mean, var = (None, None) if saved.train else (saved.running_mean, saved.running_var)
     normed = F.batch_norm(z, mean, var, norm_weight, norm_bias, saved.train, 0.0, saved.eps)
-    positive = F.relu(normed)
-    act = positive * star_scale * positive + star_bias
+    act = star_relu(normed, star_scale, star_bias)
     logits = F.linear(act, torch.cat(heads[:count]).view(-1, hidden), torch.cat(heads[count:]))
     sizes = [w.shape[0] for w in heads[:count]]
     gates = torch.sigmoid(logits / temp).split_with_sizes(sizes, dim=1)

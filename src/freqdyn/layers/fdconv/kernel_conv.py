@@ -90,6 +90,11 @@ def _conv_dtype(x: Tensor) -> torch.dtype:
     return x.dtype
 
 
+def _windows(normed: Tensor | None, taps: Tensor | None, plan: KernelPlan) -> Tensor | None:
+    """KSM-Local's sliding windows (B * I, S) of the normed pooled input (B, I), or None without KSM-Local."""
+    return None if normed is None or taps is None else sliding_windows(normed, taps.shape[-1], plan.local_pad)
+
+
 def _local(windows: Tensor, taps: Tensor, act: str, inplace: bool = True) -> Tensor:
     """The KSM-Local factor (B * I, O * kh * kw) from its windows (``inplace=False``: differentiable ops)."""
     logits = torch.mm(windows, taps_matrix(taps))
@@ -166,7 +171,7 @@ class _KernelConv(torch.autograd.Function):
         plan: KernelPlan,
     ) -> Tensor:
         conv_dtype = _conv_dtype(x)
-        windows = None if normed is None or taps is None else sliding_windows(normed, taps.shape[-1], plan.local_pad)
+        windows = _windows(normed, taps, plan)
         y, matrix, local = _forward(x, kappa, dft_weight, windows, taps, spatial, channel, filter_, plan, conv_dtype)
         kept = (matrix, local) if plan.keep else (None, None)
         ctx.save_for_backward(x, kappa, normed, windows, taps, spatial, channel, filter_, *kept)
@@ -325,8 +330,19 @@ def _plain(
     conv_dtype: torch.dtype,
 ) -> Tensor:
     """:func:`kernel_conv` as plain differentiable ops (for a backward that is differentiated again)."""
-    windows = None if normed is None or taps is None else sliding_windows(normed, taps.shape[-1], plan.local_pad)
-    return _forward(x, kappa, dft_weight, windows, taps, spatial, channel, filter_, plan, conv_dtype, inplace=False)[0]
+    return _forward(
+        x,
+        kappa,
+        dft_weight,
+        _windows(normed, taps, plan),
+        taps,
+        spatial,
+        channel,
+        filter_,
+        plan,
+        conv_dtype,
+        inplace=False,
+    )[0]
 
 
 def _factor_grads(
@@ -358,8 +374,7 @@ def _factor_grads(
             grad_spatial = torch.bmm(fc.reshape(batch, 1, -1), grad_factor).view(batch, taps)
     if fc is not None and (need[1] or need[2]):
         if spatial is None:
-            grad_fc = grad_factor.view(batch, out_channels, in_channels) if taps == 1 else grad_factor.sum(2)
-            grad_fc = grad_fc.view(batch, out_channels, in_channels)
+            grad_fc = (grad_factor if taps == 1 else grad_factor.sum(2)).view(batch, out_channels, in_channels)
         else:
             grad_fc = torch.bmm(grad_factor, spatial.view(batch, taps, 1)).view(batch, out_channels, in_channels)
         if channel is not None and need[1]:

@@ -205,6 +205,11 @@ class KernelSpatialModulationLocal(nn.Module):
         """The constant multiplier of the attention: ``att_multi`` for 'sigmoid', 1 for 'tanh' (1 + tanh)."""
         return self.att_multi if self.act == "sigmoid" else 1.0
 
+    def normed(self, pooled: Tensor) -> Tensor:
+        """The layer-normed pooled input (B, I), the input of the 1-D conv: float32 for half dtypes, as KSM-Global."""
+        with torch.autocast(pooled.device.type, enabled=False):
+            return self.norm(as_dtype(pooled, compute_dtype(pooled.dtype)))
+
     def forward(self, pooled: Tensor, with_gain: bool = True) -> Tensor:
         """(B, I) -> (B, O, I // groups, kh, kw); ``with_gain=False`` leaves out :attr:`gain` (the caller
         applies it elsewhere).
@@ -212,9 +217,8 @@ class KernelSpatialModulationLocal(nn.Module):
         batch, channels = pooled.shape
         kh, kw = self.kernel_size
         g = self.groups
-        with torch.autocast(pooled.device.type, enabled=False):  # float32 for half dtypes, as KSM-Global
-            normed = self.norm(as_dtype(pooled, compute_dtype(pooled.dtype)))
-            logits = self.conv(normed)  # (B, I, O/g*kh*kw)
+        with torch.autocast(pooled.device.type, enabled=False):
+            logits = self.conv(self.normed(pooled))  # (B, I, O/g*kh*kw)
         inplace = may_overwrite()
         att = modulation(logits, self.act, self.att_multi if with_gain else 1.0, inplace=inplace)
         if g == 1:  # one view and one permute

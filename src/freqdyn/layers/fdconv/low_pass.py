@@ -33,7 +33,6 @@ bands at once by FFTs pruned to the kept frequencies (O(log HW) per value, a fix
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import struct
@@ -43,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._common.device_dtype import scalar
+from .._common.device_dtype import normal_tensors, scalar
 from .._common.program_mode import compiling, compute_dtype, exporting, may_use_custom_kernels
 from .._common.second_order import differentiable_backward, plain_grads
 
@@ -151,8 +150,7 @@ def band_plan(
 def _band_tensors(
     height: int, width: int, k_list: tuple[int, ...], rule: str, dtype: torch.dtype, device: torch.device
 ) -> BandPlan[Tensor]:
-    building = torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
-    with building:  # normal tensors, so that a later training forward can save them for backward
+    with normal_tensors():
         return _as_tensors(_band_arrays(height, width, k_list, rule), dtype, device)
 
 
@@ -224,8 +222,7 @@ def _spectral_masks(
     rows, cols = _mask_lists(height, width, k_list, rule)
     kept = max(sum(c) for c in cols)
     masks = [[[r and c for c in col[:kept]] for r in row] for row, col in zip(rows, cols, strict=True)]
-    building = torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
-    with building:
+    with normal_tensors():
         return torch.tensor(masks, dtype=dtype, device=device).to(
             torch.complex128 if dtype == torch.float64 else torch.complex64
         )
@@ -310,7 +307,9 @@ class _BandModulation(torch.autograd.Function):
 
 
 def _plain_band_modulation(x: Tensor, att: Tensor, masks: Tensor) -> Tensor:
-    """:func:`_band_modulation` as plain differentiable ops (for a backward that is differentiated again)."""
+    """:func:`_band_modulation` as plain differentiable ops (traces, ``torch.func``, and a backward that is
+    differentiated again).
+    """
     return _band_modulation(x, att, band_coefficients(att, 2), masks)
 
 
@@ -329,7 +328,7 @@ def fft_band_modulation(x: Tensor, att: Tensor, k_list: tuple[int, ...], rule: s
     masks = _spectral_masks(int(height), int(width), tuple(k_list), rule, x.dtype, x.device)
     if may_use_custom_kernels():
         return _BandModulation.apply(x, att, masks)
-    return _band_modulation(x, att, band_coefficients(att, 2), masks)
+    return _plain_band_modulation(x, att, masks)
 
 
 def low_passes(x: Tensor, k_list: tuple[int, ...], rule: str) -> list[Tensor]:
