@@ -46,7 +46,8 @@ def apply_attentions(
         factor = spatial if factor is None else (factor.mul_(spatial) if inplace else factor * spatial)
     if factor is not None:
         if inplace:
-            weight = torch.mul(weight, factor, out=weight.new_empty(torch.broadcast_shapes(weight.shape, factor.shape)))
+            shape = [b if a == 1 else a for a, b in zip(weight.shape, factor.shape, strict=True)]  # both 5-D
+            weight = torch.mul(weight, factor, out=weight.new_empty(shape))
         else:
             weight = weight * factor
     out_scale = None
