@@ -317,9 +317,9 @@ def test_wide_layer_saves_no_per_sample_kernels_for_backward():
 
 
 def test_kernels_small_beside_the_input_map_or_outright_are_kept_not_recomputed():
-    """The synthesised kernel and the local factor (2 * B * O * I * kh * kw values) are saved, as with
-    recompute_kernels=False, where they are no larger than the conv's input or than 2^20 values; otherwise they are
-    rebuilt in backward."""
+    """The synthesised kernel, the local factor and the group map (2.5 * B * O * I * kh * kw values) are saved, as
+    with recompute_kernels=False, where they are no larger than the conv's input or than 2^20 values; otherwise they
+    are rebuilt in backward."""
     from freqdyn.tools.timing import saved_megabytes
 
     cpu = torch.device("cpu")
@@ -327,12 +327,12 @@ def test_kernels_small_beside_the_input_map_or_outright_are_kept_not_recomputed(
     def saved(layer: nn.Module, x: torch.Tensor) -> float:
         return saved_megabytes(lambda: layer(x).sum(), cpu)
 
-    wide = FDConv(128, 128, 3, padding=1, kernel_num=8)  # 2 * 4 * 147,456 values: over 2^20
+    wide = FDConv(128, 128, 3, padding=1, kernel_num=8)  # 2.5 * 4 * 147,456 values: over 2^20
     wide_keep = FDConv(128, 128, 3, padding=1, kernel_num=8, recompute_kernels=False)
-    small, large = torch.randn(4, 128, 8, 8), torch.randn(4, 128, 48, 48)  # 128 * 48^2 >= 2 * 147,456
+    small, large = torch.randn(4, 128, 8, 8), torch.randn(4, 128, 55, 55)  # 128 * 55^2 >= 2.5 * 147,456
     assert saved(wide, small) < saved(wide_keep, small)
     assert saved(wide, large) == saved(wide_keep, large)
-    narrow = FDConv(24, 32, 3, padding=1, kernel_num=8)  # 2 * 2 * 6,912 values: kept on any map
+    narrow = FDConv(24, 32, 3, padding=1, kernel_num=8)  # 2.5 * 2 * 6,912 values: kept on any map
     narrow_keep = FDConv(24, 32, 3, padding=1, kernel_num=8, recompute_kernels=False)
     x = torch.randn(2, 24, 9, 8)
     assert saved(narrow, x) == saved(narrow_keep, x)

@@ -30,16 +30,16 @@ CEILINGS = {
     "fdconv": (
         lambda: FDConv(64, 64, 3, padding=1),
         [CONV],
-        583,
-        221,
+        513,
+        198,
         "KSM trunk and heads (one Function), FBM (3 bands), the kernels and the conv as one Function (its kernels "
         "kept here: 2^20 values or fewer) (issue 30 target: 450 / 220)",
     ),
     "fdlinear": (
         lambda: FDLinear(64, 64),
         [(2, 16, 64)],
-        370,
-        130,
+        315,
+        116,
         "FDConv's attentions and kernel Function (a bmm for the conv) without FBM (issue 30 target: 300 / 120)",
     ),
     "dyconv": (lambda: DynamicConv2d(64, 64, 3, padding=1), [CONV], 171, 74, "two 1x1 convs, softmax, bank mix"),

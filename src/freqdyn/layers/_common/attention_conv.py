@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .device_dtype import as_dtype, factory_kwargs, reshaped
+from .device_dtype import as_dtype, factory_kwargs, narrowed, reshaped, zeroed
 from .program_mode import may_use_custom_kernels
 from .second_order import differentiable_backward, plain_grads
 
@@ -98,8 +98,8 @@ def sliding_windows(x: Tensor, size: int, pad: int) -> Tensor:
     batch, length = x.shape
     options = factory_kwargs(x.device, x.dtype)
     rows = length + size - 1
-    padded = torch.zeros(batch, rows, **options)
-    padded.narrow(1, pad, length).copy_(x)  # (not into an as_strided view: compile bans mutating one)
+    padded = zeroed(batch, rows, **options)
+    narrowed(padded, 1, pad, length).copy_(x)
     windows = torch.empty(batch * length, size, **options)
     windows.view(batch, length, size).copy_(padded.as_strided((batch, length, size), (rows, 1, 1)))
     return windows
@@ -127,9 +127,9 @@ def sliding_taps_grads(
         # x[b, j] collects the window gradients (j + pad - t, t): in a buffer front-padded by S - 1 - pad
         # columns, taps first, the entries (S - 1 - u, j + u) for u = S - 1 - t, which are a strided view
         rows = length + size - 1
-        padded = torch.zeros(size, batch, rows, dtype=grad.dtype, device=grad.device)
+        padded = zeroed(size, batch, rows, dtype=grad.dtype, device=grad.device)
         spread = torch.mm(taps_matrix(weight), grad_t).view(size, batch, length)
-        padded.narrow(2, size - 1 - pad, length).copy_(spread)
+        narrowed(padded, 2, size - 1 - pad, length).copy_(spread)
         grad_x = padded.as_strided((batch, length, size), (rows, 1, batch * rows - 1), size - 1).sum(2)
     if need_weight:
         product = torch.mm(windows.as_strided((size, count), (1, size)), grad)  # (S, Q)

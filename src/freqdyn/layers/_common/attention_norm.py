@@ -147,8 +147,12 @@ def norm_grads(
 
 
 def _updated(running: Tensor, dtype: torch.dtype) -> Tensor:
-    """A copy of a running statistic in ``dtype``, for ``F.batch_norm`` to update (one call fewer than ``to``)."""
-    return running.clone() if running.dtype == dtype else running.to(dtype)
+    """A copy of a running statistic in ``dtype``, for ``F.batch_norm`` to update: an empty tensor and a copy (one
+    call fewer than ``clone``, two fewer than ``to``); under ``torch.func`` (a batched statistic) ``to`` itself.
+    """
+    if functorch_active():
+        return running.to(dtype, copy=True)
+    return torch.empty(running.shape, dtype=dtype, device=running.device).copy_(running)
 
 
 class AttentionGroupNorm(nn.GroupNorm):

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .conv_args import Padding, explicit_padding, pair
-from .device_dtype import as_dtype, reshaped
+from .conv_args import Padding, conv2d, explicit_padding, pair
+from .device_dtype import as_dtype, reshaped, swapped
 from .program_mode import compiling, exporting, memory_format_of
 
 
@@ -56,7 +56,7 @@ def batched_conv2d(
         return _plus_bias(y, bias)
     if weight.shape[0] == 1:
         shared_bias = bias if bias is None or bias.dim() == 1 else None
-        y = F.conv2d(x, weight[0], shared_bias, stride, padding, dilation, groups)
+        y = conv2d(x, weight[0], shared_bias, stride, padding, dilation, groups)
         return y if shared_bias is not None else _plus_bias(y, bias)
     if compiling():  # a groups=B conv would fix B (inductor's conv lowering)
         return _plus_bias(unfold_conv2d(x, weight, stride, padding, dilation, groups), bias)
@@ -69,13 +69,13 @@ def batched_conv2d(
         # a (.., kh, 1) kernel view whose size-1 last dim has stride 1 (as FDConv's kernels have).
         folded = x.permute(2, 3, 0, 1).reshape(1, height, width, batch * channels).permute(0, 3, 1, 2)
         kernels = weight.reshape(batch * out_channels, *weight.shape[2:]).clone(memory_format=torch.contiguous_format)
-        y = F.conv2d(folded, kernels, None, stride, padding, dilation, groups * batch)
+        y = conv2d(folded, kernels, None, stride, padding, dilation, groups * batch)
         out_h, out_w = y.shape[-2:]
         y = y[0].permute(1, 2, 0).reshape(out_h, out_w, batch, out_channels).permute(2, 3, 0, 1)
         return _plus_bias(y, bias).contiguous(memory_format=torch.channels_last)
     folded, kernels = _folded(x, weight)
     # the bias added to the output: fewer ops than one folded to the batch (B * O) for the conv
-    y = F.conv2d(folded, kernels, None, stride, padding, dilation, groups * batch)
+    y = conv2d(folded, kernels, None, stride, padding, dilation, groups * batch)
     return _plus_bias(y.view(batch, out_channels, y.shape[-2], y.shape[-1]), bias)
 
 
@@ -129,8 +129,8 @@ def batched_conv2d_grads(
     if contiguous and stride == (1, 1) and _unpadded_pointwise(weight, padding, dilation):
         kernels = reshaped(weight, batch, out_channels, channels)
         rows, grad_rows = reshaped(x, batch, channels, height * width), reshaped(grad, batch, out_channels, -1)
-        grad_x = torch.bmm(kernels.transpose(1, 2), grad_rows).view(x.shape) if need_x else None
-        grad_w = torch.bmm(grad_rows, rows.transpose(1, 2)).view(weight.shape) if need_weight else None
+        grad_x = torch.bmm(swapped(kernels), grad_rows).view(x.shape) if need_x else None
+        grad_w = torch.bmm(grad_rows, swapped(rows)).view(weight.shape) if need_weight else None
         return grad_x, grad_w
     if contiguous:
         folded, kernels = _folded(x, weight)

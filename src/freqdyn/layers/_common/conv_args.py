@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Iterable, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -79,6 +80,24 @@ def pad_input(
     if padding_mode == "zeros":
         return x, padding
     return F.pad(x, explicit_padding(padding, kernel_size, dilation), mode=padding_mode), (0, 0)
+
+
+def conv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: tuple[int, int],
+    padding: Padding,
+    dilation: tuple[int, int],
+    groups: int,
+) -> Tensor:
+    """``F.conv2d``, calling ``aten::convolution`` itself for numeric padding outside autocast (one dispatched op
+    fewer; autocast casts for ``conv2d``, not for ``convolution``).
+    """
+    if isinstance(padding, str) or torch.is_autocast_enabled(x.device.type):
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    pads = (padding, padding) if isinstance(padding, int) else padding
+    return torch.convolution(x, weight, bias, stride, pads, dilation, False, (0, 0), groups)
 
 
 def conv_repr(module) -> str:

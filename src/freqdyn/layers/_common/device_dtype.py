@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 from typing import TypedDict
 
 import torch
@@ -36,6 +37,52 @@ def reshaped(tensor: Tensor, *shape: int) -> Tensor:
     under it, two calls), else the reshape.
     """
     return tensor.view(*shape) if tensor.is_contiguous() else tensor.reshape(*shape)
+
+
+def inserted(tensor: Tensor, dim: int) -> Tensor:
+    """``tensor.unsqueeze(dim)`` as one ``view`` (unsqueeze, or indexing with None, dispatches two)."""
+    return tensor.view(*tensor.shape[:dim], 1, *tensor.shape[dim:])
+
+
+def narrowed(tensor: Tensor, dim: int, start: int, length: int) -> Tensor:
+    """``tensor.narrow(dim, start, length)`` as one ``as_strided`` call (narrow dispatches three, slicing two): only
+    for tensors autograd does not record, as as_strided's own backward is costly. Compiled, the narrow itself (a
+    graph may write into a narrow view, not into an as_strided one).
+    """
+    if compiling():
+        return tensor.narrow(dim, start, length)
+    size = list(tensor.shape)
+    size[dim] = length
+    return tensor.as_strided(size, tensor.stride(), tensor.storage_offset() + start * tensor.stride(dim))
+
+
+def split_views(tensor: Tensor, sizes: tuple[int, ...], dim: int = 0) -> tuple[Tensor, ...]:
+    """``tensor.split_with_sizes(sizes, dim)`` as one :func:`narrowed` view per part (the split dispatches one call
+    more), for tensors autograd does not record.
+    """
+    starts = itertools.accumulate(sizes[:-1], initial=0)
+    return tuple(narrowed(tensor, dim, start, size) for start, size in zip(starts, sizes, strict=True))
+
+
+def zeroed(*shape: int, dtype: torch.dtype | None, device: torch.device | None) -> Tensor:
+    """``torch.zeros(shape)`` as ``empty`` and ``zero_`` (``zeros`` dispatches both under one more call)."""
+    return torch.empty(shape, dtype=dtype, device=device).zero_()
+
+
+def selected(tensor: Tensor, dim: int, index: int) -> Tensor:
+    """``tensor.select(dim, index)`` as one ``as_strided`` call, for tensors autograd does not record."""
+    size, stride = list(tensor.shape), list(tensor.stride())
+    del size[dim], stride[dim]
+    return tensor.as_strided(size, stride, tensor.storage_offset() + index * tensor.stride(dim))
+
+
+def swapped(tensor: Tensor) -> Tensor:
+    """A 3-D tensor's last two dims swapped, as one ``as_strided`` call (``transpose`` dispatches two): only for
+    tensors autograd does not record, as as_strided's own backward is costly.
+    """
+    batch, rows, cols = tensor.shape
+    step, row_step, col_step = tensor.stride()
+    return tensor.as_strided((batch, cols, rows), (step, col_step, row_step))
 
 
 def scalar(value: float, like: Tensor) -> Tensor | float:

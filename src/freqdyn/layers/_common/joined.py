@@ -2,7 +2,7 @@
 
 The attention heads of a layer (FDConv's KSM-Global heads, FBM's band convs, ODConv's heads) run as one product
 of their stacked weights. ``torch.cat``'s backward takes each part's gradient by a ``narrow`` (three dispatched
-calls per part); here the backward is one ``split_with_sizes`` (one call per part, plus one).
+calls per part); here the backward is one view per part.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import cast
 import torch
 from torch import Tensor
 
-from .device_dtype import reshaped
+from .device_dtype import reshaped, split_views
 from .program_mode import compiling, may_use_custom_kernels
 
 
@@ -24,14 +24,14 @@ class _Joined(torch.autograd.Function):
     def forward(ctx, shape: tuple[int, ...] | None, *parts: Tensor) -> Tensor:
         joined = torch.cat(parts)
         ctx.joined_shape = None if shape is None else joined.shape
-        ctx.sizes = [part.shape[0] for part in parts]
+        ctx.sizes = tuple(part.shape[0] for part in parts)
         return joined if shape is None else joined.view(shape)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         if ctx.joined_shape is not None:
             grad = reshaped(grad, *ctx.joined_shape)
-        return None, *grad.split_with_sizes(ctx.sizes)
+        return None, *split_views(grad, ctx.sizes)
 
 
 def joined(parts: Sequence[Tensor], shape: tuple[int, ...] | None = None) -> Tensor:

@@ -23,7 +23,7 @@ from .kernel_spatial_modulation import (
     KernelSpatialModulationLocal,
 )
 from .spectrum import frequency_groups, group_index_dtype, matrix_to_weight, weight_to_matrix
-from .synthesis import SYNTHESES, fixed_matrix, group_basis, synthesise, use_basis
+from .synthesis import SYNTHESES, fixed_matrix, group_basis, group_index, synthesise, use_basis
 
 RATIO_SCALINGS = ("mean", "official")
 MAX_ATT_MULTI = 16.0  # the largest att_multi: channel, filter, spatial and local gates can each reach it
@@ -336,7 +336,7 @@ class FourierDynamicBase(nn.Module):
         if local is not None:
             normed, taps = as_dtype(local.normed(pooled), work), as_dtype(local.conv.weight, work)
         plan = KernelPlan(
-            index=self.freq_group.view(-1).long(),
+            index=group_index(self.freq_group),
             kernel_num=self.kernel_num,
             size=self.spectrum_shape,
             kernel_hw=self.kernel_hw,

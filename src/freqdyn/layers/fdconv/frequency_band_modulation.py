@@ -13,13 +13,13 @@ from typing import cast
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 from .._common.attention_conv import AttentionConv
 from .._common.attention_heads import check_activation, modulation
 from .._common.batched_conv import unfold_conv2d
 from .._common.checks import check_feature_map, check_int, check_ints, check_positive
+from .._common.conv_args import conv2d
 from .._common.device_dtype import as_dtype, reshaped
 from .._common.joined import joined
 from .._common.program_mode import (
@@ -160,7 +160,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
             batched = weight.expand(x.shape[0], *weight.shape)
             logits = unfold_conv2d(x, batched, (1, 1), (pad, pad), (1, 1), g) + bias[:, None, None]
         else:
-            logits = F.conv2d(x, weight, bias, padding=pad, groups=g)
+            logits = conv2d(x, weight, bias, (1, 1), (pad, pad), (1, 1), g)
         logits = reshaped(logits, x.shape[0], g, len(convs), *x.shape[2:])
         return self._maps(logits)
 

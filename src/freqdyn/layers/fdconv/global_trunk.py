@@ -18,13 +18,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._common.attention_norm import AttentionBatchNorm, NormSaved, norm_grads
-from .._common.device_dtype import normal_tensors, scalar
+from .._common.device_dtype import normal_tensors, scalar, split_views
 from .._common.second_order import differentiable_backward, plain_grads
 from .star_relu import star_relu
 
 
 def _transposed(matrix: Tensor) -> Tensor:
-    """The transpose of a contiguous 2-D tensor as one ``as_strided`` (``t()`` dispatches three calls)."""
+    """The transpose of a contiguous (rows, cols, 1, ...) tensor as a (cols, rows) matrix, one ``as_strided`` (``t()``
+    dispatches three calls).
+    """
     return matrix.as_strided((matrix.shape[1], matrix.shape[0]), (1, matrix.shape[1]))
 
 
@@ -83,14 +85,13 @@ class _GlobalTrunk(torch.autograd.Function):
     ) -> tuple[Tensor, ...]:
         weights, biases = heads[:count], heads[count:]
         hidden = fc_weight.shape[0]
-        fc = fc_weight.view(hidden, -1)
-        z = torch.mm(pooled, _transposed(fc))
+        z = torch.mm(pooled, _transposed(fc_weight))
         normed, saved = norm.normalized(z, norm_weight, norm_bias)
         positive = F.relu(normed)
         # StarReLU as its module computes it: positive * scale * positive + bias
         act = torch.addcmul(star_bias, positive * star_scale, positive)
         joint = torch.cat(weights).view(-1, hidden)
-        logits = torch.addmm(torch.cat(biases), act, _transposed(joint))
+        logits = torch.mm(act, _transposed(joint)).add_(torch.cat(biases))  # (addmm dispatches two more calls)
         if temp != 1.0:
             logits.div_(scalar(temp, logits))
         gate = logits.sigmoid_()
@@ -99,7 +100,7 @@ class _GlobalTrunk(torch.autograd.Function):
         ctx.saved_norm = saved
         sizes = tuple(w.shape[0] for w in weights)
         ctx.multipliers, ctx.temp, ctx.sizes = multipliers, temp, sizes
-        return (gate * _column_scales(sizes, multipliers, gate.dtype, gate.device)).split_with_sizes(sizes, dim=1)
+        return split_views(gate * _column_scales(sizes, multipliers, gate.dtype, gate.device), sizes, dim=1)
 
     @staticmethod
     def backward(ctx, *grads: Tensor) -> tuple[Tensor | None, ...]:
@@ -117,8 +118,8 @@ class _GlobalTrunk(torch.autograd.Function):
         scales = _column_scales(sizes, tuple(m / ctx.temp for m in ctx.multipliers), gate.dtype, gate.device)
         grad_logits = torch.ops.aten.sigmoid_backward(torch.cat(grads, dim=1) * scales, gate)
         grad_joint = torch.mm(_transposed(grad_logits), act)  # (N, hidden)
-        grad_weights = grad_joint.view(-1, joint.shape[1], 1, 1).split_with_sizes(sizes)
-        grad_biases = grad_logits.sum(0).split_with_sizes(sizes)
+        grad_weights = split_views(grad_joint.view(-1, joint.shape[1], 1, 1), sizes)
+        grad_biases = split_views(grad_logits.sum(0), sizes)
         grad_act = torch.mm(grad_logits, joint)
         # StarReLU: d/dp (p * s * p + b) = 2 s p (0 where the relu is off, as p is)
         weighted = grad_act * positive

@@ -5,9 +5,9 @@ feature branch the channel attention scales the input and the filter attention t
 Autograd of the same ops either keeps every kernel-sized factor for backward (B * O * I * kh * kw values each)
 or, under a checkpoint, replays the whole forward in backward, the conv included. This Function saves only the
 small inputs (the input map, the attentions, the KSM-Local windows) and, in backward, rebuilds the synthesised
-kernel and the local factor (or keeps those two where they are small: ``keep``), takes the conv's gradients
-without running it again, and the factors' gradients as a few products and batched matmuls: a fixed short
-sequence of ops whatever the batch, width or map size (issue 30).
+kernel, the local factor and the group map (or keeps those three where they are small: ``keep``), takes the
+conv's gradients without running it again, and the factors' gradients as a few products and batched matmuls: a
+fixed short sequence of ops whatever the batch, width or map size (issue 30).
 """
 
 from __future__ import annotations
@@ -22,20 +22,21 @@ from torch import Tensor
 from .._common.attention_conv import sliding_taps_grads, sliding_windows, taps_matrix
 from .._common.batched_conv import batched_conv2d, batched_conv2d_grads
 from .._common.conv_args import Padding
-from .._common.device_dtype import as_dtype, reshaped, scalar
+from .._common.device_dtype import as_dtype, reshaped, scalar, swapped
 from .._common.second_order import differentiable_backward, plain_grads
 from .spectrum import matrix_to_weight
 from .synthesis import group_map, spectral_synthesis, spectral_synthesis_grads
 
-KEPT_BY_FUNCTION = 2  # kernel-sized tensors the Function keeps per sample with ``keep``: the synthesis, KSM-Local
+# kernel-sized tensors the Function keeps per sample with ``keep``: the synthesis, KSM-Local, the group map (a half)
+KEPT_BY_FUNCTION = 2.5
 KEPT_ANYWAY = 2**20  # values (4 MB in float32) small enough to keep for backward whatever the input's size
 
 
 def keeps_kernels(batch: int, kernel_values: int, input_values: int) -> bool:
-    """Whether the Function keeps the synthesised kernel and the local factor for backward (``keep``) rather than
-    rebuild them: when those B * 2 * ``kernel_values`` values are no more than the input (B * ``input_values``),
-    which the conv keeps anyway, or than :data:`KEPT_ANYWAY` (a rebuild costs a synthesis and about 40 dispatched
-    ops to save a few MB).
+    """Whether the Function keeps the synthesised kernel, the local factor and the group map for backward (``keep``)
+    rather than rebuild them: when those B * 2.5 * ``kernel_values`` values are no more than the input
+    (B * ``input_values``), which the conv keeps anyway, or than :data:`KEPT_ANYWAY` (a rebuild costs a synthesis
+    and about 40 dispatched ops to save a few MB).
     """
     kept = KEPT_BY_FUNCTION * batch * kernel_values
     return kept <= batch * input_values or kept <= KEPT_ANYWAY
@@ -106,30 +107,35 @@ def _local(windows: Tensor, taps: Tensor, act: str, inplace: bool = True) -> Ten
 
 
 def _scales(spatial: Tensor | None, fc: Tensor | None, shape: torch.Size) -> list[Tensor]:
-    """The kernel's factors besides S and L, broadcastable to ``shape`` (B, O, I, kh, kw): fc (B, O, I) (the filter
-    times the channel attention, :func:`_filter_channel`) and spatial (B, kh * kw), where present.
+    """The kernel's factors besides S and L, broadcastable to ``shape`` (B, O, I, kh, kw): fc (B, O, I, 1, 1) (the
+    filter times the channel attention, :func:`_filter_channel`) and spatial (B, kh * kw), where present.
     """
-    batch, out_channels, in_channels, kh, kw = shape
-    scales = [] if fc is None else [fc.view(batch, out_channels, in_channels, 1, 1)]
+    batch, _, _, kh, kw = shape
+    scales = [] if fc is None else [fc]
     return scales if spatial is None else [*scales, spatial.view(batch, 1, 1, kh, kw)]
 
 
 def _filter_channel(channel: Tensor | None, filter_: Tensor | None, shape: torch.Size) -> Tensor | None:
-    """filter (B, O) times channel (B, I) as a (B, O, I) tensor (an expanded view where one is off), or None."""
+    """filter (B, O) times channel (B, I) as a (B, O, I, 1, 1) tensor (an expanded view where one is off), or
+    None.
+    """
     batch, out_channels, in_channels = shape[:3]
     if filter_ is None:
-        return None if channel is None else channel.view(batch, 1, in_channels).expand(batch, out_channels, -1)
+        if channel is None:
+            return None
+        return channel.view(batch, 1, in_channels, 1, 1).expand(batch, out_channels, -1, -1, -1)
     if channel is None:
-        return filter_.view(batch, out_channels, 1).expand(batch, -1, in_channels)
-    return filter_.view(batch, out_channels, 1) * channel.view(batch, 1, in_channels)
+        return filter_.view(batch, out_channels, 1, 1, 1).expand(batch, -1, in_channels, -1, -1)
+    return filter_.view(batch, out_channels, 1, 1, 1) * channel.view(batch, 1, in_channels, 1, 1)
 
 
-def _apply(x: Tensor, kernel: Tensor, plan: KernelPlan) -> Tensor:
+def _apply(x: Tensor, kernel: Tensor, plan: KernelPlan, strided: bool = True) -> Tensor:
     """The per-sample conv of x (B, I, H, W) with kernel (B, O, I, kh, kw), or with ``plan.linear`` the per-sample
-    linear map of tokens x (B, N, I) by kernel (B, O, I, 1, 1): (B, N, O).
+    linear map of tokens x (B, N, I) by kernel (B, O, I, 1, 1): (B, N, O). ``strided=False``: differentiable views.
     """
     if plan.linear:
-        return torch.bmm(x, kernel.view(kernel.shape[:3]).transpose(1, 2))
+        matrix = kernel.view(kernel.shape[:3])
+        return torch.bmm(x, swapped(matrix) if strided else matrix.transpose(1, 2))
     return batched_conv2d(x, kernel, None, plan.stride, plan.padding, plan.dilation, 1)
 
 
@@ -140,15 +146,31 @@ def _apply_grads(
     if plan.linear:
         matrix = kernel.view(kernel.shape[:3])
         grad_x = torch.bmm(grad, matrix) if need_x else None
-        return grad_x, torch.bmm(grad.transpose(1, 2), x).view(kernel.shape)
+        return grad_x, torch.bmm(swapped(grad), x).view(kernel.shape)
     grad_x, grad_kernel = batched_conv2d_grads(grad, x, kernel, plan.stride, plan.padding, plan.dilation, need_x, True)
     return grad_x, cast(Tensor, grad_kernel)
 
 
-def _local_view(local: Tensor, shape: torch.Size) -> Tensor:
-    """The KSM-Local factor (B * I, O * kh * kw) as a (B, O, I, kh, kw) view."""
+# The views below are single ``as_strided`` calls where a reshape and a transpose dispatch four ops. They serve only
+# tensors autograd does not record (as_strided's own backward is costly): the plain path takes the usual views.
+
+
+def _kernel_view(matrix: Tensor, kernel_hw: tuple[int, int], strided: bool = True) -> Tensor:
+    """A contiguous kernel matrix (B, O * kh, I * kw) as the kernel (B, O, I, kh, kw): :func:`matrix_to_weight`."""
+    if not strided:
+        return matrix_to_weight(matrix, kernel_hw)
+    batch, rows, cols = matrix.shape
+    kh, kw = kernel_hw
+    return matrix.as_strided((batch, rows // kh, cols // kw, kh, kw), (rows * cols, kh * cols, kw, cols, 1))
+
+
+def _local_view(local: Tensor, shape: torch.Size, strided: bool = True) -> Tensor:
+    """The contiguous KSM-Local factor (B * I, O * kh * kw) as a (B, O, I, kh, kw) view."""
     batch, out_channels, in_channels, kh, kw = shape
-    return local.view(batch, in_channels, out_channels, kh, kw).transpose(1, 2)
+    if not strided:
+        return local.view(batch, in_channels, out_channels, kh, kw).transpose(1, 2)
+    row = out_channels * kh * kw
+    return local.as_strided(tuple(shape), (in_channels * row, kh * kw, row, kw, 1))
 
 
 def _channels(channel: Tensor, like: Tensor) -> Tensor:
@@ -172,8 +194,10 @@ class _KernelConv(torch.autograd.Function):
     ) -> Tensor:
         conv_dtype = _conv_dtype(x)
         windows = _windows(normed, taps, plan)
-        y, matrix, local = _forward(x, kappa, dft_weight, windows, taps, spatial, channel, filter_, plan, conv_dtype)
-        kept = (matrix, local) if plan.keep else (None, None)
+        y, kmap, matrix, local = _forward(
+            x, kappa, dft_weight, windows, taps, spatial, channel, filter_, plan, conv_dtype
+        )
+        kept = (kmap, matrix, local) if plan.keep else (None, None, None)
         ctx.save_for_backward(x, kappa, normed, windows, taps, spatial, channel, filter_, *kept)
         # the parameter itself, not saved: saved tensors count as memory kept for backward, and it is there anyway
         # (its float32 copy for a half layer is remade in backward); autograd's version check, by hand
@@ -183,7 +207,7 @@ class _KernelConv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, kappa, normed, windows, taps, spatial, channel, filter_, matrix, local = ctx.saved_tensors
+        x, kappa, normed, windows, taps, spatial, channel, filter_, kmap, matrix, local = ctx.saved_tensors
         if ctx.dft_weight._version != ctx.dft_version:
             raise RuntimeError(
                 "one of the variables needed for gradient computation has been modified by an inplace operation: "
@@ -199,11 +223,12 @@ class _KernelConv(torch.autograd.Function):
         if any(step == 0 and size > 1 for step, size in zip(grad.stride(), grad.shape, strict=True)):
             grad = grad.contiguous()  # an expanded gradient (a summed output's) would make bmm loop over samples
         with torch.autocast(x.device.type, enabled=False):
-            kmap = group_map(kappa, plan.index, plan.kernel_num)
+            if kmap is None:
+                kmap = group_map(kappa, plan.index, plan.kernel_num)
             if matrix is None:
                 matrix = spectral_synthesis(kmap, dft_weight, plan.size)
                 local = None if windows is None or taps is None else _local(windows, taps, plan.local_act)
-            synth = matrix_to_weight(matrix, plan.kernel_hw)
+            synth = _kernel_view(matrix, plan.kernel_hw)
             shape = synth.shape
             batch, out_channels, in_channels, kh, kw = shape
             local_view = None if local is None else _local_view(local, shape)
@@ -237,28 +262,27 @@ class _KernelConv(torch.autograd.Function):
             grad_normed = grad_taps = None
             if local is not None and windows is not None and taps is not None and (need[3] or need[4]):
                 # L's gradient in the (B, I, O, kh, kw) layout of its taps
-                grad_local = synth.new_empty(batch, in_channels, out_channels, kh, kw)
-                torch.mul(grad_kernel, synth, out=grad_local.transpose(1, 2))
-                flat = grad_local.view(batch * in_channels, -1)
+                flat = torch.empty(batch * in_channels, out_channels * kh * kw, dtype=synth.dtype, device=synth.device)
+                torch.mul(grad_kernel, synth, out=_local_view(flat, shape))
                 if plan.local_act == "sigmoid":
                     grad_logits = torch.ops.aten.sigmoid_backward(flat, local)
                 else:
                     grad_logits = torch.ops.aten.tanh_backward(flat, local - scalar(1.0, local))
-                del grad_local, flat
+                del flat
                 grad_normed, grad_taps = sliding_taps_grads(
                     grad_logits, windows, taps, batch, plan.local_pad, need[3], need[4]
                 )
                 del grad_logits
             del synth, matrix
             # S's gradient straight into the kernel-matrix layout
-            grad_matrix = grad_kernel.new_empty(batch, out_channels, kh, in_channels, kw)
+            grad_matrix = torch.empty(batch, *plan.size, dtype=grad_kernel.dtype, device=grad_kernel.device)
             if local_view is None:
-                grad_matrix.transpose(2, 3).copy_(grad_kernel)
+                _kernel_view(grad_matrix, plan.kernel_hw).copy_(grad_kernel)
             else:
-                torch.mul(grad_kernel, local_view, out=grad_matrix.transpose(2, 3))
+                torch.mul(grad_kernel, local_view, out=_kernel_view(grad_matrix, plan.kernel_hw))
             del grad_kernel, local_view, local
             grad_kappa, grad_dft = spectral_synthesis_grads(
-                grad_matrix.view(batch, *plan.size), kmap, dft_weight, plan.index, plan.kernel_num, need[1], need[2]
+                grad_matrix, kmap, dft_weight, plan.index, plan.kernel_num, need[1], need[2]
             )
         return grad_x, grad_kappa, grad_dft, grad_normed, grad_taps, grad_spatial, grad_channel, grad_filter, None
 
@@ -272,7 +296,7 @@ def _modulated(synth: Tensor, local_view: Tensor | None, scales: list[Tensor], i
         for factor in scales:
             kernel = kernel * factor
         return kernel
-    kernel = synth.new_empty(synth.shape)
+    kernel = torch.empty(synth.shape, dtype=synth.dtype, device=synth.device)
     if local_view is None:
         kernel.copy_(synth)
     else:
@@ -294,26 +318,28 @@ def _forward(
     plan: KernelPlan,
     conv_dtype: torch.dtype,
     inplace: bool = True,
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """The output of :func:`kernel_conv`, the kernel matrix S (B, rows, cols) and the local factor L (B * I,
-    O * kh * kw) or None, from KSM-Local's ``windows``; ``inplace=False``: plain differentiable ops.
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """The output of :func:`kernel_conv`, the group map (B * P, rows * width) of kappa, the kernel matrix S (B, rows,
+    cols) and the local factor L (B * I, O * kh * kw) or None, from KSM-Local's ``windows``; ``inplace=False``:
+    plain differentiable ops.
     """
     with torch.autocast(x.device.type, enabled=False):
         spectrum = as_dtype(dft_weight, kappa.dtype)
-        matrix = spectral_synthesis(group_map(kappa, plan.index, plan.kernel_num), spectrum, plan.size)
-        synth = matrix_to_weight(matrix, plan.kernel_hw)  # (B, O, I, kh, kw), a view
+        kmap = group_map(kappa, plan.index, plan.kernel_num)
+        matrix = spectral_synthesis(kmap, spectrum, plan.size)
+        synth = _kernel_view(matrix, plan.kernel_hw, inplace)  # (B, O, I, kh, kw), a view
         local = None if windows is None or taps is None else _local(windows, taps, plan.local_act, inplace)
-        local_view = None if local is None else _local_view(local, synth.shape)
+        local_view = None if local is None else _local_view(local, synth.shape, inplace)
         if plan.on_features:  # channel on the input, filter on the output
             fc = None
             features = x if channel is None else x * _channels(channel, x)
         else:
             fc, features = _filter_channel(channel, filter_, synth.shape), x
         kernel = _modulated(synth, local_view, _scales(spatial, fc, synth.shape), inplace)
-        y = _apply(as_dtype(features, conv_dtype), as_dtype(kernel, conv_dtype), plan)
+        y = _apply(as_dtype(features, conv_dtype), as_dtype(kernel, conv_dtype), plan, inplace)
         if plan.on_features and filter_ is not None:
             y = y * _channels(filter_, y)
-    return y, matrix, local
+    return y, kmap, matrix, local
 
 
 def _plain(
@@ -371,7 +397,7 @@ def _factor_grads(
         if fc is None:
             grad_spatial = grad_factor.sum(1)
         else:
-            grad_spatial = torch.bmm(fc.reshape(batch, 1, -1), grad_factor).view(batch, taps)
+            grad_spatial = torch.bmm(reshaped(fc, batch, 1, -1), grad_factor).view(batch, taps)
     if fc is not None and (need[1] or need[2]):
         if spatial is None:
             grad_fc = (grad_factor if taps == 1 else grad_factor.sum(2)).view(batch, out_channels, in_channels)

@@ -146,7 +146,7 @@ class FDLinear(TraceOnly, LinearFourierBase):
         if not x.numel():  # no sample, or samples without tokens: nn.Linear's empty output
             return self._empty_input(x)
         batch = x.shape[0]
-        tokens = reshaped(x, batch, math.prod(x.shape[1:-1]), self.in_features)
+        tokens = x if x.dim() == 3 else reshaped(x, batch, math.prod(x.shape[1:-1]), self.in_features)
         pooled = mean_pool(tokens, (1,), compute_dtype(x.dtype))  # the attentions run in float32 for half
         att = self.KSM_Global(pooled)
         if self._takes_kernel_function(batch, att):
@@ -170,7 +170,7 @@ class FDLinear(TraceOnly, LinearFourierBase):
             y = torch.bmm(tokens, transposed if weight.shape[0] == batch else transposed.expand(batch, -1, -1))
         if self.bias is not None:
             y = y + as_dtype(self.bias, y.dtype)
-        return reshaped(y, *x.shape[:-1], self.out_features)
+        return y if x.dim() == 3 else reshaped(y, *x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return (

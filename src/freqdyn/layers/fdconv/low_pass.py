@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._common.device_dtype import normal_tensors, scalar
+from .._common.device_dtype import inserted, narrowed, normal_tensors, scalar, selected
 from .._common.program_mode import compiling, compute_dtype, exporting, may_use_custom_kernels
 from .._common.second_order import differentiable_backward, plain_grads
 
@@ -215,24 +215,25 @@ def filter_rows(plan: BandPlan[Tensor], rows: Tensor) -> list[Tensor]:
 def _spectral_masks(
     height: int, width: int, k_list: tuple[int, ...], rule: str, dtype: torch.dtype, device: torch.device
 ) -> Tensor:
-    """Masks (n, H, kept) of the low-passes on the first ``kept`` rfft columns, those of the widest band (the column
-    masks are prefixes), as the complex dtype of the spectrum of a ``dtype`` map (float32 or float64): a real mask
-    would be converted on every product.
+    """Masks (n, 1, H, kept) of the low-passes on the first ``kept`` rfft columns, those of the widest band (the
+    column masks are prefixes), as the complex dtype of the spectrum of a ``dtype`` map (float32 or float64): a real
+    mask would be converted on every product. The unit dim broadcasts over the channels of a group.
     """
     rows, cols = _mask_lists(height, width, k_list, rule)
     kept = max(sum(c) for c in cols)
-    masks = [[[r and c for c in col[:kept]] for r in row] for row, col in zip(rows, cols, strict=True)]
+    masks = [[[[r and c for c in col[:kept]] for r in row]] for row, col in zip(rows, cols, strict=True)]
     with normal_tensors():
         return torch.tensor(masks, dtype=dtype, device=device).to(
             torch.complex128 if dtype == torch.float64 else torch.complex64
         )
 
 
-def _pruned_spectrum(x: Tensor, kept: int) -> Tensor:
+def _pruned_spectrum(x: Tensor, kept: int, strided: bool = False) -> Tensor:
     """(..., H, W) -> (..., H, kept): the first ``kept`` columns of rfft2. One 2-D transform dispatches 11 calls
     where an rfft along W, a slice and an FFT along H over the kept columns dispatch 24, and runs as fast here (MKL).
     """
-    return torch.fft.rfft2(x)[..., :kept]
+    spectrum = torch.fft.rfft2(x)
+    return narrowed(spectrum, -1, 0, kept) if strided else spectrum[..., :kept]
 
 
 def _from_pruned_spectrum(spectrum: Tensor, width: int) -> Tensor:
@@ -240,27 +241,34 @@ def _from_pruned_spectrum(spectrum: Tensor, width: int) -> Tensor:
     return torch.fft.irfft(torch.fft.ifft(spectrum, dim=-2), n=width, dim=-1)
 
 
-def _band_low_passes(x: Tensor, masks: Tensor) -> Tensor:
-    """x (B, G, C/G, H, W) -> its n low-passes (B, G, n, C/G, H, W) under the spectral ``masks`` (n, H, kept)."""
-    return _from_pruned_spectrum(_pruned_spectrum(x, masks.shape[-1])[:, :, None] * masks[:, None], x.shape[-1])
-
-
-def _band_sum(x: Tensor, coef: Tensor, masks: Tensor) -> Tensor:
-    return (_band_low_passes(x, masks) * coef[:, :, :, None]).sum(2)
-
-
-def band_coefficients(att: Tensor, dim: int) -> Tensor:
-    """The coefficients of the low-passes L_1 .. L_n from the band attentions a_1 .. a_n along ``dim``: a_{j+1} - a_j,
-    and 1 - a_n for the last (sum_j a_j (L_{j-1} - L_j) + L_n = a_1 x + sum_j coefficient_j L_j).
+def _band_low_passes(x: Tensor, masks: Tensor, strided: bool = False) -> Tensor:
+    """x (B, G, C/G, H, W) -> its n low-passes (B, G, n, C/G, H, W) under the spectral ``masks`` (n, 1, H, kept);
+    ``strided``: views by ``as_strided`` (no autograd records).
     """
+    spectrum = _pruned_spectrum(x, masks.shape[-1], strided)
+    return _from_pruned_spectrum(inserted(spectrum, 2) * masks, x.shape[-1])
+
+
+def band_coefficients(att: Tensor, dim: int, strided: bool = False) -> Tensor:
+    """The coefficients of the low-passes L_1 .. L_n from the band attentions a_1 .. a_n along ``dim``: a_{j+1} - a_j,
+    and 1 - a_n for the last (sum_j a_j (L_{j-1} - L_j) + L_n = a_1 x + sum_j coefficient_j L_j). ``strided``:
+    views by ``as_strided`` (no autograd records).
+    """
+    if strided:
+        n = att.shape[dim]
+        rest = narrowed(att, dim, 1, n - 1) - narrowed(att, dim, 0, n - 1)
+        return torch.cat([rest, scalar(1.0, att) - narrowed(att, dim, n - 1, 1)], dim=dim)
     lead = (slice(None),) * (dim % att.dim())  # indexing, not narrow: the same slices with fewer dispatched ops
     rest = att[(*lead, slice(1, None))] - att[(*lead, slice(None, -1))]
     return torch.cat([rest, scalar(1.0, att) - att[(*lead, slice(-1, None))]], dim=dim)
 
 
-def _band_modulation(x: Tensor, att: Tensor, coef: Tensor, masks: Tensor) -> Tensor:
-    """a_1 x + sum_j coef_j L_j x, with ``coef`` = :func:`band_coefficients` of ``att``."""
-    return torch.addcmul(_band_sum(x, coef, masks), x, att[:, :, :1])
+def _band_modulation(x: Tensor, att: Tensor, coef: Tensor, masks: Tensor, strided: bool = False) -> Tensor:
+    """a_1 x + sum_j coef_j L_j x, with ``coef`` = :func:`band_coefficients` of ``att``; ``strided``: views by
+    ``as_strided`` (no autograd records).
+    """
+    bands = (_band_low_passes(x, masks, strided) * inserted(coef, 3)).sum(2)
+    return torch.addcmul(bands, x, narrowed(att, 2, 0, 1) if strided else att[:, :, :1])
 
 
 class _BandModulation(torch.autograd.Function):
@@ -272,10 +280,10 @@ class _BandModulation(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, att: Tensor, masks: Tensor) -> Tensor:
-        coef = band_coefficients(att, 2)
+        coef = band_coefficients(att, 2, strided=True)
         ctx.save_for_backward(x, att, coef)
         ctx.masks = masks
-        return _band_modulation(x, att, coef, masks)
+        return _band_modulation(x, att, coef, masks, strided=True)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
@@ -286,23 +294,27 @@ class _BandModulation(torch.autograd.Function):
             return (*plain_grads(plain, (x, att), (need_x, need_att), [grad]), None)
         kept, width, bands = masks.shape[-1], x.shape[-1], masks.shape[0]
         grad_x = grad_att = lows = None
-        weighted = coef[:, :, :, None] * grad[:, :, None] if need_x else None  # (B, G, n, C/G, H, W)
+        weighted = inserted(coef, 3) * inserted(grad, 2) if need_x else None  # (B, G, n, C/G, H, W)
         if need_x and need_att:  # both gradients from one forward and one inverse transform: x rides along
-            spectra = _pruned_spectrum(torch.cat([x[:, :, None], cast(Tensor, weighted)], dim=2), kept)
-            filtered = spectra[:, :, :1] * masks[:, None], (spectra[:, :, 1:] * masks[:, None]).sum(2, keepdim=True)
-            spatial = _from_pruned_spectrum(torch.cat(filtered, dim=2), width)  # (B, G, n + 1, C/G, H, W)
-            lows, back = spatial[:, :, :bands], spatial[:, :, bands]
+            spectra = _pruned_spectrum(torch.cat([inserted(x, 2), cast(Tensor, weighted)], dim=2), kept, True)
+            # x's n low-passes and the band sum of the weighted gradients, written side by side (a complex cat
+            # dispatches a narrow and a copy per part)
+            filtered = spectra.new_empty(*spectra.shape[:2], bands + 1, *spectra.shape[3:])
+            torch.mul(narrowed(spectra, 2, 0, 1), masks, out=narrowed(filtered, 2, 0, bands))
+            torch.sum(narrowed(spectra, 2, 1, bands) * masks, 2, keepdim=True, out=narrowed(filtered, 2, bands, 1))
+            spatial = _from_pruned_spectrum(filtered, width)  # (B, G, n + 1, C/G, H, W)
+            lows, back = narrowed(spatial, 2, 0, bands), selected(spatial, 2, bands)
         elif need_x:
-            spectra = _pruned_spectrum(cast(Tensor, weighted), kept)
-            back = _from_pruned_spectrum((spectra * masks[:, None]).sum(2), width)
+            spectra = _pruned_spectrum(cast(Tensor, weighted), kept, True)
+            back = _from_pruned_spectrum((spectra * masks).sum(2), width)
         elif need_att:
-            lows = _band_low_passes(x, masks)
+            lows = _band_low_passes(x, masks, True)
         if need_att:
-            grad_coef = (cast(Tensor, lows) * grad[:, :, None]).sum(3)  # (B, G, n, H, W)
+            grad_coef = (cast(Tensor, lows) * inserted(grad, 2)).sum(3)  # (B, G, n, H, W)
             gate = (grad * x).sum(2, keepdim=True)  # a_1's own term, a_1 x
-            grad_att = torch.cat([gate, grad_coef[:, :, :-1]], dim=2) - grad_coef
+            grad_att = torch.cat([gate, narrowed(grad_coef, 2, 0, bands - 1)], dim=2) - grad_coef
         if need_x:
-            grad_x = torch.addcmul(back, grad, att[:, :, :1])
+            grad_x = torch.addcmul(back, grad, narrowed(att, 2, 0, 1))
         return grad_x, grad_att, None
 
 

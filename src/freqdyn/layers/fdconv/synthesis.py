@@ -21,7 +21,8 @@ import math
 import torch
 from torch import Tensor
 
-from .._common.device_dtype import scalar
+from .._common.device_dtype import narrowed, scalar, zeroed
+from .._common.program_mode import functorch_active
 from .spectrum import inverse_spectrum
 
 SYNTHESES = ("auto", "fft", "basis")
@@ -70,15 +71,26 @@ def synthesise(
     rows, cols = size
     if basis:
         return (kappa @ group_basis(dft_weight, freq_group, kernel_num, size)).reshape(-1, rows, cols)
-    return spectral_synthesis(group_map(kappa, freq_group.view(-1).long(), kernel_num), dft_weight, size)
+    return spectral_synthesis(group_map(kappa, group_index(freq_group), kernel_num), dft_weight, size)
+
+
+def group_index(freq_group: Tensor) -> Tensor:
+    """``freq_group`` (rows, width) flattened to the int64 index of :func:`group_map`: an empty index and a copy
+    (``long()`` dispatches two more calls; under ``torch.func`` the buffer may be batched, so ``long()`` itself).
+    """
+    if functorch_active():
+        return freq_group.view(-1).long()
+    index = torch.empty(freq_group.numel(), dtype=torch.int64, device=freq_group.device)
+    return index.copy_(freq_group.view(-1))
 
 
 def group_map(kappa: Tensor, index: Tensor, kernel_num: int) -> Tensor:
     """(B * P, rows * width): each coefficient's attention, kappa (B, P * K) gathered by its group ``index``
     (rows * width,) (``freq_group`` flattened, int64).
     """
-    # views, not reshapes or indexing: one dispatched op each, forward and backward
-    return kappa.view(-1, kernel_num).index_select(1, index)
+    # views, not reshapes or indexing: one dispatched op each, forward and backward; none for one copy (P = 1)
+    rows = kappa if kappa.shape[1] == kernel_num else kappa.view(-1, kernel_num)
+    return rows.index_select(1, index)
 
 
 def spectral_synthesis(kmap: Tensor, dft_weight: Tensor, size: tuple[int, int]) -> Tensor:
@@ -108,12 +120,12 @@ def spectral_synthesis_grads(
     copies, rows, width, _ = dft_weight.shape
     adjoint = torch.fft.rfft2(grad, norm="forward")
     if cols > width:
-        adjoint.narrow(-1, 1, cols - width).mul_(scalar(2.0, adjoint))
+        narrowed(adjoint, -1, 1, cols - width).mul_(scalar(2.0, adjoint))
     spectral = torch.view_as_real(adjoint).view(batch, 1, rows, width, 2)  # (B, 1, rows, width, 2)
     grad_kappa = grad_dft = None
     if need_kappa:
         grad_map = (spectral * dft_weight).sum(-1).view(batch * copies, rows * width)
-        grad_kappa = torch.zeros(batch * copies, kernel_num, dtype=kmap.dtype, device=kmap.device)
+        grad_kappa = zeroed(batch * copies, kernel_num, dtype=kmap.dtype, device=kmap.device)
         grad_kappa = grad_kappa.index_add_(1, index, grad_map)
         grad_kappa = grad_kappa.view(batch, copies * kernel_num)
     if need_dft:
