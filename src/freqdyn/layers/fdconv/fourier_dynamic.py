@@ -331,12 +331,12 @@ class FourierDynamicBase(nn.Module):
         work = compute_dtype(self.dft_weight.dtype)
         local = self.KSM_Local
         kappa = as_dtype(cast(Tensor, att.kernel), work)
-        kappa = kappa * scalar(self.alpha * (1.0 if local is None else local.gain), kappa)
         normed = taps = None
         if local is not None:
             normed, taps = as_dtype(local.normed(pooled), work), as_dtype(local.conv.weight, work)
         plan = KernelPlan(
             index=group_index(self.freq_group),
+            scale=self.alpha * (1.0 if local is None else local.gain),
             kernel_num=self.kernel_num,
             size=self.spectrum_shape,
             kernel_hw=self.kernel_hw,

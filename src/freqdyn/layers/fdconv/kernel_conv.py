@@ -47,6 +47,7 @@ class KernelPlan:
     """What :func:`kernel_conv` needs besides tensors that take gradients."""
 
     index: Tensor  # (rows * width,) int64: freq_group flattened
+    scale: float  # kappa's multiplier: alpha, times KSM-Local's gain (which its factor leaves out)
     kernel_num: int
     size: tuple[int, int]  # the kernel matrix (O * kh, I * kw)
     kernel_hw: tuple[int, int]
@@ -74,11 +75,12 @@ def kernel_conv(
     """conv(x, W_b) per sample b, without bias: x (B, I, H, W) padded as the conv needs -> (B, O, H', W'), in the
     dtype autocast gives a conv (else x's).
 
-    W = S * L * spatial * channel * filter, with S the FFT-route synthesis of kappa (B, P * K) (scaled; the work
-    dtype, to which dft_weight is converted), L the KSM-Local factor ``act(windows(normed) @ taps)`` (``normed``
-    (B, I) the layer-normed pooled input, ``taps`` (Q, 1, S) its conv1d weight; both ``None`` without KSM-Local)
-    and the attentions spatial (B, kh * kw), channel (B, I), filter (B, O) (each ``None`` when off). With
-    ``plan.on_features`` the channel attention scales x and the filter attention the output instead. One group only.
+    W = S * L * spatial * channel * filter, with S the FFT-route synthesis of kappa (B, P * K) times
+    ``plan.scale`` (the work dtype, to which dft_weight is converted), L the KSM-Local factor
+    ``act(windows(normed) @ taps)`` (``normed`` (B, I) the layer-normed pooled input, ``taps`` (Q, 1, S) its conv1d
+    weight; both ``None`` without KSM-Local) and the attentions spatial (B, kh * kw), channel (B, I), filter (B, O)
+    (each ``None`` when off). With ``plan.on_features`` the channel attention scales x and the filter attention the
+    output instead. One group only.
     """
     return _KernelConv.apply(x, kappa, dft_weight, normed, taps, spatial, channel, filter_, plan)
 
@@ -89,6 +91,13 @@ def _conv_dtype(x: Tensor) -> torch.dtype:
     if torch.is_autocast_enabled(device) and x.dtype != torch.float64:
         return torch.get_autocast_dtype(device)
     return x.dtype
+
+
+def _group_map(kappa: Tensor, plan: KernelPlan) -> Tensor:
+    """:func:`~freqdyn.layers.fdconv.synthesis.group_map` of kappa times ``plan.scale``: scaled first, which also
+    makes a (strided) head output contiguous for the gather.
+    """
+    return group_map(kappa * scalar(plan.scale, kappa), plan.index, plan.kernel_num)
 
 
 def _windows(normed: Tensor | None, taps: Tensor | None, plan: KernelPlan) -> Tensor | None:
@@ -224,7 +233,7 @@ class _KernelConv(torch.autograd.Function):
             grad = grad.contiguous()  # an expanded gradient (a summed output's) would make bmm loop over samples
         with torch.autocast(x.device.type, enabled=False):
             if kmap is None:
-                kmap = group_map(kappa, plan.index, plan.kernel_num)
+                kmap = _group_map(kappa, plan)
             if matrix is None:
                 matrix = spectral_synthesis(kmap, dft_weight, plan.size)
                 local = None if windows is None or taps is None else _local(windows, taps, plan.local_act)
@@ -282,7 +291,7 @@ class _KernelConv(torch.autograd.Function):
                 torch.mul(grad_kernel, local_view, out=_kernel_view(grad_matrix, plan.kernel_hw))
             del grad_kernel, local_view, local
             grad_kappa, grad_dft = spectral_synthesis_grads(
-                grad_matrix, kmap, dft_weight, plan.index, plan.kernel_num, need[1], need[2]
+                grad_matrix, kmap, dft_weight, plan.index, plan.kernel_num, need[1], need[2], plan.scale
             )
         return grad_x, grad_kappa, grad_dft, grad_normed, grad_taps, grad_spatial, grad_channel, grad_filter, None
 
@@ -325,7 +334,7 @@ def _forward(
     """
     with torch.autocast(x.device.type, enabled=False):
         spectrum = as_dtype(dft_weight, kappa.dtype)
-        kmap = group_map(kappa, plan.index, plan.kernel_num)
+        kmap = _group_map(kappa, plan)
         matrix = spectral_synthesis(kmap, spectrum, plan.size)
         synth = _kernel_view(matrix, plan.kernel_hw, inplace)  # (B, O, I, kh, kw), a view
         local = None if windows is None or taps is None else _local(windows, taps, plan.local_act, inplace)

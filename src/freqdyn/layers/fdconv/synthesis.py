@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor
 
-from .._common.device_dtype import narrowed, scalar, zeroed
+from .._common.device_dtype import narrowed, reshaped, scalar, zeroed
 from .._common.program_mode import functorch_active
 from .spectrum import inverse_spectrum
 
@@ -89,7 +89,7 @@ def group_map(kappa: Tensor, index: Tensor, kernel_num: int) -> Tensor:
     (rows * width,) (``freq_group`` flattened, int64).
     """
     # views, not reshapes or indexing: one dispatched op each, forward and backward; none for one copy (P = 1)
-    rows = kappa if kappa.shape[1] == kernel_num else kappa.view(-1, kernel_num)
+    rows = kappa if kappa.shape[1] == kernel_num else reshaped(kappa, -1, kernel_num)
     return rows.index_select(1, index)
 
 
@@ -108,10 +108,17 @@ def spectral_synthesis(kmap: Tensor, dft_weight: Tensor, size: tuple[int, int]) 
 
 
 def spectral_synthesis_grads(
-    grad: Tensor, kmap: Tensor, dft_weight: Tensor, index: Tensor, kernel_num: int, need_kappa: bool, need_dft: bool
+    grad: Tensor,
+    kmap: Tensor,
+    dft_weight: Tensor,
+    index: Tensor,
+    kernel_num: int,
+    need_kappa: bool,
+    need_dft: bool,
+    scale: float = 1.0,
 ) -> tuple[Tensor | None, Tensor | None]:
     """Gradients of kappa (B, P * K) and dft_weight (P, rows, width, 2) from ``grad`` (B, rows, cols), that of
-    :func:`spectral_synthesis` of ``group_map(kappa, index, kernel_num)`` (= ``kmap``).
+    :func:`spectral_synthesis` of ``scale * group_map(kappa, index, kernel_num)`` (= ``kmap``).
 
     The adjoint of ``irfft2`` is ``rfft2`` with the forward normalisation, the columns whose mirror lies outside
     the one-sided spectrum counted twice (torch's own rule for the c2r backward).
@@ -126,7 +133,7 @@ def spectral_synthesis_grads(
     if need_kappa:
         grad_map = (spectral * dft_weight).sum(-1).view(batch * copies, rows * width)
         grad_kappa = zeroed(batch * copies, kernel_num, dtype=kmap.dtype, device=kmap.device)
-        grad_kappa = grad_kappa.index_add_(1, index, grad_map)
+        grad_kappa = grad_kappa.index_add_(1, index, grad_map, alpha=scale)
         grad_kappa = grad_kappa.view(batch, copies * kernel_num)
     if need_dft:
         grad_dft = (kmap.view(batch, copies, rows, width, 1) * spectral).sum(0)
