@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .._common.device_dtype import narrowed, reshaped, scalar, zeroed
-from .._common.program_mode import functorch_active
+from .._common.program_mode import exporting, functorch_active
 from .spectrum import inverse_spectrum
 
 SYNTHESES = ("auto", "fft", "basis")
@@ -76,9 +76,10 @@ def synthesise(
 
 def group_index(freq_group: Tensor) -> Tensor:
     """``freq_group`` (rows, width) flattened to the int64 index of :func:`group_map`: an empty index and a copy
-    (``long()`` dispatches two more calls; under ``torch.func`` the buffer may be batched, so ``long()`` itself).
+    (``long()`` dispatches two more calls). Under ``torch.func`` (the buffer may be batched) and in exports (ONNX has
+    no in-place copy), ``long()`` itself.
     """
-    if functorch_active():
+    if functorch_active() or exporting():
         return freq_group.view(-1).long()
     index = torch.empty(freq_group.numel(), dtype=torch.int64, device=freq_group.device)
     return index.copy_(freq_group.view(-1))
