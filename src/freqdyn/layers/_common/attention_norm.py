@@ -174,9 +174,10 @@ class AttentionLayerNorm(nn.LayerNorm):
     def forward(self, x: Tensor) -> Tensor:
         weight = None if self.weight is None else as_dtype(self.weight, x.dtype)
         bias = None if self.bias is None else as_dtype(self.bias, x.dtype)
-        if compiling() or exporting():
+        if compiling() or exporting() or torch.is_autocast_enabled(x.device.type):
             return F.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
-        # the op under F.layer_norm, one dispatched call fewer; autograd differentiates it the same
+        # the op under F.layer_norm, one dispatched call fewer; autograd differentiates it the same (autocast casts
+        # for layer_norm only)
         return torch.native_layer_norm(x, self.normalized_shape, weight, bias, self.eps)[0]
 
 
