@@ -33,9 +33,9 @@ def test_inserted_and_swapped_are_torchs_views(index):
     x = _sources()[index]
     for dim in range(x.dim() + 1):
         assert torch.equal(inserted(x, dim), x.unsqueeze(dim))
-    flat = x[0]
-    assert torch.equal(swapped(flat), flat.transpose(1, 2))
-    assert swapped(flat).data_ptr() == flat.data_ptr()
+    for t in (x, x[0], x[0, 0]):  # 4-D, 3-D and 2-D
+        assert torch.equal(swapped(t), t.mT)
+        assert swapped(t).data_ptr() == t.data_ptr()
 
 
 def test_zeroed_is_zeros():

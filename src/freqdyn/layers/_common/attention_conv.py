@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .device_dtype import as_dtype, factory_kwargs, narrowed, reshaped, zeroed
+from .device_dtype import as_dtype, factory_kwargs, narrowed, reshaped, swapped, zeroed
 from .program_mode import may_use_custom_kernels
 from .second_order import differentiable_backward, plain_grads
 
@@ -117,18 +117,17 @@ def sliding_taps_grads(
     ``windows @ taps_matrix(weight)`` with the ``windows`` of :func:`sliding_windows`: two matmuls and one strided
     sum.
     """
-    count, out = grad.shape
-    size, length = weight.shape[-1], grad.shape[0] // batch
+    count = grad.shape[0]
+    size, length = weight.shape[-1], count // batch
     # both matmuls are taken transposed, with the S taps as their rows: BLAS runs a product with S (= 3..7)
     # columns several times slower (MKL: 2-7x at 256-512 channels)
-    grad_t = grad.as_strided((out, count), (grad.stride(1), grad.stride(0)))
     grad_x = grad_weight = None
     if need_x:
         # x[b, j] collects the window gradients (j + pad - t, t): in a buffer front-padded by S - 1 - pad
         # columns, taps first, the entries (S - 1 - u, j + u) for u = S - 1 - t, which are a strided view
         rows = length + size - 1
         padded = zeroed(size, batch, rows, dtype=grad.dtype, device=grad.device)
-        spread = torch.mm(taps_matrix(weight), grad_t).view(size, batch, length)
+        spread = torch.mm(taps_matrix(weight), swapped(grad)).view(size, batch, length)
         narrowed(padded, 2, size - 1 - pad, length).copy_(spread)
         grad_x = padded.as_strided((batch, length, size), (rows, 1, batch * rows - 1), size - 1).sum(2)
     if need_weight:

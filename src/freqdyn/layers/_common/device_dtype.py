@@ -77,12 +77,12 @@ def selected(tensor: Tensor, dim: int, index: int) -> Tensor:
 
 
 def swapped(tensor: Tensor) -> Tensor:
-    """A 3-D tensor's last two dims swapped, as one ``as_strided`` call (``transpose`` dispatches two): only for
-    tensors autograd does not record, as as_strided's own backward is costly.
+    """A tensor's last two dims swapped (``tensor.mT``), as one ``as_strided`` call (``transpose`` dispatches two):
+    only for tensors autograd does not record, as as_strided's own backward is costly.
     """
-    batch, rows, cols = tensor.shape
-    step, row_step, col_step = tensor.stride()
-    return tensor.as_strided((batch, cols, rows), (step, col_step, row_step))
+    *lead, rows, cols = tensor.shape
+    *steps, row_step, col_step = tensor.stride()
+    return tensor.as_strided((*lead, cols, rows), (*steps, col_step, row_step))
 
 
 def scalar(value: float, like: Tensor) -> Tensor | float:

@@ -52,11 +52,11 @@ class KernelPlan:
     size: tuple[int, int]  # the kernel matrix (O * kh, I * kw)
     kernel_hw: tuple[int, int]
     local_pad: int  # KSM-Local's conv1d padding
-    local_act: str  # 'sigmoid' or 'tanh' (1 + tanh); the gain is in kappa
+    local_act: str  # 'sigmoid' or 'tanh' (1 + tanh); the gain is in ``scale``
     stride: tuple[int, int]
     padding: Padding
     dilation: tuple[int, int]
-    keep: bool  # keep the synthesised kernel and local factor for backward instead of rebuilding them
+    keep: bool  # keep the synthesised kernel, local factor and group map for backward instead of rebuilding them
     on_features: bool  # the channel attention scales the input and the filter attention the output
     linear: bool = False  # x is tokens (B, N, I), the kernel (B, O, I, 1, 1) a per-sample linear map
 
