@@ -32,6 +32,26 @@ def test_routes_equal_the_per_group_sum(rows, cols, copies, kernel_num, batch, b
     torch.testing.assert_close(out, _naive(kappa, dft, groups.long(), (rows, cols)), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("write", ["in_place", "new_tensor"])
+def test_fft_route_follows_a_rewritten_group_buffer(write):
+    """The FFT route keeps the int64 group index between calls: a rewritten buffer must not reuse a stale one."""
+    torch.manual_seed(2)
+    dft = torch.randn(1, 8, 5, 2, dtype=torch.float64)
+    kappa = torch.randn(2, 4, dtype=torch.float64)
+    groups = frequency_groups(8, 8, 4, "stable")
+    synthesise(kappa, dft, groups, 4, (8, 8), False)
+    shuffled = groups.flip(0)
+    if write == "in_place":
+        groups.copy_(shuffled)
+    else:
+        groups = shuffled
+    out = synthesise(kappa, dft, groups, 4, (8, 8), False)
+    torch.testing.assert_close(out, _naive(kappa, dft, shuffled.long(), (8, 8)), rtol=1e-10, atol=1e-12)
+    with torch.inference_mode():
+        again = synthesise(kappa, dft, groups, 4, (8, 8), False)
+    torch.testing.assert_close(again, out, rtol=0, atol=0)
+
+
 def test_basis_and_fixed_matrix_are_the_groups_and_their_sum():
     torch.manual_seed(1)
     dft = torch.randn(2, 6, 5, 2, dtype=torch.float64)

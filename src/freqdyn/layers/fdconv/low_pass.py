@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._common.device_dtype import inserted, narrowed, normal_tensors, scalar, selected
+from .._common.device_dtype import inserted, narrowed, normal_tensors, scalar, selected, swapped
 from .._common.program_mode import compiling, compute_dtype, exporting, may_use_custom_kernels
 from .._common.second_order import differentiable_backward, plain_grads
 
@@ -213,27 +213,28 @@ def filter_rows(plan: BandPlan[Tensor], rows: Tensor) -> list[Tensor]:
 
 @functools.lru_cache(maxsize=32)
 def _spectral_masks(
-    height: int, width: int, k_list: tuple[int, ...], rule: str, dtype: torch.dtype, device: torch.device
+    height: int, width: int, k_list: tuple[int, ...], rule: str, dtype: torch.dtype, device: torch.device, columns: bool
 ) -> Tensor:
     """Masks (n, 1, H, kept) of the low-passes on the first ``kept`` rfft columns, those of the widest band (the
     column masks are prefixes), as the complex dtype of the spectrum of a ``dtype`` map (float32 or float64): a real
-    mask would be converted on every product. The unit dim broadcasts over the channels of a group.
+    mask would be converted on every product. The unit dim broadcasts over the channels of a group. ``columns``:
+    transposed and contiguous, (n, 1, kept, H), for :func:`_spectrum_columns`.
     """
     rows, cols = _mask_lists(height, width, k_list, rule)
     kept = max(sum(c) for c in cols)
     masks = [[[[r and c for c in col[:kept]] for r in row]] for row, col in zip(rows, cols, strict=True)]
     with normal_tensors():
-        return torch.tensor(masks, dtype=dtype, device=device).to(
+        out = torch.tensor(masks, dtype=dtype, device=device).to(
             torch.complex128 if dtype == torch.float64 else torch.complex64
         )
+        return out.mT.contiguous() if columns else out
 
 
-def _pruned_spectrum(x: Tensor, kept: int, strided: bool = False) -> Tensor:
+def _pruned_spectrum(x: Tensor, kept: int) -> Tensor:
     """(..., H, W) -> (..., H, kept): the first ``kept`` columns of rfft2. One 2-D transform dispatches 11 calls
     where an rfft along W, a slice and an FFT along H over the kept columns dispatch 24, and runs as fast here (MKL).
     """
-    spectrum = torch.fft.rfft2(x)
-    return narrowed(spectrum, -1, 0, kept) if strided else spectrum[..., :kept]
+    return torch.fft.rfft2(x)[..., :kept]
 
 
 def _from_pruned_spectrum(spectrum: Tensor, width: int) -> Tensor:
@@ -241,12 +242,47 @@ def _from_pruned_spectrum(spectrum: Tensor, width: int) -> Tensor:
     return torch.fft.irfft(torch.fft.ifft(spectrum, dim=-2), n=width, dim=-1)
 
 
-def _band_low_passes(x: Tensor, masks: Tensor, strided: bool = False) -> Tensor:
-    """x (B, G, C/G, H, W) -> its n low-passes (B, G, n, C/G, H, W) under the spectral ``masks`` (n, 1, H, kept);
-    ``strided``: views by ``as_strided`` (no autograd records).
+def _band_low_passes(x: Tensor, masks: Tensor) -> Tensor:
+    """x (B, G, C/G, H, W) -> its n low-passes (B, G, n, C/G, H, W) under the spectral ``masks`` (n, 1, H, kept)."""
+    return _from_pruned_spectrum(inserted(_pruned_spectrum(x, masks.shape[-1]), 2) * masks, x.shape[-1])
+
+
+def _spectrum_columns(x: Tensor, kept: int, unit_dim: int | None = None) -> Tensor:
+    """(..., H, W) -> the first ``kept`` columns of rfft2(x) as a transposed view (..., kept, H), with a unit dim
+    inserted at ``unit_dim`` if given. The transform is aten's own (``fft_rfft2`` dispatches it under one more call)
+    and the view one ``as_strided``: for tensors autograd does not record. Products with the transposed masks of
+    :func:`_spectral_masks` come out contiguous along H, so that the inverse FFT along H transforms the last dim
+    (MKL copies a tensor whose transformed dim is not the last one).
     """
-    spectrum = _pruned_spectrum(x, masks.shape[-1], strided)
-    return _from_pruned_spectrum(inserted(spectrum, 2) * masks, x.shape[-1])
+    spectrum = torch._fft_r2c(x, [x.dim() - 2, x.dim() - 1], 0, True)
+    *lead, height, _ = spectrum.shape
+    *steps, row_step, col_step = spectrum.stride()
+    if unit_dim is not None:
+        lead.insert(unit_dim, 1)
+        steps.insert(unit_dim, 0)
+    return spectrum.as_strided((*lead, kept, height), (*steps, col_step, row_step))
+
+
+def _from_columns(columns: Tensor, width: int) -> Tensor:
+    """(..., kept, H), contiguous -> (..., H, W): the inverse of :func:`_spectrum_columns`, zero beyond the kept
+    columns: an inverse FFT along H (the last dim), the transpose written into a zero-filled half spectrum, an
+    inverse real FFT along W; aten's own transforms (normalisation 2 = by 1/n, as ``ifft`` and ``irfft``).
+    """
+    last = columns.dim() - 1
+    rows = torch._fft_c2c(columns, [last], 2, False)
+    *lead, kept, height = rows.shape
+    full = width // 2 + 1
+    half = torch.empty((*lead, height, full), dtype=rows.dtype, device=rows.device)
+    narrowed(half, last, kept, full - kept).fill_(0)
+    narrowed(half, last, 0, kept).copy_(swapped(rows))
+    return torch._fft_c2r(half, [last], 2, width)
+
+
+def _column_low_passes(x: Tensor, masks: Tensor) -> Tensor:
+    """:func:`_band_low_passes` under the transposed ``masks`` (n, 1, kept, H), for tensors autograd does not
+    record.
+    """
+    return _from_columns(masks * _spectrum_columns(x, masks.shape[-2], 2), x.shape[-1])
 
 
 def band_coefficients(att: Tensor, dim: int, strided: bool = False) -> Tensor:
@@ -263,11 +299,11 @@ def band_coefficients(att: Tensor, dim: int, strided: bool = False) -> Tensor:
     return torch.cat([rest, scalar(1.0, att) - att[(*lead, slice(-1, None))]], dim=dim)
 
 
-def _band_modulation(x: Tensor, att: Tensor, coef: Tensor, masks: Tensor, strided: bool = False) -> Tensor:
-    """a_1 x + sum_j coef_j L_j x, with ``coef`` = :func:`band_coefficients` of ``att``; ``strided``: views by
-    ``as_strided`` (no autograd records).
+def _band_modulation(x: Tensor, att: Tensor, coef: Tensor, lows: Tensor, strided: bool = False) -> Tensor:
+    """a_1 x + sum_j coef_j L_j x from the low-passes ``lows`` (B, G, n, C/G, H, W), with ``coef`` =
+    :func:`band_coefficients` of ``att``; ``strided``: views by ``as_strided`` (no autograd records).
     """
-    bands = (_band_low_passes(x, masks, strided) * inserted(coef, 3)).sum(2)
+    bands = (lows * inserted(coef, 3)).sum(2)
     return torch.addcmul(bands, x, narrowed(att, 2, 0, 1) if strided else att[:, :, :1])
 
 
@@ -275,54 +311,57 @@ class _BandModulation(torch.autograd.Function):
     """:func:`_band_modulation` whose backward keeps only x and the attentions. Every low-pass L_j is symmetric
     (tested: its Hermitian completion is a real even filter), so the gradient of x is a_1 grad + sum_j L_j (c_j grad):
     one more batched transform with the band sum taken in the frequency domain; that of the coefficients c rebuilds
-    the low-passes, and the attentions' follows from c_j = a_{j+1} - a_j, c_n = 1 - a_n in two ops.
+    the low-passes, and the attentions' follows from c_j = a_{j+1} - a_j, c_n = 1 - a_n in two ops. ``masks`` are
+    those of the plain ops, ``columns`` the transposed ones its own transforms take.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, att: Tensor, masks: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, att: Tensor, masks: Tensor, columns: Tensor) -> Tensor:
         coef = band_coefficients(att, 2, strided=True)
         ctx.save_for_backward(x, att, coef)
-        ctx.masks = masks
-        return _band_modulation(x, att, coef, masks, strided=True)
+        ctx.masks, ctx.columns = masks, columns
+        return _band_modulation(x, att, coef, _column_low_passes(x, columns), strided=True)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, att, coef = ctx.saved_tensors
-        masks, (need_x, need_att) = ctx.masks, ctx.needs_input_grad[:2]
+        masks, columns, (need_x, need_att) = ctx.masks, ctx.columns, ctx.needs_input_grad[:2]
         if differentiable_backward():
             plain = functools.partial(_plain_band_modulation, masks=masks)
-            return (*plain_grads(plain, (x, att), (need_x, need_att), [grad]), None)
-        kept, width, bands = masks.shape[-1], x.shape[-1], masks.shape[0]
+            return (*plain_grads(plain, (x, att), (need_x, need_att), [grad]), None, None)
+        kept, width, bands = columns.shape[-2], x.shape[-1], columns.shape[0]
         grad_x = grad_att = lows = None
         weighted = inserted(coef, 3) * inserted(grad, 2) if need_x else None  # (B, G, n, C/G, H, W)
         if need_x and need_att:  # both gradients from one forward and one inverse transform: x rides along
-            spectra = _pruned_spectrum(torch.cat([inserted(x, 2), cast(Tensor, weighted)], dim=2), kept, True)
+            spectra = _spectrum_columns(torch.cat([inserted(x, 2), cast(Tensor, weighted)], dim=2), kept)
             # x's n low-passes and the band sum of the weighted gradients, written side by side (a complex cat
             # dispatches a narrow and a copy per part)
-            filtered = spectra.new_empty(*spectra.shape[:2], bands + 1, *spectra.shape[3:])
-            torch.mul(narrowed(spectra, 2, 0, 1), masks, out=narrowed(filtered, 2, 0, bands))
-            torch.sum(narrowed(spectra, 2, 1, bands) * masks, 2, keepdim=True, out=narrowed(filtered, 2, bands, 1))
-            spatial = _from_pruned_spectrum(filtered, width)  # (B, G, n + 1, C/G, H, W)
+            filtered = torch.empty(
+                (*spectra.shape[:2], bands + 1, *spectra.shape[3:]), dtype=spectra.dtype, device=spectra.device
+            )
+            torch.mul(columns, narrowed(spectra, 2, 0, 1), out=narrowed(filtered, 2, 0, bands))
+            torch.sum(columns * narrowed(spectra, 2, 1, bands), 2, keepdim=True, out=narrowed(filtered, 2, bands, 1))
+            spatial = _from_columns(filtered, width)  # (B, G, n + 1, C/G, H, W)
             lows, back = narrowed(spatial, 2, 0, bands), selected(spatial, 2, bands)
         elif need_x:
-            spectra = _pruned_spectrum(cast(Tensor, weighted), kept, True)
-            back = _from_pruned_spectrum((spectra * masks).sum(2), width)
+            back = _from_columns((columns * _spectrum_columns(cast(Tensor, weighted), kept)).sum(2), width)
         elif need_att:
-            lows = _band_low_passes(x, masks, True)
-        if need_att:
-            grad_coef = (cast(Tensor, lows) * inserted(grad, 2)).sum(3)  # (B, G, n, H, W)
-            gate = (grad * x).sum(2, keepdim=True)  # a_1's own term, a_1 x
-            grad_att = torch.cat([gate, narrowed(grad_coef, 2, 0, bands - 1)], dim=2) - grad_coef
+            lows = _column_low_passes(x, columns)
+        if need_att:  # the terms of a_1 x and of the coefficients' L_j x side by side (B, G, n + 1, H, W)
+            terms = torch.empty((*grad.shape[:2], bands + 1, *grad.shape[3:]), dtype=grad.dtype, device=grad.device)
+            torch.sum(grad * x, 2, keepdim=True, out=narrowed(terms, 2, 0, 1))
+            torch.sum(cast(Tensor, lows) * inserted(grad, 2), 3, out=narrowed(terms, 2, 1, bands))
+            grad_att = narrowed(terms, 2, 0, bands) - narrowed(terms, 2, 1, bands)  # c_j = a_{j+1} - a_j, c_n = 1 - a_n
         if need_x:
             grad_x = torch.addcmul(back, grad, narrowed(att, 2, 0, 1))
-        return grad_x, grad_att, None
+        return grad_x, grad_att, None, None
 
 
 def _plain_band_modulation(x: Tensor, att: Tensor, masks: Tensor) -> Tensor:
     """:func:`_band_modulation` as plain differentiable ops (traces, ``torch.func``, and a backward that is
     differentiated again).
     """
-    return _band_modulation(x, att, band_coefficients(att, 2), masks)
+    return _band_modulation(x, att, band_coefficients(att, 2), _band_low_passes(x, masks))
 
 
 def fft_band_modulation(x: Tensor, att: Tensor, k_list: tuple[int, ...], rule: str) -> Tensor:
@@ -337,9 +376,10 @@ def fft_band_modulation(x: Tensor, att: Tensor, k_list: tuple[int, ...], rule: s
     differentiate the plain ops.
     """
     height, width = x.shape[-2:]
-    masks = _spectral_masks(int(height), int(width), tuple(k_list), rule, x.dtype, x.device)
+    key = (int(height), int(width), tuple(k_list), rule, x.dtype, x.device)
+    masks = _spectral_masks(*key, columns=False)
     if may_use_custom_kernels():
-        return _BandModulation.apply(x, att, masks)
+        return _BandModulation.apply(x, att, masks, _spectral_masks(*key, columns=True))
     return _plain_band_modulation(x, att, masks)
 
 

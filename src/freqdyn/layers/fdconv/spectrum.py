@@ -43,14 +43,16 @@ def _inverse_dft(rows: int, cols: int) -> tuple[np.ndarray, ...]:
 def inverse_spectrum(spectrum: Tensor, size: tuple[int, int]) -> Tensor:
     """``irfft2`` of a (..., rows, cols // 2 + 1, 2) real / imaginary spectrum -> (..., rows, cols) = ``size``.
 
-    Eagerly ``torch.fft.irfft2``. While tracing or exporting, the same transform as real matmuls with the
+    Eagerly aten's own c2r transform (``torch.fft.irfft2`` dispatches it under one more call). While tracing or
+    exporting, the same transform as real matmuls with the
     inverse-DFT matrices (an inverse complex DFT along the rows, then the real inverse along the columns,
     which ignores the imaginary parts of the DC and Nyquist columns as the FFT does): ultralytics' ONNX
     export uses the TorchScript-based exporter, which has no FFT operators, and the graph then needs none.
     """
     rows, cols = size
     if not exporting():
-        return torch.fft.irfft2(torch.view_as_complex(spectrum.contiguous()), s=size)
+        ends = [spectrum.dim() - 3, spectrum.dim() - 2]
+        return torch._fft_c2r(torch.view_as_complex(spectrum.contiguous()), ends, 2, cols)  # 2: by 1 / n
     a_re, a_im, c_re, c_im = (
         torch.from_numpy(m).to(device=spectrum.device, dtype=spectrum.dtype) for m in _inverse_dft(rows, cols)
     )

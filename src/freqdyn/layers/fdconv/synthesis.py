@@ -20,13 +20,16 @@ import math
 
 import torch
 from torch import Tensor
+from torch.utils.weak import WeakIdKeyDictionary
 
-from .._common.device_dtype import narrowed, reshaped, scalar, zeroed
-from .._common.program_mode import exporting, functorch_active
+from .._common.device_dtype import narrowed, normal_tensors, reshaped, scalar, zeroed
+from .._common.program_mode import compiling, exporting, functorch_active
 from .spectrum import inverse_spectrum
 
 SYNTHESES = ("auto", "fft", "basis")
 BASIS_MAX_ELEMENTS = 2**24  # the largest basis (P * K * rows * cols values) the 'auto' route builds
+# freq_group buffer -> (its version, its int64 index); an entry goes with its buffer
+_GROUP_INDICES: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
 def group_basis(dft_weight: Tensor, freq_group: Tensor, kernel_num: int, size: tuple[int, int]) -> Tensor:
@@ -76,11 +79,25 @@ def synthesise(
 
 def group_index(freq_group: Tensor) -> Tensor:
     """``freq_group`` (rows, width) flattened to the int64 index of :func:`group_map`: an empty index and a copy
-    (``long()`` dispatches two more calls). Under ``torch.func`` (the buffer may be batched) and in exports (ONNX has
-    no in-place copy), ``long()`` itself.
+    (``long()`` dispatches two more calls), kept for the next forward while ``freq_group`` is the same tensor at
+    the same version (a write, a load or a move makes a new index). Under ``torch.func`` (the buffer may be batched)
+    and in exports (ONNX has no in-place copy), ``long()`` itself; while compiling, or for an inference tensor
+    (which has no version), made anew.
     """
     if functorch_active() or exporting():
         return freq_group.view(-1).long()
+    if compiling() or freq_group.is_inference():
+        return _new_group_index(freq_group)
+    kept = _GROUP_INDICES.get(freq_group)
+    if kept is not None and kept[0] == freq_group._version:
+        return kept[1]
+    with normal_tensors():  # a cached inference tensor could not be saved for a later backward
+        index = _new_group_index(freq_group)
+    _GROUP_INDICES[freq_group] = (freq_group._version, index)
+    return index
+
+
+def _new_group_index(freq_group: Tensor) -> Tensor:
     index = torch.empty(freq_group.numel(), dtype=torch.int64, device=freq_group.device)
     return index.copy_(freq_group.view(-1))
 
@@ -126,7 +143,7 @@ def spectral_synthesis_grads(
     """
     batch, _, cols = grad.shape
     copies, rows, width, _ = dft_weight.shape
-    adjoint = torch.fft.rfft2(grad, norm="forward")
+    adjoint = torch._fft_r2c(grad, [1, 2], 2, True)  # rfft2(grad, norm="forward") less one dispatched call
     if cols > width:
         narrowed(adjoint, -1, 1, cols - width).mul_(scalar(2.0, adjoint))
     spectral = torch.view_as_real(adjoint).view(batch, 1, rows, width, 2)  # (B, 1, rows, width, 2)
