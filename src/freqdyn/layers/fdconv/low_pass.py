@@ -301,10 +301,12 @@ def band_coefficients(att: Tensor, dim: int, strided: bool = False) -> Tensor:
 
 def _band_modulation(x: Tensor, att: Tensor, coef: Tensor, lows: Tensor, strided: bool = False) -> Tensor:
     """a_1 x + sum_j coef_j L_j x from the low-passes ``lows`` (B, G, n, C/G, H, W), with ``coef`` =
-    :func:`band_coefficients` of ``att``; ``strided``: views by ``as_strided`` (no autograd records).
+    :func:`band_coefficients` of ``att``. ``strided`` (no autograd records): views by ``as_strided``, and the
+    products written into ``lows`` and the band sum (two map-sized buffers fewer to allocate).
     """
-    bands = (lows * inserted(coef, 3)).sum(2)
-    return torch.addcmul(bands, x, narrowed(att, 2, 0, 1) if strided else att[:, :, :1])
+    if strided:
+        return lows.mul_(inserted(coef, 3)).sum(2).addcmul_(x, narrowed(att, 2, 0, 1))
+    return torch.addcmul((lows * inserted(coef, 3)).sum(2), x, att[:, :, :1])
 
 
 class _BandModulation(torch.autograd.Function):
@@ -350,7 +352,7 @@ class _BandModulation(torch.autograd.Function):
         if need_att:  # the terms of a_1 x and of the coefficients' L_j x side by side (B, G, n + 1, H, W)
             terms = torch.empty((*grad.shape[:2], bands + 1, *grad.shape[3:]), dtype=grad.dtype, device=grad.device)
             torch.sum(grad * x, 2, keepdim=True, out=narrowed(terms, 2, 0, 1))
-            torch.sum(cast(Tensor, lows) * inserted(grad, 2), 3, out=narrowed(terms, 2, 1, bands))
+            torch.sum(cast(Tensor, lows).mul_(inserted(grad, 2)), 3, out=narrowed(terms, 2, 1, bands))
             grad_att = narrowed(terms, 2, 0, bands) - narrowed(terms, 2, 1, bands)  # c_j = a_{j+1} - a_j, c_n = 1 - a_n
         if need_x:
             grad_x = torch.addcmul(back, grad, narrowed(att, 2, 0, 1))
