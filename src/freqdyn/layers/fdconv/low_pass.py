@@ -218,7 +218,7 @@ def _spectral_masks(
     """Masks (n, 1, H, kept) of the low-passes on the first ``kept`` rfft columns, those of the widest band (the
     column masks are prefixes), as the complex dtype of the spectrum of a ``dtype`` map (float32 or float64): a real
     mask would be converted on every product. The unit dim broadcasts over the channels of a group. ``columns``:
-    transposed and contiguous, (n, 1, kept, H), for :func:`_spectrum_columns`.
+    transposed and contiguous, (n, 1, kept, H), for :func:`_columns`.
     """
     rows, cols = _mask_lists(height, width, k_list, rule)
     kept = max(sum(c) for c in cols)
@@ -247,14 +247,19 @@ def _band_low_passes(x: Tensor, masks: Tensor) -> Tensor:
     return _from_pruned_spectrum(inserted(_pruned_spectrum(x, masks.shape[-1]), 2) * masks, x.shape[-1])
 
 
-def _spectrum_columns(x: Tensor, kept: int, unit_dim: int | None = None) -> Tensor:
-    """(..., H, W) -> the first ``kept`` columns of rfft2(x) as a transposed view (..., kept, H), with a unit dim
-    inserted at ``unit_dim`` if given. The transform is aten's own (``fft_rfft2`` dispatches it under one more call)
-    and the view one ``as_strided``: for tensors autograd does not record. Products with the transposed masks of
-    :func:`_spectral_masks` come out contiguous along H, so that the inverse FFT along H transforms the last dim
-    (MKL copies a tensor whose transformed dim is not the last one).
+def _half_spectrum(x: Tensor) -> Tensor:
+    """(..., H, W) -> rfft2(x) (..., H, W // 2 + 1) by aten's own transform (``fft_rfft2`` dispatches it under one
+    more call).
     """
-    spectrum = torch._fft_r2c(x, [x.dim() - 2, x.dim() - 1], 0, True)
+    return torch._fft_r2c(x, [x.dim() - 2, x.dim() - 1], 0, True)
+
+
+def _columns(spectrum: Tensor, kept: int, unit_dim: int | None = None) -> Tensor:
+    """The first ``kept`` columns of a half spectrum (..., H, W // 2 + 1) as a transposed view (..., kept, H), with a
+    unit dim inserted at ``unit_dim`` if given: one ``as_strided``, for tensors autograd does not record. Products
+    with the transposed masks of :func:`_spectral_masks` come out contiguous along H, so that the inverse FFT along
+    H transforms the last dim (MKL copies a tensor whose transformed dim is not the last one).
+    """
     *lead, height, _ = spectrum.shape
     *steps, row_step, col_step = spectrum.stride()
     if unit_dim is not None:
@@ -263,16 +268,18 @@ def _spectrum_columns(x: Tensor, kept: int, unit_dim: int | None = None) -> Tens
     return spectrum.as_strided((*lead, kept, height), (*steps, col_step, row_step))
 
 
-def _from_columns(columns: Tensor, width: int) -> Tensor:
-    """(..., kept, H), contiguous -> (..., H, W): the inverse of :func:`_spectrum_columns`, zero beyond the kept
-    columns: an inverse FFT along H (the last dim), the transpose written into a zero-filled half spectrum, an
-    inverse real FFT along W; aten's own transforms (normalisation 2 = by 1/n, as ``ifft`` and ``irfft``).
+def _from_columns(columns: Tensor, width: int, half: Tensor | None = None) -> Tensor:
+    """(..., kept, H), contiguous -> (..., H, W): the inverse of :func:`_columns`, zero beyond the kept columns: an
+    inverse FFT along H (the last dim), the transpose written into a zero-filled half spectrum (into ``half``, a
+    free buffer of that shape, if given), an inverse real FFT along W; aten's own transforms (normalisation 2 =
+    by 1/n, as ``ifft`` and ``irfft``).
     """
     last = columns.dim() - 1
     rows = torch._fft_c2c(columns, [last], 2, False)
     *lead, kept, height = rows.shape
     full = width // 2 + 1
-    half = torch.empty((*lead, height, full), dtype=rows.dtype, device=rows.device)
+    if half is None:
+        half = torch.empty((*lead, height, full), dtype=rows.dtype, device=rows.device)
     narrowed(half, last, kept, full - kept).fill_(0)
     narrowed(half, last, 0, kept).copy_(swapped(rows))
     return torch._fft_c2r(half, [last], 2, width)
@@ -282,7 +289,7 @@ def _column_low_passes(x: Tensor, masks: Tensor) -> Tensor:
     """:func:`_band_low_passes` under the transposed ``masks`` (n, 1, kept, H), for tensors autograd does not
     record.
     """
-    return _from_columns(masks * _spectrum_columns(x, masks.shape[-2], 2), x.shape[-1])
+    return _from_columns(masks * _columns(_half_spectrum(x), masks.shape[-2], 2), x.shape[-1])
 
 
 def band_coefficients(att: Tensor, dim: int, strided: bool = False) -> Tensor:
@@ -332,10 +339,15 @@ class _BandModulation(torch.autograd.Function):
             plain = functools.partial(_plain_band_modulation, masks=masks)
             return (*plain_grads(plain, (x, att), (need_x, need_att), [grad]), None, None)
         kept, width, bands = columns.shape[-2], x.shape[-1], columns.shape[0]
-        grad_x = grad_att = lows = None
-        weighted = inserted(coef, 3) * inserted(grad, 2) if need_x else None  # (B, G, n, C/G, H, W)
+        grad_x = grad_att = lows = own = None
         if need_x and need_att:  # both gradients from one forward and one inverse transform: x rides along
-            spectra = _spectrum_columns(torch.cat([inserted(x, 2), cast(Tensor, weighted)], dim=2), kept)
+            # x and the band-weighted gradients side by side (B, G, n + 1, C/G, H, W)
+            stacked = torch.empty((*x.shape[:2], bands + 1, *x.shape[2:]), dtype=x.dtype, device=x.device)
+            own = selected(stacked, 2, 0)
+            own.copy_(x)
+            torch.mul(inserted(coef, 3), inserted(grad, 2), out=narrowed(stacked, 2, 1, bands))
+            spectrum = _half_spectrum(stacked)
+            spectra = _columns(spectrum, kept)
             # x's n low-passes and the band sum of the weighted gradients, written side by side (a complex cat
             # dispatches a narrow and a copy per part)
             filtered = torch.empty(
@@ -343,15 +355,17 @@ class _BandModulation(torch.autograd.Function):
             )
             torch.mul(columns, narrowed(spectra, 2, 0, 1), out=narrowed(filtered, 2, 0, bands))
             torch.sum(columns * narrowed(spectra, 2, 1, bands), 2, keepdim=True, out=narrowed(filtered, 2, bands, 1))
-            spatial = _from_columns(filtered, width)  # (B, G, n + 1, C/G, H, W)
+            spatial = _from_columns(filtered, width, spectrum)  # (B, G, n + 1, C/G, H, W); the spectrum is free now
             lows, back = narrowed(spatial, 2, 0, bands), selected(spatial, 2, bands)
         elif need_x:
-            back = _from_columns((columns * _spectrum_columns(cast(Tensor, weighted), kept)).sum(2), width)
+            weighted = inserted(coef, 3) * inserted(grad, 2)  # (B, G, n, C/G, H, W)
+            back = _from_columns((columns * _columns(_half_spectrum(weighted), kept)).sum(2), width)
         elif need_att:
             lows = _column_low_passes(x, columns)
         if need_att:  # the terms of a_1 x and of the coefficients' L_j x side by side (B, G, n + 1, H, W)
             terms = torch.empty((*grad.shape[:2], bands + 1, *grad.shape[3:]), dtype=grad.dtype, device=grad.device)
-            torch.sum(grad * x, 2, keepdim=True, out=narrowed(terms, 2, 0, 1))
+            gate = grad * x if own is None else own.mul_(grad)  # x's copy is free after the transform
+            torch.sum(gate, 2, keepdim=True, out=narrowed(terms, 2, 0, 1))
             torch.sum(cast(Tensor, lows).mul_(inserted(grad, 2)), 3, out=narrowed(terms, 2, 1, bands))
             grad_att = narrowed(terms, 2, 0, bands) - narrowed(terms, 2, 1, bands)  # c_j = a_{j+1} - a_j, c_n = 1 - a_n
         if need_x:
