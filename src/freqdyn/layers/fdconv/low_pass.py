@@ -386,8 +386,9 @@ def fft_band_modulation(x: Tensor, att: Tensor, k_list: tuple[int, ...], rule: s
 
     ``L_j x = irfft2(mask_j * rfft2(x))`` for all n bands at once, pruned to the kept frequencies: one rfft2 (the
     widest band's columns kept), one masked product, one batched inverse FFT along H and inverse real FFT along W
-    (zero-filled beyond the kept columns; faster than irfft2, which transforms every column), one weighted sum. A
-    fixed sequence of ops for any batch, size and band count; O(log HW) per value. Autograd keeps only x and the
+    (zero-filled beyond the kept columns; faster than irfft2, which transforms every column), one weighted sum; the
+    Function takes the kept columns transposed, so that its FFT along H runs on the last dim. A fixed sequence of
+    ops for any batch, size and band count; O(log HW) per value. Autograd keeps only x and the
     attentions (its backward rebuilds the low-passes), except under ``torch.func`` transforms and traces, which
     differentiate the plain ops.
     """
