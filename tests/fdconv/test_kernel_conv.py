@@ -117,3 +117,31 @@ def test_backward_holds_few_kernel_sized_tensors_at_once():
     x = torch.randn(4, 256, 4, 4)
     kernel_bytes = 4 * 256 * 256 * 9 * 4
     assert _peak_bytes(lambda: layer(x).sum().backward()) <= 6.5 * kernel_bytes
+
+
+@pytest.mark.parametrize("present", ["both", "channel", "filter", "no-spatial"])
+def test_factor_gradients_match_autograd(present):
+    """The attentions' gradients from the kernel's, against autograd of S * L * spatial * channel * filter, with the
+    one-sided factors (one attention expanded over the other dim) the feature branch and a missing head give."""
+    torch.manual_seed(5)
+    batch, out_channels, in_channels, kh, kw = shape = torch.Size((3, 4, 5, 2, 3))
+    synth, local, grad_kernel = (torch.randn(shape, dtype=torch.float64) for _ in range(3))
+    spatial = None if present == "no-spatial" else torch.randn(batch, kh * kw, dtype=torch.float64)
+    channel = None if present == "filter" else torch.randn(batch, in_channels, dtype=torch.float64)
+    filter_ = None if present == "channel" else torch.randn(batch, out_channels, dtype=torch.float64)
+    leaves = [t.clone().requires_grad_() if t is not None else None for t in (spatial, channel, filter_)]
+    kernel = synth * local
+    if leaves[0] is not None:
+        kernel = kernel * leaves[0].view(batch, 1, 1, kh, kw)
+    if leaves[1] is not None:
+        kernel = kernel * leaves[1].view(batch, 1, in_channels, 1, 1)
+    if leaves[2] is not None:
+        kernel = kernel * leaves[2].view(batch, out_channels, 1, 1, 1)
+    (kernel * grad_kernel).sum().backward()
+    fc = kernel_conv._filter_channel(channel, filter_, shape)
+    grads = kernel_conv._factor_grads(grad_kernel, synth, local, spatial, channel, filter_, fc, (True, True, True))
+    for got, leaf in zip(grads, leaves, strict=True):
+        if leaf is None:
+            assert got is None
+        else:
+            torch.testing.assert_close(got, leaf.grad, rtol=1e-10, atol=1e-12)

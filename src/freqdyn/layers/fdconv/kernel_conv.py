@@ -93,11 +93,11 @@ def _conv_dtype(x: Tensor) -> torch.dtype:
     return x.dtype
 
 
-def _group_map(kappa: Tensor, plan: KernelPlan) -> Tensor:
-    """:func:`~freqdyn.layers.fdconv.synthesis.group_map` of kappa times ``plan.scale``: scaled first, which also
-    makes a (strided) head output contiguous for the gather.
+def _scaled(kappa: Tensor, plan: KernelPlan) -> Tensor:
+    """kappa times ``plan.scale``, which also makes a (strided) head output contiguous for the gather of
+    :func:`~freqdyn.layers.fdconv.synthesis.group_map`.
     """
-    return group_map(kappa * scalar(plan.scale, kappa), plan.index, plan.kernel_num)
+    return kappa * scalar(plan.scale, kappa)
 
 
 def _windows(normed: Tensor | None, taps: Tensor | None, plan: KernelPlan) -> Tensor | None:
@@ -203,10 +203,12 @@ class _KernelConv(torch.autograd.Function):
     ) -> Tensor:
         conv_dtype = _conv_dtype(x)
         windows = _windows(normed, taps, plan)
+        scaled = _scaled(kappa, plan)
         y, kmap, matrix, local = _forward(
-            x, kappa, dft_weight, windows, taps, spatial, channel, filter_, plan, conv_dtype
+            x, scaled, dft_weight, windows, taps, spatial, channel, filter_, plan, conv_dtype
         )
-        kept = (kmap, matrix, local) if plan.keep else (None, None, None)
+        # kept, or what rebuilds them: the scaled kappa is (B, P * K) values
+        kept = (None, kmap, matrix, local) if plan.keep else (scaled, None, None, None)
         ctx.save_for_backward(x, kappa, normed, windows, taps, spatial, channel, filter_, *kept)
         # the parameter itself, not saved: saved tensors count as memory kept for backward, and it is there anyway
         # (its float32 copy for a half layer is remade in backward); autograd's version check, by hand
@@ -216,7 +218,7 @@ class _KernelConv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, kappa, normed, windows, taps, spatial, channel, filter_, kmap, matrix, local = ctx.saved_tensors
+        x, kappa, normed, windows, taps, spatial, channel, filter_, scaled, kmap, matrix, local = ctx.saved_tensors
         if ctx.dft_weight._version != ctx.dft_version:
             raise RuntimeError(
                 "one of the variables needed for gradient computation has been modified by an inplace operation: "
@@ -230,10 +232,12 @@ class _KernelConv(torch.autograd.Function):
         dft_weight = as_dtype(ctx.dft_weight, kappa.dtype)
         need = ctx.needs_input_grad
         if any(step == 0 and size > 1 for step, size in zip(grad.stride(), grad.shape, strict=True)):
-            grad = grad.contiguous()  # an expanded gradient (a summed output's) would make bmm loop over samples
+            # an expanded gradient (a summed output's) would make bmm loop over samples; empty + copy_ dispatches two
+            # calls where contiguous() dispatches five
+            grad = torch.empty(grad.shape, dtype=grad.dtype, device=grad.device).copy_(grad)
         with torch.autocast(x.device.type, enabled=False):
             if kmap is None:
-                kmap = _group_map(kappa, plan)
+                kmap = group_map(scaled, plan.index, plan.kernel_num)
             if matrix is None:
                 matrix = spectral_synthesis(kmap, dft_weight, plan.size)
                 local = None if windows is None or taps is None else _local(windows, taps, plan.local_act)
@@ -317,7 +321,7 @@ def _modulated(synth: Tensor, local_view: Tensor | None, scales: list[Tensor], i
 
 def _forward(
     x: Tensor,
-    kappa: Tensor,
+    scaled: Tensor,
     dft_weight: Tensor,
     windows: Tensor | None,
     taps: Tensor | None,
@@ -328,13 +332,13 @@ def _forward(
     conv_dtype: torch.dtype,
     inplace: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """The output of :func:`kernel_conv`, the group map (B * P, rows * width) of kappa, the kernel matrix S (B, rows,
-    cols) and the local factor L (B * I, O * kh * kw) or None, from KSM-Local's ``windows``; ``inplace=False``:
-    plain differentiable ops.
+    """The output of :func:`kernel_conv`, the group map (B * P, rows * width) of the ``scaled`` kappa (:func:`_scaled`),
+    the kernel matrix S (B, rows, cols) and the local factor L (B * I, O * kh * kw) or None, from KSM-Local's
+    ``windows``; ``inplace=False``: plain differentiable ops.
     """
     with torch.autocast(x.device.type, enabled=False):
-        spectrum = as_dtype(dft_weight, kappa.dtype)
-        kmap = _group_map(kappa, plan)
+        spectrum = as_dtype(dft_weight, scaled.dtype)
+        kmap = group_map(scaled, plan.index, plan.kernel_num)
         matrix = spectral_synthesis(kmap, spectrum, plan.size)
         synth = _kernel_view(matrix, plan.kernel_hw, inplace)  # (B, O, I, kh, kw), a view
         local = None if windows is None or taps is None else _local(windows, taps, plan.local_act, inplace)
@@ -367,7 +371,7 @@ def _plain(
     """:func:`kernel_conv` as plain differentiable ops (for a backward that is differentiated again)."""
     return _forward(
         x,
-        kappa,
+        _scaled(kappa, plan),
         dft_weight,
         _windows(normed, taps, plan),
         taps,
@@ -401,6 +405,8 @@ def _factor_grads(
     if local_view is not None:
         product.mul_(local_view)
     grad_factor = reshaped(product, batch, out_channels * in_channels, taps)
+    if spatial is not None and fc is not None and (channel is None or filter_ is None):
+        return _one_sided_grads(grad_factor, spatial, channel, filter_, synth.shape, need)
     grad_spatial = grad_channel = grad_filter = None
     if spatial is not None and need[0]:
         if fc is None:
@@ -423,3 +429,28 @@ def _factor_grads(
             else:
                 grad_filter = torch.bmm(grad_fc, channel.view(batch, in_channels, 1)).view(batch, out_channels)
     return grad_spatial, grad_channel, grad_filter
+
+
+def _one_sided_grads(
+    grad_factor: Tensor,
+    spatial: Tensor,
+    channel: Tensor | None,
+    filter_: Tensor | None,
+    shape: torch.Size,
+    need: tuple[bool, ...],
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """:func:`_factor_grads` from ``grad_factor`` (B, O * I, kh * kw) where one of channel (B, I) and filter (B, O) is
+    present (the factor is that attention, expanded over the other dim): the gradient is summed over the expanded
+    dim first, and both contractions are small batched matmuls (a reshape of the expanded factor copies it).
+    """
+    batch, out_channels, in_channels, kh, kw = shape
+    taps = kh * kw
+    if filter_ is not None:
+        att, size, wanted = filter_, out_channels, need[2]
+        partial = grad_factor.view(batch, out_channels, in_channels, taps).sum(2)  # (B, O, taps)
+    else:
+        att, size, wanted = cast(Tensor, channel), in_channels, need[1]
+        partial = grad_factor.view(batch, out_channels, in_channels * taps).sum(1).view(batch, in_channels, taps)
+    grad_spatial = torch.bmm(att.view(batch, 1, size), partial).view(batch, taps) if need[0] else None
+    grad_att = torch.bmm(partial, spatial.view(batch, taps, 1)).view(batch, size) if wanted else None
+    return (grad_spatial, None, grad_att) if filter_ is not None else (grad_spatial, grad_att, None)
