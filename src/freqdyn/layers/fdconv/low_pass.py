@@ -388,9 +388,9 @@ def fft_band_modulation(x: Tensor, att: Tensor, k_list: tuple[int, ...], rule: s
     widest band's columns kept), one masked product, one batched inverse FFT along H and inverse real FFT along W
     (zero-filled beyond the kept columns; faster than irfft2, which transforms every column), one weighted sum; the
     Function takes the kept columns transposed, so that its FFT along H runs on the last dim. A fixed sequence of
-    ops for any batch, size and band count; O(log HW) per value. Autograd keeps only x and the
-    attentions (its backward rebuilds the low-passes), except under ``torch.func`` transforms and traces, which
-    differentiate the plain ops.
+    ops for any batch, size and band count; O(log HW) per value. Autograd keeps only x and the attentions (its
+    backward rebuilds the low-passes), except under ``torch.func`` transforms and traces, which differentiate the
+    plain ops.
     """
     height, width = x.shape[-2:]
     key = (int(height), int(width), tuple(k_list), rule, x.dtype, x.device)

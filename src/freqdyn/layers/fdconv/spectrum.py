@@ -44,10 +44,10 @@ def inverse_spectrum(spectrum: Tensor, size: tuple[int, int]) -> Tensor:
     """``irfft2`` of a (..., rows, cols // 2 + 1, 2) real / imaginary spectrum -> (..., rows, cols) = ``size``.
 
     Eagerly aten's own c2r transform (``torch.fft.irfft2`` dispatches it under one more call). While tracing or
-    exporting, the same transform as real matmuls with the
-    inverse-DFT matrices (an inverse complex DFT along the rows, then the real inverse along the columns,
-    which ignores the imaginary parts of the DC and Nyquist columns as the FFT does): ultralytics' ONNX
-    export uses the TorchScript-based exporter, which has no FFT operators, and the graph then needs none.
+    exporting, the same transform as real matmuls with the inverse-DFT matrices (an inverse complex DFT along the
+    rows, then the real inverse along the columns, which ignores the imaginary parts of the DC and Nyquist columns
+    as the FFT does): ultralytics' ONNX export uses the TorchScript-based exporter, which has no FFT operators, and
+    the graph then needs none.
     """
     rows, cols = size
     if not exporting():
