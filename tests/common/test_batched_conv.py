@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from freqdyn.layers._common.batched_conv import batched_conv2d
+from freqdyn.layers._common.batched_conv import batched_conv2d, per_sample_conv2d
 from freqdyn.layers.fdconv.spectrum import matrix_to_weight
 
 CASES = [  # (in, out, kernel, stride, padding, dilation, groups)
@@ -88,3 +88,19 @@ def test_pointwise_op_count_does_not_grow_with_the_batch(channels_last):
 
         counts.append(sum(aten_calls(step).values()))
     assert counts[0] == counts[1] and counts[0] < 40, counts
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_compiled_operator_matches_and_registers_its_fake_and_gradient(case, channels_last):
+    """torch.compile runs the per-sample conv as one opaque operator: its output against the per-sample reference,
+    and torch.library.opcheck's checks of its schema, fake shapes and strides, and autograd registration."""
+    cin, _cout, _k, stride, padding, dilation, groups = case
+    x = torch.randn(2, cin, 7, 6, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = transposed_view_kernels(2, case, torch.float64).contiguous()
+    args = (x, weight, [*stride], [*padding], [*dilation], groups)
+    ref = per_sample(x, weight, None, stride, padding, dilation, groups)
+    torch.testing.assert_close(per_sample_conv2d(*args), ref, rtol=1e-12, atol=1e-12)
+    torch.library.opcheck(per_sample_conv2d, (x.requires_grad_(), weight.requires_grad_(), *args[2:]))

@@ -40,9 +40,10 @@ def batched_conv2d(
         (B, O, H', W').
 
     Per-sample kernels run as one grouped convolution over the batch folded into channels
-    (``groups = B * groups``). ONNX stores a conv's groups as a constant and inductor specialises them (a
-    recompilation per batch size), so while tracing, exporting or compiling they run as unfold + batched
-    matmul instead, and the exported or compiled graph takes any batch size. While tracing or exporting even a
+    (``groups = B * groups``). ONNX stores a conv's groups as a constant, so while tracing or exporting they run as
+    unfold + batched matmul instead, and the exported graph takes any batch size. Compiled, the conv is one opaque
+    operator (:func:`per_sample_conv2d`): inductor's conv lowering would specialise the groups (a recompilation per
+    batch size), and its unfold + matmul ran 1.5-3x slower than eager. While tracing or exporting even a
     (1, ...) kernel takes that path, expanded to the batch: traced at batch 1 (ultralytics' export), a per-sample
     kernel has that shape too, and a plain conv would apply the traced sample's kernel to every sample.
     """
@@ -58,8 +59,11 @@ def batched_conv2d(
         shared_bias = bias if bias is None or bias.dim() == 1 else None
         y = conv2d(x, weight[0], shared_bias, stride, padding, dilation, groups)
         return y if shared_bias is not None else _plus_bias(y, bias)
-    if compiling():  # a groups=B conv would fix B (inductor's conv lowering)
-        return _plus_bias(unfold_conv2d(x, weight, stride, padding, dilation, groups), bias)
+    if compiling():  # one opaque operator: inductor's conv lowering would fix B (groups = B), its unfold is slow
+        if isinstance(padding, str):
+            x, padding = F.pad(x, explicit_padding(padding, (weight.shape[-2], weight.shape[-1]), dilation)), (0, 0)
+        pads = pair(padding, "padding")
+        return _plus_bias(per_sample_conv2d(x, weight, [*stride], [*pads], [*dilation], groups), bias)
     if groups == 1 and _unpadded_pointwise(weight, padding, dilation):
         return _plus_bias(_pointwise(x, weight, stride), bias)
     if memory_format_of(x) == torch.channels_last:
@@ -182,3 +186,103 @@ def unfold_conv2d(
 def _plus_bias(y: Tensor, bias: Tensor | None) -> Tensor:
     """y (B, O, H', W') plus a per-sample (B, O) or shared (O,) bias, in y's dtype."""
     return y if bias is None else y + as_dtype(reshaped(bias, -1, y.shape[1], 1, 1), y.dtype)
+
+
+@torch.library.custom_op("freqdyn::per_sample_conv2d", mutates_args=())
+def per_sample_conv2d(
+    x: Tensor, weight: Tensor, stride: list[int], padding: list[int], dilation: list[int], groups: int
+) -> Tensor:
+    """:func:`batched_conv2d` of x (B, C, H, W) with per-sample kernels (B, O, C // groups, kh, kw), no bias, numeric
+    ``padding`` (ph, pw), as one operator: ``torch.compile`` keeps it opaque, so it runs the vendor's grouped conv
+    (or the bmm of 1x1 kernels) for any batch size, as eager does.
+    """
+    return batched_conv2d(x, weight, None, _two(stride), _two(padding), _two(dilation), groups)
+
+
+@per_sample_conv2d.register_fake
+def _(x: Tensor, weight: Tensor, stride: list[int], padding: list[int], dilation: list[int], groups: int) -> Tensor:
+    batch, _, height, width = x.shape
+    kh, kw = weight.shape[-2:]
+    out_h = (height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    out_w = (width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    out = x.new_empty((batch, weight.shape[1], out_h, out_w))
+    return out.contiguous(memory_format=memory_format_of(x))
+
+
+@torch.library.custom_op("freqdyn::per_sample_conv2d_backward", mutates_args=())
+def per_sample_conv2d_backward(
+    grad: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+    need: list[bool],
+) -> list[Tensor]:
+    """The gradients of x and weight of :func:`per_sample_conv2d` from its output's ``grad``, in their layouts; an
+    empty tensor in place of one ``need`` leaves out. An operator runs below autograd, so no rerun of the forward:
+    :func:`batched_conv2d_grads` for plain kernels on an NCHW map, else one convolution backward over the folded
+    batch.
+    """
+    need_x, need_weight = need
+    if groups == 1 and memory_format_of(x) == torch.contiguous_format:
+        grad_x, grad_w = batched_conv2d_grads(
+            grad, x, weight, _two(stride), _two(padding), _two(dilation), need_x, need_weight
+        )
+    else:
+        batch, channels, height, width = x.shape
+        out_channels = weight.shape[1]
+        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+            reshaped(grad, 1, batch * out_channels, *grad.shape[2:]),
+            reshaped(x, 1, batch * channels, height, width),
+            reshaped(weight, -1, *weight.shape[2:]),
+            None,
+            stride,
+            padding,
+            dilation,
+            False,
+            [0, 0],
+            batch * groups,
+            [need_x, need_weight, False],
+        )
+    return [
+        x.new_empty(0) if grad_x is None else grad_x.reshape(x.shape).contiguous(memory_format=memory_format_of(x)),
+        weight.new_empty(0) if grad_w is None else grad_w.reshape(weight.shape).contiguous(),
+    ]
+
+
+@per_sample_conv2d_backward.register_fake
+def _(
+    grad: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+    need: list[bool],
+) -> list[Tensor]:
+    return [
+        x.new_empty(x.shape).contiguous(memory_format=memory_format_of(x)) if need[0] else x.new_empty(0),
+        weight.new_empty(weight.shape) if need[1] else weight.new_empty(0),
+    ]
+
+
+def _setup_context(ctx, inputs: tuple, output: Tensor) -> None:
+    x, weight, *ctx.args = inputs
+    ctx.save_for_backward(x, weight)
+
+
+def _backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+    x, weight = ctx.saved_tensors
+    need = [bool(n) for n in ctx.needs_input_grad[:2]]
+    grad_x, grad_w = per_sample_conv2d_backward(grad, x, weight, *ctx.args, need)
+    return (grad_x if need[0] else None, grad_w if need[1] else None, None, None, None, None)
+
+
+per_sample_conv2d.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _two(values: list[int]) -> tuple[int, int]:
+    return values[0], values[1]
