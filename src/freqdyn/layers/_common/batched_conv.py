@@ -89,8 +89,8 @@ def _unpadded_pointwise(weight: Tensor, padding: Padding, dilation: tuple[int, i
 
 
 def _folded(x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
-    """x (B, C, H, W) as (1, B * C, H, W) and weight (B, O, C, kh, kw) as (B * O, C, kh, kw): the input and the
-    kernels of the ``groups=B`` conv.
+    """x (B, C, H, W) as (1, B * C, H, W) and weight (B, O, C / g, kh, kw) as (B * O, C / g, kh, kw): the input and
+    the kernels of the ``groups=B * g`` conv (a non-contiguous x is copied).
     """
     batch, channels, height, width = x.shape
     return reshaped(x, 1, batch * channels, height, width), reshaped(weight, -1, *weight.shape[2:])
@@ -136,32 +136,45 @@ def batched_conv2d_grads(
         grad_x = torch.bmm(swapped(kernels), grad_rows).view(x.shape) if need_x else None
         grad_w = torch.bmm(grad_rows, swapped(rows)).view(weight.shape) if need_weight else None
         return grad_x, grad_w
-    if contiguous:
-        folded, kernels = _folded(x, weight)
-        folded_grad = reshaped(grad, 1, batch * out_channels, *grad.shape[2:])
-        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
-            folded_grad,
-            folded,
-            kernels,
-            None,
-            stride,
-            padding,
-            dilation,
-            False,
-            (0, 0),
-            batch,
-            (need_x, need_weight, False),
-        )
-        return (
-            grad_x.view(x.shape) if need_x else None,
-            grad_w.view(weight.shape) if need_weight else None,
-        )
+    if contiguous and not isinstance(padding, str):
+        return _folded_grads(grad, x, weight, stride, pair(padding, "padding"), dilation, 1, need_x, need_weight)
     with torch.enable_grad():
         inputs = (x.detach().requires_grad_(need_x), weight.detach().requires_grad_(need_weight))
         y = batched_conv2d(inputs[0], inputs[1], None, stride, padding, dilation, 1)
         wanted = [t for t, need in zip(inputs, (need_x, need_weight), strict=True) if need]
         found = iter(torch.autograd.grad(y, wanted, grad))
     return (next(found) if need_x else None), (next(found) if need_weight else None)
+
+
+def _folded_grads(
+    grad: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+    need_x: bool,
+    need_weight: bool,
+) -> tuple[Tensor | None, Tensor | None]:
+    """Gradients of x (B, C, H, W) and weight (B, O, C // groups, kh, kw), in NCHW and contiguous layouts, by one
+    convolution backward over the batch folded into the groups (a non-contiguous x is copied to fold it).
+    """
+    folded, kernels = _folded(x, weight)
+    grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+        reshaped(grad, 1, kernels.shape[0], *grad.shape[2:]),
+        folded,
+        kernels,
+        None,
+        stride,
+        padding,
+        dilation,
+        False,
+        (0, 0),
+        x.shape[0] * groups,
+        (need_x, need_weight, False),
+    )
+    return (grad_x.view(x.shape) if need_x else None), (grad_w.view(weight.shape) if need_weight else None)
 
 
 def unfold_conv2d(
@@ -226,26 +239,11 @@ def per_sample_conv2d_backward(
     batch.
     """
     need_x, need_weight = need
+    args = (_two(stride), _two(padding), _two(dilation))
     if groups == 1 and memory_format_of(x) == torch.contiguous_format:
-        grad_x, grad_w = batched_conv2d_grads(
-            grad, x, weight, _two(stride), _two(padding), _two(dilation), need_x, need_weight
-        )
+        grad_x, grad_w = batched_conv2d_grads(grad, x, weight, *args, need_x, need_weight)
     else:
-        batch, channels, height, width = x.shape
-        out_channels = weight.shape[1]
-        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
-            reshaped(grad, 1, batch * out_channels, *grad.shape[2:]),
-            reshaped(x, 1, batch * channels, height, width),
-            reshaped(weight, -1, *weight.shape[2:]),
-            None,
-            stride,
-            padding,
-            dilation,
-            False,
-            [0, 0],
-            batch * groups,
-            [need_x, need_weight, False],
-        )
+        grad_x, grad_w = _folded_grads(grad, x, weight, *args, groups, need_x, need_weight)
     return [
         x.new_empty(0) if grad_x is None else grad_x.reshape(x.shape).contiguous(memory_format=memory_format_of(x)),
         weight.new_empty(0) if grad_w is None else grad_w.reshape(weight.shape).contiguous(),
