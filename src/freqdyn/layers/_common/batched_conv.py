@@ -5,6 +5,8 @@ This is the shared engine of every dynamic convolution in freqdyn (FDConv, DY-Co
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -60,9 +62,7 @@ def batched_conv2d(
         y = conv2d(x, weight[0], shared_bias, stride, padding, dilation, groups)
         return y if shared_bias is not None else _plus_bias(y, bias)
     if compiling():  # one opaque operator: inductor's conv lowering would fix B (groups = B), its unfold is slow
-        if isinstance(padding, str):
-            x, padding = F.pad(x, explicit_padding(padding, (weight.shape[-2], weight.shape[-1]), dilation)), (0, 0)
-        pads = pair(padding, "padding")
+        x, pads = _numeric_padding(x, (weight.shape[-2], weight.shape[-1]), padding, dilation)
         return _plus_bias(per_sample_conv2d(x, weight, [*stride], [*pads], [*dilation], groups), bias)
     if groups == 1 and _unpadded_pointwise(weight, padding, dilation):
         return _plus_bias(_pointwise(x, weight, stride), bias)
@@ -182,18 +182,39 @@ def unfold_conv2d(
 ) -> Tensor:
     """Per-sample convolution as unfold + bmm: x (B, C, H, W), weight (B, O, C // groups, kh, kw) -> (B, O, H', W')."""
     kh, kw = int(weight.shape[-2]), int(weight.shape[-1])  # constants for F.unfold (the TorchScript exporter)
-    if isinstance(padding, str):
-        x = F.pad(x, explicit_padding(padding, (kh, kw), dilation))
-        padding = (0, 0)
-    padding = pair(padding, "padding")
+    x, pads = _numeric_padding(x, (kh, kw), padding, dilation)
     batch, _, height, width = x.shape
     out_channels, per_group = weight.shape[1], weight.shape[2]
-    out_h = (height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    out_w = (width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    cols = F.unfold(x, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # (B, C * kh * kw, L)
+    out_h, out_w = _output_size(height, width, (kh, kw), stride, pads, dilation)
+    cols = F.unfold(x, (kh, kw), dilation=dilation, padding=pads, stride=stride)  # (B, C * kh * kw, L)
     cols = cols.reshape(batch * groups, per_group * kh * kw, out_h * out_w)
     kernels = weight.reshape(batch * groups, out_channels // groups, per_group * kh * kw)
     return torch.bmm(kernels, cols).reshape(batch, out_channels, out_h, out_w)
+
+
+def _numeric_padding(
+    x: Tensor, kernel: tuple[int, int], padding: Padding, dilation: tuple[int, int]
+) -> tuple[Tensor, tuple[int, int]]:
+    """x and the conv's padding as (ph, pw): a string padding (``'same'``, ``'valid'``) is applied to x by ``F.pad``,
+    leaving (0, 0).
+    """
+    if isinstance(padding, str):
+        return F.pad(x, explicit_padding(padding, kernel, dilation)), (0, 0)
+    return x, pair(padding, "padding")
+
+
+def _output_size(
+    height: int,
+    width: int,
+    kernel: tuple[int, int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> tuple[int, int]:
+    """(H', W') of a conv of an (H, W) map with numeric padding (ph, pw)."""
+    out_h = (height + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    out_w = (width + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    return out_h, out_w
 
 
 def _plus_bias(y: Tensor, bias: Tensor | None) -> Tensor:
@@ -215,9 +236,7 @@ def per_sample_conv2d(
 @per_sample_conv2d.register_fake
 def _(x: Tensor, weight: Tensor, stride: list[int], padding: list[int], dilation: list[int], groups: int) -> Tensor:
     batch, _, height, width = x.shape
-    kh, kw = weight.shape[-2:]
-    out_h = (height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    out_w = (width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    out_h, out_w = _output_size(height, width, (weight.shape[-2], weight.shape[-1]), stride, padding, dilation)
     out = x.new_empty((batch, weight.shape[1], out_h, out_w))
     return out.contiguous(memory_format=memory_format_of(x))
 
@@ -245,8 +264,8 @@ def per_sample_conv2d_backward(
     else:
         grad_x, grad_w = _folded_grads(grad, x, weight, *args, groups, need_x, need_weight)
     return [
-        x.new_empty(0) if grad_x is None else grad_x.reshape(x.shape).contiguous(memory_format=memory_format_of(x)),
-        weight.new_empty(0) if grad_w is None else grad_w.reshape(weight.shape).contiguous(),
+        x.new_empty(0) if grad_x is None else grad_x.contiguous(memory_format=memory_format_of(x)),
+        weight.new_empty(0) if grad_w is None else grad_w.contiguous(),
     ]
 
 
