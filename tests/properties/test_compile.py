@@ -171,3 +171,21 @@ def test_freqfusion_checkpointed_under_compile_trains_as_eager():
     sum(o.square().sum() for o in reference(*args_ref)).backward()
     for t, t_ref in zip(args, args_ref, strict=True):
         torch.testing.assert_close(t.grad, t_ref.grad, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+def test_fdconv_graph_holds_its_operators_and_no_fft(training):
+    """Compiled, FDConv's kernel work is one opaque operator, and so are FBM's FFTs and its attention conv: inductor
+    has no complex code generation, and its lowering of the synthesis' gathers and of a conv's backward ran 2-2.4x
+    slower than eager (BENCHMARKS.md)."""
+    from torch._dynamo.testing import EagerAndRecordGraphs
+
+    backend = EagerAndRecordGraphs()
+    build, inputs = ZOO["fdconv-fbm-groups"]
+    layer = build().train(training)
+    with torch.set_grad_enabled(training):
+        torch.compile(layer, backend=backend, fullgraph=True)(*inputs(2, (7, 9)))
+    targets = {str(n.target) for g in backend.graphs for n in g.graph.nodes if n.op == "call_function"}
+    wanted = {"freqdyn.kernel_conv.default", "freqdyn.fbm_band_modulation.default", "freqdyn.per_sample_conv2d.default"}
+    assert wanted <= targets
+    assert not [t for t in targets if "fft" in t or ("conv2d" in t and not t.startswith("freqdyn"))]

@@ -57,13 +57,13 @@ def batched_conv2d(
     if exporting():  # traced at batch 1, a (1, ...) kernel may be that sample's own: expand it to the batch
         y = unfold_conv2d(x, weight.expand(batch, *weight.shape[1:]), stride, padding, dilation, groups)
         return _plus_bias(y, bias)
+    if compiling():  # one opaque operator: inductor's conv lowering would fix B (groups = B), its unfold is slow
+        x, pads = _numeric_padding(x, (weight.shape[-2], weight.shape[-1]), padding, dilation)
+        return _plus_bias(per_sample_conv2d(x, weight, [*stride], [*pads], [*dilation], groups), bias)
     if weight.shape[0] == 1:
         shared_bias = bias if bias is None or bias.dim() == 1 else None
         y = conv2d(x, weight[0], shared_bias, stride, padding, dilation, groups)
         return y if shared_bias is not None else _plus_bias(y, bias)
-    if compiling():  # one opaque operator: inductor's conv lowering would fix B (groups = B), its unfold is slow
-        x, pads = _numeric_padding(x, (weight.shape[-2], weight.shape[-1]), padding, dilation)
-        return _plus_bias(per_sample_conv2d(x, weight, [*stride], [*pads], [*dilation], groups), bias)
     if groups == 1 and _unpadded_pointwise(weight, padding, dilation):
         return _plus_bias(_pointwise(x, weight, stride), bias)
     if memory_format_of(x) == torch.channels_last:
@@ -124,8 +124,9 @@ def batched_conv2d_grads(
 ) -> tuple[Tensor | None, Tensor | None]:
     """Gradients of x (B, C, H, W) and of the per-sample kernels weight (B, O, C, kh, kw) from ``grad`` (B, O, H',
     W'), that of ``batched_conv2d(x, weight, None, stride, padding, dilation, 1)``, without running that forward
-    again: two bmm for a stride-1 1x1 kernel, one convolution backward over the folded batch for a contiguous x
-    with numeric padding; other layouts (channels-last, ``'same'``) differentiate a rerun of the forward.
+    again: two bmm for a stride-1 1x1 kernel on an NCHW x, one convolution backward over the folded batch for a
+    numeric padding (also inside an operator, where autograd does not record); a ``'same'`` / ``'valid'`` padding
+    differentiates a rerun of the forward.
     """
     batch, channels, height, width = x.shape
     out_channels = weight.shape[1]
@@ -136,7 +137,7 @@ def batched_conv2d_grads(
         grad_x = torch.bmm(swapped(kernels), grad_rows).view(x.shape) if need_x else None
         grad_w = torch.bmm(grad_rows, swapped(rows)).view(weight.shape) if need_weight else None
         return grad_x, grad_w
-    if contiguous and not isinstance(padding, str):
+    if not isinstance(padding, str):  # (a channels-last x is copied to fold it)
         return _folded_grads(grad, x, weight, stride, pair(padding, "padding"), dilation, 1, need_x, need_weight)
     with torch.enable_grad():
         inputs = (x.detach().requires_grad_(need_x), weight.detach().requires_grad_(need_weight))
@@ -228,7 +229,8 @@ def per_sample_conv2d(
 ) -> Tensor:
     """:func:`batched_conv2d` of x (B, C, H, W) with per-sample kernels (B, O, C // groups, kh, kw), no bias, numeric
     ``padding`` (ph, pw), as one operator: ``torch.compile`` keeps it opaque, so it runs the vendor's grouped conv
-    (or the bmm of 1x1 kernels) for any batch size, as eager does.
+    (or the bmm of 1x1 kernels) for any batch size, as eager does; a shared (1, O, C // groups, kh, kw) kernel runs
+    the plain conv, whose inductor lowering would fix H and W in training (a recompilation per size).
     """
     return batched_conv2d(x, weight, None, _two(stride), _two(padding), _two(dilation), groups)
 
@@ -254,12 +256,17 @@ def per_sample_conv2d_backward(
 ) -> list[Tensor]:
     """The gradients of x and weight of :func:`per_sample_conv2d` from its output's ``grad``, in their layouts; an
     empty tensor in place of one ``need`` leaves out. An operator runs below autograd, so no rerun of the forward:
-    :func:`batched_conv2d_grads` for plain kernels on an NCHW map, else one convolution backward over the folded
-    batch.
+    the convolution backward of a shared kernel, :func:`batched_conv2d_grads` for plain kernels on an NCHW map,
+    else one convolution backward over the folded batch.
     """
     need_x, need_weight = need
     args = (_two(stride), _two(padding), _two(dilation))
-    if groups == 1 and memory_format_of(x) == torch.contiguous_format:
+    if weight.shape[0] == 1:
+        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+            grad, x, weight[0], None, *args, False, (0, 0), groups, (need_x, need_weight, False)
+        )
+        grad_w = None if grad_w is None else grad_w[None]
+    elif groups == 1 and memory_format_of(x) == torch.contiguous_format:
         grad_x, grad_w = batched_conv2d_grads(grad, x, weight, *args, need_x, need_weight)
     else:
         grad_x, grad_w = _folded_grads(grad, x, weight, *args, groups, need_x, need_weight)

@@ -265,7 +265,10 @@ class FDConv(TraceOnly, ConvContract, FourierDynamicBase):
         where they are small) without replaying the conv.
         """
         kernel_values, input_values = math.prod(self.kernel_shape), self.in_channels * x.shape[2] * x.shape[3]
-        keep = not self.recompute_kernels or keeps_kernels(x.shape[0], kernel_values, input_values)
+        # (compiled, the operator keeps nothing: no guard on the batch)
+        keep = not compiling() and (
+            not self.recompute_kernels or keeps_kernels(x.shape[0], kernel_values, input_values)
+        )
         on_features = not self._use_weight_branch(x.shape[2], x.shape[3])
         x, padding = self._pad(x)
         y = self._kernel_function(

@@ -15,7 +15,14 @@ from .._common.checks import check_int, check_positive, check_real
 from .._common.conv_contract import reset_bias
 from .._common.device_dtype import as_dtype, factory_kwargs, scalar
 from .._common.modulation import Modulated, apply_attentions
-from .._common.program_mode import compiling, compute_dtype, has_hooks, may_checkpoint, may_overwrite
+from .._common.program_mode import (
+    compiling,
+    compute_dtype,
+    has_hooks,
+    may_checkpoint,
+    may_overwrite,
+    may_use_custom_kernels,
+)
 from .._compat import restore_kernel_shape
 from .kernel_conv import KernelPlan, kernel_conv
 from .kernel_spatial_modulation import (
@@ -308,16 +315,21 @@ class FourierDynamicBase(nn.Module):
         return apply_attentions(weight, att, groups, local=local, features=features, inplace=inplace)
 
     def _takes_kernel_function(self, batch: int, att: Attentions) -> bool:
-        """Whether a training forward takes :func:`~freqdyn.layers.fdconv.kernel_conv.kernel_conv`: autograd records
-        outside ``torch.compile``, ``torch.func`` transforms and traces; a kernel attention synthesised by the FFT
-        route; no hook on KSM-Local (whose modules the Function does not call).
+        """Whether the forward takes :func:`~freqdyn.layers.fdconv.kernel_conv.kernel_conv`: in training outside
+        ``torch.func`` transforms and traces, or under ``torch.compile`` (its one opaque operator, also in inference);
+        a kernel attention synthesised by the FFT route (compiled: unless ``synthesis='basis'``, whatever the batch);
+        no hook on KSM-Local (whose modules the Function does not call).
         """
         local = self.KSM_Local
+        if compiling():
+            route_ok = self.synthesis != "basis" and may_use_custom_kernels()
+        else:
+            route_ok = may_checkpoint() and not use_basis(
+                self.synthesis, batch, self.num_mixed, self.spectrum_shape, False
+            )
         return (
-            may_checkpoint()
-            and not compiling()
+            route_ok
             and att.kernel is not None
-            and not use_basis(self.synthesis, batch, self.num_mixed, self.spectrum_shape, False)
             and not (local is not None and any(has_hooks(m) for m in local.modules()))
         )
 

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .._common.attention_conv import AttentionConv
 from .._common.attention_heads import check_activation, modulation
-from .._common.batched_conv import unfold_conv2d
+from .._common.batched_conv import batched_conv2d
 from .._common.checks import check_feature_map, check_int, check_ints, check_positive
 from .._common.conv_args import conv2d
 from .._common.device_dtype import as_dtype, reshaped
@@ -157,8 +157,7 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
             weight, bias = torch.stack(weights, dim=1).flatten(0, 1), torch.stack(biases, dim=1).flatten()
         weight, bias, pad = as_dtype(weight, x.dtype), as_dtype(bias, x.dtype), convs[0].padding[0]
         if compiling():  # inductor's conv-backward lowering fixes H and W (a recompile per size in training)
-            batched = weight.expand(x.shape[0], *weight.shape)
-            logits = unfold_conv2d(x, batched, (1, 1), (pad, pad), (1, 1), g) + bias[:, None, None]
+            logits = batched_conv2d(x, weight[None], bias, (1, 1), (pad, pad), (1, 1), g)  # an operator: any size
         else:
             logits = conv2d(x, weight, bias, (1, 1), (pad, pad), (1, 1), g)
         logits = reshaped(logits, x.shape[0], g, len(convs), *x.shape[2:])
@@ -177,10 +176,10 @@ class FrequencyBandModulation(TraceOnly, nn.Module):
         # sum_j a_j (L_{j-1} - L_j) + L_n  ==  a_1 x + sum_{j<n} (a_{j+1} - a_j) L_j + (1 - a_n) L_n
         if exporting():  # the operators are built in the graph from x's shape: it runs at any H, W
             return self._stacked_forward(x, lambda xw: graph_low_passes(xw, self.k_list, self.masks))
+        if self.transform != "separable" and x.numel():  # (MKL refuses an empty FFT)
+            return self._fft_forward(x)  # compiled: one opaque operator
         if compiling():
             return self._stacked_forward(x, lambda xw: stacked_low_passes(xw, list(self.k_list), self.masks))
-        if self.transform != "separable" and x.numel():  # (MKL refuses an empty FFT)
-            return self._fft_forward(x)
         batch, channels, height, width = x.shape
         g = self.spatial_group
         per_group = channels // g

@@ -7,11 +7,13 @@ or, under a checkpoint, replays the whole forward in backward, the conv included
 small inputs (the input map, the attentions, the KSM-Local windows) and, in backward, rebuilds the synthesised
 kernel, the local factor and the group map (or keeps those three where they are small: ``keep``), takes the
 conv's gradients without running it again, and the factors' gradients as a few products and batched matmuls: a
-fixed short sequence of ops whatever the batch, width or map size (issue 30).
+fixed short sequence of ops whatever the batch, width or map size (issue 30). Under ``torch.compile`` the same work
+is one opaque custom operator with its backward another (:func:`kernel_conv_operator`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import cast
@@ -20,9 +22,10 @@ import torch
 from torch import Tensor
 
 from .._common.attention_conv import sliding_taps_grads, sliding_windows, taps_matrix
-from .._common.batched_conv import batched_conv2d, batched_conv2d_grads
+from .._common.batched_conv import _numeric_padding, _output_size, batched_conv2d, batched_conv2d_grads
 from .._common.conv_args import Padding
 from .._common.device_dtype import as_dtype, reshaped, scalar, swapped
+from .._common.program_mode import compiling, memory_format_of
 from .._common.second_order import differentiable_backward, plain_grads
 from .spectrum import matrix_to_weight
 from .synthesis import group_map, spectral_synthesis, spectral_synthesis_grads
@@ -82,6 +85,8 @@ def kernel_conv(
     (each ``None`` when off). With ``plan.on_features`` the channel attention scales x and the filter attention the
     output instead. One group only.
     """
+    if compiling():
+        return _compiled(x, kappa, dft_weight, normed, taps, spatial, channel, filter_, plan)
     return _KernelConv.apply(x, kappa, dft_weight, normed, taps, spatial, channel, filter_, plan)
 
 
@@ -230,74 +235,99 @@ class _KernelConv(torch.autograd.Function):
             plain = functools.partial(_plain, plan=plan, conv_dtype=ctx.conv_dtype)
             return (*plain_grads(plain, inputs, ctx.needs_input_grad[:8], [grad]), None)
         dft_weight = as_dtype(ctx.dft_weight, kappa.dtype)
-        need = ctx.needs_input_grad
-        if any(step == 0 and size > 1 for step, size in zip(grad.stride(), grad.shape, strict=True)):
-            # an expanded gradient (a summed output's) would make bmm loop over samples; empty + copy_ dispatches two
-            # calls where contiguous() dispatches five
-            grad = torch.empty(grad.shape, dtype=grad.dtype, device=grad.device).copy_(grad)
-        with torch.autocast(x.device.type, enabled=False):
-            if kmap is None:
-                kmap = group_map(scaled, plan.index, plan.kernel_num)
-            if matrix is None:
-                matrix = spectral_synthesis(kmap, dft_weight, plan.size)
-                local = None if windows is None or taps is None else _local(windows, taps, plan.local_act)
-            synth = _kernel_view(matrix, plan.kernel_hw)
-            shape = synth.shape
-            batch, out_channels, in_channels, kh, kw = shape
-            local_view = None if local is None else _local_view(local, shape)
-            # on the feature branch, the filter attention on the output is that factor of the kernel in backward:
-            # the conv's kernel gradient then holds what its gradient needs (no output map kept for it)
-            on_input = channel if plan.on_features else None
-            fc = _filter_channel(None if plan.on_features else channel, filter_, shape)
-            scales = _scales(spatial, fc, shape)
-            # kernel-sized tensors (B * O * I * kh * kw values) are made one at a time and dropped as soon as they are
-            # used: with the synthesis and the local factor, at most four are alive (the peak memory of a step)
-            kernel = _modulated(synth, local_view, scales)
-            features = x if on_input is None else x * _channels(on_input, x)
-            grad_features, grad_kernel = _apply_grads(
-                grad,
-                as_dtype(features, ctx.conv_dtype),
-                as_dtype(kernel, ctx.conv_dtype),
-                plan,
-                need[0] or (on_input is not None and need[6]),
-            )
-            del kernel, features
-            grad_kernel = as_dtype(grad_kernel, synth.dtype)  # a fresh tensor: updated in place below
-            grad_spatial, grad_channel, grad_filter = _factor_grads(
-                grad_kernel, synth, local_view, spatial, None if plan.on_features else channel, filter_, fc, need[5:8]
-            )
-            grad_x = None if grad_features is None else as_dtype(grad_features, x.dtype)
-            if on_input is not None and grad_x is not None:
-                grad_channel = (grad_x * x).sum((2, 3)) if need[6] else None
-                grad_x = grad_x * _channels(on_input, x) if need[0] else None
-            for factor in scales:  # the gradient of S * L
-                grad_kernel.mul_(factor)
-            grad_normed = grad_taps = None
-            if local is not None and windows is not None and taps is not None and (need[3] or need[4]):
-                # L's gradient in the (B, I, O, kh, kw) layout of its taps
-                flat = torch.empty(batch * in_channels, out_channels * kh * kw, dtype=synth.dtype, device=synth.device)
-                torch.mul(grad_kernel, synth, out=_local_view(flat, shape))
-                if plan.local_act == "sigmoid":
-                    grad_logits = torch.ops.aten.sigmoid_backward(flat, local)
-                else:
-                    grad_logits = torch.ops.aten.tanh_backward(flat, local - scalar(1.0, local))
-                del flat
-                grad_normed, grad_taps = sliding_taps_grads(
-                    grad_logits, windows, taps, batch, plan.local_pad, need[3], need[4]
-                )
-                del grad_logits
-            del synth, matrix
-            # S's gradient straight into the kernel-matrix layout
-            grad_matrix = torch.empty(batch, *plan.size, dtype=grad_kernel.dtype, device=grad_kernel.device)
-            if local_view is None:
-                _kernel_view(grad_matrix, plan.kernel_hw).copy_(grad_kernel)
+        saved = (x, dft_weight, normed, windows, taps, spatial, channel, filter_, scaled, kmap, matrix, local)
+        return (*_grads(grad, *saved, plan, ctx.conv_dtype, ctx.needs_input_grad[:8]), None)
+
+
+def _grads(
+    grad: Tensor,
+    x: Tensor,
+    dft_weight: Tensor,
+    normed: Tensor | None,
+    windows: Tensor | None,
+    taps: Tensor | None,
+    spatial: Tensor | None,
+    channel: Tensor | None,
+    filter_: Tensor | None,
+    scaled: Tensor | None,
+    kmap: Tensor | None,
+    matrix: Tensor | None,
+    local: Tensor | None,
+    plan: KernelPlan,
+    conv_dtype: torch.dtype,
+    need: tuple[bool, ...],
+) -> tuple[Tensor | None, ...]:
+    """The gradients of :func:`kernel_conv`'s eight tensor inputs (None where ``need`` leaves one out) from its
+    output's ``grad``: dft_weight in the work dtype, the KSM-Local ``windows``, and either the kept group map, kernel
+    matrix and local factor, or the ``scaled`` kappa that rebuilds them.
+    """
+    if any(step == 0 and size > 1 for step, size in zip(grad.stride(), grad.shape, strict=True)):
+        # an expanded gradient (a summed output's) would make bmm loop over samples; empty + copy_ dispatches two
+        # calls where contiguous() dispatches five
+        grad = torch.empty(grad.shape, dtype=grad.dtype, device=grad.device).copy_(grad)
+    with torch.autocast(x.device.type, enabled=False):
+        if kmap is None:
+            kmap = group_map(cast(Tensor, scaled), plan.index, plan.kernel_num)
+        if matrix is None:
+            matrix = spectral_synthesis(kmap, dft_weight, plan.size)
+            local = None if windows is None or taps is None else _local(windows, taps, plan.local_act)
+        synth = _kernel_view(matrix, plan.kernel_hw)
+        shape = synth.shape
+        batch, out_channels, in_channels, kh, kw = shape
+        local_view = None if local is None else _local_view(local, shape)
+        # on the feature branch, the filter attention on the output is that factor of the kernel in backward:
+        # the conv's kernel gradient then holds what its gradient needs (no output map kept for it)
+        on_input = channel if plan.on_features else None
+        fc = _filter_channel(None if plan.on_features else channel, filter_, shape)
+        scales = _scales(spatial, fc, shape)
+        # kernel-sized tensors (B * O * I * kh * kw values) are made one at a time and dropped as soon as they are
+        # used: with the synthesis and the local factor, at most four are alive (the peak memory of a step)
+        kernel = _modulated(synth, local_view, scales)
+        features = x if on_input is None else x * _channels(on_input, x)
+        grad_features, grad_kernel = _apply_grads(
+            grad,
+            as_dtype(features, conv_dtype),
+            as_dtype(kernel, conv_dtype),
+            plan,
+            need[0] or (on_input is not None and need[6]),
+        )
+        del kernel, features
+        grad_kernel = as_dtype(grad_kernel, synth.dtype)  # a fresh tensor: updated in place below
+        grad_spatial, grad_channel, grad_filter = _factor_grads(
+            grad_kernel, synth, local_view, spatial, None if plan.on_features else channel, filter_, fc, need[5:8]
+        )
+        grad_x = None if grad_features is None else as_dtype(grad_features, x.dtype)
+        if on_input is not None and grad_x is not None:
+            grad_channel = (grad_x * x).sum((2, 3)) if need[6] else None
+            grad_x = grad_x * _channels(on_input, x) if need[0] else None
+        for factor in scales:  # the gradient of S * L
+            grad_kernel.mul_(factor)
+        grad_normed = grad_taps = None
+        if local is not None and windows is not None and taps is not None and (need[3] or need[4]):
+            # L's gradient in the (B, I, O, kh, kw) layout of its taps
+            flat = torch.empty(batch * in_channels, out_channels * kh * kw, dtype=synth.dtype, device=synth.device)
+            torch.mul(grad_kernel, synth, out=_local_view(flat, shape))
+            if plan.local_act == "sigmoid":
+                grad_logits = torch.ops.aten.sigmoid_backward(flat, local)
             else:
-                torch.mul(grad_kernel, local_view, out=_kernel_view(grad_matrix, plan.kernel_hw))
-            del grad_kernel, local_view, local
-            grad_kappa, grad_dft = spectral_synthesis_grads(
-                grad_matrix, kmap, dft_weight, plan.index, plan.kernel_num, need[1], need[2], plan.scale
+                grad_logits = torch.ops.aten.tanh_backward(flat, local - scalar(1.0, local))
+            del flat
+            grad_normed, grad_taps = sliding_taps_grads(
+                grad_logits, windows, taps, batch, plan.local_pad, need[3], need[4]
             )
-        return grad_x, grad_kappa, grad_dft, grad_normed, grad_taps, grad_spatial, grad_channel, grad_filter, None
+            del grad_logits
+        del synth, matrix
+        # S's gradient straight into the kernel-matrix layout
+        grad_matrix = torch.empty(batch, *plan.size, dtype=grad_kernel.dtype, device=grad_kernel.device)
+        if local_view is None:
+            _kernel_view(grad_matrix, plan.kernel_hw).copy_(grad_kernel)
+        else:
+            torch.mul(grad_kernel, local_view, out=_kernel_view(grad_matrix, plan.kernel_hw))
+        del grad_kernel, local_view, local
+        grad_kappa, grad_dft = spectral_synthesis_grads(
+            grad_matrix, kmap, dft_weight, plan.index, plan.kernel_num, need[1], need[2], plan.scale
+        )
+    return grad_x, grad_kappa, grad_dft, grad_normed, grad_taps, grad_spatial, grad_channel, grad_filter
 
 
 def _modulated(synth: Tensor, local_view: Tensor | None, scales: list[Tensor], inplace: bool = True) -> Tensor:
@@ -454,3 +484,206 @@ def _one_sided_grads(
     grad_spatial = torch.bmm(att.view(batch, 1, size), partial).view(batch, taps) if need[0] else None
     grad_att = torch.bmm(partial, spatial.view(batch, taps, 1)).view(batch, size) if wanted else None
     return (grad_spatial, None, grad_att) if filter_ is not None else (grad_spatial, grad_att, None)
+
+
+# plan fields the operators take as one int list, after the index, scale and local activation
+_PACKED = ("kernel_num", "size", "kernel_hw", "local_pad", "stride", "padding", "dilation", "on_features", "linear")
+
+
+def _packed(plan: KernelPlan) -> list[int]:
+    values: list[int] = []
+    for name in _PACKED:
+        value = getattr(plan, name)
+        values.extend(value if isinstance(value, tuple) else [int(value)])
+    return values
+
+
+def _unpacked(index: Tensor, scale: float, local_act: str, packed: list[int]) -> KernelPlan:
+    kernel_num, rows, cols, kh, kw, local_pad, *pairs, on_features, linear = packed
+    stride, padding, dilation = (tuple(pairs[i : i + 2]) for i in (0, 2, 4))
+    return KernelPlan(
+        index=index,
+        scale=scale,
+        kernel_num=kernel_num,
+        size=(rows, cols),
+        kernel_hw=(kh, kw),
+        local_pad=local_pad,
+        local_act=local_act,
+        stride=cast(tuple[int, int], stride),
+        padding=cast(tuple[int, int], padding),
+        dilation=cast(tuple[int, int], dilation),
+        keep=False,
+        on_features=bool(on_features),
+        linear=bool(linear),
+    )
+
+
+def _compiled(
+    x: Tensor,
+    kappa: Tensor,
+    dft_weight: Tensor,
+    normed: Tensor | None,
+    taps: Tensor | None,
+    spatial: Tensor | None,
+    channel: Tensor | None,
+    filter_: Tensor | None,
+    plan: KernelPlan,
+) -> Tensor:
+    """:func:`kernel_conv` by :func:`kernel_conv_operator`, a string padding applied to x first."""
+    if not plan.linear:
+        x, pads = _numeric_padding(x, plan.kernel_hw, plan.padding, plan.dilation)
+        plan = dataclasses.replace(plan, padding=pads)
+    tensors = (x, kappa, dft_weight, normed, taps, spatial, channel, filter_)
+    return kernel_conv_operator(*tensors, plan.index, plan.scale, plan.local_act, _packed(plan), _conv_dtype(x))
+
+
+@torch.library.custom_op("freqdyn::kernel_conv", mutates_args=())
+def kernel_conv_operator(
+    x: Tensor,
+    kappa: Tensor,
+    dft_weight: Tensor,
+    normed: Tensor | None,
+    taps: Tensor | None,
+    spatial: Tensor | None,
+    channel: Tensor | None,
+    filter_: Tensor | None,
+    index: Tensor,
+    scale: float,
+    local_act: str,
+    packed: list[int],
+    conv_dtype: torch.dtype,
+) -> Tensor:
+    """:func:`kernel_conv` as one operator, for ``torch.compile``: inductor keeps it opaque, so the synthesis runs the
+    eager FFTs (inductor has no complex codegen), the conv the vendor's, and the gradients the Function's short
+    sequence, at any batch and map size. ``packed``: the plan's ints (:data:`_PACKED`), numeric padding.
+    """
+    plan = _unpacked(index, scale, local_act, packed)
+    windows = _windows(normed, taps, plan)
+    y = _forward(x, _scaled(kappa, plan), dft_weight, windows, taps, spatial, channel, filter_, plan, conv_dtype)[0]
+    return y.contiguous(memory_format=torch.contiguous_format if plan.linear else memory_format_of(x))
+
+
+@kernel_conv_operator.register_fake
+def _(
+    x: Tensor,
+    kappa: Tensor,
+    dft_weight: Tensor,
+    normed: Tensor | None,
+    taps: Tensor | None,
+    spatial: Tensor | None,
+    channel: Tensor | None,
+    filter_: Tensor | None,
+    index: Tensor,
+    scale: float,
+    local_act: str,
+    packed: list[int],
+    conv_dtype: torch.dtype,
+) -> Tensor:
+    plan = _unpacked(index, scale, local_act, packed)
+    out_channels = plan.size[0] // plan.kernel_hw[0]
+    if plan.linear:
+        return x.new_empty((*x.shape[:2], out_channels), dtype=conv_dtype)
+    batch, _, height, width = x.shape
+    pads = cast(tuple[int, int], plan.padding)
+    out_h, out_w = _output_size(height, width, plan.kernel_hw, plan.stride, pads, plan.dilation)
+    out = x.new_empty((batch, out_channels, out_h, out_w), dtype=conv_dtype)
+    return out.contiguous(memory_format=memory_format_of(x))
+
+
+@torch.library.custom_op("freqdyn::kernel_conv_backward", mutates_args=())
+def kernel_conv_operator_backward(
+    grad: Tensor,
+    x: Tensor,
+    kappa: Tensor,
+    dft_weight: Tensor,
+    normed: Tensor | None,
+    taps: Tensor | None,
+    spatial: Tensor | None,
+    channel: Tensor | None,
+    filter_: Tensor | None,
+    index: Tensor,
+    scale: float,
+    local_act: str,
+    packed: list[int],
+    conv_dtype: torch.dtype,
+    need: list[bool],
+) -> list[Tensor]:
+    """The gradients of :func:`kernel_conv_operator`'s eight tensor inputs, each in its input's dtype and layout; an
+    empty tensor in place of one ``need`` leaves out (or whose input is None). It rebuilds the kernels.
+    """
+    plan = _unpacked(index, scale, local_act, packed)
+    inputs = (x, kappa, dft_weight, normed, taps, spatial, channel, filter_)
+    work = as_dtype(dft_weight, kappa.dtype)
+    windows = _windows(normed, taps, plan)
+    grads = _grads(
+        grad,
+        x,
+        work,
+        normed,
+        windows,
+        taps,
+        spatial,
+        channel,
+        filter_,
+        _scaled(kappa, plan),
+        None,
+        None,
+        None,
+        plan,
+        conv_dtype,
+        tuple(need),
+    )
+    return [_gradient_like(g, t, grad) for g, t in zip(grads, inputs, strict=True)]
+
+
+@kernel_conv_operator_backward.register_fake
+def _(
+    grad: Tensor,
+    x: Tensor,
+    kappa: Tensor,
+    dft_weight: Tensor,
+    normed: Tensor | None,
+    taps: Tensor | None,
+    spatial: Tensor | None,
+    channel: Tensor | None,
+    filter_: Tensor | None,
+    index: Tensor,
+    scale: float,
+    local_act: str,
+    packed: list[int],
+    conv_dtype: torch.dtype,
+    need: list[bool],
+) -> list[Tensor]:
+    inputs = (x, kappa, dft_weight, normed, taps, spatial, channel, filter_)
+    fresh = [None if t is None or not n else t.new_empty(t.shape) for n, t in zip(need, inputs, strict=True)]
+    return [_gradient_like(f, t, grad) for f, t in zip(fresh, inputs, strict=True)]
+
+
+def _gradient_like(grad: Tensor | None, like: Tensor | None, empty: Tensor) -> Tensor:
+    """``grad`` in the dtype and layout of its input ``like``, or an empty tensor like ``empty`` where either is
+    None.
+    """
+    if grad is None or like is None:
+        return empty.new_empty(0)
+    layout = memory_format_of(like) if like.dim() == 4 else torch.contiguous_format
+    return as_dtype(grad, like.dtype).contiguous(memory_format=layout)
+
+
+def _save_kernel_inputs(ctx, inputs: tuple, output: Tensor) -> None:
+    *tensors, index, ctx.scale, ctx.local_act, ctx.packed, ctx.conv_dtype = inputs
+    ctx.save_for_backward(*tensors, index)
+
+
+def _kernel_operator_backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+    *tensors, index = ctx.saved_tensors
+    need = [bool(n) for n in ctx.needs_input_grad[:8]]
+    args = (index, ctx.scale, ctx.local_act, ctx.packed, ctx.conv_dtype)
+    if differentiable_backward():
+        plan = _unpacked(index, ctx.scale, ctx.local_act, ctx.packed)
+        plain = functools.partial(_plain, plan=plan, conv_dtype=ctx.conv_dtype)
+        return (*plain_grads(plain, tensors, need, [grad]), None, None, None, None, None)
+    grads = kernel_conv_operator_backward(grad, *tensors, *args, need)
+    return (*(g if n else None for g, n in zip(grads, need, strict=True)), None, None, None, None, None)
+
+
+kernel_conv_operator.register_autograd(_kernel_operator_backward, setup_context=_save_kernel_inputs)

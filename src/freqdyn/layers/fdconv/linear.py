@@ -14,7 +14,7 @@ from .._common.checks import ArgumentTypeError, check_features_last, check_int
 from .._common.device_dtype import as_dtype, reshaped
 from .._common.empty_batch import tie_to_parameters
 from .._common.pooling import mean_pool
-from .._common.program_mode import compute_dtype
+from .._common.program_mode import compiling, compute_dtype
 from .._common.trace_only import TraceOnly
 from .fourier_dynamic import DEFAULTS, FourierDynamicBase, FourierOptions
 from .kernel_conv import keeps_kernels
@@ -150,7 +150,9 @@ class FDLinear(TraceOnly, LinearFourierBase):
         pooled = mean_pool(tokens, (1,), compute_dtype(x.dtype))  # the attentions run in float32 for half
         att = self.KSM_Global(pooled)
         if self._takes_kernel_function(batch, att):
-            keep = keeps_kernels(batch, self.out_features * self.in_features, tokens.shape[1] * self.in_features)
+            keep = not compiling() and keeps_kernels(
+                batch, self.out_features * self.in_features, tokens.shape[1] * self.in_features
+            )
             y = self._kernel_function(
                 tokens,
                 pooled,

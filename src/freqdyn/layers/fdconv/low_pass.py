@@ -334,43 +334,52 @@ class _BandModulation(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, att, coef = ctx.saved_tensors
-        masks, columns, (need_x, need_att) = ctx.masks, ctx.columns, ctx.needs_input_grad[:2]
+        need_x, need_att = ctx.needs_input_grad[:2]
         if differentiable_backward():
-            plain = functools.partial(_plain_band_modulation, masks=masks)
+            plain = functools.partial(_plain_band_modulation, masks=ctx.masks)
             return (*plain_grads(plain, (x, att), (need_x, need_att), [grad]), None, None)
-        kept, width, bands = columns.shape[-2], x.shape[-1], columns.shape[0]
-        grad_x = grad_att = lows = own = None
-        if need_x and need_att:  # both gradients from one forward and one inverse transform: x rides along
-            # x and the band-weighted gradients side by side (B, G, n + 1, C/G, H, W)
-            stacked = torch.empty((*x.shape[:2], bands + 1, *x.shape[2:]), dtype=x.dtype, device=x.device)
-            own = selected(stacked, 2, 0)
-            own.copy_(x)
-            torch.mul(inserted(coef, 3), inserted(grad, 2), out=narrowed(stacked, 2, 1, bands))
-            spectrum = _half_spectrum(stacked)
-            spectra = _columns(spectrum, kept)
-            # x's n low-passes and the band sum of the weighted gradients, written side by side (a complex cat
-            # dispatches a narrow and a copy per part)
-            filtered = torch.empty(
-                (*spectra.shape[:2], bands + 1, *spectra.shape[3:]), dtype=spectra.dtype, device=spectra.device
-            )
-            torch.mul(columns, narrowed(spectra, 2, 0, 1), out=narrowed(filtered, 2, 0, bands))
-            torch.sum(columns * narrowed(spectra, 2, 1, bands), 2, keepdim=True, out=narrowed(filtered, 2, bands, 1))
-            spatial = _from_columns(filtered, width, spectrum)  # (B, G, n + 1, C/G, H, W); the spectrum is free now
-            lows, back = narrowed(spatial, 2, 0, bands), selected(spatial, 2, bands)
-        elif need_x:
-            weighted = inserted(coef, 3) * inserted(grad, 2)  # (B, G, n, C/G, H, W)
-            back = _from_columns((columns * _columns(_half_spectrum(weighted), kept)).sum(2), width)
-        elif need_att:
-            lows = _column_low_passes(x, columns)
-        if need_att:  # the terms of a_1 x and of the coefficients' L_j x side by side (B, G, n + 1, H, W)
-            terms = torch.empty((*grad.shape[:2], bands + 1, *grad.shape[3:]), dtype=grad.dtype, device=grad.device)
-            gate = grad * x if own is None else own.mul_(grad)  # x's copy is free after the transform
-            torch.sum(gate, 2, keepdim=True, out=narrowed(terms, 2, 0, 1))
-            torch.sum(cast(Tensor, lows).mul_(inserted(grad, 2)), 3, out=narrowed(terms, 2, 1, bands))
-            grad_att = narrowed(terms, 2, 0, bands) - narrowed(terms, 2, 1, bands)  # c_j = a_{j+1} - a_j, c_n = 1 - a_n
-        if need_x:
-            grad_x = torch.addcmul(back, grad, narrowed(att, 2, 0, 1))
-        return grad_x, grad_att, None, None
+        return (*_band_modulation_grads(grad, x, att, coef, ctx.columns, need_x, need_att), None, None)
+
+
+def _band_modulation_grads(
+    grad: Tensor, x: Tensor, att: Tensor, coef: Tensor, columns: Tensor, need_x: bool, need_att: bool
+) -> tuple[Tensor | None, Tensor | None]:
+    """The gradients of x and att of :class:`_BandModulation` (None where not needed) from its output's ``grad``,
+    with ``coef`` the forward's :func:`band_coefficients` and ``columns`` its transposed masks.
+    """
+    kept, width, bands = columns.shape[-2], x.shape[-1], columns.shape[0]
+    grad_x = grad_att = lows = own = None
+    if need_x and need_att:  # both gradients from one forward and one inverse transform: x rides along
+        # x and the band-weighted gradients side by side (B, G, n + 1, C/G, H, W)
+        stacked = torch.empty((*x.shape[:2], bands + 1, *x.shape[2:]), dtype=x.dtype, device=x.device)
+        own = selected(stacked, 2, 0)
+        own.copy_(x)
+        torch.mul(inserted(coef, 3), inserted(grad, 2), out=narrowed(stacked, 2, 1, bands))
+        spectrum = _half_spectrum(stacked)
+        spectra = _columns(spectrum, kept)
+        # x's n low-passes and the band sum of the weighted gradients, written side by side (a complex cat
+        # dispatches a narrow and a copy per part)
+        filtered = torch.empty(
+            (*spectra.shape[:2], bands + 1, *spectra.shape[3:]), dtype=spectra.dtype, device=spectra.device
+        )
+        torch.mul(columns, narrowed(spectra, 2, 0, 1), out=narrowed(filtered, 2, 0, bands))
+        torch.sum(columns * narrowed(spectra, 2, 1, bands), 2, keepdim=True, out=narrowed(filtered, 2, bands, 1))
+        spatial = _from_columns(filtered, width, spectrum)  # (B, G, n + 1, C/G, H, W); the spectrum is free now
+        lows, back = narrowed(spatial, 2, 0, bands), selected(spatial, 2, bands)
+    elif need_x:
+        weighted = inserted(coef, 3) * inserted(grad, 2)  # (B, G, n, C/G, H, W)
+        back = _from_columns((columns * _columns(_half_spectrum(weighted), kept)).sum(2), width)
+    elif need_att:
+        lows = _column_low_passes(x, columns)
+    if need_att:  # the terms of a_1 x and of the coefficients' L_j x side by side (B, G, n + 1, H, W)
+        terms = torch.empty((*grad.shape[:2], bands + 1, *grad.shape[3:]), dtype=grad.dtype, device=grad.device)
+        gate = grad * x if own is None else own.mul_(grad)  # x's copy is free after the transform
+        torch.sum(gate, 2, keepdim=True, out=narrowed(terms, 2, 0, 1))
+        torch.sum(cast(Tensor, lows).mul_(inserted(grad, 2)), 3, out=narrowed(terms, 2, 1, bands))
+        grad_att = narrowed(terms, 2, 0, bands) - narrowed(terms, 2, 1, bands)  # c_j = a_{j+1} - a_j, c_n = 1 - a_n
+    if need_x:
+        grad_x = torch.addcmul(back, grad, narrowed(att, 2, 0, 1))
+    return grad_x, grad_att
 
 
 def _plain_band_modulation(x: Tensor, att: Tensor, masks: Tensor) -> Tensor:
@@ -390,14 +399,72 @@ def fft_band_modulation(x: Tensor, att: Tensor, k_list: tuple[int, ...], rule: s
     Function takes the kept columns transposed, so that its FFT along H runs on the last dim. A fixed sequence of
     ops for any batch, size and band count; O(log HW) per value. Autograd keeps only x and the attentions (its
     backward rebuilds the low-passes), except under ``torch.func`` transforms and traces, which differentiate the
-    plain ops.
+    plain ops. Compiled, it is one operator (:func:`band_modulation_operator`).
     """
+    if compiling():
+        return band_modulation_operator(x, att, list(k_list), rule)
+    masks, columns = _masks_of(x, k_list, rule)
+    if may_use_custom_kernels():
+        return _BandModulation.apply(x, att, masks, columns)
+    return _plain_band_modulation(x, att, masks)
+
+
+def _masks_of(x: Tensor, k_list: tuple[int, ...] | list[int], rule: str) -> tuple[Tensor, Tensor]:
+    """The spectral masks of x's size for the plain ops and, transposed, for :class:`_BandModulation`'s transforms."""
     height, width = x.shape[-2:]
     key = (int(height), int(width), tuple(k_list), rule, x.dtype, x.device)
-    masks = _spectral_masks(*key, columns=False)
-    if may_use_custom_kernels():
-        return _BandModulation.apply(x, att, masks, _spectral_masks(*key, columns=True))
-    return _plain_band_modulation(x, att, masks)
+    return _spectral_masks(*key, columns=False), _spectral_masks(*key, columns=True)
+
+
+@torch.library.custom_op("freqdyn::fbm_band_modulation", mutates_args=())
+def band_modulation_operator(x: Tensor, att: Tensor, k_list: list[int], rule: str) -> Tensor:
+    """:func:`fft_band_modulation` as one operator, for ``torch.compile``: inductor keeps it opaque, so it runs the
+    eager FFTs (inductor has no complex codegen) at any batch and map size, without a recompile per size, and
+    autograd keeps only x and the attentions, as :class:`_BandModulation` does.
+    """
+    columns = _masks_of(x, k_list, rule)[1]
+    coef = band_coefficients(att, 2, strided=True)
+    return _band_modulation(x, att, coef, _column_low_passes(x, columns), strided=True)
+
+
+@band_modulation_operator.register_fake
+def _(x: Tensor, att: Tensor, k_list: list[int], rule: str) -> Tensor:
+    return x.new_empty(x.shape)
+
+
+@torch.library.custom_op("freqdyn::fbm_band_modulation_backward", mutates_args=())
+def band_modulation_operator_backward(
+    grad: Tensor, x: Tensor, att: Tensor, k_list: list[int], rule: str, need: list[bool]
+) -> list[Tensor]:
+    """The gradients of x and att of :func:`band_modulation_operator`; an empty tensor in place of one ``need``
+    leaves out.
+    """
+    columns = _masks_of(x, k_list, rule)[1]
+    grads = _band_modulation_grads(grad, x, att, band_coefficients(att, 2, strided=True), columns, *need)
+    return [like.new_empty(0) if g is None else g for g, like in zip(grads, (x, att), strict=True)]
+
+
+@band_modulation_operator_backward.register_fake
+def _(grad: Tensor, x: Tensor, att: Tensor, k_list: list[int], rule: str, need: list[bool]) -> list[Tensor]:
+    return [like.new_empty(like.shape if n else (0,)) for n, like in zip(need, (x, att), strict=True)]
+
+
+def _save_band_inputs(ctx, inputs: tuple, output: Tensor) -> None:
+    x, att, ctx.k_list, ctx.rule = inputs
+    ctx.save_for_backward(x, att)
+
+
+def _band_operator_backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+    x, att = ctx.saved_tensors
+    need = [bool(n) for n in ctx.needs_input_grad[:2]]
+    if differentiable_backward():
+        plain = functools.partial(_plain_band_modulation, masks=_masks_of(x, ctx.k_list, ctx.rule)[0])
+        return (*plain_grads(plain, (x, att), need, [grad]), None, None)
+    grad_x, grad_att = band_modulation_operator_backward(grad, x, att, ctx.k_list, ctx.rule, need)
+    return grad_x if need[0] else None, grad_att if need[1] else None, None, None
+
+
+band_modulation_operator.register_autograd(_band_operator_backward, setup_context=_save_band_inputs)
 
 
 def low_passes(x: Tensor, k_list: tuple[int, ...], rule: str) -> list[Tensor]:
