@@ -1,7 +1,7 @@
 """torch.compile (inductor) of each layer: cold compile time, recompiles over batch and spatial sizes, speed.
 
     python benchmarks/bench_compile.py [--quick] [--layers FDConv,ODConv,...] [--modes eval,train]
-                                       [--no-layout-optimization]
+                                       [--no-layout-optimization] [--network 224,512]
 
 Each layer (64 -> 64 channels, 3x3) is compiled with ``dynamic=True`` in eval (no_grad forward) and train
 (forward + backward) mode, with inductor's caches off so every compile is cold. "compile s" is the first call;
@@ -10,12 +10,17 @@ layer runs at three more (batch, size) pairs and "graphs" counts the frames comp
 recompilation). "Conv2d+Softmax" is plain PyTorch, a 1x1 conv, then a 3x3 conv whose output a softmax
 normalises (as FreqFusion's kernel generators do). ``--no-layout-optimization`` sets
 ``torch._inductor.config.layout_optimization = False`` (inductor's channels-last convs on CPU).
+
+``--network`` instead compiles whole networks, as users do (``torch.compile(model)``): torchvision's ResNet-18, plain
+and with every conv converted to FDConv (``kernel_num=16``), B=2 at each listed square size, each compile cold in a
+fresh inductor cache directory; "compile vs plain" is the converted network's compile time over the plain one's.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -27,7 +32,7 @@ import torch._dynamo as dynamo
 import torch.nn as nn
 from torch._dynamo.utils import counters
 
-from freqdyn import DynamicConv2d, FDConv, FreqFusion, ODConv2d
+from freqdyn import DynamicConv2d, FDConv, FreqFusion, ODConv2d, convert
 from freqdyn.tools.timing import interleaved_times_ms, machine_line
 
 LAYERS: dict[str, Callable[[], nn.Module]] = {
@@ -59,6 +64,46 @@ def call(module: Callable[..., object], args: tuple[torch.Tensor, ...], train: b
     return run
 
 
+def resnet18(converted: bool) -> nn.Module:
+    """torchvision's ResNet-18, every conv converted to FDConv (K=16) if ``converted``."""
+    import torchvision
+
+    model = torchvision.models.resnet18()
+    if converted:
+        convert(model, "fdconv", kernel_num=16)
+    return model
+
+
+def network_table(sizes: list[int], modes: list[bool], rounds: int) -> None:
+    """The ``--network`` table: plain and converted ResNet-18, compiled against eager, B=2 at each size."""
+    print("| network | size | mode | compile s | compile vs plain | eager ms | compiled ms | compiled vs eager |")
+    print("|---|---|---|---|---|---|---|---|")
+    for size in sizes:
+        x = (torch.randn(2, 3, size, size),)
+        for train in modes:
+            plain_s = 0.0
+            for converted in (False, True):
+                dynamo.reset()
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")  # a cold compile
+                torch.manual_seed(0)
+                model = resnet18(converted).train(train)
+                compiled = torch.compile(model)
+                start = time.perf_counter()
+                call(compiled, x, train)()
+                compile_s = time.perf_counter() - start
+                plain_s = plain_s or compile_s
+                times = interleaved_times_ms(
+                    {"eager": call(model, x, train), "compiled": call(compiled, x, train)}, rounds
+                )
+                eager, fast = (sorted(times[k])[len(times[k]) // 2] for k in ("eager", "compiled"))
+                name = "ResNet-18 + FDConv" if converted else "ResNet-18"
+                print(
+                    f"| {name} | {size}^2 | {'train' if train else 'eval'} | {compile_s:.0f} | "
+                    f"{compile_s / plain_s:.2f}x | {eager:.0f} | {fast:.0f} | {fast / eager:.2f}x |",
+                    flush=True,
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="nn.Conv2d and FDConv in eval only")
@@ -70,6 +115,7 @@ def main() -> None:
         action="store_true",
         help="inductor without its channels-last conv layouts (default: inductor's own choice)",
     )
+    parser.add_argument("--network", default="", help="comma-separated sizes: the whole-network table instead")
     args = parser.parse_args()
     names = ["nn.Conv2d", "FDConv"] if args.quick else args.layers.split(",")
     modes = [False] if args.quick else [mode == "train" for mode in args.modes.split(",")]
@@ -79,6 +125,10 @@ def main() -> None:
 
         inductor_config.layout_optimization = False
         layout = ", layout_optimization=False"
+    if args.network:
+        print(f"{machine_line()}, torch.compile(model), B=2, inductor caches cold{layout}")
+        network_table([int(size) for size in args.network.split(",")], modes, args.rounds)
+        return
     print(f"{machine_line()}, torch.compile(dynamic=True), inductor caches off{layout}")
     print("| layer | mode | compile s | graphs over 4 shapes | eager ms | compiled ms | compiled vs eager |")
     print("|---|---|---|---|---|---|---|")

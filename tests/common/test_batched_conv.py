@@ -104,3 +104,21 @@ def test_the_compiled_operator_matches_and_registers_its_fake_and_gradient(case,
     ref = per_sample(x, weight, None, stride, padding, dilation, groups)
     torch.testing.assert_close(per_sample_conv2d(*args), ref, rtol=1e-12, atol=1e-12)
     torch.library.opcheck(per_sample_conv2d, (x.requires_grad_(), weight.requires_grad_(), *args[2:]))
+
+
+@pytest.mark.parametrize("case", CASES[:3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_compiled_operator_takes_a_shared_kernel(case, channels_last):
+    """A shared (1, O, C // groups, kh, kw) kernel (FBM's attention conv under compile) through the operator: the
+    plain conv's output and gradients, and opcheck's checks."""
+    cin, _cout, _k, stride, padding, dilation, groups = case
+    x = torch.randn(3, cin, 7, 6, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = transposed_view_kernels(1, case, torch.float64).contiguous()
+    args = ([*stride], [*padding], [*dilation], groups)
+    ref = F.conv2d(x, weight[0], None, stride, padding, dilation, groups)
+    torch.testing.assert_close(per_sample_conv2d(x, weight, *args), ref, rtol=1e-12, atol=1e-12)
+    leaves = (x.requires_grad_(), weight.requires_grad_())
+    assert torch.autograd.gradcheck(lambda a, b: per_sample_conv2d(a, b, *args), leaves)
+    torch.library.opcheck(per_sample_conv2d, (*leaves, *args))
