@@ -85,8 +85,12 @@ def kernel_conv(
     (each ``None`` when off). With ``plan.on_features`` the channel attention scales x and the filter attention the
     output instead. One group only.
     """
-    if compiling():
-        return _compiled(x, kappa, dft_weight, normed, taps, spatial, channel, filter_, plan)
+    if compiling():  # a string padding applied to x first
+        if not plan.linear:
+            x, pads = _numeric_padding(x, plan.kernel_hw, plan.padding, plan.dilation)
+            plan = dataclasses.replace(plan, padding=pads)
+        tensors = (x, kappa, dft_weight, normed, taps, spatial, channel, filter_)
+        return kernel_conv_operator(*tensors, plan.index, plan.scale, plan.local_act, _packed(plan), _conv_dtype(x))
     return _KernelConv.apply(x, kappa, dft_weight, normed, taps, spatial, channel, filter_, plan)
 
 
@@ -518,25 +522,6 @@ def _unpacked(index: Tensor, scale: float, local_act: str, packed: list[int]) ->
     )
 
 
-def _compiled(
-    x: Tensor,
-    kappa: Tensor,
-    dft_weight: Tensor,
-    normed: Tensor | None,
-    taps: Tensor | None,
-    spatial: Tensor | None,
-    channel: Tensor | None,
-    filter_: Tensor | None,
-    plan: KernelPlan,
-) -> Tensor:
-    """:func:`kernel_conv` by :func:`kernel_conv_operator`, a string padding applied to x first."""
-    if not plan.linear:
-        x, pads = _numeric_padding(x, plan.kernel_hw, plan.padding, plan.dilation)
-        plan = dataclasses.replace(plan, padding=pads)
-    tensors = (x, kappa, dft_weight, normed, taps, spatial, channel, filter_)
-    return kernel_conv_operator(*tensors, plan.index, plan.scale, plan.local_act, _packed(plan), _conv_dtype(x))
-
-
 @torch.library.custom_op("freqdyn::kernel_conv", mutates_args=())
 def kernel_conv_operator(
     x: Tensor,
@@ -564,22 +549,11 @@ def kernel_conv_operator(
 
 
 @kernel_conv_operator.register_fake
-def _(
-    x: Tensor,
-    kappa: Tensor,
-    dft_weight: Tensor,
-    normed: Tensor | None,
-    taps: Tensor | None,
-    spatial: Tensor | None,
-    channel: Tensor | None,
-    filter_: Tensor | None,
-    index: Tensor,
-    scale: float,
-    local_act: str,
-    packed: list[int],
-    conv_dtype: torch.dtype,
-) -> Tensor:
-    plan = _unpacked(index, scale, local_act, packed)
+def _(x: Tensor, *args: object) -> Tensor:
+    """The output's shape, dtype and layout; ``args``: the operator's other arguments, in its order."""
+    index, scale, local_act, packed, dtype = args[-5:]
+    plan = _unpacked(cast(Tensor, index), cast(float, scale), cast(str, local_act), cast(list[int], packed))
+    conv_dtype = cast(torch.dtype, dtype)
     out_channels = plan.size[0] // plan.kernel_hw[0]
     if plan.linear:
         return x.new_empty((*x.shape[:2], out_channels), dtype=conv_dtype)
@@ -593,14 +567,7 @@ def _(
 @torch.library.custom_op("freqdyn::kernel_conv_backward", mutates_args=())
 def kernel_conv_operator_backward(
     grad: Tensor,
-    x: Tensor,
-    kappa: Tensor,
-    dft_weight: Tensor,
-    normed: Tensor | None,
-    taps: Tensor | None,
-    spatial: Tensor | None,
-    channel: Tensor | None,
-    filter_: Tensor | None,
+    inputs: list[Tensor | None],
     index: Tensor,
     scale: float,
     local_act: str,
@@ -608,53 +575,23 @@ def kernel_conv_operator_backward(
     conv_dtype: torch.dtype,
     need: list[bool],
 ) -> list[Tensor]:
-    """The gradients of :func:`kernel_conv_operator`'s eight tensor inputs, each in its input's dtype and layout; an
-    empty tensor in place of one ``need`` leaves out (or whose input is None). It rebuilds the kernels.
+    """The gradients of :func:`kernel_conv_operator`'s eight tensor ``inputs`` (in its order), each in its input's
+    dtype and layout; an empty tensor in place of one ``need`` leaves out (or whose input is None). It rebuilds the
+    kernels.
     """
     plan = _unpacked(index, scale, local_act, packed)
-    inputs = (x, kappa, dft_weight, normed, taps, spatial, channel, filter_)
-    work = as_dtype(dft_weight, kappa.dtype)
+    x, kappa, dft_weight, normed, taps, spatial, channel, filter_ = inputs
+    x, kappa, dft_weight = cast(Tensor, x), cast(Tensor, kappa), cast(Tensor, dft_weight)
     windows = _windows(normed, taps, plan)
-    grads = _grads(
-        grad,
-        x,
-        work,
-        normed,
-        windows,
-        taps,
-        spatial,
-        channel,
-        filter_,
-        _scaled(kappa, plan),
-        None,
-        None,
-        None,
-        plan,
-        conv_dtype,
-        tuple(need),
-    )
+    work = as_dtype(dft_weight, kappa.dtype)
+    tensors = (x, work, normed, windows, taps, spatial, channel, filter_, _scaled(kappa, plan), None, None, None)
+    grads = _grads(grad, *tensors, plan, conv_dtype, tuple(need))
     return [_gradient_like(g, t, grad) for g, t in zip(grads, inputs, strict=True)]
 
 
 @kernel_conv_operator_backward.register_fake
-def _(
-    grad: Tensor,
-    x: Tensor,
-    kappa: Tensor,
-    dft_weight: Tensor,
-    normed: Tensor | None,
-    taps: Tensor | None,
-    spatial: Tensor | None,
-    channel: Tensor | None,
-    filter_: Tensor | None,
-    index: Tensor,
-    scale: float,
-    local_act: str,
-    packed: list[int],
-    conv_dtype: torch.dtype,
-    need: list[bool],
-) -> list[Tensor]:
-    inputs = (x, kappa, dft_weight, normed, taps, spatial, channel, filter_)
+def _(grad: Tensor, inputs: list[Tensor | None], *args: object) -> list[Tensor]:
+    need = cast(list[bool], args[-1])
     fresh = [None if t is None or not n else t.new_empty(t.shape) for n, t in zip(need, inputs, strict=True)]
     return [_gradient_like(f, t, grad) for f, t in zip(fresh, inputs, strict=True)]
 
@@ -682,7 +619,7 @@ def _kernel_operator_backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         plan = _unpacked(index, ctx.scale, ctx.local_act, ctx.packed)
         plain = functools.partial(_plain, plan=plan, conv_dtype=ctx.conv_dtype)
         return (*plain_grads(plain, tensors, need, [grad]), None, None, None, None, None)
-    grads = kernel_conv_operator_backward(grad, *tensors, *args, need)
+    grads = kernel_conv_operator_backward(grad, list(tensors), *args, need)
     return (*(g if n else None for g, n in zip(grads, need, strict=True)), None, None, None, None, None)
 
 
