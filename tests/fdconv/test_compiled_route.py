@@ -3,6 +3,8 @@ Function's work) and ``freqdyn::fbm_band_modulation`` (FBM's FFTs). Their gradie
 outputs against the eager route, and torch.library.opcheck's checks of schema, fake shapes and strides, and
 autograd registration. Dynamo's graph holding them is in ``tests/properties/test_compile.py``."""
 
+import copy
+
 import pytest
 import torch
 
@@ -102,4 +104,43 @@ def test_band_operator_matches_eager_and_finite_differences(groups, monkeypatch)
     assert calls
     assert gradcheck_module(fbm, x)
     args = [a.detach().requires_grad_() if isinstance(a, torch.Tensor) else a for a in calls[0]]
+    torch.library.opcheck(op, args)
+
+
+@pytest.mark.parametrize("norm", ["batch", "frozen"])
+def test_trunk_operator_matches_the_function_and_finite_differences(norm, monkeypatch):
+    """KSM-Global's trunk as its compiled operator: the attentions, the running statistics it stores and their
+    non-finite guard against the eager Function, gradients against finite differences, and opcheck."""
+    from freqdyn.layers.fdconv import global_trunk, kernel_spatial_modulation
+
+    layer = perturb_(FDConv(4, 6, 3, padding=1, kernel_num=3, attention_norm=norm, dtype=torch.float64), seed=9)
+    reference = copy.deepcopy(layer)
+    x = torch.randn(3, 4, 6, 7, dtype=torch.float64)
+    op, calls = global_trunk.trunk_operator, []
+    for module in (*ROUTE, global_trunk, kernel_spatial_modulation):
+        monkeypatch.setattr(module, "compiling", lambda: True)
+    monkeypatch.setattr(global_trunk, "trunk_operator", lambda *a: calls.append(a) or op(*a))
+    for inputs in (x, torch.full_like(x, float("nan"))):  # a NaN batch leaves the statistics alone
+        got = layer.KSM_Global(inputs.mean((2, 3)))
+        monkeypatch.setattr(global_trunk, "compiling", lambda: False)
+        want = reference.KSM_Global(inputs.mean((2, 3)))
+        monkeypatch.setattr(global_trunk, "compiling", lambda: True)
+        for name in ("channel", "filter", "spatial", "kernel"):
+            torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-12, atol=1e-12, equal_nan=True)
+        for a, b in zip(layer.KSM_Global.bn.buffers(), reference.KSM_Global.bn.buffers(), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert len(calls) == 2
+    trunk = layer.KSM_Global  # in train mode: the batch statistics' backward
+    names = [n for n, _ in trunk.named_parameters()]
+
+    def attentions(pooled, *params):
+        att = torch.func.functional_call(trunk, dict(zip(names, params, strict=True)), (pooled,))
+        return att.channel, att.filter, att.spatial, att.kernel
+
+    params = tuple(p.detach().requires_grad_() for p in trunk.parameters())
+    assert torch.autograd.gradcheck(attentions, (x.mean((2, 3)).requires_grad_(), *params), atol=1e-6, rtol=1e-5)
+    args = [
+        [t.detach().requires_grad_() for t in a] if i in (6, 7) else a.detach().requires_grad_(i < 6) if i < 10 else a
+        for i, a in enumerate(calls[0])
+    ]
     torch.library.opcheck(op, args)

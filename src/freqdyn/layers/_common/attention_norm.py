@@ -73,45 +73,34 @@ class AttentionBatchNorm(nn.BatchNorm2d):
         """:meth:`forward` of z (B, C) with ``weight`` and ``bias`` in z's dtype, for an ``autograd.Function``
         (no autograd here; the running statistics are updated as forward does), and what :func:`norm_grads` needs.
         """
-        if self._running_only(z):
-            mean, var = as_dtype(self.running_mean, z.dtype), as_dtype(self.running_var, z.dtype)
-            out = torch.ops.aten.native_batch_norm(z, weight, bias, mean, var, False, 0.0, self.eps)[0]
-            return out, NormSaved(False, mean, var, None, None, self.eps)
-        mean, var, factor = self._next_statistics(z.dtype)
-        out, batch_mean, batch_invstd = torch.ops.aten.native_batch_norm(
-            z, weight, bias, mean, var, True, factor, self.eps
-        )
-        self._commit(mean, var)
-        return out, NormSaved(True, None, None, batch_mean, batch_invstd, self.eps)
+        train = self.updates(z.shape[0])
+        factor = self.count_batch() if train else 0.0
+        return batch_norm_step(z, weight, bias, self.running_mean, self.running_var, train, factor, self.eps)
+
+    def updates(self, batch: int) -> bool:
+        """Whether a batch of ``batch`` descriptors is normalised with its own statistics, which update the running
+        ones: not in eval, not ``'frozen'``, not a batch of one.
+        """
+        return self.training and not self.frozen and batch != 1
 
     def _running_only(self, z: Tensor) -> bool:
         """Whether z is normalised with the running statistics (eval, ``'frozen'``, or a batch of one)."""
-        return not self.training or self.frozen or z.shape[0] == 1
+        return not self.updates(z.shape[0])
+
+    def count_batch(self) -> float:
+        """Count a batch that updates the running statistics; its momentum (a cumulative average without one)."""
+        self.num_batches_tracked.add_(1)
+        return self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
 
     def _next_statistics(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, float]:
-        """Copies of the running statistics in ``dtype`` for a train-mode batch norm to update, and its momentum
-        (a cumulative average without one); counts the batch.
+        """Copies of the running statistics in ``dtype`` for a train-mode batch norm to update, and its momentum;
+        counts the batch.
         """
-        self.num_batches_tracked.add_(1)
-        factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        factor = self.count_batch()
         return _updated(self.running_mean, dtype), _updated(self.running_var, dtype), factor
 
-    @torch.no_grad()
     def _commit(self, mean: Tensor, var: Tensor) -> None:
-        """Store updated statistics, unless the batch's are not finite (a NaN / inf input must not poison them).
-
-        One check of all: the variances' sum is finite iff every statistic is (a non-finite mean makes its
-        variance NaN; the sum overflows only for inputs beyond about 1e19, where the trunk overflows anyway: see
-        FDConv's numeric range); t - t is 0 for a finite t, NaN (unequal to itself) otherwise.
-        """
-        total = var.sum()
-        zero = total - total
-        finite = zero == zero
-        for running, updated in ((self.running_mean, mean), (self.running_var, var)):
-            if functorch_active() or updated.dtype != running.dtype:  # (out= takes no cast, nor torch.func)
-                running.copy_(torch.where(finite, updated, running))
-            else:
-                torch.where(finite, updated, running, out=running)
+        commit_statistics(self.running_mean, self.running_var, mean, var)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", frozen=True" if self.frozen else "")
@@ -126,6 +115,48 @@ class NormSaved(NamedTuple):
     batch_mean: Tensor | None  # the batch's mean and inverse std (train mode), else None
     batch_invstd: Tensor | None
     eps: float
+
+
+def batch_norm_step(
+    z: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    train: bool,
+    factor: float,
+    eps: float,
+) -> tuple[Tensor, NormSaved]:
+    """:class:`AttentionBatchNorm` of z (B, C) without the module, no autograd: with ``train`` by the batch's
+    statistics, the running ones moved by ``factor`` in place (unless the batch's are not finite), else by the
+    running ones; and what :func:`norm_grads` needs.
+    """
+    if not train:
+        mean, var = as_dtype(running_mean, z.dtype), as_dtype(running_var, z.dtype)
+        out = torch.ops.aten.native_batch_norm(z, weight, bias, mean, var, False, 0.0, eps)[0]
+        return out, NormSaved(False, mean, var, None, None, eps)
+    mean, var = _updated(running_mean, z.dtype), _updated(running_var, z.dtype)
+    out, batch_mean, batch_invstd = torch.ops.aten.native_batch_norm(z, weight, bias, mean, var, True, factor, eps)
+    commit_statistics(running_mean, running_var, mean, var)
+    return out, NormSaved(True, None, None, batch_mean, batch_invstd, eps)
+
+
+@torch.no_grad()
+def commit_statistics(running_mean: Tensor, running_var: Tensor, mean: Tensor, var: Tensor) -> None:
+    """Store updated statistics, unless the batch's are not finite (a NaN / inf input must not poison them).
+
+    One check of all: the variances' sum is finite iff every statistic is (a non-finite mean makes its variance NaN;
+    the sum overflows only for inputs beyond about 1e19, where the trunk overflows anyway: see FDConv's numeric
+    range); t - t is 0 for a finite t, NaN (unequal to itself) otherwise.
+    """
+    total = var.sum()
+    zero = total - total
+    finite = zero == zero
+    for running, updated in ((running_mean, mean), (running_var, var)):
+        if functorch_active() or updated.dtype != running.dtype:  # (out= takes no cast, nor torch.func)
+            running.copy_(torch.where(finite, updated, running))
+        else:
+            torch.where(finite, updated, running, out=running)
 
 
 def norm_grads(

@@ -72,14 +72,15 @@ class KernelSpatialModulationGlobal(AttentionHeads):
 
     def _takes_trunk_function(self) -> bool:
         """Whether :meth:`forward` takes :func:`~freqdyn.layers.fdconv.global_trunk.global_trunk`: one activation
-        for every head, the BatchNorm, no hook on any part, outside ``torch.compile``, traces and ``torch.func``.
+        for every head, the BatchNorm, no hook on any part, outside traces and ``torch.func``; compiled (one
+        operator), where the BatchNorm has a momentum.
         """
         return (
             self.act == "sigmoid"
             and self.temp == self.kernel_temp
             and isinstance(self.bn, AttentionBatchNorm)
             and may_use_custom_kernels()
-            and not compiling()
+            and (not compiling() or self.bn.momentum is not None)
             and not any(has_hooks(m) for m in self.modules() if m is not self)
         )
 
