@@ -51,11 +51,19 @@ def global_trunk(
     BatchNorm's momentum set (a cumulative average would read its batch count on the host).
     """
     count = len(head_weights)
-    if compiling():
-        return _compiled_trunk(
-            pooled, fc_weight, norm, norm_weight, norm_bias, star_scale, star_bias, head_weights, head_biases,
-            multipliers, temp,
-        )  # fmt: skip
+    if compiling():  # the running statistics stored from the operator's outputs
+        train = norm.updates(pooled.shape[0])
+        factor = norm.count_batch() if train else 0.0
+        weights = (pooled, fc_weight, norm_weight, norm_bias, star_scale, star_bias)
+        stats = (norm.running_mean, norm.running_var)
+        out, *_, mean, var = trunk_operator(
+            *weights, head_weights, head_biases, *stats, list(multipliers), temp, train, factor, norm.eps
+        )
+        if train:
+            with torch.no_grad():
+                norm.running_mean.copy_(mean)
+                norm.running_var.copy_(var)
+        return tuple(out.split_with_sizes([w.shape[0] for w in head_weights], dim=1))
     return cast(
         tuple[Tensor, ...],
         _GlobalTrunk.apply(
@@ -217,34 +225,6 @@ def _plain(
     return tuple(g * m for g, m in zip(gates, multipliers, strict=True))
 
 
-def _compiled_trunk(
-    pooled: Tensor,
-    fc_weight: Tensor,
-    norm: AttentionBatchNorm,
-    norm_weight: Tensor,
-    norm_bias: Tensor,
-    star_scale: Tensor,
-    star_bias: Tensor,
-    head_weights: list[Tensor],
-    head_biases: list[Tensor],
-    multipliers: tuple[float, ...],
-    temp: float,
-) -> tuple[Tensor, ...]:
-    """:func:`global_trunk` by :func:`trunk_operator`, the BatchNorm's running statistics stored from its outputs."""
-    train = norm.updates(pooled.shape[0])
-    factor = norm.count_batch() if train else 0.0
-    weights = (pooled, fc_weight, norm_weight, norm_bias, star_scale, star_bias)
-    stats = (norm.running_mean, norm.running_var)
-    out, *_, mean, var = trunk_operator(
-        *weights, head_weights, head_biases, *stats, list(multipliers), temp, train, factor, norm.eps
-    )
-    if train:
-        with torch.no_grad():
-            norm.running_mean.copy_(mean)
-            norm.running_var.copy_(var)
-    return tuple(out.split_with_sizes([w.shape[0] for w in head_weights], dim=1))
-
-
 @torch.library.custom_op("freqdyn::global_trunk", mutates_args=())
 def trunk_operator(
     pooled: Tensor,
@@ -311,9 +291,7 @@ def trunk_operator_backward(
     """
     pooled, fc_weight, norm_weight, _, star_scale, _ = inputs
     z, positive, act, gate, first, second = saved
-    norm = (
-        NormSaved(True, None, None, first, second, eps) if train else NormSaved(False, first, second, None, None, eps)
-    )
+    norm = _norm_saved(train, first, second, eps)
     sizes = tuple(w.shape[0] for w in head_weights)
     joint = torch.cat(head_weights).view(-1, fc_weight.shape[0])
     found = _trunk_grads(
@@ -330,6 +308,13 @@ def _(grad: Tensor, inputs: list[Tensor], head_weights: list[Tensor], *args: obj
     return [*(t.new_empty(t.shape) for t in inputs), grad.new_empty(width, hidden, 1, 1), grad.new_empty(width)]
 
 
+def _norm_saved(train: bool, first: Tensor, second: Tensor, eps: float) -> NormSaved:
+    """The BatchNorm's :class:`NormSaved` from :func:`trunk_operator`'s two statistics."""
+    if train:
+        return NormSaved(True, None, None, first, second, eps)
+    return NormSaved(False, first, second, None, None, eps)
+
+
 def _save_trunk(ctx, inputs: tuple, output: list[Tensor]) -> None:
     *weights, head_weights, head_biases, _, _, multipliers, temp, train, _, eps = inputs
     ctx.save_for_backward(*weights, *head_weights, *head_biases, *output[1:7])
@@ -342,12 +327,7 @@ def _trunk_operator_backward(ctx, grads: list[Tensor]) -> tuple[object, ...]:
     weights, heads, saved = list(tensors[:6]), tensors[6 : 6 + 2 * count], list(tensors[6 + 2 * count :])
     sizes = tuple(w.shape[0] for w in heads[:count])
     if differentiable_backward():
-        first, second = saved[4:]
-        norm = (
-            NormSaved(True, None, None, first, second, ctx.eps)
-            if ctx.train
-            else NormSaved(False, first, second, None, None, ctx.eps)
-        )
+        norm = _norm_saved(ctx.train, saved[4], saved[5], ctx.eps)
         plain = functools.partial(_plain, saved=norm, count=count, multipliers=tuple(ctx.multipliers), temp=ctx.temp)
         found = plain_grads(plain, (*weights, *heads), (True,) * (6 + 2 * count), grads[0].split(sizes, dim=1))
         return (*found[:6], list(found[6 : 6 + count]), list(found[6 + count :]), *(None,) * 7)
