@@ -54,7 +54,7 @@ class AttentionBatchNorm(nn.BatchNorm2d):
     def forward(self, z: Tensor) -> Tensor:
         # the trunk may run above the layer's dtype
         weight, bias = as_dtype(self.weight, z.dtype), as_dtype(self.bias, z.dtype)
-        if self._running_only(z):
+        if not self.updates(z.shape[0]):
             mean, var = as_dtype(self.running_mean, z.dtype), as_dtype(self.running_var, z.dtype)
             return F.batch_norm(z, mean, var, weight, bias, False, 0.0, self.eps)
         if functorch_active() and not torch._C._functorch.is_functorch_wrapped_tensor(self.running_mean):
@@ -64,9 +64,10 @@ class AttentionBatchNorm(nn.BatchNorm2d):
                 "through torch.func.functional_call / stack_module_state, or build the layer with "
                 "attention_norm='frozen' or 'layer'"
             )
-        mean, var, factor = self._next_statistics(z.dtype)
+        factor = self.count_batch()
+        mean, var = _updated(self.running_mean, z.dtype), _updated(self.running_var, z.dtype)
         out = F.batch_norm(z, mean, var, weight, bias, True, factor, self.eps)
-        self._commit(mean, var)
+        commit_statistics(self.running_mean, self.running_var, mean, var)
         return out
 
     def normalized(self, z: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, NormSaved]:
@@ -83,24 +84,10 @@ class AttentionBatchNorm(nn.BatchNorm2d):
         """
         return self.training and not self.frozen and batch != 1
 
-    def _running_only(self, z: Tensor) -> bool:
-        """Whether z is normalised with the running statistics (eval, ``'frozen'``, or a batch of one)."""
-        return not self.updates(z.shape[0])
-
     def count_batch(self) -> float:
         """Count a batch that updates the running statistics; its momentum (a cumulative average without one)."""
         self.num_batches_tracked.add_(1)
         return self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-
-    def _next_statistics(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, float]:
-        """Copies of the running statistics in ``dtype`` for a train-mode batch norm to update, and its momentum;
-        counts the batch.
-        """
-        factor = self.count_batch()
-        return _updated(self.running_mean, dtype), _updated(self.running_var, dtype), factor
-
-    def _commit(self, mean: Tensor, var: Tensor) -> None:
-        commit_statistics(self.running_mean, self.running_var, mean, var)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", frozen=True" if self.frozen else "")

@@ -6,6 +6,7 @@ This is the shared engine of every dynamic convolution in freqdyn (FDConv, DY-Co
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -256,8 +257,8 @@ def per_sample_conv2d_backward(
 ) -> list[Tensor]:
     """The gradients of x and weight of :func:`per_sample_conv2d` from its output's ``grad``, in their layouts; an
     empty tensor in place of one ``need`` leaves out. An operator runs below autograd, so no rerun of the forward:
-    the convolution backward of a shared kernel, :func:`batched_conv2d_grads` for plain kernels on an NCHW map,
-    else one convolution backward over the folded batch.
+    the convolution backward of a shared kernel, :func:`batched_conv2d_grads` for plain kernels (two bmm for an
+    unpadded 1x1 kernel on an NCHW map), else one convolution backward over the folded batch.
     """
     need_x, need_weight = need
     args = (_two(stride), _two(padding), _two(dilation))
@@ -266,7 +267,7 @@ def per_sample_conv2d_backward(
             grad, x, weight[0], None, *args, False, (0, 0), groups, (need_x, need_weight, False)
         )
         grad_w = None if grad_w is None else grad_w[None]
-    elif groups == 1 and memory_format_of(x) == torch.contiguous_format:
+    elif groups == 1:  # (which folds a channels-last map too)
         grad_x, grad_w = batched_conv2d_grads(grad, x, weight, *args, need_x, need_weight)
     else:
         grad_x, grad_w = _folded_grads(grad, x, weight, *args, groups, need_x, need_weight)
@@ -277,16 +278,8 @@ def per_sample_conv2d_backward(
 
 
 @per_sample_conv2d_backward.register_fake
-def _(
-    grad: Tensor,
-    x: Tensor,
-    weight: Tensor,
-    stride: list[int],
-    padding: list[int],
-    dilation: list[int],
-    groups: int,
-    need: list[bool],
-) -> list[Tensor]:
+def _(grad: Tensor, x: Tensor, weight: Tensor, *args: object) -> list[Tensor]:
+    need = cast(list[bool], args[-1])
     return [
         x.new_empty(x.shape).contiguous(memory_format=memory_format_of(x)) if need[0] else x.new_empty(0),
         weight.new_empty(weight.shape) if need[1] else weight.new_empty(0),

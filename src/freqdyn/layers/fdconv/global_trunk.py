@@ -250,7 +250,8 @@ def trunk_operator(
     with ``train``, else the running mean and variance), then the new running mean and variance (empty without
     ``train``).
     """
-    mean, var = running_mean.clone(), running_var.clone()
+    # with ``train`` the step moves the statistics in place: copies, returned for the caller to store
+    mean, var = (running_mean.clone(), running_var.clone()) if train else (running_mean, running_var)
     normalize = functools.partial(
         batch_norm_step, running_mean=mean, running_var=var, train=train, factor=factor, eps=eps
     )
@@ -259,9 +260,12 @@ def trunk_operator(
     )
     sizes = tuple(w.shape[0] for w in head_weights)
     out = gate * _column_scales(sizes, tuple(multipliers), gate.dtype, gate.device)
-    first, second = (saved.batch_mean, saved.batch_invstd) if train else (saved.running_mean, saved.running_var)
-    moved = [mean, var] if train else [mean.new_empty(0), var.new_empty(0)]
-    return [out, z, positive, act, gate, cast(Tensor, first).clone(), cast(Tensor, second).clone(), *moved]
+    if train:
+        stats = [cast(Tensor, saved.batch_mean), cast(Tensor, saved.batch_invstd), mean, var]
+    else:  # the statistics it normalised with may be the inputs themselves (an output must not alias one)
+        used = cast(Tensor, saved.running_mean).clone(), cast(Tensor, saved.running_var).clone()
+        stats = [*used, mean.new_empty(0), var.new_empty(0)]
+    return [out, z, positive, act, gate, *stats]
 
 
 @trunk_operator.register_fake

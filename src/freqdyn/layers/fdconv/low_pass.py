@@ -326,10 +326,10 @@ class _BandModulation(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, att: Tensor, masks: Tensor, columns: Tensor) -> Tensor:
-        coef = band_coefficients(att, 2, strided=True)
+        out, coef = _column_band_modulation(x, att, columns)
         ctx.save_for_backward(x, att, coef)
         ctx.masks, ctx.columns = masks, columns
-        return _band_modulation(x, att, coef, _column_low_passes(x, columns), strided=True)
+        return out
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
@@ -339,6 +339,14 @@ class _BandModulation(torch.autograd.Function):
             plain = functools.partial(_plain_band_modulation, masks=ctx.masks)
             return (*plain_grads(plain, (x, att), (need_x, need_att), [grad]), None, None)
         return (*_band_modulation_grads(grad, x, att, coef, ctx.columns, need_x, need_att), None, None)
+
+
+def _column_band_modulation(x: Tensor, att: Tensor, columns: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`_band_modulation` of x under the transposed masks ``columns``, for tensors autograd does not record,
+    and the coefficients it used.
+    """
+    coef = band_coefficients(att, 2, strided=True)
+    return _band_modulation(x, att, coef, _column_low_passes(x, columns), strided=True), coef
 
 
 def _band_modulation_grads(
@@ -422,9 +430,7 @@ def band_modulation_operator(x: Tensor, att: Tensor, k_list: list[int], rule: st
     eager FFTs (inductor has no complex codegen) at any batch and map size, without a recompile per size, and
     autograd keeps only x and the attentions, as :class:`_BandModulation` does.
     """
-    columns = _masks_of(x, k_list, rule)[1]
-    coef = band_coefficients(att, 2, strided=True)
-    return _band_modulation(x, att, coef, _column_low_passes(x, columns), strided=True)
+    return _column_band_modulation(x, att, _masks_of(x, k_list, rule)[1])[0]
 
 
 @band_modulation_operator.register_fake
